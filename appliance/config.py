@@ -1,0 +1,90 @@
+"""The one settings object.
+
+Every value comes from an `APPLIANCE_*` environment variable, then from the YAML file named by
+`APPLIANCE_CONFIG`, then from the defaults below. No other module reads the environment: they take a
+`Settings` (or the values they need) as arguments, so tests can build any configuration in-process.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Values from the YAML file named by APPLIANCE_CONFIG (lower priority than the environment)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("APPLIANCE_CONFIG")
+        if not path:
+            return {}
+        from appliance.errors import ApplianceError
+
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ApplianceError(f"cannot read settings file {path}: {exc}".splitlines()[0]) from exc
+        if not isinstance(data, dict):
+            raise ApplianceError(f"settings file {path} must hold a mapping")
+        return data
+
+
+class Settings(BaseSettings):
+    """Where the appliance keeps its state and how it serves.
+
+    Paths left unset are derived from `data_dir`, so one variable moves the whole installation.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="APPLIANCE_", extra="forbid")
+
+    data_dir: Path = Path("var")
+    model_store: Path | None = None
+    trust_dir: Path | None = None
+    keys_dir: Path | None = None
+    database_url: str | None = None
+    policy_dir: Path = Path("policies")
+    require_signed_policy: bool = False
+
+    audit_key_path: Path | None = None
+    audit_checkpoint_every: int = Field(default=1000, ge=1)
+    audit_checkpoint_seconds: float = Field(default=60.0, gt=0)
+
+    hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    max_signature_bytes: int = 16 * 1024 * 1024
+
+    ray_address: str | None = None
+    ray_auth_mode: Literal["token", "disabled"] = "disabled"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> "Settings":
+        self.model_store = self.model_store or self.data_dir / "models"
+        self.trust_dir = self.trust_dir or self.data_dir / "trust"
+        self.keys_dir = self.keys_dir or self.data_dir / "keys"
+        self.audit_key_path = self.audit_key_path or self.keys_dir / "audit.key"
+        self.database_url = self.database_url or f"sqlite:///{(self.data_dir / 'appliance.db').resolve()}"
+        return self
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):  # type: ignore[override]
+        return init_settings, env_settings, _YamlFileSource(settings_cls)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

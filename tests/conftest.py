@@ -1,0 +1,72 @@
+"""Shared fixtures: settings rooted in a temporary folder, the CLI as a subprocess, and the air gap."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.config import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+APPLIANCE = str(Path(sys.executable).with_name("appliance"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings whose every path lies under a fresh temporary data folder."""
+    return Settings(data_dir=tmp_path / "var")
+
+
+def clean_env(data_dir: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment for a subprocess: no pip indexes or find-links, no proxies, our data folder."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PIP_", "APPLIANCE_", "TIKTOKEN_")) and "proxy" not in k.lower()}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env["PIP_NO_INDEX"] = "1"
+    if data_dir is not None:
+        env["APPLIANCE_DATA_DIR"] = str(data_dir)
+    env.update(extra)
+    return env
+
+
+def offline_argv(argv: list[str]) -> list[str]:
+    """`argv` run in a new network namespace with only loopback up: any outbound attempt fails."""
+    script = 'ip link set lo up && exec "$@"'
+    return ["unshare", "-n", "bash", "-c", script, "offline", *argv]
+
+
+def have_unshare() -> bool:
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    return subprocess.run(offline_argv(["true"]), capture_output=True).returncode == 0
+
+
+requires_unshare = pytest.mark.skipif(not have_unshare(), reason="unshare -n is not permitted here")
+
+
+def run_cli(*args: str, data_dir: Path | None = None, offline: bool = True, check: bool = False,
+            env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the real `appliance` console script, by default inside `unshare -n` (the air gap)."""
+    argv = [APPLIANCE, *args]
+    if offline and have_unshare():
+        argv = offline_argv(argv)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=clean_env(data_dir, **(env or {})),
+                          cwd=REPO, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"appliance {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """Assert the CLI failed the way an operator should see it: non-zero, one line, no traceback."""
+    assert proc.returncode != 0, proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
