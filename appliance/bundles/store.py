@@ -1,0 +1,187 @@
+"""The model store: verified bundles under `NAME/VERSION`, which one is active, and rollback protection.
+
+Every change happens under an exclusive lock on `.lock`. An import copies into `.tmp/` while hashing and
+appears under its final name by one rename, so a crash (even SIGKILL) leaves either nothing or a complete
+bundle; leftovers in `.tmp/` are swept by the next store operation. `state.json` records the active
+versions and, per name, the highest version ever imported (the rollback high-water mark).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.bundles.metadata import SIGNATURE_FILE, BundleError, BundleMetadata, semver_key
+from appliance.bundles.signing import VerifiedBundle, read_verified_metadata, verify_bundle
+from appliance.signing import keys, oms
+from appliance.signing.hashing import Progress
+
+
+@dataclass(frozen=True)
+class StoredBundle:
+    name: str
+    version: str
+    active: bool
+    metadata: BundleMetadata
+    size: int
+
+
+class BundleStore:
+    def __init__(self, root: Path, *, workers: int = 1, max_signature_bytes: int = 16 << 20) -> None:
+        self.root = root
+        self.workers = workers
+        self.max_signature_bytes = max_signature_bytes
+
+    # -- changes -------------------------------------------------------------------------------------
+    def import_bundle(self, src: Path, trusted: list[keys.PublicKey], *, allow_downgrade: bool = False,
+                      progress: Progress | None = None) -> VerifiedBundle:
+        """Verify `src` while copying it in; refuse replays of old versions unless `allow_downgrade`."""
+        manifest, _ = oms.read_signature(src, trusted, signature_name=SIGNATURE_FILE,
+                                         max_signature_bytes=self.max_signature_bytes)
+        meta = read_verified_metadata(src, manifest)
+        meta.check_compatible()
+        with self._locked() as state:
+            dest = self.root / meta.name / meta.version
+            if dest.exists():
+                raise BundleError(f"{meta.name} {meta.version} is already in the store")
+            highest = self._highest(state, meta.name)
+            if highest and semver_key(meta.version) <= semver_key(highest) and not allow_downgrade:
+                raise BundleError(f"{meta.name} {meta.version} is not newer than {highest}, already imported "
+                                  "(rollback protection; --allow-downgrade to override)")
+            tmp = Path(tempfile.mkdtemp(prefix="import-", dir=self.root / ".tmp"))
+            try:
+                verified = verify_bundle(src, trusted, workers=self.workers, progress=progress,
+                                         max_signature_bytes=self.max_signature_bytes, copy_to=tmp)
+                if verified.metadata != meta:
+                    raise BundleError(f"{src} changed during import")
+                shutil.copyfile(src / SIGNATURE_FILE, tmp / SIGNATURE_FILE, follow_symlinks=False)
+                # The signature file was re-read: prove the copy is the one whose manifest we checked.
+                oms.read_signature(tmp, trusted, signature_name=SIGNATURE_FILE,
+                                   max_signature_bytes=self.max_signature_bytes)
+                _fsync_tree(tmp)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(tmp, dest)
+                _fsync_dir(dest.parent)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            if not highest or semver_key(meta.version) > semver_key(highest):
+                state.setdefault("highest", {})[meta.name] = meta.version
+            self._write_state(state)
+        return VerifiedBundle(dest, meta, verified.manifest, verified.signer_hint)
+
+    def activate(self, name: str, version: str, trusted: list[keys.PublicKey]) -> None:
+        """Mark `name`/`version` as the one to serve, after a full verification of what is stored."""
+        self.open(name, version, trusted)
+        with self._locked() as state:
+            self._require(name, version)
+            state.setdefault("active", {})[name] = version
+            self._write_state(state)
+
+    def remove(self, name: str, version: str) -> None:
+        with self._locked() as state:
+            path = self._require(name, version)
+            if state.get("active", {}).get(name) == version:
+                raise BundleError(f"{name} {version} is active; activate another version first")
+            doomed = self.root / ".tmp" / f"remove-{name}-{version}"
+            os.rename(path, doomed)
+            shutil.rmtree(doomed)
+            if not any(path.parent.iterdir()):
+                path.parent.rmdir()
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def open(self, name: str, version: str | None, trusted: list[keys.PublicKey],
+             progress: Progress | None = None) -> VerifiedBundle:
+        """Re-verify every byte of a stored bundle before it is loaded (see docs/architecture.md)."""
+        if version is None:
+            version = self.active().get(name)
+            if version is None:
+                raise BundleError(f"no active version of {name}")
+        path = self._require(name, version)
+        verified = verify_bundle(path, trusted, workers=self.workers, progress=progress,
+                                 max_signature_bytes=self.max_signature_bytes)
+        if (verified.metadata.name, verified.metadata.version) != (name, version):
+            raise BundleError(f"{path} holds {verified.metadata.name} {verified.metadata.version}, not its folder name")
+        return verified
+
+    def active(self) -> dict[str, str]:
+        return dict(self._read_state().get("active", {}))
+
+    def list(self) -> list[StoredBundle]:
+        active = self.active()
+        out = []
+        for name_dir in sorted(self._bundle_dirs()):
+            for version_dir in sorted(name_dir.iterdir(), key=lambda p: semver_key(p.name)):
+                try:
+                    meta = BundleMetadata.read(version_dir)
+                except BundleError:
+                    continue
+                size = sum(f.stat().st_size for f in version_dir.rglob("*") if f.is_file())
+                out.append(StoredBundle(name_dir.name, version_dir.name, active.get(name_dir.name) == version_dir.name,
+                                        meta, size))
+        return out
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _require(self, name: str, version: str) -> Path:
+        path = self.root / name / version
+        if "/" in name + version or name.startswith(".") or not path.is_dir():
+            raise BundleError(f"{name} {version} is not in the store")
+        return path
+
+    def _bundle_dirs(self) -> Iterator[Path]:
+        if self.root.is_dir():
+            yield from (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def _highest(self, state: dict, name: str) -> str | None:
+        versions = [state.get("highest", {}).get(name)]
+        if (self.root / name).is_dir():
+            versions += [p.name for p in (self.root / name).iterdir()]
+        versions = [v for v in versions if v]
+        return max(versions, key=semver_key) if versions else None
+
+    @contextmanager
+    def _locked(self) -> Iterator[dict]:
+        (self.root / ".tmp").mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for leftover in (self.root / ".tmp").iterdir():  # from a killed import or removal
+                shutil.rmtree(leftover, ignore_errors=True)
+            yield self._read_state()
+
+    def _read_state(self) -> dict:
+        try:
+            return json.loads((self.root / "state.json").read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise BundleError(f"{self.root / 'state.json'} is corrupt") from exc
+
+    def _write_state(self, state: dict) -> None:
+        tmp = self.root / ".tmp" / "state.json"
+        with open(tmp, "w") as f:
+            json.dump(state, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.root / "state.json")
+        _fsync_dir(self.root)
+
+
+def _fsync_tree(root: Path) -> None:
+    """File contents were fsynced as written; make the directory entries durable too."""
+    for dirpath, _, _ in os.walk(root):
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
