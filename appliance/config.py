@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     policy_dir: Path = Path("policies")
     require_signed_policy: bool = False
+    policy_trust_dir: Path | None = None  # public keys (*.pub) trusted to sign policy packs; default trust_dir/policy
 
     audit_key_path: Path | None = None
     audit_checkpoint_every: int = Field(default=1000, ge=1)
@@ -66,6 +67,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
 
+    engine_max_batch_size: int = Field(default=8, ge=1)
+    engine_max_queue: int = Field(default=32, ge=0)
+    engine_max_tokens_in_flight: int = Field(default=65536, ge=2)
+    engine_threads: int = Field(default=0, ge=0)
+    serve_replicas_max: int = Field(default=1, ge=1)
+    serve_max_ongoing_requests: int = Field(default=64, ge=1)
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
@@ -74,6 +82,7 @@ class Settings(BaseSettings):
         self.model_store = self.model_store or self.data_dir / "models"
         self.trust_dir = self.trust_dir or self.data_dir / "trust"
         self.keys_dir = self.keys_dir or self.data_dir / "keys"
+        self.policy_trust_dir = self.policy_trust_dir or self.trust_dir / "policy"
         self.audit_key_path = self.audit_key_path or self.keys_dir / "audit.key"
         self.database_url = self.database_url or f"sqlite:///{(self.data_dir / 'appliance.db').resolve()}"
         return self

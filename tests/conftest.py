@@ -70,3 +70,11 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in proc.stderr
     assert lines[0].startswith("error: ")
     return lines[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """The tiny published-layout gpt-oss checkpoint (seconds to write), shared by every test package."""
+    from appliance.demo.checkpoint import gpt_oss_config, write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("hf") / "tiny", gpt_oss_config("tiny"), seed=0)

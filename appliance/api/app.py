@@ -1,0 +1,95 @@
+"""The FastAPI application: routers, OpenAI-shaped errors, a request size limit and per-route metrics."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from fastapi import FastAPI
+
+from appliance.api.errors import ApiError, install_error_handlers
+from appliance.api.routes import admin, chat, health, models, responses
+from appliance.api.services import Services
+from appliance.bundles.metadata import APPLIANCE_VERSION
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+
+
+def create_app(svc: Services) -> FastAPI:
+    app = FastAPI(title="gpt-oss appliance", version=APPLIANCE_VERSION, docs_url=None, redoc_url=None)
+    app.state.services = svc
+    install_error_handlers(app)
+    for module in (chat, responses, models, admin, health):
+        app.include_router(module.router)
+    app.add_middleware(_Limits)
+    app.add_middleware(_Observe, metrics=svc.metrics)
+    return app
+
+
+class _Limits:
+    """413 for bodies over MAX_BODY_BYTES (declared or streamed), 431 for oversized headers."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = scope.get("headers", [])
+        if sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+            return await ApiError(431, "request headers too large", code="headers_too_large").response()(
+                scope, receive, send)
+        declared = next((v for k, v in headers if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return await _too_large()(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY_BYTES:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await _too_large()(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large():
+    return ApiError(413, f"request body over {MAX_BODY_BYTES} bytes", code="request_too_large").response()
+
+
+class _Observe:
+    """Counts requests by route template and status, times them, and binds the request id to the logs."""
+
+    def __init__(self, app, metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def observed_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        structlog.contextvars.clear_contextvars()
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - start)

@@ -1,0 +1,34 @@
+"""Prometheus metrics of one gateway, in its own registry (several apps can live in one test process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self, engine_stats: Callable[[], dict[str, int]]) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("appliance_requests", "HTTP requests by route and status", ["route", "status"],
+                                registry=r)
+        self.tokens = Counter("appliance_tokens", "Tokens by kind (prompt, completion, reasoning)", ["kind"],
+                              registry=r)
+        self.ttft = Histogram("appliance_time_to_first_token_seconds", "Time to first token", registry=r,
+                              buckets=_LATENCY_BUCKETS)
+        self.latency = Histogram("appliance_request_seconds", "Request latency by route", ["route"], registry=r,
+                                 buckets=_LATENCY_BUCKETS)
+        self.decisions = Counter("appliance_policy_decisions", "Policy decisions by direction and action",
+                                 ["direction", "action"], registry=r)
+        self.audit_append = Histogram("appliance_audit_append_seconds", "Durable audit append latency",
+                                      registry=r, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
+        occupancy = Gauge("appliance_engine_batch_occupancy", "Sequences in the running batch", registry=r)
+        queued = Gauge("appliance_engine_queue_depth", "Requests waiting for a batch slot", registry=r)
+        occupancy.set_function(lambda: engine_stats().get("running", 0))
+        queued.set_function(lambda: engine_stats().get("waiting", 0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,247 @@
+"""The audited request path shared by chat completions and responses.
+
+auth (route dependency) -> rate limit -> input policy -> durable "request" record (fail closed) -> engine
+-> streaming output filter -> durable "completion" record. Denials, rate limits, cancellations and
+failures get their own record. No answer is finished without its record: the completion record is
+written before the last chunk (or the JSON body) leaves, and if it cannot be written the client gets an
+error instead of a normal end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.api.auth import Caller
+from appliance.api.backend import ModelInfo
+from appliance.api.errors import ApiError
+from appliance.api.services import Services
+from appliance.audit import AuditEvent, Decision as AuditDecision, Usage as AuditUsage, content_for
+from appliance.engine.types import EngineBusy, EngineError, FinishEvent, GenerationRequest, TextEvent, ToolCallEvent
+from appliance.policy import Decision, Message, PolicyRequest, RateLimited
+
+
+@dataclass
+class GenerationSpec:
+    """One request in the API's terms, whichever route it came through (chat-shaped messages)."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    tool_choice: Any = None
+    reasoning_effort: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Delta:
+    """What the client may see from one chunk: visible reasoning, answer text, complete tool calls."""
+
+    reasoning: str = ""
+    content: str = ""
+    tool_calls: list[ToolCallEvent] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    finish_reason: str = "stop"  # stop | length | tool_calls | content_filter
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    rule_id: str | None = None
+
+
+class AuditedGeneration:
+    """A generation whose request record is already durable; iterate it for deltas, then read `outcome`."""
+
+    def __init__(self, svc: Services, caller: Caller, spec: GenerationSpec, decision: Decision,
+                 request: GenerationRequest, model: ModelInfo) -> None:
+        self.svc, self.caller, self.spec, self.decision, self.request, self.model = \
+            svc, caller, spec, decision, request, model
+        self.outcome = Outcome()
+        self.started = time.perf_counter()
+        self._raw_final: list[str] = []
+        self._shown_final: list[str] = []
+        self._tool_calls: list[ToolCallEvent] = []
+        self._first_token_at: float | None = None
+
+    @property
+    def policy_header(self) -> str:
+        return f"{self.decision.action}; rules={','.join(self.decision.rule_ids)}; revision={self.decision.revision[:12]}"
+
+    async def deltas(self) -> AsyncIterator[Delta]:
+        """Deltas as the engine produces them; ends after the completion record is durable."""
+        out_filter = self.decision.output_filter()
+        finished = False
+        try:
+            stream = self.svc.backend.generate(self.model.name, self.request)
+            try:
+                async for chunk in stream:
+                    delta = self._apply(chunk, out_filter)
+                    if delta is not None:
+                        if self._first_token_at is None:
+                            self._first_token_at = time.perf_counter()
+                            self.svc.metrics.ttft.observe(self._first_token_at - self.started)
+                        yield delta
+                    if out_filter.stopped:
+                        self.outcome.finish_reason, self.outcome.rule_id = "content_filter", out_filter.rule_id
+                        break
+                await stream.aclose()  # stops the generation at once after a content filter stop
+                tail = out_filter.finish()
+                if tail.chunks:
+                    yield self._from_filter(tail)
+            except EngineBusy as exc:
+                await self._record_end("error", 429, "engine_busy")
+                finished = True
+                raise ApiError(429, "the engine is at capacity; retry shortly", code="engine_busy",
+                               retry_after=1) from exc
+            except EngineError as exc:
+                await self._record_end("error", 400, "invalid_request")
+                finished = True
+                raise ApiError(400, str(exc), code="invalid_request") from exc
+            except ApiError:
+                raise
+            except Exception as exc:
+                await self._record_end("error", 503, "engine_unavailable")
+                finished = True
+                raise ApiError(503, "the model is unavailable; retry shortly", code="engine_unavailable",
+                               retry_after=2) from exc
+            if self._tool_calls and self.outcome.finish_reason == "stop":
+                self.outcome.finish_reason = "tool_calls"
+            await self._record_end("completion", 200, None)
+            finished = True
+            self.svc.policy.charge_tokens(self.caller.principal, self.outcome.prompt_tokens
+                                          + self.outcome.completion_tokens)
+        finally:
+            if not finished:  # the client went away (or we were cancelled): the record still lands
+                await asyncio.shield(self._record_end("cancelled", 499, "client_disconnected"))
+
+    def _apply(self, chunk: list, out_filter) -> Delta | None:
+        reasoning, content = [], []
+        for event in chunk:
+            if isinstance(event, TextEvent):
+                if event.recipient is not None:
+                    continue  # tool-call arguments arrive complete as a ToolCallEvent
+                channel = "final" if event.channel == "final" else "analysis"
+                if channel == "final":
+                    self._raw_final.append(event.text)
+                got = out_filter.feed(channel, event.text)
+                reasoning.append(got.text_of("analysis"))
+                content.append(got.text_of("final"))
+                if got.stopped:
+                    break
+            elif isinstance(event, ToolCallEvent):
+                self._tool_calls.append(event)
+            elif isinstance(event, FinishEvent):
+                u = event.usage
+                self.outcome.prompt_tokens, self.outcome.completion_tokens = u.prompt_tokens, u.completion_tokens
+                self.outcome.reasoning_tokens = u.reasoning_tokens
+                if event.finish_reason in ("length", "tool_calls"):
+                    self.outcome.finish_reason = event.finish_reason
+        calls = [e for e in chunk if isinstance(e, ToolCallEvent)]
+        delta = Delta("".join(reasoning), "".join(content), calls)
+        self._shown_final.append(delta.content)
+        return delta if (delta.reasoning or delta.content or delta.tool_calls) else None
+
+    def _from_filter(self, got) -> Delta:
+        delta = Delta(got.text_of("analysis"), got.text_of("final"))
+        self._shown_final.append(delta.content)
+        return delta
+
+    async def _record_end(self, event: str, status: int, error_code: str | None) -> None:
+        raw = "".join(self._raw_final) + "".join(f"\n[tool {c.name}] {c.arguments}" for c in self._tool_calls)
+        shown = "".join(self._shown_final) + "".join(f"\n[tool {c.name}] {c.arguments}" for c in self._tool_calls)
+        mode = self.decision.audit_content
+        o = self.outcome
+        latency = time.perf_counter() - self.started
+        self.svc.metrics.tokens.labels("prompt").inc(o.prompt_tokens)
+        self.svc.metrics.tokens.labels("completion").inc(o.completion_tokens)
+        self.svc.metrics.tokens.labels("reasoning").inc(o.reasoning_tokens)
+        await self.svc.record(AuditEvent(
+            event=event, request_id=self.caller.request_id, principal=self.caller.principal,
+            source=self.caller.source, route=self.caller.route, model=self.model.name,
+            bundle_version=self.model.version, policy_revision=self.decision.revision,
+            decision=AuditDecision(action="deny" if o.finish_reason == "content_filter" else "allow",
+                                   rule_ids=(o.rule_id,) if o.rule_id else ()),
+            content_mode=mode, content=content_for(mode, raw, shown),
+            usage=AuditUsage(prompt_tokens=o.prompt_tokens, completion_tokens=o.completion_tokens,
+                             reasoning_tokens=o.reasoning_tokens),
+            latency_ms=int(latency * 1000), status=status, error_code=error_code,
+            detail={"finish_reason": o.finish_reason} if event == "completion" else {}))
+
+
+async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) -> AuditedGeneration:
+    """Checks that end in an error before any model work; returns once the request record is durable."""
+    model = next((m for m in await svc.backend.models() if m.name == spec.model), None)
+    if model is None:
+        raise ApiError(404, f"model {spec.model!r} does not exist or is not active", code="model_not_found",
+                       param="model")
+    base = dict(request_id=caller.request_id, principal=caller.principal, source=caller.source,
+                route=caller.route, model=model.name, bundle_version=model.version,
+                policy_revision=svc.policy.current.revision)
+    try:
+        svc.policy.check_rate(caller.principal)
+    except RateLimited as exc:
+        svc.metrics.decisions.labels("input", "rate_limited").inc()
+        await svc.record(AuditEvent(event="denial", **base, decision=AuditDecision(action="deny",
+                                    rule_ids=(exc.rule_id,)), status=429, error_code="rate_limited"))
+        raise ApiError(429, str(exc), code="rate_limited", retry_after=exc.retry_after) from exc
+    policy_request = PolicyRequest(model=model.name, messages=[Message(m["role"], _text(m)) for m in spec.messages],
+                                   max_tokens=spec.max_tokens, reasoning_effort=spec.reasoning_effort,
+                                   tools=spec.tools or None)
+    decision = svc.policy.evaluate_input(policy_request, caller.principal)
+    svc.metrics.decisions.labels("input", decision.action).inc()
+    findings: dict[str, int] = {}
+    for f in decision.findings:
+        findings[f.category] = findings.get(f.category, 0) + 1
+    audit_decision = AuditDecision(action=decision.action, rule_ids=decision.rule_ids, findings=findings)
+    mode = decision.audit_content
+    raw = json.dumps([{"role": m.role, "content": m.content} for m in policy_request.messages], ensure_ascii=False)
+    redacted = json.dumps([{"role": m.role, "content": m.content} for m in decision.messages], ensure_ascii=False)
+    if decision.denied:
+        await svc.record(AuditEvent(event="denial", **base, decision=audit_decision, content_mode=mode,
+                                    content=content_for(mode, raw, redacted), status=403,
+                                    error_code=decision.deny_rule))
+        raise ApiError(403, f"{decision.message or 'denied by policy'} (rule {decision.deny_rule})",
+                       code=decision.deny_rule)
+    request = _engine_request(spec, decision)
+    await svc.record(AuditEvent(event="request", **base, decision=audit_decision, content_mode=mode,
+                                content=content_for(mode, raw, redacted)))
+    return AuditedGeneration(svc, caller, spec, decision, request, model)
+
+
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def _engine_request(spec: GenerationSpec, decision: Decision) -> GenerationRequest:
+    """The redacted messages, with their non-text fields (tool calls, ids) kept from the original."""
+    messages = [{**original, "content": redacted.content}
+                for original, redacted in zip(spec.messages, decision.messages)]
+    tools = spec.tools
+    choice = spec.tool_choice
+    if choice == "none":
+        tools = []
+    elif isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") or choice.get("name")
+        tools = [t for t in tools if t["function"]["name"] == name]
+        if not tools:
+            raise ApiError(400, f"tool_choice names {name!r}, which is not among the tools", param="tool_choice")
+        messages = [{"role": "developer", "content": f"Call the function {name} now."}, *messages]
+    elif choice == "required" and tools:
+        messages = [{"role": "developer", "content": "Answer by calling one of the functions."}, *messages]
+    return GenerationRequest(
+        messages=messages, tools=tools, reasoning_effort=spec.reasoning_effort or "medium",
+        max_tokens=decision.max_tokens, temperature=1.0 if spec.temperature is None else spec.temperature,
+        top_p=1.0 if spec.top_p is None else spec.top_p, seed=spec.seed, stop=spec.stop)

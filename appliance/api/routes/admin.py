@@ -1,0 +1,160 @@
+"""/admin/*: the audit log (auditor and admin), keys, policy and bundles (admin). Changes are audited."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
+
+from appliance import apikeys
+from appliance.api.auth import ADMIN, AUDITOR, Caller, requires, services
+from appliance.api.errors import ApiError
+from appliance.api.services import Services
+from appliance.audit import AuditEvent, AuditFilter
+from appliance.errors import ApplianceError
+
+router = APIRouter(prefix="/admin")
+
+
+def _event(caller: Caller, event: str, **detail: str) -> AuditEvent:
+    return AuditEvent(event=event, request_id=caller.request_id, principal=caller.principal, source=caller.source,
+                      route=caller.route, status=200, detail=detail)
+
+
+# -- audit --------------------------------------------------------------------------------------------
+@router.get("/audit")
+async def audit_list(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services),
+                     since: datetime | None = None, until: datetime | None = None, principal: str | None = None,
+                     event: str | None = None, action: str | None = None, model: str | None = None,
+                     cursor: int | None = Query(None, ge=0), limit: int = Query(50, ge=1, le=1000)) -> dict:
+    page = await asyncio.to_thread(svc.audit.query, AuditFilter(since, until, principal, event, action, model),
+                                   cursor, limit)
+    return {"object": "list", "data": [r.model_dump(mode="json") for r in page.records],
+            "next_cursor": page.next_cursor}
+
+
+@router.get("/audit/verify")
+async def audit_verify(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services)) -> dict:
+    report = await asyncio.to_thread(svc.audit.verify)
+    return {"ok": report.ok, "records": report.records, "first_seq": report.first_seq, "last_seq": report.last_seq,
+            "head_hash": report.head_hash, "checkpoints": report.checkpoints, "bad_seq": report.bad_seq,
+            "reason": report.reason}
+
+
+@router.get("/audit/export")
+async def audit_export(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services),
+                       format: Literal["jsonl", "csv"] = "jsonl") -> FileResponse:
+    fd, name = tempfile.mkstemp(prefix="audit-export-", suffix=f".{format}")
+    os.close(fd)
+    try:
+        await asyncio.to_thread(svc.audit.export, format, Path(name))
+    except BaseException:
+        os.unlink(name)
+        raise
+    return FileResponse(name, media_type="application/x-ndjson" if format == "jsonl" else "text/csv",
+                        filename=f"audit.{format}", background=BackgroundTask(os.unlink, name))
+
+
+@router.get("/audit/{seq}")
+async def audit_show(seq: int, caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services)) -> dict:
+    record = await asyncio.to_thread(svc.audit.get, seq)
+    if record is None:
+        raise ApiError(404, f"no audit record {seq}", code="not_found")
+    return record.model_dump(mode="json")
+
+
+# -- keys ---------------------------------------------------------------------------------------------
+class NewKey(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    role: Literal["user", "auditor", "admin"]
+    expires_at: datetime | None = None
+
+
+def _key(info: apikeys.KeyInfo) -> dict:
+    return {"id": info.key_id, "name": info.name, "role": info.role, "status": info.status,
+            "created_at": info.created_at.isoformat(), "expires_at": info.expires_at and info.expires_at.isoformat(),
+            "revoked_at": info.revoked_at and info.revoked_at.isoformat()}
+
+
+@router.get("/keys")
+async def keys_list(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
+    with svc.sessions() as session:
+        return {"object": "list", "data": [_key(k) for k in apikeys.list_keys(session)]}
+
+
+@router.post("/keys", status_code=201)
+async def keys_create(body: NewKey, caller: Caller = Depends(requires(ADMIN)),
+                      svc: Services = Depends(services)) -> dict:
+    with svc.sessions() as session:
+        try:
+            token, info = apikeys.create_key(session, body.name, body.role, body.expires_at)
+        except ApplianceError as exc:
+            raise ApiError(400, str(exc)) from exc
+    await svc.record(_event(caller, "admin.key_created", key_id=info.key_id, role=info.role, name=info.name))
+    return {**_key(info), "key": token}
+
+
+@router.delete("/keys/{key_id}")
+async def keys_revoke(key_id: str, caller: Caller = Depends(requires(ADMIN)),
+                      svc: Services = Depends(services)) -> dict:
+    with svc.sessions() as session:
+        try:
+            info = apikeys.revoke_key(session, key_id)
+        except ApplianceError as exc:
+            raise ApiError(404, str(exc), code="not_found") from exc
+    await svc.record(_event(caller, "admin.key_revoked", key_id=key_id))
+    return _key(info)
+
+
+# -- policy -------------------------------------------------------------------------------------------
+@router.get("/policy")
+async def policy_show(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
+    current = svc.policy.current
+    return {"revision": current.revision, "version": current.version, "directory": str(svc.settings.policy_dir)}
+
+
+@router.post("/policy/reload")
+async def policy_reload(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
+    s = svc.settings
+    try:
+        loaded = await asyncio.to_thread(svc.policy.reload, s.policy_dir, require_signed=s.require_signed_policy,
+                                         trust=Services.policy_trust(s), max_signature_bytes=s.max_signature_bytes)
+    except ApplianceError as exc:
+        raise ApiError(400, f"policy not reloaded, the previous one stays in force: {exc}",
+                       code="invalid_policy") from exc
+    await svc.record(_event(caller, "admin.policy_reloaded", revision=loaded.revision))
+    return {"revision": loaded.revision, "version": loaded.version}
+
+
+# -- bundles ------------------------------------------------------------------------------------------
+class Activation(BaseModel):
+    name: str
+    version: str
+
+
+@router.get("/bundles")
+async def bundles_list(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
+    return {"object": "list", "data": [
+        {"name": b.name, "version": b.version, "active": b.active, "profile": b.metadata.profile,
+         "variant": b.metadata.variant, "size": b.size, "created": b.metadata.created.isoformat()}
+        for b in await asyncio.to_thread(svc.store.list)]}
+
+
+@router.post("/bundles/activate")
+async def bundles_activate(body: Activation, caller: Caller = Depends(requires(ADMIN)),
+                           svc: Services = Depends(services)) -> dict:
+    try:
+        await asyncio.to_thread(svc.store.activate, body.name, body.version, Services.policy_trust(svc.settings))
+    except ApplianceError as exc:
+        raise ApiError(400, str(exc), code="invalid_bundle") from exc
+    await svc.record(_event(caller, "admin.bundle_activated", name=body.name, version=body.version))
+    return {"name": body.name, "version": body.version, "active": True,
+            "note": "serving replicas switch to it at their next health check"}

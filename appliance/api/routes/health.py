@@ -1,0 +1,27 @@
+"""Liveness and readiness (no key: probes and load balancers) and Prometheus metrics (admin or auditor)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+
+from appliance.api.auth import AUDITOR, Caller, requires, services
+from appliance.api.services import Services
+
+router = APIRouter()
+
+
+@router.get("/healthz", include_in_schema=False)
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", include_in_schema=False)
+async def readyz(svc: Services = Depends(services)) -> JSONResponse:
+    ready = await svc.backend.ready()
+    return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(_: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services)) -> Response:
+    return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")

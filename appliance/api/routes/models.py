@@ -1,0 +1,29 @@
+"""GET /v1/models: the active bundles."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from appliance.api.auth import USER, Caller, requires, services
+from appliance.api.errors import ApiError
+from appliance.api.services import Services
+
+router = APIRouter()
+
+
+def _model(m) -> dict:
+    return {"id": m.name, "object": "model", "created": m.created, "owned_by": "appliance",
+            "version": m.version, "profile": m.profile}
+
+
+@router.get("/v1/models")
+async def list_models(_: Caller = Depends(requires(USER)), svc: Services = Depends(services)) -> dict:
+    return {"object": "list", "data": [_model(m) for m in await svc.backend.models()]}
+
+
+@router.get("/v1/models/{model_id}")
+async def get_model(model_id: str, _: Caller = Depends(requires(USER)), svc: Services = Depends(services)) -> dict:
+    for m in await svc.backend.models():
+        if m.name == model_id:
+            return _model(m)
+    raise ApiError(404, f"model {model_id!r} does not exist or is not active", code="model_not_found")

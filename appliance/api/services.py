@@ -1,0 +1,62 @@
+"""Everything a gateway needs, built once from the settings: the app's dependencies in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import sessionmaker
+
+from appliance.api.backend import ModelBackend
+from appliance.api.errors import ApiError
+from appliance.api.metrics import Metrics
+from appliance.audit import AuditEvent, AuditLog, AuditRecord, AuditUnavailable
+from appliance.bundles import BundleStore, trusted_keys
+from appliance.config import Settings
+from appliance.db import make_engine
+from appliance.policy import PolicyEngine, PolicySet
+from appliance.signing import keys
+
+
+@dataclass
+class Services:
+    settings: Settings
+    audit: AuditLog
+    policy: PolicyEngine
+    backend: ModelBackend
+    sessions: sessionmaker
+    store: BundleStore
+    metrics: Metrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.backend.stats)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, backend: ModelBackend) -> "Services":
+        policy = PolicyEngine(PolicySet.load(settings.policy_dir, require_signed=settings.require_signed_policy,
+                                             trust=cls.policy_trust(settings),
+                                             max_signature_bytes=settings.max_signature_bytes))
+        store = BundleStore(settings.model_store, workers=settings.hash_workers,
+                            max_signature_bytes=settings.max_signature_bytes)
+        return cls(settings, AuditLog.from_settings(settings), policy, backend,
+                   sessionmaker(make_engine(settings.database_url), expire_on_commit=False), store)
+
+    @staticmethod
+    def policy_trust(settings: Settings) -> list[keys.PublicKey]:
+        return trusted_keys(settings.trust_dir)
+
+    async def record(self, event: AuditEvent) -> AuditRecord:
+        """Append durably or fail closed with a 503: nothing proceeds without its audit record."""
+        start = time.perf_counter()
+        try:
+            return await asyncio.to_thread(self.audit.append, event)
+        except AuditUnavailable as exc:
+            raise ApiError(503, "audit store unavailable; request refused (fail closed)",
+                           code="audit_unavailable") from exc
+        finally:
+            self.metrics.audit_append.observe(time.perf_counter() - start)
+
+    def close(self) -> None:
+        self.audit.close()
+        self.sessions.kw["bind"].dispose()

@@ -1,0 +1,65 @@
+"""`appliance keys ...`: API keys for applications, auditors and admins (each change audited)."""
+
+from __future__ import annotations
+
+import getpass
+from datetime import datetime, timezone
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+from sqlalchemy.orm import Session
+
+from appliance import apikeys
+from appliance.audit import AuditEvent, AuditLog, Principal
+from appliance.cli.tables import print_table
+from appliance.config import get_settings
+from appliance.db import make_engine
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def _session() -> Session:
+    return Session(make_engine(get_settings().database_url), expire_on_commit=False)
+
+
+def _audit(event: str, **detail: str) -> None:
+    """The operator at the console is the actor: recorded as `cli:<unix user>`."""
+    with AuditLog.from_settings(get_settings()) as log:
+        log.append(AuditEvent(event=event, principal=Principal(name=f"cli:{getpass.getuser()}", role="admin"),
+                              route="cli", status=0, detail=detail))
+
+
+@app.command()
+def create(
+    name: Annotated[str, typer.Option(help="Who or what holds the key.")],
+    role: Annotated[str, typer.Option(help="user, auditor or admin")],
+    expires: Annotated[Optional[datetime], typer.Option(help="Expiry date (UTC), e.g. 2027-06-30.")] = None,
+) -> None:
+    """Create a key and print it once (it is stored only as a hash)."""
+    expires_at = expires.replace(tzinfo=timezone.utc) if expires and not expires.tzinfo else expires
+    with _session() as session:
+        token, info = apikeys.create_key(session, name, role, expires_at)
+    _audit("admin.key_created", key_id=info.key_id, role=info.role, name=info.name)
+    typer.echo(token)
+    typer.echo(f"key id {info.key_id}, role {info.role}: shown once, store it now", err=True)
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """Every key with its role and status (never the secret)."""
+    table = Table("id", "name", "role", "status", "created", "expires")
+    with _session() as session:
+        for k in apikeys.list_keys(session):
+            table.add_row(k.key_id, k.name, k.role, k.status, k.created_at.strftime("%Y-%m-%d %H:%M"),
+                          k.expires_at.strftime("%Y-%m-%d") if k.expires_at else "")
+    print_table(table)
+
+
+@app.command()
+def revoke(key_id: str) -> None:
+    """Revoke a key at once."""
+    with _session() as session:
+        info = apikeys.revoke_key(session, key_id)
+    _audit("admin.key_revoked", key_id=key_id)
+    typer.echo(f"revoked {info.key_id} ({info.name})")

@@ -1,0 +1,33 @@
+"""`build_app`: one builder for `appliance serve`, a `serve build` config file and the Helm chart.
+
+    import_path: appliance.serving.app:build_app
+    args: {data_dir: /var/lib/appliance, ...}     # any Settings field
+
+GPUs per LLM replica follow the active bundles' engine profiles (cuda-* needs one GPU).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from appliance.bundles import BundleStore, BundleMetadata
+from appliance.config import Settings
+from appliance.serving.deployments import Gateway, LLMServer
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    settings = Settings(**(args or {}))
+    store = BundleStore(settings.model_store)
+    profiles = [BundleMetadata.read(settings.model_store / n / v).profile for n, v in store.active().items()]
+    gpus = 1 if any(p.startswith("cuda-") for p in profiles) else 0
+    shared = settings.model_dump(mode="json")
+    llm = LLMServer.options(
+        ray_actor_options={"num_gpus": gpus, "num_cpus": 1},
+        max_ongoing_requests=settings.serve_max_ongoing_requests,
+        autoscaling_config={"min_replicas": 1, "max_replicas": settings.serve_replicas_max,
+                            "target_ongoing_requests": max(1, settings.engine_max_batch_size)},
+    ).bind(shared)
+    return Gateway.options(ray_actor_options={"num_cpus": 0.5},
+                           max_ongoing_requests=4 * settings.serve_max_ongoing_requests).bind(llm, shared)

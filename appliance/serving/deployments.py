@@ -1,0 +1,88 @@
+"""The two Serve deployments: `LLMServer` (engines, GPUs) and `Gateway` (the FastAPI app, CPU only)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+
+import structlog
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from appliance.api.app import create_app
+from appliance.api.services import Services
+from appliance.bundles import BundleStore
+from appliance.config import Settings
+from appliance.engine import Event, GenerationRequest
+from appliance.logs import configure_logging
+from appliance.serving.handle_backend import HandleBackend
+from appliance.serving.local_backend import LocalBackend, open_engine, verified_active
+
+log = structlog.get_logger()
+
+
+@serve.deployment(name="llm", health_check_period_s=2, health_check_timeout_s=60, graceful_shutdown_wait_loop_s=1,
+                  graceful_shutdown_timeout_s=30)
+class LLMServer:
+    """Loads every active bundle (verified byte for byte first) and streams coalesced generations.
+
+    Its health check runs a one-token generation, and notices a newly activated bundle version, which it
+    verifies and loads beside the old one before switching (in-flight requests finish on the old engine).
+    """
+
+    def __init__(self, settings: dict) -> None:
+        self.settings = Settings(**settings)
+        configure_logging(self.settings.log_level, self.settings.log_format)
+        self.backend = LocalBackend.from_store(self.settings)
+        self._switching: asyncio.Task | None = None
+
+    async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[list[Event]]:
+        async for chunk in self.backend.generate(model, request):
+            yield chunk
+
+    async def describe(self) -> dict:
+        return {"models": await self.backend.models(), "stats": self.backend.stats(), "pid": os.getpid()}
+
+    async def ready(self) -> bool:
+        return await self.backend.ready()
+
+    async def check_health(self) -> None:
+        if not await self.backend.ready():
+            raise RuntimeError("the engine failed its one-token generation")
+        if self._switching is None or self._switching.done():
+            self._switching = asyncio.create_task(self._follow_activation())
+
+    async def _follow_activation(self) -> None:
+        store = BundleStore(self.settings.model_store)
+        loaded = self.backend.loaded_versions()
+        changed = [name for name, version in store.active().items() if loaded.get(name) not in (None, version)]
+        for name in changed:
+            try:
+                bundle = (await asyncio.to_thread(verified_active, self.settings, [name]))[0]
+                engine = await asyncio.to_thread(open_engine, self.settings, bundle)
+            except Exception as exc:  # noqa: BLE001 - keep serving the old version
+                log.error("activation not applied", bundle=name, error=str(exc))
+                continue
+            await self.backend.swap(engine)
+            log.info("switched bundle", bundle=name, version=bundle.metadata.version)
+
+
+@serve.deployment(name="gateway", health_check_period_s=2, graceful_shutdown_wait_loop_s=1,
+                  graceful_shutdown_timeout_s=30)
+@serve.ingress()
+class Gateway:
+    """Auth, policy and audit in front of the LLM deployment; the FastAPI app is built per replica."""
+
+    def __init__(self, llm: DeploymentHandle, settings: dict) -> None:
+        self.settings = Settings(**settings)
+        configure_logging(self.settings.log_level, self.settings.log_format)
+        self.services = Services.from_settings(self.settings, HandleBackend(llm))
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.services)
+
+    def __del__(self) -> None:
+        services = getattr(self, "services", None)
+        if services is not None:
+            services.close()

@@ -1,0 +1,90 @@
+"""The model backend that runs engines in this process: the LLM replica's core, tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from appliance.api.backend import ModelBackend, ModelInfo, coalesce
+from appliance.bundles import BundleStore, VerifiedBundle, trusted_keys
+from appliance.bundles.metadata import BundleError
+from appliance.config import Settings
+from appliance.engine import Engine, EngineError, Event, GenerationRequest
+
+
+@dataclass
+class _Loaded:
+    info: ModelInfo
+    engine: Engine
+
+
+def open_engine(settings: Settings, bundle: VerifiedBundle) -> _Loaded:
+    engine = Engine.from_bundle(bundle.path, max_batch_size=settings.engine_max_batch_size,
+                                max_queue=settings.engine_max_queue,
+                                max_tokens_in_flight=settings.engine_max_tokens_in_flight,
+                                threads=settings.engine_threads)
+    m = bundle.metadata
+    return _Loaded(ModelInfo(m.name, m.version, m.profile, int(m.created.timestamp())), engine)
+
+
+def verified_active(settings: Settings, names: list[str] | None = None) -> list[VerifiedBundle]:
+    """Every active bundle (or those named), each re-verified byte for byte before it is loaded."""
+    store = BundleStore(settings.model_store, workers=settings.hash_workers,
+                        max_signature_bytes=settings.max_signature_bytes)
+    active = store.active()
+    wanted = names or sorted(active)
+    if not wanted:
+        raise BundleError("no active bundle in the model store (appliance bundle import DIR --activate)")
+    trusted = trusted_keys(settings.trust_dir)
+    return [store.open(name, None, trusted) for name in wanted]
+
+
+class LocalBackend(ModelBackend):
+    def __init__(self, loaded: list[_Loaded]) -> None:
+        self._loaded = {x.info.name: x for x in loaded}
+
+    @classmethod
+    def from_store(cls, settings: Settings, names: list[str] | None = None) -> "LocalBackend":
+        return cls([open_engine(settings, b) for b in verified_active(settings, names)])
+
+    async def models(self) -> list[ModelInfo]:
+        return [x.info for x in self._loaded.values()]
+
+    async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[list[Event]]:
+        loaded = self._loaded.get(model)
+        if loaded is None:
+            raise EngineError(f"model {model!r} is not loaded here")
+        async for chunk in coalesce(loaded.engine.generate(request)):
+            yield chunk
+
+    async def ready(self) -> bool:
+        try:
+            for x in self._loaded.values():
+                await x.engine.health()
+        except Exception:  # noqa: BLE001 - not ready is the answer, whatever the cause
+            return False
+        return bool(self._loaded)
+
+    def stats(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for x in self._loaded.values():
+            for k, v in x.engine.stats().items():
+                totals[k] = totals.get(k, 0) + v
+        return totals
+
+    def loaded_versions(self) -> dict[str, str]:
+        return {name: x.info.version for name, x in self._loaded.items()}
+
+    async def swap(self, loaded: _Loaded) -> None:
+        """Serve `loaded` under its name from now on; the engine it replaces stops after its requests end."""
+        old = self._loaded.get(loaded.info.name)
+        self._loaded[loaded.info.name] = loaded
+        if old is not None:
+            while old.engine.stats().get("live_requests", 0):
+                await asyncio.sleep(0.5)
+            old.engine.close()
+
+    def close(self) -> None:
+        for x in self._loaded.values():
+            x.engine.close()

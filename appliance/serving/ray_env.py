@@ -1,0 +1,47 @@
+"""Starting or joining Ray with the air-gap settings applied by the appliance itself.
+
+Measured here (shared/research/ray.md): even with usage stats off Ray probes cloud metadata and posts a
+"usage stats disabled" report; these three settings stop every non-loopback attempt. Token auth is made
+explicit (a token file under the keys folder, mode 0600) so a Ray port reachable from the network does
+not accept unauthenticated clients. No runtime_env is ever passed: the environment is baked in.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from appliance.config import Settings
+
+BOOTSTRAP = "provider: {type: local}\n"
+
+
+def airgap_environment(settings: Settings, home: Path) -> dict[str, str]:
+    """The variables Ray (and its workers, which inherit them) must see; writes the files they name."""
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",
+           "RAY_AUTH_MODE": settings.ray_auth_mode, "RAY_DASHBOARD_ENABLED": "0"}
+    bootstrap = home / "ray_bootstrap_config.yaml"
+    if not bootstrap.exists():
+        bootstrap.write_text(BOOTSTRAP)
+    if settings.ray_auth_mode == "token":
+        token = settings.keys_dir / "ray_auth_token"
+        if not token.exists():
+            token.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        env["RAY_AUTH_TOKEN_PATH"] = str(token.resolve())
+    return env
+
+
+def start_ray(settings: Settings, home: Path) -> None:
+    """Join `ray_address`, or start a private local Ray on loopback."""
+    import ray
+
+    os.environ.update(airgap_environment(settings, home))
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
+                 num_cpus=os.cpu_count())
