@@ -34,17 +34,14 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings, backend: ModelBackend) -> "Services":
-        policy = PolicyEngine(PolicySet.load(settings.policy_dir, require_signed=settings.require_signed_policy,
-                                             trust=cls.policy_trust(settings),
-                                             max_signature_bytes=settings.max_signature_bytes))
+        policy = PolicyEngine(PolicySet.from_settings(settings))
         store = BundleStore(settings.model_store, workers=settings.hash_workers,
                             max_signature_bytes=settings.max_signature_bytes)
         return cls(settings, AuditLog.from_settings(settings), policy, backend,
                    sessionmaker(make_engine(settings.database_url), expire_on_commit=False), store)
 
-    @staticmethod
-    def policy_trust(settings: Settings) -> list[keys.PublicKey]:
-        return trusted_keys(settings.trust_dir)
+    def bundle_trust(self) -> list[keys.PublicKey]:
+        return trusted_keys(self.settings.trust_dir)
 
     async def record(self, event: AuditEvent) -> AuditRecord:
         """Append durably or fail closed with a 503: nothing proceeds without its audit record."""

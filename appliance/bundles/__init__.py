@@ -1,7 +1,8 @@
 """Signed offline weight bundles: format, signing, verification and the model store."""
 
 from appliance.bundles.metadata import METADATA_FILE, PROFILES, SIGNATURE_FILE, BundleError, BundleMetadata
-from appliance.bundles.signing import VerifiedBundle, sign_bundle, trusted_keys, verify_bundle
+from appliance.bundles.signing import VerifiedBundle, sign_bundle, verify_bundle
+from appliance.signing.keys import trusted_keys
 from appliance.bundles.store import BundleStore, StoredBundle
 
 __all__ = ["METADATA_FILE", "PROFILES", "SIGNATURE_FILE", "BundleError", "BundleMetadata", "BundleStore",

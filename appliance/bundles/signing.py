@@ -58,12 +58,3 @@ def verify_bundle(folder: Path, trusted: list[keys.PublicKey], *, workers: int =
     oms.verify_folder(folder, trusted, signature_name=SIGNATURE_FILE, workers=workers, progress=progress,
                       copy_to=copy_to, manifest=manifest)
     return VerifiedBundle(folder, metadata, manifest, keys.key_hint(key))
-
-
-def trusted_keys(trust_dir: Path, extra: list[Path] | None = None) -> list[keys.PublicKey]:
-    """Keys named on the command line, else every `*.pub` in the trust folder."""
-    if extra:
-        return [keys.load_public_key(p) for p in extra]
-    if not trust_dir.is_dir():
-        return []
-    return [keys.load_public_key(p) for p in sorted(trust_dir.glob("*.pub"))]

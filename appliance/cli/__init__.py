@@ -61,7 +61,7 @@ def main() -> None:
     configure_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_format)
     _register()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a typer.Exit comes back as its code in this mode
     except ApplianceError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
@@ -84,6 +84,7 @@ def main() -> None:
         structlog.get_logger().exception("internal error")
         typer.echo(f"error: internal error ({type(exc).__name__}: {exc})".splitlines()[0], err=True)
         sys.exit(70)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def get_settings_or_exit():

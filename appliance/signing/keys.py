@@ -80,6 +80,15 @@ def load_public_key(path: Path) -> PublicKey:
     return _check_kind(key, path)
 
 
+def trusted_keys(trust_dir: Path, extra: list[Path] | None = None) -> list[PublicKey]:
+    """Keys named explicitly, else every `*.pub` in the trust folder (none if it does not exist)."""
+    if extra:
+        return [load_public_key(p) for p in extra]
+    if not trust_dir.is_dir():
+        return []
+    return [load_public_key(p) for p in sorted(trust_dir.glob("*.pub"))]
+
+
 def sign(key: PrivateKey, message: bytes) -> bytes:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return key.sign(message)

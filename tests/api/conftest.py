@@ -29,10 +29,11 @@ class Appliance:
     services: Services
     tokens: dict[str, str]  # role -> key
 
-    def client(self, role: str | None = "user", **kw) -> httpx.AsyncClient:
-        headers = {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+    def client(self, role: str | None = "user", token: str | None = None) -> httpx.AsyncClient:
+        token = token or (self.tokens[role] if role else None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://appliance",
-                                 headers=headers, timeout=120, **kw)
+                                 headers=headers, timeout=120)
 
     @property
     def app(self):
@@ -84,3 +85,14 @@ def appliance(tmp_path_factory, signed_tiny_bundle, publisher):
 async def client(appliance):
     async with appliance.client("user") as c:
         yield c
+
+
+@pytest.fixture
+def scripted(appliance):
+    """Swap the real engine for a scripted one for one test; returns it so the test can set its script."""
+    from tests.api.scripted import ScriptedBackend
+
+    real = appliance.services.backend
+    appliance.services.backend = ScriptedBackend()
+    yield appliance.services.backend
+    appliance.services.backend = real

@@ -20,6 +20,7 @@ from appliance.api.errors import ApiError
 from appliance.api.services import Services
 from appliance.audit import AuditEvent, AuditFilter
 from appliance.errors import ApplianceError
+from appliance.policy.pack import load_options
 
 router = APIRouter(prefix="/admin")
 
@@ -125,8 +126,7 @@ async def policy_show(caller: Caller = Depends(requires(ADMIN)), svc: Services =
 async def policy_reload(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
     s = svc.settings
     try:
-        loaded = await asyncio.to_thread(svc.policy.reload, s.policy_dir, require_signed=s.require_signed_policy,
-                                         trust=Services.policy_trust(s), max_signature_bytes=s.max_signature_bytes)
+        loaded = await asyncio.to_thread(svc.policy.reload, s.policy_dir, **load_options(s))
     except ApplianceError as exc:
         raise ApiError(400, f"policy not reloaded, the previous one stays in force: {exc}",
                        code="invalid_policy") from exc
@@ -152,7 +152,7 @@ async def bundles_list(caller: Caller = Depends(requires(ADMIN)), svc: Services 
 async def bundles_activate(body: Activation, caller: Caller = Depends(requires(ADMIN)),
                            svc: Services = Depends(services)) -> dict:
     try:
-        await asyncio.to_thread(svc.store.activate, body.name, body.version, Services.policy_trust(svc.settings))
+        await asyncio.to_thread(svc.store.activate, body.name, body.version, svc.bundle_trust())
     except ApplianceError as exc:
         raise ApiError(400, str(exc), code="invalid_bundle") from exc
     await svc.record(_event(caller, "admin.bundle_activated", name=body.name, version=body.version))

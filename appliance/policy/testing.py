@@ -1,0 +1,132 @@
+"""`appliance policy test`: test cases kept beside a pack, run against it like `opa test`.
+
+Each file under `<pack>/tests/` holds `cases:`; a case gives a principal and either a request (checked
+against the input decision) or output pieces (checked against the streaming filter), and what to expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from appliance.policy.engine import Message, PolicyRequest, Principal, evaluate
+from appliance.policy.errors import PolicyError
+from appliance.policy.pack import PolicySet
+from appliance.policy.stream import OutputFilter
+from appliance.policy.yamlfile import YamlDoc
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CasePrincipal(_Strict):
+    role: str
+    key_id: str = "test-key"
+    name: str = "policy-test"
+
+
+class CaseMessage(_Strict):
+    role: str = "user"
+    content: str
+
+
+class CaseRequest(_Strict):
+    model: str = "gpt-oss-demo"
+    messages: list[CaseMessage]
+    max_tokens: int | None = None
+    reasoning_effort: str | None = None
+    tools: list[dict] | None = None
+
+
+class OutputPiece(_Strict):
+    channel: str = "final"
+    text: str
+
+
+class Expect(_Strict):
+    action: Literal["allow", "redact", "deny"] | None = None
+    rule_ids: list[str] | None = None
+    max_tokens: int | None = None
+    reasoning_visible: bool | None = None
+    text: str | None = None
+    contains: list[str] = []
+    absent: list[str] = []
+    stopped: bool | None = None
+    rule_id: str | None = None
+
+
+class Case(_Strict):
+    name: str
+    principal: CasePrincipal
+    request: CaseRequest | None = None
+    output: list[OutputPiece] | None = None
+    expect: Expect
+
+
+class CaseFile(_Strict):
+    cases: list[Case]
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    where: str
+    failures: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def load_cases(pack_dir: Path) -> list[tuple[str, Case]]:
+    """Every case under `pack_dir/tests`, with "file:line" of each."""
+    out: list[tuple[str, Case]] = []
+    for path in sorted((pack_dir / "tests").glob("*.y*ml")):
+        doc = YamlDoc(path.read_bytes(), str(path))
+        try:
+            parsed = CaseFile.model_validate(doc.data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise doc.error(list(err["loc"]), f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        for i, case in enumerate(parsed.cases):
+            if (case.request is None) == (case.output is None):
+                raise doc.error(["cases", i], f"case {case.name!r}: give exactly one of request or output")
+            out.append((f"{path}:{doc.line_of(['cases', i])}", case))
+    if not out:
+        raise PolicyError(f"{pack_dir / 'tests'}: no test cases")
+    return out
+
+
+def run_case(policy: PolicySet, case: Case) -> tuple[str, ...]:
+    principal = Principal(case.principal.key_id, case.principal.name, case.principal.role)
+    exp = case.expect
+    got: dict[str, object] = {}
+    if case.request is not None:
+        req = case.request
+        decision = evaluate(policy, PolicyRequest(req.model, [Message(m.role, m.content) for m in req.messages],
+                                                  req.max_tokens, req.reasoning_effort, req.tools), principal)
+        got = {"action": decision.action, "rule_ids": sorted(decision.rule_ids), "max_tokens": decision.max_tokens,
+               "reasoning_visible": decision.reasoning_visible}
+        text = "\n".join(m.content for m in decision.messages)
+    else:
+        stream = OutputFilter(policy, principal)
+        pieces = [stream.feed(p.channel, p.text) for p in case.output or []] + [stream.finish()]
+        text = "".join(p.text for p in pieces)
+        got = {"stopped": stream.stopped, "rule_id": stream.rule_id}
+    want = {"action": exp.action, "rule_ids": sorted(exp.rule_ids) if exp.rule_ids is not None else None,
+            "max_tokens": exp.max_tokens, "reasoning_visible": exp.reasoning_visible, "stopped": exp.stopped,
+            "rule_id": exp.rule_id, "text": exp.text}
+    got["text"] = text
+    failures = [f"{key}: expected {value!r}, got {got.get(key)!r}" for key, value in want.items()
+                if value is not None and got.get(key) != value]
+    failures += [f"text lacks {s!r}" for s in exp.contains if s not in text]
+    failures += [f"text still holds {s!r}" for s in exp.absent if s in text]
+    return tuple(failures)
+
+
+def run_tests(policy: PolicySet, pack_dir: Path) -> list[Result]:
+    return [Result(case.name, where, run_case(policy, case)) for where, case in load_cases(pack_dir)]
