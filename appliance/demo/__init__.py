@@ -1,0 +1,1 @@
+"""A tiny gpt-oss of the real architecture for tests, the demo and the README run command."""

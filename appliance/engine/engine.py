@@ -1,0 +1,150 @@
+"""`Engine`: a bundle loaded on ONNX Runtime, serving harmony chat completions as async event streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from appliance.bundles.metadata import BundleMetadata
+from appliance.engine.harmony import HarmonyStream, render_prompt
+from appliance.engine.sampling import Sampler
+from appliance.engine.scheduler import Scheduler, Sequence as _Seq
+from appliance.engine.session import ModelLoadError, ModelRunner
+from appliance.engine.types import (EngineBusy, EngineError, Event, FinishEvent, GenerationRequest, TextEvent,
+                                    ToolCallEvent, Usage)
+from appliance.engine.vocab import load_harmony
+
+_CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+class Engine:
+    """Continuous-batching gpt-oss generation over one bundle.
+
+    Admission is bounded by `max_batch_size + max_queue` live requests; beyond that `generate` raises
+    `EngineBusy` at once instead of queueing without limit. A request's slot is released the moment its
+    consumer stops iterating (normal end, `aclose()`, or task cancellation).
+    """
+
+    def __init__(self, folder: Path, *, max_batch_size: int = 8, max_tokens_in_flight: int = 65536,
+                 max_queue: int = 32, providers: Sequence[str] | None = None, threads: int = 0) -> None:
+        if max_batch_size < 1 or max_queue < 0 or max_tokens_in_flight < 2:
+            raise EngineError("max_batch_size must be >= 1, max_queue >= 0, max_tokens_in_flight >= 2")
+        self.metadata = BundleMetadata.read(folder)
+        try:
+            genai = json.loads((folder / "genai_config.json").read_text())["model"]
+            decoder = genai["decoder"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"{folder} has no readable genai_config.json") from exc
+        if providers is None:
+            providers = _CUDA if self.metadata.profile.startswith("cuda-") else ["CPUExecutionProvider"]
+        self.context_length = int(genai.get("context_length", 131072))
+        self.encoding = load_harmony(folder)
+        self._stop_ids = frozenset(self.encoding.stop_tokens_for_assistant_actions())
+        self._call_id = self.encoding.encode("<|call|>", allowed_special="all")[0]
+        self._health_prompt = render_prompt(self.encoding, [{"role": "user", "content": "ping"}], [], "low")
+        runner = ModelRunner(folder / decoder.get("filename", "model.onnx"), decoder["num_key_value_heads"],
+                             decoder["head_size"], providers, threads)
+        self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        self.max_tokens_in_flight = max_tokens_in_flight
+        self._scheduler = Scheduler(runner, max_batch_size, max_tokens_in_flight)
+        self._live = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_bundle(cls, path: Path, **options) -> "Engine":
+        return cls(Path(path), **options)
+
+    def close(self) -> None:
+        self._scheduler.close()
+
+    def stats(self) -> dict[str, int]:
+        """Batch occupancy and queue depth, for metrics."""
+        return {**self._scheduler.stats(), "live_requests": self._live, "max_queue": self.max_queue}
+
+    async def health(self) -> None:
+        """Generate one token end to end; raises if the model cannot."""
+        request = GenerationRequest(prompt_tokens=self._health_prompt, max_tokens=1, temperature=0)
+        async for _ in self._generate(request, bounded=False):
+            pass
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
+        """Stream `TextEvent`/`ToolCallEvent`s, then one `FinishEvent` (raises EngineBusy on first step)."""
+        return self._generate(request, bounded=True)
+
+    def _prompt(self, request: GenerationRequest) -> list[int]:
+        request.validate()
+        if request.prompt_tokens is not None:
+            prompt = list(request.prompt_tokens)
+        else:
+            prompt = render_prompt(self.encoding, request.messages, request.tools, request.reasoning_effort)
+        if not prompt:
+            raise EngineError("the prompt is empty")
+        total = len(prompt) + request.max_tokens
+        if total > min(self.context_length, self.max_tokens_in_flight):
+            raise EngineError(f"prompt ({len(prompt)} tokens) plus max_tokens ({request.max_tokens}) exceeds "
+                              f"the limit of {min(self.context_length, self.max_tokens_in_flight)} tokens")
+        return prompt
+
+    def _admit(self, bounded: bool) -> None:
+        with self._lock:
+            if bounded and self._live >= self.max_batch_size + self.max_queue:
+                raise EngineBusy("the engine is busy (batch and queue are full); retry later")
+            self._live += 1
+
+    async def _generate(self, request: GenerationRequest, bounded: bool) -> AsyncIterator[Event]:
+        prompt = self._prompt(request)
+        self._admit(bounded)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+
+        def deliver(kind: str, value: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+            except RuntimeError:  # the consumer's event loop is gone: nobody is listening any more
+                seq.cancelled = True
+
+        seq = _Seq(prompt, request.max_tokens, self._stop_ids | frozenset(request.stop_token_ids),
+                   Sampler(request.temperature, request.top_p, request.seed), deliver)
+        stream = HarmonyStream(self.encoding, request.stop)
+        stream.prime(prompt)
+        tokens: list[int] = []
+        try:
+            self._scheduler.submit(seq)
+            while True:
+                kind, value = await queue.get()
+                if kind == "error":
+                    raise EngineError(str(value))
+                if kind == "done":
+                    for event in stream.finish():
+                        yield event
+                    reason = str(value)
+                    break
+                tokens.append(int(value))
+                for event in stream.feed(int(value)):
+                    yield event
+                if stream.stopped:
+                    reason = "stop"
+                    break
+            if reason == "stop" and tokens and tokens[-1] == self._call_id and stream.tool_calls:
+                reason = "tool_calls"
+            yield FinishEvent(reason, Usage(len(prompt), len(tokens), stream.reasoning_tokens), tuple(tokens))
+        finally:
+            self._scheduler.cancel(seq)
+            with self._lock:
+                self._live -= 1
+
+
+async def collect(events: AsyncIterator[Event]) -> dict[str, object]:
+    """Drain a stream into {channel: text, 'tool_calls': [...], 'finish': FinishEvent} (tests, CLI, health)."""
+    out: dict[str, object] = {"analysis": "", "commentary": "", "final": "", "tool_calls": []}
+    async for event in events:
+        if isinstance(event, TextEvent):
+            out[event.channel] = str(out[event.channel]) + event.text
+        elif isinstance(event, ToolCallEvent):
+            out["tool_calls"].append(event)  # type: ignore[union-attr]
+        else:
+            out["finish"] = event
+    return out

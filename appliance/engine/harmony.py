@@ -1,0 +1,212 @@
+"""Harmony: OpenAI-shaped chat messages in, channel events out.
+
+Rendering goes through openai-harmony itself so prompts match what gpt-oss was trained on. Parsing is a
+small lenient state machine over token ids instead of harmony's StreamableParser, which raises on the
+first unexpected token: a model's output (truncated, sampled hot, or random weights) must never raise
+into the caller, and control tokens must never reach text or tool names, so stray specials are dropped
+and headers are read with patterns that only accept plain names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+from openai_harmony import (Author, Conversation, DeveloperContent, HarmonyEncoding, Message, ReasoningEffort,
+                            Role, SystemContent, ToolDescription)
+
+from appliance.engine.types import Channel, EngineError, Event, TextEvent, ToolCallEvent
+
+_EFFORTS = {"low": ReasoningEffort.LOW, "medium": ReasoningEffort.MEDIUM, "high": ReasoningEffort.HIGH}
+_CHANNEL = re.compile(r"<\|channel\|>\s*([A-Za-z_]+)")
+_RECIPIENT = re.compile(r"\bto=([A-Za-z0-9_.:\-]+)")
+_CHANNELS: tuple[Channel, ...] = ("analysis", "commentary", "final")
+
+
+def _text(content: Any) -> str:
+    """OpenAI content (a string or a list of text parts) as one string."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    raise EngineError("message content must be a string or a list of text parts")
+
+
+def _tool_descriptions(tools: list[dict[str, Any]]) -> list[ToolDescription]:
+    out = []
+    for tool in tools:
+        fn = tool.get("function") if tool.get("type", "function") == "function" else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise EngineError("each tool must be {'type': 'function', 'function': {'name': ...}}")
+        out.append(ToolDescription.new(fn["name"], fn.get("description", ""), parameters=fn.get("parameters")))
+    return out
+
+
+def render_prompt(encoding: HarmonyEncoding, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
+                  reasoning_effort: str = "medium") -> list[int]:
+    """Token ids of the conversation, ending with `<|start|>assistant` for the model to continue.
+
+    OpenAI's system and developer messages become harmony's developer instructions (harmony's own system
+    message carries the reasoning effort and channel rules); tool results are attributed to the function
+    named by the assistant's call with the same id.
+    """
+    if reasoning_effort not in _EFFORTS:
+        raise EngineError("reasoning_effort must be low, medium or high")
+    instructions = [_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")]
+    developer = DeveloperContent.new()
+    if instructions:
+        developer = developer.with_instructions("\n\n".join(instructions))
+    if tools:
+        developer = developer.with_function_tools(_tool_descriptions(tools))
+    rendered = [Message.from_role_and_content(Role.SYSTEM,
+                                              SystemContent.new().with_reasoning_effort(_EFFORTS[reasoning_effort]))]
+    if instructions or tools:
+        rendered.append(Message.from_role_and_content(Role.DEVELOPER, developer))
+    call_names: dict[str, str] = {}
+    for message in messages:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            continue
+        if role == "user":
+            rendered.append(Message.from_role_and_content(Role.USER, _text(message.get("content"))))
+        elif role == "assistant":
+            rendered.extend(_assistant_messages(message, call_names))
+        elif role == "tool":
+            name = call_names.get(message.get("tool_call_id", ""), message.get("name"))
+            if not name:
+                raise EngineError("a tool message must answer an earlier assistant tool call (tool_call_id)")
+            rendered.append(Message.from_author_and_content(Author.new(Role.TOOL, f"functions.{name}"),
+                                                            _text(message.get("content")))
+                            .with_recipient("assistant").with_channel("commentary"))
+        else:
+            raise EngineError(f"unsupported message role {role!r}")
+    return encoding.render_conversation_for_completion(Conversation.from_messages(rendered), Role.ASSISTANT)
+
+
+def _assistant_messages(message: dict[str, Any], call_names: dict[str, str]) -> list[Message]:
+    out = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if reasoning:
+        out.append(Message.from_role_and_content(Role.ASSISTANT, _text(reasoning)).with_channel("analysis"))
+    content = _text(message.get("content"))
+    if content:
+        out.append(Message.from_role_and_content(Role.ASSISTANT, content).with_channel("final"))
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        name, arguments = fn.get("name"), fn.get("arguments", "{}")
+        if not isinstance(name, str):
+            raise EngineError("an assistant tool call needs function.name")
+        call_names[call.get("id", "")] = name
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        out.append(Message.from_role_and_content(Role.ASSISTANT, arguments).with_channel("commentary")
+                   .with_recipient(f"functions.{name}").with_content_type("<|constrain|>json"))
+    return out
+
+
+class HarmonyStream:
+    """Turns the model's token ids, one at a time, into channel text and tool calls.
+
+    Text is decoded incrementally with a hold-back for UTF-8 sequences split across tokens; stop strings
+    cut final-channel text (with a hold-back of the longest stop string) and flag `stopped`.
+    """
+
+    def __init__(self, encoding: HarmonyEncoding, stop: list[str] | None = None) -> None:
+        self._enc = encoding
+        self._ids = {name: encoding.encode(name, allowed_special="all")[0] for name in
+                     ("<|start|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>")}
+        self._stop = [s for s in stop or [] if s]
+        self._hold = max((len(s) for s in self._stop), default=1) - 1
+        self.stopped = False
+        self.reasoning_tokens = 0
+        self.tool_calls = 0
+        self._header: list[int] = []
+        self._in_content = False
+        self._channel: Channel = "analysis"
+        self._recipient: str | None = None
+        self._pending: list[int] = []
+        self._message_tokens = 0
+        self._body = ""
+        self._final_buffer = ""
+
+    def feed(self, token: int) -> list[Event]:
+        if self.stopped:
+            return []
+        self._message_tokens += 1
+        ids = self._ids
+        if token == ids["<|start|>"]:
+            events = self._close(complete=False) if self._in_content else []
+            self._header, self._message_tokens = [], 1
+            return events
+        if not self._in_content:
+            if token == ids["<|message|>"]:
+                self._open()
+            elif token in (ids["<|end|>"], ids["<|return|>"], ids["<|call|>"]):
+                self._header, self._message_tokens = [], 0
+            else:
+                self._header.append(token)
+            return []
+        if token in (ids["<|end|>"], ids["<|return|>"], ids["<|call|>"]):
+            return self._close(complete=True)
+        if self._enc.is_special_token(token):
+            return []
+        self._pending.append(token)
+        return self._flush(final=False)
+
+    def prime(self, prompt: list[int]) -> None:
+        """Read the prompt's open assistant turn (after its last `<|start|>`), e.g. a forced channel."""
+        start = self._ids["<|start|>"]
+        tail = prompt[len(prompt) - prompt[::-1].index(start):] if start in prompt else []
+        for token in tail:
+            self.feed(token)
+        self._message_tokens = 0
+
+    def finish(self) -> list[Event]:
+        """Flush what is left when generation ends; an unfinished tool call is dropped, never half-sent."""
+        return self._close(complete=False) if self._in_content else []
+
+    def _open(self) -> None:
+        header = self._enc.decode(self._header)
+        channel = _CHANNEL.search(header)
+        recipient = _RECIPIENT.search(header)
+        self._channel = channel.group(1) if channel and channel.group(1) in _CHANNELS else "analysis"
+        self._recipient = recipient.group(1) if recipient else None
+        self._in_content, self._body, self._header = True, "", []
+
+    def _close(self, complete: bool) -> list[Event]:
+        events = self._flush(final=True)
+        if self._channel == "analysis":
+            self.reasoning_tokens += self._message_tokens
+        if complete and self._recipient and self._recipient.startswith("functions.") and not self.stopped:
+            self.tool_calls += 1
+            events.append(ToolCallEvent(f"call_{uuid.uuid4().hex[:24]}", self._recipient[len("functions."):],
+                                        self._body))
+        self._in_content, self._message_tokens, self._recipient = False, 0, None
+        return events
+
+    def _flush(self, final: bool) -> list[Event]:
+        text = self._enc.decode(self._pending) if self._pending else ""
+        if text.endswith("\ufffd") and not final and len(self._pending) < 4:
+            return []
+        self._pending = []
+        self._body += text
+        if self._channel == "final" and self._stop:
+            return self._final_text(text, final)
+        return [TextEvent(self._channel, text, self._recipient)] if text else []
+
+    def _final_text(self, text: str, final: bool) -> list[Event]:
+        buffer = self._final_buffer + text
+        cut = min((i for i in (buffer.find(s) for s in self._stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            emit, self._final_buffer = buffer[:cut], ""
+        elif final:
+            emit, self._final_buffer = buffer, ""
+        else:
+            keep = min(self._hold, len(buffer))
+            emit, self._final_buffer = buffer[:len(buffer) - keep], buffer[len(buffer) - keep:]
+        return [TextEvent("final", emit)] if emit else []

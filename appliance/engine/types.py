@@ -1,0 +1,84 @@
+"""What callers hand the engine and what it streams back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from appliance.errors import ApplianceError
+
+Channel = Literal["analysis", "commentary", "final"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
+ReasoningEffort = Literal["low", "medium", "high"]
+
+
+class EngineError(ApplianceError):
+    """A request the engine cannot serve as asked (too long, bad parameters, unknown tool shape)."""
+
+
+class EngineBusy(EngineError):
+    """Backpressure: the running batch and the waiting queue are full; retry later (HTTP 429/503)."""
+
+
+@dataclass
+class GenerationRequest:
+    """One chat completion. `messages`/`tools` follow OpenAI's chat shapes; `prompt_tokens` bypasses
+    rendering (benchmarks, raw tests). `temperature` 0 means greedy; `seed` makes sampling reproducible."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    reasoning_effort: ReasoningEffort = "medium"
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    prompt_tokens: list[int] | None = None
+
+    def validate(self) -> None:
+        if self.max_tokens < 1:
+            raise EngineError("max_tokens must be at least 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise EngineError("temperature must be >= 0 and top_p in (0, 1]")
+        if self.prompt_tokens is None and not self.messages:
+            raise EngineError("a request needs at least one message")
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    """Text of one harmony channel; `recipient` is set for commentary addressed to a tool."""
+
+    channel: Channel
+    text: str
+    recipient: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolCallEvent:
+    """A complete function call the model addressed to `functions.<name>` (arguments as the model wrote them)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class FinishEvent:
+    finish_reason: FinishReason
+    usage: Usage
+    token_ids: tuple[int, ...] = ()
+
+
+Event = TextEvent | ToolCallEvent | FinishEvent
