@@ -1,0 +1,100 @@
+"""The audited path with a scripted model: tool calls, withheld reasoning, output guardrails, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+from appliance.engine import FinishEvent, TextEvent, Usage
+from tests.api.scripted import answer, tool_call
+from tests.api.test_chat import records, sse_events
+
+MSG = [{"role": "user", "content": "What is the weather in Oslo?"}]
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}]
+
+
+async def test_tool_call_shape(client, scripted):
+    scripted.chunks = tool_call("get_weather", '{"city": "Oslo"}')
+    body = (await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "tools": TOOLS})).json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"] == [{"id": "call_1", "type": "function", "function": {
+        "name": "get_weather", "arguments": '{"city": "Oslo"}'}}]
+    assert "reasoning_content" not in choice["message"]  # users never see the chain of thought
+    assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == 3
+
+
+async def test_tool_choice_none_hides_tools_from_the_model(client, scripted):
+    scripted.chunks = answer("fine")
+    await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "tools": TOOLS,
+                                                    "tool_choice": "none"})
+    assert scripted.calls[-1].tools == []
+    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "tools": TOOLS,
+                                                        "tool_choice": {"type": "function", "function": {"name": "x"}}})
+    assert r.status_code == 400
+
+
+async def test_reasoning_shown_to_admin_only(appliance, scripted):
+    scripted.chunks = answer("Sunny.", analysis="The user asks about weather.")
+    async with appliance.client("admin") as c:
+        msg = (await c.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG})).json()
+    assert msg["choices"][0]["message"]["reasoning_content"] == "The user asks about weather."
+    async with appliance.client("user") as c:
+        msg = (await c.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG})).json()
+    assert "reasoning_content" not in msg["choices"][0]["message"]
+    assert msg["choices"][0]["message"]["content"] == "Sunny."
+
+
+async def test_output_pii_is_redacted_and_secret_stops_stream(client, scripted, appliance):
+    scripted.chunks = [[TextEvent("final", "Mail jane.doe@")], [TextEvent("final", "example.com now.")],
+                       [FinishEvent("stop", Usage(10, 6, 0))]]
+    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "stream": True})
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in sse_events(r.text)[:-1] if e["choices"])
+    assert "jane.doe" not in text and "now." in text
+    scripted.chunks = [[TextEvent("final", "The key is AKIAIOSFOD")], [TextEvent("final", "NN7EXAMPLE and more")],
+                       [FinishEvent("stop", Usage(10, 6, 0))]]
+    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG})
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "content_filter"
+    assert choice["content_filter_results"]["rule_id"] == "output.secrets"
+    assert "AKIA" not in r.text
+    recs = records(appliance, r.headers["x-request-id"])
+    assert recs[-1].event == "completion" and recs[-1].decision.rule_ids == ("output.secrets",)
+
+
+async def test_input_pii_is_redacted_before_the_model(client, scripted, appliance):
+    scripted.chunks = answer("ok")
+    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": [
+        {"role": "user", "content": "My card is 4111 1111 1111 1111, is it valid?"}]})
+    assert r.status_code == 200 and "redact" in r.headers["x-appliance-policy"]
+    assert "4111" not in scripted.calls[-1].messages[-1]["content"]
+    rec = records(appliance, r.headers["x-request-id"])[0]
+    assert "4111" not in (rec.content or "") and rec.decision.action == "redact"
+
+
+async def test_client_disconnect_cancels_and_is_audited(appliance, scripted):
+    scripted.chunks = [[TextEvent("final", f"word{i} ")] for i in range(200)]
+    scripted.delay = 0.01
+    app = appliance.app
+    sent = []
+
+    async def receive():
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": b'{"model":"tiny","stream":true,"messages":[{"role":"user",'
+                                                    b'"content":"hi"}]}', "more_body": False}
+        await asyncio.sleep(0.2)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "headers": [(b"authorization", f"Bearer {appliance.tokens['user']}".encode()),
+                                              (b"content-type", b"application/json"), (b"x-request-id", b"req-gone")],
+             "client": ("127.0.0.1", 1), "server": ("appliance", 80), "scheme": "http", "http_version": "1.1",
+             "root_path": "", "asgi": {"version": "3.0"}}
+    await asyncio.wait_for(app(scope, receive, send), 30)
+    await asyncio.sleep(0.1)
+    assert [r.event for r in records(appliance, "req-gone")] == ["request", "cancelled"]
+    assert scripted.closed == 1
