@@ -1,0 +1,199 @@
+"""The hash chain: canonical serialisation of a record, its link hash, and verification of a whole log.
+
+Canonical serialisation (docs/architecture.md has the full definition): the JSON array
+`["appliance-audit/1", seq, ts, event, ..., detail]` in `CHAIN_COLUMNS` order, compact, ASCII-only, with
+list and map fields carried as their own canonical JSON text. `hash = SHA-256(prev_hash bytes || that)`.
+One definition serves the database rows, the Python records and the JSONL export, so each verifies alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.audit.errors import AuditTampered
+from appliance.audit.events import AuditEvent, AuditRecord
+from appliance.audit.models import AuditRecordRow
+from appliance.signing import keys
+
+FORMAT = "appliance-audit/1"
+GENESIS = "0" * 64
+CHAIN_COLUMNS = tuple(c.name for c in AuditRecordRow.__table__.columns if c.name not in ("prev_hash", "hash"))
+ROW_COLUMNS = (*CHAIN_COLUMNS, "prev_hash", "hash")
+_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
+def json_text(value: Any) -> str:
+    """Canonical JSON of a list or map field: compact, keys sorted, ASCII with \\u escapes."""
+    return _encode(value)
+
+
+def canonical(values: Sequence[Any]) -> bytes:
+    """The bytes hashed for one record, from its values in `CHAIN_COLUMNS` order."""
+    return _encode([FORMAT, *values]).encode("ascii")
+
+
+def link(prev_hash: str, canonical_bytes: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_bytes).hexdigest()
+
+
+def flatten(event: AuditEvent | AuditRecord, seq: int, ts: str) -> dict[str, Any]:
+    """Column values of `event` as record `seq` made at `ts` (without the chain fields)."""
+    return {
+        "seq": seq, "ts": ts, "event": event.event, "request_id": event.request_id,
+        "principal_key_id": event.principal.key_id, "principal_name": event.principal.name,
+        "principal_role": event.principal.role, "source": event.source, "route": event.route,
+        "model": event.model, "bundle_version": event.bundle_version,
+        "policy_revision": event.policy_revision,
+        "action": event.decision.action, "rule_ids": json_text(list(event.decision.rule_ids)),
+        "findings": json_text(event.decision.findings), "content_mode": event.content_mode,
+        "content": event.content, "prompt_tokens": event.usage.prompt_tokens,
+        "completion_tokens": event.usage.completion_tokens, "reasoning_tokens": event.usage.reasoning_tokens,
+        "latency_ms": event.latency_ms, "status": event.status, "error_code": event.error_code,
+        "detail": json_text(event.detail),
+    }
+
+
+def record_row(record: AuditRecord) -> tuple[Any, ...]:
+    """A record as the row tuple `verify_chain` takes (values, prev_hash, hash)."""
+    values = flatten(record, record.seq, record.ts)
+    return (*(values[c] for c in CHAIN_COLUMNS), record.prev_hash, record.hash)
+
+
+def unflatten(row: Any) -> AuditRecord:
+    """A record from a database row mapping (`ROW_COLUMNS` keys)."""
+    return AuditRecord(
+        seq=row["seq"], ts=row["ts"], event=row["event"], request_id=row["request_id"],
+        principal={"key_id": row["principal_key_id"], "name": row["principal_name"],
+                   "role": row["principal_role"]},
+        source=row["source"], route=row["route"], model=row["model"], bundle_version=row["bundle_version"],
+        policy_revision=row["policy_revision"],
+        decision={"action": row["action"], "rule_ids": json.loads(row["rule_ids"]),
+                  "findings": json.loads(row["findings"])},
+        content_mode=row["content_mode"], content=row["content"],
+        usage={"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+               "reasoning_tokens": row["reasoning_tokens"]},
+        latency_ms=row["latency_ms"], status=row["status"], error_code=row["error_code"],
+        detail=json.loads(row["detail"]), prev_hash=row["prev_hash"], hash=row["hash"],
+    )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed claim that record `seq` has hash `head_hash` (see models.AuditCheckpointRow)."""
+
+    kind: str
+    seq: int
+    head_hash: str
+    ts: str
+    key_id: str
+    signature: bytes
+
+    def message(self) -> bytes:
+        return checkpoint_message(self.kind, self.seq, self.head_hash, self.ts)
+
+
+def checkpoint_message(kind: str, seq: int, head_hash: str, ts: str) -> bytes:
+    """What the audit key signs: format tag, kind, sequence, head hash and time, one per line."""
+    return f"{FORMAT}/checkpoint\n{kind}\n{seq}\n{head_hash}\n{ts}".encode()
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of a verification; `bad_seq` is the first sequence number found wrong."""
+
+    records: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    head_hash: str | None = None
+    checkpoints: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def bad_seq(self) -> int | None:
+        return min(self.problems)[0] if self.problems else None
+
+    @property
+    def reason(self) -> str | None:
+        return min(self.problems)[1] if self.problems else None
+
+    def raise_if_bad(self) -> None:
+        if self.problems:
+            raise AuditTampered(f"audit log fails verification at seq {self.bad_seq}: {self.reason}")
+
+
+def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint],
+                 trust: dict[str, keys.PublicKey], expect_head: tuple[int, str] | None = None,
+                 progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Recompute the chain over `rows` (ascending seq) and hold it against signed checkpoints.
+
+    `trust` maps key ids (`keys.key_hint`) to public keys. Stops at the first broken link, since every
+    later record hangs on it.
+    """
+    report = VerifyReport()
+    claims: dict[int, list[tuple[str, str]]] = {}
+    anchors: dict[int, str] = {}
+    for cp in checkpoints:
+        report.checkpoints += 1
+        key = trust.get(cp.key_id)
+        if key is None:
+            report.problems.append((cp.seq, f"{cp.kind} checkpoint is signed by an untrusted key "
+                                            f"{cp.key_id[:16]}"))
+        elif not keys.verify(key, cp.signature, cp.message()):
+            report.problems.append((cp.seq, f"{cp.kind} checkpoint has a bad signature"))
+        else:
+            claims.setdefault(cp.seq, []).append((f"the signed {cp.kind} checkpoint", cp.head_hash))
+            if cp.kind == "anchor":
+                anchors[cp.seq] = cp.head_hash
+    if expect_head is not None:
+        claims.setdefault(expect_head[0], []).append(("the expected head", expect_head[1]))
+
+    last_seq, last_hash = 0, None
+    for row in rows:
+        seq, prev_hash, row_hash = row[0], row[-2], row[-1]
+        if last_hash is None:
+            report.first_seq = seq
+            want = GENESIS if seq == 1 else anchors.get(seq - 1)
+            if want is None:
+                report.problems.append((seq, f"records before seq {seq} are missing and no signed "
+                                             f"prune anchor covers them"))
+                break
+        else:
+            if seq != last_seq + 1:
+                report.problems.append((last_seq + 1, f"record {last_seq + 1} is missing" if seq > last_seq
+                                        else f"record {seq} is out of order or duplicated"))
+                break
+            want = last_hash
+        if prev_hash != want:
+            report.problems.append((seq, "prev_hash does not link to the record before it"))
+            break
+        if link(prev_hash, canonical(row[:-2])) != row_hash:
+            report.problems.append((seq, "hash does not match the record's content"))
+            break
+        for label, claimed in claims.get(seq, ()):
+            if claimed != row_hash:
+                report.problems.append((seq, f"record does not match {label}"))
+        if report.problems and report.problems[-1][0] == seq:
+            break
+        last_seq, last_hash = seq, row_hash
+        report.records += 1
+        if progress is not None and report.records % 10_000 == 0:
+            progress(10_000)
+    else:
+        for seq in sorted(claims):
+            if seq > last_seq:
+                label = claims[seq][0][0]
+                report.problems.append((last_seq + 1, f"records after seq {last_seq} are missing "
+                                                      f"({label} names seq {seq})"))
+                break
+    if progress is not None:
+        progress(report.records % 10_000)
+    report.last_seq, report.head_hash = (last_seq or None), last_hash
+    return report

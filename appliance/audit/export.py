@@ -1,0 +1,114 @@
+"""Export files: JSONL that carries the chain and checkpoints (and so verifies on its own), and flat CSV.
+
+Files are written beside their destination and renamed into place, so an interrupted export never leaves
+a half-written file under the requested name.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from appliance.audit.chain import ROW_COLUMNS, Checkpoint, VerifyReport, record_row, unflatten, verify_chain
+from appliance.audit.errors import AuditError
+from appliance.audit.events import AuditRecord
+from appliance.signing import keys
+
+FORMATS = ("jsonl", "csv")
+
+
+def write(fmt: str, out_file: Path, checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
+          progress: Callable[[int], None] | None = None) -> int:
+    """Stream `rows` (ascending seq) to `out_file` in `fmt`; returns how many records were written."""
+    if fmt not in FORMATS:
+        raise AuditError(f"unknown export format {fmt!r} (use {' or '.join(FORMATS)})")
+    if not out_file.parent.is_dir():
+        raise AuditError(f"folder {out_file.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=out_file.parent, prefix=f".{out_file.name}.")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+            count = (_write_jsonl if fmt == "jsonl" else _write_csv)(out, checkpoints, rows, progress)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, out_file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _write_jsonl(out: TextIO, checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
+                 progress: Callable[[int], None] | None) -> int:
+    for cp in checkpoints:
+        line = {"kind": cp.kind, "seq": cp.seq, "head_hash": cp.head_hash, "ts": cp.ts, "key_id": cp.key_id,
+                "signature": base64.b64encode(cp.signature).decode()}
+        out.write(json.dumps({"checkpoint": line}) + "\n")
+    return _each(rows, lambda row: out.write(unflatten(row).model_dump_json() + "\n"), progress)
+
+
+def _write_csv(out: TextIO, _checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
+               progress: Callable[[int], None] | None) -> int:
+    writer = csv.writer(out)
+    writer.writerow(ROW_COLUMNS)
+    return _each(rows, lambda row: writer.writerow([row[c] for c in ROW_COLUMNS]), progress)
+
+
+def _each(rows: Iterable[Any], write_one: Callable[[Any], object],
+          progress: Callable[[int], None] | None) -> int:
+    count = 0
+    for row in rows:
+        write_one(row)
+        count += 1
+        if progress is not None and count % 1000 == 0:
+            progress(1000)
+    if progress is not None:
+        progress(count % 1000)
+    return count
+
+
+def verify_file(path: Path, trust: list[keys.PublicKey], expect_head: tuple[int, str] | None = None,
+                progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Verify a JSONL export without the database: its chain, and its checkpoints against `trust`."""
+    from appliance.audit.signer import trust_map
+
+    checkpoints = [_checkpoint(obj["checkpoint"], path, n) for n, obj in _lines(path) if "checkpoint" in obj]
+    records = (record_row(_record(obj, path, n)) for n, obj in _lines(path) if "checkpoint" not in obj)
+    return verify_chain(records, checkpoints, trust_map(trust), expect_head, progress)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict]]:
+    try:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise AuditError(f"{path}:{n}: not JSON ({exc.msg})") from exc
+                if not isinstance(obj, dict):
+                    raise AuditError(f"{path}:{n}: not a JSON object")
+                yield n, obj
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+
+
+def _record(obj: dict, path: Path, n: int) -> AuditRecord:
+    try:
+        return AuditRecord.model_validate(obj)
+    except ValidationError as exc:
+        raise AuditError(f"{path}:{n}: not an audit record ({exc.errors()[0]['msg']})") from exc
+
+
+def _checkpoint(obj: Any, path: Path, n: int) -> Checkpoint:
+    try:
+        return Checkpoint(str(obj["kind"]), int(obj["seq"]), str(obj["head_hash"]), str(obj["ts"]),
+                          str(obj["key_id"]), base64.b64decode(obj["signature"], validate=True))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuditError(f"{path}:{n}: not a checkpoint") from exc

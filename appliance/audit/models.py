@@ -1,0 +1,60 @@
+"""The audit tables. Column order of `AuditRecordRow` below `seq` is the canonical order (see chain.py)."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from appliance.db import Base
+
+
+class AuditRecordRow(Base):
+    """One committed record. Decision lists and maps are stored as their canonical JSON text."""
+
+    __tablename__ = "audit_records"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    ts: Mapped[str] = mapped_column(String(27), index=True)
+    event: Mapped[str] = mapped_column(String(64), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    principal_key_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    principal_name: Mapped[str | None] = mapped_column(String(256))
+    principal_role: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(256))
+    route: Mapped[str | None] = mapped_column(String(256))
+    model: Mapped[str | None] = mapped_column(String(256), index=True)
+    bundle_version: Mapped[str | None] = mapped_column(String(128))
+    policy_revision: Mapped[str | None] = mapped_column(String(128))
+    action: Mapped[str | None] = mapped_column(String(32), index=True)
+    rule_ids: Mapped[str] = mapped_column(Text)
+    findings: Mapped[str] = mapped_column(Text)
+    content_mode: Mapped[str | None] = mapped_column(String(16))
+    content: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditCheckpointRow(Base):
+    """A signed statement "record `seq` has hash `head_hash`", made at `ts`.
+
+    `kind` is `periodic` (every N records or T seconds) or `anchor` (left by prune so the first remaining
+    record still links to something signed). The kind is part of the signed message, so a periodic
+    checkpoint cannot pass for a prune anchor.
+    """
+
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (Index("ix_audit_checkpoints_seq", "seq"),)
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[str] = mapped_column(String(27))
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[bytes] = mapped_column(LargeBinary)

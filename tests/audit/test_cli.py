@@ -1,0 +1,86 @@
+"""The `appliance audit` and `appliance db` commands, run as the real console script inside the air gap."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from appliance.audit import AuditLog
+from appliance.audit.models import AuditRecordRow
+from appliance.config import Settings
+from appliance.signing import keys
+from tests.audit.conftest import request_event
+from tests.conftest import one_line_error, run_cli
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A data folder whose database the CLI migrated and whose log holds 12 records."""
+    data = tmp_path / "var"
+    assert "database at revision" in run_cli("db", "upgrade", data_dir=data, check=True).stdout
+    with AuditLog.from_settings(Settings(data_dir=data)) as log:
+        for i in range(12):
+            log.append(request_event(i))
+    return data
+
+
+def test_list_show_export_verify(data_dir: Path, tmp_path: Path):
+    listed = run_cli("audit", "list", "--principal", "user2", "--limit", "2", data_dir=data_dir,
+                     check=True).stdout
+    assert "req-11" in listed and "req-8" in listed and "req-5" not in listed and "--cursor 9" in listed
+    shown = json.loads(run_cli("audit", "show", "3", data_dir=data_dir, check=True).stdout)
+    assert shown["seq"] == 3 and shown["request_id"] == "req-2" and len(shown["hash"]) == 64
+    ok = run_cli("audit", "verify", data_dir=data_dir, check=True).stdout
+    assert ok.startswith("ok: 12 records (seq 1..12)")
+    head = ok.splitlines()[1].split()[1]
+    out = tmp_path / "audit.jsonl"
+    run_cli("audit", "export", "--format", "jsonl", "--out", str(out), data_dir=data_dir, check=True)
+    pub = data_dir / "keys" / "audit.pub"
+    assert run_cli("audit", "verify", "--file", str(out), "--trust", str(pub), "--expect-head", head,
+                   data_dir=data_dir, check=True).stdout.startswith("ok: 12 records")
+
+
+def test_verify_names_the_first_bad_record(data_dir: Path):
+    with AuditLog.from_settings(Settings(data_dir=data_dir)) as log, log.engine.begin() as conn:
+        conn.execute(update(AuditRecordRow).where(AuditRecordRow.seq == 4).values(model="other"))
+    error = one_line_error(run_cli("audit", "verify", data_dir=data_dir))
+    assert error == "error: audit log fails verification at seq 4: hash does not match the record's content"
+
+
+def test_verify_against_a_foreign_key(data_dir: Path, tmp_path: Path):
+    other = tmp_path / "other.pub"
+    keys.write_public_key(keys.generate_private_key().public_key(), other)
+    error = one_line_error(run_cli("audit", "verify", "--trust", str(other), data_dir=data_dir))
+    assert "untrusted key" in error
+
+
+def test_prune_then_verify(data_dir: Path):
+    out = run_cli("audit", "prune", "--before", "2999-01-01", "--yes", data_dir=data_dir, check=True).stdout
+    assert out.strip() == "removed 12 records; anchor checkpoint at seq 12"
+    verified = run_cli("audit", "verify", data_dir=data_dir, check=True).stdout
+    assert verified.startswith("ok: 1 records (seq 13..13)")
+
+
+@pytest.mark.parametrize("args", [
+    ["audit", "show", "999"],
+    ["audit", "list", "--since", "last tuesday"],
+    ["audit", "verify", "--expect-head", "12:nothex"],
+    ["audit", "verify", "--trust", "/nonexistent.pub"],
+    ["audit", "verify", "--file", "/nonexistent.jsonl"],
+    ["audit", "export", "--format", "xml", "--out", "/tmp/x.xml"],
+    ["audit", "export", "--format", "csv", "--out", "/nonexistent/x.csv"],
+    ["db", "downgrade", "nosuchrevision"],
+])
+def test_bad_input_is_one_line(data_dir: Path, args: list[str]):
+    one_line_error(run_cli(*args, data_dir=data_dir))
+
+
+def test_without_tables_the_error_says_what_to_run(tmp_path: Path):
+    error = one_line_error(run_cli("audit", "list", data_dir=tmp_path / "empty"))
+    assert "appliance db upgrade" in error
+    run_cli("db", "upgrade", data_dir=tmp_path / "empty", check=True)
+    assert run_cli("db", "downgrade", "base", data_dir=tmp_path / "empty", check=True).stdout.strip() == \
+        "database at revision base"
