@@ -78,3 +78,23 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from appliance.demo.checkpoint import gpt_oss_config, write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("hf") / "tiny", gpt_oss_config("tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def publisher(tmp_path_factory):
+    """A bundle publisher's key pair: (private key, public key file)."""
+    from appliance.signing import keys
+
+    d = tmp_path_factory.mktemp("publisher")
+    key = keys.generate_private_key()
+    keys.write_public_key(key.public_key(), d / "publisher.pub")
+    return key, d / "publisher.pub"
+
+
+@pytest.fixture(scope="session")
+def signed_tiny_bundle(tiny_checkpoint, tmp_path_factory, publisher) -> Path:
+    """The tiny checkpoint as a signed cpu-fp32 bundle named `tiny`, version 1.0.0."""
+    from appliance.bundles.build import build_bundle
+
+    return build_bundle(tiny_checkpoint, tmp_path_factory.mktemp("api-bundle") / "tiny", profile="cpu-fp32",
+                        name="tiny", version="1.0.0", key=publisher[0])

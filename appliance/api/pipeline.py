@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from appliance.api.auth import Caller
 from appliance.api.backend import ModelInfo
 from appliance.api.errors import ApiError
@@ -23,6 +25,8 @@ from appliance.api.services import Services
 from appliance.audit import AuditEvent, Decision as AuditDecision, Usage as AuditUsage, content_for
 from appliance.engine.types import EngineBusy, EngineError, FinishEvent, GenerationRequest, TextEvent, ToolCallEvent
 from appliance.policy import Decision, Message, PolicyRequest, RateLimited
+
+log = structlog.get_logger()
 
 
 @dataclass
@@ -110,6 +114,7 @@ class AuditedGeneration:
             except ApiError:
                 raise
             except Exception as exc:
+                log.error("generation failed", request_id=self.caller.request_id, error=repr(exc)[:500])
                 await self._record_end("error", 503, "engine_unavailable")
                 finished = True
                 raise ApiError(503, "the model is unavailable; retry shortly", code="engine_unavailable",

@@ -13,13 +13,14 @@ from appliance.config import get_settings
 
 def serve() -> None:
     """Start the appliance: verify and load the active bundles, serve the API until Ctrl-C or SIGTERM."""
-    from ray import serve as ray_serve
-
-    from appliance.serving.app import build_app
     from appliance.serving.ray_env import start_ray
 
     settings = get_settings()
-    start_ray(settings, Path.home())
+    start_ray(settings, Path.home())  # first: Ray reads its environment once, when it is imported
+    from ray import serve as ray_serve
+
+    from appliance.serving.app import build_app
+
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -2,19 +2,26 @@
 
 Chunks arrive already coalesced by the replica (one handle message per chunk, not per token). The
 model list and engine statistics are cached for a second so routes and metrics do not cost a hop each.
+A replica that dies before a generation has sent anything is retried on another (or its replacement);
+one that dies mid-stream surfaces as an error the pipeline turns into an error event and an audit record.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from appliance.api.backend import ModelBackend, ModelInfo
 from appliance.engine import Event, GenerationRequest
 
 _TTL_S = 1.0
+_RETRIES = 5
+_RETRY_DELAY_S = 0.5  # x attempt: up to 7.5 s in all, about what Serve needs to replace a replica
+_REPLICA_GONE = (RayActorError, ActorUnavailableError)
 
 
 class HandleBackend(ModelBackend):
@@ -26,20 +33,33 @@ class HandleBackend(ModelBackend):
 
     async def _describe(self) -> dict:
         if time.monotonic() - self._at > _TTL_S:
-            self._described = await self._handle.describe.remote()
-            self._at = time.monotonic()
+            try:
+                self._described = await self._handle.describe.remote()
+                self._at = time.monotonic()
+            except _REPLICA_GONE:
+                if not self._described["models"]:
+                    raise  # nothing known yet: the caller reports the model as unavailable
         return self._described
 
     async def models(self) -> list[ModelInfo]:
         return (await self._describe())["models"]
 
     async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[list[Event]]:
-        response = self._stream.generate.remote(model, request)
-        try:
-            async for chunk in response:
-                yield chunk
-        finally:
-            response.cancel()  # a client that went away frees its engine slot at once
+        """Stream from a replica; a replica lost before the first chunk is retried (nothing was sent yet)."""
+        for attempt in range(_RETRIES + 1):
+            response = self._stream.generate.remote(model, request)
+            started = False
+            try:
+                async for chunk in response:
+                    started = True
+                    yield chunk
+                return
+            except _REPLICA_GONE:
+                if started or attempt == _RETRIES:
+                    raise
+                await asyncio.sleep(_RETRY_DELAY_S * (attempt + 1))
+            finally:
+                response.cancel()  # a client that went away frees its engine slot at once
 
     async def ready(self) -> bool:
         try:

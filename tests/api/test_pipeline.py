@@ -98,3 +98,15 @@ async def test_client_disconnect_cancels_and_is_audited(appliance, scripted):
     await asyncio.sleep(0.1)
     assert [r.event for r in records(appliance, "req-gone")] == ["request", "cancelled"]
     assert scripted.closed == 1
+
+
+async def test_failure_mid_stream_becomes_an_error_event_and_a_record(client, scripted, appliance):
+    async def dies(model, request):
+        yield [TextEvent("final", "Partial ")]
+        raise RuntimeError("replica died")
+
+    scripted.generate = dies
+    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "stream": True})
+    assert r.status_code == 200
+    assert "event: error" in r.text and "engine_unavailable" in r.text and "[DONE]" not in r.text
+    assert [x.event for x in records(appliance, r.headers["x-request-id"])] == ["request", "error"]

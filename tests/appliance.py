@@ -1,0 +1,56 @@
+"""An appliance over the tiny engine bundle, in-process: used by the API and integration tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from sqlalchemy.orm import Session
+
+from appliance import apikeys
+from appliance.api.app import create_app
+from appliance.api.services import Services
+from appliance.bundles import BundleStore
+from appliance.config import Settings
+from appliance.db import make_engine, upgrade
+from appliance.serving.local_backend import LocalBackend
+from appliance.signing import keys
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Appliance:
+    settings: Settings
+    services: Services
+    tokens: dict[str, str]  # role -> key
+
+    def client(self, role: str | None = "user", token: str | None = None) -> httpx.AsyncClient:
+        token = token or (self.tokens[role] if role else None)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://appliance",
+                                 headers=headers, timeout=120)
+
+    @property
+    def app(self):
+        if not hasattr(self, "_app"):
+            self._app = create_app(self.services)
+        return self._app
+
+
+def make_appliance(data_dir: Path, bundle: Path, publisher_pub: Path, **overrides) -> Appliance:
+    settings = Settings(**{"data_dir": data_dir, "policy_dir": REPO / "policies", "hash_workers": 2, **overrides})
+    (settings.trust_dir).mkdir(parents=True, exist_ok=True)
+    (settings.trust_dir / "publisher.pub").write_bytes(publisher_pub.read_bytes())
+    store = BundleStore(settings.model_store, workers=2)
+    trusted = [keys.load_public_key(publisher_pub)]
+    store.import_bundle(bundle, trusted)
+    store.activate("tiny", "1.0.0", trusted)
+    upgrade(settings.database_url)
+    tokens = {}
+    with Session(make_engine(settings.database_url)) as session:
+        for role in ("user", "auditor", "admin"):
+            tokens[role], _ = apikeys.create_key(session, f"test-{role}", role)
+    services = Services.from_settings(settings, LocalBackend.from_store(settings))
+    return Appliance(settings, services, tokens)

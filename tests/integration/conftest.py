@@ -1,0 +1,64 @@
+"""One local Ray for the whole session (starting Ray costs ~10 s), with the appliance's air-gap settings."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.appliance import make_appliance
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory):
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from appliance.config import Settings
+    from appliance.serving.ray_env import start_ray
+
+    home = tmp_path_factory.mktemp("home")
+    # Ray reads RAY_AUTH_MODE once per process, and other tests may have imported it already: token auth
+    # is exercised by the `appliance serve` subprocess test instead.
+    settings = Settings(data_dir=tmp_path_factory.mktemp("ray") / "var", ray_auth_mode="disabled")
+    start_ray(settings, home)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def served(ray_session, tmp_path_factory, signed_tiny_bundle, publisher):
+    """The appliance deployed on the shared Ray at http://127.0.0.1:PORT, with keys for each role."""
+    from ray import serve
+
+    from appliance.serving.app import build_app
+
+    import shutil
+
+    import yaml
+
+    from tests.appliance import REPO
+
+    policies = tmp_path_factory.mktemp("policies") / "pack"
+    shutil.copytree(REPO / "policies", policies)
+    access = yaml.safe_load((policies / "access.yaml").read_text())
+    access["access"]["roles"]["admin"]["rate"] = {"requests_per_minute": 100000, "tokens_per_minute": 10000000}
+    (policies / "access.yaml").write_text(yaml.safe_dump(access))
+    a = make_appliance(tmp_path_factory.mktemp("served") / "var", signed_tiny_bundle, publisher[1],
+                       engine_max_batch_size=8, policy_dir=policies)
+    a.services.backend.close()
+    serve.run(build_app(a.settings.model_dump(mode="json")), name="appliance", route_prefix="/")
+    a.base_url = f"http://127.0.0.1:{ray_session}"
+    yield a
+    serve.delete("appliance")
+    a.services.close()
