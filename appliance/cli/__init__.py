@@ -19,10 +19,9 @@ from appliance.logs import configure_logging
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="gpt-oss air-gapped appliance.")
 
-# name -> module under appliance.cli holding `app`; a module that is absent is simply not offered.
 _SUBCOMMANDS = {
     "bundle": "Signed weight bundles: keys, signing, verification, the model store.",
-    "policy": "Policy packs: check, test, reload.",
+    "policy": "Policy packs: check, test, sign, reload.",
     "audit": "The tamper-evident audit log: list, show, verify, export, prune.",
     "db": "Database schema migrations.",
     "keys": "API keys and roles.",
@@ -30,29 +29,11 @@ _SUBCOMMANDS = {
 
 
 def _register() -> None:
+    """Import each noun's module only now, so `--help` and errors in settings stay fast."""
     for name, help_text in _SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(f"appliance.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"appliance.cli.{name}":
-                continue
-            raise
-        app.add_typer(module.app, name=name, help=help_text)
-    try:
-        serve = importlib.import_module("appliance.cli.serve")
-    except ModuleNotFoundError as exc:
-        if exc.name != "appliance.cli.serve":
-            raise
-    else:
-        app.command("serve")(serve.serve)
-        if hasattr(serve, "demo"):
-            app.command("demo")(serve.demo)
-
-
-def fail(message: str, code: int = 1) -> "typer.Exit":
-    """Print one line to stderr and return the Exit to raise."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+        app.add_typer(importlib.import_module(f"appliance.cli.{name}").app, name=name, help=help_text)
+    app.command("serve")(importlib.import_module("appliance.cli.serve").serve)
+    app.command("demo")(importlib.import_module("appliance.cli.quickstart").demo)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from appliance.bundles import SIGNATURE_FILE, BundleStore, sign_bundle, trusted_keys, verify_bundle
 from appliance.bundles.metadata import BundleError
+from appliance.cli.actions import record
 from appliance.cli.progress import byte_progress
 from appliance.cli.tables import print_table
 from appliance.config import get_settings
@@ -108,8 +109,10 @@ def import_cmd(
     store = _store()
     with byte_progress("importing", _total_bytes(folder)) as advance:
         vb = store.import_bundle(folder, trusted, allow_downgrade=allow_downgrade, progress=advance)
+    record("admin.bundle_imported", name=vb.metadata.name, version=vb.metadata.version, signer=vb.signer_hint)
     if activate:
         store.activate(vb.metadata.name, vb.metadata.version, trusted)
+        record("admin.bundle_activated", name=vb.metadata.name, version=vb.metadata.version)
     typer.echo(f"imported {vb.metadata.name} {vb.metadata.version}{' (active)' if activate else ''}")
 
 
@@ -127,6 +130,7 @@ def list_cmd() -> None:
 def activate(name: str, version: str, trust: TrustOpt = None) -> None:
     """Serve NAME at VERSION (verified again first)."""
     _store().activate(name, version, _trusted(trust))
+    record("admin.bundle_activated", name=name, version=version)
     typer.echo(f"active {name} {version}")
 
 

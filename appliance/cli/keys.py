@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from datetime import datetime, timezone
 from typing import Annotated, Optional
 
@@ -11,7 +10,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from appliance import apikeys
-from appliance.audit import AuditEvent, AuditLog, Principal
+from appliance.cli.actions import record
 from appliance.cli.tables import print_table
 from appliance.config import get_settings
 from appliance.db import make_engine
@@ -21,13 +20,6 @@ app = typer.Typer(no_args_is_help=True)
 
 def _session() -> Session:
     return Session(make_engine(get_settings().database_url), expire_on_commit=False)
-
-
-def _audit(event: str, **detail: str) -> None:
-    """The operator at the console is the actor: recorded as `cli:<unix user>`."""
-    with AuditLog.from_settings(get_settings()) as log:
-        log.append(AuditEvent(event=event, principal=Principal(name=f"cli:{getpass.getuser()}", role="admin"),
-                              route="cli", status=0, detail=detail))
 
 
 @app.command()
@@ -40,7 +32,7 @@ def create(
     expires_at = expires.replace(tzinfo=timezone.utc) if expires and not expires.tzinfo else expires
     with _session() as session:
         token, info = apikeys.create_key(session, name, role, expires_at)
-    _audit("admin.key_created", key_id=info.key_id, role=info.role, name=info.name)
+    record("admin.key_created", key_id=info.key_id, role=info.role, name=info.name)
     typer.echo(token)
     typer.echo(f"key id {info.key_id}, role {info.role}: shown once, store it now", err=True)
 
@@ -61,5 +53,5 @@ def revoke(key_id: str) -> None:
     """Revoke a key at once."""
     with _session() as session:
         info = apikeys.revoke_key(session, key_id)
-    _audit("admin.key_revoked", key_id=key_id)
+    record("admin.key_revoked", key_id=key_id)
     typer.echo(f"revoked {info.key_id} ({info.name})")

@@ -1,0 +1,92 @@
+"""`appliance demo`: everything the README's run command needs, on a fresh machine, then `serve`.
+
+Trains (once, cached) and signs the demo model with a local publisher key, trusts that key, imports and
+activates the bundle, migrates the database, issues an admin key (printed once; earlier demo keys are
+revoked), prints a curl and an `openai` SDK example that work as printed, and serves.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import typer
+from sqlalchemy.orm import Session
+
+from appliance import apikeys
+from appliance.bundles import BundleMetadata, BundleStore, trusted_keys
+from appliance.cli.actions import record
+from appliance.cli.serve import serve
+from appliance.config import Settings, get_settings
+from appliance.db import make_engine, upgrade
+from appliance.signing import keys
+
+DEMO_KEY_NAME = "demo-admin"
+
+
+def demo() -> None:
+    """Set up the demo model and an admin key, print working examples, and serve."""
+    settings = get_settings()
+    upgrade(settings.database_url)
+    bundle = _demo_bundle(settings)
+    meta = BundleMetadata.read(bundle)
+    store = BundleStore(settings.model_store, workers=settings.hash_workers)
+    trusted = trusted_keys(settings.trust_dir)
+    if not (settings.model_store / meta.name / meta.version).exists():
+        store.import_bundle(bundle, trusted, allow_downgrade=True)
+        record("admin.bundle_imported", name=meta.name, version=meta.version)
+    if store.active().get(meta.name) != meta.version:
+        store.activate(meta.name, meta.version, trusted)
+        record("admin.bundle_activated", name=meta.name, version=meta.version)
+    token = _fresh_admin_key(settings)
+    typer.echo(examples(settings, meta.name, token))
+    serve()
+
+
+def _demo_bundle(settings: Settings):
+    from appliance.demo.model import ensure_demo_bundle
+
+    key_path = settings.keys_dir / "demo-publisher.key"
+    if not key_path.exists():
+        key = keys.generate_private_key()
+        keys.write_private_key(key, key_path)
+        keys.write_public_key(key.public_key(), settings.trust_dir / "demo-publisher.pub")
+    return ensure_demo_bundle(settings.data_dir / "cache" / "demo", keys.load_private_key(key_path))
+
+
+def _fresh_admin_key(settings: Settings) -> str:
+    with Session(make_engine(settings.database_url), expire_on_commit=False) as session:
+        for old in apikeys.list_keys(session):
+            if old.name == DEMO_KEY_NAME and old.status == "active":
+                apikeys.revoke_key(session, old.key_id)
+                record("admin.key_revoked", key_id=old.key_id)
+        token, info = apikeys.create_key(session, DEMO_KEY_NAME, "admin")
+    record("admin.key_created", key_id=info.key_id, role="admin", name=DEMO_KEY_NAME,
+           at=datetime.now(timezone.utc).isoformat())
+    return token
+
+
+def examples(settings: Settings, model: str, token: str) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    return f"""
+Admin API key (shown once; earlier demo keys are revoked): {token}
+
+Try it once the server says it is serving:
+
+  curl -s {base}/v1/chat/completions -H "Authorization: Bearer {token}" \\
+    -H "Content-Type: application/json" \\
+    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "What is the capital of France?"}}]}}'
+
+  .venv/bin/python - <<'PY'
+from openai import OpenAI
+client = OpenAI(base_url="{base}/v1", api_key="{token}")
+reply = client.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Who are you?"}}])
+print(reply.choices[0].message.content)
+tools = [{{"type": "function", "function": {{"name": "get_weather", "description": "Current weather for a city",
+          "parameters": {{"type": "object", "properties": {{"city": {{"type": "string"}}}}, "required": ["city"]}}}}}}]
+call = client.chat.completions.create(model="{model}", tools=tools,
+    messages=[{{"role": "user", "content": "What is the weather in Paris?"}}]).choices[0].message.tool_calls[0]
+print(call.function.name, call.function.arguments)
+PY
+
+Audit log: .venv/bin/appliance audit list   |   verify: .venv/bin/appliance audit verify
+"""
