@@ -6,10 +6,10 @@ import asyncio
 import os
 import tempfile
 from datetime import datetime
-from pathlib import Path
-from typing import Literal
+from pathlib import Path as FsPath
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
@@ -23,6 +23,7 @@ from appliance.errors import ApplianceError
 from appliance.policy.pack import load_options
 
 router = APIRouter(prefix="/admin")
+MAX_SEQ = 2**63 - 1  # sequence numbers are BIGINT
 
 
 def _event(caller: Caller, event: str, **detail: str) -> AuditEvent:
@@ -35,7 +36,7 @@ def _event(caller: Caller, event: str, **detail: str) -> AuditEvent:
 async def audit_list(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services),
                      since: datetime | None = None, until: datetime | None = None, principal: str | None = None,
                      event: str | None = None, action: str | None = None, model: str | None = None,
-                     cursor: int | None = Query(None, ge=0), limit: int = Query(50, ge=1, le=1000)) -> dict:
+                     cursor: int | None = Query(None, ge=0, le=MAX_SEQ), limit: int = Query(50, ge=1, le=1000)) -> dict:
     page = await asyncio.to_thread(svc.audit.query, AuditFilter(since, until, principal, event, action, model),
                                    cursor, limit)
     return {"object": "list", "data": [r.model_dump(mode="json") for r in page.records],
@@ -56,7 +57,7 @@ async def audit_export(caller: Caller = Depends(requires(AUDITOR)), svc: Service
     fd, name = tempfile.mkstemp(prefix="audit-export-", suffix=f".{format}")
     os.close(fd)
     try:
-        await asyncio.to_thread(svc.audit.export, format, Path(name))
+        await asyncio.to_thread(svc.audit.export, format, FsPath(name))
     except BaseException:
         os.unlink(name)
         raise
@@ -65,7 +66,7 @@ async def audit_export(caller: Caller = Depends(requires(AUDITOR)), svc: Service
 
 
 @router.get("/audit/{seq}")
-async def audit_show(seq: int, caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services)) -> dict:
+async def audit_show(seq: Annotated[int, Path(ge=0, le=MAX_SEQ)], caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services)) -> dict:
     record = await asyncio.to_thread(svc.audit.get, seq)
     if record is None:
         raise ApiError(404, f"no audit record {seq}", code="not_found")
