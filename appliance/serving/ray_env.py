@@ -36,10 +36,10 @@ def airgap_environment(settings: Settings, home: Path) -> dict[str, str]:
 
 
 def start_ray(settings: Settings, home: Path) -> None:
-    """Join `ray_address`, or start a private local Ray on loopback."""
-    import ray
-
+    """Join `ray_address`, or start a private local Ray on loopback (the environment first: Ray reads it once,
+    when it is imported)."""
     os.environ.update(airgap_environment(settings, home))
+    import ray
     if settings.ray_address:
         ray.init(address=settings.ray_address, log_to_driver=False)
     else:

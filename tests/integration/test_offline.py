@@ -1,0 +1,54 @@
+"""The whole serving path inside `unshare -n` (loopback only): admin steps, `appliance serve` on Ray with
+token auth, the openai SDK against it, and a clean stop. Any outbound attempt would fail here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import clean_env, offline_argv, requires_unshare, run_cli
+from tests.integration.conftest import free_port
+
+CLIENT = textwrap.dedent("""
+    import sys, time, httpx, openai
+    base, token = sys.argv[1], sys.argv[2]
+    for _ in range(240):
+        try:
+            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        sys.exit("never ready")
+    client = openai.OpenAI(base_url=base + "/v1", api_key=token, max_retries=0)
+    reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    assert reply.usage.completion_tokens == 3, reply
+    print("CLIENT OK")
+""")
+
+
+@requires_unshare
+def test_serve_inside_unshare(tmp_path, signed_tiny_bundle, publisher):
+    data = tmp_path / "var"
+    for args in (["bundle", "trust", str(publisher[1])], ["bundle", "import", str(signed_tiny_bundle), "--activate"],
+                 ["db", "upgrade"]):
+        run_cli(*args, data_dir=data, check=True)
+    token = run_cli("keys", "create", "--name", "offline", "--role", "user", data_dir=data, check=True).stdout.strip()
+    port = free_port()
+    (tmp_path / "client.py").write_text(CLIENT)
+    script = f"""
+        {sys.executable.replace('python', 'appliance')} serve > {tmp_path}/serve.log 2>&1 &
+        server=$!
+        {sys.executable} {tmp_path}/client.py http://127.0.0.1:{port} {token}; rc=$?
+        kill -INT $server; wait $server
+        exit $rc
+    """
+    env = clean_env(data, APPLIANCE_PORT=str(port), APPLIANCE_RAY_AUTH_MODE="token", HOME=str(tmp_path))
+    proc = subprocess.run(offline_argv(["bash", "-c", script]), env=env, capture_output=True, text=True, timeout=400)
+    log = (tmp_path / "serve.log").read_text()
+    assert proc.returncode == 0 and "CLIENT OK" in proc.stdout, (proc.stdout, proc.stderr, log[-3000:])
+    listing = run_cli("audit", "list", data_dir=data, check=True).stdout
+    assert "completion" in listing and "admin.key_created" in listing
+    assert run_cli("audit", "verify", data_dir=data).returncode == 0
