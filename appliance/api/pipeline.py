@@ -78,8 +78,11 @@ class AuditedGeneration:
         self._first_token_at: float | None = None
 
     @property
-    def policy_header(self) -> str:
-        return f"{self.decision.action}; rules={','.join(self.decision.rule_ids)}; revision={self.decision.revision[:12]}"
+    def headers(self) -> dict[str, str]:
+        """Response headers: the request id and the input decision (action, rule ids, policy revision)."""
+        d = self.decision
+        return {"x-request-id": self.caller.request_id,
+                "x-appliance-policy": f"{d.action}; rules={','.join(d.rule_ids)}; revision={d.revision[:12]}"}
 
     async def deltas(self) -> AsyncIterator[Delta]:
         """Deltas as the engine produces them; ends after the completion record is durable."""

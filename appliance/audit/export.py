@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,6 +18,7 @@ from pydantic import ValidationError
 from appliance.audit.chain import ROW_COLUMNS, Checkpoint, VerifyReport, record_row, unflatten, verify_chain
 from appliance.audit.errors import AuditError
 from appliance.audit.events import AuditRecord
+from appliance.files import atomic_write
 from appliance.signing import keys
 
 FORMATS = ("jsonl", "csv")
@@ -32,16 +31,8 @@ def write(fmt: str, out_file: Path, checkpoints: list[Checkpoint], rows: Iterabl
         raise AuditError(f"unknown export format {fmt!r} (use {' or '.join(FORMATS)})")
     if not out_file.parent.is_dir():
         raise AuditError(f"folder {out_file.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=out_file.parent, prefix=f".{out_file.name}.")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
-            count = (_write_jsonl if fmt == "jsonl" else _write_csv)(out, checkpoints, rows, progress)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, out_file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(out_file, newline="") as out:
+        count = (_write_jsonl if fmt == "jsonl" else _write_csv)(out, checkpoints, rows, progress)
     return count
 
 

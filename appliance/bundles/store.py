@@ -20,6 +20,7 @@ from pathlib import Path
 
 from appliance.bundles.metadata import SIGNATURE_FILE, BundleError, BundleMetadata, semver_key
 from appliance.bundles.signing import VerifiedBundle, read_verified_metadata, verify_bundle
+from appliance.files import atomic_write
 from appliance.signing import keys, oms
 from appliance.signing.hashing import Progress
 
@@ -164,12 +165,8 @@ class BundleStore:
             raise BundleError(f"{self.root / 'state.json'} is corrupt") from exc
 
     def _write_state(self, state: dict) -> None:
-        tmp = self.root / ".tmp" / "state.json"
-        with open(tmp, "w") as f:
+        with atomic_write(self.root / "state.json") as f:
             json.dump(state, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.root / "state.json")
         _fsync_dir(self.root)
 
 

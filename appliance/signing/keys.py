@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal, Union
 
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from appliance.errors import ApplianceError
+from appliance.files import atomic_write
 
 KeyKind = Literal["ed25519", "ecdsa-p256"]
 PrivateKey = Union[ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey]
@@ -44,11 +44,11 @@ def write_private_key(key: PrivateKey, path: Path) -> None:
         raise KeyFileError(f"{path} already exists; refusing to overwrite a key")
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    _write_atomic(path, pem, 0o600)
+    _write(path, pem, 0o600)
 
 
 def write_public_key(key: PublicKey, path: Path) -> None:
-    _write_atomic(path, public_pem(key), 0o644)
+    _write(path, public_pem(key), 0o644)
 
 
 def public_pem(key: PublicKey) -> bytes:
@@ -127,16 +127,6 @@ def _read_key_file(path: Path) -> bytes:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from exc
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write(path: Path, data: bytes, mode: int) -> None:
+    with atomic_write(path, binary=True, mode=mode) as f:
+        f.write(data)

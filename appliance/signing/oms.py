@@ -20,6 +20,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from appliance.files import atomic_write
 from appliance.signing import dsse, keys
 from appliance.signing.dsse import SignatureError
 from appliance.signing.hashing import Piece, Progress, hash_pieces, preallocate
@@ -61,10 +62,8 @@ def sign_folder(folder: Path, key: keys.PrivateKey, *, signature_name: str = "mo
     manifest = Manifest("shards" if shard_size else "files", hash_pieces(folder, pieces, workers=workers,
                         progress=progress), ignore, shard_size)
     payload = json.dumps(_statement(folder.name, manifest), indent=2).encode()
-    sig_path = folder / signature_name
-    tmp = sig_path.with_name(f".{signature_name}.tmp")
-    tmp.write_text(json.dumps(dsse.seal(payload, key), indent=2))
-    os.replace(tmp, sig_path)
+    with atomic_write(folder / signature_name, mode=0o644) as f:
+        f.write(json.dumps(dsse.seal(payload, key), indent=2))
     return manifest
 
 

@@ -41,10 +41,9 @@ async def chat_completions(body: ChatCompletionRequest, caller: Caller = Depends
                            svc: Services = Depends(services)):
     gen = await start_generation(svc, caller, spec_from_chat(body))
     cid = f"chatcmpl-{uuid.uuid4().hex}"
-    headers = {"x-request-id": caller.request_id, "x-appliance-policy": gen.policy_header}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return stream_response(_sse(gen, cid, await primed(gen.deltas()), include_usage), headers)
+        return stream_response(_sse(gen, cid, await primed(gen.deltas()), include_usage), gen.headers)
     reasoning, content, calls = [], [], []
     async for delta in gen.deltas():
         reasoning.append(delta.reasoning)
@@ -60,7 +59,7 @@ async def chat_completions(body: ChatCompletionRequest, caller: Caller = Depends
         choice["content_filter_results"] = {"rule_id": gen.outcome.rule_id}
     return JSONResponse({"id": cid, "object": "chat.completion", "created": int(time.time()), "model": gen.model.name,
                          "choices": [choice], "usage": usage(gen), "system_fingerprint": gen.model.version},
-                        headers=headers)
+                        headers=gen.headers)
 
 
 def usage(gen: AuditedGeneration) -> dict:

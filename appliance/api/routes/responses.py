@@ -67,13 +67,12 @@ async def create_response(body: ResponsesRequest, caller: Caller = Depends(requi
                           svc: Services = Depends(services)):
     gen = await start_generation(svc, caller, spec_from_responses(body))
     rid = f"resp_{uuid.uuid4().hex}"
-    headers = {"x-request-id": caller.request_id, "x-appliance-policy": gen.policy_header}
     if body.stream:
-        return stream_response(_sse(gen, rid, await primed(gen.deltas())), headers)
+        return stream_response(_sse(gen, rid, await primed(gen.deltas())), gen.headers)
     acc = _Accumulator(rid)
     async for delta in gen.deltas():
         acc.add(delta)
-    return JSONResponse(acc.response(gen, "done"), headers=headers)
+    return JSONResponse(acc.response(gen, "done"), headers=gen.headers)
 
 
 class _Accumulator:
