@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 
+import structlog
 from fastapi import Request
 
 from appliance import apikeys
@@ -45,7 +46,7 @@ def requires(roles: frozenset[str]):
     async def dependency(request: Request) -> Caller:
         svc = services(request)
         rid = request_id(request)
-        request.state.request_id = rid
+        structlog.contextvars.bind_contextvars(request_id=rid)  # every log line of this request carries it
         route = f"{request.method} {request.scope.get('route').path if request.scope.get('route') else request.url.path}"
         source = request.client.host if request.client else None
         header = request.headers.get("authorization", "")
@@ -63,7 +64,6 @@ def requires(roles: frozenset[str]):
             await svc.record(AuditEvent(event="denial", request_id=rid, principal=principal, source=source,
                                         route=route, status=403, error_code="role_forbidden"))
             raise ApiError(403, f"role {principal.role} may not use {route}", code="role_forbidden")
-        request.state.caller = caller
         return caller
 
     return dependency
