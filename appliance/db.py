@@ -63,6 +63,19 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def require_tables(engine: Engine, *tables: str) -> None:
+    """One clear line instead of an SQL error when the schema has not been created yet."""
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        missing = [t for t in tables if not inspect(engine).has_table(t)]
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"cannot reach the database: {str(getattr(exc, 'orig', exc)).splitlines()[0]}") from exc
+    if missing:
+        raise DatabaseError(f"table {missing[0]} does not exist; run `appliance db upgrade` first")
+
+
 def _alembic_config(engine: Engine):
     from alembic.config import Config
 

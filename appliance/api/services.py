@@ -14,7 +14,7 @@ from appliance.api.metrics import Metrics
 from appliance.audit import AuditEvent, AuditLog, AuditRecord, AuditUnavailable
 from appliance.bundles import BundleStore, trusted_keys
 from appliance.config import Settings
-from appliance.db import make_engine
+from appliance.db import make_engine, require_tables
 from appliance.policy import PolicyEngine, PolicySet
 from appliance.signing import keys
 
@@ -37,8 +37,10 @@ class Services:
         policy = PolicyEngine(PolicySet.from_settings(settings))
         store = BundleStore(settings.model_store, workers=settings.hash_workers,
                             max_signature_bytes=settings.max_signature_bytes)
+        engine = make_engine(settings.database_url)
+        require_tables(engine, "api_keys")
         return cls(settings, AuditLog.from_settings(settings), policy, backend,
-                   sessionmaker(make_engine(settings.database_url), expire_on_commit=False), store)
+                   sessionmaker(engine, expire_on_commit=False), store)
 
     def bundle_trust(self) -> list[keys.PublicKey]:
         return trusted_keys(self.settings.trust_dir)

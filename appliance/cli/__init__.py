@@ -16,31 +16,43 @@ from appliance.config import get_settings
 from appliance.errors import ApplianceError
 from appliance.logs import configure_logging
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="gpt-oss air-gapped appliance.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-_SUBCOMMANDS = {
-    "bundle": "Signed weight bundles: keys, signing, verification, the model store.",
-    "policy": "Policy packs: check, test, sign, reload.",
-    "audit": "The tamper-evident audit log: list, show, verify, export, prune.",
-    "db": "Database schema migrations.",
-    "keys": "API keys and roles.",
+
+@app.callback()
+def _root() -> None:
+    """gpt-oss air-gapped appliance."""  # a callback keeps Typer in group mode with one command registered
+
+# command -> (module under appliance.cli, help of its group; None for a single command named like it)
+_COMMANDS: dict[str, tuple[str, str | None]] = {
+    "serve": ("serve", None),
+    "demo": ("quickstart", None),
+    "bundle": ("bundle", "Signed weight bundles: keys, signing, verification, the model store."),
+    "policy": ("policy", "Policy packs: check, test, sign, reload."),
+    "audit": ("audit", "The tamper-evident audit log: list, show, verify, export, prune."),
+    "db": ("db", "Database schema migrations."),
+    "keys": ("keys", "API keys and roles."),
 }
 
 
-def _register() -> None:
-    """Import each noun's module only now, so `--help` and errors in settings stay fast."""
-    for name, help_text in _SUBCOMMANDS.items():
-        app.add_typer(importlib.import_module(f"appliance.cli.{name}").app, name=name, help=help_text)
-    app.command("serve")(importlib.import_module("appliance.cli.serve").serve)
-    app.command("demo")(importlib.import_module("appliance.cli.quickstart").demo)
+def _register(argv: list[str]) -> None:
+    """Import only the module of the command being run (all of them for help): start-up stays short."""
+    wanted = argv[0] if argv and argv[0] in _COMMANDS else None
+    for name, (module, help_text) in _COMMANDS.items():
+        if wanted not in (None, name):
+            continue
+        target = importlib.import_module(f"appliance.cli.{module}")
+        if help_text is None:
+            app.command(name)(getattr(target, name))
+        else:
+            app.add_typer(target.app, name=name, help=help_text)
 
 
 def main() -> None:
     """Console entry point."""
     settings = get_settings_or_exit()
     configure_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_format)
-    _register()
+    _register(sys.argv[1:])
     try:
         code = app(standalone_mode=False)  # a typer.Exit comes back as its code in this mode
     except ApplianceError as exc:
@@ -60,12 +72,24 @@ def main() -> None:
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(exc.exit_code)
-        import structlog
-
-        structlog.get_logger().exception("internal error")
-        typer.echo(f"error: internal error ({type(exc).__name__}: {exc})".splitlines()[0], err=True)
+        typer.echo(f"error: internal error ({type(exc).__name__}: {exc}".splitlines()[0][:300]
+                   + f"); details in {_log_traceback(settings)}", err=True)
         sys.exit(70)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _log_traceback(settings) -> str:
+    """Append the traceback to the data folder's cli.log (stderr keeps its one line); returns where it went."""
+    import traceback
+
+    path = settings.data_dir / "logs" / "cli.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(traceback.format_exc() + "\n")
+    except OSError:
+        return "(the log folder is not writable)"
+    return str(path)
 
 
 def get_settings_or_exit():

@@ -13,13 +13,15 @@ from appliance import apikeys
 from appliance.cli.actions import record
 from appliance.cli.tables import print_table
 from appliance.config import get_settings
-from appliance.db import make_engine
+from appliance.db import make_engine, require_tables
 
 app = typer.Typer(no_args_is_help=True)
 
 
 def _session() -> Session:
-    return Session(make_engine(get_settings().database_url), expire_on_commit=False)
+    engine = make_engine(get_settings().database_url)
+    require_tables(engine, "api_keys")
+    return Session(engine, expire_on_commit=False)
 
 
 @app.command()
