@@ -67,10 +67,10 @@ def main() -> None:
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click usage errors (typer vendors click)
+            known = sys.argv[1:2] if sys.argv[1:2] and sys.argv[1] in _COMMANDS else []
+            hint = f" (see: appliance {' '.join(known + ['--help'])})"
+            typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
             sys.exit(exc.exit_code)
         typer.echo(f"error: internal error ({type(exc).__name__}: {exc}".splitlines()[0][:300]
                    + f"); details in {_log_traceback(settings)}", err=True)

@@ -75,3 +75,10 @@ def test_sharded_signature_round_trip(tmp_path, signer, data_dir):
     flip_byte(vb.path / "onnx" / "model.onnx.data", 5 * 1024 * 1024)
     with pytest.raises(SignatureError, match="does not match"):
         store.open("gpt-oss-test", "1.0.0", trusted_keys(data_dir / "trust"))
+
+
+@pytest.mark.parametrize("args", [["bundle", "verify"], ["bundle", "verify", "--nope", "x"], ["nope"],
+                                  ["keys", "create", "--name", "x", "--role", "root"]])
+def test_usage_errors_are_one_line(tmp_path, args):
+    line = one_line_error(run_cli(*args, data_dir=tmp_path, offline=False))
+    assert "--help" in line or "role" in line or "table" in line
