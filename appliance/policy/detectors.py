@@ -1,21 +1,25 @@
 """The guardrail detectors: PII, secrets, prompt injection and per-pack topics, compiled once.
 
-Speed comes from CPython's regex engine only scanning fast when a pattern starts with a literal or one
-plain character class: every detector is therefore a cheap *trigger* pass (a literal such as "@", "://",
-"eyJ", or the class of digits) followed by exact patterns and checksums run only where a trigger hit.
-Case-insensitive phrases are matched on one lower-cased copy of the text instead of with re.IGNORECASE,
-which disables those fast paths. Findings carry the category and span, never the matched text.
+Every detector is an exact `re` pattern (plus checksums) that only runs where its *trigger* hit: a
+literal it starts with ("@", "://", "eyJ"), the run of digits a number lives in, a part of a number
+shape. All triggers run in one Hyperscan pass (triggers.py), so the text is scanned once at GB/s and
+Python only works at hits; findings are the same as running each pattern over the whole text.
+Case-insensitive phrases are matched on one lower-cased copy of the text instead of with re.IGNORECASE.
+Findings carry the category and span, never the matched text.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 
 from appliance.policy import validators
 from appliance.policy.phrases import INJECTION_PATTERNS, INJECTION_PHRASES, ROLEPLAY_PHRASES
 from appliance.policy.phraseset import PhraseSet
+from appliance.policy.triggers import SOM, UTF8, Triggers, decimal_class
 
 PII = ("pii.email", "pii.phone", "pii.payment_card", "pii.iban", "pii.us_ssn", "pii.ip_address")
 SECRETS = ("secret.private_key", "secret.aws_access_key", "secret.google_api_key", "secret.github_token",
@@ -60,9 +64,29 @@ _IBAN = re.compile(r"[A-Z]{2}\d\d(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
 _IBAN_SPACED = re.compile(r"[A-Z]{2}\d\d(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?(?![A-Za-z0-9])")
 
 
-def _numbers(text: str, emit: Emit) -> None:
+def _digit_triggers() -> list[tuple[str, int]]:
+    """Where `_DIGIT_TRIGGER` can match: the first digit of each long enough run of digits and
+    separators (one hit per run: the run must end), and each "12A"/"12 A" of its second branch;
+    then one trigger per `_SHAPE_TRIGGERS` entry."""
+    d = f"[{decimal_class()}]"
+    return [(rf"{d}[{d[1:-1]} .\-/()]{{5,}}{d}[ .\-/()]*(?:[^{d[1:-1]} .\-/()]|\z)", UTF8 | SOM),
+            (rf"{d}{d} ?[A-Z]", UTF8 | SOM), *((shape.replace("D", d), UTF8) for _, shape in _SHAPE_TRIGGERS)]
+
+
+# (index in `_NUMBER_SHAPES`, a part of that shape without lookarounds, D a digit): every match of the
+# shape holds a match of the part, so a run where no part ends is not searched for the shape
+_SHAPE_TRIGGERS = ((0, r"D{3}[- ]D{2}[- ]D{4}"), (1, r"D{13}"), (1, r"D{4}[ -]D{4}[ -]D{4}[ -]D{4}"),
+                   (1, r"D{4}[ -]D{6}[ -]D{4}"), (2, r"D{1,3}\.D{1,3}\.D{1,3}\.D"),
+                   (3, r"(?:\(D{3}\) ?|D{3}[ .-])D{3}[ .-]D{4}"), (4, r"\+[1-9]"), (5, r"0[1-9]D{0,3}[ -]D{2}"))
+_SHAPES_END = 2 + len(_SHAPE_TRIGGERS)  # trigger index after the digit triggers
+
+
+def _numbers(text: str, hits: list[tuple[int, int]], shape_hits: list[list[tuple[int, int]]], emit: Emit) -> None:
+    """`shape_hits`: the shape triggers' hits; a run is only searched for the shapes that end in it."""
+    by_end = sorted((end, _SHAPE_TRIGGERS[i][0]) for i, spans in enumerate(shape_hits) for _, end in spans)
+    ends = [end for end, _ in by_end]
     covered = 0  # end of the last IBAN: its digit groups are not phone numbers
-    for m in _DIGIT_TRIGGER.finditer(text):
+    for m in finditer_at(_DIGIT_TRIGGER, text, hits):
         start, end = m.span()
         if start < covered:
             continue
@@ -74,7 +98,10 @@ def _numbers(text: str, emit: Emit) -> None:
             continue
         if start and text[start - 1] in "+(":
             start -= 1
-        _number_run(text, start, end, emit)
+        first, last = bisect.bisect_right(ends, start), bisect.bisect_right(ends, end)
+        if first < last:
+            kinds = {shape for _, shape in by_end[first:last]}
+            _number_run(text, start, end, [shape for i, shape in enumerate(_NUMBER_SHAPES) if i in kinds], emit)
 
 
 def _iban(text: str, start: int, emit: Emit) -> int:
@@ -108,12 +135,12 @@ def _span_end(text: str, start: int, alnum_count: int) -> int:
     return i
 
 
-def _number_run(text: str, start: int, end: int, emit: Emit) -> None:
-    """Exact shapes inside one run of digits and separators, first match wins per span."""
+def _number_run(text: str, start: int, end: int, shapes: list[tuple[str, re.Pattern[str]]], emit: Emit) -> None:
+    """Exact `shapes` inside one run of digits and separators, first match wins per span."""
     pos = start
     while pos < end:
         best = None
-        for kind, pattern in _NUMBER_SHAPES:
+        for kind, pattern in shapes:
             m = pattern.search(text, pos, end)
             if m and (best is None or m.start() < best[1].start()) and _shape_ok(kind, m):
                 best = (kind, m)
@@ -144,15 +171,14 @@ _LOCAL_TAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}\Z")
 _DOMAIN = re.compile(r"@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z0-9\-])")
 
 
-def _emails(text: str, emit: Emit) -> None:
-    at = text.find("@")
-    while at != -1:
+def _emails(text: str, hits: list[tuple[int, int]], emit: Emit) -> None:
+    """At each "@" followed by a domain character (the trigger)."""
+    for at, _ in hits:
         domain = _DOMAIN.match(text, at)
         if domain:
             local = _LOCAL_TAIL.search(text, max(0, at - 64), at)
             if local and not _in_url_authority(text, local.start()):
                 emit("pii.email", local.start(), domain.end())
-        at = text.find("@", at + 1)
 
 
 def _in_url_authority(text: str, start: int) -> bool:
@@ -164,18 +190,18 @@ def _in_url_authority(text: str, start: int) -> bool:
 
 
 # --- IPv6: a ":" literal, then the hex-and-colon run around it, checked by ipaddress ---------------
-_IPV6_TRIGGER = re.compile(r":[0-9A-Fa-f]{0,4}:")
+_IPV6_TRIGGER = r":[0-9A-Fa-f]{0,4}:"  # one match per starting ":"
 _HEXCOLON = frozenset("0123456789abcdefABCDEF:.")
 
 
-def _ipv6(text: str, emit: Emit) -> None:
+def _ipv6(text: str, hits: list[tuple[int, int]], emit: Emit) -> None:
+    """`hits` are all the matches of `_IPV6_TRIGGER` (one per start); each is searched from the last end."""
     pos = 0
-    while True:
-        m = _IPV6_TRIGGER.search(text, pos)
-        if m is None:
-            return
-        start, end = m.start(), m.end()
-        while start > 0 and text[start - 1] in _HEXCOLON and m.start() - start < 40:
+    for first, last in sorted(hits):
+        if first < pos:
+            continue
+        start, end = first, last
+        while start > 0 and text[start - 1] in _HEXCOLON and first - start < 40:
             start -= 1
         while end < len(text) and text[end] in _HEXCOLON and end - start < 46:
             end += 1
@@ -187,35 +213,32 @@ def _ipv6(text: str, emit: Emit) -> None:
         pos = end
 
 
-# --- secrets with a recognisable prefix: each pattern starts with a literal --------------------------
+# --- secrets with a recognisable prefix: each pattern starts with a literal, its trigger -------------
 _PREFIXED = (
-    ("secret.private_key", re.compile(
+    ("secret.private_key", "-----BEGIN ", re.compile(
         r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----"
         r"(?:[\s\S]{0,16384}?-----END \1PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s:,\-]*)")),
-    ("secret.aws_access_key", re.compile(r"A(?:KIA|SIA|BIA|CCA)[A-Z2-7]{16}(?![A-Za-z0-9])")),
-    ("secret.google_api_key", re.compile(r"AIza[0-9A-Za-z_\-]{35}(?![A-Za-z0-9_\-])")),
-    ("secret.github_token", re.compile(r"gh(?:[pousr]_[A-Za-z0-9]{36}|ithub_pat_[A-Za-z0-9_]{60,})(?![A-Za-z0-9_])")),
-    ("secret.slack_token", re.compile(r"xox[abposr]-[A-Za-z0-9]{1,}-[A-Za-z0-9\-]{8,}")),
-    ("secret.stripe_key", re.compile(r"k_live_[0-9A-Za-z]{16,}")),
-    ("secret.jwt", re.compile(r"eyJ[A-Za-z0-9_\-]{6,}\.eyJ[A-Za-z0-9_\-]{6,}(?:\.[A-Za-z0-9_\-]*)?")),
+    ("secret.aws_access_key", "A(?:KIA|SIA|BIA|CCA)", re.compile(r"A(?:KIA|SIA|BIA|CCA)[A-Z2-7]{16}(?![A-Za-z0-9])")),
+    ("secret.google_api_key", "AIza", re.compile(r"AIza[0-9A-Za-z_\-]{35}(?![A-Za-z0-9_\-])")),
+    ("secret.github_token", "gh(?:[pousr]_|ithub_pat_)",
+     re.compile(r"gh(?:[pousr]_[A-Za-z0-9]{36}|ithub_pat_[A-Za-z0-9_]{60,})(?![A-Za-z0-9_])")),
+    ("secret.slack_token", "xox[abposr]-", re.compile(r"xox[abposr]-[A-Za-z0-9]{1,}-[A-Za-z0-9\-]{8,}")),
+    ("secret.stripe_key", "k_live_", re.compile(r"k_live_[0-9A-Za-z]{16,}")),  # "sk_"/"rk_": checked after
+    ("secret.jwt", "eyJ", re.compile(r"eyJ[A-Za-z0-9_\-]{6,}\.eyJ[A-Za-z0-9_\-]{6,}(?:\.[A-Za-z0-9_\-]*)?")),
 )
 _URL_PASSWORD = re.compile(r"://[^\s:/@]{1,128}:([^\s/@]{1,256})@")
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
-def _prefixed_secrets(text: str, emit: Emit) -> None:
-    for category, pattern in _PREFIXED:
-        for m in pattern.finditer(text):
-            start = m.start()
-            if category == "secret.stripe_key":  # the literal skips "s"/"r" so the scan stays fast
-                if start == 0 or text[start - 1] not in "sr":
-                    continue
-                start -= 1
-            if start and text[start - 1] in _WORD_CHARS:
-                continue
-            emit(category, start, m.end())
-    for m in _URL_PASSWORD.finditer(text):
-        emit("secret.url_password", m.start(1), m.end(1))
+def _prefixed_secret(category: str, text: str, m: re.Match[str], emit: Emit) -> None:
+    start = m.start()
+    if category == "secret.stripe_key":
+        if start == 0 or text[start - 1] not in "sr":
+            return
+        start -= 1
+    if start and text[start - 1] in _WORD_CHARS:
+        return
+    emit(category, start, m.end())
 
 
 # --- phrases on the lower-cased text: one trie-triggered pass for injection, assignments and topics ---
@@ -225,6 +248,7 @@ _ASSIGNMENT_VALUE = (r"[\"']?\s{0,3}(?::|=>?)\s{0,3}[\"']?"
                      r"(?![\"'*<{$%]|x{4}|\.\.\.|none\b|null\b|true\b|false\b|redacted|changeme\b|your)"
                      r"([^\s\"',;)}\]]{6,128})")
 _TAGS = re.compile("[\U000e0000-\U000e007f\u200b-\u200f\u202a-\u202e\u2060-\u2064]{3,}")
+_TAGS_TRIGGER = r"[\x{e0000}-\x{e007f}\x{200b}-\x{200f}\x{202a}-\x{202e}\x{2060}-\x{2064}]"
 CONTROL_TOKEN = re.compile(r"<\|[^|<>\s]{1,64}\|>")
 
 
@@ -246,6 +270,22 @@ def lowered(text: str) -> str:
     return (text if "\u0130" not in text else text.replace("\u0130", "i")).lower()
 
 
+@cache
+def _triggers() -> Triggers:
+    """The text triggers, in the order `Scanner.scan` unpacks them, then one per `_PREFIXED` entry."""
+    return Triggers([*_digit_triggers(), ("@[A-Za-z0-9]", SOM), (_IPV6_TRIGGER, SOM), (r"<\|", SOM), ("://", SOM),
+                     (_TAGS_TRIGGER, UTF8 | SOM), *((literal, SOM) for _, literal, _ in _PREFIXED)])
+
+
+def finditer_at(pattern: re.Pattern[str], text: str, hits: list[tuple[int, int]]) -> Iterator[re.Match[str]]:
+    """`pattern.finditer(text)` for a pattern whose every match starts at the start of one of `hits`."""
+    pos = 0
+    for start, _ in sorted(hits):
+        if start >= pos and (m := pattern.match(text, start)):
+            pos = m.end()
+            yield m
+
+
 class Scanner:
     """All detectors plus the pack's topics, compiled once; `scan` is safe to call from many threads."""
 
@@ -256,6 +296,8 @@ class Scanner:
             for phrase in phrases:
                 self._phrases.add_phrase(f"topic.{name}", phrase)
             self._patterns.extend((f"topic.{name}", re.compile(pattern)) for pattern in patterns)
+        self._phrases.compile()
+        self._triggers = _triggers()
 
     def scan(self, text: str) -> list[Finding]:
         """Every finding in `text`, ordered by start; overlapping findings are all kept."""
@@ -264,18 +306,22 @@ class Scanner:
         def emit(category: str, start: int, end: int) -> None:
             found.append(Finding(category, start, end))
 
-        _numbers(text, emit)
-        if "@" in text:
-            _emails(text, emit)
-        if ":" in text:
-            _ipv6(text, emit)
-        _prefixed_secrets(text, emit)
-        if "<|" in text:
-            for m in CONTROL_TOKEN.finditer(text):
-                emit("injection.control_token", m.start(), m.end())
-        if not text.isascii():
-            for m in _TAGS.finditer(text):
-                emit("injection.hidden_text", m.start(), m.end())
+        hits = self._triggers.scan(text)
+        digit_run, digit_letter, shapes = hits[0], hits[1], hits[2:_SHAPES_END]
+        at, colons, control, url, tag, *prefixed = hits[_SHAPES_END:]
+        if digit_run or digit_letter:
+            _numbers(text, digit_run + digit_letter, shapes, emit)
+        _emails(text, at, emit)
+        _ipv6(text, colons, emit)
+        for (category, _, pattern), spans in zip(_PREFIXED, prefixed):
+            for m in finditer_at(pattern, text, spans):
+                _prefixed_secret(category, text, m, emit)
+        for m in finditer_at(_URL_PASSWORD, text, url):
+            emit("secret.url_password", m.start(1), m.end(1))
+        for m in finditer_at(CONTROL_TOKEN, text, control):
+            emit("injection.control_token", m.start(), m.end())
+        for m in finditer_at(_TAGS, text, tag):
+            emit("injection.hidden_text", m.start(), m.end())
         for category, start, end in self._phrases.finditer(lowered(text)):
             emit(category, start, end)
         for category, pattern in self._patterns:

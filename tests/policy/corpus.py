@@ -174,6 +174,17 @@ def generate(target_chars: int, seed: int = 7, *, secrets: bool = True) -> tuple
     return "".join(parts), spans
 
 
+def prose(target_chars: int, seed: int = 7) -> str:
+    """Plain sentences with no entity and no look-alike: what most prompts are."""
+    r = random.Random(seed)
+    parts: list[str] = []
+    size = 0
+    while size < target_chars:
+        parts.append(" ".join(r.choice(_WORDS) for _ in range(r.randint(6, 18))).capitalize() + ". ")
+        size += len(parts[-1])
+    return "".join(parts)
+
+
 def score(gold: list[Span], found: list[tuple[str, int, int]], categories: tuple[str, ...]
           ) -> dict[str, tuple[float, float, int]]:
     """Per category: (recall, precision, gold count). A finding counts when it overlaps a gold span of its category."""
