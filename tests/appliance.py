@@ -39,14 +39,15 @@ class Appliance:
         return self._app
 
 
-def make_appliance(data_dir: Path, bundle: Path, publisher_pub: Path, **overrides) -> Appliance:
+def make_appliance(data_dir: Path, bundle: Path, publisher_pub: Path | keys.PublicKey, **overrides) -> Appliance:
+    """A migrated appliance in `data_dir` serving `bundle` (signed by `publisher_pub`), with a key per role."""
     settings = Settings(**{"data_dir": data_dir, "policy_dir": REPO / "policies", "hash_workers": 2, **overrides})
     (settings.trust_dir).mkdir(parents=True, exist_ok=True)
-    (settings.trust_dir / "publisher.pub").write_bytes(publisher_pub.read_bytes())
+    publisher = keys.load_public_key(publisher_pub) if isinstance(publisher_pub, Path) else publisher_pub
+    keys.write_public_key(publisher, settings.trust_dir / "publisher.pub")
     store = BundleStore(settings.model_store, workers=2)
-    trusted = [keys.load_public_key(publisher_pub)]
-    store.import_bundle(bundle, trusted)
-    store.activate("tiny", "1.0.0", trusted)
+    meta = store.import_bundle(bundle, [publisher]).metadata
+    store.activate(meta.name, meta.version, [publisher])
     upgrade(settings.database_url)
     tokens = {}
     with Session(make_engine(settings.database_url)) as session:

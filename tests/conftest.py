@@ -98,3 +98,30 @@ def signed_tiny_bundle(tiny_checkpoint, tmp_path_factory, publisher) -> Path:
 
     return build_bundle(tiny_checkpoint, tmp_path_factory.mktemp("api-bundle") / "tiny", profile="cpu-fp32",
                         name="tiny", version="1.0.0", key=publisher[0])
+
+
+# The trained demo bundle, built once per machine: the cache under var/cache/demo survives test sessions.
+# The first session trains (about a minute on 2 cores) and converts; later ones, and the serving tests,
+# find the signed bundle in the cache. The signing key beside the cache is a test key.
+DEMO_CACHE = REPO / "var" / "cache" / "demo"
+DEMO_KEY = REPO / "var" / "cache" / "demo-test-signing.key"
+
+
+@pytest.fixture(scope="session")
+def demo_key():
+    from appliance.signing.keys import KeyFileError, generate_private_key, load_private_key, write_private_key
+
+    if not DEMO_KEY.exists():
+        DEMO_KEY.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write_private_key(generate_private_key(), DEMO_KEY)
+        except KeyFileError:  # another session wrote it first
+            pass
+    return load_private_key(DEMO_KEY)
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(demo_key) -> Path:
+    from appliance.demo.model import ensure_demo_bundle
+
+    return ensure_demo_bundle(DEMO_CACHE, demo_key, log=print)

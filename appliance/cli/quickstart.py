@@ -7,6 +7,7 @@ revoked), prints a curl and an `openai` SDK example that work as printed, and se
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import typer
@@ -17,6 +18,7 @@ from appliance.bundles import BundleMetadata, BundleStore, trusted_keys
 from appliance.cli.actions import record
 from appliance.cli.serve import serve
 from appliance.config import Settings, get_settings
+from appliance.demo.conversations import TOOLS
 from appliance.db import make_engine, upgrade
 from appliance.signing import keys
 
@@ -81,8 +83,7 @@ from openai import OpenAI
 client = OpenAI(base_url="{base}/v1", api_key="{token}")
 reply = client.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Who are you?"}}])
 print(reply.choices[0].message.content)
-tools = [{{"type": "function", "function": {{"name": "get_weather", "description": "Current weather for a city",
-          "parameters": {{"type": "object", "properties": {{"city": {{"type": "string"}}}}, "required": ["city"]}}}}}}]
+tools = {json.dumps(TOOLS)}
 call = client.chat.completions.create(model="{model}", tools=tools,
     messages=[{{"role": "user", "content": "What is the weather in Paris?"}}]).choices[0].message.tool_calls[0]
 print(call.function.name, call.function.arguments)

@@ -13,7 +13,7 @@ from appliance.demo.conversations import (EXAMPLES, TOOLS, Example, example, hel
 from appliance.demo.model import BUNDLE_NAME, BUNDLE_VERSION, PROFILE, ensure_demo_bundle, model_key
 from appliance.engine import GenerationRequest, collect
 from appliance.policy.detectors import Scanner
-from tests.demo.conftest import DEMO_CACHE
+from tests.conftest import DEMO_CACHE
 
 CHATS = [e for e in training_examples() if e.call is None]
 CALLS = [e for e in training_examples() if e.call is not None]
