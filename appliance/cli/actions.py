@@ -11,12 +11,13 @@ import getpass
 
 import typer
 
-from appliance.audit import AuditEvent, AuditLog, Principal
 from appliance.config import get_settings
-from appliance.db import current_revision
 
 
 def record(event: str, **detail: str) -> None:
+    from appliance.audit import AuditEvent, AuditLog, Principal  # SQLAlchemy only for commands that change things
+    from appliance.db import current_revision
+
     settings = get_settings()
     if current_revision(settings.database_url) is None:
         typer.echo(f"warning: the audit log is not initialised (appliance db upgrade): {event} not recorded",

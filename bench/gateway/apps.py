@@ -92,12 +92,10 @@ def prepare(settings: Settings, policies: Path) -> str:
     return token
 
 
-def install_bundle(settings: Settings, bundle: Path) -> tuple[str, str]:
-    """Trust the bundle's own signer (read from a key file beside it, `publisher.pub`), import, activate."""
+def install_bundle(settings: Settings, bundle: Path, publisher: keys.PublicKey) -> tuple[str, str]:
+    """Trust the bundle's signer, import and activate the bundle; returns an admin key and the model name."""
     meta = json.loads((bundle / "bundle.json").read_text())
-    pub = bundle.parent / "publisher.pub"
-    settings.trust_dir.mkdir(parents=True, exist_ok=True)
-    keys.write_public_key(keys.load_public_key(pub), settings.trust_dir / "publisher.pub")
+    keys.write_public_key(publisher, settings.trust_dir / "publisher.pub")
     store = BundleStore(settings.model_store, workers=2)
     store.import_bundle(bundle, trusted_keys(settings.trust_dir))
     store.activate(meta["name"], meta["version"], trusted_keys(settings.trust_dir))
