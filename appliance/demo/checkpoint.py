@@ -25,7 +25,8 @@ MXFP4_BLOCK = 32
 _FP4_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 _FP4_MIDPOINTS = torch.tensor([(a + b) / 2 for a, b in zip(_FP4_VALUES, _FP4_VALUES[1:])])
 
-# Model shapes by name. `tiny` keeps tests fast; `demo` is the size the README's model is trained at;
+# Model shapes by name. `tiny` keeps tests fast; `demo` is the engine benchmark's size (the trained README
+# model keeps its sliding window and experts but narrows it further: `demo.train.SHAPE`);
 # `gpu-check` has gpt-oss-20b's layer shapes with fewer layers.
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden_size=64, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
