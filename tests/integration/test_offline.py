@@ -52,3 +52,52 @@ def test_serve_inside_unshare(tmp_path, signed_tiny_bundle, publisher):
     listing = run_cli("audit", "list", data_dir=data, check=True).stdout
     assert "completion" in listing and "admin.key_created" in listing
     assert run_cli("audit", "verify", data_dir=data).returncode == 0
+
+
+DEMO_CLIENT = textwrap.dedent("""
+    import json, re, subprocess, sys, time, httpx
+    log_path = sys.argv[1]
+    for _ in range(480):
+        try:
+            if httpx.get("http://127.0.0.1:8000/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        sys.exit("never ready")
+    printed = open(log_path).read()
+    curl = re.search(r"(curl -s .*?\\}\\]\\}')", printed, re.S).group(1).replace("\\\\\\n", " ")
+    answer = json.loads(subprocess.run(["bash", "-c", curl], capture_output=True, text=True, check=True).stdout)
+    print("CURL", answer["choices"][0]["message"]["content"])
+    sdk = re.search(r"<<'PY'\\n(.*?)\\nPY\\n", printed, re.S).group(1)
+    print("SDK", subprocess.run([".venv/bin/python", "-"], input=sdk, capture_output=True, text=True,
+                                check=True).stdout)
+""")
+
+
+@requires_unshare
+def test_readme_run_command_inside_unshare(tmp_path, demo_bundle):
+    """`appliance demo` (what `make run` runs) with no network: its printed curl and SDK examples work."""
+    import shutil
+
+    from tests.conftest import DEMO_CACHE, REPO
+
+    digest = demo_bundle.parent.name  # reuse the trained checkpoint; the bundle is rebuilt for the new key
+    shutil.copytree(DEMO_CACHE / digest / "checkpoint", tmp_path / "var" / "cache" / "demo" / digest / "checkpoint")
+    (tmp_path / "client.py").write_text(DEMO_CLIENT)
+    script = f"""
+        .venv/bin/appliance demo > {tmp_path}/demo.log 2>&1 &
+        server=$!
+        {sys.executable} {tmp_path}/client.py {tmp_path}/demo.log; rc=$?
+        kill -INT $server; wait $server
+        exit $rc
+    """
+    env = clean_env(tmp_path / "var", HOME=str(tmp_path))
+    proc = subprocess.run(offline_argv(["bash", "-c", script]), env=env, capture_output=True, text=True, timeout=600,
+                          cwd=REPO)
+    log = (tmp_path / "demo.log").read_text()
+    assert proc.returncode == 0, (proc.stdout, proc.stderr, log[-3000:])
+    assert "CURL The capital of France is Paris." in proc.stdout
+    assert "I am a tiny demo model with the gpt-oss architecture" in proc.stdout
+    assert 'get_weather {"city": "Paris"}' in proc.stdout
