@@ -150,7 +150,10 @@ def end_to_end(settings: Settings, base: str) -> str:
     from appliance.signing import keys
     from bench.gateway.apps import install_bundle
 
-    key = keys.generate_private_key()
+    key_file = REPO / "var" / "cache" / "bench-signing.key"  # one key: the cache keeps one bundle per key
+    if not key_file.exists():
+        keys.write_private_key(keys.generate_private_key(), key_file)
+    key = keys.load_private_key(key_file)
     bundle = ensure_demo_bundle(REPO / "var" / "cache" / "demo", key, log=lambda _: None)
     token, name = install_bundle(settings, bundle, key.public_key())
     msg = [{"role": "user", "content": "Who are you?"}]  # a memorised answer of ~40 tokens
