@@ -16,6 +16,7 @@ from appliance.bundles import BundleStore, trusted_keys
 from appliance.config import Settings
 from appliance.db import make_engine, require_tables
 from appliance.policy import PolicyEngine, PolicySet
+from appliance.policy.pack import floor_file
 from appliance.signing import keys
 
 
@@ -34,7 +35,7 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings, backend: ModelBackend) -> "Services":
-        policy = PolicyEngine(PolicySet.from_settings(settings))
+        policy = PolicyEngine(PolicySet.from_settings(settings), floor_file=floor_file(settings))
         store = BundleStore(settings.model_store, workers=settings.hash_workers,
                             max_signature_bytes=settings.max_signature_bytes)
         engine = make_engine(settings.database_url)

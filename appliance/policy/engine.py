@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from appliance.policy.detectors import Finding
+from appliance.policy.floor import raise_floor
 from appliance.policy.pack import PolicySet
 from appliance.policy.ratelimit import RateLimiter
 from appliance.policy.redact import neutralise, redact
@@ -176,25 +177,32 @@ def _access_denial(policy: PolicySet, request: PolicyRequest, principal: Princip
 class PolicyEngine:
     """The pack in force, its atomic reload, input decisions and per-key rate limits."""
 
-    def __init__(self, policy_set: PolicySet, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, policy_set: PolicySet, *, clock: Callable[[], float] = time.monotonic,
+                 floor_file: Path | None = None) -> None:
         self._current = policy_set
         self._lock = threading.Lock()
         self._limiter = RateLimiter(clock)
+        self._floor_file = floor_file
+        if policy_set.signed_by:
+            raise_floor(floor_file, policy_set.version)
 
     @property
     def current(self) -> PolicySet:
         return self._current
 
     def reload(self, directory: Path, *, require_signed: bool = False, trust: list[keys.PublicKey] | None = None,
-               max_signature_bytes: int = 16 << 20) -> PolicySet:
+               min_version: int = 0, max_signature_bytes: int = 16 << 20) -> PolicySet:
         """Load `directory` and put it in force; on any error raise and keep the pack in force.
 
-        When signatures are required, a pack older than the one in force is refused (no rollback).
+        When signatures are required, a pack older than the one in force (or than the recorded floor) is
+        refused (no rollback), and putting a signed pack in force raises the floor.
         """
         with self._lock:
-            floor = self._current.version if require_signed else 0
+            floor = max(self._current.version, min_version) if require_signed else 0
             loaded = PolicySet.load(directory, require_signed=require_signed, trust=trust, min_version=floor,
                                     max_signature_bytes=max_signature_bytes)
+            if loaded.signed_by:
+                raise_floor(self._floor_file, loaded.version)
             self._current = loaded
             return loaded
 

@@ -177,6 +177,15 @@ def _cross_check(pack: Pack, where: dict[str, YamlDoc]) -> None:
 
 def load_options(settings: "Settings") -> dict:
     """`load`/`reload` keywords from the settings: signing required?, trusted policy keys, size cap."""
+    from appliance.policy.floor import read_floor
+
+    floor = floor_file(settings)
     return {"require_signed": settings.require_signed_policy,
             "trust": keys.trusted_keys(settings.policy_trust_dir),
+            "min_version": read_floor(floor) if settings.require_signed_policy else 0,
             "max_signature_bytes": settings.max_signature_bytes}
+
+
+def floor_file(settings: "Settings") -> Path:
+    """Where the signed-pack version floor is kept (see policy/floor.py)."""
+    return settings.data_dir / "policy-version-floor"
