@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -50,7 +49,7 @@ class Services:
         """Append durably or fail closed with a 503: nothing proceeds without its audit record."""
         start = time.perf_counter()
         try:
-            return await asyncio.to_thread(self.audit.append, event)
+            return await self.audit.append_async(event)
         except AuditUnavailable as exc:
             raise ApiError(503, "audit store unavailable; request refused (fail closed)",
                            code="audit_unavailable") from exc

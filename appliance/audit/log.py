@@ -7,6 +7,8 @@ creates a key or writes a checkpoint.
 
 from __future__ import annotations
 
+import asyncio
+
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -88,16 +90,24 @@ class AuditLog:
     def append(self, event: AuditEvent) -> AuditRecord:
         """Chain and commit `event`; returns once durable or raises `AuditUnavailable` (fail closed).
 
-        Thread-safe; from asyncio use `await asyncio.to_thread(log.append, event)`. Concurrent callers share
-        one commit. After a timeout the record may still land; the caller has already failed closed.
+        Thread-safe; from asyncio use `append_async`. Concurrent callers share one commit. After a timeout
+        the record may still land; the caller has already failed closed.
         """
         future = self._ensure_writer().submit(event)
         try:
             values = future.result(timeout=APPEND_TIMEOUT_S)
         except TimeoutError as exc:
             raise AuditUnavailable(f"audit record not confirmed within {APPEND_TIMEOUT_S:.0f} s") from exc
-        return AuditRecord.model_construct(**dict(event), seq=values["seq"], ts=values["ts"],
-                                           prev_hash=values["prev_hash"], hash=values["hash"])
+        return _record(event, values)
+
+    async def append_async(self, event: AuditEvent) -> AuditRecord:
+        """`append` for asyncio code: waits on the writer's commit without occupying a worker thread."""
+        future = self._ensure_writer().submit(event)
+        try:
+            values = await asyncio.wait_for(asyncio.wrap_future(future), APPEND_TIMEOUT_S)
+        except asyncio.TimeoutError as exc:
+            raise AuditUnavailable(f"audit record not confirmed within {APPEND_TIMEOUT_S:.0f} s") from exc
+        return _record(event, values)
 
     def get(self, seq: int) -> AuditRecord | None:
         with self._reading() as conn:
@@ -216,6 +226,11 @@ def _raw_rows(conn: Connection) -> Iterator[tuple]:
             yield from batch
     finally:
         cursor.close()
+
+
+def _record(event: AuditEvent, values: dict) -> AuditRecord:
+    return AuditRecord.model_construct(**dict(event), seq=values["seq"], ts=values["ts"],
+                                       prev_hash=values["prev_hash"], hash=values["hash"])
 
 
 def _where(f: AuditFilter) -> list:

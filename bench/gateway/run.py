@@ -39,18 +39,21 @@ from appliance.serving.ray_env import start_ray  # noqa: E402
 TOKENS = 256
 
 
-def ray_cpu() -> float:
-    total = 0.0
+def ray_cpu() -> dict[str, float]:
+    """CPU seconds so far of every Ray process, by role (proxy, each replica, the rest)."""
+    out: dict[str, float] = {}
     for p in psutil.process_iter(["cmdline", "name"]):
         try:
             cmd = " ".join(p.info["cmdline"] or [])
-            if "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "ray/_private" in cmd or \
-                    (p.info["name"] or "").startswith("ray::"):
-                t = p.cpu_times()
-                total += t.user + t.system
+            if not ("ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "ray/_private" in cmd):
+                continue
+            role = "proxy" if "ProxyActor" in cmd else cmd.split("ServeReplica:")[1].split()[0] \
+                if "ServeReplica:" in cmd else "ray internals"
+            t = p.cpu_times()
+            out[role] = out.get(role, 0.0) + t.user + t.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-    return total
+    return out
 
 
 def load(url: str, headers: dict, body: dict, n: int, clients: int, stream: bool) -> tuple[list[float], float]:
@@ -77,7 +80,12 @@ def load(url: str, headers: dict, body: dict, n: int, clients: int, stream: bool
 def measure(url, headers, body, n, clients, stream):
     cpu0 = ray_cpu()
     lat, wall = load(url, headers, body, n, clients, stream)
-    return {"cpu": ray_cpu() - cpu0, "lat": lat, "wall": wall, "n": n}
+    by_role = {k: v - cpu0.get(k, 0.0) for k, v in ray_cpu().items()}
+    return {"cpu": sum(by_role.values()), "by_role": by_role, "lat": lat, "wall": wall, "n": n}
+
+
+def breakdown(m: dict) -> str:
+    return ", ".join(f"{k} {v / m['n'] * 1000:.1f}" for k, v in sorted(m["by_role"].items()) if v > 0.0005)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -129,6 +137,7 @@ def run(args, work: Path) -> None:
     lines.append(f"2. short request CPU: full {cpu_full:.2f} ms, bare {cpu_bare:.2f} ms -> added {cpu_full - cpu_bare:.2f}"
                  f" ms (goal <= 2); p50 full {p50f:.1f} / bare {p50b:.1f} -> added {p50f - p50b:.1f} ms (goal <= 3);"
                  f" p99 full {p99f:.1f} / bare {p99b:.1f}")
+    lines.append(f"   CPU ms per short request by process: full [{breakdown(q_full)}]; bare [{breakdown(q_bare)}]")
     rps_f, rps_b = n / q_full["wall"], n / q_bare["wall"]
     lines.append(f"3. short requests/s, 16 clients: full {rps_f:.0f}, bare {rps_b:.0f} -> {rps_f / rps_b:.2f}x (goal >= 0.8x)")
     serve.delete("full")

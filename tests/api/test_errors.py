@@ -97,16 +97,16 @@ async def test_rate_limit_is_429(appliance, scripted):
 async def test_audit_unavailable_is_503_and_model_never_called(appliance, scripted):
     from appliance.audit import AuditUnavailable
 
-    real = appliance.services.audit.append
+    real = appliance.services.audit.append_async
 
-    def broken(event):
+    async def broken(event):
         raise AuditUnavailable("disk full")
 
-    appliance.services.audit.append = broken
+    appliance.services.audit.append_async = broken
     try:
         async with appliance.client("admin") as c:
             r = await c.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG})
     finally:
-        appliance.services.audit.append = real
+        appliance.services.audit.append_async = real
     assert_error(r, 503, "audit_unavailable")
     assert scripted.calls == []
