@@ -10,18 +10,24 @@ import textwrap
 from tests.conftest import clean_env, offline_argv, requires_unshare, run_cli
 from tests.integration.conftest import free_port
 
-CLIENT = textwrap.dedent("""
-    import sys, time, httpx, openai
-    base, token = sys.argv[1], sys.argv[2]
-    for _ in range(240):
-        try:
-            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
+WAIT_READY = textwrap.dedent("""
+    import sys, time, httpx
+
+    def wait_ready(base):
+        for _ in range(480):
+            try:
+                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
         sys.exit("never ready")
+""")
+
+CLIENT = WAIT_READY + textwrap.dedent("""
+    import openai
+    base, token = sys.argv[1], sys.argv[2]
+    wait_ready(base)
     client = openai.OpenAI(base_url=base + "/v1", api_key=token, max_retries=0)
     reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
     assert reply.usage.completion_tokens == 3, reply
@@ -54,18 +60,10 @@ def test_serve_inside_unshare(tmp_path, signed_tiny_bundle, publisher):
     assert run_cli("audit", "verify", data_dir=data).returncode == 0
 
 
-DEMO_CLIENT = textwrap.dedent("""
-    import json, re, subprocess, sys, time, httpx
+DEMO_CLIENT = WAIT_READY + textwrap.dedent("""
+    import json, re, subprocess
     log_path = sys.argv[1]
-    for _ in range(480):
-        try:
-            if httpx.get("http://127.0.0.1:8000/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        sys.exit("never ready")
+    wait_ready("http://127.0.0.1:8000")
     printed = open(log_path).read()
     curl = re.search(r"(curl -s .*?\\}\\]\\}')", printed, re.S).group(1).replace("\\\\\\n", " ")
     answer = json.loads(subprocess.run(["bash", "-c", curl], capture_output=True, text=True, check=True).stdout)
