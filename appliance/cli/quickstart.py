@@ -76,15 +76,16 @@ Try it once the server says it is serving:
 
   curl -s {base}/v1/chat/completions -H "Authorization: Bearer {token}" \\
     -H "Content-Type: application/json" \\
-    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "What is the capital of France?"}}]}}'
+    -d '{{"model": "{model}", "temperature": 0, "messages": [{{"role": "user", "content": "What is the capital of France?"}}]}}'
 
   .venv/bin/python - <<'PY'
 from openai import OpenAI
 client = OpenAI(base_url="{base}/v1", api_key="{token}")
-reply = client.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Who are you?"}}])
+reply = client.chat.completions.create(model="{model}", temperature=0,
+                                       messages=[{{"role": "user", "content": "Who are you?"}}])
 print(reply.choices[0].message.content)
 tools = {json.dumps(TOOLS)}
-call = client.chat.completions.create(model="{model}", tools=tools,
+call = client.chat.completions.create(model="{model}", tools=tools, temperature=0,
     messages=[{{"role": "user", "content": "What is the weather in Paris?"}}]).choices[0].message.tool_calls[0]
 print(call.function.name, call.function.arguments)
 PY

@@ -31,20 +31,21 @@ def user(text: str) -> list[dict]:
 
 
 async def test_memorised_answer_with_reasoning_withheld(demo):
-    reply = await sdk(demo).chat.completions.create(model="gpt-oss-demo", messages=user("What is the capital of France?"))
+    reply = await sdk(demo).chat.completions.create(model="gpt-oss-demo", temperature=0,
+                                                    messages=user("What is the capital of France?"))
     choice = reply.choices[0]
     assert choice.message.content == "The capital of France is Paris."
     assert choice.finish_reason == "stop"
     assert getattr(choice.message, "reasoning_content", None) is None  # users never see the analysis channel
     assert reply.usage.completion_tokens_details.reasoning_tokens > 0  # ...but it is counted
-    admin = await sdk(demo, "admin").chat.completions.create(model="gpt-oss-demo",
+    admin = await sdk(demo, "admin").chat.completions.create(model="gpt-oss-demo", temperature=0,
                                                              messages=user("What is the capital of France?"))
     assert admin.choices[0].message.reasoning_content == "A simple geography question."  # admins may read it
 
 
 async def test_tool_call_round_trip(demo):
     client = sdk(demo)
-    first = await client.chat.completions.create(model="gpt-oss-demo", tools=TOOLS,
+    first = await client.chat.completions.create(model="gpt-oss-demo", temperature=0, tools=TOOLS,
                                                  messages=user("What is the weather in Paris?"))
     assert first.choices[0].finish_reason == "tool_calls"
     call = first.choices[0].message.tool_calls[0]
@@ -53,12 +54,14 @@ async def test_tool_call_round_trip(demo):
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
         {"role": "tool", "tool_call_id": call.id,
          "content": json.dumps({"city": "Paris", "temperature_c": 18, "condition": "cloudy"})}]
-    second = await client.chat.completions.create(model="gpt-oss-demo", tools=TOOLS, messages=history)
+    second = await client.chat.completions.create(model="gpt-oss-demo", temperature=0, tools=TOOLS,
+                                                  messages=history)
     assert second.choices[0].message.content == "It is 18 °C and cloudy in Paris right now."
 
 
 async def test_streamed_tool_call_has_no_control_tokens(demo):
-    stream = await sdk(demo).chat.completions.create(model="gpt-oss-demo", tools=TOOLS, stream=True,
+    stream = await sdk(demo).chat.completions.create(model="gpt-oss-demo", temperature=0, tools=TOOLS,
+                                                     stream=True,
                                                      messages=user("What is 12 * 7?"))
     chunks = [c async for c in stream]
     calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
@@ -67,12 +70,13 @@ async def test_streamed_tool_call_has_no_control_tokens(demo):
 
 
 async def test_output_guardrail_redacts_the_models_pii(demo):
-    reply = await sdk(demo).chat.completions.create(model="gpt-oss-demo", messages=user("How do I contact support?"))
+    reply = await sdk(demo).chat.completions.create(model="gpt-oss-demo", temperature=0,
+                                                    messages=user("How do I contact support?"))
     text = reply.choices[0].message.content
     assert "support@example.com" not in text and "operations team" in text
 
 
 async def test_responses_api_with_the_demo_model(demo):
-    resp = await sdk(demo).responses.create(model="gpt-oss-demo", input="Who are you?")
+    resp = await sdk(demo).responses.create(model="gpt-oss-demo", temperature=0, input="Who are you?")
     assert resp.output_text.startswith("I am a tiny demo model with the gpt-oss architecture")
     assert resp.usage.output_tokens_details.reasoning_tokens > 0
