@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -100,6 +100,7 @@ class AuditedGeneration:
                         yield delta
                     if out_filter.stopped:
                         self.outcome.finish_reason, self.outcome.rule_id = "content_filter", out_filter.rule_id
+                    if self.outcome.finish_reason == "content_filter":
                         break
                 await stream.aclose()  # stops the generation at once after a content filter stop
                 tail = out_filter.finish()
@@ -133,7 +134,7 @@ class AuditedGeneration:
                 await asyncio.shield(self._record_end("cancelled", 499, "client_disconnected"))
 
     def _apply(self, chunk: list, out_filter) -> Delta | None:
-        reasoning, content = [], []
+        reasoning, content, calls = [], [], []
         for event in chunk:
             if isinstance(event, TextEvent):
                 if event.recipient is not None:
@@ -147,17 +148,29 @@ class AuditedGeneration:
                 if got.stopped:
                     break
             elif isinstance(event, ToolCallEvent):
-                self._tool_calls.append(event)
+                call = self._checked_call(event)
+                if call is None:
+                    break
+                self._tool_calls.append(call)
+                calls.append(call)
             elif isinstance(event, FinishEvent):
                 u = event.usage
                 self.outcome.prompt_tokens, self.outcome.completion_tokens = u.prompt_tokens, u.completion_tokens
                 self.outcome.reasoning_tokens = u.reasoning_tokens
                 if event.finish_reason in ("length", "tool_calls"):
                     self.outcome.finish_reason = event.finish_reason
-        calls = [e for e in chunk if isinstance(e, ToolCallEvent)]
         delta = Delta("".join(reasoning), "".join(content), calls)
         self._shown_final.append(delta.content)
         return delta if (delta.reasoning or delta.content or delta.tool_calls) else None
+
+    def _checked_call(self, call: ToolCallEvent) -> ToolCallEvent | None:
+        """Output guardrails on a tool call's arguments too: redacted in place, or the answer stopped (None)."""
+        guard = self.decision.output_filter()
+        text = guard.feed("final", call.arguments).text + guard.finish().text
+        if guard.stopped:
+            self.outcome.finish_reason, self.outcome.rule_id = "content_filter", guard.rule_id
+            return None
+        return replace(call, arguments=text) if text != call.arguments else call
 
     def _from_filter(self, got) -> Delta:
         delta = Delta(got.text_of("analysis"), got.text_of("final"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from appliance.engine import FinishEvent, TextEvent, Usage
 from tests.api.scripted import answer, tool_call
@@ -110,3 +111,15 @@ async def test_failure_mid_stream_becomes_an_error_event_and_a_record(client, sc
     assert r.status_code == 200
     assert "event: error" in r.text and "engine_unavailable" in r.text and "[DONE]" not in r.text
     assert [x.event for x in records(appliance, r.headers["x-request-id"])] == ["request", "error"]
+
+
+async def test_output_guardrails_cover_tool_call_arguments(client, scripted):
+    scripted.chunks = tool_call("send_mail", '{"to": "jane.doe@example.com", "body": "hi"}')
+    body = (await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "tools": TOOLS})).json()
+    args = body["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    assert "jane.doe" not in args and json.loads(args)["body"] == "hi"  # redacted in place, still valid JSON
+    scripted.chunks = tool_call("upload", '{"key": "AKIAIOSFODNN7EXAMPLE"}')
+    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "tools": TOOLS})
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "content_filter" and "AKIA" not in r.text
+    assert "tool_calls" not in choice["message"]
