@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import structlog
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 
 from appliance.api.errors import ApiError, install_error_handlers
 from appliance.api.routes import admin, chat, health, models, responses
@@ -17,7 +17,8 @@ MAX_HEADER_BYTES = 16 * 1024
 
 
 def create_app(svc: Services) -> FastAPI:
-    app = FastAPI(title="gpt-oss appliance", version=APPLIANCE_VERSION, docs_url=None, redoc_url=None)
+    app = FastAPI(title="gpt-oss appliance", version=APPLIANCE_VERSION, docs_url=None, redoc_url=None,
+                  openapi_url=None)  # served by routes/health.py, behind a key like every other route
     app.state.services = svc
     install_error_handlers(app)
     for module in (chat, responses, models, admin, health):
@@ -49,18 +50,11 @@ class _Limits:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > MAX_BODY_BYTES:
-                raise _BodyTooLarge
+            if seen > MAX_BODY_BYTES:  # a chunked body has no Content-Length to refuse it by
+                raise HTTPException(413, f"request body over {MAX_BODY_BYTES} bytes")
             return message
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _BodyTooLarge:
-            await _too_large()(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
+        await self.app(scope, limited_receive, send)
 
 
 def _too_large():

@@ -10,6 +10,7 @@ error instead of a normal end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -87,51 +88,60 @@ class AuditedGeneration:
     async def deltas(self) -> AsyncIterator[Delta]:
         """Deltas as the engine produces them; ends after the completion record is durable."""
         out_filter = self.decision.output_filter()
-        finished = False
+        ended = False  # an outcome record has been started: never a second one
         try:
-            stream = self.svc.backend.generate(self.model.name, self.request)
             try:
-                async for chunk in stream:
-                    delta = self._apply(chunk, out_filter)
-                    if delta is not None:
-                        if self._first_token_at is None:
-                            self._first_token_at = time.perf_counter()
-                            self.svc.metrics.ttft.observe(self._first_token_at - self.started)
-                        yield delta
-                    if out_filter.stopped:
-                        self.outcome.finish_reason, self.outcome.rule_id = "content_filter", out_filter.rule_id
-                    if self.outcome.finish_reason == "content_filter":
-                        break
-                await stream.aclose()  # stops the generation at once after a content filter stop
+                # leaving this block (end, content filter stop, client gone at `yield`) stops the generation
+                async with contextlib.aclosing(self.svc.backend.generate(self.model.name, self.request)) as stream:
+                    async for chunk in stream:
+                        delta = self._apply(chunk, out_filter)
+                        if delta is not None:
+                            self._first_token()
+                            yield delta
+                        if out_filter.stopped and self.outcome.rule_id is None:
+                            self.outcome.finish_reason, self.outcome.rule_id = "content_filter", out_filter.rule_id
+                        if self.outcome.finish_reason == "content_filter":
+                            break
                 tail = out_filter.finish()
                 if tail.chunks:
                     yield self._from_filter(tail)
-            except EngineBusy as exc:
-                await self._record_end("error", 429, "engine_busy")
-                finished = True
-                raise ApiError(429, "the engine is at capacity; retry shortly", code="engine_busy",
-                               retry_after=1) from exc
-            except EngineError as exc:
-                await self._record_end("error", 400, "invalid_request")
-                finished = True
+            except (EngineBusy, EngineError, ApiError) as exc:
+                if isinstance(exc, ApiError):
+                    raise
+                busy = isinstance(exc, EngineBusy)
+                ended = True
+                await self._record_end("error", 429 if busy else 400, "engine_busy" if busy else "invalid_request")
+                if busy:
+                    raise ApiError(429, "the engine is at capacity; retry shortly", code="engine_busy",
+                                   retry_after=1) from exc
                 raise ApiError(400, str(exc), code="invalid_request") from exc
-            except ApiError:
-                raise
             except Exception as exc:
                 log.error("generation failed", request_id=self.caller.request_id, error=repr(exc)[:500])
+                ended = True
                 await self._record_end("error", 503, "engine_unavailable")
-                finished = True
                 raise ApiError(503, "the model is unavailable; retry shortly", code="engine_unavailable",
                                retry_after=2) from exc
             if self._tool_calls and self.outcome.finish_reason == "stop":
                 self.outcome.finish_reason = "tool_calls"
+            ended = True
             await self._record_end("completion", 200, None)
-            finished = True
-            self.svc.policy.charge_tokens(self.caller.principal, self.outcome.prompt_tokens
-                                          + self.outcome.completion_tokens)
         finally:
-            if not finished:  # the client went away (or we were cancelled): the record still lands
+            self._charge()
+            if not ended:  # the client went away (or we were cancelled): the record still lands
                 await asyncio.shield(self._record_end("cancelled", 499, "client_disconnected"))
+
+    def _charge(self) -> None:
+        """Token rate limit: the usage the engine reported, or, when a generation ended before reporting it
+        (client gone, content filter stop), its whole allowance, so stopping early never saves budget."""
+        o = self.outcome
+        used = o.prompt_tokens + o.completion_tokens if o.completion_tokens else \
+            self.request.max_tokens + sum(len(m.get("content") or "") for m in self.request.messages) // 4
+        self.svc.policy.charge_tokens(self.caller.principal, used)
+
+    def _first_token(self) -> None:
+        if self._first_token_at is None:
+            self._first_token_at = time.perf_counter()
+            self.svc.metrics.ttft.observe(self._first_token_at - self.started)
 
     def _apply(self, chunk: list, out_filter) -> Delta | None:
         reasoning, content, calls = [], [], []
@@ -201,7 +211,7 @@ class AuditedGeneration:
 
 async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) -> AuditedGeneration:
     """Checks that end in an error before any model work; returns once the request record is durable."""
-    model = next((m for m in await svc.backend.models() if m.name == spec.model), None)
+    model = next((m for m in await models_or_503(svc) if m.name == spec.model), None)
     if model is None:
         raise ApiError(404, f"model {spec.model!r} does not exist or is not active", code="model_not_found",
                        param="model")
@@ -216,7 +226,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
                                     rule_ids=(exc.rule_id,)), status=429, error_code="rate_limited"))
         raise ApiError(429, str(exc), code="rate_limited", retry_after=exc.retry_after) from exc
     policy_request = PolicyRequest(model=model.name, messages=[Message(m["role"], _text(m)) for m in spec.messages],
-                                   max_tokens=spec.max_tokens, reasoning_effort=spec.reasoning_effort,
+                                   max_tokens=spec.max_tokens, reasoning_effort=spec.reasoning_effort or "medium",
                                    tools=spec.tools or None)
     decision = svc.policy.evaluate_input(policy_request, caller.principal)
     svc.metrics.decisions.labels("input", decision.action).inc()
@@ -239,6 +249,14 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
     return AuditedGeneration(svc, caller, spec, decision, request, model)
 
 
+async def models_or_503(svc: Services) -> list[ModelInfo]:
+    try:
+        return await svc.backend.models()
+    except Exception as exc:  # noqa: BLE001 - no model replica reachable yet
+        raise ApiError(503, "no model is available yet; retry shortly", code="engine_unavailable",
+                       retry_after=2) from exc
+
+
 def _text(message: dict[str, Any]) -> str:
     content = message.get("content")
     if isinstance(content, list):
@@ -255,12 +273,15 @@ def _engine_request(spec: GenerationSpec, decision: Decision) -> GenerationReque
     if choice == "none":
         tools = []
     elif isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name") or choice.get("name")
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else choice.get("name")
         tools = [t for t in tools if t["function"]["name"] == name]
         if not tools:
             raise ApiError(400, f"tool_choice names {name!r}, which is not among the tools", param="tool_choice")
         messages = [{"role": "developer", "content": f"Call the function {name} now."}, *messages]
-    elif choice == "required" and tools:
+    elif choice not in (None, "auto", "required"):
+        raise ApiError(400, "tool_choice must be auto, none, required or a named function", param="tool_choice")
+    if choice == "required" and tools:
         messages = [{"role": "developer", "content": "Answer by calling one of the functions."}, *messages]
     return GenerationRequest(
         messages=messages, tools=tools, reasoning_effort=spec.reasoning_effort or "medium",

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from appliance.api.errors import ApiError
+
 Effort = Literal["low", "medium", "high"]
 
 
@@ -57,7 +59,7 @@ class ChatMessage(_Body):
         parts = []
         for part in self.content:
             if part.get("type") not in ("text", "input_text", "output_text") or not isinstance(part.get("text"), str):
-                raise ValueError("only text content parts are supported")
+                raise ApiError(400, "only text content parts are supported", param="messages")
             parts.append(part["text"])
         return "".join(parts)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import re
 import os
 import shutil
 import tempfile
@@ -132,7 +133,7 @@ class BundleStore:
     # -- internals -----------------------------------------------------------------------------------
     def _require(self, name: str, version: str) -> Path:
         path = self.root / name / version
-        if "/" in name + version or name.startswith(".") or not path.is_dir():
+        if not (_NAME.fullmatch(name) and _is_semver(version)) or not path.is_dir():
             raise BundleError(f"{name} {version} is not in the store")
         return path
 
@@ -168,6 +169,17 @@ class BundleStore:
         with atomic_write(self.root / "state.json") as f:
             json.dump(state, f, indent=2, sort_keys=True)
         _fsync_dir(self.root)
+
+
+_NAME = re.compile(BundleMetadata.model_fields["name"].metadata[0].pattern)
+
+
+def _is_semver(version: str) -> bool:
+    try:
+        semver_key(version)
+    except BundleError:
+        return False
+    return True
 
 
 def _fsync_tree(root: Path) -> None:

@@ -85,8 +85,10 @@ async def test_rate_limit_is_429(appliance, scripted):
     async with appliance.client(token=created["key"]) as c:
         r = await c.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG})
     assert r.status_code == 403
+    async with appliance.client("admin") as admin:  # a key of its own: budgets are per key
+        burst = (await admin.post("/admin/keys", json={"name": "burst-user", "role": "user"})).json()
     statuses = []
-    async with appliance.client("user") as c:
+    async with appliance.client(token=burst["key"]) as c:
         for _ in range(70):
             statuses.append((await c.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG})).status_code)
             if statuses[-1] == 429:
@@ -110,3 +112,21 @@ async def test_audit_unavailable_is_503_and_model_never_called(appliance, script
         appliance.services.audit.append_async = real
     assert_error(r, 503, "audit_unavailable")
     assert scripted.calls == []
+
+
+async def test_chunked_body_too_large_is_413(client, scripted):
+    async def chunks():
+        for _ in range(5):
+            yield b"x" * (1024 * 1024)
+
+    r = await client.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    assert_error(r, 413)
+    assert scripted.calls == []
+
+
+async def test_image_content_and_bad_tool_choice_are_400(client, scripted):
+    image = [{"type": "image_url", "image_url": {"url": "data:,"}}]
+    assert_error(await client.post("/v1/chat/completions", json={"model": "tiny", "messages": [
+        {"role": "user", "content": image}]}), 400)
+    assert_error(await client.post("/v1/responses", json={"model": "tiny", "input": "hi",
+                                                          "tool_choice": {"function": "f"}}), 400)

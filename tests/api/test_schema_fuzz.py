@@ -16,8 +16,8 @@ from tests.api.scripted import ScriptedBackend, answer
 def test_no_server_errors(appliance):
     real = appliance.services.backend
     appliance.services.backend = ScriptedBackend(answer("Fine."))
-    schema = schemathesis.openapi.from_asgi("/openapi.json", appliance.app)
     headers = {"Authorization": f"Bearer {appliance.tokens['admin']}"}
+    schema = schemathesis.openapi.from_asgi("/openapi.json", appliance.app, headers=headers)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 15
     try:

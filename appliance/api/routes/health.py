@@ -1,11 +1,12 @@
-"""Liveness and readiness (no key: probes and load balancers) and Prometheus metrics (admin or auditor)."""
+"""Liveness and readiness (no key: probes and load balancers), the OpenAPI document (any key) and Prometheus
+metrics (admin or auditor)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from appliance.api.auth import AUDITOR, Caller, requires, services
+from appliance.api.auth import AUDITOR, USER, Caller, requires, services
 from appliance.api.services import Services
 
 router = APIRouter()
@@ -20,6 +21,11 @@ async def healthz() -> dict:
 async def readyz(svc: Services = Depends(services)) -> JSONResponse:
     ready = await svc.backend.ready()
     return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request, _: Caller = Depends(requires(USER | AUDITOR))) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
 
 
 @router.get("/metrics")
