@@ -19,7 +19,7 @@ from appliance.policy.detectors import Finding
 from appliance.policy.floor import raise_floor
 from appliance.policy.pack import PolicySet
 from appliance.policy.ratelimit import RateLimiter
-from appliance.policy.redact import neutralise, redact
+from appliance.policy.redact import redact
 from appliance.policy.schema import Grant, RateLimit
 from appliance.signing import keys
 
@@ -122,7 +122,7 @@ def evaluate(policy: PolicySet, request: PolicyRequest, principal: Principal) ->
     if denial:
         rule_id, message = denial
         return Decision(action="deny", rule_ids=(rule_id,), message=message,
-                        **{**base, "request": _neutralised(request)})
+                        **{**base, "request": _fully_redacted(policy, request)})
     action: Action = "allow"
     fired: dict[str, str] = {}  # rule id -> its action, in firing order
     findings: list[Finding] = []
@@ -149,8 +149,10 @@ def evaluate(policy: PolicySet, request: PolicyRequest, principal: Principal) ->
                                                                                max_tokens=base["max_tokens"])})
 
 
-def _neutralised(request: PolicyRequest) -> PolicyRequest:
-    return replace(request, messages=[Message(m.role, neutralise(m.content)) for m in request.messages])
+def _fully_redacted(policy: PolicySet, request: PolicyRequest) -> PolicyRequest:
+    """Every finding redacted, whatever the rules say: what a denied request may leave in the audit log."""
+    return replace(request, messages=[Message(m.role, redact(m.content, policy.scanner.scan(m.content)))
+                                      for m in request.messages])
 
 
 def _access_denial(policy: PolicySet, request: PolicyRequest, principal: Principal,

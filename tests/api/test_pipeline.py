@@ -123,3 +123,12 @@ async def test_output_guardrails_cover_tool_call_arguments(client, scripted):
     choice = r.json()["choices"][0]
     assert choice["finish_reason"] == "content_filter" and "AKIA" not in r.text
     assert "tool_calls" not in choice["message"]
+
+
+async def test_access_denial_keeps_no_raw_pii_in_the_audit(client, scripted, appliance):
+    r = await client.post("/v1/chat/completions", json={"model": "tiny", "reasoning_effort": "high", "messages": [
+        {"role": "user", "content": "my ssn is 123-45-6789 and card 4111 1111 1111 1111"}]})
+    assert r.status_code == 403
+    denial = [x for x in appliance.services.audit.query(limit=5).records if x.event == "denial"][0]
+    assert denial.decision.rule_ids == ("access.reasoning_effort",)
+    assert "123-45-6789" not in denial.content and "4111" not in denial.content and "[REDACTED" in denial.content
