@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 EVENTS = frozenset({
     "request", "completion", "denial", "auth_failure", "cancelled", "error",
     "admin.key_created", "admin.key_revoked", "admin.policy_reloaded",
-    "admin.bundle_imported", "admin.bundle_activated", "admin.audit_pruned",
+    "admin.bundle_imported", "admin.bundle_activated", "admin.bundle_removed", "admin.trust_added",
+    "admin.audit_pruned",
 })
 ContentMode = Literal["full", "redacted", "hash"]
 

@@ -82,16 +82,25 @@ class BundleStore:
     def activate(self, name: str, version: str, trusted: list[keys.PublicKey]) -> None:
         """Mark `name`/`version` as the one to serve, after a full verification of what is stored."""
         self.open(name, version, trusted)
+        self.mark_active(name, version)
+
+    def mark_active(self, name: str, version: str) -> None:
+        """The state change alone, for callers that verified (and audited) in between."""
         with self._locked() as state:
             self._require(name, version)
             state.setdefault("active", {})[name] = version
             self._write_state(state)
 
+    def check_removable(self, name: str, version: str) -> Path:
+        """The bundle's folder, if it exists and is not the active version (callers audit before removing)."""
+        path = self._require(name, version)
+        if self.active().get(name) == version:
+            raise BundleError(f"{name} {version} is active; activate another version first")
+        return path
+
     def remove(self, name: str, version: str) -> None:
-        with self._locked() as state:
-            path = self._require(name, version)
-            if state.get("active", {}).get(name) == version:
-                raise BundleError(f"{name} {version} is active; activate another version first")
+        with self._locked():
+            path = self.check_removable(name, version)
             doomed = self.root / ".tmp" / f"remove-{name}-{version}"
             os.rename(path, doomed)
             shutil.rmtree(doomed)

@@ -61,7 +61,9 @@ def keygen(
 @app.command("trust")
 def trust_cmd(pubkey: Annotated[Path, typer.Argument(help="A publisher's PEM public key.")]) -> None:
     """Add a publisher's public key to the trust folder."""
-    typer.echo(f"trusted {_install_trust(pubkey)}")
+    path = _install_trust(pubkey)
+    record("admin.trust_added", key_hint=path.stem, file=str(path))
+    typer.echo(f"trusted {path}")
 
 
 def _install_trust(pubkey: Path) -> Path:
@@ -110,9 +112,9 @@ def import_cmd(
     with byte_progress("importing", _total_bytes(folder)) as advance:
         vb = store.import_bundle(folder, trusted, allow_downgrade=allow_downgrade, progress=advance)
     record("admin.bundle_imported", name=vb.metadata.name, version=vb.metadata.version, signer=vb.signer_hint)
-    if activate:
-        store.activate(vb.metadata.name, vb.metadata.version, trusted)
+    if activate:  # just verified while copied in
         record("admin.bundle_activated", name=vb.metadata.name, version=vb.metadata.version)
+        store.mark_active(vb.metadata.name, vb.metadata.version)
     typer.echo(f"imported {vb.metadata.name} {vb.metadata.version}{' (active)' if activate else ''}")
 
 
@@ -129,15 +131,20 @@ def list_cmd() -> None:
 @app.command()
 def activate(name: str, version: str, trust: TrustOpt = None) -> None:
     """Serve NAME at VERSION (verified again first)."""
-    _store().activate(name, version, _trusted(trust))
-    record("admin.bundle_activated", name=name, version=version)
+    store = _store()
+    store.open(name, version, _trusted(trust))
+    record("admin.bundle_activated", name=name, version=version)  # recorded before it takes effect
+    store.mark_active(name, version)
     typer.echo(f"active {name} {version}")
 
 
 @app.command()
 def remove(name: str, version: str) -> None:
     """Delete an inactive version from the store."""
-    _store().remove(name, version)
+    store = _store()
+    store.check_removable(name, version)
+    record("admin.bundle_removed", name=name, version=version)  # recorded before it takes effect
+    store.remove(name, version)
     typer.echo(f"removed {name} {version}")
 
 

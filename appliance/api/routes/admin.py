@@ -20,7 +20,7 @@ from appliance.api.errors import ApiError
 from appliance.api.services import Services
 from appliance.audit import AuditEvent, AuditFilter
 from appliance.errors import ApplianceError
-from appliance.policy.pack import load_options
+from appliance.policy.pack import PolicySet, load_options
 
 router = APIRouter(prefix="/admin")
 MAX_SEQ = 2**63 - 1  # sequence numbers are BIGINT
@@ -100,7 +100,12 @@ async def keys_create(body: NewKey, caller: Caller = Depends(requires(ADMIN)),
             token, info = apikeys.create_key(session, body.name, body.role, body.expires_at)
         except ApplianceError as exc:
             raise ApiError(400, str(exc)) from exc
-    await svc.record(_event(caller, "admin.key_created", key_id=info.key_id, role=info.role, name=info.name))
+    try:
+        await svc.record(_event(caller, "admin.key_created", key_id=info.key_id, role=info.role, name=info.name))
+    except ApiError:
+        with svc.sessions() as session:  # no record, no key: an unaudited key must not stay usable
+            apikeys.revoke_key(session, info.key_id)
+        raise
     return {**_key(info), "key": token}
 
 
@@ -108,12 +113,12 @@ async def keys_create(body: NewKey, caller: Caller = Depends(requires(ADMIN)),
 async def keys_revoke(key_id: str, caller: Caller = Depends(requires(ADMIN)),
                       svc: Services = Depends(services)) -> dict:
     with svc.sessions() as session:
-        try:
-            info = apikeys.revoke_key(session, key_id)
-        except ApplianceError as exc:
-            raise ApiError(404, str(exc), code="not_found") from exc
-    await svc.record(_event(caller, "admin.key_revoked", key_id=key_id))
-    return _key(info)
+        known = any(k.key_id == key_id for k in apikeys.list_keys(session))
+    if not known:
+        raise ApiError(404, f"no key with id {key_id}", code="not_found")
+    await svc.record(_event(caller, "admin.key_revoked", key_id=key_id))  # recorded first: fail closed
+    with svc.sessions() as session:
+        return _key(apikeys.revoke_key(session, key_id))
 
 
 # -- policy -------------------------------------------------------------------------------------------
@@ -126,12 +131,13 @@ async def policy_show(caller: Caller = Depends(requires(ADMIN)), svc: Services =
 @router.post("/policy/reload")
 async def policy_reload(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
     s = svc.settings
-    try:
+    try:  # validated first, then recorded, then put in force: no unaudited policy is ever in force
+        candidate = await asyncio.to_thread(PolicySet.from_settings, s)
+        await svc.record(_event(caller, "admin.policy_reloaded", revision=candidate.revision))
         loaded = await asyncio.to_thread(svc.policy.reload, s.policy_dir, **load_options(s))
     except ApplianceError as exc:
         raise ApiError(400, f"policy not reloaded, the previous one stays in force: {exc}",
                        code="invalid_policy") from exc
-    await svc.record(_event(caller, "admin.policy_reloaded", revision=loaded.revision))
     return {"revision": loaded.revision, "version": loaded.version}
 
 
@@ -152,10 +158,11 @@ async def bundles_list(caller: Caller = Depends(requires(ADMIN)), svc: Services 
 @router.post("/bundles/activate")
 async def bundles_activate(body: Activation, caller: Caller = Depends(requires(ADMIN)),
                            svc: Services = Depends(services)) -> dict:
-    try:
-        await asyncio.to_thread(svc.store.activate, body.name, body.version, svc.bundle_trust())
+    try:  # verified, then recorded, then switched: no unaudited activation
+        await asyncio.to_thread(svc.store.open, body.name, body.version, svc.bundle_trust())
+        await svc.record(_event(caller, "admin.bundle_activated", name=body.name, version=body.version))
+        await asyncio.to_thread(svc.store.mark_active, body.name, body.version)
     except ApplianceError as exc:
         raise ApiError(400, str(exc), code="invalid_bundle") from exc
-    await svc.record(_event(caller, "admin.bundle_activated", name=body.name, version=body.version))
     return {"name": body.name, "version": body.version, "active": True,
             "note": "serving replicas switch to it at their next health check"}
