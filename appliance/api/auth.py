@@ -8,6 +8,7 @@ learns nothing about which keys exist.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -36,8 +37,13 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
 def request_id(request: Request) -> str:
-    return request.headers.get("x-request-id", "")[:64] or f"req_{uuid.uuid4().hex}"
+    """The caller's `x-request-id` when it is a plain token (for correlating with its own logs), else a new one."""
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.fullmatch(given) else f"req_{uuid.uuid4().hex}"
 
 
 def requires(roles: frozenset[str]):

@@ -36,6 +36,7 @@ class LLMServer:
         configure_logging(self.settings.log_level, self.settings.log_format)
         self.backend = LocalBackend.from_store(self.settings)
         self._switching: asyncio.Task | None = None
+        self._refused: set[tuple[str, str]] = set()  # activations that failed verification: not retried
 
     async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[list[Event]]:
         async for chunk in self.backend.generate(model, request):
@@ -56,13 +57,15 @@ class LLMServer:
     async def _follow_activation(self) -> None:
         store = BundleStore(self.settings.model_store)
         loaded = self.backend.loaded_versions()
-        changed = [name for name, version in store.active().items() if loaded.get(name) not in (None, version)]
-        for name in changed:
+        changed = [(name, version) for name, version in store.active().items()
+                   if loaded.get(name) not in (None, version) and (name, version) not in self._refused]
+        for name, version in changed:
             try:
                 bundle = (await asyncio.to_thread(verified_active, self.settings, [name]))[0]
                 engine = await asyncio.to_thread(open_engine, self.settings, bundle)
             except Exception as exc:  # noqa: BLE001 - keep serving the old version
-                log.error("activation not applied", bundle=name, error=str(exc))
+                self._refused.add((name, version))
+                log.error("activation not applied", bundle=name, version=version, error=str(exc))
                 continue
             await self.backend.swap(engine)
             log.info("switched bundle", bundle=name, version=bundle.metadata.version)
