@@ -225,7 +225,10 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
         await svc.record(AuditEvent(event="denial", **base, decision=AuditDecision(action="deny",
                                     rule_ids=(exc.rule_id,)), status=429, error_code="rate_limited"))
         raise ApiError(429, str(exc), code="rate_limited", retry_after=exc.retry_after) from exc
-    policy_request = PolicyRequest(model=model.name, messages=[Message(m["role"], _text(m)) for m in spec.messages],
+    # Tool-call arguments the client sends back are text the model reads too: they follow the messages.
+    scanned = [Message(m["role"], _text(m)) for m in spec.messages] + \
+        [Message("assistant", args) for _, _, args in _call_arguments(spec)]
+    policy_request = PolicyRequest(model=model.name, messages=scanned,
                                    max_tokens=spec.max_tokens, reasoning_effort=spec.reasoning_effort or "medium",
                                    tools=spec.tools or None)
     decision = svc.policy.evaluate_input(policy_request, caller.principal)
@@ -257,6 +260,12 @@ async def models_or_503(svc: Services) -> list[ModelInfo]:
                        retry_after=2) from exc
 
 
+def _call_arguments(spec: GenerationSpec) -> list[tuple[int, int, str]]:
+    """(message index, call index, arguments) of every tool call in the conversation."""
+    return [(i, j, str(call.get("function", {}).get("arguments") or ""))
+            for i, m in enumerate(spec.messages) for j, call in enumerate(m.get("tool_calls") or [])]
+
+
 def _text(message: dict[str, Any]) -> str:
     content = message.get("content")
     if isinstance(content, list):
@@ -268,6 +277,10 @@ def _engine_request(spec: GenerationSpec, decision: Decision) -> GenerationReque
     """The redacted messages, with their non-text fields (tool calls, ids) kept from the original."""
     messages = [{**original, "content": redacted.content}
                 for original, redacted in zip(spec.messages, decision.messages)]
+    for (i, j, _), redacted in zip(_call_arguments(spec), decision.messages[len(spec.messages):]):
+        calls = [dict(c) for c in messages[i]["tool_calls"]]
+        calls[j] = {**calls[j], "function": {**calls[j]["function"], "arguments": redacted.content}}
+        messages[i] = {**messages[i], "tool_calls": calls}
     tools = spec.tools
     choice = spec.tool_choice
     if choice == "none":

@@ -132,3 +132,17 @@ async def test_access_denial_keeps_no_raw_pii_in_the_audit(client, scripted, app
     denial = [x for x in appliance.services.audit.query(limit=5).records if x.event == "denial"][0]
     assert denial.decision.rule_ids == ("access.reasoning_effort",)
     assert "123-45-6789" not in denial.content and "4111" not in denial.content and "[REDACTED" in denial.content
+
+
+async def test_input_guardrails_cover_tool_call_arguments_sent_back(client, scripted):
+    scripted.chunks = answer("ok")
+    history = MSG + [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+        "name": "lookup", "arguments": '{"email": "jane.doe@example.com"}'}}]},
+                     {"role": "tool", "tool_call_id": "c1", "content": "found"}]
+    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": history, "tools": TOOLS})
+    assert r.status_code == 200
+    sent = scripted.calls[-1].messages[1]["tool_calls"][0]["function"]["arguments"]
+    assert "jane.doe" not in sent and "[REDACTED" in sent
+    history[1]["tool_calls"][0]["function"]["arguments"] = '{"key": "AKIAIOSFODNN7EXAMPLE"}'
+    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": history, "tools": TOOLS})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "input.secrets"
