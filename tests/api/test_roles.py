@@ -69,3 +69,15 @@ async def test_revoked_key_stops_working(appliance):
         listing = (await admin.get("/admin/keys")).json()["data"]
         assert {"temp": "revoked"}.items() <= {k["name"]: k["status"] for k in listing}.items()
         assert all("key" not in k and "secret" not in str(k) for k in listing)
+
+
+async def test_audit_export_streams_a_verifiable_file(appliance, tmp_path):
+    from appliance.audit.export import verify_file
+    from appliance.signing import keys
+
+    async with appliance.client("auditor") as c:
+        r = await c.get("/admin/audit/export", params={"format": "jsonl"})
+    assert r.status_code == 200 and r.content.count(b"\n") >= 1
+    (tmp_path / "audit.jsonl").write_bytes(r.content)
+    report = verify_file(tmp_path / "audit.jsonl", [keys.load_public_key(appliance.settings.keys_dir / "audit.pub")])
+    assert report.ok

@@ -10,9 +10,8 @@ from pathlib import Path as FsPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from starlette.background import BackgroundTask
 
 from appliance import apikeys
 from appliance.api.auth import ADMIN, AUDITOR, Caller, requires, services
@@ -53,16 +52,24 @@ async def audit_verify(caller: Caller = Depends(requires(AUDITOR)), svc: Service
 
 @router.get("/audit/export")
 async def audit_export(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services),
-                       format: Literal["jsonl", "csv"] = "jsonl") -> FileResponse:
+                       format: Literal["jsonl", "csv"] = "jsonl") -> StreamingResponse:
+    """Written to an unnamed temporary file (unlinked at once: nothing is left behind whatever the client
+    does), then streamed in blocks."""
     fd, name = tempfile.mkstemp(prefix="audit-export-", suffix=f".{format}")
     os.close(fd)
     try:
         await asyncio.to_thread(svc.audit.export, format, FsPath(name))
-    except BaseException:
+        handle = open(name, "rb")
+    finally:
         os.unlink(name)
-        raise
-    return FileResponse(name, media_type="application/x-ndjson" if format == "jsonl" else "text/csv",
-                        filename=f"audit.{format}", background=BackgroundTask(os.unlink, name))
+
+    def blocks():
+        with handle:
+            while block := handle.read(1 << 20):
+                yield block
+
+    return StreamingResponse(blocks(), media_type="application/x-ndjson" if format == "jsonl" else "text/csv",
+                             headers={"Content-Disposition": f'attachment; filename="audit.{format}"'})
 
 
 @router.get("/audit/{seq}")
