@@ -65,8 +65,10 @@ class BundleStore:
                     raise BundleError(f"{src} changed during import")
                 shutil.copyfile(src / SIGNATURE_FILE, tmp / SIGNATURE_FILE, follow_symlinks=False)
                 # The signature file was re-read: prove the copy is the one whose manifest we checked.
-                oms.read_signature(tmp, trusted, signature_name=SIGNATURE_FILE,
-                                   max_signature_bytes=self.max_signature_bytes)
+                copied, _ = oms.read_signature(tmp, trusted, signature_name=SIGNATURE_FILE,
+                                               max_signature_bytes=self.max_signature_bytes)
+                if copied.digests != verified.manifest.digests:
+                    raise BundleError(f"{src / SIGNATURE_FILE} changed during import")
                 _fsync_tree(tmp)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(tmp, dest)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from appliance.config import Settings, get_settings
+from appliance.config import get_settings
 from appliance.errors import ApplianceError
 from appliance.policy import PolicySet
 

@@ -7,7 +7,6 @@ package verifies elliptic-curve keys only, so sites that check our bundles with 
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Literal, Union
 

@@ -91,7 +91,7 @@ def main() -> None:
         print(f"  {'category':18s} {'ours recall':>11s} {'precision':>9s} | {'same prefix':>11s} {'precision':>9s}"
               f" | {'presidio recall':>15s} {'precision':>9s}   (n={len(p_spans)} on the prefix)")
         for cat in corpus.STRUCTURED:
-            (r, p, n), (rp, pp, _), (qr, qp, _) = ours_scores[cat], ours_prefix[cat], p_scores[cat]
+            (r, p, _), (rp, pp, _), (qr, qp, _) = ours_scores[cat], ours_prefix[cat], p_scores[cat]
             print(f"  {cat:18s} {r:11.4f} {p:9.4f} | {rp:11.4f} {pp:9.4f} | {qr:15.4f} {qp:9.4f}")
         latency()
     sys.stdout.write(out.getvalue())
