@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     serve_replicas_max: int = Field(default=1, ge=1)
     serve_max_ongoing_requests: int = Field(default=64, ge=1)
 
+    # Failed authentications per source address: a token bucket; past it, 429 and one aggregated record
+    # per source and window instead of one per request.
+    auth_failure_rate: float = Field(default=1.0, ge=0)  # per second
+    auth_failure_burst: int = Field(default=20, ge=1)
+    auth_failure_window_s: float = Field(default=60.0, gt=0)
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 

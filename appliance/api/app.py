@@ -7,6 +7,7 @@ import time
 import structlog
 from fastapi import FastAPI, HTTPException
 
+from appliance.api.authgate import AuthGate
 from appliance.api.errors import ApiError, install_error_handlers
 from appliance.api.routes import admin, chat, health, models, responses
 from appliance.api.services import Services
@@ -23,6 +24,8 @@ def create_app(svc: Services) -> FastAPI:
     install_error_handlers(app)
     for module in (chat, responses, models, admin, health):
         app.include_router(module.router)
+    # outermost last: observe -> size limits -> the key check (before any body is read) -> routes
+    app.add_middleware(AuthGate, services=svc)
     app.add_middleware(_Limits)
     app.add_middleware(_Observe, metrics=svc.metrics)
     return app

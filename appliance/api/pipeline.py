@@ -24,6 +24,7 @@ from appliance.api.backend import ModelInfo
 from appliance.api.errors import ApiError
 from appliance.api.services import Services
 from appliance.audit import AuditEvent, Decision as AuditDecision, Usage as AuditUsage, content_for
+from appliance.audit.events import ContentMode
 from appliance.engine.types import EngineBusy, EngineError, FinishEvent, GenerationRequest, TextEvent, ToolCallEvent
 from appliance.policy import Decision, Message, PolicyRequest, RateLimited
 
@@ -110,7 +111,7 @@ class AuditedGeneration:
                     raise
                 busy = isinstance(exc, EngineBusy)
                 ended = True
-                await self._record_end("error", 429 if busy else 400, "engine_busy" if busy else "invalid_request")
+                await self._finish("error", 429 if busy else 400, "engine_busy" if busy else "invalid_request")
                 if busy:
                     raise ApiError(429, "the engine is at capacity; retry shortly", code="engine_busy",
                                    retry_after=1) from exc
@@ -118,17 +119,32 @@ class AuditedGeneration:
             except Exception as exc:
                 log.error("generation failed", request_id=self.caller.request_id, error=repr(exc)[:500])
                 ended = True
-                await self._record_end("error", 503, "engine_unavailable")
+                await self._finish("error", 503, "engine_unavailable")
                 raise ApiError(503, "the model is unavailable; retry shortly", code="engine_unavailable",
                                retry_after=2) from exc
             if self._tool_calls and self.outcome.finish_reason == "stop":
                 self.outcome.finish_reason = "tool_calls"
             ended = True
-            await self._record_end("completion", 200, None)
+            await self._finish("completion", 200, None)
         finally:
             self._charge()
             if not ended:  # the client went away (or we were cancelled): the record still lands
-                await asyncio.shield(self._record_end("cancelled", 499, "client_disconnected"))
+                with contextlib.suppress(ApiError):  # nobody is left to tell; counted and logged
+                    await asyncio.shield(self._finish("cancelled", 499, "client_disconnected"))
+
+    async def _finish(self, event: str, status: int, error_code: str | None) -> None:
+        """The request's one outcome record. When it cannot be written, an `error` record naming the audit
+        failure takes its place if the store takes that; either way the failure is counted and logged, and
+        the caller's stream ends in an error instead of its normal end."""
+        try:
+            await self._record_end(event, status, error_code)
+        except ApiError:
+            self.svc.metrics.outcome_failures.inc()
+            log.error("outcome record not written", request_id=self.caller.request_id, outcome=event)
+            if event != "error":
+                with contextlib.suppress(ApiError):
+                    await self._record_end("error", 503, "audit_unavailable")
+            raise
 
     def _charge(self) -> None:
         """Token rate limit: the usage the engine reported, or, when a generation ended before reporting it
@@ -225,31 +241,46 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
         await svc.record(AuditEvent(event="denial", **base, decision=AuditDecision(action="deny",
                                     rule_ids=(exc.rule_id,)), status=429, error_code="rate_limited"))
         raise ApiError(429, str(exc), code="rate_limited", retry_after=exc.retry_after) from exc
+    decision, audit_decision, content = await asyncio.to_thread(_evaluate, svc, caller, spec, model)
+    svc.metrics.decisions.labels("input", decision.action).inc()
+    if decision.denied:
+        await svc.record(AuditEvent(event="denial", **base, decision=audit_decision, content_mode=content[0],
+                                    content=content[1], status=403, error_code=decision.deny_rule,
+                                    detail=content[2]))
+        raise ApiError(403, f"{decision.message or 'denied by policy'} (rule {decision.deny_rule})",
+                       code=decision.deny_rule)
+    request = _engine_request(spec, decision)
+    await svc.record(AuditEvent(event="request", **base, decision=audit_decision, content_mode=content[0],
+                                content=content[1], detail=content[2]))
+    return AuditedGeneration(svc, caller, spec, decision, request, model)
+
+
+def _evaluate(svc: Services, caller: Caller, spec: GenerationSpec,
+              model: ModelInfo) -> tuple[Decision, AuditDecision, tuple[ContentMode, str, dict[str, str]]]:
+    """The input decision and what its audit record keeps; run in a worker thread, because scanning and
+    serialising a large input takes real time that the gateway's event loop must not lose.
+
+    An input over the size limits is refused before anything is scanned (the policy checks limits first),
+    and its record keeps sizes and a hash only: nobody's megabytes are redacted, stored or echoed."""
     # Tool-call arguments the client sends back are text the model reads too: they follow the messages.
     scanned = [Message(m["role"], _text(m)) for m in spec.messages] + \
         [Message("assistant", args) for _, _, args in _call_arguments(spec)]
-    policy_request = PolicyRequest(model=model.name, messages=scanned,
-                                   max_tokens=spec.max_tokens, reasoning_effort=spec.reasoning_effort or "medium",
-                                   tools=spec.tools or None)
+    policy_request = PolicyRequest(model=model.name, messages=scanned, max_tokens=spec.max_tokens,
+                                   reasoning_effort=spec.reasoning_effort or "medium", tools=spec.tools or None)
     decision = svc.policy.evaluate_input(policy_request, caller.principal)
-    svc.metrics.decisions.labels("input", decision.action).inc()
     findings: dict[str, int] = {}
     for f in decision.findings:
         findings[f.category] = findings.get(f.category, 0) + 1
     audit_decision = AuditDecision(action=decision.action, rule_ids=decision.rule_ids, findings=findings)
+    raw = json.dumps([{"role": m.role, "content": m.content} for m in policy_request.messages],
+                     ensure_ascii=False)
+    if decision.denied and decision.deny_rule and decision.deny_rule.startswith("limits."):
+        sizes = {"messages": str(len(scanned)), "input_chars": str(sum(len(m.content) for m in scanned))}
+        return decision, audit_decision, ("hash", content_for("hash", raw), sizes)
     mode = decision.audit_content
-    raw = json.dumps([{"role": m.role, "content": m.content} for m in policy_request.messages], ensure_ascii=False)
-    redacted = json.dumps([{"role": m.role, "content": m.content} for m in decision.messages], ensure_ascii=False)
-    if decision.denied:
-        await svc.record(AuditEvent(event="denial", **base, decision=audit_decision, content_mode=mode,
-                                    content=content_for(mode, raw, redacted), status=403,
-                                    error_code=decision.deny_rule))
-        raise ApiError(403, f"{decision.message or 'denied by policy'} (rule {decision.deny_rule})",
-                       code=decision.deny_rule)
-    request = _engine_request(spec, decision)
-    await svc.record(AuditEvent(event="request", **base, decision=audit_decision, content_mode=mode,
-                                content=content_for(mode, raw, redacted)))
-    return AuditedGeneration(svc, caller, spec, decision, request, model)
+    redacted = json.dumps([{"role": m.role, "content": m.content} for m in decision.messages],
+                          ensure_ascii=False)
+    return decision, audit_decision, (mode, content_for(mode, raw, redacted), {})
 
 
 async def models_or_503(svc: Services) -> list[ModelInfo]:
@@ -299,4 +330,6 @@ def _engine_request(spec: GenerationSpec, decision: Decision) -> GenerationReque
     return GenerationRequest(
         messages=messages, tools=tools, reasoning_effort=spec.reasoning_effort or "medium",
         max_tokens=decision.max_tokens, temperature=1.0 if spec.temperature is None else spec.temperature,
-        top_p=1.0 if spec.top_p is None else spec.top_p, seed=spec.seed, stop=spec.stop)
+        top_p=1.0 if spec.top_p is None else spec.top_p,
+        seed=None if spec.seed is None else spec.seed % 2**64,  # OpenAI's int64, as the sampler's uint64
+        stop=spec.stop)

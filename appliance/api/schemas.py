@@ -15,6 +15,43 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def invalid_text_at(value: Any, path: str = "") -> str | None:
+    """The path of the first string (or key) in a parsed JSON body that is not valid Unicode, else None.
+
+    JSON's `\\ud800` escapes decode to lone UTF-16 surrogates, which no UTF-8 store, tokenizer or response
+    can carry. One rule for every field, applied before any model sees the body: refuse, never repair.
+    """
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if invalid_text_at(key, where) or (found := invalid_text_at(item, where)):
+                return found or where
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if found := invalid_text_at(item, f"{path}.{i}" if path else str(i)):
+                return found
+    return None
+
+
+class RequestBody(_Body):
+    """A whole request body: refuses text that is not valid Unicode anywhere inside it (a 400)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if (where := invalid_text_at(data)) is not None:
+            raise ValueError(f"{where} is not valid Unicode (it holds a lone UTF-16 surrogate)")
+        return data
+
+
 class FunctionDef(_Body):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
@@ -73,7 +110,7 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Body):
+class ChatCompletionRequest(RequestBody):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     tools: list[Tool] | None = None
@@ -83,7 +120,7 @@ class ChatCompletionRequest(_Body):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-2**63, lt=2**63)  # OpenAI's int64
     stop: str | list[str] | None = None
     n: int | None = None
     stream: bool = False
@@ -118,7 +155,7 @@ class Reasoning(_Body):
     effort: Effort | None = None
 
 
-class ResponsesRequest(_Body):
+class ResponsesRequest(RequestBody):
     model: str
     input: str | list[dict[str, Any]]
     instructions: str | None = None

@@ -41,6 +41,8 @@ class GenerationRequest:
             raise EngineError("max_tokens must be at least 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise EngineError("temperature must be >= 0 and top_p in (0, 1]")
+        if self.seed is not None and not 0 <= self.seed < 2**64:
+            raise EngineError("seed must be between 0 and 2**64 - 1")
         if self.prompt_tokens is None and not self.messages:
             raise EngineError("a request needs at least one message")
 

@@ -121,8 +121,9 @@ def evaluate(policy: PolicySet, request: PolicyRequest, principal: Principal) ->
     denial = _access_denial(policy, request, principal, grant)
     if denial:
         rule_id, message = denial
-        return Decision(action="deny", rule_ids=(rule_id,), message=message,
-                        **{**base, "request": _fully_redacted(policy, request)})
+        # Over a size limit: refused before anything is scanned, and no text of it is kept at all.
+        kept = replace(request, messages=[]) if rule_id.startswith("limits.") else _fully_redacted(policy, request)
+        return Decision(action="deny", rule_ids=(rule_id,), message=message, **{**base, "request": kept})
     action: Action = "allow"
     fired: dict[str, str] = {}  # rule id -> its action, in firing order
     findings: list[Finding] = []

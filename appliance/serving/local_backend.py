@@ -59,12 +59,13 @@ class LocalBackend(ModelBackend):
             yield chunk
 
     async def ready(self) -> bool:
-        try:
-            for x in self._loaded.values():
-                await x.engine.health()
-        except Exception:  # noqa: BLE001 - not ready is the answer, whatever the cause
-            return False
-        return bool(self._loaded)
+        """From the engines' state only: a readiness probe never costs a generation."""
+        return bool(self._loaded) and all(x.engine.healthy for x in self._loaded.values())
+
+    async def check(self) -> None:
+        """One-token generation per engine (the replica's own health check); raises if one cannot."""
+        for x in self._loaded.values():
+            await x.engine.health()
 
     def stats(self) -> dict[str, int]:
         totals: dict[str, int] = {}

@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path as FsPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, Field
 
 from appliance import apikeys
 from appliance.api.auth import ADMIN, AUDITOR, Caller, requires, services
 from appliance.api.errors import ApiError
+from appliance.api.schemas import RequestBody
 from appliance.api.services import Services
 from appliance.audit import AuditEvent, AuditFilter
 from appliance.errors import ApplianceError
@@ -23,6 +24,22 @@ from appliance.policy.pack import PolicySet, load_options
 
 router = APIRouter(prefix="/admin")
 MAX_SEQ = 2**63 - 1  # sequence numbers are BIGINT
+
+
+def _in_range(moment: datetime) -> datetime:
+    """A time the log can compare: with four-digit years in UTC (stored times are text in that form)."""
+    try:
+        utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError("time is outside the years 1000 to 9999") from None
+    if not 1000 <= utc.year <= 9999:
+        raise ValueError("time is outside the years 1000 to 9999")
+    return utc
+
+
+Moment = Annotated[datetime | None, AfterValidator(lambda v: v if v is None else _in_range(v))]
+# Plain printable text only: a NUL or control character reaches no database query (PostgreSQL refuses NUL).
+Term = Annotated[str | None, Query(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 def _event(caller: Caller, event: str, **detail: str) -> AuditEvent:
@@ -33,8 +50,8 @@ def _event(caller: Caller, event: str, **detail: str) -> AuditEvent:
 # -- audit --------------------------------------------------------------------------------------------
 @router.get("/audit")
 async def audit_list(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services),
-                     since: datetime | None = None, until: datetime | None = None, principal: str | None = None,
-                     event: str | None = None, action: str | None = None, model: str | None = None,
+                     since: Moment = None, until: Moment = None, principal: Term = None,
+                     event: Term = None, action: Term = None, model: Term = None,
                      cursor: int | None = Query(None, ge=0, le=MAX_SEQ), limit: int = Query(50, ge=1, le=1000)) -> dict:
     page = await asyncio.to_thread(svc.audit.query, AuditFilter(since, until, principal, event, action, model),
                                    cursor, limit)
@@ -81,10 +98,10 @@ async def audit_show(seq: Annotated[int, Path(ge=0, le=MAX_SEQ)], caller: Caller
 
 
 # -- keys ---------------------------------------------------------------------------------------------
-class NewKey(BaseModel):
-    name: str = Field(min_length=1, max_length=128)
+class NewKey(RequestBody):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")
     role: Literal["user", "auditor", "admin"]
-    expires_at: datetime | None = None
+    expires_at: Moment = None
 
 
 def _key(info: apikeys.KeyInfo) -> dict:
@@ -149,9 +166,9 @@ async def policy_reload(caller: Caller = Depends(requires(ADMIN)), svc: Services
 
 
 # -- bundles ------------------------------------------------------------------------------------------
-class Activation(BaseModel):
-    name: str
-    version: str
+class Activation(RequestBody):
+    name: str = Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")
+    version: str = Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
 @router.get("/bundles")
