@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     max_signature_bytes: int = 16 * 1024 * 1024
 
     ray_address: str | None = None
-    ray_auth_mode: Literal["token", "disabled"] = "disabled"
+    ray_auth_mode: Literal["token", "disabled"] = "token"  # disabled only on purpose (a warning at start)
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -8,9 +8,10 @@ answered 403.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import structlog
-from fastapi import Request
+from fastapi import Depends, Request
 
 from appliance.api.errors import ApiError
 from appliance.api.services import Services
@@ -55,3 +56,10 @@ def requires(roles: frozenset[str]):
         return caller
 
     return dependency
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+UserCaller = Annotated[Caller, Depends(requires(USER))]
+AuditorCaller = Annotated[Caller, Depends(requires(AUDITOR))]
+AdminCaller = Annotated[Caller, Depends(requires(ADMIN))]
+AnyCaller = Annotated[Caller, Depends(requires(USER | AUDITOR))]

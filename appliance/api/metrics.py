@@ -34,5 +34,12 @@ class Metrics:
         occupancy.set_function(lambda: engine_stats().get("running", 0))
         queued.set_function(lambda: engine_stats().get("waiting", 0))
 
+    def observe_outcome(self, usage, output_action: str) -> None:
+        """The one hook for a finished generation: its tokens and its output decision."""
+        self.tokens.labels("prompt").inc(usage.prompt_tokens)
+        self.tokens.labels("completion").inc(usage.completion_tokens)
+        self.tokens.labels("reasoning").inc(usage.reasoning_tokens)
+        self.decisions.labels("output", output_action).inc()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

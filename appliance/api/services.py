@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 import structlog
+from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
 from appliance.api.authgate import FailureThrottle, aggregate_event
@@ -31,6 +32,7 @@ class Services:
     backend: ModelBackend
     sessions: sessionmaker
     store: BundleStore
+    database: Engine
     metrics: Metrics = field(init=False)
     auth_throttle: FailureThrottle = field(init=False)
 
@@ -47,7 +49,7 @@ class Services:
         engine = make_engine(settings.database_url)
         require_tables(engine, "api_keys")
         return cls(settings, AuditLog.from_settings(settings), policy, backend,
-                   sessionmaker(engine, expire_on_commit=False), store)
+                   sessionmaker(engine, expire_on_commit=False), store, engine)
 
     def bundle_trust(self) -> list[keys.PublicKey]:
         return trusted_keys(self.settings.trust_dir)
@@ -72,4 +74,4 @@ class Services:
                 log.error("aggregated auth_failure record lost at shutdown", source=agg.source,
                           count=agg.count, error=str(exc))
         self.audit.close()
-        self.sessions.kw["bind"].dispose()
+        self.database.dispose()

@@ -16,7 +16,7 @@ from appliance.engine.scheduler import Scheduler, Sequence as _Seq
 from appliance.engine.session import ModelLoadError, ModelRunner
 from appliance.engine.types import (EngineBusy, EngineError, Event, FinishEvent, GenerationRequest, TextEvent,
                                     ToolCallEvent, Usage)
-from appliance.engine.vocab import load_harmony
+from appliance.vocabulary import load_harmony
 
 _CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -54,6 +54,8 @@ class Engine:
         self._scheduler = Scheduler(runner, max_batch_size, max_tokens_in_flight)
         self._live = 0
         self._lock = threading.Lock()
+        self.idle = threading.Event()  # set while no request is live: what a bundle swap waits for
+        self.idle.set()
         self.last_success: float | None = time.time()  # wall time of the last generation that finished
 
     @classmethod
@@ -102,10 +104,13 @@ class Engine:
             if bounded and self._live >= self.max_batch_size + self.max_queue:
                 raise EngineBusy("the engine is busy (batch and queue are full); retry later")
             self._live += 1
+            self.idle.clear()
 
     def _release(self) -> None:
         with self._lock:
             self._live -= 1
+            if not self._live:
+                self.idle.set()
 
     async def _generate(self, request: GenerationRequest, bounded: bool) -> AsyncIterator[Event]:
         self._admit(bounded)

@@ -83,9 +83,4 @@ class Gateway:
         self.services = Services.from_settings(self.settings, HandleBackend(llm))
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.services)
-
-    def __del__(self) -> None:
-        services = getattr(self, "services", None)
-        if services is not None:
-            services.close()
+        return create_app(self.services, owns_services=True)  # closed by the app's ASGI shutdown

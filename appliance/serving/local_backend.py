@@ -82,8 +82,7 @@ class LocalBackend(ModelBackend):
         old = self._loaded.get(loaded.info.name)
         self._loaded[loaded.info.name] = loaded
         if old is not None:
-            while old.engine.stats().get("live_requests", 0):
-                await asyncio.sleep(0.5)
+            await asyncio.to_thread(old.engine.idle.wait)
             old.engine.close()
 
     def close(self) -> None:

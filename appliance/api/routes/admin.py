@@ -9,15 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path as FsPath
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, Field
 
 from appliance import apikeys
-from appliance.api.auth import ADMIN, AUDITOR, Caller, requires, services
+from appliance.api.auth import AdminCaller, AuditorCaller, Caller, ServicesDep
 from appliance.api.errors import ApiError
 from appliance.api.schemas import RequestBody
-from appliance.api.services import Services
 from appliance.audit import AuditEvent, AuditFilter
 from appliance.errors import ApplianceError
 from appliance.policy.pack import PolicySet, load_options
@@ -49,7 +48,7 @@ def _event(caller: Caller, event: str, **detail: str) -> AuditEvent:
 
 # -- audit --------------------------------------------------------------------------------------------
 @router.get("/audit")
-async def audit_list(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services),
+async def audit_list(caller: AuditorCaller, svc: ServicesDep,
                      since: Moment = None, until: Moment = None, principal: Term = None,
                      event: Term = None, action: Term = None, model: Term = None,
                      cursor: int | None = Query(None, ge=0, le=MAX_SEQ), limit: int = Query(50, ge=1, le=1000)) -> dict:
@@ -60,7 +59,7 @@ async def audit_list(caller: Caller = Depends(requires(AUDITOR)), svc: Services 
 
 
 @router.get("/audit/verify")
-async def audit_verify(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services)) -> dict:
+async def audit_verify(caller: AuditorCaller, svc: ServicesDep) -> dict:
     report = await asyncio.to_thread(svc.audit.verify)
     return {"ok": report.ok, "records": report.records, "first_seq": report.first_seq, "last_seq": report.last_seq,
             "head_hash": report.head_hash, "checkpoints": report.checkpoints, "bad_seq": report.bad_seq,
@@ -68,7 +67,7 @@ async def audit_verify(caller: Caller = Depends(requires(AUDITOR)), svc: Service
 
 
 @router.get("/audit/export")
-async def audit_export(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services),
+async def audit_export(caller: AuditorCaller, svc: ServicesDep,
                        format: Literal["jsonl", "csv"] = "jsonl") -> StreamingResponse:
     """Written to an unnamed temporary file (unlinked at once: nothing is left behind whatever the client
     does), then streamed in blocks."""
@@ -90,7 +89,7 @@ async def audit_export(caller: Caller = Depends(requires(AUDITOR)), svc: Service
 
 
 @router.get("/audit/{seq}")
-async def audit_show(seq: Annotated[int, Path(ge=0, le=MAX_SEQ)], caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services)) -> dict:
+async def audit_show(seq: Annotated[int, Path(ge=0, le=MAX_SEQ)], caller: AuditorCaller, svc: ServicesDep) -> dict:
     record = await asyncio.to_thread(svc.audit.get, seq)
     if record is None:
         raise ApiError(404, f"no audit record {seq}", code="not_found")
@@ -111,14 +110,14 @@ def _key(info: apikeys.KeyInfo) -> dict:
 
 
 @router.get("/keys")
-async def keys_list(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
+async def keys_list(caller: AdminCaller, svc: ServicesDep) -> dict:
     with svc.sessions() as session:
         return {"object": "list", "data": [_key(k) for k in apikeys.list_keys(session)]}
 
 
 @router.post("/keys", status_code=201)
-async def keys_create(body: NewKey, caller: Caller = Depends(requires(ADMIN)),
-                      svc: Services = Depends(services)) -> dict:
+async def keys_create(body: NewKey, caller: AdminCaller,
+                      svc: ServicesDep) -> dict:
     with svc.sessions() as session:
         try:
             token, info = apikeys.create_key(session, body.name, body.role, body.expires_at)
@@ -134,8 +133,8 @@ async def keys_create(body: NewKey, caller: Caller = Depends(requires(ADMIN)),
 
 
 @router.delete("/keys/{key_id}")
-async def keys_revoke(key_id: str, caller: Caller = Depends(requires(ADMIN)),
-                      svc: Services = Depends(services)) -> dict:
+async def keys_revoke(key_id: str, caller: AdminCaller,
+                      svc: ServicesDep) -> dict:
     with svc.sessions() as session:
         known = any(k.key_id == key_id for k in apikeys.list_keys(session))
     if not known:
@@ -147,13 +146,13 @@ async def keys_revoke(key_id: str, caller: Caller = Depends(requires(ADMIN)),
 
 # -- policy -------------------------------------------------------------------------------------------
 @router.get("/policy")
-async def policy_show(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
+async def policy_show(caller: AdminCaller, svc: ServicesDep) -> dict:
     current = svc.policy.current
     return {"revision": current.revision, "version": current.version, "directory": str(svc.settings.policy_dir)}
 
 
 @router.post("/policy/reload")
-async def policy_reload(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
+async def policy_reload(caller: AdminCaller, svc: ServicesDep) -> dict:
     s = svc.settings
     try:  # validated first, then recorded, then put in force: no unaudited policy is ever in force
         candidate = await asyncio.to_thread(PolicySet.from_settings, s)
@@ -172,7 +171,7 @@ class Activation(RequestBody):
 
 
 @router.get("/bundles")
-async def bundles_list(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
+async def bundles_list(caller: AdminCaller, svc: ServicesDep) -> dict:
     return {"object": "list", "data": [
         {"name": b.name, "version": b.version, "active": b.active, "profile": b.metadata.profile,
          "variant": b.metadata.variant, "size": b.size, "created": b.metadata.created.isoformat()}
@@ -180,8 +179,8 @@ async def bundles_list(caller: Caller = Depends(requires(ADMIN)), svc: Services 
 
 
 @router.post("/bundles/activate")
-async def bundles_activate(body: Activation, caller: Caller = Depends(requires(ADMIN)),
-                           svc: Services = Depends(services)) -> dict:
+async def bundles_activate(body: Activation, caller: AdminCaller,
+                           svc: ServicesDep) -> dict:
     try:  # verified, then recorded, then switched: no unaudited activation
         await asyncio.to_thread(svc.store.open, body.name, body.version, svc.bundle_trust())
         await svc.record(_event(caller, "admin.bundle_activated", name=body.name, version=body.version))
