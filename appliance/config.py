@@ -57,7 +57,9 @@ class Settings(BaseSettings):
 
     audit_key_path: Path | None = None
     audit_checkpoint_every: int = Field(default=1000, ge=1)
-    audit_checkpoint_seconds: float = Field(default=60.0, gt=0)
+    audit_checkpoint_seconds: float = Field(default=1.0, gt=0)  # the head is signed this soon after an append
+    audit_uncovered_grace_s: float = Field(default=60.0, ge=0)  # verify: older unsigned records are an attack
+    audit_witness_dir: Path | None = None  # checkpoints kept outside the database; default keys_dir
 
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_signature_bytes: int = 16 * 1024 * 1024
@@ -90,6 +92,7 @@ class Settings(BaseSettings):
         self.keys_dir = self.keys_dir or self.data_dir / "keys"
         self.policy_trust_dir = self.policy_trust_dir or self.trust_dir / "policy"
         self.audit_key_path = self.audit_key_path or self.keys_dir / "audit.key"
+        self.audit_witness_dir = self.audit_witness_dir or self.keys_dir
         self.database_url = self.database_url or f"sqlite:///{(self.data_dir / 'appliance.db').resolve()}"
         return self
 

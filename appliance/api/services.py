@@ -48,7 +48,9 @@ class Services:
                             max_signature_bytes=settings.max_signature_bytes)
         engine = make_engine(settings.database_url)
         require_tables(engine, "api_keys")
-        return cls(settings, AuditLog.from_settings(settings), policy, backend,
+        audit = AuditLog.from_settings(settings)
+        audit.start_writer()
+        return cls(settings, audit, policy, backend,
                    sessionmaker(engine, expire_on_commit=False), store, engine)
 
     def bundle_trust(self) -> list[keys.PublicKey]:

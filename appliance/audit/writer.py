@@ -1,9 +1,11 @@
 """Group commit: one writer thread per process turns every pending append into one durable transaction.
 
 With `synchronous=FULL` a commit costs an fsync (~0.2 ms here), so one commit per record caps a log near
-5k records/s while 32 records per commit reach ~58k/s (shared/research/anchors.md). Callers therefore hand
-their event to this thread and wait on a future; the thread takes whatever is queued, chains it onto the
-head under the write lock, signs a checkpoint when one is due, commits, and only then answers. A failed
+5k records/s while 32 records per commit reach ~58k/s (measured on this kind of machine). Callers therefore
+hand their event to this thread and wait on a future; the thread takes whatever is queued, chains it onto
+the head under the write lock, commits, and only then answers. After a batch (and after a second with no
+appends) it signs the head when one is due, so no record stays uncovered by a signature for much more than
+`checkpoint_seconds` (checkpoints.py verifies before it signs). A failed
 transaction fails every caller in it, and the next batch starts again from the head in the database.
 
 The thread outlives every caller: a caller that gives up (cancelled, timed out) leaves its future to be
@@ -23,11 +25,12 @@ import structlog
 from sqlalchemy import Connection, Engine, insert
 from sqlalchemy.exc import OperationalError
 
-from appliance.audit import signer, store
-from appliance.audit.chain import CHAIN_COLUMNS, canonical, flatten, link
-from appliance.audit.errors import AuditUnavailable, first_line
+from appliance.audit import checkpoints, store
+from appliance.audit.chain import CHAIN_COLUMNS, Checkpoint, canonical, flatten, link
+from appliance.audit.errors import AuditTampered, AuditUnavailable, first_line
 from appliance.audit.events import AuditEvent
 from appliance.audit.models import AuditRecordRow
+from appliance.audit.witness import Witness
 from appliance.signing.keys import PrivateKey
 
 MAX_BATCH = 1024
@@ -39,9 +42,10 @@ class ChainWriter:
     """The thread that owns appends for one process."""
 
     def __init__(self, engine: Engine, key: PrivateKey, checkpoint_every: int,
-                 checkpoint_seconds: float) -> None:
-        self._engine, self._key = engine, key
+                 checkpoint_seconds: float, witness: Witness | None = None) -> None:
+        self._engine, self._key, self._witness = engine, key, witness
         self._every, self._seconds = checkpoint_every, checkpoint_seconds
+        self._refused: int | None = None  # the head a checkpoint was last refused at (logged once)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._conn: Connection | None = None  # kept across batches; dropped on any error
@@ -121,9 +125,7 @@ class ChainWriter:
                     head = values["hash"] = link(head, canonical([values[c] for c in CHAIN_COLUMNS]))
                     rows.append(values)
                 conn.execute(insert(AuditRecordRow), rows)
-                if store.checkpoint_due(conn, seq, self._every, self._seconds):
-                    checkpoint = signer.sign_checkpoint(self._key, "periodic", seq, head, ts)
-                    store.insert_checkpoint(conn, checkpoint)
+                checkpoint = self._sign_if_due(conn, seq, head, ts)
         except Exception as exc:  # noqa: BLE001 - any failure means "not durable": the callers hear it
             self._drop_connection()
             error = AuditUnavailable(f"audit record not written: {first_line(exc)}")
@@ -131,23 +133,40 @@ class ChainWriter:
             if len(batch) == 1:
                 _settle(batch[0][1], error=error)
             return error
+        if checkpoint is not None and self._witness is not None:
+            self._witness.append(checkpoint)
         for (_, future), values in zip(batch, rows):
             _settle(future, values)
         return None
+
+    def _sign_if_due(self, conn: Connection, seq: int, head: str, ts: str, force: bool = False) -> Checkpoint | None:
+        """Inside the write transaction: sign the head when N records or T seconds (about one) have passed
+        since the last checkpoint (always at close). A refusal (the log does not verify) is logged once and
+        leaves the transaction, and the records in it, as they are."""
+        last = store.last_checkpoint(conn)
+        if seq <= (last.seq if last else 0) or not (force or store.checkpoint_due(conn, seq, self._every,
+                                                                                    self._seconds)):
+            return None
+        try:
+            return checkpoints.sign_head(conn, self._key, self._witness, "periodic", seq, head, ts)
+        except AuditTampered as exc:
+            if self._refused != seq:
+                self._refused = seq
+                log.error("audit checkpoint refused", error=str(exc))
+            return None
 
     def _checkpoint_if_due(self, force: bool = False) -> None:
         """The T-seconds rule when no appends arrive (and the closing checkpoint when `force`)."""
         try:
             with store.locked(self._connection()) as conn:
                 seq, head = store.read_head(conn)
-                last = store.last_checkpoint(conn)
-                if (force and seq > (last[0] if last else 0)) or \
-                        (not force and store.checkpoint_due(conn, seq, self._every, self._seconds)):
-                    store.insert_checkpoint(conn, signer.sign_checkpoint(self._key, "periodic", seq, head,
-                                                                         store.now_ts()))
+                checkpoint = self._sign_if_due(conn, seq, head, store.now_ts(), force)
         except Exception as exc:  # noqa: BLE001 - the next append reports the outage to its caller
             self._drop_connection()
             log.warning("audit checkpoint failed", error=first_line(exc))
+            return
+        if checkpoint is not None and self._witness is not None:
+            self._witness.append(checkpoint)
 
     def _connection(self) -> Connection:
         if self._conn is None:
