@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from appliance import apikeys
 from appliance.bundles import BundleMetadata, BundleStore, trusted_keys
-from appliance.cli.actions import record
+from appliance.cli.actions import record, record_or_undo
+from appliance.cli.bundle import record_import
 from appliance.cli.serve import serve
 from appliance.config import Settings, get_settings
 from appliance.db import make_engine, upgrade
@@ -37,11 +38,11 @@ def demo() -> None:
     store = BundleStore(settings.model_store, workers=settings.hash_workers)
     trusted = trusted_keys(settings.trust_dir)
     if not (settings.model_store / meta.name / meta.version).exists():
-        store.import_bundle(bundle, trusted, allow_downgrade=True)
-        record("admin.bundle_imported", name=meta.name, version=meta.version)
+        store.import_bundle(bundle, trusted, allow_downgrade=True, before_place=record_import)
     if store.active().get(meta.name) != meta.version:
-        store.activate(meta.name, meta.version, trusted)
+        store.open(meta.name, meta.version, trusted)  # verified, then recorded, then switched
         record("admin.bundle_activated", name=meta.name, version=meta.version)
+        store.mark_active(meta.name, meta.version)
     token = _fresh_admin_key(settings)
     typer.echo(examples(settings, meta.name, token))
     serve()
@@ -58,7 +59,9 @@ def _demo_bundle(settings: Settings):
     if not key_path.exists():
         key = keys.generate_private_key()
         keys.write_private_key(key, key_path)
-        keys.write_public_key(key.public_key(), settings.trust_dir / "demo-publisher.pub")
+        trusted = settings.trust_dir / "demo-publisher.pub"
+        record("admin.trust_added", key_hint=keys.key_hint(key.public_key()), file=str(trusted))
+        keys.write_public_key(key.public_key(), trusted)
     return ensure_demo_bundle(settings.data_dir / "cache" / "demo", keys.load_private_key(key_path))
 
 
@@ -66,11 +69,11 @@ def _fresh_admin_key(settings: Settings) -> str:
     with Session(make_engine(settings.database_url), expire_on_commit=False) as session:
         for old in apikeys.list_keys(session):
             if old.name == DEMO_KEY_NAME and old.status == "active":
-                apikeys.revoke_key(session, old.key_id)
                 record("admin.key_revoked", key_id=old.key_id)
+                apikeys.revoke_key(session, old.key_id)
         token, info = apikeys.create_key(session, DEMO_KEY_NAME, "admin")
-    record("admin.key_created", key_id=info.key_id, role="admin", name=DEMO_KEY_NAME,
-           at=datetime.now(UTC).isoformat())
+        record_or_undo("admin.key_created", lambda: apikeys.revoke_key(session, info.key_id),
+                       key_id=info.key_id, role="admin", name=DEMO_KEY_NAME, at=datetime.now(UTC).isoformat())
     return token
 
 
