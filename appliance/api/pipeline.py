@@ -65,10 +65,9 @@ class Outcome:
 class AuditedGeneration:
     """A generation whose request record is already durable; iterate it for deltas, then read `outcome`."""
 
-    def __init__(self, svc: Services, caller: Caller, spec: GenerationSpec, decision: Decision,
-                 request: GenerationRequest, model: ModelInfo) -> None:
-        self.svc, self.caller, self.spec, self.decision, self.request, self.model = \
-            svc, caller, spec, decision, request, model
+    def __init__(self, svc: Services, caller: Caller, decision: Decision, request: GenerationRequest,
+                 model: ModelInfo) -> None:
+        self.svc, self.caller, self.decision, self.request, self.model = svc, caller, decision, request, model
         self.outcome = Outcome()
         self.started = time.perf_counter()
         self._raw_final: list[str] = []
@@ -257,7 +256,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
     request = spec.engine_request([m.content for m in decision.messages], decision.max_tokens)
     await svc.record(AuditEvent(event="request", **base, decision=audit_decision, content_mode=content[0],
                                 content=content[1], detail=content[2]))
-    return AuditedGeneration(svc, caller, spec, decision, request, model)
+    return AuditedGeneration(svc, caller, decision, request, model)
 
 
 def _evaluate(svc: Services, caller: Caller, spec: GenerationSpec,

@@ -44,7 +44,6 @@ PROFILES: dict[str, BuildProfile] = {
     "cuda-bf16": BuildProfile("bf16", "cuda"),
 }
 EXPORT_OPTIONS = {"windowed_kv_cache": "false", "prune_lm_head": "true"}
-BUILD_STEPS = 3  # export, vocabulary + metadata, signature: what `progress` is advanced through
 _KNOWN_VARIANTS = {(24, 32): "20b", (36, 128): "120b"}  # (layers, experts) of the published models
 
 
