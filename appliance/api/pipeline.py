@@ -22,11 +22,20 @@ from appliance.api.auth import Caller
 from appliance.api.backend import ModelInfo
 from appliance.api.errors import ApiError
 from appliance.api.services import Services
-from appliance.audit import AuditEvent, Decision as AuditDecision, Usage as AuditUsage, content_for
-from appliance.audit.events import ContentMode
 from appliance.api.spec import GenerationSpec
-from appliance.engine.types import (EngineBusy, EngineError, FinishEvent, GenerationRequest, TextEvent, ToolCallEvent,
-                                    Usage)
+from appliance.audit import AuditEvent, content_for
+from appliance.audit import Decision as AuditDecision
+from appliance.audit import Usage as AuditUsage
+from appliance.audit.events import ContentMode
+from appliance.engine.types import (
+    EngineBusy,
+    EngineError,
+    FinishEvent,
+    GenerationRequest,
+    TextEvent,
+    ToolCallEvent,
+    Usage,
+)
 from appliance.policy import Decision, FilterOutput, Message, PolicyRequest, RateLimited
 from appliance.policy.grants import rule_for
 

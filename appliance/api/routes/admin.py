@@ -17,11 +17,12 @@ from appliance import apikeys
 from appliance.api.auth import AdminCaller, AuditorCaller, Caller, ServicesDep
 from appliance.api.errors import ApiError
 from appliance.api.schemas import RequestBody
+from appliance.api.wire import ERRORS
 from appliance.audit import AuditEvent, AuditFilter
 from appliance.errors import ApplianceError
 from appliance.policy.pack import PolicySet, load_options
 
-router = APIRouter(prefix="/admin")
+router = APIRouter(prefix="/admin", responses=ERRORS)
 MAX_SEQ = 2**63 - 1  # sequence numbers are BIGINT
 
 

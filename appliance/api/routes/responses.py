@@ -13,8 +13,9 @@ from appliance.api.auth import ServicesDep, UserCaller
 from appliance.api.pipeline import AuditedGeneration, Delta, start_generation
 from appliance.api.schemas import ResponsesRequest
 from appliance.api.sse import event, primed, stream_response
+from appliance.api.wire import ERRORS
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 
 
 @router.post("/v1/responses")
