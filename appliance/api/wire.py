@@ -148,3 +148,86 @@ class Model(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Model]
+
+
+class OutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[Any] = Field(default_factory=list)
+
+
+class OutputMessage(BaseModel):
+    type: Literal["message"] = "message"
+    id: str
+    status: str
+    role: Literal["assistant"] = "assistant"
+    content: list[OutputText]
+
+
+class ReasoningText(BaseModel):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class ReasoningItem(BaseModel):
+    type: Literal["reasoning"] = "reasoning"
+    id: str
+    summary: list[Any] = Field(default_factory=list)
+    content: list[ReasoningText]
+
+
+class FunctionCallItem(BaseModel):
+    type: Literal["function_call"] = "function_call"
+    id: str
+    call_id: str
+    name: str
+    arguments: str
+    status: str
+
+    @classmethod
+    def of(cls, call: ToolCallEvent, status: str) -> FunctionCallItem:
+        return cls(id=f"fc_{call.id}", call_id=call.id, name=call.name, status=status,
+                   arguments=call.arguments if status == "completed" else "")
+
+
+class InputTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+    output_tokens_details: OutputTokensDetails
+
+    @classmethod
+    def of(cls, usage: Usage) -> ResponseUsage:
+        return cls(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens,
+                   total_tokens=usage.total_tokens,
+                   output_tokens_details=OutputTokensDetails(reasoning_tokens=usage.reasoning_tokens))
+
+
+class IncompleteDetails(BaseModel):
+    reason: str
+
+
+class ResponseObject(BaseModel):
+    """A Responses API response: while in progress (no output, no usage) and when done."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    model: str
+    status: Literal["in_progress", "completed", "incomplete"]
+    incomplete_details: IncompleteDetails | None = None
+    output: list[ReasoningItem | OutputMessage | FunctionCallItem] = Field(default_factory=list)
+    parallel_tool_calls: bool = False
+    tool_choice: str = "auto"
+    tools: list[Any] = Field(default_factory=list)
+    error: None = None
+    usage: ResponseUsage | None = None

@@ -98,14 +98,14 @@ def bench_appends(folder: Path, total: int, writers: int) -> dict[str, float]:
     share = total // writers
     url, path = _fresh(folder, f"chained{writers}")
     events = [[event(i) for i in range(w * share, (w + 1) * share)] for w in range(writers)]
-    chained = _in_processes(_chained_writer, [(url, str(folder / "audit.key"), events[w])
-                                              for w in range(writers)])
-    with AuditLog(url, folder / "audit.key") as log:
+    key = folder / f"keys{writers}" / "audit.key"  # each database its own key folder, hence its own witness
+    chained = _in_processes(_chained_writer, [(url, str(key), events[w]) for w in range(writers)])
+    with AuditLog(url, key) as log:
         assert log.verify().ok and log.count() == share * writers
     # The checkpoint cadence before the witness work (every 1,000 records or 60 s), same code otherwise.
     url60, _ = _fresh(folder, f"chained60_{writers}")
-    sparse = _in_processes(_chained_writer, [(url60, str(folder / "audit60.key"), events[w], 60.0)
-                                             for w in range(writers)])
+    key60 = folder / f"keys60_{writers}" / "audit.key"
+    sparse = _in_processes(_chained_writer, [(url60, str(key60), events[w], 60.0) for w in range(writers)])
     # seqs made unique per writer; the plain side does no chaining, so their order does not matter.
     prepared = [[(w * share + r[0], *r[1:]) for r in rows(1, share)] for w in range(writers)]
     result = {"chained": share * writers / chained, "chained_60s": share * writers / sparse}
@@ -127,8 +127,9 @@ def bench_verify(folder: Path, count: int) -> dict[str, float]:
         conn.executemany(INSERT, batch)
         conn.execute("COMMIT")
     conn.close()
-    checkpoints = _sign_every(url, folder, 1000)
-    with AuditLog(url, folder / "audit.key", uncovered_grace_s=1e9) as log:
+    keys_dir = folder / "keys-verify"
+    checkpoints = _sign_every(url, keys_dir, 1000)
+    with AuditLog(url, keys_dir / "audit.key", uncovered_grace_s=1e9) as log:
         start, cpu = time.perf_counter(), time.process_time()
         report = log.verify()
         assert report.witnessed == checkpoints, report.witnessed
