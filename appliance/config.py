@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     database_url: str = Field(default=None, validate_default=False)  # type: ignore[assignment]
     policy_dir: Path = Path("policies")
     require_signed_policy: bool = False
+    policy_follow_seconds: float = Field(default=2.0, gt=0)  # replicas apply a recorded reload this soon
     # public keys (*.pub) trusted to sign policy packs; default trust_dir/policy
     policy_trust_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
 

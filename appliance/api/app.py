@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI, HTTPException
 
+from appliance.api import policy_follow
 from appliance.api.authgate import AuthGate
 from appliance.api.errors import ApiError, install_error_handlers
 from appliance.api.routes import admin, chat, health, models, responses
@@ -21,12 +22,16 @@ MAX_HEADER_BYTES = 16 * 1024
 
 
 def create_app(svc: Services, *, owns_services: bool = False) -> FastAPI:
-    """The app over `svc`; with `owns_services` it closes them at ASGI shutdown (the Serve replica's hook:
-    pending aggregated records written, the audit writer flushed with a closing checkpoint)."""
+    """The app over `svc`. With `owns_services` (a Serve replica) its lifespan follows recorded policy
+    reloads (policy_follow.py) and closes the services at ASGI shutdown (pending aggregated records
+    written, the audit writer flushed with a closing checkpoint)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        follower = asyncio.create_task(policy_follow.follow(svc)) if owns_services else None
         yield
+        if follower is not None:
+            follower.cancel()
         if owns_services:
             await asyncio.to_thread(svc.close)
 

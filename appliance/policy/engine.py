@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from appliance.policy.detectors import Finding
+from appliance.policy.errors import PolicyError
 from appliance.policy.floor import raise_floor
 from appliance.policy.grants import audit_mode, effective_grant, rule_for
 from appliance.policy.pack import PolicySet
@@ -163,15 +164,22 @@ class PolicyEngine:
 
     def reload(self, directory: Path, *, require_signed: bool = False, trust: list[keys.PublicKey] | None = None,
                min_version: int = 0, max_signature_bytes: int = 16 << 20) -> PolicySet:
-        """Load `directory` and put it in force; on any error raise and keep the pack in force.
+        """Load `directory` and put it in force; on any error raise and keep the pack in force."""
+        floor = max(self._current.version, min_version) if require_signed else 0
+        loaded = PolicySet.load(directory, require_signed=require_signed, trust=trust, min_version=floor,
+                                max_signature_bytes=max_signature_bytes)
+        return self.install(loaded, require_signed=require_signed, min_version=min_version)
+
+    def install(self, loaded: PolicySet, *, require_signed: bool = False, min_version: int = 0) -> PolicySet:
+        """Put an already loaded (and audited) pack in force: exactly the bytes whose revision was recorded.
 
         When signatures are required, a pack older than the one in force (or than the recorded floor) is
         refused (no rollback), and putting a signed pack in force raises the floor.
         """
         with self._lock:
             floor = max(self._current.version, min_version) if require_signed else 0
-            loaded = PolicySet.load(directory, require_signed=require_signed, trust=trust, min_version=floor,
-                                    max_signature_bytes=max_signature_bytes)
+            if require_signed and loaded.version < floor:
+                raise PolicyError(f"policy pack version {loaded.version} is older than {floor} (rollback refused)")
             if loaded.signed_by:
                 raise_floor(self._floor_file, loaded.version)
             self._current = loaded

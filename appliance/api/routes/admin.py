@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field
 from appliance import apikeys
 from appliance.api.auth import AdminCaller, AuditorCaller, Caller, ServicesDep
 from appliance.api.errors import ApiError
+from appliance.api.policy_follow import recorded_revision
 from appliance.api.schemas import RequestBody
 from appliance.api.wire import ERRORS
 from appliance.audit import AuditEvent, AuditFilter
@@ -149,7 +150,9 @@ async def keys_revoke(key_id: str, caller: AdminCaller,
 @router.get("/policy")
 async def policy_show(caller: AdminCaller, svc: ServicesDep) -> dict:
     current = svc.policy.current
-    return {"revision": current.revision, "version": current.version, "directory": str(svc.settings.policy_dir)}
+    recorded = await asyncio.to_thread(recorded_revision, svc)
+    return {"revision": current.revision, "version": current.version, "directory": str(svc.settings.policy_dir),
+            "recorded_revision": recorded, "in_force_here": recorded in (None, current.revision)}
 
 
 @router.post("/policy/reload")
@@ -158,7 +161,9 @@ async def policy_reload(caller: AdminCaller, svc: ServicesDep) -> dict:
     try:  # validated first, then recorded, then put in force: no unaudited policy is ever in force
         candidate = await asyncio.to_thread(PolicySet.from_settings, s)
         await svc.record(_event(caller, "admin.policy_reloaded", revision=candidate.revision))
-        loaded = await asyncio.to_thread(svc.policy.reload, s.policy_dir, **load_options(s))
+        options = load_options(s)  # exactly the pack whose revision was recorded; other replicas follow it
+        loaded = svc.policy.install(candidate, require_signed=options["require_signed"],
+                                    min_version=options["min_version"])
     except ApplianceError as exc:
         raise ApiError(400, f"policy not reloaded, the previous one stays in force: {exc}",
                        code="invalid_policy") from exc
