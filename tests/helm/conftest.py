@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -97,3 +98,27 @@ def pod_templates(rayservice: dict) -> dict[str, dict]:
 
 def serve_config(rayservice: dict) -> dict:
     return yaml.safe_load(rayservice["spec"]["serveConfigV2"])
+
+
+def _closed(schema: dict) -> dict:
+    """The CRD's schema with every object that lists its properties closed to others (misspellings fail)."""
+    if isinstance(schema, dict):
+        schema = {k: _closed(v) for k, v in schema.items()}
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [_closed(v) for v in schema]
+    return schema
+
+
+@pytest.fixture(scope="session")
+def rayservice_schema() -> jsonschema.protocols.Validator:
+    if KUBERAY_CRDS is None:
+        pytest.skip("KubeRay's CRDs are not here (../shared/schemas/kuberay/): RayService not schema-checked")
+    crd = yaml.safe_load((KUBERAY_CRDS / "ray.io_rayservices.yaml").read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    schema = _closed(version["schema"]["openAPIV3Schema"])
+    # The CRD leaves metadata to the API server (a bare object); the chart's own labels are tested elsewhere.
+    schema["properties"]["metadata"] = {"type": "object"}
+    return jsonschema.Draft7Validator(schema)  # checked once here, not per validation (the CRD is 1 MB)

@@ -189,15 +189,17 @@ seccompProfile:
     limits: {cpu: "2", memory: 512Mi}
 {{- end -}}
 
+{{/* Called with (dict "root" $ "automount" BOOL): only an incremental upgrade's autoscaler needs a token. */}}
 {{- define "appliance.podSpec" -}}
-automountServiceAccountToken: false
+{{- $root := .root -}}
+automountServiceAccountToken: {{ .automount }}
 enableServiceLinks: false
 securityContext:
-  {{- include "appliance.podSecurityContext" . | nindent 2 }}
-{{- with .Values.imagePullSecrets }}
+  {{- include "appliance.podSecurityContext" $root | nindent 2 }}
+{{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 volumes:
-  {{- include "appliance.volumes" . | nindent 2 }}
+  {{- include "appliance.volumes" $root | nindent 2 }}
 {{- end -}}
