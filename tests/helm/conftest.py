@@ -50,7 +50,7 @@ requires_helm = pytest.mark.skipif(HELM is None, reason="no helm binary: run `ba
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([HELM, *args], capture_output=True, text=True, timeout=120, cwd=REPO,
+    proc = subprocess.run([HELM, *args], check=False, capture_output=True, text=True, timeout=120, cwd=REPO,
                           env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
                                "HELM_CACHE_HOME": "/tmp/appliance-helm-cache"})
     if check and proc.returncode != 0:

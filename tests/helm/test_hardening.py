@@ -143,7 +143,7 @@ def test_network_policies_api_and_database_from_values(profile_name):
     assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
     db = pols["ray"]["egress"][2]
     assert db == {"to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}], "ports": [{"protocol": "TCP", "port": 5432}]}
-    for _, template in pod_templates(one(objects, "RayService")).items():
+    for template in pod_templates(one(objects, "RayService")).values():
         for c in _containers(template["spec"]):
             (url,) = [e for e in c["env"] if e["name"] == "APPLIANCE_DATABASE_URL"]
             assert url["valueFrom"] == {"secretKeyRef": {"name": "appliance-db", "key": "url"}}
