@@ -7,7 +7,8 @@ No Kubernetes cluster can run here, so the test plays the operator and the kubel
     ConfigMaps' rendered data, the Secrets written as the site would create them, emptyDirs, the claim;
   - runs the init containers' commands, then `ulimit -n 65536; ray start ...` built from rayStartParams
     and the container's limits plus the variables KubeRay adds (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN from
-    the token Secret, RAY_ADDRESS, ...), as UID/GID 10001 with no_new_privs, with only the rendered env;
+    the token Secret, RAY_ADDRESS, ...), with no_new_privs and only the rendered env, as UID/GID 10001
+    where that user can run this machine's Python;
   - PUTs serveConfigV2 (as JSON) to the head's dashboard `/api/serve/applications/` with the token in
     `x-ray-authorization`, exactly as the operator does, and waits for the application to run;
 then calls the API through the worker's serve port from the head's namespace and finds the request in the
@@ -35,6 +36,19 @@ from tests.helm.conftest import one, pod_templates, render, requires_helm
 UID = 10001
 HEAD_IP, WORKER_IP = "10.231.7.1", "10.231.7.2"
 VENV_BIN = str(Path(sys.executable).parent)
+
+
+
+def _pod_user() -> str:
+    """setpriv's arguments for the pods' UID/GID, where that user can run this Python: on machines whose
+    interpreter lives in a private folder (e.g. pyenv under /root) the processes keep this test's user."""
+    argv = ["setpriv", "--reuid", str(UID), "--regid", str(UID), "--clear-groups"]
+    probe = [*argv, "env", "-i", f"PATH={VENV_BIN}:/usr/bin:/bin", sys.executable, "-c", "pass"]
+    ok = shutil.which("setpriv") and subprocess.run(probe, check=False, capture_output=True).returncode == 0
+    return " ".join(argv[1:]) if ok else ""
+
+
+AS_POD_USER = _pod_user()
 
 pytestmark = [requires_helm, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("setpriv"),
@@ -76,7 +90,7 @@ class Pod:
         env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
         env.update(extra_env, PATH=f"{VENV_BIN}:/usr/bin:/bin", PYTHONPATH=str(REPO))
         # KubeRay's command is `ulimit -n ...; ray start ...` under bash -lc; the kubelet's mounts come first.
-        script = "; ".join(binds) + f"; exec setpriv --reuid {UID} --regid {UID} --clear-groups --no-new-privs " \
+        script = "; ".join(binds) + f"; exec setpriv {AS_POD_USER} --no-new-privs " \
                  f"env -i {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} bash -c {shlex.quote(command)}"
         return ["ip", "netns", "exec", self.name, "unshare", "-m", "--propagation", "private", "bash", "-c",
                 script], env
@@ -108,7 +122,10 @@ def ray_start(node: str, params: dict[str, str], resources: dict) -> str:
     if "memory" not in params and "memory" in limits:
         units = {"Gi": 2**30, "Mi": 2**20}
         params["memory"] = str(int(limits["memory"][:-2]) * units[limits["memory"][-2:]])
-    flags = " ".join(f"--{k}" if v == "true" and k == "block" else f"--{k}={v}" for k, v in sorted(params.items()))
+    # convertParamMap: "true" is a bare switch, "false" is dropped, except for a few boolean-valued flags.
+    valued = {"log-color", "include-dashboard", "include-log-monitor"}
+    flags = " ".join(f"--{k}" if v.lower() == "true" and k not in valued else f"--{k}={v}"
+                     for k, v in sorted(params.items()) if v.lower() != "false" or k in valued)
     return f"ulimit -n ${{RAY_START_ULIMIT_OPEN_FILES:-65536}}; ray start {'--head ' if node == 'head' else ''}{flags}"
 
 
