@@ -264,21 +264,21 @@ print(json.dumps({{"status": app.get("status"), "message": app.get("message", ""
     assert key.returncode == 0, key.stderr
     api_key = key.stdout.strip().splitlines()[-1]
     ask = f"""
-import httpx
+import httpx, json
 r = httpx.post("http://{WORKER_IP}:8000/v1/chat/completions", timeout=120,
                headers={{"Authorization": "Bearer {api_key}"}},
                json={{"model": "tiny", "messages": [{{"role": "user", "content": "Hello"}}], "max_tokens": 4}})
-print(r.status_code, r.headers.get("x-request-id"))
-print(r.text)
+print(json.dumps({{"status": r.status_code, "request_id": r.headers.get("x-request-id"), "body": r.text}}))
 """
     answer = _in_head(pods, ask)
-    first, body = answer.stdout.split("\n", 1)
-    code, request_id = first.split()
-    assert code == "200", answer.stdout + answer.stderr
-    assert json.loads(body)["object"] == "chat.completion"
+    reply = json.loads(answer.stdout.strip().splitlines()[-1])
+    assert reply["status"] == 200, reply
+    assert json.loads(reply["body"])["object"] == "chat.completion"
+    request_id = reply["request_id"]
     audit = pods["worker"].run(pods["worker"].spec["containers"][0], "appliance audit list --limit 20",
-                               _kuberay_env(pods["worker"], "cpu", token))
-    assert request_id[:8] in audit.stdout, audit.stdout + audit.stderr
+                               {**_kuberay_env(pods["worker"], "cpu", token), "COLUMNS": "400"})
+    mine = [line for line in audit.stdout.splitlines() if request_id in line]
+    assert any(" request " in line for line in mine) and any(" completion " in line for line in mine), audit.stdout
     verified = pods["worker"].run(pods["worker"].spec["containers"][0], "appliance audit verify",
                                   _kuberay_env(pods["worker"], "cpu", token))
     assert verified.returncode == 0, verified.stdout + verified.stderr
