@@ -274,10 +274,11 @@ print(json.dumps({{"status": r.status_code, "request_id": r.headers.get("x-reque
     reply = json.loads(answer.stdout.strip().splitlines()[-1])
     assert reply["status"] == 200, reply
     assert json.loads(reply["body"])["object"] == "chat.completion"
-    request_id = reply["request_id"]
+    # Serve's proxy may add its own x-request-id beside the appliance's: httpx joins them with commas.
+    request_ids = [r.strip() for r in (reply["request_id"] or "").split(",") if r.strip()]
     audit = pods["worker"].run(pods["worker"].spec["containers"][0], "appliance audit list --limit 20",
                                {**_kuberay_env(pods["worker"], "cpu", token), "COLUMNS": "400"})
-    mine = [line for line in audit.stdout.splitlines() if request_id in line]
+    mine = [line for line in audit.stdout.splitlines() if any(r in line for r in request_ids)]
     assert any(" request " in line for line in mine) and any(" completion " in line for line in mine), audit.stdout
     verified = pods["worker"].run(pods["worker"].spec["containers"][0], "appliance audit verify",
                                   _kuberay_env(pods["worker"], "cpu", token))
