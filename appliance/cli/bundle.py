@@ -89,7 +89,7 @@ def sign(
 
 
 @app.command()
-def verify(folder: Annotated[Optional[Path], typer.Argument()] = None, trust: TrustOpt = None,
+def verify(folder: Annotated[Path | None, typer.Argument()] = None, trust: TrustOpt = None,
            active: Annotated[bool, typer.Option("--active", help="Verify every active bundle in the model "
                                                 "store instead (a Kubernetes pod's init container).")] = False,
            ) -> None:
