@@ -78,7 +78,7 @@ def test_sharded_signature_round_trip(tmp_path, signer, data_dir):
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (["bundle", "verify"], "Missing argument 'folder'"),
+    (["bundle", "verify"], "give either a bundle FOLDER or --active"),
     (["bundle", "verify", "--nope", "x"], "No such option: --nope"),
     (["nope"], "No such command 'nope'"),
     (["keys", "create", "--name", "x", "--role", "root"], "table api_keys does not exist"),
