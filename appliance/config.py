@@ -102,7 +102,7 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):  # type: ignore[override]
+                                   file_secret_settings):
         return init_settings, env_settings, _YamlFileSource(settings_cls)
 
 

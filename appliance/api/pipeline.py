@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import structlog
 
@@ -30,6 +31,7 @@ from appliance.audit.events import ContentMode
 from appliance.engine.types import (
     EngineBusy,
     EngineError,
+    Event,
     FinishEvent,
     GenerationRequest,
     TextEvent,
@@ -98,7 +100,9 @@ class AuditedGeneration:
         try:
             try:
                 # leaving this block (end, content filter stop, client gone at `yield`) stops the generation
-                async with contextlib.aclosing(self.svc.backend.generate(self.model.name, self.request)) as stream:
+                stream = cast(AsyncGenerator[list[Event], None],
+                              self.svc.backend.generate(self.model.name, self.request))
+                async with contextlib.aclosing(stream):
                     async for chunk in stream:
                         delta = self._apply(chunk, out_filter)
                         if delta is not None:
@@ -244,7 +248,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
     if model is None:
         raise ApiError(404, f"model {spec.model!r} does not exist or is not active", code="model_not_found",
                        param="model")
-    base = dict(request_id=caller.request_id, principal=caller.principal, source=caller.source,
+    base: dict[str, Any] = dict(request_id=caller.request_id, principal=caller.principal, source=caller.source,
                 route=caller.route, model=model.name, bundle_version=model.version,
                 policy_revision=svc.policy.current.revision)
     try:

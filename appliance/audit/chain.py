@@ -81,20 +81,20 @@ def record_row(record: AuditRecord) -> tuple[Any, ...]:
 
 def unflatten(row: Any) -> AuditRecord:
     """A record from a database row mapping (`ROW_COLUMNS` keys)."""
-    return AuditRecord(
-        seq=row["seq"], ts=row["ts"], event=row["event"], request_id=row["request_id"],
-        principal={"key_id": row["principal_key_id"], "name": row["principal_name"],
-                   "role": row["principal_role"]},
-        source=row["source"], route=row["route"], model=row["model"], bundle_version=row["bundle_version"],
-        policy_revision=row["policy_revision"],
-        decision={"action": row["action"], "rule_ids": json.loads(row["rule_ids"]),
-                  "findings": json.loads(row["findings"])},
-        content_mode=row["content_mode"], content=row["content"],
-        usage={"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
-               "reasoning_tokens": row["reasoning_tokens"]},
-        latency_ms=row["latency_ms"], status=row["status"], error_code=row["error_code"],
-        detail=json.loads(row["detail"]), prev_hash=row["prev_hash"], hash=row["hash"],
-    )
+    return AuditRecord.model_validate({
+        "seq": row["seq"], "ts": row["ts"], "event": row["event"], "request_id": row["request_id"],
+        "principal": {"key_id": row["principal_key_id"], "name": row["principal_name"],
+                      "role": row["principal_role"]},
+        "source": row["source"], "route": row["route"], "model": row["model"],
+        "bundle_version": row["bundle_version"], "policy_revision": row["policy_revision"],
+        "decision": {"action": row["action"], "rule_ids": json.loads(row["rule_ids"]),
+                     "findings": json.loads(row["findings"])},
+        "content_mode": row["content_mode"], "content": row["content"],
+        "usage": {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+                  "reasoning_tokens": row["reasoning_tokens"]},
+        "latency_ms": row["latency_ms"], "status": row["status"], "error_code": row["error_code"],
+        "detail": json.loads(row["detail"]), "prev_hash": row["prev_hash"], "hash": row["hash"],
+    })
 
 
 @dataclass(frozen=True)

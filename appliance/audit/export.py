@@ -10,7 +10,7 @@ import csv
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from pydantic import ValidationError
 
@@ -39,14 +39,14 @@ def write(fmt: str, out_file: Path, checkpoints: list[Checkpoint], rows: Iterabl
         return _write_csv(out, checkpoints, rows, progress)
 
 
-def _write_jsonl(out: TextIO, checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
+def _write_jsonl(out: IO[Any], checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
                  progress: Callable[[int], None] | None) -> int:
     for cp in checkpoints:
         out.write(json.dumps({"checkpoint": cp.to_json()}) + "\n")
     return _each(rows, lambda row: out.write(unflatten(row).model_dump_json() + "\n"), progress)
 
 
-def _write_csv(out: TextIO, _checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
+def _write_csv(out: IO[Any], _checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
                progress: Callable[[int], None] | None) -> int:
     writer = csv.writer(out)
     writer.writerow(ROW_COLUMNS)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, delete, func, inspect, or_, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -165,7 +165,8 @@ class AuditLog:
             checkpoints = store.load_checkpoints(conn)
             rows = conn.execution_options(yield_per=20_000).execute(
                 select(*_ROW).order_by(AuditRecordRow.seq))
-            return export.write(fmt, out_file, checkpoints, rows.mappings(), progress, witnessed)
+            return export.write(fmt, out_file, checkpoints, cast(Iterable[Mapping[str, Any]], rows.mappings()),
+                                progress, witnessed)
 
     def prune(self, before: datetime, actor: Principal | None = None) -> PruneResult:
         """Delete records older than `before`, leaving a signed anchor so what remains still verifies.
@@ -190,8 +191,8 @@ class AuditLog:
                 head = conn.execute(select(AuditRecordRow.hash).where(AuditRecordRow.seq == cut)).scalar_one()
                 # The anchor restarts the checkpoint chain at the cut: it carries the digest that the first
                 # checkpoint after the cut names (that of the newest one removed).
-                before = [cp for cp in store.load_checkpoints(conn) if cp.seq <= cut]
-                prev = max(before, key=lambda cp: cp.seq).digest() if before else GENESIS
+                removed_checkpoints = [cp for cp in store.load_checkpoints(conn) if cp.seq <= cut]
+                prev = max(removed_checkpoints, key=lambda cp: cp.seq).digest() if removed_checkpoints else GENESIS
                 removed = conn.execute(delete(AuditRecordRow).where(AuditRecordRow.seq <= cut)).rowcount
                 conn.execute(delete(AuditCheckpointRow).where(AuditCheckpointRow.seq <= cut))
                 anchor = signer.sign_checkpoint(key, "anchor", cut, head, store.now_ts(), prev)
@@ -242,6 +243,7 @@ def _raw_rows(conn: Connection) -> Iterator[tuple]:
     """Every record in seq order as plain driver tuples: verification's hot loop skips SQLAlchemy's rows
     (a third of the time on 1M records). PostgreSQL streams through a server-side cursor."""
     raw = conn.connection.driver_connection
+    assert raw is not None
     cursor = raw.cursor(name="audit_rows") if conn.dialect.name == "postgresql" else raw.cursor()
     try:
         cursor.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM {AuditRecordRow.__tablename__} ORDER BY seq")

@@ -130,6 +130,7 @@ def prune(
 ) -> None:
     """Delete old records, leaving a signed anchor so the rest still verifies."""
     cutoff = _when(before, "--before")
+    assert cutoff is not None  # --before is required
     if not yes:
         typer.confirm(f"Delete audit records older than {before}?", abort=True)
     with _log() as log:

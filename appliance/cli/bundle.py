@@ -8,7 +8,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from appliance.bundles import SIGNATURE_FILE, BundleStore, VerifiedBundle, sign_bundle, trusted_keys, verify_bundle
+from appliance.bundles import (
+    SIGNATURE_FILE,
+    BundleStore,
+    VerifiedBundle,
+    sign_bundle,
+    trusted_keys,
+    verify_bundle,
+)
 from appliance.bundles.metadata import BundleError
 from appliance.cli.actions import record
 from appliance.cli.progress import byte_progress
@@ -109,6 +116,7 @@ def verify(folder: Annotated[Path | None, typer.Argument()] = None, trust: Trust
         for one in folders:
             _verify_one(one, trust)
         return
+    assert folder is not None
     _verify_one(folder, trust)
 
 

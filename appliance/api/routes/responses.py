@@ -24,6 +24,7 @@ from appliance.api.wire import (
     ResponseObject,
     ResponseUsage,
 )
+from appliance.engine.types import ToolCallEvent
 
 router = APIRouter(responses=ERRORS)
 
@@ -45,7 +46,9 @@ async def create_response(body: ResponsesRequest, caller: UserCaller, svc: Servi
 class _Accumulator:
     def __init__(self, rid: str) -> None:
         self.rid, self.created = rid, int(time.time())
-        self.reasoning, self.text, self.calls = [], [], []
+        self.reasoning: list[str] = []
+        self.text: list[str] = []
+        self.calls: list[ToolCallEvent] = []
         self.msg_id, self.reasoning_id = f"msg_{uuid.uuid4().hex}", f"rs_{uuid.uuid4().hex}"
 
     def add(self, delta: Delta) -> None:
