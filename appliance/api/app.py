@@ -10,6 +10,7 @@ from fastapi import FastAPI, HTTPException
 from appliance.api.errors import ApiError, install_error_handlers
 from appliance.api.routes import admin, chat, health, models, responses
 from appliance.api.services import Services
+from appliance.api.ui import create_ui
 from appliance.bundles.metadata import APPLIANCE_VERSION
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -23,6 +24,7 @@ def create_app(svc: Services) -> FastAPI:
     install_error_handlers(app)
     for module in (chat, responses, models, admin, health):
         app.include_router(module.router)
+    app.mount("/admin/ui", create_ui(svc))
     app.add_middleware(_Limits)
     app.add_middleware(_Observe, metrics=svc.metrics)
     return app

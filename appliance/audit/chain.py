@@ -131,11 +131,12 @@ class VerifyReport:
 
 def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint],
                  trust: dict[str, keys.PublicKey], expect_head: tuple[int, str] | None = None,
-                 progress: Callable[[int], None] | None = None) -> VerifyReport:
+                 progress: Callable[[int], None] | None = None, slice_ok: bool = False) -> VerifyReport:
     """Recompute the chain over `rows` (ascending seq) and hold it against signed checkpoints.
 
     `trust` maps key ids (`keys.key_hint`) to public keys. Stops at the first broken link, since every
-    later record hangs on it.
+    later record hangs on it. `slice_ok`: the rows may start after any signed checkpoint, not only after
+    a prune anchor (an export of part of the log; the report's first_seq says where it starts).
     """
     report = VerifyReport()
     claims: dict[int, list[tuple[str, str]]] = {}
@@ -150,7 +151,7 @@ def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint
             report.problems.append((cp.seq, f"{cp.kind} checkpoint has a bad signature"))
         else:
             claims.setdefault(cp.seq, []).append((f"the signed {cp.kind} checkpoint", cp.head_hash))
-            if cp.kind == "anchor":
+            if cp.kind == "anchor" or slice_ok:
                 anchors[cp.seq] = cp.head_hash
     if expect_head is not None:
         claims.setdefault(expect_head[0], []).append(("the expected head", expect_head[1]))
@@ -163,7 +164,7 @@ def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint
             want = GENESIS if seq == 1 else anchors.get(seq - 1)
             if want is None:
                 report.problems.append((seq, f"records before seq {seq} are missing and no signed "
-                                             f"prune anchor covers them"))
+                                             f"{'checkpoint' if slice_ok else 'prune anchor'} covers them"))
                 break
         else:
             if seq != last_seq + 1:

@@ -87,8 +87,21 @@ def insert_checkpoint(conn: Connection, cp: Checkpoint) -> None:
                                                    key_id=cp.key_id, signature=cp.signature))
 
 
+_CHECKPOINT = select(AuditCheckpointRow.kind, AuditCheckpointRow.seq, AuditCheckpointRow.head_hash,
+                     AuditCheckpointRow.ts, AuditCheckpointRow.key_id, AuditCheckpointRow.signature)
+
+
 def load_checkpoints(conn: Connection) -> list[Checkpoint]:
-    rows = conn.execute(select(AuditCheckpointRow.kind, AuditCheckpointRow.seq, AuditCheckpointRow.head_hash,
-                               AuditCheckpointRow.ts, AuditCheckpointRow.key_id, AuditCheckpointRow.signature)
-                        .order_by(AuditCheckpointRow.seq))
-    return [Checkpoint(*row) for row in rows]
+    return [Checkpoint(*row) for row in conn.execute(_CHECKPOINT.order_by(AuditCheckpointRow.seq))]
+
+
+def covering_checkpoint(conn: Connection, seq: int) -> Checkpoint | None:
+    """The first checkpoint at or after `seq`."""
+    row = conn.execute(_CHECKPOINT.where(AuditCheckpointRow.seq >= seq).order_by(AuditCheckpointRow.seq)
+                       .limit(1)).first()
+    return Checkpoint(*row) if row else None
+
+
+def newest_checkpoint(conn: Connection) -> Checkpoint | None:
+    row = conn.execute(_CHECKPOINT.order_by(AuditCheckpointRow.seq.desc()).limit(1)).first()
+    return Checkpoint(*row) if row else None

@@ -25,7 +25,7 @@ router = APIRouter(prefix="/admin")
 MAX_SEQ = 2**63 - 1  # sequence numbers are BIGINT
 
 
-def _event(caller: Caller, event: str, **detail: str) -> AuditEvent:
+def audit_event(caller: Caller, event: str, **detail: str) -> AuditEvent:
     return AuditEvent(event=event, request_id=caller.request_id, principal=caller.principal, source=caller.source,
                       route=caller.route, status=200, detail=detail)
 
@@ -53,12 +53,17 @@ async def audit_verify(caller: Caller = Depends(requires(AUDITOR)), svc: Service
 @router.get("/audit/export")
 async def audit_export(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services),
                        format: Literal["jsonl", "csv"] = "jsonl") -> StreamingResponse:
+    return await export_response(svc, format)
+
+
+async def export_response(svc: Services, format: str, filters: AuditFilter | None = None,
+                          filename: str = "audit") -> StreamingResponse:
     """Written to an unnamed temporary file (unlinked at once: nothing is left behind whatever the client
-    does), then streamed in blocks."""
+    does), then streamed in blocks. Shared with the admin page."""
     fd, name = tempfile.mkstemp(prefix="audit-export-", suffix=f".{format}")
     os.close(fd)
     try:
-        await asyncio.to_thread(svc.audit.export, format, FsPath(name))
+        await asyncio.to_thread(svc.audit.export, format, FsPath(name), None, filters)
         handle = open(name, "rb")
     finally:
         os.unlink(name)
@@ -69,7 +74,7 @@ async def audit_export(caller: Caller = Depends(requires(AUDITOR)), svc: Service
                 yield block
 
     return StreamingResponse(blocks(), media_type="application/x-ndjson" if format == "jsonl" else "text/csv",
-                             headers={"Content-Disposition": f'attachment; filename="audit.{format}"'})
+                             headers={"Content-Disposition": f'attachment; filename="{filename}.{format}"'})
 
 
 @router.get("/audit/{seq}")
@@ -102,30 +107,41 @@ async def keys_list(caller: Caller = Depends(requires(ADMIN)), svc: Services = D
 @router.post("/keys", status_code=201)
 async def keys_create(body: NewKey, caller: Caller = Depends(requires(ADMIN)),
                       svc: Services = Depends(services)) -> dict:
-    with svc.sessions() as session:
-        try:
-            token, info = apikeys.create_key(session, body.name, body.role, body.expires_at)
-        except ApplianceError as exc:
-            raise ApiError(400, str(exc)) from exc
-    try:
-        await svc.record(_event(caller, "admin.key_created", key_id=info.key_id, role=info.role, name=info.name))
-    except ApiError:
-        with svc.sessions() as session:  # no record, no key: an unaudited key must not stay usable
-            apikeys.revoke_key(session, info.key_id)
-        raise
+    token, info = await create_key(svc, caller, body)
     return {**_key(info), "key": token}
 
 
 @router.delete("/keys/{key_id}")
 async def keys_revoke(key_id: str, caller: Caller = Depends(requires(ADMIN)),
                       svc: Services = Depends(services)) -> dict:
+    return _key(await revoke_key(svc, caller, key_id))
+
+
+async def create_key(svc: Services, caller: Caller, body: NewKey) -> tuple[str, apikeys.KeyInfo]:
+    """Create, record, and take back the key if the record fails (shared with the admin page)."""
+    with svc.sessions() as session:
+        try:
+            token, info = apikeys.create_key(session, body.name, body.role, body.expires_at)
+        except ApplianceError as exc:
+            raise ApiError(400, str(exc)) from exc
+    try:
+        await svc.record(audit_event(caller, "admin.key_created", key_id=info.key_id, role=info.role, name=info.name))
+    except ApiError:
+        with svc.sessions() as session:  # no record, no key: an unaudited key must not stay usable
+            apikeys.revoke_key(session, info.key_id)
+        raise
+    return token, info
+
+
+async def revoke_key(svc: Services, caller: Caller, key_id: str) -> apikeys.KeyInfo:
+    """Recorded first, then revoked: fail closed (shared with the admin page)."""
     with svc.sessions() as session:
         known = any(k.key_id == key_id for k in apikeys.list_keys(session))
     if not known:
         raise ApiError(404, f"no key with id {key_id}", code="not_found")
-    await svc.record(_event(caller, "admin.key_revoked", key_id=key_id))  # recorded first: fail closed
+    await svc.record(audit_event(caller, "admin.key_revoked", key_id=key_id))
     with svc.sessions() as session:
-        return _key(apikeys.revoke_key(session, key_id))
+        return apikeys.revoke_key(session, key_id)
 
 
 # -- policy -------------------------------------------------------------------------------------------
@@ -140,7 +156,7 @@ async def policy_reload(caller: Caller = Depends(requires(ADMIN)), svc: Services
     s = svc.settings
     try:  # validated first, then recorded, then put in force: no unaudited policy is ever in force
         candidate = await asyncio.to_thread(PolicySet.from_settings, s)
-        await svc.record(_event(caller, "admin.policy_reloaded", revision=candidate.revision))
+        await svc.record(audit_event(caller, "admin.policy_reloaded", revision=candidate.revision))
         loaded = await asyncio.to_thread(svc.policy.reload, s.policy_dir, **load_options(s))
     except ApplianceError as exc:
         raise ApiError(400, f"policy not reloaded, the previous one stays in force: {exc}",
@@ -167,7 +183,7 @@ async def bundles_activate(body: Activation, caller: Caller = Depends(requires(A
                            svc: Services = Depends(services)) -> dict:
     try:  # verified, then recorded, then switched: no unaudited activation
         await asyncio.to_thread(svc.store.open, body.name, body.version, svc.bundle_trust())
-        await svc.record(_event(caller, "admin.bundle_activated", name=body.name, version=body.version))
+        await svc.record(audit_event(caller, "admin.bundle_activated", name=body.name, version=body.version))
         await asyncio.to_thread(svc.store.mark_active, body.name, body.version)
     except ApplianceError as exc:
         raise ApiError(400, str(exc), code="invalid_bundle") from exc

@@ -1,0 +1,292 @@
+"""The admin page's views: sign-in and sign-out, the audit list, one record, integrity, export, keys."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from appliance import apikeys
+from appliance.api.auth import Caller
+from appliance.api.errors import ApiError
+from appliance.api.routes import admin
+from appliance.api.services import Services
+from appliance.api.ui import chart, filters, sessions
+from appliance.api.ui.security import (CSRF_COOKIE, CSRF_FIELD, PREFIX, SESSION_COOKIE, SIGNIN_RATE, clear_cookie,
+                                       set_cookie)
+from appliance.audit import EVENTS, AuditEvent, Principal
+from appliance.policy.errors import RateLimited
+
+PAGE_SIZE = 50
+router = APIRouter()
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+class SignInRequired(Exception):
+    """No live session: the page answers with the sign-in form."""
+
+
+class PageError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def install_error_pages(ui: FastAPI) -> None:
+    """HTML errors for a person at a browser (the API keeps its JSON ones)."""
+
+    @ui.exception_handler(SignInRequired)
+    async def _signin(request: Request, _: SignInRequired) -> Response:
+        return RedirectResponse(f"{PREFIX}/signin", status_code=303)
+
+    @ui.exception_handler(PageError)
+    async def _page_error(request: Request, exc: PageError) -> Response:
+        return _error(request, exc.status, exc.message)
+
+    @ui.exception_handler(ApiError)
+    async def _api(request: Request, exc: ApiError) -> Response:
+        return _error(request, exc.status, exc.message)
+
+    @ui.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error(request, exc.status_code, {404: "no such page", 405: "method not allowed"}
+                      .get(exc.status_code, str(exc.detail)))
+
+
+def _error(request: Request, status: int, message: str) -> Response:
+    return templates.TemplateResponse(request, "error.html", {"status": status, "message": message,
+                                                              "who": None, "banner": None, "prefix": PREFIX},
+                                      status_code=status)
+
+
+# -- who is asking ------------------------------------------------------------------------------------
+def _svc(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _caller(request: Request, principal: Principal) -> Caller:
+    route = f"{request.method} {PREFIX}{request.scope['route'].path}"
+    return Caller(principal, f"req_{uuid.uuid4().hex}", request.client.host if request.client else None, route)
+
+
+async def signed_in(request: Request) -> sessions.SignedIn:
+    svc = _svc(request)
+
+    def find():
+        with svc.sessions() as session:
+            return sessions.lookup(session, request.cookies.get(SESSION_COOKIE))
+
+    who = await asyncio.to_thread(find)
+    if who is None:
+        raise SignInRequired()
+    return who
+
+
+async def admin_only(who: sessions.SignedIn = Depends(signed_in)) -> sessions.SignedIn:
+    if who.principal.role != "admin":
+        raise PageError(403, "only admin keys may manage keys")
+    return who
+
+
+async def csrf_checked(request: Request) -> None:
+    if not await request.app.state.csrf.check(request):
+        raise PageError(403, "the form's CSRF token is missing or wrong; reload the page and try again")
+
+
+async def _page(request: Request, template: str, who: sessions.SignedIn | None, status: int = 200,
+                **context) -> Response:
+    """A page with the integrity banner and the CSRF token for its forms: the session's own, or, before
+    sign-in, a fresh one whose signed twin goes into the cookie."""
+    banner = await asyncio.to_thread(request.app.state.integrity.banner) if who else None
+    token, signed = (who.csrf_token, None) if who else request.app.state.csrf.issue()
+    response = templates.TemplateResponse(request, template, {"who": who and who.principal, "banner": banner,
+                                                              "csrf": token, "csrf_field": CSRF_FIELD,
+                                                              "prefix": PREFIX, **context}, status_code=status)
+    if signed:
+        set_cookie(response, request, CSRF_COOKIE, signed, int(sessions.ABSOLUTE.total_seconds()))
+    return response
+
+
+# -- sign-in ------------------------------------------------------------------------------------------
+@router.get("/signin")
+async def signin_form(request: Request) -> Response:
+    return await _page(request, "signin.html", None)
+
+
+@router.post("/signin", dependencies=[Depends(csrf_checked)])
+async def signin(request: Request, key: str = Form("")) -> Response:
+    svc = _svc(request)
+    caller = _caller(request, Principal())
+    try:  # every attempt takes from the source's bucket, so guessing keys is slow
+        request.app.state.signin_limiter.acquire(f"signin:{caller.source}", SIGNIN_RATE, 0)
+    except RateLimited as exc:
+        await svc.record(AuditEvent(event="auth_failure", request_id=caller.request_id, source=caller.source,
+                                    route=caller.route, status=429, error_code="rate_limited"))
+        response = await _page(request, "signin.html", None, 429,
+                               error=f"too many sign-in attempts; try again in {exc.retry_after:.0f} s")
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.499)))
+        return response
+
+    def authenticate():
+        with svc.sessions() as session:
+            return apikeys.authenticate(session, key.strip())
+
+    principal = await asyncio.to_thread(authenticate)
+    if principal is None or principal.role not in ("auditor", "admin"):
+        event, status, code = (("auth_failure", 401, "invalid_api_key") if principal is None
+                               else ("denial", 403, "role_forbidden"))
+        await svc.record(AuditEvent(event=event, request_id=caller.request_id, principal=principal or Principal(),
+                                    source=caller.source, route=caller.route, status=status, error_code=code))
+        message = ("that key is not valid" if principal is None
+                   else "only auditor and admin keys may sign in to the admin page")
+        return await _page(request, "signin.html", None, status, error=message)
+    caller = Caller(principal, caller.request_id, caller.source, caller.route)
+    await svc.record(admin.audit_event(caller, "session.signin"))  # recorded first: fail closed
+
+    token, signed = request.app.state.csrf.issue()  # new session id and new CSRF pair at every sign-in
+
+    def start():
+        with svc.sessions() as session:
+            return sessions.start(session, principal, token, replaces=request.cookies.get(SESSION_COOKIE))
+
+    sid = await asyncio.to_thread(start)
+    response = RedirectResponse(f"{PREFIX}/audit", status_code=303)
+    set_cookie(response, request, SESSION_COOKIE, sid)  # no max-age: it ends with the browser too
+    set_cookie(response, request, CSRF_COOKIE, signed, int(sessions.ABSOLUTE.total_seconds()))
+    return response
+
+
+@router.post("/signout", dependencies=[Depends(csrf_checked)])
+async def signout(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
+    svc = _svc(request)
+    await svc.record(admin.audit_event(_caller(request, who.principal), "session.signout"))
+
+    def end():
+        with svc.sessions() as session:
+            sessions.end(session, request.cookies[SESSION_COOKIE])
+
+    await asyncio.to_thread(end)
+    response = RedirectResponse(f"{PREFIX}/signin", status_code=303)
+    clear_cookie(response, request, SESSION_COOKIE)
+    clear_cookie(response, request, CSRF_COOKIE)
+    return response
+
+
+# -- the audit log ------------------------------------------------------------------------------------
+@router.get("/")
+async def home() -> Response:
+    return RedirectResponse(f"{PREFIX}/audit", status_code=303)
+
+
+@router.get("/audit")
+async def audit_list(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
+    form = filters.parse(request.query_params)
+    cursor = _cursor(request.query_params.get("cursor"))
+    page = None
+    if not form.errors:
+        page = await asyncio.to_thread(_svc(request).audit.query, form.filters, cursor, PAGE_SIZE)
+    return await _page(request, "audit_list.html", who, 400 if form.errors else 200, form=form, page=page,
+                       cursor=cursor, events=sorted(EVENTS), actions=filters.ACTIONS)
+
+
+@router.get("/audit/chart.svg")
+async def audit_chart(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
+    form = filters.parse(request.query_params)
+    start, end, hourly = chart.window(form.filters.since, form.filters.until, datetime.now(UTC))
+    rows = await asyncio.to_thread(_svc(request).audit.activity, form.filters, start, end, hourly)
+    return Response(chart.svg(chart.periods(start, end, hourly), rows), media_type="image/svg+xml")
+
+
+@router.get("/audit/export")
+async def audit_export(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
+    form = filters.parse(request.query_params)
+    fmt = request.query_params.get("format", "jsonl")
+    if form.errors or fmt not in ("jsonl", "csv"):
+        raise PageError(400, "; ".join(form.errors) or "format must be jsonl or csv")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return await admin.export_response(_svc(request), fmt, form.filters if form.active else None,
+                                       filename=f"audit-{stamp}")
+
+
+@router.get("/audit/{seq}")
+async def audit_record(request: Request, seq: int, who: sessions.SignedIn = Depends(signed_in)) -> Response:
+    audit = _svc(request).audit
+    if not 0 <= seq <= admin.MAX_SEQ:
+        raise PageError(404, f"no audit record {seq}")
+    record = await asyncio.to_thread(audit.get, seq)
+    if record is None:
+        raise PageError(404, f"no audit record {seq}")
+    siblings = (await asyncio.to_thread(audit.request_records, record.request_id)) if record.request_id else []
+    checkpoint = await asyncio.to_thread(audit.covering_checkpoint, seq)
+    return await _page(request, "record.html", who, record=record, siblings=siblings, checkpoint=checkpoint)
+
+
+def _cursor(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or int(value) > admin.MAX_SEQ:
+        raise PageError(400, f"cursor {value!r} is not a sequence number")
+    return int(value)
+
+
+# -- integrity ----------------------------------------------------------------------------------------
+@router.get("/integrity")
+async def integrity(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
+    state = request.app.state.integrity
+    last = await asyncio.to_thread(state.last)
+    checkpoint, uncovered = await asyncio.to_thread(_svc(request).audit.coverage)
+    return await _page(request, "integrity.html", who, last=last, checkpoint=checkpoint, uncovered=uncovered,
+                       progress=state.progress)
+
+
+@router.post("/integrity/verify", dependencies=[Depends(csrf_checked)])
+async def verify(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
+    request.app.state.integrity.start(who.principal)
+    return RedirectResponse(f"{PREFIX}/integrity", status_code=303)
+
+
+# -- keys ---------------------------------------------------------------------------------------------
+@router.get("/keys")
+async def keys_page(request: Request, who: sessions.SignedIn = Depends(admin_only)) -> Response:
+    return await _keys(request, who)
+
+
+@router.post("/keys", dependencies=[Depends(csrf_checked)])
+async def keys_create(request: Request, who: sessions.SignedIn = Depends(admin_only), name: str = Form(""),
+                      role: str = Form(""), expires_at: str = Form("")) -> Response:
+    try:
+        body = admin.NewKey(name=name, role=role, expires_at=expires_at or None)
+    except ValidationError as exc:
+        return await _keys(request, who, 400, error=_first_error(exc))
+    try:
+        token, info = await admin.create_key(_svc(request), _caller(request, who.principal), body)
+    except ApiError as exc:
+        return await _keys(request, who, exc.status, error=exc.message)
+    return await _keys(request, who, 201, created=(token, info))
+
+
+@router.post("/keys/{key_id}/revoke", dependencies=[Depends(csrf_checked)])
+async def keys_revoke(request: Request, key_id: str, who: sessions.SignedIn = Depends(admin_only)) -> Response:
+    await admin.revoke_key(_svc(request), _caller(request, who.principal), key_id)
+    return RedirectResponse(f"{PREFIX}/keys", status_code=303)
+
+
+async def _keys(request: Request, who: sessions.SignedIn, status: int = 200, **context) -> Response:
+    def listed():
+        with _svc(request).sessions() as session:
+            return apikeys.list_keys(session)
+
+    return await _page(request, "keys.html", who, status, keys=await asyncio.to_thread(listed),
+                       roles=apikeys.ROLES, **context)
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
