@@ -115,7 +115,7 @@ def test_admin_creates_and_revokes_a_key(page, server, appliance):
     models = httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {secret}"})
     assert models.status_code == 200
 
-    page.reload()  # the secret is shown once
+    page.goto(f"{UI}/keys")  # the secret is shown once
     assert page.locator("#secret").count() == 0
     page.on("dialog", lambda d: d.accept())  # ui.js asks before revoking
     page.click(f"tr[data-key='{key_id}'] form.revoke button")
