@@ -32,8 +32,8 @@ def seed(audit, pairs: int = SEEDED) -> None:
     for i in range(pairs):
         who, rid = users[(i // 3) % 2], f"req_seed{i:04d}"
         action = "deny" if i % 10 == 3 else "redact" if i % 10 == 5 else "allow"
-        base = dict(request_id=rid, principal=who, source="10.0.0.7", route="POST /v1/chat/completions",
-                    model="tiny", policy_revision="rev-a" if i < pairs // 2 else "rev-b")
+        base = {"request_id": rid, "principal": who, "source": "10.0.0.7", "route": "POST /v1/chat/completions",
+                "model": "tiny", "policy_revision": "rev-a" if i < pairs // 2 else "rev-b"}
         content = f"question {i} about {'invoices' if i % 7 == 0 else 'weather'}"
         audit.append(AuditEvent(event="request", **base, content_mode="redacted", content=content,
                                 decision=Decision(action=action, rule_ids=("pii.email",) if action == "redact" else (),

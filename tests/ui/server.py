@@ -19,7 +19,7 @@ class LiveServer:
                                                      lifespan="off"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self._thread.start()
         deadline = time.monotonic() + 30
         while not self._server.started:

@@ -94,7 +94,8 @@ def test_export_of_a_filter_verifies_on_its_own(page, server, appliance, tmp_pat
 
     with page.expect_download() as download:
         page.click("#export-csv")
-    rows = list(csv.DictReader(open(download.value.path(), newline="")))
+    with open(download.value.path(), newline="") as f:
+        rows = list(csv.DictReader(f))
     assert {int(r["seq"]) for r in rows} == bob and {r["principal_name"] for r in rows} == {"bob"}
 
     tampered = tmp_path / "tampered.jsonl"

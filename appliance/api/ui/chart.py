@@ -36,10 +36,10 @@ def svg(labels: list[str], rows: list[tuple[str, int, int, int]]) -> str:
     n = max(len(labels), 1)
     slot = (WIDTH - 2 * PAD) / n
     bar = max(slot / len(SERIES) - 1, 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-             f'height="{HEIGHT}" role="img" aria-label="records, denials and errors over time">',
-             f'<title>records, denials and errors per {"hour" if len(labels[0]) > 10 else "day"} '
-             f'(highest: {top})</title>' if labels else '<title>no data</title>',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
+              f'height="{HEIGHT}" role="img" aria-label="records, denials and errors over time">'),
+             (f'<title>records, denials and errors per {"hour" if len(labels[0]) > 10 else "day"} '
+              f'(highest: {top})</title>') if labels else "<title>no data</title>",
              f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#888"/>',
              f'<text x="{PAD}" y="{PAD - 8}" font-size="11" fill="#444">{top}</text>']
     for i, (label, value) in enumerate(zip(labels, values)):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlencode
 
@@ -60,7 +60,3 @@ def _when(value: str, name: str, errors: list[str]) -> datetime | None:
         errors.append(f"{name} {value!r} is not a date or time (e.g. 2026-12-01T10:00)")
         return None
 
-
-def described(filters: AuditFilter) -> dict[str, str]:
-    """The filters that are set, as text (for the export's name and the page's summary)."""
-    return {k: str(v) for k, v in asdict(filters).items() if v is not None}

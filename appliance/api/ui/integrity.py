@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
@@ -79,13 +79,13 @@ class Integrity:
             return Banner("stale", "The audit chain has never been verified here. Run a verification.")
         if not last.ok:
             return Banner("broken", f"The audit chain FAILED verification at seq {last.bad_seq}: {last.reason}")
-        age = datetime.now(timezone.utc) - as_utc(last.finished_at)
+        age = datetime.now(UTC) - as_utc(last.finished_at)
         if age > self.stale_after:
             return Banner("stale", f"The audit chain was last verified {_hours(age)} ago. Run a verification.")
         return None
 
     def _run(self, by: Principal) -> None:
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         total = self.audit.count()
         self._progress = Progress(True, 0, total)
 
@@ -98,7 +98,7 @@ class Integrity:
                                        head_hash=report.head_hash, bad_seq=report.bad_seq, reason=report.reason)
         except AuditError as exc:  # the store itself failed: that is a failed verification too
             row = AuditVerificationRow(ok=False, records=0, reason=str(exc))
-        row.started_at, row.finished_at, row.by_key_id = started, datetime.now(timezone.utc), by.key_id
+        row.started_at, row.finished_at, row.by_key_id = started, datetime.now(UTC), by.key_id
         try:
             with self.sessions() as session:
                 session.add(row)

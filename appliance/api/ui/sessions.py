@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import DateTime, String, delete, select
+from sqlalchemy import DateTime, String, delete
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from appliance import apikeys
@@ -49,7 +49,7 @@ def start(session: Session, principal: Principal, csrf_token: str, replaces: str
     `csrf_token` is issued with the session and kept for its life, so pages open in several tabs all post."""
     if replaces:
         end(session, replaces)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     session.execute(delete(UiSession).where(UiSession.last_seen < now - IDLE))  # sweep the expired
     sid = secrets.token_urlsafe(32)
     session.add(UiSession(id_sha256=_digest(sid), key_id=principal.key_id, name=principal.name,
@@ -65,7 +65,7 @@ def lookup(session: Session, sid: str | None) -> SignedIn | None:
     row = session.get(UiSession, _digest(sid))
     if row is None:
         return None
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     created, seen = apikeys.as_utc(row.created_at), apikeys.as_utc(row.last_seen)
     key = session.get(apikeys.ApiKey, row.key_id)
     if now - seen > IDLE or now - created > ABSOLUTE or key is None or apikeys.key_info(key).status != "active":

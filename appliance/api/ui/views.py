@@ -19,8 +19,15 @@ from appliance.api.errors import ApiError
 from appliance.api.routes import admin
 from appliance.api.services import Services
 from appliance.api.ui import chart, filters, sessions
-from appliance.api.ui.security import (CSRF_COOKIE, CSRF_FIELD, PREFIX, SESSION_COOKIE, SIGNIN_RATE, clear_cookie,
-                                       set_cookie)
+from appliance.api.ui.security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    PREFIX,
+    SESSION_COOKIE,
+    SIGNIN_RATE,
+    clear_cookie,
+    set_cookie,
+)
 from appliance.audit import EVENTS, AuditEvent, Principal
 from appliance.policy.errors import RateLimited
 
