@@ -8,11 +8,12 @@ creates a key or writes a checkpoint.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from appliance.config import Settings
 
 APPEND_TIMEOUT_S = 60.0
+MAX_SEQ = 2**63 - 1  # sequence numbers are BIGINT
 _ROW = [getattr(AuditRecordRow, c) for c in ROW_COLUMNS]
 
 
@@ -49,6 +51,7 @@ class AuditFilter:
     policy_revision: str | None = None
     status: int | None = None
     text: str | None = None
+    after_seq: int | None = None  # only records after this one: bounds an unindexed (text) scan
 
 
 @dataclass(frozen=True)
@@ -291,15 +294,35 @@ def _slice(conn: Connection, filters: AuditFilter, checkpoints: list[Checkpoint]
     return start, end
 
 
+_KEY_ID = re.compile(r"[0-9a-f]{16}")  # what apikeys issues; anything else is a name
+CLOCK_SLACK = timedelta(hours=1)
+
+
+def _seq_before(moment: datetime):
+    """A seq below every record at or after `moment`: the last one stamped before `moment - CLOCK_SLACK`.
+
+    Records are stamped in seq order, so this turns a time range into a seq range the page can walk newest
+    first by primary key (one index seek, no sort of the whole range). It stays exact as long as no
+    record's clock ran more than CLOCK_SLACK behind an earlier record's; the ts clause still filters."""
+    return func.coalesce(select(AuditRecordRow.seq).where(AuditRecordRow.ts < store.format_ts(moment - CLOCK_SLACK))
+                         .order_by(AuditRecordRow.ts.desc()).limit(1).scalar_subquery(), 0)
+
+
+def _seq_after(moment: datetime):
+    """A seq above every record before `moment` (see `_seq_before`)."""
+    return func.coalesce(select(AuditRecordRow.seq).where(AuditRecordRow.ts >= store.format_ts(moment + CLOCK_SLACK))
+                         .order_by(AuditRecordRow.ts).limit(1).scalar_subquery(), MAX_SEQ)
+
+
 def _where(f: AuditFilter) -> list:
     clauses = []
     if f.since is not None:
-        clauses.append(AuditRecordRow.ts >= store.format_ts(f.since))
+        clauses += [AuditRecordRow.ts >= store.format_ts(f.since), AuditRecordRow.seq > _seq_before(f.since)]
     if f.until is not None:
-        clauses.append(AuditRecordRow.ts < store.format_ts(f.until))
-    if f.principal is not None:
-        clauses.append(or_(AuditRecordRow.principal_key_id == f.principal,
-                           AuditRecordRow.principal_name == f.principal))
+        clauses += [AuditRecordRow.ts < store.format_ts(f.until), AuditRecordRow.seq < _seq_after(f.until)]
+    if f.principal is not None:  # one indexed column, so the page reads newest-first off (column, seq)
+        column = AuditRecordRow.principal_key_id if _KEY_ID.fullmatch(f.principal) else AuditRecordRow.principal_name
+        clauses.append(column == f.principal)
     if f.event is not None and f.event.endswith(".*"):
         clauses.append(AuditRecordRow.event.startswith(f.event[:-1], autoescape=True))
     elif f.event is not None:
@@ -310,6 +333,8 @@ def _where(f: AuditFilter) -> list:
             clauses.append(column == value)
     if f.text:
         clauses.append(AuditRecordRow.content.contains(f.text, autoescape=True))
+    if f.after_seq is not None:
+        clauses.append(AuditRecordRow.seq > f.after_seq)
     return clauses
 
 

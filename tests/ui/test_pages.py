@@ -63,6 +63,21 @@ def test_sign_in_filter_and_page_to_the_end(page, server, appliance):
     assert origins(page.requested) == {server.url}  # page, stylesheet, script, chart: all from the appliance
 
 
+def test_free_text_pages_search_a_bounded_window_then_go_on(page, server, appliance, monkeypatch):
+    from appliance.api.ui import views
+
+    monkeypatch.setattr(views, "TEXT_WINDOW", 100)  # records scanned per page without a time range
+    sign_in(page, appliance.tokens["auditor"])
+    page.goto(f"{UI}/audit?text=invoices")
+    found, windows = seqs(page), 0
+    while page.locator("#older").count():
+        windows += page.locator("#searched").count()
+        page.click("#older")
+        found += seqs(page)
+    want = appliance.services.audit.query(AuditFilter(text="invoices"), limit=1000).records
+    assert found == [r.seq for r in want] and windows >= 3
+
+
 def test_record_shows_decision_content_chain_and_siblings(page, server, appliance):
     sign_in(page, appliance.tokens["auditor"])
     record = appliance.services.audit.query(AuditFilter(event="request", action="redact"), limit=1000).records[-1]

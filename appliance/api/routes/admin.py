@@ -18,11 +18,11 @@ from appliance.api.auth import ADMIN, AUDITOR, Caller, requires, services
 from appliance.api.errors import ApiError
 from appliance.api.services import Services
 from appliance.audit import AuditEvent, AuditFilter
+from appliance.audit.log import MAX_SEQ
 from appliance.errors import ApplianceError
 from appliance.policy.pack import PolicySet, load_options
 
 router = APIRouter(prefix="/admin")
-MAX_SEQ = 2**63 - 1  # sequence numbers are BIGINT
 
 
 def audit_event(caller: Caller, event: str, **detail: str) -> AuditEvent:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,10 +29,12 @@ from appliance.api.ui.security import (
     clear_cookie,
     set_cookie,
 )
-from appliance.audit import EVENTS, AuditEvent, Principal
+from appliance.audit import EVENTS, AuditEvent, AuditFilter, AuditLog, AuditPage, Principal
+from appliance.audit.log import MAX_SEQ
 from appliance.policy.errors import RateLimited
 
 PAGE_SIZE = 50
+TEXT_WINDOW = 100_000
 router = APIRouter()
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -196,11 +199,30 @@ async def home() -> Response:
 async def audit_list(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
     form = filters.parse(request.query_params)
     cursor = _cursor(request.query_params.get("cursor"))
-    page = None
+    page = older = searched = None
     if not form.errors:
-        page = await asyncio.to_thread(_svc(request).audit.query, form.filters, cursor, PAGE_SIZE)
+        page, older, searched = await asyncio.to_thread(_audit_page, _svc(request).audit, form.filters, cursor)
     return await _page(request, "audit_list.html", who, 400 if form.errors else 200, form=form, page=page,
-                       cursor=cursor, events=sorted(EVENTS), actions=filters.ACTIONS)
+                       cursor=cursor, older=older, searched=searched, events=sorted(EVENTS),
+                       actions=filters.ACTIONS)
+
+
+def _audit_page(audit: AuditLog, wanted: AuditFilter,
+                cursor: int | None) -> tuple[AuditPage, int | None, tuple[int, int] | None]:
+    """(page, cursor of the next older page, searched range or None).
+
+    Free text has no index, so without a time range each page scans at most TEXT_WINDOW records back from
+    its cursor; when that window holds fewer than a page of matches, the page says which records it
+    searched and offers to go on further back, and every page stays fast at any depth."""
+    if not wanted.text or wanted.since or wanted.until:
+        page = audit.query(wanted, cursor, PAGE_SIZE)
+        return page, page.next_cursor, None
+    top = cursor if cursor is not None else audit.head()[0] + 1
+    floor = max(top - 1 - TEXT_WINDOW, 0)
+    page = audit.query(replace(wanted, after_seq=floor), cursor, PAGE_SIZE)
+    if page.next_cursor is not None or floor == 0:
+        return page, page.next_cursor, None
+    return page, floor + 1, (floor + 1, top - 1)
 
 
 @router.get("/audit/chart.svg")
@@ -225,7 +247,7 @@ async def audit_export(request: Request, who: sessions.SignedIn = Depends(signed
 @router.get("/audit/{seq}")
 async def audit_record(request: Request, seq: int, who: sessions.SignedIn = Depends(signed_in)) -> Response:
     audit = _svc(request).audit
-    if not 0 <= seq <= admin.MAX_SEQ:
+    if not 0 <= seq <= MAX_SEQ:
         raise PageError(404, f"no audit record {seq}")
     record = await asyncio.to_thread(audit.get, seq)
     if record is None:
@@ -238,7 +260,7 @@ async def audit_record(request: Request, seq: int, who: sessions.SignedIn = Depe
 def _cursor(value: str | None) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isdigit() or int(value) > admin.MAX_SEQ:
+    if not value.isdigit() or int(value) > MAX_SEQ:
         raise PageError(400, f"cursor {value!r} is not a sequence number")
     return int(value)
 
