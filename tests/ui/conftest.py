@@ -52,9 +52,10 @@ def seed(audit, pairs: int = SEEDED) -> None:
 
 
 @pytest.fixture(scope="module")
-def appliance(tmp_path_factory, signed_tiny_bundle, publisher):
+def appliance(request, tmp_path_factory, signed_tiny_bundle, publisher):
+    """One appliance per module; a module's SETTINGS (a dict) overrides settings."""
     a = make_appliance(tmp_path_factory.mktemp("ui") / "var", signed_tiny_bundle, publisher[1],
-                       audit_checkpoint_every=100)
+                       audit_checkpoint_every=100, **getattr(request.module, "SETTINGS", {}))
     seed(a.services.audit)
     yield a
     a.services.backend.close()

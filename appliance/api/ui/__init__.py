@@ -15,7 +15,6 @@ from appliance.api.services import Services
 from appliance.api.ui import views
 from appliance.api.ui.integrity import Integrity
 from appliance.api.ui.security import Csrf, SecurityHeaders
-from appliance.policy.ratelimit import RateLimiter
 
 HERE = Path(__file__).parent
 
@@ -25,7 +24,6 @@ def create_ui(svc: Services) -> FastAPI:
     ui.state.services = svc
     ui.state.csrf = Csrf(svc.settings.keys_dir / "ui-csrf.secret")
     ui.state.integrity = Integrity(svc.audit, svc.sessions)
-    ui.state.signin_limiter = RateLimiter()
     ui.include_router(views.router)
     ui.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     views.install_error_pages(ui)

@@ -1,5 +1,5 @@
 """What keeps the admin page safe in a browser: response headers (a strict CSP), the session and CSRF
-cookies, CSRF checks (fastapi-csrf-protect's double-submit tokens) and the sign-in rate limit."""
+cookies, CSRF checks (fastapi-csrf-protect's double-submit tokens)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,11 @@ from fastapi_csrf_protect import CsrfProtect
 from fastapi_csrf_protect.exceptions import CsrfProtectError
 
 from appliance.api.ui.sessions import ABSOLUTE
-from appliance.policy.schema import RateLimit
 
 PREFIX = "/admin/ui"
 SESSION_COOKIE = "appliance_ui_session"
 CSRF_COOKIE = "appliance_ui_csrf"
 CSRF_FIELD = "csrf_token"
-SIGNIN_RATE = RateLimit(requests_per_minute=10)  # per source address; the same token buckets as the API
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
 HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),

@@ -25,13 +25,11 @@ from appliance.api.ui.security import (
     CSRF_FIELD,
     PREFIX,
     SESSION_COOKIE,
-    SIGNIN_RATE,
     clear_cookie,
     set_cookie,
 )
 from appliance.audit import EVENTS, AuditEvent, AuditFilter, AuditLog, AuditPage, Principal
 from appliance.audit.log import MAX_SEQ
-from appliance.policy.errors import RateLimited
 
 PAGE_SIZE = 50
 TEXT_WINDOW = 100_000
@@ -134,29 +132,27 @@ async def signin_form(request: Request) -> Response:
 async def signin(request: Request, key: str = Form("")) -> Response:
     svc = _svc(request)
     caller = _caller(request, Principal())
-    try:  # every attempt takes from the source's bucket, so guessing keys is slow
-        request.app.state.signin_limiter.acquire(f"signin:{caller.source}", SIGNIN_RATE, 0)
-    except RateLimited as exc:
-        await svc.record(AuditEvent(event="auth_failure", request_id=caller.request_id, source=caller.source,
-                                    route=caller.route, status=429, error_code="rate_limited"))
-        response = await _page(request, "signin.html", None, 429,
-                               error=f"too many sign-in attempts; try again in {exc.retry_after:.0f} s")
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.499)))
-        return response
-
     def authenticate():
         with svc.sessions() as session:
             return apikeys.authenticate(session, key.strip())
 
     principal = await asyncio.to_thread(authenticate)
-    if principal is None or principal.role not in ("auditor", "admin"):
-        event, status, code = (("auth_failure", 401, "invalid_api_key") if principal is None
-                               else ("denial", 403, "role_forbidden"))
-        await svc.record(AuditEvent(event=event, request_id=caller.request_id, principal=principal or Principal(),
-                                    source=caller.source, route=caller.route, status=status, error_code=code))
-        message = ("that key is not valid" if principal is None
-                   else "only auditor and admin keys may sign in to the admin page")
-        return await _page(request, "signin.html", None, status, error=message)
+    if principal is None:  # the API's own budget of failures per address, shared with it
+        wait = svc.auth_throttle.admit(caller.source or "unknown")
+        if wait is not None:  # counted, and recorded in the throttle's aggregated record
+            response = await _page(request, "signin.html", None, 429,
+                                   error=f"too many failed sign-ins from this address; try again in {wait:.0f} s")
+            response.headers["Retry-After"] = str(max(1, round(wait + 0.499)))
+            return response
+        await svc.record(AuditEvent(event="auth_failure", request_id=caller.request_id, source=caller.source,
+                                    route=caller.route, status=401, error_code="invalid_api_key"))
+        return await _page(request, "signin.html", None, 401, error="that key is not valid")
+    if principal.role not in ("auditor", "admin"):
+        await svc.record(AuditEvent(event="denial", request_id=caller.request_id, principal=principal,
+                                    source=caller.source, route=caller.route, status=403,
+                                    error_code="role_forbidden"))
+        return await _page(request, "signin.html", None, 403,
+                           error="only auditor and admin keys may sign in to the admin page")
     caller = Caller(principal, caller.request_id, caller.source, caller.route)
     await svc.record(admin.audit_event(caller, "session.signin"))  # recorded first: fail closed
 
