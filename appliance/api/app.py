@@ -15,6 +15,7 @@ from appliance.api.authgate import AuthGate
 from appliance.api.errors import ApiError, install_error_handlers
 from appliance.api.routes import admin, chat, health, models, responses
 from appliance.api.services import Services
+from appliance.api.ui import create_ui
 from appliance.bundles.metadata import APPLIANCE_VERSION
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -41,6 +42,7 @@ def create_app(svc: Services, *, owns_services: bool = False) -> FastAPI:
     install_error_handlers(app)
     for module in (chat, responses, models, admin, health):
         app.include_router(module.router)
+    app.mount("/admin/ui", create_ui(svc))  # its own sessions: the gate lets /admin/ui through
     # outermost last: observe -> size limits -> the key check (before any body is read) -> routes
     app.add_middleware(AuthGate, services=svc)
     app.add_middleware(_Limits)

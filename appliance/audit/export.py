@@ -79,14 +79,18 @@ def _each(rows: Iterable[Any], write_one: Callable[[Any], object],
 
 def verify_file(path: Path, trust: list[keys.PublicKey], expect_head: tuple[int, str] | None = None,
                 progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Verify a JSONL export without the database: its chain, and its checkpoints against `trust`."""
+    """Verify a JSONL export without the database: its chain, and its checkpoints against `trust`.
+
+    An export may be a slice of the log (a filtered export): it then starts right after a signed
+    checkpoint, and the report's range says which records it proves."""
     from appliance.audit.signer import trust_map
 
     checkpoints = [_checkpoint(obj["checkpoint"], path, n) for n, obj in _lines(path) if "checkpoint" in obj]
     witness = [_checkpoint(obj["witness"], path, n) for n, obj in _lines(path) if "witness" in obj]
     records = (record_row(_record(obj, path, n)) for n, obj in _lines(path)
                if "checkpoint" not in obj and "witness" not in obj)
-    return verify_chain(records, checkpoints, trust_map(trust), expect_head, progress, witness=witness)
+    return verify_chain(records, checkpoints, trust_map(trust), expect_head, progress, witness=witness,
+                        slice_ok=True)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict]]:
