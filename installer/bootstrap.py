@@ -26,8 +26,10 @@ def main() -> int:
         entries = {f["path"]: f for f in json.loads((media / "MANIFEST.json").read_bytes())["files"]}
         wheels = {name: _pick(media, entries, name) for name in WHEELS}
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"error: {media / 'MANIFEST.json'} is missing, truncated or malformed ({type(exc).__name__})",
-              file=sys.stderr)
+        print(
+            f"error: {media / 'MANIFEST.json'} is missing, truncated or malformed ({type(exc).__name__})",
+            file=sys.stderr,
+        )
         return 1
     except SystemExit as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,8 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.media import wheelhouse
-from appliance.media.manifest import MANIFEST, RELEASE_KEY, Manifest, MediaError, MediaFile, Part, \
-    write_signature
+from appliance.media.manifest import (
+    MANIFEST,
+    RELEASE_KEY,
+    Manifest,
+    MediaError,
+    MediaFile,
+    Part,
+    write_signature,
+)
 from appliance.media.sbom import write_sbom
 from appliance.signing import keys
 from appliance.signing.hashing import Piece, Progress, hash_pieces
@@ -54,12 +61,20 @@ def build_media(out: Path, inp: BuildInputs, *, workers: int, progress: Progress
         keys.write_public_key(inp.release_key.public_key(), stage / RELEASE_KEY)
         listing = _listing(stage)
         digests = _hash(stage, {p: (0, s) for p, s in listing.items()}, workers, progress)
-        write_sbom(stage, digests, version=version, bundles=bundle_ids, source_date_epoch=inp.source_date_epoch)
+        write_sbom(
+            stage, digests, version=version, bundles=bundle_ids, source_date_epoch=inp.source_date_epoch
+        )
         listing = _listing(stage)
         files = _split(stage, listing, inp.split_size, workers, progress)
-        manifest = Manifest(version=version, min_upgrade_from=inp.min_upgrade_from or version,
-                            pythons=tuple(inp.pythons), gpu=inp.gpu, split_size=inp.split_size, files=files,
-                            bundles=tuple(sorted(bundle_ids)))
+        manifest = Manifest(
+            version=version,
+            min_upgrade_from=inp.min_upgrade_from or f"{version.split('.')[0]}.0.0",
+            pythons=tuple(inp.pythons),
+            gpu=inp.gpu,
+            split_size=inp.split_size,
+            files=files,
+            bundles=tuple(sorted(bundle_ids)),
+        )
         raw = manifest.to_bytes()
         (stage / MANIFEST).write_bytes(raw)
         write_signature(stage, raw, inp.release_key)
@@ -114,26 +129,36 @@ def _installer(stage: Path, inp: BuildInputs) -> None:
     shutil.copytree(src, stage / "installer", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copyfile(src / "install.sh", stage / "install.sh")
     os.chmod(stage / "install.sh", 0o755)
-    shutil.copytree(inp.policy_dir or inp.repo / "policies", stage / "policies",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        inp.policy_dir or inp.repo / "policies",
+        stage / "policies",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
 
 
 def _listing(root: Path) -> dict[str, int]:
     return {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _hash(root: Path, ranges: dict[str, tuple[int, int]], workers: int, progress: Progress | None) -> dict[str, str]:
-    digests = hash_pieces(root, [Piece(p, 0, s) for p, (_, s) in ranges.items()], workers=workers,
-                          progress=progress)
+def _hash(
+    root: Path, ranges: dict[str, tuple[int, int]], workers: int, progress: Progress | None
+) -> dict[str, str]:
+    digests = hash_pieces(
+        root, [Piece(p, 0, s) for p, (_, s) in ranges.items()], workers=workers, progress=progress
+    )
     return {piece.path: d for piece, d in digests.items()}
 
 
-def _split(stage: Path, listing: dict[str, int], split_size: int, workers: int,
-           progress: Progress | None) -> tuple[MediaFile, ...]:
+def _split(
+    stage: Path, listing: dict[str, int], split_size: int, workers: int, progress: Progress | None
+) -> tuple[MediaFile, ...]:
     """Whole files and parts hashed in one parallel pass; then each large file is cut into its parts."""
     pieces = [Piece(p, 0, s) for p, s in listing.items()]
-    cuts = {p: [(i, off, min(off + split_size, s)) for i, off in enumerate(range(0, s, split_size))]
-            for p, s in listing.items() if s > split_size and not _bootstrap_wheel(p)}
+    cuts = {
+        p: [(i, off, min(off + split_size, s)) for i, off in enumerate(range(0, s, split_size))]
+        for p, s in listing.items()
+        if s > split_size and not _bootstrap_wheel(p)
+    }
     if any(len(c) > 1000 for c in cuts.values()):
         raise MediaError("more than 1000 parts for one file: choose a larger --split-size")
     pieces += [Piece(p, a, b) for p, c in cuts.items() for _, a, b in c]

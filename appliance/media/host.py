@@ -21,8 +21,15 @@ READY_SECONDS = 300
 def start_detached(appliance: Path, env: dict[str, str], pid_file: Path, log: Path) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen([str(appliance), "serve"], env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=env.get("HOME", "/"))
+        proc = subprocess.Popen(
+            [str(appliance), "serve"],
+            env=env,
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=env.get("HOME", "/"),
+        )
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{proc.pid}\n")
     return proc.pid
@@ -63,26 +70,37 @@ def wait_ready(base: str, log: Path | None = None) -> None:
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.5)
-    raise MediaError(f"the appliance did not become ready at {base} within {READY_SECONDS} s"
-                     + (f" (see {log})" if log else ""))
+    raise MediaError(
+        f"the appliance did not become ready at {base} within {READY_SECONDS} s"
+        + (f" (see {log})" if log else "")
+    )
 
 
 def first_answer(base: str, token: str, model: str) -> tuple[str, int]:
     """Ask one question with `token`; the answer and the sequence number of its audit record."""
-    body = {"model": model, "temperature": 0, "max_tokens": 32,
-            "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    body = {
+        "model": model,
+        "temperature": 0,
+        "max_tokens": 32,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+    }
     reply, headers = _call(base, "/v1/chat/completions", token, body)
     request_id = headers.get("x-request-id")
     records, _ = _call(base, "/admin/audit?limit=50", token)
-    seqs = [r["seq"] for r in records["data"] if r.get("request_id") == request_id and r["event"] == "completion"]
+    seqs = [
+        r["seq"] for r in records["data"] if r.get("request_id") == request_id and r["event"] == "completion"
+    ]
     if not seqs:
         raise MediaError(f"the answer to request {request_id} has no audit record")
     return reply["choices"][0]["message"]["content"], seqs[0]
 
 
 def _call(base: str, route: str, token: str, body: dict | None = None) -> tuple[dict, dict]:
-    req = urllib.request.Request(base + route, data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        base + route,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
             return json.loads(r.read()), {k.lower(): v for k, v in r.headers.items()}

@@ -28,6 +28,7 @@ from appliance.media import host, preflight
 from appliance.media.join import join_parts
 from appliance.media.manifest import MediaError, MediaFile
 from appliance.media.verify import VerifiedMedia, media_key, read_manifest, stored_bytes, verify_media
+from appliance.media.wheelhouse import serving_requirements
 from appliance.signing import keys
 
 ADMIN_KEY = "installer-admin"
@@ -37,7 +38,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="install.sh", description="Install the appliance from this media.")
     p.add_argument("--prefix", type=Path, default=Path("/opt/appliance"))
     p.add_argument("--data-dir", type=Path, help="default: PREFIX/data")
-    p.add_argument("--no-systemd", action="store_true", help="run `appliance serve` detached instead of units")
+    p.add_argument(
+        "--no-systemd", action="store_true", help="run `appliance serve` detached instead of units"
+    )
     p.add_argument("--trust-release-key", type=Path, help="release public key to trust (fingerprint shown)")
     p.add_argument("--yes", action="store_true", help="do not ask before changing anything")
     p.add_argument("--verify-only", action="store_true", help="check the media and stop; writes nothing")
@@ -102,8 +105,10 @@ class Installer:
         trusted = self.trusted()
         if not trusted and not self.args.verify_only:
             hint = keys.key_hint(media_key(self.media))
-            raise MediaError(f"no release key is trusted here yet; the media is signed by {hint}: compare it with "
-                             "the fingerprint your release team published, then pass --trust-release-key FILE")
+            raise MediaError(
+                f"no release key is trusted here yet; the media is signed by {hint}: compare it with "
+                "the fingerprint your release team published, then pass --trust-release-key FILE"
+            )
         if self.args.verify_only and not trusted:
             trusted = [media_key(self.media)]
         total = stored_bytes(read_manifest(self.media, trusted).manifest)
@@ -124,9 +129,13 @@ class Installer:
         joined = sum(f.size for f in m.files if f.parts and f.path.startswith("wheels/"))
         bundles = sum(f.size for f in m.files if f.path.startswith("bundles/"))
         db = self.data / "appliance.db"
-        preflight.check_space({self.prefix: joined + wheels * preflight.VENV_FACTOR,
-                               self.data: 2 * bundles + (db.stat().st_size if db.exists() else 0),
-                               Path(tempfile.gettempdir()): 32 << 20})
+        preflight.check_space(
+            {
+                self.prefix: joined + wheels * preflight.VENV_FACTOR,
+                self.data: 2 * bundles + (db.stat().st_size if db.exists() else 0),
+                Path(tempfile.gettempdir()): 32 << 20,
+            }
+        )
         return verified
 
     # -- install / upgrade ----------------------------------------------------------------------------
@@ -135,11 +144,24 @@ class Installer:
         release = self.prefix / "releases" / m.version
         state = self.load_state()
         if state.get("target") != m.version or state.get("manifest") != verified.manifest_sha256:
-            state = {**state, "target": m.version, "manifest": verified.manifest_sha256, "done": [],
-                     "from": self.installed_version()}
+            state = {
+                **state,
+                "target": m.version,
+                "manifest": verified.manifest_sha256,
+                "done": [],
+                "from": self.installed_version(),
+            }
+        if state["done"] == ["complete"]:
+            say(f"{m.version} from this media is already installed in {self.prefix}: nothing to do")
+            return
         upgrading_from = state["from"]
-        say(f"{'upgrading ' + upgrading_from + ' -> ' if upgrading_from else 'installing '}{m.version} into "
-            f"{self.prefix} (data in {self.data})")
+        plan = (
+            f"{'upgrade ' + upgrading_from + ' -> ' if upgrading_from else 'install '}{m.version} into "
+            f"{self.prefix} (data in {self.data})"
+        )
+        if not self.args.yes and sys.stdin.isatty() and input(f"{plan}? [y/N] ").strip().lower() != "y":
+            raise MediaError("not confirmed; nothing was changed")
+        say(plan.replace("upgrade ", "upgrading ", 1).replace("install ", "installing ", 1))
         steps = [
             ("trust", lambda: self.trust_release_key(verified)),
             ("wheels", lambda: self.join_wheels(m.files, release)),
@@ -195,12 +217,33 @@ class Installer:
             return
         shutil.rmtree(venv, ignore_errors=True)
         uv = self.unpack_uv(release)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "UV_NO_CONFIG": "1", "UV_OFFLINE": "1",
-               "UV_CACHE_DIR": str(release / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never", "HOME": str(release)}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "UV_NO_CONFIG": "1",
+            "UV_OFFLINE": "1",
+            "UV_CACHE_DIR": str(release / ".uv-cache"),
+            "UV_PYTHON_DOWNLOADS": "never",
+            "HOME": str(release),
+        }
         self.exec([str(uv), "venv", "--quiet", "--python", sys.executable, str(venv)], env)
-        self.exec([str(uv), "pip", "install", "--quiet", "--offline", "--no-index", "--python", str(venv / "bin/python"),
-                  "--find-links", str(self.media / "wheels"), "--find-links", str(release / "wheels"),
-                  f"appliance[{'gpu' if gpu else 'cpu'}]=={release.name}"], env)
+        self.exec(
+            [
+                str(uv),
+                "pip",
+                "install",
+                "--quiet",
+                "--offline",
+                "--no-index",
+                "--python",
+                str(venv / "bin/python"),
+                "--find-links",
+                str(self.media / "wheels"),
+                "--find-links",
+                str(release / "wheels"),
+                *serving_requirements(release.name, gpu),
+            ],
+            env,
+        )
         shutil.rmtree(release / ".uv-cache", ignore_errors=True)
         (venv / ".complete").write_text("")
 
@@ -219,8 +262,12 @@ class Installer:
         return dest
 
     def write_config(self) -> None:
-        config = {"data_dir": str(self.data), "policy_dir": str(self.data / "policies"), "host": self.args.host,
-                  "port": self.args.port}
+        config = {
+            "data_dir": str(self.data),
+            "policy_dir": str(self.data / "policies"),
+            "host": self.args.host,
+            "port": self.args.port,
+        }
         with atomic_write(self.prefix / "etc" / "appliance.yaml", mode=0o644) as f:
             f.write("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))
 
@@ -254,7 +301,7 @@ class Installer:
                 staging = self.data / ".staging" / name_version
                 for f in files:
                     if f.path.startswith(folder + "/"):
-                        target = staging / f.path[len(folder) + 1:]
+                        target = staging / f.path[len(folder) + 1 :]
                         if f.parts:
                             join_parts(self.media, f, target)
                         elif not target.exists():
@@ -297,8 +344,9 @@ class Installer:
         marker = self.data / "installer" / "admin-key-issued"
         if marker.exists():
             return
-        self.token = self.appliance(self.prefix / "current", "keys", "create", "--name", ADMIN_KEY, "--role",
-                                    "admin").strip()
+        self.token = self.appliance(
+            self.prefix / "current", "keys", "create", "--name", ADMIN_KEY, "--role", "admin"
+        ).strip()
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text("the first admin key was printed once by install.sh\n")
         print(f"First admin API key (shown once, store it now): {self.token}", flush=True)
@@ -329,7 +377,9 @@ class Installer:
         state = self.load_state()
         state.update(target=version, installed=version, done=["complete"], manifest=None, policy_digest=None)
         self.save_state(state)
-        say(f"database restored to its state before the upgrade; {carried} audit records written since carried over")
+        say(
+            f"database restored to its state before the upgrade; {carried} audit records since carried over"
+        )
         if not self.args.no_start:
             self.start_and_check(self.prefix / "current", check=True)
         say(f"rolled back to {version}")
@@ -339,8 +389,9 @@ class Installer:
         base = f"http://{self.args.host}:{self.args.port}"
         log = self.prefix / "logs" / "serve.log"
         if self.args.no_systemd:
-            host.start_detached(release / "venv" / "bin" / "appliance", self.env(), self.prefix / "run" / "serve.pid",
-                                log)
+            host.start_detached(
+                release / "venv" / "bin" / "appliance", self.env(), self.prefix / "run" / "serve.pid", log
+            )
         else:
             from appliance.media.units import start_units
 
@@ -350,7 +401,9 @@ class Installer:
             return
         token, temporary = self.token, self.token is None
         if temporary:  # an upgrade or a resumed install: the first admin key was printed earlier
-            token = self.appliance(release, "keys", "create", "--name", "installer-check", "--role", "admin").strip()
+            token = self.appliance(
+                release, "keys", "create", "--name", "installer-check", "--role", "admin"
+            ).strip()
         try:
             model = self.first_model(base, token)
             answer, seq = host.first_answer(base, token, model)
@@ -368,13 +421,22 @@ class Installer:
     def env(self) -> dict[str, str]:
         home = self.data / "home"
         home.mkdir(parents=True, exist_ok=True)
-        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8",
-                "APPLIANCE_CONFIG": str(self.prefix / "etc" / "appliance.yaml"), "PIP_NO_INDEX": "1",
-                "PIP_CONFIG_FILE": os.devnull}
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            "APPLIANCE_CONFIG": str(self.prefix / "etc" / "appliance.yaml"),
+            "PIP_NO_INDEX": "1",
+            "PIP_CONFIG_FILE": os.devnull,
+        }
 
     def appliance(self, release: Path, *args: str, check: bool = True) -> str:
-        proc = subprocess.run([str(release / "venv" / "bin" / "appliance"), *args], env=self.env(),
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [str(release / "venv" / "bin" / "appliance"), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0 and check:
             lines = [line for line in proc.stderr.splitlines() if line.strip()]
             raise MediaError(f"appliance {' '.join(args[:2])}: {lines[-1] if lines else proc.returncode}")
@@ -396,7 +458,9 @@ class Installer:
         except FileNotFoundError:
             return {}
         except ValueError:
-            raise MediaError(f"{self.state_file} is corrupt; move it away to start the install afresh") from None
+            raise MediaError(
+                f"{self.state_file} is corrupt; move it away to start the install afresh"
+            ) from None
 
     def save_state(self, state: dict) -> None:
         with atomic_write(self.state_file, mode=0o644) as f:
@@ -429,8 +493,10 @@ def _carry_audit(current: Path, restored: Path) -> int:
         head = dst.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_records").fetchone()[0]
         dst.execute("ATTACH DATABASE ? AS cur", (str(current),))
         names = ", ".join(cols)
-        n = dst.execute(f"INSERT INTO audit_records ({names}) SELECT {names} FROM cur.audit_records WHERE seq > ?",
-                        (head,)).rowcount
+        n = dst.execute(
+            f"INSERT INTO audit_records ({names}) SELECT {names} FROM cur.audit_records WHERE seq > ?",
+            (head,),
+        ).rowcount
         dst.commit()
         dst.execute("DETACH DATABASE cur")
     dst.close()
@@ -441,5 +507,7 @@ def _tree_digest(root: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
         if p.is_file():
-            h.update(p.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+            h.update(
+                p.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest()
+            )
     return h.hexdigest()

@@ -19,7 +19,9 @@ from appliance.signing import keys
 
 MANIFEST = "MANIFEST.json"
 SIGNATURE = "MANIFEST.sig"
-RELEASE_KEY = "release.pub"  # the signer's public key, for showing its fingerprint; trust comes from elsewhere
+RELEASE_KEY = (
+    "release.pub"  # the signer's public key, for showing its fingerprint; trust comes from elsewhere
+)
 FORMAT = "appliance-media/1"
 MAX_MANIFEST_BYTES = 64 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -73,11 +75,26 @@ class Manifest:
             data = json.loads(raw)
             if data.get("format") != FORMAT:
                 raise MediaError(f"{MANIFEST} has format {data.get('format')!r}, expected {FORMAT!r}")
-            files = tuple(MediaFile(f["path"], int(f["size"]), f["sha256"],
-                                    tuple(Part(p["path"], int(p["size"]), p["sha256"]) for p in f["parts"]))
-                          for f in data["files"])
-            m = cls(data["version"], data["min_upgrade_from"], tuple(data["pythons"]), bool(data["gpu"]),
-                    int(data["split_size"]), files, tuple(data["bundles"]), data["format"], dict(data["extra"]))
+            files = tuple(
+                MediaFile(
+                    f["path"],
+                    int(f["size"]),
+                    f["sha256"],
+                    tuple(Part(p["path"], int(p["size"]), p["sha256"]) for p in f["parts"]),
+                )
+                for f in data["files"]
+            )
+            m = cls(
+                data["version"],
+                data["min_upgrade_from"],
+                tuple(data["pythons"]),
+                bool(data["gpu"]),
+                int(data["split_size"]),
+                files,
+                tuple(data["bundles"]),
+                data["format"],
+                dict(data["extra"]),
+            )
         except MediaError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -88,7 +105,10 @@ class Manifest:
     def _check(self) -> None:
         seen: set[str] = set()
         for f in self.files:
-            for path, size, digest in [(f.path, f.size, f.sha256), *[(p.path, p.size, p.sha256) for p in f.parts]]:
+            for path, size, digest in [
+                (f.path, f.size, f.sha256),
+                *[(p.path, p.size, p.sha256) for p in f.parts],
+            ]:
                 check_relative(path)
                 if size < 0 or not _HEX64.match(digest):
                     raise MediaError(f"{MANIFEST} lists {path} with a bad size or digest")
@@ -105,7 +125,12 @@ class Manifest:
 def check_relative(path: str) -> None:
     """A manifest path must stay inside the media folder: relative, no `..`, no empty parts."""
     p = PurePosixPath(path)
-    if not path or p.is_absolute() or any(part in ("", ".", "..") for part in path.split("/")) or "\\" in path:
+    if (
+        not path
+        or p.is_absolute()
+        or any(part in ("", ".", "..") for part in path.split("/"))
+        or "\\" in path
+    ):
         raise MediaError(f"{MANIFEST} names an unsafe path {path!r}")
 
 
@@ -119,7 +144,10 @@ def version_key(version: str) -> tuple:
 
 def write_signature(root: Path, raw: bytes, key: keys.PrivateKey) -> None:
     """MANIFEST.sig: the signer's key fingerprint and its signature over MANIFEST.json's bytes."""
-    sig = {"key": keys.key_hint(key.public_key()), "signature": base64.b64encode(keys.sign(key, raw)).decode()}
+    sig = {
+        "key": keys.key_hint(key.public_key()),
+        "signature": base64.b64encode(keys.sign(key, raw)).decode(),
+    }
     (root / SIGNATURE).write_text(json.dumps(sig, sort_keys=True) + "\n")
     keys.write_public_key(key.public_key(), root / RELEASE_KEY)
 
@@ -137,6 +165,8 @@ def check_signature(raw: bytes, sig_raw: bytes, trusted: list[keys.PublicKey]) -
             return key
     if any(keys.key_hint(k) == hint for k in trusted):
         raise MediaError(f"{MANIFEST} does not match its signature (changed or corrupt)")
-    raise MediaError(f"the media is signed by release key {hint} which is not trusted here "
-                     "(compare the fingerprint with the one your release team published, then pass "
-                     "--trust-release-key FILE)")
+    raise MediaError(
+        f"the media is signed by release key {hint} which is not trusted here "
+        "(compare the fingerprint with the one your release team published, then pass "
+        "--trust-release-key FILE)"
+    )

@@ -24,8 +24,10 @@ def check_platform(manifest: Manifest) -> None:
     if sys.platform != "linux" or platform.machine() != "x86_64":
         raise MediaError(f"this media is for Linux x86_64, not {sys.platform} {platform.machine()}")
     if here not in manifest.pythons:
-        raise MediaError(f"this media holds wheels for Python {', '.join(manifest.pythons)}, not {here} "
-                         f"({sys.executable}); set APPLIANCE_PYTHON to a matching interpreter")
+        raise MediaError(
+            f"this media holds wheels for Python {', '.join(manifest.pythons)}, not {here} "
+            f"({sys.executable}); set APPLIANCE_PYTHON to a matching interpreter"
+        )
 
 
 def check_gpu(manifest: Manifest) -> str | None:
@@ -35,8 +37,9 @@ def check_gpu(manifest: Manifest) -> str | None:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         raise MediaError("this is GPU media but the NVIDIA driver is not installed (nvidia-smi not found)")
-    proc = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
+    )
     if proc.returncode != 0 or not proc.stdout.strip():
         raise MediaError(f"nvidia-smi found no working GPU: {(proc.stderr or proc.stdout).strip()[:200]}")
     return proc.stdout.split()[0]
@@ -46,11 +49,15 @@ def check_versions(manifest: Manifest, installed: str | None, *, allow_downgrade
     if installed is None:
         return
     if version_key(manifest.version) < version_key(installed) and not allow_downgrade:
-        raise MediaError(f"media {manifest.version} is older than the installed {installed} "
-                         "(use --allow-downgrade to install it anyway)")
+        raise MediaError(
+            f"media {manifest.version} is older than the installed {installed} "
+            "(use --allow-downgrade to install it anyway)"
+        )
     if version_key(installed) < version_key(manifest.min_upgrade_from):
-        raise MediaError(f"media {manifest.version} upgrades from {manifest.min_upgrade_from} or newer; "
-                         f"{installed} is installed: install the versions in between first")
+        raise MediaError(
+            f"media {manifest.version} upgrades from {manifest.min_upgrade_from} or newer; "
+            f"{installed} is installed: install the versions in between first"
+        )
 
 
 def check_space(needs: dict[Path, int]) -> None:
@@ -65,8 +72,10 @@ def check_space(needs: dict[Path, int]) -> None:
         st = os.statvfs(where)
         free = st.f_bavail * st.f_frsize
         if free < need + MARGIN:
-            raise MediaError(f"not enough free space on {where}: this install needs {_size(need + MARGIN)} "
-                             f"there, {_size(free)} is free")
+            raise MediaError(
+                f"not enough free space on {where}: this install needs {_size(need + MARGIN)} "
+                f"there, {_size(free)} is free"
+            )
 
 
 def _existing(path: Path) -> Path:

@@ -16,10 +16,22 @@ USER = "appliance"
 HEAD_UNITS = ("appliance-ray-head.service", "appliance-serve.service")
 
 
-def render(template: str, *, prefix: Path, data: Path, allow: str = "", head: str = "127.0.0.1:6379",
-           head_ip: str = "127.0.0.1") -> str:
-    for key, value in {"@PREFIX@": str(prefix), "@DATA@": str(data), "@ALLOW@": allow, "@HEAD@": head,
-                       "@HEAD_IP@": head_ip}.items():
+def render(
+    template: str,
+    *,
+    prefix: Path,
+    data: Path,
+    allow: str = "",
+    head: str = "127.0.0.1:6379",
+    head_ip: str = "127.0.0.1",
+) -> str:
+    for key, value in {
+        "@PREFIX@": str(prefix),
+        "@DATA@": str(data),
+        "@ALLOW@": allow,
+        "@HEAD@": head,
+        "@HEAD_IP@": head_ip,
+    }.items():
         template = template.replace(key, value)
     return template
 

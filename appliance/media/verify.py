@@ -12,8 +12,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.media.manifest import MANIFEST, MAX_MANIFEST_BYTES, RELEASE_KEY, SIGNATURE, Manifest, MediaError, \
-    check_signature
+from appliance.media.manifest import (
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    RELEASE_KEY,
+    SIGNATURE,
+    Manifest,
+    MediaError,
+    check_signature,
+)
 from appliance.signing import keys
 from appliance.signing.hashing import Piece, Progress, hash_pieces
 
@@ -38,8 +45,9 @@ def media_key(root: Path) -> keys.PublicKey:
     return keys.load_public_key(root / RELEASE_KEY)
 
 
-def verify_media(root: Path, trusted: list[keys.PublicKey], *, workers: int,
-                 progress: Progress | None = None) -> VerifiedMedia:
+def verify_media(
+    root: Path, trusted: list[keys.PublicKey], *, workers: int, progress: Progress | None = None
+) -> VerifiedMedia:
     media = read_manifest(root, trusted)
     expected = {path: (size, digest) for f in media.manifest.files for path, size, digest in f.stored()}
     present = _listing(root)
@@ -53,11 +61,14 @@ def verify_media(root: Path, trusted: list[keys.PublicKey], *, workers: int,
         if present[path] != size:
             how = "truncated" if present[path] < size else "longer than listed"
             raise MediaError(f"{_what(path)} {path} is {how} ({present[path]} bytes, expected {size})")
-    digests = hash_pieces(root, [Piece(p, 0, s) for p, (s, _) in expected.items()], workers=workers,
-                          progress=progress)
+    digests = hash_pieces(
+        root, [Piece(p, 0, s) for p, (s, _) in expected.items()], workers=workers, progress=progress
+    )
     for piece, digest in sorted(digests.items()):
         if digest != expected[piece.path][1]:
-            raise MediaError(f"{_what(piece.path)} {piece.path} does not match its SHA-256 (changed or corrupt)")
+            raise MediaError(
+                f"{_what(piece.path)} {piece.path} does not match its SHA-256 (changed or corrupt)"
+            )
     return media
 
 

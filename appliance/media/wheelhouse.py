@@ -14,8 +14,19 @@ from pathlib import Path
 
 from appliance.media.manifest import MediaError
 
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_34_x86_64")
-TOOLS = ("pip", "setuptools", "wheel", "uv", "virtualenv")  # uv: the installer's venv builder; virtualenv: its fallback
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux_2_34_x86_64",
+)
+TOOLS = (
+    "pip",
+    "setuptools",
+    "wheel",
+    "uv",
+    "virtualenv",
+)  # uv: the installer's venv builder; virtualenv: its fallback
 GPU_EXTRA = "gpu"
 CPU_EXTRA = "cpu"
 NEVER = ("torch", "transformers")
@@ -31,8 +42,11 @@ def serving_requirements(version: str, gpu: bool) -> list[str]:
 def build_appliance_wheel(repo: Path, dest: Path, *, source_date_epoch: int) -> Path:
     """`pip wheel --no-deps` of the checkout; SOURCE_DATE_EPOCH pins the zip timestamps (reproducible)."""
     before = set(dest.glob("appliance-*.whl"))
-    _pip(["wheel", "--no-deps", "--no-build-isolation", "-w", str(dest), str(repo)],
-         {"SOURCE_DATE_EPOCH": str(source_date_epoch)}, "building the appliance wheel")
+    _pip(
+        ["wheel", "--no-deps", "--no-build-isolation", "-w", str(dest), str(repo)],
+        {"SOURCE_DATE_EPOCH": str(source_date_epoch)},
+        "building the appliance wheel",
+    )
     made = sorted(set(dest.glob("appliance-*.whl")) - before) or sorted(dest.glob("appliance-*.whl"))
     if len(made) != 1:
         raise MediaError(f"expected one appliance wheel in {dest}, found {len(made)}")
@@ -43,23 +57,46 @@ def download(dest: Path, requirements: list[str], pythons: list[str]) -> None:
     """`pip download` of `requirements` plus the tools, once per target Python, into one flat folder."""
     for py in pythons:
         tag = "cp" + py.replace(".", "")
-        args = ["download", "-d", str(dest), "--find-links", str(dest), "--only-binary=:all:",
-                "--python-version", py, "--implementation", "cp", "--abi", tag, "--abi", "abi3", "--abi", "none"]
+        args = [
+            "download",
+            "-d",
+            str(dest),
+            "--find-links",
+            str(dest),
+            "--only-binary=:all:",
+            "--python-version",
+            py,
+            "--implementation",
+            "cp",
+            "--abi",
+            tag,
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+        ]
         for platform in PLATFORMS:
             args += ["--platform", platform]
         _pip(args + requirements + list(TOOLS), {}, f"downloading wheels for Python {py}")
     bad = sorted(p.name for p in dest.glob("*.whl") if p.name.split("-")[0].lower() in NEVER)
     if bad:
-        raise MediaError(f"the serving install pulled in {bad[0]}: torch and transformers never go on the media")
+        raise MediaError(
+            f"the serving install pulled in {bad[0]}: torch and transformers never go on the media"
+        )
 
 
 def _pip(args: list[str], extra_env: dict[str, str], what: str) -> None:
-    """pip with the staging machine's own configuration (index, find-links, cache): it is the connected side."""
-    proc = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-                          env={**os.environ, **extra_env},
-                          capture_output=True, text=True)
+    """pip with the staging machine's own configuration (index, find-links, cache): the connected side."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+        env={**os.environ, **extra_env},
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
-        tail = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()
-                and not line.startswith("WARNING")]
+        tail = [
+            line
+            for line in (proc.stderr or proc.stdout).splitlines()
+            if line.strip() and not line.startswith("WARNING")
+        ]
         raise MediaError(f"{what} failed: {tail[-1] if tail else 'pip exited with ' + str(proc.returncode)}")
-
