@@ -8,8 +8,10 @@ transformers belong to the bundle-building workstation and are refused here.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from appliance.media.manifest import MediaError
@@ -29,6 +31,7 @@ TOOLS = (
 )  # uv: the installer's venv builder; virtualenv: its fallback
 GPU_EXTRA = "gpu"
 CPU_EXTRA = "cpu"
+SOURCE_FILES = ("pyproject.toml", "README.md")  # what pyproject.toml reads besides the package
 NEVER = ("torch", "transformers")
 
 
@@ -40,17 +43,23 @@ def serving_requirements(version: str, gpu: bool) -> list[str]:
 
 
 def build_appliance_wheel(repo: Path, dest: Path, *, source_date_epoch: int) -> Path:
-    """`pip wheel --no-deps` of the checkout; SOURCE_DATE_EPOCH pins the zip timestamps (reproducible)."""
-    before = set(dest.glob("appliance-*.whl"))
-    _pip(
-        ["wheel", "--no-deps", "--no-build-isolation", "-w", str(dest), str(repo)],
-        {"SOURCE_DATE_EPOCH": str(source_date_epoch)},
-        "building the appliance wheel",
-    )
-    made = sorted(set(dest.glob("appliance-*.whl")) - before) or sorted(dest.glob("appliance-*.whl"))
-    if len(made) != 1:
-        raise MediaError(f"expected one appliance wheel in {dest}, found {len(made)}")
-    return made[0]
+    """`pip wheel --no-deps` of a clean copy of the package sources (a checkout's stale `build/` could slip
+    deleted modules into the wheel); SOURCE_DATE_EPOCH pins the zip timestamps (reproducible)."""
+    with tempfile.TemporaryDirectory(prefix="appliance-wheel-") as tmp:
+        src = Path(tmp) / "src"
+        skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(repo / "appliance", src / "appliance", ignore=skip)
+        for name in SOURCE_FILES:
+            shutil.copyfile(repo / name, src / name)
+        _pip(
+            ["wheel", "--no-deps", "--no-build-isolation", "-w", tmp, str(src)],
+            {"SOURCE_DATE_EPOCH": str(source_date_epoch)},
+            "building the appliance wheel",
+        )
+        made = sorted(Path(tmp).glob("appliance-*.whl"))
+        if len(made) != 1:
+            raise MediaError(f"expected one appliance wheel, pip made {len(made)}")
+        return Path(shutil.copy2(made[0], dest / made[0].name))
 
 
 def download(dest: Path, requirements: list[str], pythons: list[str]) -> None:

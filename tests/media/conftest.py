@@ -26,6 +26,12 @@ def release(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def bundle(demo_bundle, tmp_path_factory) -> Path:
+    """A private copy of the demo bundle: the shared cache may be rebuilt by another test session."""
+    return Path(shutil.copytree(demo_bundle, tmp_path_factory.mktemp("bundle") / demo_bundle.name))
+
+
+@pytest.fixture(scope="session")
 def demo_pub(demo_key, tmp_path_factory) -> Path:
     from appliance.signing import keys
 
@@ -69,12 +75,12 @@ def build(out: Path, repo: Path, release: Path, bundle: Path, pub: Path, *extra:
 
 
 @pytest.fixture(scope="session")
-def media_v1(tmp_path_factory, release, demo_bundle, demo_pub) -> Path:
-    return build(tmp_path_factory.mktemp("m1") / "media", REPO, release[0], demo_bundle, demo_pub)
+def media_v1(tmp_path_factory, release, bundle, demo_pub) -> Path:
+    return build(tmp_path_factory.mktemp("m1") / "media", REPO, release[0], bundle, demo_pub)
 
 
 @pytest.fixture(scope="session")
-def media_v2(tmp_path_factory, release, demo_bundle, demo_pub, media_v1) -> Path:
+def media_v2(tmp_path_factory, release, bundle, demo_pub, media_v1) -> Path:
     """The same checkout as version 0.2.0, split differently: its parts do not fit media v1."""
     repo = tmp_path_factory.mktemp("checkout-v2")
     for name in ("appliance", "installer", "policies", "README.md"):
@@ -90,7 +96,7 @@ def media_v2(tmp_path_factory, release, demo_bundle, demo_pub, media_v1) -> Path
         out,
         repo,
         release[0],
-        demo_bundle,
+        bundle,
         demo_pub,
         "--split-size",
         "24MiB",

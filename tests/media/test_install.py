@@ -115,6 +115,14 @@ CASES = {
         lambda m, v2: detach(m / "MANIFEST.json").write_bytes((m / "MANIFEST.json").read_bytes()[:300]),
         "MANIFEST.json",
     ),
+    "extra file": (
+        lambda m, v2: (m / "wheels" / "extra-1.0-py3-none-any.whl").write_bytes(b"PK"),
+        "wheels/extra-1.0-py3-none-any.whl is on the media but not in MANIFEST.json (extra file)",
+    ),
+    "truncated file": (
+        lambda m, v2: detach(m / "policies" / "guardrails.yaml").write_bytes(b"x"),
+        "file policies/guardrails.yaml is truncated",
+    ),
     "untrusted release key": (None, "not trusted here"),
     "too little free space": (None, "not enough free space on"),
 }
@@ -188,3 +196,13 @@ def _head(verify: subprocess.CompletedProcess[str]) -> int:
     """The last sequence number of a valid chain, from `appliance audit verify`."""
     assert verify.returncode == 0, verify.stderr + verify.stdout
     return int(re.search(r"head (\d+):", verify.stdout).group(1))
+
+
+def test_build_is_reproducible(tmp_path, media_v1, release, bundle, demo_pub):
+    from tests.conftest import REPO
+    from tests.media.conftest import build
+
+    again = build(tmp_path / "again", REPO, release[0], bundle, demo_pub,
+                  "--wheelhouse", str(media_v1 / "wheels"))
+    assert (again / "MANIFEST.json").read_bytes() == (media_v1 / "MANIFEST.json").read_bytes()
+    assert (again / "sbom.cdx.json").read_bytes() == (media_v1 / "sbom.cdx.json").read_bytes()
