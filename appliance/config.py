@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     max_signature_bytes: int = 16 * 1024 * 1024
 
     ray_address: str | None = None
-    ray_auth_mode: Literal["token", "disabled"] = "disabled"
+    ray_auth_mode: Literal["token", "disabled"] = "token"  # disabled only on purpose (a warning at start)
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     engine_threads: int = Field(default=0, ge=0)
     serve_replicas_max: int = Field(default=1, ge=1)
     serve_max_ongoing_requests: int = Field(default=64, ge=1)
+
+    # Failed authentications per source address: a token bucket; past it, 429 and one aggregated record
+    # per source and window instead of one per request.
+    auth_failure_rate: float = Field(default=1.0, ge=0)  # per second
+    auth_failure_burst: int = Field(default=20, ge=1)
+    auth_failure_window_s: float = Field(default=60.0, gt=0)
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,17 @@ GENESIS = "0" * 64
 CHAIN_COLUMNS = tuple(c.name for c in AuditRecordRow.__table__.columns if c.name not in ("prev_hash", "hash"))
 ROW_COLUMNS = (*CHAIN_COLUMNS, "prev_hash", "hash")
 _encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str | None) -> str | None:
+    """`text` in a form every database stores: NUL (PostgreSQL refuses it) and lone surrogates (not UTF-8)
+    are written as `\\uXXXX` escapes, so a hostile string is recorded rather than failing its record."""
+    if text is None or (text.isascii() and "\x00" not in text):
+        return text
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def json_text(value: Any) -> str:
@@ -42,7 +54,7 @@ def link(prev_hash: str, canonical_bytes: bytes) -> str:
 
 def flatten(event: AuditEvent | AuditRecord, seq: int, ts: str) -> dict[str, Any]:
     """Column values of `event` as record `seq` made at `ts` (without the chain fields)."""
-    return {
+    values = {
         "seq": seq, "ts": ts, "event": event.event, "request_id": event.request_id,
         "principal_key_id": event.principal.key_id, "principal_name": event.principal.name,
         "principal_role": event.principal.role, "source": event.source, "route": event.route,
@@ -55,6 +67,7 @@ def flatten(event: AuditEvent | AuditRecord, seq: int, ts: str) -> dict[str, Any
         "latency_ms": event.latency_ms, "status": event.status, "error_code": event.error_code,
         "detail": json_text(event.detail),
     }
+    return {k: storable(v) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def record_row(record: AuditRecord) -> tuple[Any, ...]:

@@ -8,7 +8,6 @@ creates a key or writes a checkpoint.
 from __future__ import annotations
 
 import asyncio
-
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -101,10 +100,13 @@ class AuditLog:
         return _record(event, values)
 
     async def append_async(self, event: AuditEvent) -> AuditRecord:
-        """`append` for asyncio code: waits on the writer's commit without occupying a worker thread."""
+        """`append` for asyncio code: waits on the writer's commit without occupying a worker thread.
+
+        The wait is shielded: a caller cancelled or timed out here gives up its own wait only, never the
+        writer's future (whose record may still land, and which the writer settles regardless)."""
         future = self._ensure_writer().submit(event)
         try:
-            values = await asyncio.wait_for(asyncio.wrap_future(future), APPEND_TIMEOUT_S)
+            values = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), APPEND_TIMEOUT_S)
         except asyncio.TimeoutError as exc:
             raise AuditUnavailable(f"audit record not confirmed within {APPEND_TIMEOUT_S:.0f} s") from exc
         return _record(event, values)

@@ -5,6 +5,11 @@ With `synchronous=FULL` a commit costs an fsync (~0.2 ms here), so one commit pe
 their event to this thread and wait on a future; the thread takes whatever is queued, chains it onto the
 head under the write lock, signs a checkpoint when one is due, commits, and only then answers. A failed
 transaction fails every caller in it, and the next batch starts again from the head in the database.
+
+The thread outlives every caller: a caller that gives up (cancelled, timed out) leaves its future to be
+settled anyway, settling never raises, and an unexpected error in a batch is logged, never fatal. One
+record that cannot be stored does not take its batch down: a failed batch is retried record by record, so
+only the record at fault fails (a database outage still fails each of them).
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import Future
+from typing import Any
 
 import structlog
 from sqlalchemy import Connection, Engine, insert
+from sqlalchemy.exc import OperationalError
 
 from appliance.audit import signer, store
 from appliance.audit.chain import CHAIN_COLUMNS, canonical, flatten, link
@@ -77,12 +84,31 @@ class ChainWriter:
                 except queue.Empty:
                     break
                 stop = item is _STOP
-            if batch:
-                self._commit(batch)
+            try:
+                if batch:
+                    self._commit_isolated(batch)
+            except BaseException as exc:  # noqa: BLE001 - the writer never dies: its callers hear it
+                log.error("audit writer batch failed", error=first_line(exc))
+                for _, future in batch:
+                    _settle(future, error=AuditUnavailable(f"audit record not written: {first_line(exc)}"))
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[AuditEvent, Future]]) -> None:
+    def _commit_isolated(self, batch: list[tuple[AuditEvent, Future]]) -> None:
+        """Commit `batch` in one transaction; if that fails, record by record so only the culprits fail."""
+        error = self._commit(batch)
+        if error is None or len(batch) == 1:
+            return
+        for i, item in enumerate(batch):
+            error = self._commit([item])
+            if isinstance(error.__cause__ if error else None, OperationalError):
+                for _, future in batch[i + 1:]:  # the database itself is down: no point trying the rest
+                    _settle(future, error=error)
+                return
+
+    def _commit(self, batch: list[tuple[AuditEvent, Future]]) -> AuditUnavailable | None:
+        """One transaction for `batch`; settles every future when it succeeds (or when it is a single record),
+        returns the error otherwise."""
         try:
             with store.locked(self._connection()) as conn:
                 seq, head = store.read_head(conn)
@@ -98,15 +124,16 @@ class ChainWriter:
                 if store.checkpoint_due(conn, seq, self._every, self._seconds):
                     checkpoint = signer.sign_checkpoint(self._key, "periodic", seq, head, ts)
                     store.insert_checkpoint(conn, checkpoint)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not durable": every caller hears it
+        except Exception as exc:  # noqa: BLE001 - any failure means "not durable": the callers hear it
             self._drop_connection()
             error = AuditUnavailable(f"audit record not written: {first_line(exc)}")
             error.__cause__ = exc
-            for _, future in batch:
-                future.set_exception(error)
-            return
+            if len(batch) == 1:
+                _settle(batch[0][1], error=error)
+            return error
         for (_, future), values in zip(batch, rows):
-            future.set_result(values)
+            _settle(future, values)
+        return None
 
     def _checkpoint_if_due(self, force: bool = False) -> None:
         """The T-seconds rule when no appends arrive (and the closing checkpoint when `force`)."""
@@ -136,3 +163,16 @@ class ChainWriter:
                 conn.close()
             except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is gone either way
                 pass
+
+
+def _settle(future: Future, result: dict[str, Any] | None = None, error: BaseException | None = None) -> None:
+    """Answer a caller's future; one whose caller gave up (cancelled) or was already answered is left alone."""
+    if future.done():
+        return
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except Exception:  # noqa: BLE001 - cancelled in between (InvalidStateError): nobody is waiting
+        pass

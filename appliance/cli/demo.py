@@ -3,12 +3,15 @@
 Trains (once, cached) and signs the demo model with a local publisher key, trusts that key, imports and
 activates the bundle, migrates the database, issues an admin key (printed once; earlier demo keys are
 revoked), prints a curl and an `openai` SDK example that work as printed, and serves.
+
+The demo model's code (`appliance.demo`, torch) lives in the checkout only, never in a serving wheel, so
+it is imported here when the command runs, and its absence is a one-line error.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import typer
 from sqlalchemy.orm import Session
@@ -18,8 +21,8 @@ from appliance.bundles import BundleMetadata, BundleStore, trusted_keys
 from appliance.cli.actions import record
 from appliance.cli.serve import serve
 from appliance.config import Settings, get_settings
-from appliance.demo.conversations import TOOLS
 from appliance.db import make_engine, upgrade
+from appliance.errors import ApplianceError
 from appliance.signing import keys
 
 DEMO_KEY_NAME = "demo-admin"
@@ -45,7 +48,11 @@ def demo() -> None:
 
 
 def _demo_bundle(settings: Settings):
-    from appliance.demo.model import ensure_demo_bundle
+    try:
+        from appliance.demo.model import ensure_demo_bundle
+    except ImportError as exc:
+        raise ApplianceError("the demo model is not part of this install: run `make run` from a checkout "
+                             f"({exc.name} is missing)") from exc
 
     key_path = settings.keys_dir / "demo-publisher.key"
     if not key_path.exists():
@@ -63,11 +70,13 @@ def _fresh_admin_key(settings: Settings) -> str:
                 record("admin.key_revoked", key_id=old.key_id)
         token, info = apikeys.create_key(session, DEMO_KEY_NAME, "admin")
     record("admin.key_created", key_id=info.key_id, role="admin", name=DEMO_KEY_NAME,
-           at=datetime.now(timezone.utc).isoformat())
+           at=datetime.now(UTC).isoformat())
     return token
 
 
 def examples(settings: Settings, model: str, token: str) -> str:
+    from appliance.demo.conversations import TOOLS
+
     base = f"http://{settings.host}:{settings.port}"
     return f"""
 Admin API key (shown once; earlier demo keys are revoked): {token}
