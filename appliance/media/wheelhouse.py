@@ -16,11 +16,12 @@ from pathlib import Path
 
 from appliance.media.manifest import MediaError
 
-PLATFORMS = (
+PLATFORMS = (  # NVIDIA tags its cuDNN wheels manylinux_2_27
+    "manylinux_2_34_x86_64",
     "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
     "manylinux_2_17_x86_64",
     "manylinux2014_x86_64",
-    "manylinux_2_34_x86_64",
 )
 TOOLS = (
     "pip",

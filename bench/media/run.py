@@ -35,14 +35,16 @@ from tests.media.conftest import airgapped  # noqa: E402  (the same air gap as t
 
 
 def appliance(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-c", "from appliance.cli import main; main()", *args],
         cwd=REPO,
         env=env or {**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
-        check=True,
     )
+    if proc.returncode != 0:
+        sys.exit(f"appliance {' '.join(args[:2])} failed: {proc.stderr.strip()}")
+    return proc
 
 
 def size(folder: Path) -> int:
@@ -62,7 +64,7 @@ def main() -> None:
     lines = []
     try:
         demo_key = keys.load_private_key(DEMO_KEY)
-        bundle = ensure_demo_bundle(DEMO_CACHE, demo_key)
+        bundle = Path(shutil.copytree(ensure_demo_bundle(DEMO_CACHE, demo_key), work / "bundle"))  # cache may move
         keys.write_public_key(demo_key.public_key(), work / "demo.pub")
         appliance("bundle", "keygen", "--out", str(work / "release.key"))
         common = [
