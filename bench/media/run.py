@@ -64,7 +64,8 @@ def main() -> None:
     lines = []
     try:
         demo_key = keys.load_private_key(DEMO_KEY)
-        bundle = Path(shutil.copytree(ensure_demo_bundle(DEMO_CACHE, demo_key), work / "bundle"))  # cache may move
+        # a private copy: another session may rebuild the shared cache meanwhile
+        bundle = Path(shutil.copytree(ensure_demo_bundle(DEMO_CACHE, demo_key), work / "bundle"))
         keys.write_public_key(demo_key.public_key(), work / "demo.pub")
         appliance("bundle", "keygen", "--out", str(work / "release.key"))
         common = [
