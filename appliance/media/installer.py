@@ -203,6 +203,7 @@ class Installer:
         keys.write_public_key(key, self.prefix / "trust" / "release" / f"{verified.key_hint[:16]}.pub")
 
     def join_wheels(self, files: tuple[MediaFile, ...], release: Path) -> None:
+        (release / "wheels").mkdir(parents=True, exist_ok=True)  # a find-links folder even when none is split
         for f in files:
             if f.parts and f.path.startswith("wheels/"):
                 join_parts(self.media, f, release / f.path)
