@@ -498,6 +498,15 @@ def _carry_audit(current: Path, restored: Path) -> int:
             f"INSERT INTO audit_records ({names}) SELECT {names} FROM cur.audit_records WHERE seq > ?",
             (head,),
         ).rowcount
+        # Their checkpoints too: the witness holds them, and verify requires the database to keep them.
+        own = {r[1] for r in dst.execute("PRAGMA table_info(audit_checkpoints)")}
+        theirs = [r[1] for r in dst.execute("PRAGMA cur.table_info(audit_checkpoints)")]
+        shared = ", ".join(c for c in theirs if c in own)
+        if shared:
+            dst.execute(
+                f"INSERT INTO audit_checkpoints ({shared}) SELECT {shared} FROM cur.audit_checkpoints c "
+                "WHERE c.seq >= ? AND NOT EXISTS (SELECT 1 FROM main.audit_checkpoints m "
+                "WHERE m.kind = c.kind AND m.seq = c.seq)", (head,))
         dst.commit()
         dst.execute("DETACH DATABASE cur")
     dst.close()
