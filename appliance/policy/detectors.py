@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from appliance.policy import validators
+from appliance.policy.canon import canonical
 from appliance.policy.phrases import INJECTION_PATTERNS, INJECTION_PHRASES, ROLEPLAY_PHRASES
 from appliance.policy.phraseset import PhraseSet
 from appliance.policy.triggers import SOM, UTF8, Triggers, decimal_class
@@ -25,7 +26,8 @@ PII = ("pii.email", "pii.phone", "pii.payment_card", "pii.iban", "pii.us_ssn", "
 SECRETS = ("secret.private_key", "secret.aws_access_key", "secret.google_api_key", "secret.github_token",
            "secret.slack_token", "secret.stripe_key", "secret.jwt", "secret.url_password",
            "secret.password_assignment")
-INJECTION = ("injection.control_token", "injection.override", "injection.roleplay", "injection.hidden_text")
+HIDDEN = "injection.hidden_text"
+INJECTION = ("injection.control_token", "injection.override", "injection.roleplay", HIDDEN)
 CATEGORIES = PII + SECRETS + INJECTION
 
 
@@ -52,8 +54,8 @@ Emit = Callable[[str, int, int], None]
 
 # --- numbers: one trigger pass over digit runs, then exact shapes on the few runs found -------------
 _DIGIT_TRIGGER = re.compile(r"\d[\d .\-/()]{5,}\d|\d\d ?[A-Z]")
-_SSN = re.compile(r"(?<![\w\-.])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w\-]|\.\d)")
-_CARD = re.compile(r"(?<![\w+\-.])(?:\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{4,5}"
+_SSN = re.compile(r"(?<![\w\-.])(\d{3})([-. ])(\d{2})\2(\d{4})(?![\w\-]|\.\d)")
+_CARD = re.compile(r"(?<![\w+\-.])(?:\d{4}([ .-])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ .-])\d{6}\2\d{4,5}"
                    r"|\d{13,19})(?![\w\-]|[.,]\d)")
 _IPV4 = re.compile(r"(?<![\w.\-])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
                    r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w\-]|\.\d)")
@@ -75,8 +77,8 @@ def _digit_triggers() -> list[tuple[str, int]]:
 
 # (index in `_NUMBER_SHAPES`, a part of that shape without lookarounds, D a digit): every match of the
 # shape holds a match of the part, so a run where no part ends is not searched for the shape
-_SHAPE_TRIGGERS = ((0, r"D{3}[- ]D{2}[- ]D{4}"), (1, r"D{13}"), (1, r"D{4}[ -]D{4}[ -]D{4}[ -]D{4}"),
-                   (1, r"D{4}[ -]D{6}[ -]D{4}"), (2, r"D{1,3}\.D{1,3}\.D{1,3}\.D"),
+_SHAPE_TRIGGERS = ((0, r"D{3}[-. ]D{2}[-. ]D{4}"), (1, r"D{13}"), (1, r"D{4}[ .-]D{4}[ .-]D{4}[ .-]D{4}"),
+                   (1, r"D{4}[ .-]D{6}[ .-]D{4}"), (2, r"D{1,3}\.D{1,3}\.D{1,3}\.D"),
                    (3, r"(?:\(D{3}\) ?|D{3}[ .-])D{3}[ .-]D{4}"), (4, r"\+[1-9]"), (5, r"0[1-9]D{0,3}[ -]D{2}"))
 _SHAPES_END = 2 + len(_SHAPE_TRIGGERS)  # trigger index after the digit triggers
 
@@ -247,8 +249,6 @@ _ASSIGNMENT_KEYS = ("password", "passwd", "passphrase", "pwd", "secret", "secret
 _ASSIGNMENT_VALUE = (r"[\"']?\s{0,3}(?::|=>?)\s{0,3}[\"']?"
                      r"(?![\"'*<{$%]|x{4}|\.\.\.|none\b|null\b|true\b|false\b|redacted|changeme\b|your)"
                      r"([^\s\"',;)}\]]{6,128})")
-_TAGS = re.compile("[\U000e0000-\U000e007f\u200b-\u200f\u202a-\u202e\u2060-\u2064]{3,}")
-_TAGS_TRIGGER = r"[\x{e0000}-\x{e007f}\x{200b}-\x{200f}\x{202a}-\x{202e}\x{2060}-\x{2064}]"
 CONTROL_TOKEN = re.compile(r"<\|[^|<>\s]{1,64}\|>")
 
 
@@ -274,7 +274,7 @@ def lowered(text: str) -> str:
 def _triggers() -> Triggers:
     """The text triggers, in the order `Scanner.scan` unpacks them, then one per `_PREFIXED` entry."""
     return Triggers([*_digit_triggers(), ("@[A-Za-z0-9]", SOM), (_IPV6_TRIGGER, SOM), (r"<\|", SOM), ("://", SOM),
-                     (_TAGS_TRIGGER, UTF8 | SOM), *((literal, SOM) for _, literal, _ in _PREFIXED)])
+                     *((literal, SOM) for _, literal, _ in _PREFIXED)])
 
 
 def finditer_at(pattern: re.Pattern[str], text: str, hits: list[tuple[int, int]]) -> Iterator[re.Match[str]]:
@@ -300,7 +300,23 @@ class Scanner:
         self._triggers = _triggers()
 
     def scan(self, text: str) -> list[Finding]:
-        """Every finding in `text`, ordered by start; overlapping findings are all kept."""
+        """Every finding in `text`, ordered by start, spans in `text`; overlapping findings are all kept.
+
+        Detectors run on the canonical view (canon.py); a finding whose original span holds dropped
+        invisible characters is also reported as hidden text, as is each run that hides text by itself.
+        """
+        view = canonical(text)
+        found = self._scan(view.text)
+        if view.identity:
+            return found
+        mapped = [Finding(f.category, view.start(f.start), view.end(f.end)) for f in found]
+        hidden = {(start, end) for start, end in view.hidden_spans}
+        hidden.update((f.start, f.end) for f in mapped if view.hides(f.start, f.end))
+        mapped.extend(Finding(HIDDEN, start, end) for start, end in hidden)
+        mapped.sort(key=lambda f: (f.start, -f.end))
+        return mapped
+
+    def _scan(self, text: str) -> list[Finding]:
         found: list[Finding] = []
 
         def emit(category: str, start: int, end: int) -> None:
@@ -308,7 +324,7 @@ class Scanner:
 
         hits = self._triggers.scan(text)
         digit_run, digit_letter, shapes = hits[0], hits[1], hits[2:_SHAPES_END]
-        at, colons, control, url, tag, *prefixed = hits[_SHAPES_END:]
+        at, colons, control, url, *prefixed = hits[_SHAPES_END:]
         if digit_run or digit_letter:
             _numbers(text, digit_run + digit_letter, shapes, emit)
         _emails(text, at, emit)
@@ -320,8 +336,6 @@ class Scanner:
             emit("secret.url_password", m.start(1), m.end(1))
         for m in finditer_at(CONTROL_TOKEN, text, control):
             emit("injection.control_token", m.start(), m.end())
-        for m in finditer_at(_TAGS, text, tag):
-            emit("injection.hidden_text", m.start(), m.end())
         for category, start, end in self._phrases.finditer(lowered(text)):
             emit(category, start, end)
         for category, pattern in self._patterns:
