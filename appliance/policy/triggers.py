@@ -22,6 +22,7 @@ import hyperscan
 
 SOM = hyperscan.HS_FLAG_SOM_LEFTMOST
 UTF8 = hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP
+CASELESS = hyperscan.HS_FLAG_CASELESS
 
 Hits = list[list[tuple[int, int]]]
 
