@@ -57,14 +57,16 @@ Emit = Callable[[str, int, int], None]
 _DIGIT_TRIGGER = re.compile(r"\d[\d .\-/()]{5,}\d|\d\d ?[A-Z]")
 _SSN = re.compile(r"(?<![\w\-.])(\d{3})([-. ])(\d{2})\2(\d{4})(?![\w\-]|\.\d)")
 _CARD = re.compile(r"(?<![\w+\-.])(?:\d{4}([ .-])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ .-])\d{6}\2\d{4,5}"
-                   r"|\d{13,19})(?![\w\-]|[.,]\d)")
+                   r"|\d{12,19})(?![\w\-]|[.,]\d)")
 _IPV4 = re.compile(r"(?<![\w.\-])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
                    r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w\-]|\.\d)")
 _EXTENSION = re.compile(r"[ \t]*(?:ext\.?|extension|x|#)[ \t]*\d{1,6}(?![\w\-])", re.IGNORECASE)
 # shapes that are never phone numbers even when their own check fails: SSN and card look-alikes, dates
 _NOT_PHONE = re.compile(r"\d{3}([-. ])\d{2}\1\d{4}|\d{4}([ .-])\d{4}\2\d{4}\2\d{4}|\d{4}[./-]\d{1,2}[./-]\d{1,2}"
-                        r"|\d{1,2}([./-])\d{1,2}\3(?:\d{2}|\d{4})|(?:\d{1,3}\.){3}\d{1,3}")
-_PHONE_AFTER = frozenset("-._/")  # a run glued to a word by one of these is a code, not a number
+                        r"|\d{1,2}([./-])\d{1,2}\3(?:\d{2}|\d{4})|(?:\d{1,3}\.){3}\d{1,3}"
+                        r"|(?:97[89]-)?\d{1,5}-\d{1,7}-\d{1,7}-\d"  # hyphenated ISBN
+                        r"|.*[-./]{2}.*")
+_PHONE_AFTER = frozenset("-._/:")  # a run glued to a word by one of these is a code, not a number
 _IBAN = re.compile(r"[A-Z]{2}\d\d(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
 _IBAN_SPACED = re.compile(r"[A-Z]{2}\d\d(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?(?![A-Za-z0-9])")
 
@@ -80,7 +82,7 @@ def _digit_triggers() -> list[tuple[str, int]]:
 
 # (index in `_NUMBER_SHAPES`, a part of that shape without lookarounds, D a digit): every match of the
 # shape holds a match of the part, so a run where no part ends is not searched for the shape
-_SHAPE_TRIGGERS = ((0, r"D{3}[-. ]D{2}[-. ]D{4}"), (1, r"D{13}"), (1, r"D{4}[ .-]D{4}[ .-]D{4}[ .-]D{4}"),
+_SHAPE_TRIGGERS = ((0, r"D{3}[-. ]D{2}[-. ]D{4}"), (1, r"D{12}"), (1, r"D{4}[ .-]D{4}[ .-]D{4}[ .-]D{4}"),
                    (1, r"D{4}[ .-]D{6}[ .-]D{4}"), (2, r"D{1,3}\.D{1,3}\.D{1,3}\.D"))
 _SHAPES_END = 2 + len(_SHAPE_TRIGGERS)  # trigger index after the digit triggers
 
@@ -114,7 +116,7 @@ def _phone(text: str, start: int, end: int, emit: Emit) -> None:
     """The run `[start, end)` (and an extension after it) when libphonenumber takes it for a number."""
     if start and (text[start - 1].isalnum() or text[start - 1] in _PHONE_AFTER):
         return
-    if end < len(text) and (text[end].isalnum() and text[end] not in "xX" or text[end] == "-"):
+    if end < len(text) and (text[end].isalnum() and text[end] not in "xX" or text[end] in "-:"):
         return
     number = text[start:end]
     if _NOT_PHONE.fullmatch(number) or not validators.phone_ok(number):

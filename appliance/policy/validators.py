@@ -20,11 +20,14 @@ from stdnum.fr import nir
 from stdnum.it import codicefiscale
 from stdnum.us import ssn
 
-_CARD_PREFIXES = (("4",), ("51", "52", "53", "54", "55"), tuple(str(n) for n in range(2221, 2721)),
-                  ("34", "37"), ("6011", "65", "644", "645", "646", "647", "648", "649"),
-                  ("35", "1800", "2131"), ("300", "301", "302", "303", "304", "305", "36", "38", "39"), ("62",),
-                  ("50", "56", "57", "58", "6304", "6759", "6761", "6762", "6763", "6390"))  # ..., Maestro
-_ALL_CARD_PREFIXES = tuple(p for group in _CARD_PREFIXES for p in group)
+# (issuer prefixes, card lengths): Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro
+_CARDS = ((("4",), (13, 16, 19)), (("51", "52", "53", "54", "55", *map(str, range(2221, 2721))), (16,)),
+          (("34", "37"), (15,)), (("6011", "65", *map(str, range(644, 650))), (16, 17, 18, 19)),
+          (("35",), (16, 17, 18, 19)), (("1800", "2131"), (15,)),
+          (("300", "301", "302", "303", "304", "305", "36", "38", "39"), (14, 16)), (("62",), (16, 17, 18, 19)),
+          (("50", "56", "57", "58", "6304", "6759", "6761", "6762", "6763", "6390", "0604"), tuple(range(12, 20))))
+_CARD_LENGTHS = {prefix: lengths for prefixes, lengths in _CARDS for prefix in prefixes}
+_CARD_PREFIX_SIZES = sorted({len(p) for p in _CARD_LENGTHS}, reverse=True)
 
 # Account-number length of each IBAN country (ISO 13616 registry): where an unspaced IBAN ends.
 IBAN_LENGTHS = {
@@ -44,8 +47,12 @@ def digits_of(text: str) -> str:
 
 
 def card_ok(digits: str) -> bool:
-    """12-19 digits, a known issuer prefix and the Luhn check digit."""
-    return 12 <= len(digits) <= 19 and digits.startswith(_ALL_CARD_PREFIXES) and luhn.is_valid(digits)
+    """A known issuer prefix, a length that issuer uses and the Luhn check digit (stdnum)."""
+    for size in _CARD_PREFIX_SIZES:
+        lengths = _CARD_LENGTHS.get(digits[:size])
+        if lengths is not None:
+            return len(digits) in lengths and luhn.is_valid(digits)
+    return False
 
 
 def iban_ok(compact: str) -> bool:
@@ -83,22 +90,27 @@ _PLAIN_REGIONS = (("US", False), ("IT", True), ("ES", True))
 def phone_ok(number: str) -> bool:
     """A phone number by libphonenumber's plan for the region its prefix implies (extension not included).
 
-    "+" and international access prefixes (00, 011, 001 ...) name the country, so a possible length
-    there is enough; national numbers need 8 digits or more (at most 11 when written without separators)
-    and must be valid for one of the regions
+    "+" and international access prefixes (00, 001, and North America's 011 where no European trunk
+    number reads it) name the country, so a possible length there is enough; national numbers need 8
+    digits or more (9 to 11 when written without separators)
+    and must be valid for one of the regions (or, written with separators and a trunk "0", possible in
+    the UK, Germany or France: their fictional and newly opened ranges are not all "valid")
     tried (North America: a possible ten-digit number, since its area codes are too many to list).
     """
     head = number.lstrip("(")
     try:
         if head.startswith("+"):
             return phonenumbers.is_possible_number(phonenumbers.parse(number, None))
-        if head.startswith(("00", "011")):
-            return phonenumbers.is_possible_number(phonenumbers.parse(number, "US" if head[:3] == "011" else "DE"))
+        if head.startswith("00"):
+            return phonenumbers.is_possible_number(phonenumbers.parse(number, "DE"))
         digits = len(digits_of(number))
-        if digits < 8 or (digits > 11 and number.isdigit()):  # a bare 12-digit run is a reference number
+        if digits < 8 or (number.isdigit() and not 9 <= digits <= 11):  # bare: no EAN-8, no 12-digit reference
             return False
         if head.startswith("0"):
-            return any(phonenumbers.is_valid_number(phonenumbers.parse(number, r)) for r in _TRUNK_REGIONS)
+            parsed = [phonenumbers.parse(number, r) for r in _TRUNK_REGIONS]
+            return any(map(phonenumbers.is_valid_number, parsed)) or (
+                not number.isdigit() and any(map(phonenumbers.is_possible_number, parsed[:3]))) or (
+                head.startswith("011") and phonenumbers.is_possible_number(phonenumbers.parse(number, "US")))
         for region, valid in _PLAIN_REGIONS:
             parsed = phonenumbers.parse(number, region)
             if phonenumbers.is_valid_number(parsed) if valid else (
