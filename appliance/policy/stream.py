@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from appliance.policy.canon import canonical
 from appliance.policy.detectors import Finding
-from appliance.policy.engine import Principal, rule_for, effective_grant
+from appliance.policy.engine import Principal, effective_grant, rule_for
 from appliance.policy.pack import PolicySet
 from appliance.policy.redact import redact
 

@@ -6,6 +6,7 @@ text a client receives piece by piece equals what the filter gives for the whole
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 
@@ -24,7 +25,7 @@ LINES = [line.text for line in generated.lines()] + [line.text for _, line in ge
 def streamed(text: str, cuts: list[int]) -> tuple[str, bool]:
     stream = OutputFilter(POLICY, USER)
     bounds = [0, *sorted(set(cuts)), len(text)]
-    out = [stream.feed("final", text[a:b]).text for a, b in zip(bounds, bounds[1:]) if b > a]
+    out = [stream.feed("final", text[a:b]).text for a, b in itertools.pairwise(bounds) if b > a]
     if not stream.stopped:
         out.append(stream.finish().text)
     return "".join(out), stream.stopped
