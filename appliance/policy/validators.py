@@ -85,6 +85,8 @@ NATIONAL_IDS = {
 # (North America, Italian mobiles, Spain); the first whose plan takes the number decides.
 _TRUNK_REGIONS = ("GB", "DE", "FR", "IT", "NL", "BE", "AT", "CH")
 _PLAIN_REGIONS = (("US", False), ("IT", True), ("ES", True))
+_PLAIN_SHAPES = {"US": lambda d: len(d) == 10 or (len(d) == 11 and d[0] == "1"),
+                 "IT": lambda d: d[0] == "3" and 9 <= len(d) <= 11, "ES": lambda d: len(d) == 9 and d[0] in "6789"}
 
 
 def phone_ok(number: str) -> bool:
@@ -111,7 +113,10 @@ def phone_ok(number: str) -> bool:
             return any(map(phonenumbers.is_valid_number, parsed)) or (
                 not number.isdigit() and any(map(phonenumbers.is_possible_number, parsed[:3]))) or (
                 head.startswith("011") and phonenumbers.is_possible_number(phonenumbers.parse(number, "US")))
+        bare = digits_of(number)
         for region, valid in _PLAIN_REGIONS:
+            if not _PLAIN_SHAPES[region](bare):
+                continue  # cannot be that region's number: spare the parse
             parsed = phonenumbers.parse(number, region)
             if phonenumbers.is_valid_number(parsed) if valid else (
                     phonenumbers.is_possible_number(parsed) and len(str(parsed.national_number)) == 10):
