@@ -57,13 +57,15 @@ class Settings(BaseSettings):
 
     audit_key_path: Path | None = None
     audit_checkpoint_every: int = Field(default=1000, ge=1)
-    audit_checkpoint_seconds: float = Field(default=60.0, gt=0)
+    audit_checkpoint_seconds: float = Field(default=1.0, gt=0)  # the head is signed this soon after an append
+    audit_uncovered_grace_s: float = Field(default=60.0, ge=0)  # verify: older unsigned records are an attack
+    audit_witness_dir: Path | None = None  # checkpoints kept outside the database; default keys_dir
 
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_signature_bytes: int = 16 * 1024 * 1024
 
     ray_address: str | None = None
-    ray_auth_mode: Literal["token", "disabled"] = "disabled"
+    ray_auth_mode: Literal["token", "disabled"] = "token"  # disabled only on purpose (a warning at start)
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -73,6 +75,12 @@ class Settings(BaseSettings):
     engine_threads: int = Field(default=0, ge=0)
     serve_replicas_max: int = Field(default=1, ge=1)
     serve_max_ongoing_requests: int = Field(default=64, ge=1)
+
+    # Failed authentications per source address: a token bucket; past it, 429 and one aggregated record
+    # per source and window instead of one per request.
+    auth_failure_rate: float = Field(default=1.0, ge=0)  # per second
+    auth_failure_burst: int = Field(default=20, ge=1)
+    auth_failure_window_s: float = Field(default=60.0, gt=0)
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -84,6 +92,7 @@ class Settings(BaseSettings):
         self.keys_dir = self.keys_dir or self.data_dir / "keys"
         self.policy_trust_dir = self.policy_trust_dir or self.trust_dir / "policy"
         self.audit_key_path = self.audit_key_path or self.keys_dir / "audit.key"
+        self.audit_witness_dir = self.audit_witness_dir or self.keys_dir
         self.database_url = self.database_url or f"sqlite:///{(self.data_dir / 'appliance.db').resolve()}"
         return self
 

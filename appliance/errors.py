@@ -12,3 +12,11 @@ class ApplianceError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))
+
+
+class InvalidRequest(ApplianceError):
+    """A request whose shape or values cannot be served; `param` names the field (an API 400)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI, HTTPException
 
+from appliance.api.authgate import AuthGate
 from appliance.api.errors import ApiError, install_error_handlers
 from appliance.api.routes import admin, chat, health, models, responses
 from appliance.api.services import Services
@@ -16,13 +20,24 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 
 
-def create_app(svc: Services) -> FastAPI:
+def create_app(svc: Services, *, owns_services: bool = False) -> FastAPI:
+    """The app over `svc`; with `owns_services` it closes them at ASGI shutdown (the Serve replica's hook:
+    pending aggregated records written, the audit writer flushed with a closing checkpoint)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_services:
+            await asyncio.to_thread(svc.close)
+
     app = FastAPI(title="gpt-oss appliance", version=APPLIANCE_VERSION, docs_url=None, redoc_url=None,
-                  openapi_url=None)  # served by routes/health.py, behind a key like every other route
+                  openapi_url=None, lifespan=lifespan)  # the OpenAPI document: routes/health.py, behind a key
     app.state.services = svc
     install_error_handlers(app)
     for module in (chat, responses, models, admin, health):
         app.include_router(module.router)
+    # outermost last: observe -> size limits -> the key check (before any body is read) -> routes
+    app.add_middleware(AuthGate, services=svc)
     app.add_middleware(_Limits)
     app.add_middleware(_Observe, metrics=svc.metrics)
     return app

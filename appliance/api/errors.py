@@ -68,7 +68,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApplianceError)
     async def _appliance(_: Request, exc: ApplianceError) -> JSONResponse:
-        return ApiError(400, str(exc), code="invalid_request").response()
+        return ApiError(400, str(exc), code="invalid_request", param=getattr(exc, "param", None)).response()
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

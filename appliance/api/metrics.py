@@ -25,10 +25,21 @@ class Metrics:
                                  ["direction", "action"], registry=r)
         self.audit_append = Histogram("appliance_audit_append_seconds", "Durable audit append latency",
                                       registry=r, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
+        self.outcome_failures = Counter("appliance_audit_outcome_failures",
+                                        "Requests whose outcome record could not be written", registry=r)
+        self.auth_throttled = Counter("appliance_auth_failures_throttled",
+                                      "Failed authentications answered 429 and recorded in aggregate", registry=r)
         occupancy = Gauge("appliance_engine_batch_occupancy", "Sequences in the running batch", registry=r)
         queued = Gauge("appliance_engine_queue_depth", "Requests waiting for a batch slot", registry=r)
         occupancy.set_function(lambda: engine_stats().get("running", 0))
         queued.set_function(lambda: engine_stats().get("waiting", 0))
+
+    def observe_outcome(self, usage, output_action: str) -> None:
+        """The one hook for a finished generation: its tokens and its output decision."""
+        self.tokens.labels("prompt").inc(usage.prompt_tokens)
+        self.tokens.labels("completion").inc(usage.completion_tokens)
+        self.tokens.labels("reasoning").inc(usage.reasoning_tokens)
+        self.decisions.labels("output", output_action).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

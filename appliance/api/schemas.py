@@ -1,4 +1,7 @@
-"""Request bodies of the OpenAI-compatible routes (unknown fields are ignored, as OpenAI's SDKs expect)."""
+"""Request bodies of the OpenAI-compatible routes (unknown fields are ignored, as OpenAI's SDKs expect).
+
+Each request converts itself into a `GenerationSpec` (`to_generation_spec`), so a route only parses,
+runs the audited path and shapes the answer."""
 
 from __future__ import annotations
 
@@ -6,13 +9,52 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from appliance.api.errors import ApiError
+from appliance.api.spec import GenerationSpec
+from appliance.engine.types import content_text
+from appliance.errors import InvalidRequest
 
 Effort = Literal["low", "medium", "high"]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+def invalid_text_at(value: Any, path: str = "") -> str | None:
+    """The path of the first string (or key) in a parsed JSON body that is not valid Unicode, else None.
+
+    JSON's `\\ud800` escapes decode to lone UTF-16 surrogates, which no UTF-8 store, tokenizer or response
+    can carry. One rule for every field, applied before any model sees the body: refuse, never repair.
+    """
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if invalid_text_at(key, where) or (found := invalid_text_at(item, where)):
+                return found or where
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if found := invalid_text_at(item, f"{path}.{i}" if path else str(i)):
+                return found
+    return None
+
+
+class RequestBody(_Body):
+    """A whole request body: refuses text that is not valid Unicode anywhere inside it (a 400)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if (where := invalid_text_at(data)) is not None:
+            raise ValueError(f"{where} is not valid Unicode (it holds a lone UTF-16 surrogate)")
+        return data
 
 
 class FunctionDef(_Body):
@@ -52,16 +94,15 @@ class ChatMessage(_Body):
             raise ValueError(f"a {self.role} message needs content")
         return self
 
-    def text(self) -> str:
-        """The message's text; content parts other than text are refused."""
-        if self.content is None or isinstance(self.content, str):
-            return self.content or ""
-        parts = []
-        for part in self.content:
-            if part.get("type") not in ("text", "input_text", "output_text") or not isinstance(part.get("text"), str):
-                raise ApiError(400, "only text content parts are supported", param="messages")
-            parts.append(part["text"])
-        return "".join(parts)
+    def to_spec_message(self, index: int) -> dict[str, Any]:
+        msg: dict[str, Any] = {"role": self.role, "content": content_text(self.content, f"messages.{index}.content")}
+        if self.tool_calls:
+            msg["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.tool_call_id:
+            msg["tool_call_id"] = self.tool_call_id
+        if self.name:
+            msg["name"] = self.name
+        return msg
 
 
 class NamedToolChoice(_Body):
@@ -73,7 +114,7 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Body):
+class ChatCompletionRequest(RequestBody):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     tools: list[Tool] | None = None
@@ -83,7 +124,7 @@ class ChatCompletionRequest(_Body):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-2**63, lt=2**63)  # OpenAI's int64
     stop: str | list[str] | None = None
     n: int | None = None
     stream: bool = False
@@ -103,8 +144,14 @@ class ChatCompletionRequest(_Body):
             raise ValueError("stop takes at most 4 non-empty strings")
         return v
 
-    def stop_list(self) -> list[str]:
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+    def to_generation_spec(self) -> GenerationSpec:
+        choice = self.tool_choice.model_dump() if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
+        return GenerationSpec(
+            model=self.model, messages=[m.to_spec_message(i) for i, m in enumerate(self.messages)],
+            tools=[t.model_dump() for t in self.tools or []], tool_choice=choice,
+            reasoning_effort=self.reasoning_effort, max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature, top_p=self.top_p, seed=self.seed,
+            stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []))
 
 
 class ResponsesTool(_Body):
@@ -118,7 +165,7 @@ class Reasoning(_Body):
     effort: Effort | None = None
 
 
-class ResponsesRequest(_Body):
+class ResponsesRequest(RequestBody):
     model: str
     input: str | list[dict[str, Any]]
     instructions: str | None = None
@@ -129,3 +176,38 @@ class ResponsesRequest(_Body):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stream: bool = False
+
+    def to_generation_spec(self) -> GenerationSpec:
+        """Responses input items as chat-shaped messages (instructions first, as a developer message)."""
+        messages: list[dict[str, Any]] = []
+        if self.instructions:
+            messages.append({"role": "developer", "content": self.instructions})
+        items = [{"role": "user", "content": self.input}] if isinstance(self.input, str) else self.input
+        for i, item in enumerate(items):
+            kind = item.get("type", "message")
+            if kind == "message" and item.get("role") in ("user", "system", "developer", "assistant"):
+                messages.append({"role": item["role"], "content": content_text(item.get("content"),
+                                                                                f"input.{i}.content")})
+            elif kind == "function_call":
+                messages.append({"role": "assistant", "content": None, "tool_calls": [{
+                    "id": _item_str(item, "call_id", i), "type": "function",
+                    "function": {"name": _item_str(item, "name", i), "arguments": item.get("arguments") or "{}"}}]})
+            elif kind == "function_call_output":
+                messages.append({"role": "tool", "tool_call_id": _item_str(item, "call_id", i),
+                                 "content": content_text(item.get("output"), f"input.{i}.output")})
+            elif kind != "reasoning":
+                raise InvalidRequest(f"input item {i} of type {kind!r} is not supported", f"input.{i}")
+        if not messages or all(m["role"] == "developer" for m in messages):
+            raise InvalidRequest("input must hold at least one message", "input")
+        tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
+                                                   "parameters": t.parameters}} for t in self.tools or []]
+        return GenerationSpec(model=self.model, messages=messages, tools=tools, tool_choice=self.tool_choice,
+                              reasoning_effort=self.reasoning.effort if self.reasoning else None,
+                              max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p)
+
+
+def _item_str(item: dict[str, Any], key: str, i: int) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"input item {i} needs {key}", f"input.{i}.{key}")
+    return value

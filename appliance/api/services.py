@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import structlog
+from sqlalchemy import Engine
 from sqlalchemy.orm import sessionmaker
 
+from appliance.api.authgate import FailureThrottle, aggregate_event
 from appliance.api.backend import ModelBackend
 from appliance.api.errors import ApiError
 from appliance.api.metrics import Metrics
@@ -18,6 +21,8 @@ from appliance.policy import PolicyEngine, PolicySet
 from appliance.policy.pack import floor_file
 from appliance.signing import keys
 
+log = structlog.get_logger()
+
 
 @dataclass
 class Services:
@@ -27,10 +32,14 @@ class Services:
     backend: ModelBackend
     sessions: sessionmaker
     store: BundleStore
+    database: Engine
     metrics: Metrics = field(init=False)
+    auth_throttle: FailureThrottle = field(init=False)
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.backend.stats)
+        s = self.settings
+        self.auth_throttle = FailureThrottle(s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s)
 
     @classmethod
     def from_settings(cls, settings: Settings, backend: ModelBackend) -> "Services":
@@ -39,8 +48,10 @@ class Services:
                             max_signature_bytes=settings.max_signature_bytes)
         engine = make_engine(settings.database_url)
         require_tables(engine, "api_keys")
-        return cls(settings, AuditLog.from_settings(settings), policy, backend,
-                   sessionmaker(engine, expire_on_commit=False), store)
+        audit = AuditLog.from_settings(settings)
+        audit.start_writer()
+        return cls(settings, audit, policy, backend,
+                   sessionmaker(engine, expire_on_commit=False), store, engine)
 
     def bundle_trust(self) -> list[keys.PublicKey]:
         return trusted_keys(self.settings.trust_dir)
@@ -57,5 +68,12 @@ class Services:
             self.metrics.audit_append.observe(time.perf_counter() - start)
 
     def close(self) -> None:
+        """Write what the failed-authentication counts still hold, then close the log and the database."""
+        for agg in self.auth_throttle.due(force=True):
+            try:
+                self.audit.append(aggregate_event(agg, self.auth_throttle.window_s))
+            except AuditUnavailable as exc:  # the store is down at shutdown: the log line is all that is left
+                log.error("aggregated auth_failure record lost at shutdown", source=agg.source,
+                          count=agg.count, error=str(exc))
         self.audit.close()
-        self.sessions.kw["bind"].dispose()
+        self.database.dispose()

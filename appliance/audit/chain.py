@@ -8,10 +8,13 @@ One definition serves the database rows, the Python records and the JSONL export
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from appliance.audit.errors import AuditTampered
@@ -20,10 +23,22 @@ from appliance.audit.models import AuditRecordRow
 from appliance.signing import keys
 
 FORMAT = "appliance-audit/1"
+TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # UTC, microseconds: the stored form of every time
 GENESIS = "0" * 64
 CHAIN_COLUMNS = tuple(c.name for c in AuditRecordRow.__table__.columns if c.name not in ("prev_hash", "hash"))
 ROW_COLUMNS = (*CHAIN_COLUMNS, "prev_hash", "hash")
 _encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str | None) -> str | None:
+    """`text` in a form every database stores: NUL (PostgreSQL refuses it) and lone surrogates (not UTF-8)
+    are written as `\\uXXXX` escapes, so a hostile string is recorded rather than failing its record."""
+    if text is None or (text.isascii() and "\x00" not in text):
+        return text
+    return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def json_text(value: Any) -> str:
@@ -42,7 +57,7 @@ def link(prev_hash: str, canonical_bytes: bytes) -> str:
 
 def flatten(event: AuditEvent | AuditRecord, seq: int, ts: str) -> dict[str, Any]:
     """Column values of `event` as record `seq` made at `ts` (without the chain fields)."""
-    return {
+    values = {
         "seq": seq, "ts": ts, "event": event.event, "request_id": event.request_id,
         "principal_key_id": event.principal.key_id, "principal_name": event.principal.name,
         "principal_role": event.principal.role, "source": event.source, "route": event.route,
@@ -55,6 +70,7 @@ def flatten(event: AuditEvent | AuditRecord, seq: int, ts: str) -> dict[str, Any
         "latency_ms": event.latency_ms, "status": event.status, "error_code": event.error_code,
         "detail": json_text(event.detail),
     }
+    return {k: storable(v) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def record_row(record: AuditRecord) -> tuple[Any, ...]:
@@ -83,7 +99,10 @@ def unflatten(row: Any) -> AuditRecord:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A signed claim that record `seq` has hash `head_hash` (see models.AuditCheckpointRow)."""
+    """A signed claim that record `seq` has hash `head_hash`, naming the checkpoint before it (`prev`: its
+    `digest`, or `GENESIS` for the first), so checkpoints form a chain of their own: one deleted from the
+    middle breaks it (see models.AuditCheckpointRow). Checkpoints made before the chain existed have no
+    `prev` and sign the shorter message."""
 
     kind: str
     seq: int
@@ -91,14 +110,54 @@ class Checkpoint:
     ts: str
     key_id: str
     signature: bytes
+    prev: str | None = None
 
     def message(self) -> bytes:
-        return checkpoint_message(self.kind, self.seq, self.head_hash, self.ts)
+        return checkpoint_message(self.kind, self.seq, self.head_hash, self.ts, self.prev)
+
+    def digest(self) -> str:
+        """What the next checkpoint names as its `prev`: SHA-256 of the signed message and the signature."""
+        return hashlib.sha256(self.message() + b"\n" + self.signature).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        """The form exports and the witness file carry."""
+        out = {"kind": self.kind, "seq": self.seq, "head_hash": self.head_hash, "ts": self.ts,
+               "key_id": self.key_id, "signature": base64.b64encode(self.signature).decode()}
+        return out if self.prev is None else {**out, "prev": self.prev}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Checkpoint:
+        """Raises KeyError, TypeError or ValueError on anything that is not a checkpoint."""
+        prev = obj.get("prev")
+        return cls(str(obj["kind"]), int(obj["seq"]), str(obj["head_hash"]), str(obj["ts"]), str(obj["key_id"]),
+                   base64.b64decode(obj["signature"], validate=True), None if prev is None else str(prev))
 
 
-def checkpoint_message(kind: str, seq: int, head_hash: str, ts: str) -> bytes:
-    """What the audit key signs: format tag, kind, sequence, head hash and time, one per line."""
-    return f"{FORMAT}/checkpoint\n{kind}\n{seq}\n{head_hash}\n{ts}".encode()
+def checkpoint_message(kind: str, seq: int, head_hash: str, ts: str, prev: str | None = None) -> bytes:
+    """What the audit key signs: format tag, kind, sequence, head hash, time and (chained) the previous
+    checkpoint's digest, one per line."""
+    text = f"{FORMAT}/checkpoint\n{kind}\n{seq}\n{head_hash}\n{ts}"
+    return (text if prev is None else f"{text}\n{prev}").encode()
+
+
+def chain_problems(checkpoints: list[Checkpoint]) -> list[tuple[int, str]]:
+    """Where the chain of checkpoints (in seq order) is broken: a checkpoint deleted from it, or one not
+    made by a writer that saw its predecessor. A prune `anchor` starts the chain again where it cut: it
+    carries the digest its first successor names."""
+    problems = []
+    before: Checkpoint | None = None
+    for cp in checkpoints:
+        if cp.prev is None:  # made before checkpoints were chained
+            before = cp
+            continue
+        if before is None:
+            if cp.kind != "anchor" and cp.prev != GENESIS:
+                problems.append((cp.seq, f"the checkpoint chain has lost checkpoints before seq {cp.seq}"))
+        elif cp.prev not in {before.digest(), before.prev if before.kind == "anchor" else None}:
+            problems.append((cp.seq, f"the checkpoint chain is broken between seq {before.seq} and {cp.seq} "
+                                     f"(a checkpoint was deleted or forged)"))
+        before = cp
+    return problems
 
 
 @dataclass
@@ -110,6 +169,9 @@ class VerifyReport:
     last_seq: int | None = None
     head_hash: str | None = None
     checkpoints: int = 0
+    witnessed: int = 0  # witness entries held against the log
+    uncovered: int = 0  # records after the newest checkpoint: no signature covers them yet
+    uncovered_since: str | None = None  # the time of the oldest of those
     problems: list[tuple[int, str]] = field(default_factory=list)
 
     @property
@@ -131,29 +193,40 @@ class VerifyReport:
 
 def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint],
                  trust: dict[str, keys.PublicKey], expect_head: tuple[int, str] | None = None,
-                 progress: Callable[[int], None] | None = None) -> VerifyReport:
+                 progress: Callable[[int], None] | None = None, *, witness: Iterable[Checkpoint] = (),
+                 max_uncovered_s: float | None = None, now: datetime | None = None) -> VerifyReport:
     """Recompute the chain over `rows` (ascending seq) and hold it against signed checkpoints.
 
     `trust` maps key ids (`keys.key_hint`) to public keys. Stops at the first broken link, since every
-    later record hangs on it.
+    later record hangs on it. The checkpoints must form an unbroken chain; `witness` (checkpoints kept
+    outside the database) must each still be in it and match its record, so a deleted tail or a rewritten
+    history with its checkpoints deleted shows. With `max_uncovered_s`, records that no checkpoint covers
+    may be no older than that (a writer signs the head within about a second of its last append).
     """
     report = VerifyReport()
     claims: dict[int, list[tuple[str, str]]] = {}
     anchors: dict[int, str] = {}
-    for cp in checkpoints:
+    ordered = sorted(checkpoints, key=lambda c: (c.seq, c.kind != "anchor"))
+    for cp in ordered:
         report.checkpoints += 1
-        key = trust.get(cp.key_id)
-        if key is None:
-            report.problems.append((cp.seq, f"{cp.kind} checkpoint is signed by an untrusted key "
-                                            f"{cp.key_id[:16]}"))
-        elif not keys.verify(key, cp.signature, cp.message()):
-            report.problems.append((cp.seq, f"{cp.kind} checkpoint has a bad signature"))
-        else:
+        if _signed(cp, trust, report, "checkpoint"):
             claims.setdefault(cp.seq, []).append((f"the signed {cp.kind} checkpoint", cp.head_hash))
             if cp.kind == "anchor":
                 anchors[cp.seq] = cp.head_hash
+    report.problems.extend(chain_problems(ordered))
+    stored = {(cp.kind, cp.seq, cp.head_hash) for cp in ordered}
+    cut = max(anchors, default=0)
+    for cp in witness:
+        report.witnessed += 1
+        if not _signed(cp, trust, report, "witnessed checkpoint"):
+            continue
+        claims.setdefault(cp.seq, []).append(("the witnessed checkpoint", cp.head_hash))
+        if cp.seq > cut and (cp.kind, cp.seq, cp.head_hash) not in stored:
+            report.problems.append((cp.seq, f"the database has lost the witnessed {cp.kind} checkpoint at seq "
+                                            f"{cp.seq}"))
     if expect_head is not None:
         claims.setdefault(expect_head[0], []).append(("the expected head", expect_head[1]))
+    covered = max((cp.seq for cp in ordered), default=0)
 
     last_seq, last_hash = 0, None
     for row in rows:
@@ -177,11 +250,13 @@ def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint
         if link(prev_hash, canonical(row[:-2])) != row_hash:
             report.problems.append((seq, "hash does not match the record's content"))
             break
-        for label, claimed in claims.get(seq, ()):
-            if claimed != row_hash:
-                report.problems.append((seq, f"record does not match {label}"))
-        if report.problems and report.problems[-1][0] == seq:
+        wrong = [label for label, claimed in claims.get(seq, ()) if claimed != row_hash]
+        report.problems.extend((seq, f"record does not match {label}") for label in wrong)
+        if wrong:
             break
+        if seq > covered:
+            report.uncovered += 1
+            report.uncovered_since = report.uncovered_since or row[1]
         last_seq, last_hash = seq, row_hash
         report.records += 1
         if progress is not None and report.records % 10_000 == 0:
@@ -193,7 +268,25 @@ def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint
                 report.problems.append((last_seq + 1, f"records after seq {last_seq} are missing "
                                                       f"({label} names seq {seq})"))
                 break
+        if max_uncovered_s is not None and report.uncovered_since is not None:
+            age = ((now or datetime.now(UTC)) - datetime.strptime(report.uncovered_since, TS_FORMAT)
+                   .replace(tzinfo=UTC)).total_seconds()
+            if age > max_uncovered_s:
+                report.problems.append((covered + 1, f"{report.uncovered} records since seq {covered + 1} are "
+                                                     f"covered by no signature for {age:.0f} s (a writer signs "
+                                                     f"within seconds: checkpoints deleted?)"))
     if progress is not None:
         progress(report.records % 10_000)
     report.last_seq, report.head_hash = (last_seq or None), last_hash
     return report
+
+
+def _signed(cp: Checkpoint, trust: dict[str, keys.PublicKey], report: VerifyReport, what: str) -> bool:
+    key = trust.get(cp.key_id)
+    if key is None:
+        report.problems.append((cp.seq, f"{cp.kind} {what} is signed by an untrusted key {cp.key_id[:16]}"))
+        return False
+    if not keys.verify(key, cp.signature, cp.message()):
+        report.problems.append((cp.seq, f"{cp.kind} {what} has a bad signature"))
+        return False
+    return True

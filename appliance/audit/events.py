@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from appliance.principal import Principal
+
 EVENTS = frozenset({
     "request", "completion", "denial", "auth_failure", "cancelled", "error",
     "admin.key_created", "admin.key_revoked", "admin.policy_reloaded",
@@ -23,14 +25,6 @@ ContentMode = Literal["full", "redacted", "hash"]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Principal(_Frozen):
-    """Who acted: the API key's id, its owner's name and role (all None for an unauthenticated caller)."""
-
-    key_id: str | None = None
-    name: str | None = None
-    role: str | None = None
 
 
 class Decision(_Frozen):

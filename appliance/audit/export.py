@@ -6,7 +6,6 @@ a half-written file under the requested name.
 
 from __future__ import annotations
 
-import base64
 import csv
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -25,23 +24,25 @@ FORMATS = ("jsonl", "csv")
 
 
 def write(fmt: str, out_file: Path, checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
-          progress: Callable[[int], None] | None = None) -> int:
-    """Stream `rows` (ascending seq) to `out_file` in `fmt`; returns how many records were written."""
+          progress: Callable[[int], None] | None = None, witness: list[Checkpoint] | None = None) -> int:
+    """Stream `rows` (ascending seq) to `out_file` in `fmt`; returns how many records were written. A JSONL
+    export carries the checkpoints and the witness entries, so it verifies on its own."""
     if fmt not in FORMATS:
         raise AuditError(f"unknown export format {fmt!r} (use {' or '.join(FORMATS)})")
     if not out_file.parent.is_dir():
         raise AuditError(f"folder {out_file.parent} does not exist")
     with atomic_write(out_file, newline="") as out:
-        count = (_write_jsonl if fmt == "jsonl" else _write_csv)(out, checkpoints, rows, progress)
-    return count
+        if fmt == "jsonl":
+            for cp in witness or []:
+                out.write(json.dumps({"witness": cp.to_json()}) + "\n")
+            return _write_jsonl(out, checkpoints, rows, progress)
+        return _write_csv(out, checkpoints, rows, progress)
 
 
 def _write_jsonl(out: TextIO, checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
                  progress: Callable[[int], None] | None) -> int:
     for cp in checkpoints:
-        line = {"kind": cp.kind, "seq": cp.seq, "head_hash": cp.head_hash, "ts": cp.ts, "key_id": cp.key_id,
-                "signature": base64.b64encode(cp.signature).decode()}
-        out.write(json.dumps({"checkpoint": line}) + "\n")
+        out.write(json.dumps({"checkpoint": cp.to_json()}) + "\n")
     return _each(rows, lambda row: out.write(unflatten(row).model_dump_json() + "\n"), progress)
 
 
@@ -49,7 +50,18 @@ def _write_csv(out: TextIO, _checkpoints: list[Checkpoint], rows: Iterable[Mappi
                progress: Callable[[int], None] | None) -> int:
     writer = csv.writer(out)
     writer.writerow(ROW_COLUMNS)
-    return _each(rows, lambda row: writer.writerow([row[c] for c in ROW_COLUMNS]), progress)
+    return _each(rows, lambda row: writer.writerow([spreadsheet_safe(row[c]) for c in ROW_COLUMNS]), progress)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A cell a spreadsheet will not run (OWASP CSV injection): text starting like a formula is prefixed
+    with a single quote. The JSONL export keeps the exact values; CSV is for reading."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _each(rows: Iterable[Any], write_one: Callable[[Any], object],
@@ -71,8 +83,10 @@ def verify_file(path: Path, trust: list[keys.PublicKey], expect_head: tuple[int,
     from appliance.audit.signer import trust_map
 
     checkpoints = [_checkpoint(obj["checkpoint"], path, n) for n, obj in _lines(path) if "checkpoint" in obj]
-    records = (record_row(_record(obj, path, n)) for n, obj in _lines(path) if "checkpoint" not in obj)
-    return verify_chain(records, checkpoints, trust_map(trust), expect_head, progress)
+    witness = [_checkpoint(obj["witness"], path, n) for n, obj in _lines(path) if "witness" in obj]
+    records = (record_row(_record(obj, path, n)) for n, obj in _lines(path)
+               if "checkpoint" not in obj and "witness" not in obj)
+    return verify_chain(records, checkpoints, trust_map(trust), expect_head, progress, witness=witness)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict]]:
@@ -99,7 +113,6 @@ def _record(obj: dict, path: Path, n: int) -> AuditRecord:
 
 def _checkpoint(obj: Any, path: Path, n: int) -> Checkpoint:
     try:
-        return Checkpoint(str(obj["kind"]), int(obj["seq"]), str(obj["head_hash"]), str(obj["ts"]),
-                          str(obj["key_id"]), base64.b64decode(obj["signature"], validate=True))
+        return Checkpoint.from_json(obj)
     except (KeyError, TypeError, ValueError) as exc:
         raise AuditError(f"{path}:{n}: not a checkpoint") from exc

@@ -8,7 +8,6 @@ creates a key or writes a checkpoint.
 from __future__ import annotations
 
 import asyncio
-
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,11 +19,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, delete, func, inspect, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from appliance.audit import signer, store
-from appliance.audit.chain import ROW_COLUMNS, VerifyReport, unflatten, verify_chain
-from appliance.audit.errors import AuditError, AuditUnavailable, first_line
+from appliance.audit import checkpoints, signer, store
+from appliance.audit.chain import GENESIS, ROW_COLUMNS, VerifyReport, unflatten, verify_chain
+from appliance.audit.errors import AuditError, AuditTampered, AuditUnavailable, first_line
 from appliance.audit.events import AuditEvent, AuditRecord, Principal
 from appliance.audit.models import AuditCheckpointRow, AuditRecordRow
+from appliance.audit.witness import Witness
 from appliance.audit.writer import ChainWriter
 from appliance.db import make_engine
 from appliance.signing import keys
@@ -66,10 +66,13 @@ class AuditLog:
     """The tamper-evident audit log in the database at `database_url`, signed with the key at `key_path`."""
 
     def __init__(self, database_url: str, key_path: Path, checkpoint_every: int = 1000,
-                 checkpoint_seconds: float = 60.0) -> None:
+                 checkpoint_seconds: float = 1.0, witness_dir: Path | None = None,
+                 uncovered_grace_s: float = 60.0) -> None:
         self.engine = make_engine(database_url)
         self.key_path = key_path
+        self.witness = Witness(witness_dir or key_path.parent)
         self._every, self._seconds = checkpoint_every, checkpoint_seconds
+        self._grace = uncovered_grace_s
         self._writer: ChainWriter | None = None
         self._lock = threading.Lock()
         with self._reading():
@@ -79,7 +82,12 @@ class AuditLog:
     @classmethod
     def from_settings(cls, settings: Settings) -> AuditLog:
         return cls(settings.database_url, settings.audit_key_path, settings.audit_checkpoint_every,
-                   settings.audit_checkpoint_seconds)
+                   settings.audit_checkpoint_seconds, settings.audit_witness_dir, settings.audit_uncovered_grace_s)
+
+    def start_writer(self) -> None:
+        """Start the writer now (a server does, at start): it signs a tail left uncovered by a crash within
+        a second, instead of at the first append."""
+        self._ensure_writer()
 
     def __enter__(self) -> AuditLog:
         return self
@@ -101,10 +109,13 @@ class AuditLog:
         return _record(event, values)
 
     async def append_async(self, event: AuditEvent) -> AuditRecord:
-        """`append` for asyncio code: waits on the writer's commit without occupying a worker thread."""
+        """`append` for asyncio code: waits on the writer's commit without occupying a worker thread.
+
+        The wait is shielded: a caller cancelled or timed out here gives up its own wait only, never the
+        writer's future (whose record may still land, and which the writer settles regardless)."""
         future = self._ensure_writer().submit(event)
         try:
-            values = await asyncio.wait_for(asyncio.wrap_future(future), APPEND_TIMEOUT_S)
+            values = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), APPEND_TIMEOUT_S)
         except asyncio.TimeoutError as exc:
             raise AuditUnavailable(f"audit record not confirmed within {APPEND_TIMEOUT_S:.0f} s") from exc
         return _record(event, values)
@@ -140,18 +151,21 @@ class AuditLog:
                progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Recompute the chain and check every checkpoint against `trust` (default: this appliance's key)."""
         trusted = signer.trust_map(trust if trust is not None else self._own_public_keys())
+        witnessed = list(self.witness.entries())
         with self._reading(snapshot=True) as conn:
-            return verify_chain(_raw_rows(conn), store.load_checkpoints(conn), trusted, expect_head, progress)
+            return verify_chain(_raw_rows(conn), store.load_checkpoints(conn), trusted, expect_head, progress,
+                                witness=witnessed, max_uncovered_s=self._seconds + self._grace)
 
     def export(self, fmt: str, out_file: Path, progress: Callable[[int], None] | None = None) -> int:
         """Write the log to `out_file` as `jsonl` (verifiable alone) or `csv`; returns the record count."""
         from appliance.audit import export
 
+        witnessed = list(self.witness.entries()) if fmt == "jsonl" else []  # read first: all in the snapshot
         with self._reading(snapshot=True) as conn:
             checkpoints = store.load_checkpoints(conn)
             rows = conn.execution_options(yield_per=20_000).execute(
                 select(*_ROW).order_by(AuditRecordRow.seq))
-            return export.write(fmt, out_file, checkpoints, rows.mappings(), progress)
+            return export.write(fmt, out_file, checkpoints, rows.mappings(), progress, witnessed)
 
     def prune(self, before: datetime, actor: Principal | None = None) -> PruneResult:
         """Delete records older than `before`, leaving a signed anchor so what remains still verifies.
@@ -164,18 +178,27 @@ class AuditLog:
         key = signer.load_or_create(self.key_path)
         try:
             with store.write_transaction(self.engine) as conn:
+                problem = checkpoints.stretch_problem(conn, store.last_checkpoint(conn), key.public_key(),
+                                                      self.witness)
+                if problem is not None:
+                    raise AuditTampered(f"prune refused, the log does not verify: {problem}")
                 cut = conn.execute(select(func.max(AuditRecordRow.seq)).where(AuditRecordRow.ts < cutoff,
                                                                               AuditRecordRow.seq < marker.seq)
                                    ).scalar_one()
                 if cut is None:
                     return PruneResult(0, None)
                 head = conn.execute(select(AuditRecordRow.hash).where(AuditRecordRow.seq == cut)).scalar_one()
+                # The anchor restarts the checkpoint chain at the cut: it carries the digest that the first
+                # checkpoint after the cut names (that of the newest one removed).
+                before = [cp for cp in store.load_checkpoints(conn) if cp.seq <= cut]
+                prev = max(before, key=lambda cp: cp.seq).digest() if before else GENESIS
                 removed = conn.execute(delete(AuditRecordRow).where(AuditRecordRow.seq <= cut)).rowcount
                 conn.execute(delete(AuditCheckpointRow).where(AuditCheckpointRow.seq <= cut))
-                anchor = signer.sign_checkpoint(key, "anchor", cut, head, store.now_ts())
+                anchor = signer.sign_checkpoint(key, "anchor", cut, head, store.now_ts(), prev)
                 store.insert_checkpoint(conn, anchor)
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"prune failed: {first_line(exc)}") from exc
+        self.witness.append(anchor)
         return PruneResult(removed, cut)
 
     def close(self) -> None:
@@ -190,7 +213,7 @@ class AuditLog:
         with self._lock:
             if self._writer is None:
                 key = signer.load_or_create(self.key_path)
-                self._writer = ChainWriter(self.engine, key, self._every, self._seconds)
+                self._writer = ChainWriter(self.engine, key, self._every, self._seconds, self.witness)
             return self._writer
 
     def _own_public_keys(self) -> list[keys.PublicKey]:

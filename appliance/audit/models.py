@@ -46,7 +46,8 @@ class AuditCheckpointRow(Base):
 
     `kind` is `periodic` (every N records or T seconds) or `anchor` (left by prune so the first remaining
     record still links to something signed). The kind is part of the signed message, so a periodic
-    checkpoint cannot pass for a prune anchor.
+    checkpoint cannot pass for a prune anchor. `prev_checkpoint` chains each checkpoint to the one before it
+    (signed too), so deleting one from the middle shows.
     """
 
     __tablename__ = "audit_checkpoints"
@@ -58,3 +59,4 @@ class AuditCheckpointRow(Base):
     ts: Mapped[str] = mapped_column(String(27))
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[bytes] = mapped_column(LargeBinary)
+    prev_checkpoint: Mapped[str | None] = mapped_column(String(64))  # the previous checkpoint's digest

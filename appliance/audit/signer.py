@@ -31,6 +31,7 @@ def trust_map(public_keys: list[keys.PublicKey]) -> dict[str, keys.PublicKey]:
     return {keys.key_hint(key): key for key in public_keys}
 
 
-def sign_checkpoint(key: keys.PrivateKey, kind: str, seq: int, head_hash: str, ts: str) -> Checkpoint:
-    signature = keys.sign(key, checkpoint_message(kind, seq, head_hash, ts))
-    return Checkpoint(kind, seq, head_hash, ts, keys.key_hint(key.public_key()), signature)
+def sign_checkpoint(key: keys.PrivateKey, kind: str, seq: int, head_hash: str, ts: str, prev: str) -> Checkpoint:
+    """A checkpoint chained to `prev` (the previous checkpoint's digest, or GENESIS for the first)."""
+    signature = keys.sign(key, checkpoint_message(kind, seq, head_hash, ts, prev))
+    return Checkpoint(kind, seq, head_hash, ts, keys.key_hint(key.public_key()), signature, prev)

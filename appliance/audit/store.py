@@ -13,10 +13,9 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, insert, select, text
 
-from appliance.audit.chain import GENESIS, Checkpoint
+from appliance.audit.chain import GENESIS, TS_FORMAT, Checkpoint
 from appliance.audit.models import AuditCheckpointRow, AuditRecordRow
 
-TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _PG_LOCK_ID = 0x6170706C61756469  # "applaudi": the audit chain's advisory lock
 
 
@@ -55,9 +54,11 @@ def locked(conn: Connection) -> Iterator[Connection]:
 
 _PG_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
 _HEAD = select(AuditRecordRow.seq, AuditRecordRow.hash).order_by(AuditRecordRow.seq.desc()).limit(1)
-_LAST_CHECKPOINT = (select(AuditCheckpointRow.seq, AuditCheckpointRow.ts)
-                    .where(AuditCheckpointRow.kind == "periodic")
-                    .order_by(AuditCheckpointRow.seq.desc()).limit(1))
+_CHECKPOINT_COLUMNS = (AuditCheckpointRow.kind, AuditCheckpointRow.seq, AuditCheckpointRow.head_hash,
+                       AuditCheckpointRow.ts, AuditCheckpointRow.key_id, AuditCheckpointRow.signature,
+                       AuditCheckpointRow.prev_checkpoint)
+_LAST_CHECKPOINT = select(*_CHECKPOINT_COLUMNS).order_by(AuditCheckpointRow.seq.desc(),
+                                                         AuditCheckpointRow.kind.desc()).limit(1)
 
 
 def read_head(conn: Connection) -> tuple[int, str]:
@@ -66,29 +67,37 @@ def read_head(conn: Connection) -> tuple[int, str]:
     return (row[0], row[1]) if row else (0, GENESIS)
 
 
-def last_checkpoint(conn: Connection) -> tuple[int, str] | None:
-    """(seq, ts) of the newest periodic checkpoint."""
+def last_checkpoint(conn: Connection) -> Checkpoint | None:
+    """The newest checkpoint (highest seq; a periodic one before an anchor at the same seq)."""
     row = conn.execute(_LAST_CHECKPOINT).first()
-    return (row[0], row[1]) if row else None
+    return Checkpoint(*row) if row else None
 
 
 def checkpoint_due(conn: Connection, head_seq: int, every: int, seconds: float) -> bool:
-    """True when N records or T seconds have passed since the last periodic checkpoint."""
+    """True when the head is past the last checkpoint by N records, or by any record T seconds after it."""
     last = last_checkpoint(conn)
     if last is None:
         return head_seq > 0
-    if head_seq <= last[0]:
+    if head_seq <= last.seq:
         return False
-    return head_seq - last[0] >= every or (datetime.now(UTC) - parse_ts(last[1])).total_seconds() >= seconds
+    return head_seq - last.seq >= every or (datetime.now(UTC) - parse_ts(last.ts)).total_seconds() >= seconds
+
+
+def rows_after(conn: Connection, seq: int) -> list[tuple]:
+    """Records after `seq` as `verify_chain` rows (the stretch a new checkpoint would cover)."""
+    from appliance.audit.chain import ROW_COLUMNS
+
+    columns = [getattr(AuditRecordRow, c) for c in ROW_COLUMNS]
+    return [tuple(r) for r in conn.execute(select(*columns).where(AuditRecordRow.seq > seq)
+                                           .order_by(AuditRecordRow.seq))]
 
 
 def insert_checkpoint(conn: Connection, cp: Checkpoint) -> None:
     conn.execute(insert(AuditCheckpointRow).values(kind=cp.kind, seq=cp.seq, head_hash=cp.head_hash, ts=cp.ts,
-                                                   key_id=cp.key_id, signature=cp.signature))
+                                                   key_id=cp.key_id, signature=cp.signature,
+                                                   prev_checkpoint=cp.prev))
 
 
 def load_checkpoints(conn: Connection) -> list[Checkpoint]:
-    rows = conn.execute(select(AuditCheckpointRow.kind, AuditCheckpointRow.seq, AuditCheckpointRow.head_hash,
-                               AuditCheckpointRow.ts, AuditCheckpointRow.key_id, AuditCheckpointRow.signature)
-                        .order_by(AuditCheckpointRow.seq))
+    rows = conn.execute(select(*_CHECKPOINT_COLUMNS).order_by(AuditCheckpointRow.seq))
     return [Checkpoint(*row) for row in rows]

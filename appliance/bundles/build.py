@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from appliance.bundles.metadata import BundleError, BundleMetadata
 from appliance.bundles.signing import sign_bundle
-from appliance.engine.vocab import write_vocabulary
+from appliance.vocabulary import write_vocabulary
 from appliance.signing.keys import PrivateKey
 
 

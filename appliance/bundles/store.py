@@ -14,7 +14,7 @@ import re
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +43,13 @@ class BundleStore:
 
     # -- changes -------------------------------------------------------------------------------------
     def import_bundle(self, src: Path, trusted: list[keys.PublicKey], *, allow_downgrade: bool = False,
-                      progress: Progress | None = None) -> VerifiedBundle:
-        """Verify `src` while copying it in; refuse replays of old versions unless `allow_downgrade`."""
+                      progress: Progress | None = None,
+                      before_place: Callable[[VerifiedBundle], None] | None = None) -> VerifiedBundle:
+        """Verify `src` while copying it in; refuse replays of old versions unless `allow_downgrade`.
+
+        `before_place` runs once every byte is verified and before the bundle appears in the store or raises
+        the version floor: the audit record goes there, so a record that cannot be written stops the import
+        with nothing changed."""
         manifest, _ = oms.read_signature(src, trusted, signature_name=SIGNATURE_FILE,
                                          max_signature_bytes=self.max_signature_bytes)
         meta = read_verified_metadata(src, manifest)
@@ -70,6 +75,8 @@ class BundleStore:
                 if copied.digests != verified.manifest.digests:
                     raise BundleError(f"{src / SIGNATURE_FILE} changed during import")
                 _fsync_tree(tmp)
+                if before_place is not None:
+                    before_place(verified)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(tmp, dest)
                 _fsync_dir(dest.parent)

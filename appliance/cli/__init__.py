@@ -26,7 +26,7 @@ def _root() -> None:
 # command -> (module under appliance.cli, help of its group; None for a single command named like it)
 _COMMANDS: dict[str, tuple[str, str | None]] = {
     "serve": ("serve", None),
-    "demo": ("quickstart", None),
+    "demo": ("demo", None),
     "bundle": ("bundle", "Signed weight bundles: keys, signing, verification, the model store."),
     "policy": ("policy", "Policy packs: check, test, sign, reload."),
     "audit": ("audit", "The tamper-evident audit log: list, show, verify, export, prune."),

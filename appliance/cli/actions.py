@@ -1,13 +1,16 @@
-"""Audit records for what an operator does at the console (key, bundle and policy changes).
+"""Audit records for what an operator does at the console (key, bundle, trust and policy changes).
 
-The actor is `cli:<unix user>` with the admin role. Before the first `appliance db upgrade` there is no
-audit log yet: the action then proceeds with a warning, so a fresh install can be bootstrapped. Once the
-log exists, a record that cannot be written is an error (the command exits non-zero and says so).
+Record first: every command writes its record before the change takes effect, so a record that cannot be
+written leaves nothing changed (the command exits non-zero and says so). Where the change must happen to
+learn what to record (a new key's id), `record_or_undo` records right after and undoes the change if the
+record fails. The actor is `cli:<unix user>` with the admin role. Before the first `appliance db upgrade`
+there is no audit log yet: the action then proceeds with a warning, so a fresh install can be bootstrapped.
 """
 
 from __future__ import annotations
 
 import getpass
+from collections.abc import Callable
 
 import typer
 
@@ -26,3 +29,12 @@ def record(event: str, **detail: str) -> None:
     with AuditLog.from_settings(settings) as log:
         log.append(AuditEvent(event=event, principal=Principal(name=f"cli:{getpass.getuser()}", role="admin"),
                               route="cli", detail=detail))
+
+
+def record_or_undo(event: str, undo: Callable[[], object], **detail: str) -> None:
+    """Record a change that has just been made; if the record cannot be written, undo it and fail."""
+    try:
+        record(event, **detail)
+    except BaseException:
+        undo()
+        raise

@@ -103,9 +103,12 @@ def verify(
             report = log.verify(trusted, head, advance)
     report.raise_if_bad()
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "empty"
-    typer.echo(f"ok: {report.records} records ({span}), {report.checkpoints} checkpoints verified")
+    typer.echo(f"ok: {report.records} records ({span}), {report.checkpoints} checkpoints and "
+               f"{report.witnessed} witness entries verified")
     if report.records:
         typer.echo(f"head {report.last_seq}:{report.head_hash}")
+    since = f" (since {report.uncovered_since})" if report.uncovered_since else ""
+    typer.echo(f"not yet covered by a signature: {report.uncovered} records{since}")
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from appliance.bundles import SIGNATURE_FILE, BundleStore, sign_bundle, trusted_keys, verify_bundle
+from appliance.bundles import SIGNATURE_FILE, BundleStore, VerifiedBundle, sign_bundle, trusted_keys, verify_bundle
 from appliance.bundles.metadata import BundleError
 from appliance.cli.actions import record
 from appliance.cli.progress import byte_progress
@@ -54,21 +54,26 @@ def keygen(
     keys.write_private_key(key, out)
     keys.write_public_key(key.public_key(), pub)
     if trust:
-        _install_trust(pub)
+        _trust(pub)
     typer.echo(f"private key {out}\npublic key  {pub}\nkey hint    {keys.key_hint(key.public_key())}")
 
 
 @app.command("trust")
 def trust_cmd(pubkey: Annotated[Path, typer.Argument(help="A publisher's PEM public key.")]) -> None:
     """Add a publisher's public key to the trust folder."""
-    path = _install_trust(pubkey)
-    record("admin.trust_added", key_hint=path.stem, file=str(path))
-    typer.echo(f"trusted {path}")
+    typer.echo(f"trusted {_trust(pubkey)}")
 
 
-def _install_trust(pubkey: Path) -> Path:
+def record_import(vb: VerifiedBundle) -> None:
+    """The import's record, once every byte is verified and before the bundle appears in the store."""
+    record("admin.bundle_imported", name=vb.metadata.name, version=vb.metadata.version, signer=vb.signer_hint)
+
+
+def _trust(pubkey: Path) -> Path:
+    """Trust a publisher key: recorded first, then installed."""
     key = keys.load_public_key(pubkey)
     dest = get_settings().trust_dir / f"{keys.key_hint(key)[:16]}.pub"
+    record("admin.trust_added", key_hint=keys.key_hint(key), file=str(dest))
     keys.write_public_key(key, dest)
     return dest
 
@@ -110,8 +115,8 @@ def import_cmd(
     trusted = _trusted(trust)
     store = _store()
     with byte_progress("importing", _total_bytes(folder)) as advance:
-        vb = store.import_bundle(folder, trusted, allow_downgrade=allow_downgrade, progress=advance)
-    record("admin.bundle_imported", name=vb.metadata.name, version=vb.metadata.version, signer=vb.signer_hint)
+        vb = store.import_bundle(folder, trusted, allow_downgrade=allow_downgrade, progress=advance,
+                                 before_place=record_import)
     if activate:  # just verified while copied in
         record("admin.bundle_activated", name=vb.metadata.name, version=vb.metadata.version)
         store.mark_active(vb.metadata.name, vb.metadata.version)

@@ -12,7 +12,7 @@ import base64
 import json
 from pathlib import Path
 
-from appliance.engine.vocab import vocabulary_bytes
+from appliance.vocabulary import vocabulary_bytes
 
 # tiktoken's o200k_base pre-tokenisation pattern.
 O200K_PATTERN = "|".join([

@@ -44,7 +44,7 @@ from appliance.demo.checkpoint import gpt_oss_config, mxfp4_round_trip, write_ch
 from appliance.demo.conversations import Example, held_out_examples, training_examples
 from appliance.demo.tokenizer import VOCAB_SIZE
 from appliance.engine.harmony import render_prompt
-from appliance.engine.vocab import load_harmony, write_vocabulary
+from appliance.vocabulary import load_harmony, write_vocabulary
 
 SEED = 0
 SHAPE: dict[str, Any] = dict(hidden_size=64, intermediate_size=64, num_hidden_layers=4,

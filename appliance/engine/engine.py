@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from appliance.engine.scheduler import Scheduler, Sequence as _Seq
 from appliance.engine.session import ModelLoadError, ModelRunner
 from appliance.engine.types import (EngineBusy, EngineError, Event, FinishEvent, GenerationRequest, TextEvent,
                                     ToolCallEvent, Usage)
-from appliance.engine.vocab import load_harmony
+from appliance.vocabulary import load_harmony
 
 _CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -49,9 +50,13 @@ class Engine:
                              decoder["head_size"], providers, threads)
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.max_tokens_in_flight = max_tokens_in_flight
+        runner.prefill([self._health_prompt, self._health_prompt])  # warm-up: the model computes, batched
         self._scheduler = Scheduler(runner, max_batch_size, max_tokens_in_flight)
         self._live = 0
         self._lock = threading.Lock()
+        self.idle = threading.Event()  # set while no request is live: what a bundle swap waits for
+        self.idle.set()
+        self.last_success: float | None = time.time()  # wall time of the last generation that finished
 
     @classmethod
     def from_bundle(cls, path: Path, **options) -> "Engine":
@@ -64,8 +69,14 @@ class Engine:
         """Batch occupancy and queue depth, for metrics."""
         return {**self._scheduler.stats(), "live_requests": self._live, "max_queue": self.max_queue}
 
+    @property
+    def healthy(self) -> bool:
+        return self._scheduler.alive and not self._scheduler.failing and self.last_success is not None
+
     async def health(self) -> None:
-        """Generate one token end to end; raises if the model cannot."""
+        """Generate one token end to end; raises if the model cannot. Only the replica's own health check
+        calls this (one at a time); it is counted among the live requests but never refused for capacity,
+        so a full engine is not mistaken for a dead one."""
         request = GenerationRequest(prompt_tokens=self._health_prompt, max_tokens=1, temperature=0)
         async for _ in self._generate(request, bounded=False):
             pass
@@ -93,25 +104,35 @@ class Engine:
             if bounded and self._live >= self.max_batch_size + self.max_queue:
                 raise EngineBusy("the engine is busy (batch and queue are full); retry later")
             self._live += 1
+            self.idle.clear()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._live -= 1
+            if not self._live:
+                self.idle.set()
 
     async def _generate(self, request: GenerationRequest, bounded: bool) -> AsyncIterator[Event]:
-        prompt = self._prompt(request)
         self._admit(bounded)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
-
-        def deliver(kind: str, value: object) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
-            except RuntimeError:  # the consumer's event loop is gone: nobody is listening any more
-                seq.cancelled = True
-
-        seq = _Seq(prompt, request.max_tokens, self._stop_ids | frozenset(request.stop_token_ids),
-                   Sampler(request.temperature, request.top_p, request.seed), deliver)
-        stream = HarmonyStream(self.encoding, request.stop)
-        stream.prime(prompt)
-        tokens: list[int] = []
+        seq: _Seq | None = None
         try:
+            # Rendering a large prompt (long tool descriptions) takes real time: off the event loop.
+            prompt = await asyncio.to_thread(self._prompt, request)
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+
+            def deliver(kind: str, value: object) -> None:
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+                except RuntimeError:  # the consumer's event loop is gone: nobody is listening any more
+                    if seq is not None:
+                        seq.cancelled = True
+
+            seq = _Seq(prompt, request.max_tokens, self._stop_ids | frozenset(request.stop_token_ids),
+                       Sampler(request.temperature, request.top_p, request.seed), deliver)
+            stream = HarmonyStream(self.encoding, request.stop)
+            stream.prime(prompt)
+            tokens: list[int] = []
             self._scheduler.submit(seq)
             while True:
                 kind, value = await queue.get()
@@ -130,11 +151,12 @@ class Engine:
                     break
             if reason == "stop" and tokens and tokens[-1] == self._call_id and stream.tool_calls:
                 reason = "tool_calls"
+            self.last_success = time.time()
             yield FinishEvent(reason, Usage(len(prompt), len(tokens), stream.reasoning_tokens), tuple(tokens))
         finally:
-            self._scheduler.cancel(seq)
-            with self._lock:
-                self._live -= 1
+            if seq is not None:
+                self._scheduler.cancel(seq)
+            self._release()
 
 
 async def collect(events: AsyncIterator[Event]) -> dict[str, object]:

@@ -17,23 +17,12 @@ from typing import Any
 from openai_harmony import (Author, Conversation, DeveloperContent, HarmonyEncoding, Message, ReasoningEffort,
                             Role, SystemContent, ToolDescription)
 
-from appliance.engine.types import Channel, EngineError, Event, TextEvent, ToolCallEvent
+from appliance.engine.types import Channel, EngineError, Event, TextEvent, ToolCallEvent, content_text
 
 _EFFORTS = {"low": ReasoningEffort.LOW, "medium": ReasoningEffort.MEDIUM, "high": ReasoningEffort.HIGH}
 _CHANNEL = re.compile(r"<\|channel\|>\s*([A-Za-z_]+)")
 _RECIPIENT = re.compile(r"\bto=([A-Za-z0-9_.:\-]+)")
 _CHANNELS: tuple[Channel, ...] = ("analysis", "commentary", "final")
-
-
-def _text(content: Any) -> str:
-    """OpenAI content (a string or a list of text parts) as one string."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
-    raise EngineError("message content must be a string or a list of text parts")
 
 
 def _tool_descriptions(tools: list[dict[str, Any]]) -> list[ToolDescription]:
@@ -56,7 +45,7 @@ def render_prompt(encoding: HarmonyEncoding, messages: list[dict[str, Any]], too
     """
     if reasoning_effort not in _EFFORTS:
         raise EngineError("reasoning_effort must be low, medium or high")
-    instructions = [_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")]
+    instructions = [content_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")]
     developer = DeveloperContent.new()
     if instructions:
         developer = developer.with_instructions("\n\n".join(instructions))
@@ -72,7 +61,7 @@ def render_prompt(encoding: HarmonyEncoding, messages: list[dict[str, Any]], too
         if role in ("system", "developer"):
             continue
         if role == "user":
-            rendered.append(Message.from_role_and_content(Role.USER, _text(message.get("content"))))
+            rendered.append(Message.from_role_and_content(Role.USER, content_text(message.get("content"))))
         elif role == "assistant":
             rendered.extend(_assistant_messages(message, call_names))
         elif role == "tool":
@@ -80,7 +69,7 @@ def render_prompt(encoding: HarmonyEncoding, messages: list[dict[str, Any]], too
             if not name:
                 raise EngineError("a tool message must answer an earlier assistant tool call (tool_call_id)")
             rendered.append(Message.from_author_and_content(Author.new(Role.TOOL, f"functions.{name}"),
-                                                            _text(message.get("content")))
+                                                            content_text(message.get("content")))
                             .with_recipient("assistant").with_channel("commentary"))
         else:
             raise EngineError(f"unsupported message role {role!r}")
@@ -91,8 +80,8 @@ def _assistant_messages(message: dict[str, Any], call_names: dict[str, str]) -> 
     out = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     if reasoning:
-        out.append(Message.from_role_and_content(Role.ASSISTANT, _text(reasoning)).with_channel("analysis"))
-    content = _text(message.get("content"))
+        out.append(Message.from_role_and_content(Role.ASSISTANT, content_text(reasoning)).with_channel("analysis"))
+    content = content_text(message.get("content"))
     if content:
         out.append(Message.from_role_and_content(Role.ASSISTANT, content).with_channel("final"))
     for call in message.get("tool_calls") or []:

@@ -50,6 +50,7 @@ class Scheduler:
         self._kv: KVBatch = runner.empty(0)
         self._wake = threading.Condition()
         self._stopping = False
+        self.failing = False  # the last step raised; cleared by the next one that succeeds
         self.steps = 0
         self.generated_tokens = 0
         self._thread = threading.Thread(target=self._loop, name="engine-scheduler", daemon=True)
@@ -75,6 +76,10 @@ class Scheduler:
                     "max_tokens_in_flight": self.max_tokens_in_flight,
                     "steps": self.steps, "generated_tokens": self.generated_tokens}
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stopping
+
     def close(self) -> None:
         with self._wake:
             self._stopping = True
@@ -94,7 +99,9 @@ class Scheduler:
                 self._reshape(keep, admitted)
                 if self._running:
                     self._step()
+                    self.failing = False
             except Exception as exc:  # noqa: BLE001 - a failed step fails its requests, not the worker
+                self.failing = True
                 message = f"inference failed: {exc}".splitlines()[0]
                 for seq in self._running:
                     seq.finished = True

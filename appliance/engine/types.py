@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, InvalidRequest
 
 Channel = Literal["analysis", "commentary", "final"]
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled"]
@@ -18,6 +18,26 @@ class EngineError(ApplianceError):
 
 class EngineBusy(EngineError):
     """Backpressure: the running batch and the waiting queue are full; retry later (HTTP 429/503)."""
+
+
+TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
+
+
+def content_text(content: Any, param: str = "content") -> str:
+    """OpenAI message content as the one string the model reads: the one rule for every route.
+
+    None is empty; a string is itself; a list may hold only text parts (`text`, `input_text`, `output_text`
+    with a string `text`), joined without separators. Anything else is refused, never silently dropped,
+    so what is scanned and recorded is what the model sees.
+    """
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type", "text") in TEXT_PARTS
+                                         and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    raise InvalidRequest(f"{param} must be text or a list of text parts (only text is supported)", param)
 
 
 @dataclass
@@ -41,6 +61,8 @@ class GenerationRequest:
             raise EngineError("max_tokens must be at least 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise EngineError("temperature must be >= 0 and top_p in (0, 1]")
+        if self.seed is not None and not 0 <= self.seed < 2**64:
+            raise EngineError("seed must be between 0 and 2**64 - 1")
         if self.prompt_tokens is None and not self.messages:
             raise EngineError("a request needs at least one message")
 

@@ -9,11 +9,12 @@
 """
 
 from appliance.policy.detectors import CATEGORIES, Finding, Scanner
-from appliance.policy.engine import Decision, Message, PolicyEngine, PolicyRequest, Principal
+from appliance.policy.engine import Decision, Message, PolicyEngine, PolicyRequest
 from appliance.policy.errors import PolicyError, RateLimited
 from appliance.policy.pack import SIGNATURE_NAME, PolicySet
 from appliance.policy.redact import neutralise
 from appliance.policy.stream import FilterOutput, OutputFilter
+from appliance.principal import Principal
 
 __all__ = ["CATEGORIES", "Decision", "FilterOutput", "Finding", "Message", "OutputFilter", "PolicyEngine",
            "PolicyError", "PolicyRequest", "PolicySet", "Principal", "RateLimited", "SIGNATURE_NAME", "Scanner",

@@ -11,28 +11,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from appliance.policy.detectors import Finding
 from appliance.policy.floor import raise_floor
+from appliance.policy.grants import audit_mode, effective_grant, rule_for
 from appliance.policy.pack import PolicySet
 from appliance.policy.ratelimit import RateLimiter
 from appliance.policy.redact import redact
 from appliance.policy.schema import Grant, RateLimit
+from appliance.policy.stream import OutputFilter
+from appliance.principal import Principal
 from appliance.signing import keys
 
 Action = Literal["allow", "redact", "deny"]
 _SEVERITY = {"allow": 0, "redact": 1, "deny": 2}
 _CONTROL = "injection.control_token"
-
-
-@dataclass(frozen=True)
-class Principal:
-    key_id: str
-    name: str
-    role: str
 
 
 @dataclass(frozen=True)
@@ -78,37 +73,10 @@ class Decision:
     def messages(self) -> list[Message]:
         return self.request.messages
 
-    def output_filter(self):
+    def output_filter(self) -> OutputFilter:
         """A fresh streaming filter for this response, bound to the decision's pack and principal."""
-        from appliance.policy.stream import OutputFilter
-
         assert self.policy is not None and self.principal is not None
         return OutputFilter(self.policy, self.principal)
-
-
-def effective_grant(policy: PolicySet, principal: Principal) -> Grant | None:
-    """The role's grant narrowed by the key's override; None when the role is unknown."""
-    grant = policy.pack.access.roles.get(principal.role)
-    override = policy.pack.access.keys.get(principal.key_id)
-    if grant is None or override is None:
-        return grant
-    changes = {name: getattr(override, name) for name in ("models", "max_tokens", "rate")
-               if getattr(override, name) is not None}
-    return grant.model_copy(update=changes)
-
-
-def audit_mode(policy: PolicySet, role: str) -> Literal["full", "redacted", "hash"]:
-    return policy.pack.audit.roles.get(role, policy.pack.audit.content)
-
-
-@lru_cache(maxsize=4096)
-def rule_for(policy: PolicySet, direction: str, role: str, category: str):
-    """First rule of `direction` (input/output) applying to `role` whose patterns match `category`."""
-    rules = policy.pack.input.rules if direction == "input" else policy.pack.output.rules
-    for rule in rules:
-        if (rule.roles is None or role in rule.roles) and any(fnmatch.fnmatchcase(category, p) for p in rule.match):
-            return rule
-    return None
 
 
 def evaluate(policy: PolicySet, request: PolicyRequest, principal: Principal) -> Decision:
@@ -121,8 +89,9 @@ def evaluate(policy: PolicySet, request: PolicyRequest, principal: Principal) ->
     denial = _access_denial(policy, request, principal, grant)
     if denial:
         rule_id, message = denial
-        return Decision(action="deny", rule_ids=(rule_id,), message=message,
-                        **{**base, "request": _fully_redacted(policy, request)})
+        # Over a size limit: refused before anything is scanned, and no text of it is kept at all.
+        kept = replace(request, messages=[]) if rule_id.startswith("limits.") else _fully_redacted(policy, request)
+        return Decision(action="deny", rule_ids=(rule_id,), message=message, **{**base, "request": kept})
     action: Action = "allow"
     fired: dict[str, str] = {}  # rule id -> its action, in firing order
     findings: list[Finding] = []

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field, replace
 
 from appliance.policy.canon import canonical
 from appliance.policy.detectors import Finding
-from appliance.policy.engine import Principal, effective_grant, rule_for
+from appliance.policy.grants import effective_grant, rule_for
 from appliance.policy.pack import PolicySet
 from appliance.policy.redact import redact
+from appliance.principal import Principal
 
 ANALYSIS = "analysis"
 MAX_HOLD = 1024  # a run of non-space text longer than this is released even if unfinished

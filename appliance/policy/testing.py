@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from appliance.policy.engine import Message, PolicyRequest, Principal, evaluate
+from appliance.policy.engine import Message, PolicyRequest, evaluate
+from appliance.principal import Principal
 from appliance.policy.errors import PolicyError
 from appliance.policy.pack import PolicySet
 from appliance.policy.stream import OutputFilter
@@ -102,7 +103,7 @@ def load_cases(pack_dir: Path) -> list[tuple[str, Case]]:
 
 
 def run_case(policy: PolicySet, case: Case) -> tuple[str, ...]:
-    principal = Principal(case.principal.key_id, case.principal.name, case.principal.role)
+    principal = Principal(key_id=case.principal.key_id, name=case.principal.name, role=case.principal.role)
     exp = case.expect
     got: dict[str, object] = {}
     if case.request is not None:

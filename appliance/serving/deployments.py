@@ -27,7 +27,7 @@ log = structlog.get_logger()
 class LLMServer:
     """Loads every active bundle (verified byte for byte first) and streams coalesced generations.
 
-    Its health check runs a one-token generation, and notices a newly activated bundle version, which it
+    Its health check runs a one-token generation (bounded by Serve's timeout, one at a time), and notices a newly activated bundle version, which it
     verifies and loads beside the old one before switching (in-flight requests finish on the old engine).
     """
 
@@ -43,14 +43,14 @@ class LLMServer:
             yield chunk
 
     async def describe(self) -> dict:
-        return {"models": await self.backend.models(), "stats": self.backend.stats(), "pid": os.getpid()}
-
-    async def ready(self) -> bool:
-        return await self.backend.ready()
+        return {"models": await self.backend.models(), "stats": self.backend.stats(), "pid": os.getpid(),
+                "ready": await self.backend.ready()}
 
     async def check_health(self) -> None:
-        if not await self.backend.ready():
-            raise RuntimeError("the engine failed its one-token generation")
+        try:
+            await self.backend.check()
+        except Exception as exc:
+            raise RuntimeError(f"the engine failed its one-token generation: {exc}") from exc
         if self._switching is None or self._switching.done():
             self._switching = asyncio.create_task(self._follow_activation())
 
@@ -83,9 +83,4 @@ class Gateway:
         self.services = Services.from_settings(self.settings, HandleBackend(llm))
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.services)
-
-    def __del__(self) -> None:
-        services = getattr(self, "services", None)
-        if services is not None:
-            services.close()
+        return create_app(self.services, owns_services=True)  # closed by the app's ASGI shutdown

@@ -62,8 +62,10 @@ class HandleBackend(ModelBackend):
                 response.cancel()  # a client that went away frees its engine slot at once
 
     async def ready(self) -> bool:
+        """The replica's readiness as last described (cached like the model list: a probe flood costs the
+        replica at most one call per second per gateway)."""
         try:
-            return bool(await self._handle.ready.remote())
+            return bool((await self._describe()).get("ready"))
         except Exception:  # noqa: BLE001 - any failure means not ready
             return False
 

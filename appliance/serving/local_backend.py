@@ -59,12 +59,13 @@ class LocalBackend(ModelBackend):
             yield chunk
 
     async def ready(self) -> bool:
-        try:
-            for x in self._loaded.values():
-                await x.engine.health()
-        except Exception:  # noqa: BLE001 - not ready is the answer, whatever the cause
-            return False
-        return bool(self._loaded)
+        """From the engines' state only: a readiness probe never costs a generation."""
+        return bool(self._loaded) and all(x.engine.healthy for x in self._loaded.values())
+
+    async def check(self) -> None:
+        """One-token generation per engine (the replica's own health check); raises if one cannot."""
+        for x in self._loaded.values():
+            await x.engine.health()
 
     def stats(self) -> dict[str, int]:
         totals: dict[str, int] = {}
@@ -81,8 +82,7 @@ class LocalBackend(ModelBackend):
         old = self._loaded.get(loaded.info.name)
         self._loaded[loaded.info.name] = loaded
         if old is not None:
-            while old.engine.stats().get("live_requests", 0):
-                await asyncio.sleep(0.5)
+            await asyncio.to_thread(old.engine.idle.wait)
             old.engine.close()
 
     def close(self) -> None:

@@ -12,7 +12,11 @@ import os
 import secrets
 from pathlib import Path
 
+import structlog
+
 from appliance.config import Settings
+
+log = structlog.get_logger()
 
 BOOTSTRAP = "provider: {type: local}\n"
 
@@ -39,6 +43,8 @@ def start_ray(settings: Settings, home: Path) -> None:
     """Join `ray_address`, or start a private local Ray on loopback (the environment first: Ray reads it once,
     when it is imported)."""
     os.environ.update(airgap_environment(settings, home))
+    if settings.ray_auth_mode == "disabled":
+        log.warning("Ray token authentication is disabled: any process that reaches a Ray port can run code")
     import ray
     if settings.ray_address:
         ray.init(address=settings.ray_address, log_to_driver=False)

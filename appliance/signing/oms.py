@@ -51,6 +51,10 @@ class Manifest:
         return out
 
 
+# model-signing leaves these out of every signature by default; nothing here ever loads them.
+GIT_PATHS = frozenset({".git", ".gitattributes", ".github", ".gitignore"})
+
+
 def sign_folder(folder: Path, key: keys.PrivateKey, *, signature_name: str = "model.sig",
                 shard_size: int | None = None, workers: int = 1, progress: Progress | None = None) -> Manifest:
     """Hash every file of `folder` and write its OMS signature as `folder/signature_name` (atomically)."""
@@ -168,6 +172,10 @@ def parse_statement(payload: bytes, signature_name: str = "model.sig") -> Manife
         if ser.get("allow_symlinks") not in (False, "false"):
             raise SignatureError("signature allows symlinks; refused")
         ignore = [str(p) for p in ser.get("ignore_paths", [])]
+        excluded = sorted(set(ignore) - {signature_name, *GIT_PATHS})
+        if excluded:  # a file excluded from the digests would be loaded unverified
+            raise SignatureError(f"signature excludes {', '.join(excluded)} from verification; only "
+                                 f"{signature_name} (and model-signing's git files) may be excluded")
         root_hash = hashlib.sha256()
         digests: dict[Piece, str] = {}
         for res in resources:

@@ -134,7 +134,7 @@ def latency() -> None:
     prose, _ = corpus.generate(4000, seed=5, secrets=False)
     prompt = ("You are a helpful assistant for the operations team.", prose[:1900] + " Reply to ops@example.com.")
     request = PolicyRequest("gpt-oss-demo", [Message("system", prompt[0]), Message("user", prompt[1])], 512)
-    principal = Principal("k1", "alice", "user")
+    principal = Principal(key_id="k1", name="alice", role="user")
     samples = []
     for _ in range(3000):
         t0 = time.perf_counter()

@@ -36,3 +36,63 @@ def test_no_server_errors(appliance):
             check()
     finally:
         appliance.services.backend = real
+
+
+HOSTILE_TEXT = ["x\ud800", "\udfff", "a\x00b", "\u202eevil", "\ufeff\u200b", "𝔘𝔫𝔦", "a" * 70_000, ""]
+HOSTILE_NUMBERS = [-1, 0, 2**63, -(2**63) - 1, 2**64, 10**400, 1e308, -0.0, 0.5]
+
+
+def _hostile(value, rng):
+    """`value` with every string and number replaced by an odd one (lone surrogates, NUL, huge, negative)."""
+    if isinstance(value, str):
+        return rng.choice(HOSTILE_TEXT)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return rng.choice(HOSTILE_NUMBERS)
+    if isinstance(value, dict):
+        return {k: _hostile(v, rng) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hostile(v, rng) for v in value]
+    return value
+
+
+def test_hostile_values_in_every_field_are_never_a_server_error(appliance):
+    """Schema-valid bodies with every leaf swapped for a hostile value, sent as raw JSON (escapes intact)."""
+    import json
+    import random
+
+    real = appliance.services.backend
+    appliance.services.backend = ScriptedBackend(answer("Fine."))
+    headers = {"Authorization": f"Bearer {appliance.tokens['admin']}"}
+    schema = schemathesis.openapi.from_asgi("/openapi.json", appliance.app, headers=headers)
+    rng = random.Random(0)
+    sent = 0
+    refused_unicode: list[bool] = []
+    try:
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            if operation.method.upper() not in ("POST", "PUT", "PATCH") or operation.body is None or \
+                    not len(operation.body):
+                continue
+
+            @given(case=operation.as_strategy())
+            @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+                      database=None)
+            def check(case) -> None:
+                nonlocal sent
+                if not isinstance(case.body, dict):
+                    return
+                raw = json.dumps(_hostile(case.body, rng))  # ASCII: lone surrogates travel as \\ud800 escapes
+                response = case.call(headers={**headers, "content-type": "application/json"},
+                                     data=raw.encode())
+                sent += 1
+                refused_unicode.append("not valid Unicode" in response.text)
+                assert response.status_code < 500, (case.path, raw[:200], response.text[:300])
+                if response.status_code >= 400:
+                    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+            check()
+        assert sent >= 20 and any(refused_unicode)  # the raw bodies (with their escapes) were the ones sent
+    finally:
+        appliance.services.backend = real

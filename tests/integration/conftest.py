@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.appliance import make_appliance
+from tests.appliance import REPO, make_appliance
 
 
 def free_port() -> int:
@@ -35,29 +39,32 @@ def ray_session(tmp_path_factory):
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def served(ray_session, tmp_path_factory, signed_tiny_bundle, publisher):
-    """The appliance deployed on the shared Ray at http://127.0.0.1:PORT, with keys for each role."""
+@contextmanager
+def deployed(data_dir: Path, bundle: Path, publisher_pub, port: int, **overrides):
+    """The appliance deployed on the shared Ray at http://127.0.0.1:PORT, with keys for each role; the
+    policy pack is the shipped one with the admin's rate limits raised (tests drive load as admin)."""
     from ray import serve
 
     from appliance.serving.app import build_app
 
-    import shutil
-
-    import yaml
-
-    from tests.appliance import REPO
-
-    policies = tmp_path_factory.mktemp("policies") / "pack"
+    policies = data_dir.parent / "policies"
     shutil.copytree(REPO / "policies", policies)
     access = yaml.safe_load((policies / "access.yaml").read_text())
     access["access"]["roles"]["admin"]["rate"] = {"requests_per_minute": 100000, "tokens_per_minute": 10000000}
     (policies / "access.yaml").write_text(yaml.safe_dump(access))
-    a = make_appliance(tmp_path_factory.mktemp("served") / "var", signed_tiny_bundle, publisher[1],
-                       engine_max_batch_size=8, policy_dir=policies)
+    a = make_appliance(data_dir, bundle, publisher_pub, policy_dir=policies, **overrides)
     a.services.backend.close()
     serve.run(build_app(a.settings.model_dump(mode="json")), name="appliance", route_prefix="/")
-    a.base_url = f"http://127.0.0.1:{ray_session}"
-    yield a
-    serve.delete("appliance")
-    a.services.close()
+    a.base_url = f"http://127.0.0.1:{port}"
+    try:
+        yield a
+    finally:
+        serve.delete("appliance")
+        a.services.close()
+
+
+@pytest.fixture(scope="module")
+def served(ray_session, tmp_path_factory, signed_tiny_bundle, publisher):
+    with deployed(tmp_path_factory.mktemp("served") / "var", signed_tiny_bundle, publisher[1], ray_session,
+                  engine_max_batch_size=8) as a:
+        yield a

@@ -10,8 +10,8 @@ from appliance.policy import (Message, OutputFilter, PolicyEngine, PolicyRequest
                               RateLimited)
 
 PACK = Path(__file__).resolve().parents[2] / "policies"
-USER = Principal("k-user", "alice", "user")
-ADMIN = Principal("k-admin", "root", "admin")
+USER = Principal(key_id="k-user", name="alice", role="user")
+ADMIN = Principal(key_id="k-admin", name="root", role="admin")
 
 
 @pytest.fixture(scope="module")

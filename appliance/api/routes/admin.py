@@ -5,24 +5,40 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path as FsPath
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, Field
 
 from appliance import apikeys
-from appliance.api.auth import ADMIN, AUDITOR, Caller, requires, services
+from appliance.api.auth import AdminCaller, AuditorCaller, Caller, ServicesDep
 from appliance.api.errors import ApiError
-from appliance.api.services import Services
+from appliance.api.schemas import RequestBody
 from appliance.audit import AuditEvent, AuditFilter
 from appliance.errors import ApplianceError
 from appliance.policy.pack import PolicySet, load_options
 
 router = APIRouter(prefix="/admin")
 MAX_SEQ = 2**63 - 1  # sequence numbers are BIGINT
+
+
+def _in_range(moment: datetime) -> datetime:
+    """A time the log can compare: with four-digit years in UTC (stored times are text in that form)."""
+    try:
+        utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError("time is outside the years 1000 to 9999") from None
+    if not 1000 <= utc.year <= 9999:
+        raise ValueError("time is outside the years 1000 to 9999")
+    return utc
+
+
+Moment = Annotated[datetime | None, AfterValidator(lambda v: v if v is None else _in_range(v))]
+# Plain printable text only: a NUL or control character reaches no database query (PostgreSQL refuses NUL).
+Term = Annotated[str | None, Query(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 def _event(caller: Caller, event: str, **detail: str) -> AuditEvent:
@@ -32,9 +48,9 @@ def _event(caller: Caller, event: str, **detail: str) -> AuditEvent:
 
 # -- audit --------------------------------------------------------------------------------------------
 @router.get("/audit")
-async def audit_list(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services),
-                     since: datetime | None = None, until: datetime | None = None, principal: str | None = None,
-                     event: str | None = None, action: str | None = None, model: str | None = None,
+async def audit_list(caller: AuditorCaller, svc: ServicesDep,
+                     since: Moment = None, until: Moment = None, principal: Term = None,
+                     event: Term = None, action: Term = None, model: Term = None,
                      cursor: int | None = Query(None, ge=0, le=MAX_SEQ), limit: int = Query(50, ge=1, le=1000)) -> dict:
     page = await asyncio.to_thread(svc.audit.query, AuditFilter(since, until, principal, event, action, model),
                                    cursor, limit)
@@ -43,7 +59,7 @@ async def audit_list(caller: Caller = Depends(requires(AUDITOR)), svc: Services 
 
 
 @router.get("/audit/verify")
-async def audit_verify(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services)) -> dict:
+async def audit_verify(caller: AuditorCaller, svc: ServicesDep) -> dict:
     report = await asyncio.to_thread(svc.audit.verify)
     return {"ok": report.ok, "records": report.records, "first_seq": report.first_seq, "last_seq": report.last_seq,
             "head_hash": report.head_hash, "checkpoints": report.checkpoints, "bad_seq": report.bad_seq,
@@ -51,7 +67,7 @@ async def audit_verify(caller: Caller = Depends(requires(AUDITOR)), svc: Service
 
 
 @router.get("/audit/export")
-async def audit_export(caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services),
+async def audit_export(caller: AuditorCaller, svc: ServicesDep,
                        format: Literal["jsonl", "csv"] = "jsonl") -> StreamingResponse:
     """Written to an unnamed temporary file (unlinked at once: nothing is left behind whatever the client
     does), then streamed in blocks."""
@@ -73,7 +89,7 @@ async def audit_export(caller: Caller = Depends(requires(AUDITOR)), svc: Service
 
 
 @router.get("/audit/{seq}")
-async def audit_show(seq: Annotated[int, Path(ge=0, le=MAX_SEQ)], caller: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services)) -> dict:
+async def audit_show(seq: Annotated[int, Path(ge=0, le=MAX_SEQ)], caller: AuditorCaller, svc: ServicesDep) -> dict:
     record = await asyncio.to_thread(svc.audit.get, seq)
     if record is None:
         raise ApiError(404, f"no audit record {seq}", code="not_found")
@@ -81,10 +97,10 @@ async def audit_show(seq: Annotated[int, Path(ge=0, le=MAX_SEQ)], caller: Caller
 
 
 # -- keys ---------------------------------------------------------------------------------------------
-class NewKey(BaseModel):
-    name: str = Field(min_length=1, max_length=128)
+class NewKey(RequestBody):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")
     role: Literal["user", "auditor", "admin"]
-    expires_at: datetime | None = None
+    expires_at: Moment = None
 
 
 def _key(info: apikeys.KeyInfo) -> dict:
@@ -94,14 +110,14 @@ def _key(info: apikeys.KeyInfo) -> dict:
 
 
 @router.get("/keys")
-async def keys_list(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
+async def keys_list(caller: AdminCaller, svc: ServicesDep) -> dict:
     with svc.sessions() as session:
         return {"object": "list", "data": [_key(k) for k in apikeys.list_keys(session)]}
 
 
 @router.post("/keys", status_code=201)
-async def keys_create(body: NewKey, caller: Caller = Depends(requires(ADMIN)),
-                      svc: Services = Depends(services)) -> dict:
+async def keys_create(body: NewKey, caller: AdminCaller,
+                      svc: ServicesDep) -> dict:
     with svc.sessions() as session:
         try:
             token, info = apikeys.create_key(session, body.name, body.role, body.expires_at)
@@ -117,8 +133,8 @@ async def keys_create(body: NewKey, caller: Caller = Depends(requires(ADMIN)),
 
 
 @router.delete("/keys/{key_id}")
-async def keys_revoke(key_id: str, caller: Caller = Depends(requires(ADMIN)),
-                      svc: Services = Depends(services)) -> dict:
+async def keys_revoke(key_id: str, caller: AdminCaller,
+                      svc: ServicesDep) -> dict:
     with svc.sessions() as session:
         known = any(k.key_id == key_id for k in apikeys.list_keys(session))
     if not known:
@@ -130,13 +146,13 @@ async def keys_revoke(key_id: str, caller: Caller = Depends(requires(ADMIN)),
 
 # -- policy -------------------------------------------------------------------------------------------
 @router.get("/policy")
-async def policy_show(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
+async def policy_show(caller: AdminCaller, svc: ServicesDep) -> dict:
     current = svc.policy.current
     return {"revision": current.revision, "version": current.version, "directory": str(svc.settings.policy_dir)}
 
 
 @router.post("/policy/reload")
-async def policy_reload(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
+async def policy_reload(caller: AdminCaller, svc: ServicesDep) -> dict:
     s = svc.settings
     try:  # validated first, then recorded, then put in force: no unaudited policy is ever in force
         candidate = await asyncio.to_thread(PolicySet.from_settings, s)
@@ -149,13 +165,13 @@ async def policy_reload(caller: Caller = Depends(requires(ADMIN)), svc: Services
 
 
 # -- bundles ------------------------------------------------------------------------------------------
-class Activation(BaseModel):
-    name: str
-    version: str
+class Activation(RequestBody):
+    name: str = Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")
+    version: str = Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")
 
 
 @router.get("/bundles")
-async def bundles_list(caller: Caller = Depends(requires(ADMIN)), svc: Services = Depends(services)) -> dict:
+async def bundles_list(caller: AdminCaller, svc: ServicesDep) -> dict:
     return {"object": "list", "data": [
         {"name": b.name, "version": b.version, "active": b.active, "profile": b.metadata.profile,
          "variant": b.metadata.variant, "size": b.size, "created": b.metadata.created.isoformat()}
@@ -163,8 +179,8 @@ async def bundles_list(caller: Caller = Depends(requires(ADMIN)), svc: Services 
 
 
 @router.post("/bundles/activate")
-async def bundles_activate(body: Activation, caller: Caller = Depends(requires(ADMIN)),
-                           svc: Services = Depends(services)) -> dict:
+async def bundles_activate(body: Activation, caller: AdminCaller,
+                           svc: ServicesDep) -> dict:
     try:  # verified, then recorded, then switched: no unaudited activation
         await asyncio.to_thread(svc.store.open, body.name, body.version, svc.bundle_trust())
         await svc.record(_event(caller, "admin.bundle_activated", name=body.name, version=body.version))

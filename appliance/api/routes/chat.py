@@ -6,40 +6,21 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from appliance.api.auth import USER, Caller, requires, services
-from appliance.api.pipeline import AuditedGeneration, Delta, GenerationSpec, start_generation
+from appliance.api.auth import ServicesDep, UserCaller
+from appliance.api.pipeline import AuditedGeneration, Delta, start_generation
 from appliance.api.schemas import ChatCompletionRequest
-from appliance.api.services import Services
 from appliance.api.sse import event, primed, stream_response
 
 router = APIRouter()
 
 
-def spec_from_chat(body: ChatCompletionRequest) -> GenerationSpec:
-    messages = []
-    for m in body.messages:
-        msg = {"role": m.role, "content": m.text()}
-        if m.tool_calls:
-            msg["tool_calls"] = [c.model_dump() for c in m.tool_calls]
-        if m.tool_call_id:
-            msg["tool_call_id"] = m.tool_call_id
-        if m.name:
-            msg["name"] = m.name
-        messages.append(msg)
-    choice = body.tool_choice.model_dump() if hasattr(body.tool_choice, "model_dump") else body.tool_choice
-    return GenerationSpec(model=body.model, messages=messages, tools=[t.model_dump() for t in body.tools or []],
-                          tool_choice=choice, reasoning_effort=body.reasoning_effort,
-                          max_tokens=body.max_completion_tokens or body.max_tokens, temperature=body.temperature,
-                          top_p=body.top_p, seed=body.seed, stop=body.stop_list())
-
-
 @router.post("/v1/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, caller: Caller = Depends(requires(USER)),
-                           svc: Services = Depends(services)):
-    gen = await start_generation(svc, caller, spec_from_chat(body))
+async def chat_completions(body: ChatCompletionRequest, caller: UserCaller,
+                           svc: ServicesDep):
+    gen = await start_generation(svc, caller, body.to_generation_spec())
     cid = f"chatcmpl-{uuid.uuid4().hex}"
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -63,10 +44,9 @@ async def chat_completions(body: ChatCompletionRequest, caller: Caller = Depends
 
 
 def usage(gen: AuditedGeneration) -> dict:
-    o = gen.outcome
-    return {"prompt_tokens": o.prompt_tokens, "completion_tokens": o.completion_tokens,
-            "total_tokens": o.prompt_tokens + o.completion_tokens,
-            "completion_tokens_details": {"reasoning_tokens": o.reasoning_tokens},
+    u = gen.outcome.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "total_tokens": u.total_tokens, "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
             "prompt_tokens_details": {"cached_tokens": 0}}
 
 

@@ -3,11 +3,10 @@ metrics (admin or auditor)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from appliance.api.auth import AUDITOR, USER, Caller, requires, services
-from appliance.api.services import Services
+from appliance.api.auth import AnyCaller, AuditorCaller, ServicesDep
 
 router = APIRouter()
 
@@ -18,16 +17,16 @@ async def healthz() -> dict:
 
 
 @router.get("/readyz", include_in_schema=False)
-async def readyz(svc: Services = Depends(services)) -> JSONResponse:
+async def readyz(svc: ServicesDep) -> JSONResponse:
     ready = await svc.backend.ready()
     return JSONResponse({"status": "ready" if ready else "not ready"}, status_code=200 if ready else 503)
 
 
 @router.get("/openapi.json", include_in_schema=False)
-async def openapi(request: Request, _: Caller = Depends(requires(USER | AUDITOR))) -> JSONResponse:
+async def openapi(request: Request, _: AnyCaller) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
 @router.get("/metrics")
-async def metrics(_: Caller = Depends(requires(AUDITOR)), svc: Services = Depends(services)) -> Response:
+async def metrics(_: AuditorCaller, svc: ServicesDep) -> Response:
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from appliance.api.auth import USER, Caller, requires, services
+from appliance.api.auth import ServicesDep, UserCaller
 from appliance.api.errors import ApiError
-from appliance.api.services import Services
 
 router = APIRouter()
 
@@ -17,12 +16,12 @@ def _model(m) -> dict:
 
 
 @router.get("/v1/models")
-async def list_models(_: Caller = Depends(requires(USER)), svc: Services = Depends(services)) -> dict:
+async def list_models(_: UserCaller, svc: ServicesDep) -> dict:
     return {"object": "list", "data": [_model(m) for m in await svc.backend.models()]}
 
 
 @router.get("/v1/models/{model_id}")
-async def get_model(model_id: str, _: Caller = Depends(requires(USER)), svc: Services = Depends(services)) -> dict:
+async def get_model(model_id: str, _: UserCaller, svc: ServicesDep) -> dict:
     for m in await svc.backend.models():
         if m.name == model_id:
             return _model(m)

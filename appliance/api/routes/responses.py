@@ -5,67 +5,22 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from appliance.api.auth import USER, Caller, requires, services
-from appliance.api.errors import ApiError
-from appliance.api.pipeline import AuditedGeneration, Delta, GenerationSpec, start_generation
+from appliance.api.auth import ServicesDep, UserCaller
+from appliance.api.pipeline import AuditedGeneration, Delta, start_generation
 from appliance.api.schemas import ResponsesRequest
-from appliance.api.services import Services
 from appliance.api.sse import event, primed, stream_response
 
 router = APIRouter()
 
 
-def spec_from_responses(body: ResponsesRequest) -> GenerationSpec:
-    messages: list[dict[str, Any]] = []
-    if body.instructions:
-        messages.append({"role": "developer", "content": body.instructions})
-    items = [{"role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
-    for i, item in enumerate(items):
-        kind = item.get("type", "message")
-        if kind == "message" and item.get("role") in ("user", "system", "developer", "assistant"):
-            messages.append({"role": item["role"], "content": _text(item.get("content"), f"input.{i}.content")})
-        elif kind == "function_call":
-            messages.append({"role": "assistant", "content": None, "tool_calls": [{
-                "id": _str(item, "call_id", i), "type": "function",
-                "function": {"name": _str(item, "name", i), "arguments": item.get("arguments") or "{}"}}]})
-        elif kind == "function_call_output":
-            messages.append({"role": "tool", "tool_call_id": _str(item, "call_id", i),
-                             "content": _text(item.get("output"), f"input.{i}.output")})
-        elif kind != "reasoning":
-            raise ApiError(400, f"input item {i} of type {kind!r} is not supported", param=f"input.{i}")
-    if not messages or all(m["role"] == "developer" for m in messages):
-        raise ApiError(400, "input must hold at least one message", param="input")
-    tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
-                                               "parameters": t.parameters}} for t in body.tools or []]
-    return GenerationSpec(model=body.model, messages=messages, tools=tools, tool_choice=body.tool_choice,
-                          reasoning_effort=body.reasoning.effort if body.reasoning else None,
-                          max_tokens=body.max_output_tokens, temperature=body.temperature, top_p=body.top_p)
-
-
-def _str(item: dict, key: str, i: int) -> str:
-    value = item.get(key)
-    if not isinstance(value, str) or not value:
-        raise ApiError(400, f"input item {i} needs {key}", param=f"input.{i}.{key}")
-    return value
-
-
-def _text(content: Any, param: str) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in content):
-        return "".join(p["text"] for p in content)
-    raise ApiError(400, f"{param} must be text or a list of text parts", param=param)
-
-
 @router.post("/v1/responses")
-async def create_response(body: ResponsesRequest, caller: Caller = Depends(requires(USER)),
-                          svc: Services = Depends(services)):
-    gen = await start_generation(svc, caller, spec_from_responses(body))
+async def create_response(body: ResponsesRequest, caller: UserCaller,
+                          svc: ServicesDep):
+    gen = await start_generation(svc, caller, body.to_generation_spec())
     rid = f"resp_{uuid.uuid4().hex}"
     if body.stream:
         return stream_response(_sse(gen, rid, await primed(gen.deltas())), gen.headers)
@@ -109,10 +64,10 @@ class _Accumulator:
                 "incomplete_details": {"reason": incomplete} if done and incomplete else None,
                 "output": self.output() if done else [], "parallel_tool_calls": False, "tool_choice": "auto",
                 "tools": [], "error": None,
-                "usage": {"input_tokens": o.prompt_tokens, "output_tokens": o.completion_tokens,
-                          "total_tokens": o.prompt_tokens + o.completion_tokens,
+                "usage": {"input_tokens": o.usage.prompt_tokens, "output_tokens": o.usage.completion_tokens,
+                          "total_tokens": o.usage.total_tokens,
                           "input_tokens_details": {"cached_tokens": 0},
-                          "output_tokens_details": {"reasoning_tokens": o.reasoning_tokens}} if done else None}
+                          "output_tokens_details": {"reasoning_tokens": o.usage.reasoning_tokens}} if done else None}
 
 
 def _call_item(call, status: str) -> dict:

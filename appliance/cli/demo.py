@@ -3,23 +3,27 @@
 Trains (once, cached) and signs the demo model with a local publisher key, trusts that key, imports and
 activates the bundle, migrates the database, issues an admin key (printed once; earlier demo keys are
 revoked), prints a curl and an `openai` SDK example that work as printed, and serves.
+
+The demo model's code (`appliance.demo`, torch) lives in the checkout only, never in a serving wheel, so
+it is imported here when the command runs, and its absence is a one-line error.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import typer
 from sqlalchemy.orm import Session
 
 from appliance import apikeys
 from appliance.bundles import BundleMetadata, BundleStore, trusted_keys
-from appliance.cli.actions import record
+from appliance.cli.actions import record, record_or_undo
+from appliance.cli.bundle import record_import
 from appliance.cli.serve import serve
 from appliance.config import Settings, get_settings
-from appliance.demo.conversations import TOOLS
 from appliance.db import make_engine, upgrade
+from appliance.errors import ApplianceError
 from appliance.signing import keys
 
 DEMO_KEY_NAME = "demo-admin"
@@ -34,24 +38,30 @@ def demo() -> None:
     store = BundleStore(settings.model_store, workers=settings.hash_workers)
     trusted = trusted_keys(settings.trust_dir)
     if not (settings.model_store / meta.name / meta.version).exists():
-        store.import_bundle(bundle, trusted, allow_downgrade=True)
-        record("admin.bundle_imported", name=meta.name, version=meta.version)
+        store.import_bundle(bundle, trusted, allow_downgrade=True, before_place=record_import)
     if store.active().get(meta.name) != meta.version:
-        store.activate(meta.name, meta.version, trusted)
+        store.open(meta.name, meta.version, trusted)  # verified, then recorded, then switched
         record("admin.bundle_activated", name=meta.name, version=meta.version)
+        store.mark_active(meta.name, meta.version)
     token = _fresh_admin_key(settings)
     typer.echo(examples(settings, meta.name, token))
     serve()
 
 
 def _demo_bundle(settings: Settings):
-    from appliance.demo.model import ensure_demo_bundle
+    try:
+        from appliance.demo.model import ensure_demo_bundle
+    except ImportError as exc:
+        raise ApplianceError("the demo model is not part of this install: run `make run` from a checkout "
+                             f"({exc.name} is missing)") from exc
 
     key_path = settings.keys_dir / "demo-publisher.key"
     if not key_path.exists():
         key = keys.generate_private_key()
         keys.write_private_key(key, key_path)
-        keys.write_public_key(key.public_key(), settings.trust_dir / "demo-publisher.pub")
+        trusted = settings.trust_dir / "demo-publisher.pub"
+        record("admin.trust_added", key_hint=keys.key_hint(key.public_key()), file=str(trusted))
+        keys.write_public_key(key.public_key(), trusted)
     return ensure_demo_bundle(settings.data_dir / "cache" / "demo", keys.load_private_key(key_path))
 
 
@@ -59,15 +69,17 @@ def _fresh_admin_key(settings: Settings) -> str:
     with Session(make_engine(settings.database_url), expire_on_commit=False) as session:
         for old in apikeys.list_keys(session):
             if old.name == DEMO_KEY_NAME and old.status == "active":
-                apikeys.revoke_key(session, old.key_id)
                 record("admin.key_revoked", key_id=old.key_id)
+                apikeys.revoke_key(session, old.key_id)
         token, info = apikeys.create_key(session, DEMO_KEY_NAME, "admin")
-    record("admin.key_created", key_id=info.key_id, role="admin", name=DEMO_KEY_NAME,
-           at=datetime.now(timezone.utc).isoformat())
+        record_or_undo("admin.key_created", lambda: apikeys.revoke_key(session, info.key_id),
+                       key_id=info.key_id, role="admin", name=DEMO_KEY_NAME, at=datetime.now(UTC).isoformat())
     return token
 
 
 def examples(settings: Settings, model: str, token: str) -> str:
+    from appliance.demo.conversations import TOOLS
+
     base = f"http://{settings.host}:{settings.port}"
     return f"""
 Admin API key (shown once; earlier demo keys are revoked): {token}
