@@ -77,7 +77,7 @@ def _digit_triggers() -> list[tuple[str, int]]:
     then one trigger per `_SHAPE_TRIGGERS` entry."""
     d = f"[{decimal_class()}]"
     return [(rf"{d}[{d[1:-1]} .\-/()]{{5,}}{d}[ .\-/()]*(?:[^{d[1:-1]} .\-/()]|\z)", UTF8 | SOM),
-            (rf"{d}{d} ?[A-Z]", UTF8 | SOM), *((shape.replace("D", d), UTF8) for _, shape in _SHAPE_TRIGGERS)]
+            (rf"{d}{d} ?[A-Z]", UTF8 | SOM | CASELESS), *((shape.replace("D", d), UTF8) for _, shape in _SHAPE_TRIGGERS)]
 
 
 # (index in `_NUMBER_SHAPES`, a part of that shape without lookarounds, D a digit): every match of the
@@ -183,7 +183,7 @@ def _shape_ok(kind: str, m: re.Match[str]) -> bool:
 
 _NUMBER_SHAPES = (("pii.us_ssn", _SSN), ("pii.payment_card", _CARD), ("pii.ip_address", _IPV4))
 
-# --- national identifiers: each shape is its own trigger; stdnum (or HMRC's rules) decides --------
+# --- national identifiers: found from the digit triggers (each holds a digit run or "12A"), stdnum decides ---
 _NATIONAL = (
     ("pii.uk_nino", r"[A-Z]{2} ?\d\d ?\d\d ?\d\d ?[A-D]"),
     ("pii.de_tax_id", r"[1-9]\d ?\d{3} ?\d{3} ?\d{3}"),
@@ -193,17 +193,25 @@ _NATIONAL = (
 )
 _NATIONAL_RE = tuple((category, re.compile(rf"(?<![\w+\-.]){shape}(?![\w\-]|[.,]\d)", re.IGNORECASE))
                      for category, shape in _NATIONAL)
+_NATIONAL_REACH = 24  # characters an identifier extends before or after a digit trigger's hit
 
 
-def _national_ids(text: str, hits: list[list[tuple[int, int]]], emit: Emit) -> list[tuple[int, int]]:
-    """Spans of the valid national identifiers; the digit runs inside them are nothing else."""
+def _national_ids(text: str, hits: list[tuple[int, int]], emit: Emit) -> list[tuple[int, int]]:
+    """Spans of the valid national identifiers near the digit hits; the digit runs inside them are
+    nothing else. (Six or more letters as a trigger of their own would slow Hyperscan's whole pass.)"""
     taken: list[tuple[int, int]] = []
-    for (category, pattern), spans in zip(_NATIONAL_RE, hits):
-        for m in finditer_at(pattern, text, spans):
-            compact = "".join(ch for ch in m.group() if ch.isalnum())
-            if validators.NATIONAL_IDS[category](compact):
-                emit(category, m.start(), m.end())
-                taken.append(m.span())
+    pos = 0
+    for start, end in sorted(hits):
+        first, last = max(pos, start - _NATIONAL_REACH), min(len(text), end + _NATIONAL_REACH)
+        if first >= last:
+            continue
+        for category, pattern in _NATIONAL_RE:
+            for m in pattern.finditer(text, first, last):
+                if (m.end() < last or last == len(text)) and m.span() not in taken and \
+                        validators.NATIONAL_IDS[category]("".join(ch for ch in m.group() if ch.isalnum())):
+                    emit(category, m.start(), m.end())
+                    taken.append(m.span())
+        pos = max(pos, start)
     return taken
 
 
@@ -312,7 +320,7 @@ def lowered(text: str) -> str:
 @cache
 def _triggers() -> Triggers:
     """The text triggers, in the order `Scanner.scan` unpacks them, then one per `_PREFIXED` entry."""
-    return Triggers([*_digit_triggers(), *((shape, SOM | CASELESS) for _, shape in _NATIONAL), ("@[A-Za-z0-9]", SOM), (_IPV6_TRIGGER, SOM), (r"<\|", SOM), ("://", SOM),
+    return Triggers([*_digit_triggers(), ("@[A-Za-z0-9]", SOM), (_IPV6_TRIGGER, SOM), (r"<\|", SOM), ("://", SOM),
                      *((literal, SOM) for _, literal, _ in _PREFIXED)])
 
 
@@ -363,10 +371,9 @@ class Scanner:
 
         hits = self._triggers.scan(text)
         digit_run, digit_letter, shapes = hits[0], hits[1], hits[2:_SHAPES_END]
-        national = hits[_SHAPES_END:_SHAPES_END + len(_NATIONAL)]
-        at, colons, control, url, *prefixed = hits[_SHAPES_END + len(_NATIONAL):]
-        taken = _national_ids(text, national, emit) if any(national) else []
+        at, colons, control, url, *prefixed = hits[_SHAPES_END:]
         if digit_run or digit_letter:
+            taken = _national_ids(text, digit_run + digit_letter, emit)
             _numbers(text, digit_run + digit_letter, shapes, emit, taken)
         _emails(text, at, emit)
         _ipv6(text, colons, emit)

@@ -41,10 +41,13 @@ Labelled = list[tuple[str, list[corpus.Span]]]
 
 
 def presidio_scan() -> Scan:
+    import logging
+
     import spacy
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
 
+    logging.getLogger("tldextract").setLevel(logging.CRITICAL)  # no network here: its bundled suffix list is used
     folder = Path(tempfile.mkdtemp()) / "blank_en"
     spacy.blank("en").to_disk(folder)
     nlp = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": str(folder)}])

@@ -17,7 +17,7 @@ from appliance.policy import OutputFilter, PolicySet, Principal
 from tests.policy import corpus, generated
 
 PACK = Path(__file__).resolve().parents[2] / "policies"
-USER = Principal("k-user", "alice", "user")
+USER = Principal(key_id="k-user", name="alice", role="user")
 POLICY = PolicySet.load(PACK)
 LINES = [line.text for line in generated.lines()] + [line.text for _, line in generated.evasion_lines()[::5]]
 
