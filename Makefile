@@ -1,5 +1,5 @@
 # The two commands of the README, and the heavier ones beside them.
-.PHONY: setup run test bench
+.PHONY: setup run test bench chart-scan
 
 setup:
 	bash scripts/setup.sh
@@ -12,3 +12,6 @@ test: setup
 
 bench: setup
 	bash scripts/bench.sh
+
+chart-scan: setup
+	bash scripts/chart_scan.sh

@@ -56,7 +56,7 @@ class KeyInfo:
     def status(self) -> str:
         if self.revoked_at:
             return "revoked"
-        if self.expires_at and _aware(self.expires_at) <= datetime.now(timezone.utc):
+        if self.expires_at and as_utc(self.expires_at) <= datetime.now(timezone.utc):
             return "expired"
         return "active"
 
@@ -68,14 +68,14 @@ def create_key(session: Session, name: str, role: str, expires_at: datetime | No
     if not name.strip() or len(name) > 128:
         raise ApiKeyError("a key needs a name of 1 to 128 characters")
     now = datetime.now(timezone.utc)
-    if expires_at is not None and _aware(expires_at) <= now:
+    if expires_at is not None and as_utc(expires_at) <= now:
         raise ApiKeyError("expiry date is in the past")
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     row = ApiKey(key_id=key_id, name=name.strip(), role=role, secret_sha256=_digest(secret), created_at=now,
                  expires_at=expires_at)
     session.add(row)
     session.commit()
-    return f"ak-{key_id}.{secret}", _info(row)
+    return f"ak-{key_id}.{secret}", key_info(row)
 
 
 def authenticate(session: Session, token: str) -> Principal | None:
@@ -84,7 +84,7 @@ def authenticate(session: Session, token: str) -> Principal | None:
     row = session.get(ApiKey, m.group(1)) if m else None
     expected = row.secret_sha256 if row else _digest("")  # compare even when absent: same work either way
     ok = hmac.compare_digest(expected, _digest(m.group(2) if m else ""))
-    if not (ok and row) or _info(row).status != "active":
+    if not (ok and row) or key_info(row).status != "active":
         return None
     return Principal(key_id=row.key_id, name=row.name, role=row.role)
 
@@ -96,22 +96,22 @@ def revoke_key(session: Session, key_id: str) -> KeyInfo:
     if row.revoked_at is None:
         row.revoked_at = datetime.now(timezone.utc)
         session.commit()
-    return _info(row)
+    return key_info(row)
 
 
 def list_keys(session: Session) -> list[KeyInfo]:
-    return [_info(r) for r in session.scalars(select(ApiKey).order_by(ApiKey.created_at))]
+    return [key_info(r) for r in session.scalars(select(ApiKey).order_by(ApiKey.created_at))]
 
 
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _aware(dt: datetime) -> datetime:
+def as_utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)  # SQLite drops the zone
 
 
-def _info(row: ApiKey) -> KeyInfo:
-    return KeyInfo(row.key_id, row.name, row.role, _aware(row.created_at),
-                   _aware(row.expires_at) if row.expires_at else None,
-                   _aware(row.revoked_at) if row.revoked_at else None)
+def key_info(row: ApiKey) -> KeyInfo:
+    return KeyInfo(row.key_id, row.name, row.role, as_utc(row.created_at),
+                   as_utc(row.expires_at) if row.expires_at else None,
+                   as_utc(row.revoked_at) if row.revoked_at else None)

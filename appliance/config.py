@@ -41,25 +41,29 @@ class _YamlFileSource(PydanticBaseSettingsSource):
 class Settings(BaseSettings):
     """Where the appliance keeps its state and how it serves.
 
-    Paths left unset are derived from `data_dir`, so one variable moves the whole installation.
+    Paths left unset are derived from `data_dir`, so one variable moves the whole installation: they are
+    declared with their derived type (never None once built) and a None default the validator replaces.
     """
 
     model_config = SettingsConfigDict(env_prefix="APPLIANCE_", extra="forbid")
 
     data_dir: Path = Path("var")
-    model_store: Path | None = None
-    trust_dir: Path | None = None
-    keys_dir: Path | None = None
-    database_url: str | None = None
+    model_store: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
+    trust_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
+    keys_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
+    database_url: str = Field(default=None, validate_default=False)  # type: ignore[assignment]
     policy_dir: Path = Path("policies")
     require_signed_policy: bool = False
-    policy_trust_dir: Path | None = None  # public keys (*.pub) trusted to sign policy packs; default trust_dir/policy
+    policy_follow_seconds: float = Field(default=2.0, gt=0)  # replicas apply a recorded reload this soon
+    # public keys (*.pub) trusted to sign policy packs; default trust_dir/policy
+    policy_trust_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
 
-    audit_key_path: Path | None = None
+    audit_key_path: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
     audit_checkpoint_every: int = Field(default=1000, ge=1)
     audit_checkpoint_seconds: float = Field(default=1.0, gt=0)  # the head is signed this soon after an append
     audit_uncovered_grace_s: float = Field(default=60.0, ge=0)  # verify: older unsigned records are an attack
-    audit_witness_dir: Path | None = None  # checkpoints kept outside the database; default keys_dir
+    # checkpoints kept outside the database (the witness); default keys_dir
+    audit_witness_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
 
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_signature_bytes: int = 16 * 1024 * 1024
@@ -98,7 +102,7 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):  # type: ignore[override]
+                                   file_secret_settings):
         return init_settings, env_settings, _YamlFileSource(settings_cls)
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import DeclarativeBase
 from appliance.errors import ApplianceError
 
 BUSY_TIMEOUT_MS = 10_000
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"  # inside the package: wheels carry it
 
 
 class DatabaseError(ApplianceError):

@@ -17,7 +17,8 @@ def atomic_write(path: Path, *, binary: bool = False, mode: int = 0o600, newline
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": newline})) as f:
+        f: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline=newline)
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())

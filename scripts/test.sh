@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 source scripts/postgres.sh
 pg_start_if_possible
 trap pg_stop EXIT
-if [ -f appliance/cli/policy.py ]; then .venv/bin/appliance policy test policies/; fi
+.venv/bin/appliance policy test policies/
 .venv/bin/python -m pytest -q "$@"

@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI, HTTPException
 
+from appliance.api import policy_follow
 from appliance.api.authgate import AuthGate
 from appliance.api.errors import ApiError, install_error_handlers
 from appliance.api.routes import admin, chat, health, models, responses
 from appliance.api.services import Services
+from appliance.api.ui import create_ui
 from appliance.bundles.metadata import APPLIANCE_VERSION
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -21,12 +23,16 @@ MAX_HEADER_BYTES = 16 * 1024
 
 
 def create_app(svc: Services, *, owns_services: bool = False) -> FastAPI:
-    """The app over `svc`; with `owns_services` it closes them at ASGI shutdown (the Serve replica's hook:
-    pending aggregated records written, the audit writer flushed with a closing checkpoint)."""
+    """The app over `svc`. With `owns_services` (a Serve replica) its lifespan follows recorded policy
+    reloads (policy_follow.py) and closes the services at ASGI shutdown (pending aggregated records
+    written, the audit writer flushed with a closing checkpoint)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        follower = asyncio.create_task(policy_follow.follow(svc)) if owns_services else None
         yield
+        if follower is not None:
+            follower.cancel()
         if owns_services:
             await asyncio.to_thread(svc.close)
 
@@ -36,6 +42,7 @@ def create_app(svc: Services, *, owns_services: bool = False) -> FastAPI:
     install_error_handlers(app)
     for module in (chat, responses, models, admin, health):
         app.include_router(module.router)
+    app.mount("/admin/ui", create_ui(svc))  # its own sessions: the gate lets /admin/ui through
     # outermost last: observe -> size limits -> the key check (before any body is read) -> routes
     app.add_middleware(AuthGate, services=svc)
     app.add_middleware(_Limits)

@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import structlog
 
@@ -22,11 +23,21 @@ from appliance.api.auth import Caller
 from appliance.api.backend import ModelInfo
 from appliance.api.errors import ApiError
 from appliance.api.services import Services
-from appliance.audit import AuditEvent, Decision as AuditDecision, Usage as AuditUsage, content_for
-from appliance.audit.events import ContentMode
 from appliance.api.spec import GenerationSpec
-from appliance.engine.types import (EngineBusy, EngineError, FinishEvent, GenerationRequest, TextEvent, ToolCallEvent,
-                                    Usage)
+from appliance.audit import AuditEvent, content_for
+from appliance.audit import Decision as AuditDecision
+from appliance.audit import Usage as AuditUsage
+from appliance.audit.events import ContentMode
+from appliance.engine.types import (
+    EngineBusy,
+    EngineError,
+    Event,
+    FinishEvent,
+    GenerationRequest,
+    TextEvent,
+    ToolCallEvent,
+    Usage,
+)
 from appliance.policy import Decision, FilterOutput, Message, PolicyRequest, RateLimited
 from appliance.policy.grants import rule_for
 
@@ -65,10 +76,9 @@ class Outcome:
 class AuditedGeneration:
     """A generation whose request record is already durable; iterate it for deltas, then read `outcome`."""
 
-    def __init__(self, svc: Services, caller: Caller, spec: GenerationSpec, decision: Decision,
-                 request: GenerationRequest, model: ModelInfo) -> None:
-        self.svc, self.caller, self.spec, self.decision, self.request, self.model = \
-            svc, caller, spec, decision, request, model
+    def __init__(self, svc: Services, caller: Caller, decision: Decision, request: GenerationRequest,
+                 model: ModelInfo) -> None:
+        self.svc, self.caller, self.decision, self.request, self.model = svc, caller, decision, request, model
         self.outcome = Outcome()
         self.started = time.perf_counter()
         self._raw_final: list[str] = []
@@ -90,7 +100,9 @@ class AuditedGeneration:
         try:
             try:
                 # leaving this block (end, content filter stop, client gone at `yield`) stops the generation
-                async with contextlib.aclosing(self.svc.backend.generate(self.model.name, self.request)) as stream:
+                stream = cast(AsyncGenerator[list[Event], None],
+                              self.svc.backend.generate(self.model.name, self.request))
+                async with contextlib.aclosing(stream):
                     async for chunk in stream:
                         delta = self._apply(chunk, out_filter)
                         if delta is not None:
@@ -236,7 +248,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
     if model is None:
         raise ApiError(404, f"model {spec.model!r} does not exist or is not active", code="model_not_found",
                        param="model")
-    base = dict(request_id=caller.request_id, principal=caller.principal, source=caller.source,
+    base: dict[str, Any] = dict(request_id=caller.request_id, principal=caller.principal, source=caller.source,
                 route=caller.route, model=model.name, bundle_version=model.version,
                 policy_revision=svc.policy.current.revision)
     try:
@@ -257,7 +269,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
     request = spec.engine_request([m.content for m in decision.messages], decision.max_tokens)
     await svc.record(AuditEvent(event="request", **base, decision=audit_decision, content_mode=content[0],
                                 content=content[1], detail=content[2]))
-    return AuditedGeneration(svc, caller, spec, decision, request, model)
+    return AuditedGeneration(svc, caller, decision, request, model)
 
 
 def _evaluate(svc: Services, caller: Caller, spec: GenerationSpec,

@@ -81,20 +81,20 @@ def record_row(record: AuditRecord) -> tuple[Any, ...]:
 
 def unflatten(row: Any) -> AuditRecord:
     """A record from a database row mapping (`ROW_COLUMNS` keys)."""
-    return AuditRecord(
-        seq=row["seq"], ts=row["ts"], event=row["event"], request_id=row["request_id"],
-        principal={"key_id": row["principal_key_id"], "name": row["principal_name"],
-                   "role": row["principal_role"]},
-        source=row["source"], route=row["route"], model=row["model"], bundle_version=row["bundle_version"],
-        policy_revision=row["policy_revision"],
-        decision={"action": row["action"], "rule_ids": json.loads(row["rule_ids"]),
-                  "findings": json.loads(row["findings"])},
-        content_mode=row["content_mode"], content=row["content"],
-        usage={"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
-               "reasoning_tokens": row["reasoning_tokens"]},
-        latency_ms=row["latency_ms"], status=row["status"], error_code=row["error_code"],
-        detail=json.loads(row["detail"]), prev_hash=row["prev_hash"], hash=row["hash"],
-    )
+    return AuditRecord.model_validate({
+        "seq": row["seq"], "ts": row["ts"], "event": row["event"], "request_id": row["request_id"],
+        "principal": {"key_id": row["principal_key_id"], "name": row["principal_name"],
+                      "role": row["principal_role"]},
+        "source": row["source"], "route": row["route"], "model": row["model"],
+        "bundle_version": row["bundle_version"], "policy_revision": row["policy_revision"],
+        "decision": {"action": row["action"], "rule_ids": json.loads(row["rule_ids"]),
+                     "findings": json.loads(row["findings"])},
+        "content_mode": row["content_mode"], "content": row["content"],
+        "usage": {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+                  "reasoning_tokens": row["reasoning_tokens"]},
+        "latency_ms": row["latency_ms"], "status": row["status"], "error_code": row["error_code"],
+        "detail": json.loads(row["detail"]), "prev_hash": row["prev_hash"], "hash": row["hash"],
+    })
 
 
 @dataclass(frozen=True)
@@ -140,10 +140,11 @@ def checkpoint_message(kind: str, seq: int, head_hash: str, ts: str, prev: str |
     return (text if prev is None else f"{text}\n{prev}").encode()
 
 
-def chain_problems(checkpoints: list[Checkpoint]) -> list[tuple[int, str]]:
+def chain_problems(checkpoints: list[Checkpoint], from_start: bool = True) -> list[tuple[int, str]]:
     """Where the chain of checkpoints (in seq order) is broken: a checkpoint deleted from it, or one not
     made by a writer that saw its predecessor. A prune `anchor` starts the chain again where it cut: it
-    carries the digest its first successor names."""
+    carries the digest its first successor names. Without `from_start` (a slice of the log) the first
+    checkpoint may name one that is not there."""
     problems = []
     before: Checkpoint | None = None
     for cp in checkpoints:
@@ -151,7 +152,7 @@ def chain_problems(checkpoints: list[Checkpoint]) -> list[tuple[int, str]]:
             before = cp
             continue
         if before is None:
-            if cp.kind != "anchor" and cp.prev != GENESIS:
+            if from_start and cp.kind != "anchor" and cp.prev != GENESIS:
                 problems.append((cp.seq, f"the checkpoint chain has lost checkpoints before seq {cp.seq}"))
         elif cp.prev not in {before.digest(), before.prev if before.kind == "anchor" else None}:
             problems.append((cp.seq, f"the checkpoint chain is broken between seq {before.seq} and {cp.seq} "
@@ -193,8 +194,9 @@ class VerifyReport:
 
 def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint],
                  trust: dict[str, keys.PublicKey], expect_head: tuple[int, str] | None = None,
-                 progress: Callable[[int], None] | None = None, *, witness: Iterable[Checkpoint] = (),
-                 max_uncovered_s: float | None = None, now: datetime | None = None) -> VerifyReport:
+                 progress: Callable[[int], None] | None = None, slice_ok: bool = False, *,
+                 witness: Iterable[Checkpoint] = (), max_uncovered_s: float | None = None,
+                 now: datetime | None = None) -> VerifyReport:
     """Recompute the chain over `rows` (ascending seq) and hold it against signed checkpoints.
 
     `trust` maps key ids (`keys.key_hint`) to public keys. Stops at the first broken link, since every
@@ -202,6 +204,8 @@ def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint
     outside the database) must each still be in it and match its record, so a deleted tail or a rewritten
     history with its checkpoints deleted shows. With `max_uncovered_s`, records that no checkpoint covers
     may be no older than that (a writer signs the head within about a second of its last append).
+    `slice_ok`: the rows may start after any signed checkpoint, not only after a prune anchor (an export of
+    part of the log; the report's first_seq says where it starts).
     """
     report = VerifyReport()
     claims: dict[int, list[tuple[str, str]]] = {}
@@ -211,11 +215,11 @@ def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint
         report.checkpoints += 1
         if _signed(cp, trust, report, "checkpoint"):
             claims.setdefault(cp.seq, []).append((f"the signed {cp.kind} checkpoint", cp.head_hash))
-            if cp.kind == "anchor":
+            if cp.kind == "anchor" or slice_ok:
                 anchors[cp.seq] = cp.head_hash
-    report.problems.extend(chain_problems(ordered))
+    report.problems.extend(chain_problems(ordered, from_start=not slice_ok))
     stored = {(cp.kind, cp.seq, cp.head_hash) for cp in ordered}
-    cut = max(anchors, default=0)
+    cut = max((cp.seq for cp in ordered if cp.kind == "anchor"), default=0)
     for cp in witness:
         report.witnessed += 1
         if not _signed(cp, trust, report, "witnessed checkpoint"):
@@ -236,7 +240,7 @@ def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint
             want = GENESIS if seq == 1 else anchors.get(seq - 1)
             if want is None:
                 report.problems.append((seq, f"records before seq {seq} are missing and no signed "
-                                             f"prune anchor covers them"))
+                                             f"{'checkpoint' if slice_ok else 'prune anchor'} covers them"))
                 break
         else:
             if seq != last_seq + 1:

@@ -10,7 +10,7 @@ import csv
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from pydantic import ValidationError
 
@@ -39,14 +39,14 @@ def write(fmt: str, out_file: Path, checkpoints: list[Checkpoint], rows: Iterabl
         return _write_csv(out, checkpoints, rows, progress)
 
 
-def _write_jsonl(out: TextIO, checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
+def _write_jsonl(out: IO[Any], checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
                  progress: Callable[[int], None] | None) -> int:
     for cp in checkpoints:
         out.write(json.dumps({"checkpoint": cp.to_json()}) + "\n")
     return _each(rows, lambda row: out.write(unflatten(row).model_dump_json() + "\n"), progress)
 
 
-def _write_csv(out: TextIO, _checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
+def _write_csv(out: IO[Any], _checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
                progress: Callable[[int], None] | None) -> int:
     writer = csv.writer(out)
     writer.writerow(ROW_COLUMNS)
@@ -79,14 +79,18 @@ def _each(rows: Iterable[Any], write_one: Callable[[Any], object],
 
 def verify_file(path: Path, trust: list[keys.PublicKey], expect_head: tuple[int, str] | None = None,
                 progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Verify a JSONL export without the database: its chain, and its checkpoints against `trust`."""
+    """Verify a JSONL export without the database: its chain, and its checkpoints against `trust`.
+
+    An export may be a slice of the log (a filtered export): it then starts right after a signed
+    checkpoint, and the report's range says which records it proves."""
     from appliance.audit.signer import trust_map
 
     checkpoints = [_checkpoint(obj["checkpoint"], path, n) for n, obj in _lines(path) if "checkpoint" in obj]
     witness = [_checkpoint(obj["witness"], path, n) for n, obj in _lines(path) if "witness" in obj]
     records = (record_row(_record(obj, path, n)) for n, obj in _lines(path)
                if "checkpoint" not in obj and "witness" not in obj)
-    return verify_chain(records, checkpoints, trust_map(trust), expect_head, progress, witness=witness)
+    return verify_chain(records, checkpoints, trust_map(trust), expect_head, progress, witness=witness,
+                        slice_ok=True)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict]]:

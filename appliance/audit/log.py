@@ -8,19 +8,20 @@ creates a key or writes a checkpoint.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, delete, func, inspect, or_, select
+from sqlalchemy import Connection, case, delete, false, func, inspect, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from appliance.audit import checkpoints, signer, store
-from appliance.audit.chain import GENESIS, ROW_COLUMNS, VerifyReport, unflatten, verify_chain
+from appliance.audit.chain import GENESIS, ROW_COLUMNS, Checkpoint, VerifyReport, unflatten, verify_chain
 from appliance.audit.errors import AuditError, AuditTampered, AuditUnavailable, first_line
 from appliance.audit.events import AuditEvent, AuditRecord, Principal
 from appliance.audit.models import AuditCheckpointRow, AuditRecordRow
@@ -33,12 +34,14 @@ if TYPE_CHECKING:
     from appliance.config import Settings
 
 APPEND_TIMEOUT_S = 60.0
+MAX_SEQ = 2**63 - 1  # sequence numbers are BIGINT
 _ROW = [getattr(AuditRecordRow, c) for c in ROW_COLUMNS]
 
 
 @dataclass(frozen=True)
 class AuditFilter:
-    """What `query` keeps; `principal` matches a key id or a name. Times are compared in UTC."""
+    """What `query` keeps; `principal` matches a key id or a name; `event` ending in `.*` is a prefix
+    (`admin.*`: every admin change); `text` is a substring of the stored content. Times are compared in UTC."""
 
     since: datetime | None = None
     until: datetime | None = None
@@ -46,6 +49,10 @@ class AuditFilter:
     event: str | None = None
     action: str | None = None
     model: str | None = None
+    policy_revision: str | None = None
+    status: int | None = None
+    text: str | None = None
+    after_seq: int | None = None  # only records after this one: bounds an unindexed (text) scan
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,37 @@ class AuditLog:
             records = [unflatten(row) for row in conn.execute(stmt).mappings()]
         return AuditPage(records, records[-1].seq if len(records) == limit else None)
 
+    def request_records(self, request_id: str, limit: int = 100) -> list[AuditRecord]:
+        """Every record of one request (request, outcome, denials), oldest first."""
+        stmt = select(*_ROW).where(AuditRecordRow.request_id == request_id).order_by(AuditRecordRow.seq).limit(limit)
+        with self._reading() as conn:
+            return [unflatten(row) for row in conn.execute(stmt).mappings()]
+
+    def covering_checkpoint(self, seq: int) -> Checkpoint | None:
+        """The first signed checkpoint at or after `seq`: the signature that vouches for record `seq`."""
+        with self._reading() as conn:
+            return store.covering_checkpoint(conn, seq)
+
+    def coverage(self) -> tuple[Checkpoint | None, int]:
+        """The newest signed checkpoint and how many records after it no signature covers yet."""
+        with self._reading() as conn:
+            newest = store.newest_checkpoint(conn)
+            head_seq, _ = store.read_head(conn)
+        return newest, head_seq - (newest.seq if newest else 0)
+
+    def activity(self, filters: AuditFilter, since: datetime, until: datetime,
+                 hourly: bool) -> list[tuple[str, int, int, int]]:
+        """(hour or day, records, denials, errors) per period of [since, until) under `filters`: one
+        grouped query, for the chart."""
+        period = func.substr(AuditRecordRow.ts, 1, 13 if hourly else 10)
+        denied = func.sum(case((AuditRecordRow.action == "deny", 1), else_=0))
+        failed = func.sum(case((or_(AuditRecordRow.status >= 500, AuditRecordRow.event == "error"), 1), else_=0))
+        stmt = select(period, func.count(), denied, failed).group_by(period).order_by(period)
+        for clause in _where(replace(filters, since=since, until=until)):
+            stmt = stmt.where(clause)
+        with self._reading() as conn:
+            return [tuple(row) for row in conn.execute(stmt)]
+
     def count(self) -> int:
         with self._reading() as conn:
             return conn.execute(select(func.count()).select_from(AuditRecordRow)).scalar_one()
@@ -156,16 +194,31 @@ class AuditLog:
             return verify_chain(_raw_rows(conn), store.load_checkpoints(conn), trusted, expect_head, progress,
                                 witness=witnessed, max_uncovered_s=self._seconds + self._grace)
 
-    def export(self, fmt: str, out_file: Path, progress: Callable[[int], None] | None = None) -> int:
-        """Write the log to `out_file` as `jsonl` (verifiable alone) or `csv`; returns the record count."""
+    def export(self, fmt: str, out_file: Path, progress: Callable[[int], None] | None = None,
+               filters: AuditFilter | None = None) -> int:
+        """Write the log to `out_file` as `jsonl` (verifiable alone) or `csv`; returns the record count.
+
+        With `filters`, CSV holds the matching records; JSONL holds the signed slice of the chain around
+        them (from the checkpoint before the first match to the one after the last), since a chain with
+        holes could not be verified: it then verifies alone as records `first..last`."""
         from appliance.audit import export
 
         witnessed = list(self.witness.entries()) if fmt == "jsonl" else []  # read first: all in the snapshot
         with self._reading(snapshot=True) as conn:
             checkpoints = store.load_checkpoints(conn)
-            rows = conn.execution_options(yield_per=20_000).execute(
-                select(*_ROW).order_by(AuditRecordRow.seq))
-            return export.write(fmt, out_file, checkpoints, rows.mappings(), progress, witnessed)
+            stmt = select(*_ROW).order_by(AuditRecordRow.seq)
+            if filters is not None and fmt == "csv":
+                stmt = stmt.where(*_where(filters))
+            elif filters is not None and (bounds := _slice(conn, filters, checkpoints)) is not None:
+                start, end = bounds
+                stmt = stmt.where(AuditRecordRow.seq > start, AuditRecordRow.seq <= end)
+                checkpoints = [cp for cp in checkpoints if start <= cp.seq <= end]
+                witnessed = [cp for cp in witnessed if start <= cp.seq <= end]
+            elif filters is not None:
+                stmt, checkpoints, witnessed = stmt.where(false()), [], []
+            rows = conn.execution_options(yield_per=20_000).execute(stmt)
+            return export.write(fmt, out_file, checkpoints, cast(Iterable[Mapping[str, Any]], rows.mappings()),
+                                progress, witnessed)
 
     def prune(self, before: datetime, actor: Principal | None = None) -> PruneResult:
         """Delete records older than `before`, leaving a signed anchor so what remains still verifies.
@@ -190,8 +243,8 @@ class AuditLog:
                 head = conn.execute(select(AuditRecordRow.hash).where(AuditRecordRow.seq == cut)).scalar_one()
                 # The anchor restarts the checkpoint chain at the cut: it carries the digest that the first
                 # checkpoint after the cut names (that of the newest one removed).
-                before = [cp for cp in store.load_checkpoints(conn) if cp.seq <= cut]
-                prev = max(before, key=lambda cp: cp.seq).digest() if before else GENESIS
+                removed_checkpoints = [cp for cp in store.load_checkpoints(conn) if cp.seq <= cut]
+                prev = max(removed_checkpoints, key=lambda cp: cp.seq).digest() if removed_checkpoints else GENESIS
                 removed = conn.execute(delete(AuditRecordRow).where(AuditRecordRow.seq <= cut)).rowcount
                 conn.execute(delete(AuditCheckpointRow).where(AuditCheckpointRow.seq <= cut))
                 anchor = signer.sign_checkpoint(key, "anchor", cut, head, store.now_ts(), prev)
@@ -242,6 +295,7 @@ def _raw_rows(conn: Connection) -> Iterator[tuple]:
     """Every record in seq order as plain driver tuples: verification's hot loop skips SQLAlchemy's rows
     (a third of the time on 1M records). PostgreSQL streams through a server-side cursor."""
     raw = conn.connection.driver_connection
+    assert raw is not None
     cursor = raw.cursor(name="audit_rows") if conn.dialect.name == "postgresql" else raw.cursor()
     try:
         cursor.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM {AuditRecordRow.__tablename__} ORDER BY seq")
@@ -256,19 +310,58 @@ def _record(event: AuditEvent, values: dict) -> AuditRecord:
                                        prev_hash=values["prev_hash"], hash=values["hash"])
 
 
+def _slice(conn: Connection, filters: AuditFilter, checkpoints: list[Checkpoint]) -> tuple[int, int] | None:
+    """(start, end]: the records between the signed checkpoints around the matches (None: no match)."""
+    first, last = conn.execute(select(func.min(AuditRecordRow.seq), func.max(AuditRecordRow.seq))
+                               .where(*_where(filters))).one()
+    if first is None:
+        return None
+    start = max((cp.seq for cp in checkpoints if cp.seq < first), default=0)
+    end = min((cp.seq for cp in checkpoints if cp.seq >= last), default=store.read_head(conn)[0])
+    return start, end
+
+
+_KEY_ID = re.compile(r"[0-9a-f]{16}")  # what apikeys issues; anything else is a name
+CLOCK_SLACK = timedelta(hours=1)
+
+
+def _seq_before(moment: datetime):
+    """A seq below every record at or after `moment`: the last one stamped before `moment - CLOCK_SLACK`.
+
+    Records are stamped in seq order, so this turns a time range into a seq range the page can walk newest
+    first by primary key (one index seek, no sort of the whole range). It stays exact as long as no
+    record's clock ran more than CLOCK_SLACK behind an earlier record's; the ts clause still filters."""
+    return func.coalesce(select(AuditRecordRow.seq).where(AuditRecordRow.ts < store.format_ts(moment - CLOCK_SLACK))
+                         .order_by(AuditRecordRow.ts.desc()).limit(1).scalar_subquery(), 0)
+
+
+def _seq_after(moment: datetime):
+    """A seq above every record before `moment` (see `_seq_before`)."""
+    return func.coalesce(select(AuditRecordRow.seq).where(AuditRecordRow.ts >= store.format_ts(moment + CLOCK_SLACK))
+                         .order_by(AuditRecordRow.ts).limit(1).scalar_subquery(), MAX_SEQ)
+
+
 def _where(f: AuditFilter) -> list:
     clauses = []
     if f.since is not None:
-        clauses.append(AuditRecordRow.ts >= store.format_ts(f.since))
+        clauses += [AuditRecordRow.ts >= store.format_ts(f.since), AuditRecordRow.seq > _seq_before(f.since)]
     if f.until is not None:
-        clauses.append(AuditRecordRow.ts < store.format_ts(f.until))
-    if f.principal is not None:
-        clauses.append(or_(AuditRecordRow.principal_key_id == f.principal,
-                           AuditRecordRow.principal_name == f.principal))
-    for column, value in ((AuditRecordRow.event, f.event), (AuditRecordRow.action, f.action),
-                          (AuditRecordRow.model, f.model)):
+        clauses += [AuditRecordRow.ts < store.format_ts(f.until), AuditRecordRow.seq < _seq_after(f.until)]
+    if f.principal is not None:  # one indexed column, so the page reads newest-first off (column, seq)
+        column = AuditRecordRow.principal_key_id if _KEY_ID.fullmatch(f.principal) else AuditRecordRow.principal_name
+        clauses.append(column == f.principal)
+    if f.event is not None and f.event.endswith(".*"):
+        clauses.append(AuditRecordRow.event.startswith(f.event[:-1], autoescape=True))
+    elif f.event is not None:
+        clauses.append(AuditRecordRow.event == f.event)
+    for column, value in ((AuditRecordRow.action, f.action), (AuditRecordRow.model, f.model),
+                          (AuditRecordRow.policy_revision, f.policy_revision), (AuditRecordRow.status, f.status)):
         if value is not None:
             clauses.append(column == value)
+    if f.text:
+        clauses.append(AuditRecordRow.content.contains(f.text, autoescape=True))
+    if f.after_seq is not None:
+        clauses.append(AuditRecordRow.seq > f.after_seq)
     return clauses
 
 

@@ -12,20 +12,22 @@ class AuditRecordRow(Base):
     """One committed record. Decision lists and maps are stored as their canonical JSON text."""
 
     __tablename__ = "audit_records"
+    __table_args__ = tuple(Index(f"ix_audit_records_{c}_seq", c, "seq") for c in (
+        "event", "principal_key_id", "model", "action", "principal_name", "policy_revision", "status"))
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     ts: Mapped[str] = mapped_column(String(27), index=True)
-    event: Mapped[str] = mapped_column(String(64), index=True)
+    event: Mapped[str] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(128), index=True)
-    principal_key_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    principal_key_id: Mapped[str | None] = mapped_column(String(128))
     principal_name: Mapped[str | None] = mapped_column(String(256))
     principal_role: Mapped[str | None] = mapped_column(String(64))
     source: Mapped[str | None] = mapped_column(String(256))
     route: Mapped[str | None] = mapped_column(String(256))
-    model: Mapped[str | None] = mapped_column(String(256), index=True)
+    model: Mapped[str | None] = mapped_column(String(256))
     bundle_version: Mapped[str | None] = mapped_column(String(128))
     policy_revision: Mapped[str | None] = mapped_column(String(128))
-    action: Mapped[str | None] = mapped_column(String(32), index=True)
+    action: Mapped[str | None] = mapped_column(String(32))
     rule_ids: Mapped[str] = mapped_column(Text)
     findings: Mapped[str] = mapped_column(Text)
     content_mode: Mapped[str | None] = mapped_column(String(16))

@@ -98,6 +98,20 @@ def insert_checkpoint(conn: Connection, cp: Checkpoint) -> None:
                                                    prev_checkpoint=cp.prev))
 
 
+_CHECKPOINT = select(*_CHECKPOINT_COLUMNS)
+
+
 def load_checkpoints(conn: Connection) -> list[Checkpoint]:
-    rows = conn.execute(select(*_CHECKPOINT_COLUMNS).order_by(AuditCheckpointRow.seq))
-    return [Checkpoint(*row) for row in rows]
+    return [Checkpoint(*row) for row in conn.execute(_CHECKPOINT.order_by(AuditCheckpointRow.seq))]
+
+
+def covering_checkpoint(conn: Connection, seq: int) -> Checkpoint | None:
+    """The first checkpoint at or after `seq`."""
+    row = conn.execute(_CHECKPOINT.where(AuditCheckpointRow.seq >= seq).order_by(AuditCheckpointRow.seq)
+                       .limit(1)).first()
+    return Checkpoint(*row) if row else None
+
+
+def newest_checkpoint(conn: Connection) -> Checkpoint | None:
+    row = conn.execute(_CHECKPOINT.order_by(AuditCheckpointRow.seq.desc()).limit(1)).first()
+    return Checkpoint(*row) if row else None

@@ -45,7 +45,7 @@ class ChainWriter:
                  checkpoint_seconds: float, witness: Witness | None = None) -> None:
         self._engine, self._key, self._witness = engine, key, witness
         self._every, self._seconds = checkpoint_every, checkpoint_seconds
-        self._refused: int | None = None  # the head a checkpoint was last refused at (logged once)
+        self._refused: str | None = None  # why the last checkpoint was refused (logged once per reason)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._conn: Connection | None = None  # kept across batches; dropped on any error
@@ -150,8 +150,8 @@ class ChainWriter:
         try:
             return checkpoints.sign_head(conn, self._key, self._witness, "periodic", seq, head, ts)
         except AuditTampered as exc:
-            if self._refused != seq:
-                self._refused = seq
+            if self._refused != str(exc):
+                self._refused = str(exc)
                 log.error("audit checkpoint refused", error=str(exc))
             return None
 

@@ -24,8 +24,8 @@ from pydantic import ValidationError
 
 from appliance.bundles.metadata import BundleError, BundleMetadata
 from appliance.bundles.signing import sign_bundle
-from appliance.vocabulary import write_vocabulary
 from appliance.signing.keys import PrivateKey
+from appliance.vocabulary import write_vocabulary
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,6 @@ PROFILES: dict[str, BuildProfile] = {
     "cuda-bf16": BuildProfile("bf16", "cuda"),
 }
 EXPORT_OPTIONS = {"windowed_kv_cache": "false", "prune_lm_head": "true"}
-BUILD_STEPS = 3  # export, vocabulary + metadata, signature: what `progress` is advanced through
 _KNOWN_VARIANTS = {(24, 32): "20b", (36, 128): "120b"}  # (layers, experts) of the published models
 
 
@@ -90,8 +89,8 @@ def build_bundle(hf_dir: Path, out: Path, *, profile: str, name: str, version: s
         raise BundleBuildError(f"{out} already exists; refusing to overwrite it")
     config = _checkpoint_config(hf_dir)
     spec = PROFILES[profile]
-    variant = variant or _KNOWN_VARIANTS.get((config.get("num_hidden_layers"), config.get("num_local_experts")),
-                                             "custom")
+    variant = variant or _KNOWN_VARIANTS.get((int(config.get("num_hidden_layers", 0)),
+                                              int(config.get("num_local_experts", 0))), "custom")
     try:  # validated before minutes of export
         metadata = BundleMetadata(name=name, version=version, variant=variant, precision=spec.precision,
                                   profile=profile)

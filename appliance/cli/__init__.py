@@ -32,6 +32,7 @@ _COMMANDS: dict[str, tuple[str, str | None]] = {
     "audit": ("audit", "The tamper-evident audit log: list, show, verify, export, prune."),
     "db": ("db", "Database schema migrations."),
     "keys": ("keys", "API keys and roles."),
+    "media": ("media", "Offline installation media: build on a connected machine, verify anywhere."),
 }
 
 

@@ -18,7 +18,11 @@ from appliance.config import get_settings
 
 
 def record(event: str, **detail: str) -> None:
-    from appliance.audit import AuditEvent, AuditLog, Principal  # SQLAlchemy only for commands that change things
+    from appliance.audit import (  # SQLAlchemy only for commands that change things
+        AuditEvent,
+        AuditLog,
+        Principal,
+    )
     from appliance.db import current_revision
 
     settings = get_settings()

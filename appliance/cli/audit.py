@@ -5,15 +5,16 @@ from __future__ import annotations
 import getpass
 from datetime import datetime
 from pathlib import Path
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from appliance.audit import AuditError, AuditFilter, AuditLog, Principal
 from appliance.audit.export import FORMATS, verify_file
 from appliance.audit.signer import public_key_path
 from appliance.cli.progress import count_progress
+from appliance.cli.tables import print_table
 from appliance.config import get_settings
 from appliance.signing import keys
 
@@ -37,14 +38,14 @@ def _when(value: str | None, option: str) -> datetime | None:
 
 @app.command("list")
 def list_records(
-    since: str | None = typer.Option(None, help="From this time (ISO, UTC unless a zone is given)."),
-    until: str | None = typer.Option(None, help="Before this time."),
-    principal: str | None = typer.Option(None, help="API key id or principal name."),
-    event: str | None = typer.Option(None, help="Event type, e.g. request, denial, admin.key_created."),
-    action: str | None = typer.Option(None, help="Policy action, e.g. allow, redact, deny."),
-    model: str | None = typer.Option(None, help="Model name."),
-    limit: int = typer.Option(50, help="Records per page."),
-    cursor: int | None = typer.Option(None, help="Show records before this sequence number."),
+    since: Annotated[str | None, typer.Option(help="From this time (ISO, UTC unless a zone is given).")] = None,
+    until: Annotated[str | None, typer.Option(help="Before this time.")] = None,
+    principal: Annotated[str | None, typer.Option(help="API key id or principal name.")] = None,
+    event: Annotated[str | None, typer.Option(help="Event type, e.g. request, denial, admin.key_created.")] = None,
+    action: Annotated[str | None, typer.Option(help="Policy action, e.g. allow, redact, deny.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name.")] = None,
+    limit: Annotated[int, typer.Option(help="Records per page.")] = 50,
+    cursor: Annotated[int | None, typer.Option(help="Show records before this sequence number.")] = None,
 ) -> None:
     """Records newest first, as a table."""
     filters = AuditFilter(_when(since, "--since"), _when(until, "--until"), principal, event, action, model)
@@ -57,14 +58,13 @@ def list_records(
         table.add_row(str(r.seq), r.ts[:19].replace("T", " "), r.event, r.request_id or "-", who,
                       r.route or "-", r.model or "-",
                       r.decision.action or "-", str(r.status or "-"), str(r.latency_ms or "-"))
-    console = Console()
-    (console if console.is_terminal else Console(width=200)).print(table)
+    print_table(table)
     if page.next_cursor is not None:
         typer.echo(f"more: --cursor {page.next_cursor}")
 
 
 @app.command()
-def show(seq: int = typer.Argument(..., help="Sequence number.")) -> None:
+def show(seq: Annotated[int, typer.Argument(help="Sequence number.")]) -> None:
     """One record in full, as JSON."""
     with _log() as log:
         record = log.get(seq)
@@ -84,10 +84,11 @@ def _expected_head(value: str | None) -> tuple[int, str] | None:
 
 @app.command()
 def verify(
-    trust: list[Path] = typer.Option(None, "--trust", help="Public key to trust for checkpoints "
-                                     "(repeatable); default: this appliance's audit.pub."),
-    expect_head: str | None = typer.Option(None, "--expect-head", help="SEQ:HASH recorded earlier."),
-    file: Path | None = typer.Option(None, "--file", help="Verify a JSONL export instead of the database."),
+    trust: Annotated[list[Path] | None, typer.Option("--trust", help="Public key to trust for checkpoints "
+                                                     "(repeatable); default: this appliance's audit.pub.")] = None,
+    expect_head: Annotated[str | None, typer.Option("--expect-head", help="SEQ:HASH recorded earlier.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Verify a JSONL export instead of the database.")]
+    = None,
 ) -> None:
     """Recompute the hash chain, check checkpoint signatures; names the first bad sequence number."""
     head = _expected_head(expect_head)
@@ -113,8 +114,8 @@ def verify(
 
 @app.command()
 def export(
-    fmt: str = typer.Option(..., "--format", help=f"One of: {', '.join(FORMATS)}."),
-    out: Path = typer.Option(..., "--out", help="File to write (replaced atomically)."),
+    fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
+    out: Annotated[Path, typer.Option("--out", help="File to write (replaced atomically).")],
 ) -> None:
     """Stream the whole log to a file; JSONL carries the chain and verifies with `verify --file`."""
     with _log() as log, count_progress("exporting", log.count()) as advance:
@@ -124,11 +125,12 @@ def export(
 
 @app.command()
 def prune(
-    before: str = typer.Option(..., "--before", help="Delete records older than this date/time."),
-    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+    before: Annotated[str, typer.Option("--before", help="Delete records older than this date/time.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete old records, leaving a signed anchor so the rest still verifies."""
     cutoff = _when(before, "--before")
+    assert cutoff is not None  # --before is required
     if not yes:
         typer.confirm(f"Delete audit records older than {before}?", abort=True)
     with _log() as log:

@@ -8,7 +8,14 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from appliance.bundles import SIGNATURE_FILE, BundleStore, VerifiedBundle, sign_bundle, trusted_keys, verify_bundle
+from appliance.bundles import (
+    SIGNATURE_FILE,
+    BundleStore,
+    VerifiedBundle,
+    sign_bundle,
+    trusted_keys,
+    verify_bundle,
+)
 from appliance.bundles.metadata import BundleError
 from appliance.cli.actions import record
 from appliance.cli.progress import byte_progress
@@ -94,8 +101,26 @@ def sign(
 
 
 @app.command()
-def verify(folder: Annotated[Path, typer.Argument()], trust: TrustOpt = None) -> None:
+def verify(folder: Annotated[Path | None, typer.Argument()] = None, trust: TrustOpt = None,
+           active: Annotated[bool, typer.Option("--active", help="Verify every active bundle in the model "
+                                                "store instead (a Kubernetes pod's init container).")] = False,
+           ) -> None:
     """Verify a bundle folder against trusted keys: exit 0 when every byte matches its signature."""
+    if (folder is None) == (not active):
+        raise BundleError("give either a bundle FOLDER or --active (see --help)")
+    if active:
+        store = _store()
+        folders = [store.root / name / version for name, version in sorted(store.active().items())]
+        if not folders:
+            typer.echo(f"no active bundle in {store.root}: nothing to verify")
+        for one in folders:
+            _verify_one(one, trust)
+        return
+    assert folder is not None
+    _verify_one(folder, trust)
+
+
+def _verify_one(folder: Path, trust: list[Path] | None) -> None:
     s = get_settings()
     with byte_progress("verifying", _total_bytes(folder)) as advance:
         vb = verify_bundle(folder, _trusted(trust), workers=s.hash_workers, progress=advance,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from appliance import db
@@ -11,14 +13,14 @@ app = typer.Typer(no_args_is_help=True)
 
 
 @app.command()
-def upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+def upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Create or migrate the tables up to REVISION."""
     db.upgrade(get_settings().database_url, revision)
     typer.echo(f"database at revision {db.current_revision(get_settings().database_url)}")
 
 
 @app.command()
-def downgrade(revision: str = typer.Argument(..., help="Target revision; `base` drops every table.")) -> None:
+def downgrade(revision: Annotated[str, typer.Argument(help="Target revision; `base` drops every table.")]) -> None:
     """Migrate the tables down to REVISION."""
     db.downgrade(get_settings().database_url, revision)
     typer.echo(f"database at revision {db.current_revision(get_settings().database_url) or 'base'}")

@@ -12,10 +12,20 @@ from pathlib import Path
 from appliance.bundles.metadata import BundleMetadata
 from appliance.engine.harmony import HarmonyStream, render_prompt
 from appliance.engine.sampling import Sampler
-from appliance.engine.scheduler import Scheduler, Sequence as _Seq
+from appliance.engine.scheduler import Scheduler
+from appliance.engine.scheduler import Sequence as _Seq
 from appliance.engine.session import ModelLoadError, ModelRunner
-from appliance.engine.types import (EngineBusy, EngineError, Event, FinishEvent, GenerationRequest, TextEvent,
-                                    ToolCallEvent, Usage)
+from appliance.engine.types import (
+    EngineBusy,
+    EngineError,
+    Event,
+    FinishEvent,
+    FinishReason,
+    GenerationRequest,
+    TextEvent,
+    ToolCallEvent,
+    Usage,
+)
 from appliance.vocabulary import load_harmony
 
 _CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -141,10 +151,11 @@ class Engine:
                 if kind == "done":
                     for event in stream.finish():
                         yield event
-                    reason = str(value)
+                    reason: FinishReason = "length" if value == "length" else "stop"
                     break
-                tokens.append(int(value))
-                for event in stream.feed(int(value)):
+                token = int(value)  # type: ignore[call-overload]  # "token" carries an int
+                tokens.append(token)
+                for event in stream.feed(token):
                     yield event
                 if stream.stopped:
                     reason = "stop"
@@ -166,7 +177,7 @@ async def collect(events: AsyncIterator[Event]) -> dict[str, object]:
         if isinstance(event, TextEvent):
             out[event.channel] = str(out[event.channel]) + event.text
         elif isinstance(event, ToolCallEvent):
-            out["tool_calls"].append(event)  # type: ignore[union-attr]
+            out["tool_calls"].append(event)  # type: ignore[attr-defined]
         else:
             out["finish"] = event
     return out

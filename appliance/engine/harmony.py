@@ -14,8 +14,17 @@ import re
 import uuid
 from typing import Any
 
-from openai_harmony import (Author, Conversation, DeveloperContent, HarmonyEncoding, Message, ReasoningEffort,
-                            Role, SystemContent, ToolDescription)
+from openai_harmony import (
+    Author,
+    Conversation,
+    DeveloperContent,
+    HarmonyEncoding,
+    Message,
+    ReasoningEffort,
+    Role,
+    SystemContent,
+    ToolDescription,
+)
 
 from appliance.engine.types import Channel, EngineError, Event, TextEvent, ToolCallEvent, content_text
 
@@ -221,7 +230,8 @@ class HarmonyStream:
         header = self._enc.decode(self._header)
         channel = _CHANNEL.search(header)
         recipient = _RECIPIENT.search(header)
-        self._channel = channel.group(1) if channel and channel.group(1) in _CHANNELS else "analysis"
+        name = channel.group(1) if channel else None
+        self._channel = next((c for c in _CHANNELS if c == name), "analysis")
         self._recipient = recipient.group(1) if recipient else None
         self._in_content, self._body, self._header = True, "", []
 

@@ -12,15 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 from appliance.policy.detectors import Finding
+from appliance.policy.errors import PolicyError
 from appliance.policy.floor import raise_floor
 from appliance.policy.grants import audit_mode, effective_grant, rule_for
 from appliance.policy.pack import PolicySet
 from appliance.policy.ratelimit import RateLimiter
 from appliance.policy.redact import redact
-from appliance.policy.schema import Grant, RateLimit
+from appliance.policy.schema import Grant, InputRule, RateLimit
 from appliance.policy.stream import OutputFilter
 from appliance.principal import Principal
 from appliance.signing import keys
@@ -83,7 +84,7 @@ def evaluate(policy: PolicySet, request: PolicyRequest, principal: Principal) ->
     """Access first (cheap, and a denied caller learns nothing about the guardrails), then the content."""
     grant = effective_grant(policy, principal)
     cap = grant.max_tokens if grant else 0
-    base = dict(findings=(), request=request, revision=policy.revision, policy=policy, principal=principal,
+    base: dict[str, Any] = dict(findings=(), request=request, revision=policy.revision, policy=policy, principal=principal,
                 reasoning_visible=bool(grant and grant.reasoning_visible),
                 max_tokens=min(request.max_tokens or cap, cap), audit_content=audit_mode(policy, principal.role))
     denial = _access_denial(policy, request, principal, grant)
@@ -100,7 +101,7 @@ def evaluate(policy: PolicySet, request: PolicyRequest, principal: Principal) ->
     for index, msg in enumerate(request.messages):
         hidden: list[Finding] = []
         for finding in policy.scanner.scan(msg.content):
-            rule = rule_for(policy, "input", principal.role, finding.category)
+            rule = cast(InputRule | None, rule_for(policy, "input", principal.role, finding.category))
             if rule is None and finding.category != _CONTROL:
                 continue
             findings.append(replace(finding, message=index))
@@ -126,7 +127,7 @@ def _fully_redacted(policy: PolicySet, request: PolicyRequest) -> PolicyRequest:
 
 def _access_denial(policy: PolicySet, request: PolicyRequest, principal: Principal,
                    grant: Grant | None) -> tuple[str, str] | None:
-    override = policy.pack.access.keys.get(principal.key_id)
+    override = policy.pack.access.keys.get(principal.key_id or "")
     limits = policy.pack.input.limits
     if grant is None:
         return "access.role", f"role {principal.role!r} has no access"
@@ -163,15 +164,22 @@ class PolicyEngine:
 
     def reload(self, directory: Path, *, require_signed: bool = False, trust: list[keys.PublicKey] | None = None,
                min_version: int = 0, max_signature_bytes: int = 16 << 20) -> PolicySet:
-        """Load `directory` and put it in force; on any error raise and keep the pack in force.
+        """Load `directory` and put it in force; on any error raise and keep the pack in force."""
+        floor = max(self._current.version, min_version) if require_signed else 0
+        loaded = PolicySet.load(directory, require_signed=require_signed, trust=trust, min_version=floor,
+                                max_signature_bytes=max_signature_bytes)
+        return self.install(loaded, require_signed=require_signed, min_version=min_version)
+
+    def install(self, loaded: PolicySet, *, require_signed: bool = False, min_version: int = 0) -> PolicySet:
+        """Put an already loaded (and audited) pack in force: exactly the bytes whose revision was recorded.
 
         When signatures are required, a pack older than the one in force (or than the recorded floor) is
         refused (no rollback), and putting a signed pack in force raises the floor.
         """
         with self._lock:
             floor = max(self._current.version, min_version) if require_signed else 0
-            loaded = PolicySet.load(directory, require_signed=require_signed, trust=trust, min_version=floor,
-                                    max_signature_bytes=max_signature_bytes)
+            if require_signed and loaded.version < floor:
+                raise PolicyError(f"policy pack version {loaded.version} is older than {floor} (rollback refused)")
             if loaded.signed_by:
                 raise_floor(self._floor_file, loaded.version)
             self._current = loaded
@@ -182,11 +190,11 @@ class PolicyEngine:
 
     def check_rate(self, principal: Principal, tokens: int = 0) -> None:
         """Take one request and `tokens` tokens from the key's budget; raises `RateLimited` (retry_after)."""
-        self._limiter.acquire(principal.key_id, self._rate(principal), tokens)
+        self._limiter.acquire(principal.key_id or "", self._rate(principal), tokens)
 
     def charge_tokens(self, principal: Principal, tokens: int) -> None:
         """Charge tokens used beyond those passed to `check_rate`."""
-        self._limiter.charge(principal.key_id, self._rate(principal), tokens)
+        self._limiter.charge(principal.key_id or "", self._rate(principal), tokens)
 
     def _rate(self, principal: Principal) -> RateLimit:
         grant = effective_grant(self._current, principal)

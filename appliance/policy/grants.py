@@ -17,8 +17,8 @@ from appliance.principal import Principal
 
 def effective_grant(policy: PolicySet, principal: Principal) -> Grant | None:
     """The role's grant narrowed by the key's override; None when the role is unknown."""
-    grant = policy.pack.access.roles.get(principal.role)
-    override = policy.pack.access.keys.get(principal.key_id)
+    grant = policy.pack.access.roles.get(principal.role or "")
+    override = policy.pack.access.keys.get(principal.key_id or "")
     if grant is None or override is None:
         return grant
     changes = {name: getattr(override, name) for name in ("models", "max_tokens", "rate")
@@ -27,7 +27,7 @@ def effective_grant(policy: PolicySet, principal: Principal) -> Grant | None:
 
 
 def audit_mode(policy: PolicySet, role: str | None) -> Literal["full", "redacted", "hash"]:
-    return policy.pack.audit.roles.get(role, policy.pack.audit.content)
+    return policy.pack.audit.roles.get(role or "", policy.pack.audit.content)
 
 
 @lru_cache(maxsize=4096)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 
 from appliance.policy.detectors import CATEGORIES, Scanner
 from appliance.policy.errors import PolicyError
-from appliance.policy.schema import Pack
+from appliance.policy.schema import InputRule, OutputRule, Pack
 from appliance.policy.yamlfile import YamlDoc
 from appliance.signing import keys, oms
 from appliance.signing.dsse import SignatureError
@@ -156,7 +157,9 @@ def _cross_check(pack: Pack, where: dict[str, YamlDoc]) -> None:
     """References the schema alone cannot check: rule ids, roles and category patterns."""
     roles = set(pack.access.roles)
     categories = CATEGORIES + tuple(f"topic.{name}" for name in pack.input.topics)
-    for section, rules in (("input", pack.input.rules), ("output", pack.output.rules)):
+    sections: tuple[tuple[str, Sequence[InputRule | OutputRule]], ...] = (("input", pack.input.rules),
+                                                                        ("output", pack.output.rules))
+    for section, rules in sections:
         seen: set[str] = set()
         for i, rule in enumerate(rules):
             doc = where[section]

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 from appliance.policy.triggers import SOM, Triggers
 
-
 _Entry = tuple[str, re.Pattern[str], int, int, str]  # category, pattern, group kept, window before, lead
 
 
@@ -62,6 +61,7 @@ class PhraseSet:
         """(category, start, end) of every confirmed phrase in the lower-cased text `low`."""
         if self._triggers is None:
             self.compile()
+        assert self._triggers is not None
         seen: set[tuple[str, int]] = set()
         for index, start, end in _leftmost_longest(self._triggers.scan_flat(low)):
             if self._needs_boundary[index] and start and low[start - 1].isalnum():

@@ -13,11 +13,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from appliance.policy.engine import Message, PolicyRequest, evaluate
-from appliance.principal import Principal
 from appliance.policy.errors import PolicyError
 from appliance.policy.pack import PolicySet
 from appliance.policy.stream import OutputFilter
 from appliance.policy.yamlfile import YamlDoc
+from appliance.principal import Principal
 
 
 class _Strict(BaseModel):

@@ -13,6 +13,7 @@ import yaml
 
 from appliance.policy.errors import PolicyError
 
+
 class YamlDoc:
     """One parsed YAML file: its data, and the node tree to find the line of any path within it."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from appliance.bundles import BundleStore, BundleMetadata
+from appliance.bundles import BundleMetadata, BundleStore
 from appliance.config import Settings
 from appliance.serving.deployments import Gateway, LLMServer
 
@@ -23,11 +23,11 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     profiles = [BundleMetadata.read(settings.model_store / n / v).profile for n, v in store.active().items()]
     gpus = 1 if any(p.startswith("cuda-") for p in profiles) else 0
     shared = settings.model_dump(mode="json")
-    llm = LLMServer.options(
+    llm = LLMServer.options(  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
         ray_actor_options={"num_gpus": gpus, "num_cpus": 1},
         max_ongoing_requests=settings.serve_max_ongoing_requests,
         autoscaling_config={"min_replicas": 1, "max_replicas": settings.serve_replicas_max,
                             "target_ongoing_requests": max(1, settings.engine_max_batch_size)},
     ).bind(shared)
-    return Gateway.options(ray_actor_options={"num_cpus": 0.5},
+    return Gateway.options(ray_actor_options={"num_cpus": 0.5},  # type: ignore[attr-defined]
                            max_ongoing_requests=4 * settings.serve_max_ongoing_requests).bind(llm, shared)

@@ -50,7 +50,7 @@ class HandleBackend(ModelBackend):
             response = self._stream.generate.remote(model, request)
             started = False
             try:
-                async for chunk in response:
+                async for chunk in response:  # type: ignore[union-attr]  # stream=True: a generator
                     started = True
                     yield chunk
                 return

@@ -11,7 +11,7 @@ import pytest
 
 from appliance.audit import AuditFilter
 from tests.api.scripted import answer
-from tests.api.test_chat import records, sse_events
+from tests.api.helpers import records, sse_events
 
 MSG = [{"role": "user", "content": "Hello there"}]
 

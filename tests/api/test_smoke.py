@@ -3,5 +3,4 @@ async def test_chat_round_trip(client, appliance):
         {"role": "user", "content": "Hello"}]})
     assert r.status_code == 200, r.text
     body = r.json()
-    print(body)
     assert body["usage"]["prompt_tokens"] > 0

@@ -13,7 +13,6 @@ import pytest
 model_signing = pytest.importorskip("model_signing")
 
 from appliance.bundles import BundleMetadata  # noqa: E402
-from appliance.signing import keys  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 
 
@@ -59,4 +58,3 @@ def test_model_signing_rejects_a_tampered_bundle_of_ours(tmp_path, ec_keys):
     with pytest.raises(ValueError, match="mismatch"):
         model_signing.verifying.Config().use_elliptic_key_verifier(public_key=ec_keys[1]).verify(
             folder, folder / "model.sig")
-    assert keys.load_public_key(ec_keys[1])

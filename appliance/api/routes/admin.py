@@ -16,13 +16,16 @@ from pydantic import AfterValidator, Field
 from appliance import apikeys
 from appliance.api.auth import AdminCaller, AuditorCaller, Caller, ServicesDep
 from appliance.api.errors import ApiError
+from appliance.api.policy_follow import recorded_revision
 from appliance.api.schemas import RequestBody
+from appliance.api.wire import ERRORS
+from appliance.api.services import Services
 from appliance.audit import AuditEvent, AuditFilter
+from appliance.audit.log import MAX_SEQ
 from appliance.errors import ApplianceError
 from appliance.policy.pack import PolicySet, load_options
 
-router = APIRouter(prefix="/admin")
-MAX_SEQ = 2**63 - 1  # sequence numbers are BIGINT
+router = APIRouter(prefix="/admin", responses=ERRORS)
 
 
 def _in_range(moment: datetime) -> datetime:
@@ -41,7 +44,7 @@ Moment = Annotated[datetime | None, AfterValidator(lambda v: v if v is None else
 Term = Annotated[str | None, Query(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
-def _event(caller: Caller, event: str, **detail: str) -> AuditEvent:
+def audit_event(caller: Caller, event: str, **detail: str) -> AuditEvent:
     return AuditEvent(event=event, request_id=caller.request_id, principal=caller.principal, source=caller.source,
                       route=caller.route, status=200, detail=detail)
 
@@ -69,12 +72,17 @@ async def audit_verify(caller: AuditorCaller, svc: ServicesDep) -> dict:
 @router.get("/audit/export")
 async def audit_export(caller: AuditorCaller, svc: ServicesDep,
                        format: Literal["jsonl", "csv"] = "jsonl") -> StreamingResponse:
+    return await export_response(svc, format)
+
+
+async def export_response(svc: Services, format: str, filters: AuditFilter | None = None,
+                          filename: str = "audit") -> StreamingResponse:
     """Written to an unnamed temporary file (unlinked at once: nothing is left behind whatever the client
-    does), then streamed in blocks."""
+    does), then streamed in blocks. Shared with the admin page."""
     fd, name = tempfile.mkstemp(prefix="audit-export-", suffix=f".{format}")
     os.close(fd)
     try:
-        await asyncio.to_thread(svc.audit.export, format, FsPath(name))
+        await asyncio.to_thread(svc.audit.export, format, FsPath(name), None, filters)
         handle = open(name, "rb")
     finally:
         os.unlink(name)
@@ -85,7 +93,7 @@ async def audit_export(caller: AuditorCaller, svc: ServicesDep,
                 yield block
 
     return StreamingResponse(blocks(), media_type="application/x-ndjson" if format == "jsonl" else "text/csv",
-                             headers={"Content-Disposition": f'attachment; filename="audit.{format}"'})
+                             headers={"Content-Disposition": f'attachment; filename="{filename}.{format}"'})
 
 
 @router.get("/audit/{seq}")
@@ -116,39 +124,50 @@ async def keys_list(caller: AdminCaller, svc: ServicesDep) -> dict:
 
 
 @router.post("/keys", status_code=201)
-async def keys_create(body: NewKey, caller: AdminCaller,
-                      svc: ServicesDep) -> dict:
+async def keys_create(body: NewKey, caller: AdminCaller, svc: ServicesDep) -> dict:
+    token, info = await create_key(svc, caller, body)
+    return {**_key(info), "key": token}
+
+
+@router.delete("/keys/{key_id}")
+async def keys_revoke(key_id: str, caller: AdminCaller, svc: ServicesDep) -> dict:
+    return _key(await revoke_key(svc, caller, key_id))
+
+
+async def create_key(svc: Services, caller: Caller, body: NewKey) -> tuple[str, apikeys.KeyInfo]:
+    """Create, record, and take back the key if the record fails (shared with the admin page)."""
     with svc.sessions() as session:
         try:
             token, info = apikeys.create_key(session, body.name, body.role, body.expires_at)
         except ApplianceError as exc:
             raise ApiError(400, str(exc)) from exc
     try:
-        await svc.record(_event(caller, "admin.key_created", key_id=info.key_id, role=info.role, name=info.name))
+        await svc.record(audit_event(caller, "admin.key_created", key_id=info.key_id, role=info.role, name=info.name))
     except ApiError:
         with svc.sessions() as session:  # no record, no key: an unaudited key must not stay usable
             apikeys.revoke_key(session, info.key_id)
         raise
-    return {**_key(info), "key": token}
+    return token, info
 
 
-@router.delete("/keys/{key_id}")
-async def keys_revoke(key_id: str, caller: AdminCaller,
-                      svc: ServicesDep) -> dict:
+async def revoke_key(svc: Services, caller: Caller, key_id: str) -> apikeys.KeyInfo:
+    """Recorded first, then revoked: fail closed (shared with the admin page)."""
     with svc.sessions() as session:
         known = any(k.key_id == key_id for k in apikeys.list_keys(session))
     if not known:
         raise ApiError(404, f"no key with id {key_id}", code="not_found")
-    await svc.record(_event(caller, "admin.key_revoked", key_id=key_id))  # recorded first: fail closed
+    await svc.record(audit_event(caller, "admin.key_revoked", key_id=key_id))
     with svc.sessions() as session:
-        return _key(apikeys.revoke_key(session, key_id))
+        return apikeys.revoke_key(session, key_id)
 
 
 # -- policy -------------------------------------------------------------------------------------------
 @router.get("/policy")
 async def policy_show(caller: AdminCaller, svc: ServicesDep) -> dict:
     current = svc.policy.current
-    return {"revision": current.revision, "version": current.version, "directory": str(svc.settings.policy_dir)}
+    recorded = await asyncio.to_thread(recorded_revision, svc)
+    return {"revision": current.revision, "version": current.version, "directory": str(svc.settings.policy_dir),
+            "recorded_revision": recorded, "in_force_here": recorded in (None, current.revision)}
 
 
 @router.post("/policy/reload")
@@ -156,8 +175,10 @@ async def policy_reload(caller: AdminCaller, svc: ServicesDep) -> dict:
     s = svc.settings
     try:  # validated first, then recorded, then put in force: no unaudited policy is ever in force
         candidate = await asyncio.to_thread(PolicySet.from_settings, s)
-        await svc.record(_event(caller, "admin.policy_reloaded", revision=candidate.revision))
-        loaded = await asyncio.to_thread(svc.policy.reload, s.policy_dir, **load_options(s))
+        await svc.record(audit_event(caller, "admin.policy_reloaded", revision=candidate.revision))
+        options = load_options(s)  # exactly the pack whose revision was recorded; other replicas follow it
+        loaded = svc.policy.install(candidate, require_signed=options["require_signed"],
+                                    min_version=options["min_version"])
     except ApplianceError as exc:
         raise ApiError(400, f"policy not reloaded, the previous one stays in force: {exc}",
                        code="invalid_policy") from exc
@@ -183,7 +204,7 @@ async def bundles_activate(body: Activation, caller: AdminCaller,
                            svc: ServicesDep) -> dict:
     try:  # verified, then recorded, then switched: no unaudited activation
         await asyncio.to_thread(svc.store.open, body.name, body.version, svc.bundle_trust())
-        await svc.record(_event(caller, "admin.bundle_activated", name=body.name, version=body.version))
+        await svc.record(audit_event(caller, "admin.bundle_activated", name=body.name, version=body.version))
         await asyncio.to_thread(svc.store.mark_active, body.name, body.version)
     except ApplianceError as exc:
         raise ApiError(400, str(exc), code="invalid_bundle") from exc

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from appliance.api.auth import AnyCaller, AuditorCaller, ServicesDep
+from appliance.api.wire import ERRORS
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 
 
 @router.get("/healthz", include_in_schema=False)

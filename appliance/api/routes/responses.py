@@ -7,19 +7,32 @@ import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from appliance.api.auth import ServicesDep, UserCaller
 from appliance.api.pipeline import AuditedGeneration, Delta, start_generation
 from appliance.api.schemas import ResponsesRequest
 from appliance.api.sse import event, primed, stream_response
+from appliance.api.wire import (
+    ERRORS,
+    FunctionCallItem,
+    IncompleteDetails,
+    OutputMessage,
+    OutputText,
+    ReasoningItem,
+    ReasoningText,
+    ResponseObject,
+    ResponseUsage,
+)
+from appliance.engine.types import ToolCallEvent
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 
 
-@router.post("/v1/responses")
-async def create_response(body: ResponsesRequest, caller: UserCaller,
-                          svc: ServicesDep):
+@router.post("/v1/responses", response_model=ResponseObject, responses={
+    200: {"content": {"text/event-stream": {}}, "description": "A response, or with `stream` its `response.*` "
+          "events as server-sent events"}})
+async def create_response(body: ResponsesRequest, caller: UserCaller, svc: ServicesDep) -> Response:
     gen = await start_generation(svc, caller, body.to_generation_spec())
     rid = f"resp_{uuid.uuid4().hex}"
     if body.stream:
@@ -33,7 +46,9 @@ async def create_response(body: ResponsesRequest, caller: UserCaller,
 class _Accumulator:
     def __init__(self, rid: str) -> None:
         self.rid, self.created = rid, int(time.time())
-        self.reasoning, self.text, self.calls = [], [], []
+        self.reasoning: list[str] = []
+        self.text: list[str] = []
+        self.calls: list[ToolCallEvent] = []
         self.msg_id, self.reasoning_id = f"msg_{uuid.uuid4().hex}", f"rs_{uuid.uuid4().hex}"
 
     def add(self, delta: Delta) -> None:
@@ -41,38 +56,31 @@ class _Accumulator:
         self.text.append(delta.content)
         self.calls.extend(delta.tool_calls)
 
-    def output(self) -> list[dict]:
-        out: list[dict] = []
+    def output(self) -> list[ReasoningItem | OutputMessage | FunctionCallItem]:
+        out: list[ReasoningItem | OutputMessage | FunctionCallItem] = []
         if "".join(self.reasoning):
-            out.append({"type": "reasoning", "id": self.reasoning_id, "summary": [],
-                        "content": [{"type": "reasoning_text", "text": "".join(self.reasoning)}]})
+            out.append(ReasoningItem(id=self.reasoning_id, content=[ReasoningText(text="".join(self.reasoning))]))
         if "".join(self.text) or not self.calls:
             out.append(self.message("completed"))
-        out += [_call_item(c, "completed") for c in self.calls]
+        out += [FunctionCallItem.of(c, "completed") for c in self.calls]
         return out
 
-    def message(self, status: str) -> dict:
-        return {"type": "message", "id": self.msg_id, "status": status, "role": "assistant",
-                "content": [{"type": "output_text", "text": "".join(self.text), "annotations": []}]}
+    def message(self, status: str) -> OutputMessage:
+        return OutputMessage(id=self.msg_id, status=status, content=[OutputText(text="".join(self.text))])
 
     def response(self, gen: AuditedGeneration, phase: str) -> dict:
         o = gen.outcome
         incomplete = {"length": "max_output_tokens", "content_filter": "content_filter"}.get(o.finish_reason)
         done = phase == "done"
-        return {"id": self.rid, "object": "response", "created_at": self.created, "model": gen.model.name,
-                "status": ("incomplete" if incomplete else "completed") if done else "in_progress",
-                "incomplete_details": {"reason": incomplete} if done and incomplete else None,
-                "output": self.output() if done else [], "parallel_tool_calls": False, "tool_choice": "auto",
-                "tools": [], "error": None,
-                "usage": {"input_tokens": o.usage.prompt_tokens, "output_tokens": o.usage.completion_tokens,
-                          "total_tokens": o.usage.total_tokens,
-                          "input_tokens_details": {"cached_tokens": 0},
-                          "output_tokens_details": {"reasoning_tokens": o.usage.reasoning_tokens}} if done else None}
+        return ResponseObject(
+            id=self.rid, created_at=self.created, model=gen.model.name,
+            status=("incomplete" if incomplete else "completed") if done else "in_progress",
+            incomplete_details=IncompleteDetails(reason=incomplete) if done and incomplete else None,
+            output=self.output() if done else [], usage=ResponseUsage.of(o.usage) if done else None).model_dump()
 
 
 def _call_item(call, status: str) -> dict:
-    return {"type": "function_call", "id": f"fc_{call.id}", "call_id": call.id, "name": call.name,
-            "arguments": call.arguments if status == "completed" else "", "status": status}
+    return FunctionCallItem.of(call, status).model_dump()
 
 
 async def _sse(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]):
@@ -94,7 +102,7 @@ async def _sse(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]):
             if not text_open:
                 text_open, msg_index = True, index
                 index += 1
-                yield ev("response.output_item.added", output_index=msg_index, item={**acc.message("in_progress"),
+                yield ev("response.output_item.added", output_index=msg_index, item={**acc.message("in_progress").model_dump(),
                                                                                      "content": []})
                 yield ev("response.content_part.added", item_id=acc.msg_id, output_index=msg_index, content_index=0,
                          part={"type": "output_text", "text": "", "annotations": []})
@@ -115,6 +123,6 @@ async def _sse(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]):
                  logprobs=[])
         yield ev("response.content_part.done", item_id=acc.msg_id, output_index=msg_index, content_index=0,
                  part={"type": "output_text", "text": text, "annotations": []})
-        yield ev("response.output_item.done", output_index=msg_index, item=acc.message("completed"))
+        yield ev("response.output_item.done", output_index=msg_index, item=acc.message("completed").model_dump())
     final = acc.response(gen, "done")
     yield ev("response.incomplete" if final["status"] == "incomplete" else "response.completed", response=final)

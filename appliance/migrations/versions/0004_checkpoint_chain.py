@@ -1,7 +1,7 @@
 """Chained audit checkpoints: each names the previous checkpoint's digest.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"  # MERGE-TODO: 0003 after the ui branch
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,87 @@
+"""Server-side sessions for the admin page: an API key is exchanged once for a random session id.
+
+Only the id's SHA-256 is stored, so a copy of the database holds no usable session. A session ends at
+sign-out, after `IDLE` without a request, `ABSOLUTE` after sign-in, or as soon as its key is revoked or
+expires (checked on every request). Rows live in the database, so every gateway replica shares them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import DateTime, String, delete
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from appliance import apikeys
+from appliance.audit import Principal
+from appliance.db import Base
+
+IDLE = timedelta(minutes=15)
+ABSOLUTE = timedelta(hours=8)
+TOUCH_EVERY = timedelta(seconds=30)  # last_seen is written at most this often: page views stay reads
+
+
+class UiSession(Base):
+    __tablename__ = "ui_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    csrf_token: Mapped[str] = mapped_column(String(64))  # the form half; the cookie holds its signed twin
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    principal: Principal
+    created_at: datetime
+    csrf_token: str
+
+
+def start(session: Session, principal: Principal, csrf_token: str, replaces: str | None = None) -> str:
+    """A new session for `principal` (ending the one whose id is `replaces`); returns its id.
+
+    `csrf_token` is issued with the session and kept for its life, so pages open in several tabs all post."""
+    if replaces:
+        end(session, replaces)
+    now = datetime.now(UTC)
+    session.execute(delete(UiSession).where(UiSession.last_seen < now - IDLE))  # sweep the expired
+    sid = secrets.token_urlsafe(32)
+    session.add(UiSession(id_sha256=_digest(sid), key_id=principal.key_id, name=principal.name,
+                          role=principal.role, csrf_token=csrf_token, created_at=now, last_seen=now))
+    session.commit()
+    return sid
+
+
+def lookup(session: Session, sid: str | None) -> SignedIn | None:
+    """The live session `sid`, refreshed; None (and the row gone) when expired or its key is no longer active."""
+    if not sid:
+        return None
+    row = session.get(UiSession, _digest(sid))
+    if row is None:
+        return None
+    now = datetime.now(UTC)
+    created, seen = apikeys.as_utc(row.created_at), apikeys.as_utc(row.last_seen)
+    key = session.get(apikeys.ApiKey, row.key_id)
+    if now - seen > IDLE or now - created > ABSOLUTE or key is None or apikeys.key_info(key).status != "active":
+        session.delete(row)
+        session.commit()
+        return None
+    if now - seen > TOUCH_EVERY:
+        row.last_seen = now
+        session.commit()
+    return SignedIn(Principal(key_id=row.key_id, name=row.name, role=row.role), created, row.csrf_token)
+
+
+def end(session: Session, sid: str) -> None:
+    session.execute(delete(UiSession).where(UiSession.id_sha256 == _digest(sid)))
+    session.commit()
+
+
+def _digest(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()

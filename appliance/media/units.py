@@ -1,0 +1,60 @@
+"""systemd units for the Ray head, a Ray worker and the Serve application, rendered from the media's
+templates (installer/systemd/*.service) with the prefix, the data folder and the site's allowed addresses.
+"""
+
+from __future__ import annotations
+
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+from appliance.media.manifest import MediaError
+
+UNIT_DIR = Path("/etc/systemd/system")
+USER = "appliance"
+HEAD_UNITS = ("appliance-ray-head.service", "appliance-serve.service")
+
+
+def render(
+    template: str,
+    *,
+    prefix: Path,
+    data: Path,
+    allow: str = "",
+    head: str = "127.0.0.1:6379",
+    head_ip: str = "127.0.0.1",
+) -> str:
+    for key, value in {
+        "@PREFIX@": str(prefix),
+        "@DATA@": str(data),
+        "@ALLOW@": allow,
+        "@HEAD@": head,
+        "@HEAD_IP@": head_ip,
+    }.items():
+        template = template.replace(key, value)
+    return template
+
+
+def install_units(templates: Path, prefix: Path, data: Path, unit_dir: Path = UNIT_DIR) -> None:
+    if shutil.which("systemctl") is None:
+        raise MediaError("systemctl not found: this host has no systemd (use --no-systemd)")
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        _run(["useradd", "--system", "--home-dir", str(data), "--shell", "/usr/sbin/nologin", USER])
+    _run(["chown", "-R", f"{USER}:{USER}", str(data)])
+    for name in HEAD_UNITS:
+        (unit_dir / name).write_text(render((templates / name).read_text(), prefix=prefix, data=data))
+    _run(["systemctl", "daemon-reload"])
+
+
+def start_units() -> None:
+    _run(["systemctl", "enable", "--now", *HEAD_UNITS])
+    _run(["systemctl", "restart", HEAD_UNITS[-1]])
+
+
+def _run(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise MediaError(f"{' '.join(argv[:2])} failed: {(proc.stderr or proc.stdout).strip()[:200]}")

@@ -1,0 +1,19 @@
+"""Golden: the canonical bytes and hash of one audit record (docs/architecture.md defines the format)."""
+
+from __future__ import annotations
+
+from appliance.audit import AuditEvent
+from appliance.audit.chain import CHAIN_COLUMNS, GENESIS, canonical, flatten, link
+from tests.goldens import check_golden
+
+
+def test_canonical_audit_record_bytes():
+    event = AuditEvent(
+        event="completion", request_id="req-1", principal={"key_id": "k1", "name": "Zoë", "role": "user"},
+        source="10.0.0.7", route="POST /v1/chat/completions", model="gpt-oss-20b", bundle_version="1.0.0",
+        policy_revision="rev", decision={"action": "redact", "rule_ids": ["pii.email"], "findings": {"pii.email": 1}},
+        content_mode="redacted", content="mail [EMAIL] \u00e9\U0001F600 \"q\" \\ \x00", usage={"prompt_tokens": 3},
+        latency_ms=12, status=200, detail={"finish_reason": "stop"})
+    values = flatten(event, 1, "2026-12-01T00:00:00.000000Z")
+    data = canonical([values[c] for c in CHAIN_COLUMNS])
+    check_golden("audit_record.canonical", data.decode("ascii") + "\n" + link(GENESIS, data) + "\n")

@@ -1,0 +1,158 @@
+"""Media built once per session from this checkout (demo bundle, the running Python only, pip's cache),
+and the air gap the installer runs in: `unshare -n -m`, loopback up, the media bind-mounted read-only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, clean_env, run_cli
+
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+SPLIT = "16MiB"  # small enough to split the demo model's data file and the largest wheels
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory) -> tuple[Path, Path]:
+    """The release key pair: (private key file, public key file)."""
+    d = tmp_path_factory.mktemp("release")
+    run_cli("bundle", "keygen", "--out", str(d / "release.key"), offline=False, check=True)
+    return d / "release.key", d / "release.key.pub"
+
+
+@pytest.fixture(scope="session")
+def bundle(demo_bundle, tmp_path_factory) -> Path:
+    """A private copy of the demo bundle: the shared cache may be rebuilt by another test session."""
+    return Path(shutil.copytree(demo_bundle, tmp_path_factory.mktemp("bundle") / demo_bundle.name))
+
+
+@pytest.fixture(scope="session")
+def demo_pub(demo_key, tmp_path_factory) -> Path:
+    from appliance.signing import keys
+
+    path = tmp_path_factory.mktemp("publisher") / "demo.pub"
+    keys.write_public_key(demo_key.public_key(), path)
+    return path
+
+
+def build(out: Path, repo: Path, release: Path, bundle: Path, pub: Path, *extra: str) -> Path:
+    """`appliance media build` as an operator runs it on the connected machine (pip's cache reused)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from appliance.cli import main; main()",
+            "media",
+            "build",
+            "--out",
+            str(out),
+            "--release-key",
+            str(release),
+            "--python",
+            PY,
+            "--split-size",
+            SPLIT,
+            "--bundle",
+            str(bundle),
+            "--bundle-key",
+            str(pub),
+            *extra,
+        ],
+        env={**env, "PYTHONPATH": str(repo)},
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def media_v1(tmp_path_factory, release, bundle, demo_pub) -> Path:
+    return build(tmp_path_factory.mktemp("m1") / "media", REPO, release[0], bundle, demo_pub)
+
+
+@pytest.fixture(scope="session")
+def media_v2(tmp_path_factory, release, bundle, demo_pub, media_v1) -> Path:
+    """The same checkout as version 0.2.0, split differently: its parts do not fit media v1."""
+    repo = tmp_path_factory.mktemp("checkout-v2")
+    for name in ("appliance", "installer", "policies", "README.md"):
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copyfile)(
+            REPO / name,
+            repo / name,
+            **({"ignore": shutil.ignore_patterns("__pycache__")} if (REPO / name).is_dir() else {}),
+        )
+    text = (REPO / "pyproject.toml").read_text().replace('version = "0.1.0"', 'version = "0.2.0"', 1)
+    (repo / "pyproject.toml").write_text(text)
+    out = tmp_path_factory.mktemp("m2") / "media"
+    return build(
+        out,
+        repo,
+        release[0],
+        bundle,
+        demo_pub,
+        "--split-size",
+        "24MiB",
+        "--min-upgrade-from",
+        "0.1.0",
+        "--wheelhouse",
+        str(media_v1 / "wheels"),
+    )
+
+
+AIRGAP = (
+    'ip link set lo up && mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && shift 2 && exec "$@"'
+)
+
+
+def airgapped(
+    media: Path,
+    mnt: Path,
+    *args: str,
+    tmpfs: Path | None = None,
+    timeout: float = 600,
+    background: bool = False,
+):
+    """`install.sh ARGS` from `media` bind-mounted read-only at `mnt`, with no network and no pip config;
+    with `tmpfs`, a 100 MiB tmpfs is mounted there first (the too-little-space case)."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    script = AIRGAP if tmpfs is None else f'mount -t tmpfs -o size=100m tmpfs "{tmpfs}" && {AIRGAP}'
+    argv = [
+        "unshare",
+        "-n",
+        "-m",
+        "bash",
+        "-c",
+        script,
+        "airgap",
+        str(media),
+        str(mnt),
+        str(mnt / "install.sh"),
+        *args,
+    ]
+    env = clean_env()
+    if background:
+        return subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def copy_media(src: Path, dest: Path) -> Path:
+    """A hard-linked copy (instant); `detach` a file before changing it so the original stays intact."""
+    subprocess.run(["cp", "-al", str(src), str(dest)], check=True)
+    return dest
+
+
+def detach(path: Path) -> Path:
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data)
+    return path
