@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.engine.types import GenerationRequest, content_text
+from appliance.engine.harmony import prompt_texts, with_texts
+from appliance.engine.types import EngineError, GenerationRequest
 from appliance.errors import InvalidRequest
 
 CALL_NAMED = "Call the function {name} now."
@@ -33,28 +34,24 @@ class GenerationSpec:
     stop: list[str] = field(default_factory=list)
 
     def texts(self) -> list[tuple[str, str]]:
-        """(role, text) of every message, then the arguments of every tool call the client sends back (text
-        the model reads too): what the input policy scans, in this order."""
-        return [(m["role"], content_text(m.get("content"))) for m in self.messages] + \
-            [("assistant", args) for _, _, args in self.call_arguments()]
+        """(role, text) of every piece of client text the engine's prompt will hold (engine.harmony's
+        `prompt_texts`): what the input policy scans, counts against the size limit and audits, in order."""
+        return [(role, text) for role, text, _ in prompt_texts(*self._prompt())]
 
-    def call_arguments(self) -> list[tuple[int, int, str]]:
-        """(message index, call index, arguments) of every tool call in the conversation."""
-        return [(i, j, str(call.get("function", {}).get("arguments") or ""))
-                for i, m in enumerate(self.messages) for j, call in enumerate(m.get("tool_calls") or [])]
+    def _prompt(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The messages and tools the prompt is rendered from: `tool_choice` applied."""
+        tools, instruction = self._tool_choice()
+        messages = [{"role": "developer", "content": instruction}, *self.messages] if instruction else self.messages
+        return messages, tools
 
     def engine_request(self, texts: list[str], max_tokens: int) -> GenerationRequest:
         """What the engine runs: `texts` (the policy's redacted `texts()`, same order) in place of the
-        originals, non-text fields kept, and `tool_choice` applied."""
-        n = len(self.messages)
-        messages = [{**original, "content": text} for original, text in zip(self.messages, texts[:n])]
-        for (i, j, _), arguments in zip(self.call_arguments(), texts[n:]):
-            calls = [dict(c) for c in messages[i]["tool_calls"]]
-            calls[j] = {**calls[j], "function": {**calls[j]["function"], "arguments": arguments}}
-            messages[i] = {**messages[i], "tool_calls": calls}
-        tools, instruction = self._tool_choice()
-        if instruction:
-            messages = [{"role": "developer", "content": instruction}, *messages]
+        originals, non-text fields kept."""
+        messages, tools = self._prompt()
+        try:
+            messages, tools = with_texts(messages, tools, prompt_texts(messages, tools), texts)
+        except EngineError as exc:
+            raise InvalidRequest(str(exc), "tools") from exc
         return GenerationRequest(
             messages=messages, tools=tools, reasoning_effort=self.reasoning_effort or "medium",  # type: ignore[arg-type]
             max_tokens=max_tokens, temperature=1.0 if self.temperature is None else self.temperature,

@@ -85,6 +85,65 @@ def render_prompt(encoding: HarmonyEncoding, messages: list[dict[str, Any]], too
     return encoding.render_conversation_for_completion(Conversation.from_messages(rendered), Role.ASSISTANT)
 
 
+Place = tuple[Any, ...]  # where a piece of text sits in (messages, tools): a path of keys and indices
+
+
+def prompt_texts(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[tuple[str, str, Place]]:
+    """(role, text, place) of every piece of client text `render_prompt` puts into the prompt.
+
+    Scanning, the input size limit and the audit content all take these pieces, so none of them can
+    disagree with the prompt: message contents and reasoning, tool-call names and arguments, the tool
+    message's function name, and each tool's name, description and parameters (as JSON: harmony renders
+    their names, descriptions and enums). `place` is where `with_texts` puts a rewritten piece back.
+    """
+    out: list[tuple[str, str, Place]] = []
+    for i, message in enumerate(messages):
+        role = str(message.get("role"))
+        for key in ("reasoning_content", "reasoning", "content"):
+            if message.get(key) and (key == "content" or role == "assistant"):
+                out.append((role, content_text(message.get(key)), ("messages", i, key)))
+        for j, call in enumerate(message.get("tool_calls") or []):
+            fn = call.get("function") or {}
+            out.append((role, str(fn.get("name", "")), ("messages", i, "tool_calls", j, "function", "name")))
+            arguments = fn.get("arguments", "{}")
+            out.append((role, arguments if isinstance(arguments, str) else json.dumps(arguments),
+                        ("messages", i, "tool_calls", j, "function", "arguments")))
+        if role == "tool" and isinstance(message.get("name"), str):
+            out.append((role, message["name"], ("messages", i, "name")))
+    for k, tool in enumerate(tools):
+        fn = tool.get("function") or {}
+        for key in ("name", "description"):
+            if isinstance(fn.get(key), str):
+                out.append(("tools", fn[key], ("tools", k, "function", key)))
+        if fn.get("parameters") is not None:
+            out.append(("tools", json.dumps(fn["parameters"], ensure_ascii=False), ("tools", k, "function", "parameters")))
+    return out
+
+
+def with_texts(messages: list[dict[str, Any]], tools: list[dict[str, Any]], pieces: list[tuple[str, str, Place]],
+               texts: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Copies of `messages` and `tools` with `texts` (rewritten `pieces`, same order) in their places.
+
+    Parameters go back as JSON; redaction only replaces text inside strings, so it stays JSON, and a
+    piece that no longer parses is refused rather than sent half-rewritten.
+    """
+    root: dict[str, Any] = {"messages": json.loads(json.dumps(messages)), "tools": json.loads(json.dumps(tools))}
+    for (_, original, place), text in zip(pieces, texts):
+        if text == original:
+            continue
+        parent = root
+        for key in place[:-1]:
+            parent = parent[key]
+        if place[-1] == "parameters":
+            try:
+                parent[place[-1]] = json.loads(text)
+            except ValueError as exc:
+                raise EngineError("a tool's parameters cannot be redacted and stay JSON") from exc
+        else:
+            parent[place[-1]] = text
+    return root["messages"], root["tools"]
+
+
 def _assistant_messages(message: dict[str, Any], call_names: dict[str, str]) -> list[Message]:
     out = []
     reasoning = message.get("reasoning_content") or message.get("reasoning")

@@ -17,15 +17,18 @@ from dataclasses import dataclass
 from functools import cache
 
 from appliance.policy import validators
+from appliance.policy.canon import canonical
 from appliance.policy.phrases import INJECTION_PATTERNS, INJECTION_PHRASES, ROLEPLAY_PHRASES
 from appliance.policy.phraseset import PhraseSet
-from appliance.policy.triggers import SOM, UTF8, Triggers, decimal_class
+from appliance.policy.triggers import CASELESS, SOM, UTF8, Triggers, decimal_class
 
-PII = ("pii.email", "pii.phone", "pii.payment_card", "pii.iban", "pii.us_ssn", "pii.ip_address")
+PII = ("pii.email", "pii.phone", "pii.payment_card", "pii.iban", "pii.us_ssn", "pii.ip_address", "pii.uk_nino",
+       "pii.de_tax_id", "pii.fr_nir", "pii.it_fiscal_code", "pii.es_dni")
 SECRETS = ("secret.private_key", "secret.aws_access_key", "secret.google_api_key", "secret.github_token",
            "secret.slack_token", "secret.stripe_key", "secret.jwt", "secret.url_password",
            "secret.password_assignment")
-INJECTION = ("injection.control_token", "injection.override", "injection.roleplay", "injection.hidden_text")
+HIDDEN = "injection.hidden_text"
+INJECTION = ("injection.control_token", "injection.override", "injection.roleplay", HIDDEN)
 CATEGORIES = PII + SECRETS + INJECTION
 
 
@@ -52,14 +55,18 @@ Emit = Callable[[str, int, int], None]
 
 # --- numbers: one trigger pass over digit runs, then exact shapes on the few runs found -------------
 _DIGIT_TRIGGER = re.compile(r"\d[\d .\-/()]{5,}\d|\d\d ?[A-Z]")
-_SSN = re.compile(r"(?<![\w\-.])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w\-]|\.\d)")
-_CARD = re.compile(r"(?<![\w+\-.])(?:\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{4,5}"
-                   r"|\d{13,19})(?![\w\-]|[.,]\d)")
+_SSN = re.compile(r"(?<![\w\-.])(\d{3})([-. ])(\d{2})\2(\d{4})(?![\w\-]|\.\d)")
+_CARD = re.compile(r"(?<![\w+\-.])(?:\d{4}([ .-])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ .-])\d{6}\2\d{4,5}"
+                   r"|\d{12,19})(?![\w\-]|[.,]\d)")
 _IPV4 = re.compile(r"(?<![\w.\-])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
                    r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w\-]|\.\d)")
-_NANP = re.compile(r"(?<![\w+\-.])(?:\+?1[ .-]?)?(?:\((\d{3})\) ?|(\d{3})([ .-]))(\d{3})[ .-]\d{4}(?![\w\-]|\.\d)")
-_INTL = re.compile(r"(?<![\w+])\+[1-9]\d{0,2}(?:[ .-]?\(?\d{1,4}\)?){2,6}(?![\w\-]|\.\d)")
-_TRUNK = re.compile(r"(?<![\w+\-.])0[1-9]\d{0,3}[ -]\d{2,4}(?:[ -]\d{2,4}){1,3}(?![\w\-]|\.\d)")
+_EXTENSION = re.compile(r"[ \t]*(?:ext\.?|extension|x|#)[ \t]*\d{1,6}(?![\w\-])", re.IGNORECASE)
+# shapes that are never phone numbers even when their own check fails: SSN and card look-alikes, dates
+_NOT_PHONE = re.compile(r"\d{3}([-. ])\d{2}\1\d{4}|\d{4}([ .-])\d{4}\2\d{4}\2\d{4}|\d{4}[./-]\d{1,2}[./-]\d{1,2}"
+                        r"|\d{1,2}([./-])\d{1,2}\3(?:\d{2}|\d{4})|(?:\d{1,3}\.){3}\d{1,3}"
+                        r"|(?:97[89]-)?\d{1,5}-\d{1,7}-\d{1,7}-\d"  # hyphenated ISBN
+                        r"|.*[-./]{2}.*")
+_PHONE_AFTER = frozenset("-._/:")  # a run glued to a word by one of these is a code, not a number
 _IBAN = re.compile(r"[A-Z]{2}\d\d(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
 _IBAN_SPACED = re.compile(r"[A-Z]{2}\d\d(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?(?![A-Za-z0-9])")
 
@@ -70,25 +77,26 @@ def _digit_triggers() -> list[tuple[str, int]]:
     then one trigger per `_SHAPE_TRIGGERS` entry."""
     d = f"[{decimal_class()}]"
     return [(rf"{d}[{d[1:-1]} .\-/()]{{5,}}{d}[ .\-/()]*(?:[^{d[1:-1]} .\-/()]|\z)", UTF8 | SOM),
-            (rf"{d}{d} ?[A-Z]", UTF8 | SOM), *((shape.replace("D", d), UTF8) for _, shape in _SHAPE_TRIGGERS)]
+            (rf"{d}{d} ?[A-Z]", UTF8 | SOM | CASELESS), *((shape.replace("D", d), UTF8) for _, shape in _SHAPE_TRIGGERS)]
 
 
 # (index in `_NUMBER_SHAPES`, a part of that shape without lookarounds, D a digit): every match of the
 # shape holds a match of the part, so a run where no part ends is not searched for the shape
-_SHAPE_TRIGGERS = ((0, r"D{3}[- ]D{2}[- ]D{4}"), (1, r"D{13}"), (1, r"D{4}[ -]D{4}[ -]D{4}[ -]D{4}"),
-                   (1, r"D{4}[ -]D{6}[ -]D{4}"), (2, r"D{1,3}\.D{1,3}\.D{1,3}\.D"),
-                   (3, r"(?:\(D{3}\) ?|D{3}[ .-])D{3}[ .-]D{4}"), (4, r"\+[1-9]"), (5, r"0[1-9]D{0,3}[ -]D{2}"))
+_SHAPE_TRIGGERS = ((0, r"D{3}[-. ]D{2}[-. ]D{4}"), (1, r"D{12}"), (1, r"D{4}[ .-]D{4}[ .-]D{4}[ .-]D{4}"),
+                   (1, r"D{4}[ .-]D{6}[ .-]D{4}"), (2, r"D{1,3}\.D{1,3}\.D{1,3}\.D"))
 _SHAPES_END = 2 + len(_SHAPE_TRIGGERS)  # trigger index after the digit triggers
 
 
-def _numbers(text: str, hits: list[tuple[int, int]], shape_hits: list[list[tuple[int, int]]], emit: Emit) -> None:
-    """`shape_hits`: the shape triggers' hits; a run is only searched for the shapes that end in it."""
+def _numbers(text: str, hits: list[tuple[int, int]], shape_hits: list[list[tuple[int, int]]], emit: Emit,
+             taken: list[tuple[int, int]]) -> None:
+    """`shape_hits`: the shape triggers' hits; a run is only searched for the shapes that end in it.
+    A run that is no SSN, card or address is a phone candidate; runs inside `taken` (national IDs) are skipped."""
     by_end = sorted((end, _SHAPE_TRIGGERS[i][0]) for i, spans in enumerate(shape_hits) for _, end in spans)
     ends = [end for end, _ in by_end]
     covered = 0  # end of the last IBAN: its digit groups are not phone numbers
     for m in finditer_at(_DIGIT_TRIGGER, text, hits):
         start, end = m.span()
-        if start < covered:
+        if start < covered or any(s < end and start < e for s, e in taken):
             continue
         if start >= 2 and text[start - 2:start].isupper() and text[start - 2:start].isalpha():
             covered = _iban(text, start - 2, emit)
@@ -99,9 +107,22 @@ def _numbers(text: str, hits: list[tuple[int, int]], shape_hits: list[list[tuple
         if start and text[start - 1] in "+(":
             start -= 1
         first, last = bisect.bisect_right(ends, start), bisect.bisect_right(ends, end)
-        if first < last:
-            kinds = {shape for _, shape in by_end[first:last]}
-            _number_run(text, start, end, [shape for i, shape in enumerate(_NUMBER_SHAPES) if i in kinds], emit)
+        kinds = {shape for _, shape in by_end[first:last]}
+        if not (kinds and _number_run(text, start, end, [s for i, s in enumerate(_NUMBER_SHAPES) if i in kinds], emit)):
+            _phone(text, start, end, emit)
+
+
+def _phone(text: str, start: int, end: int, emit: Emit) -> None:
+    """The run `[start, end)` (and an extension after it) when libphonenumber takes it for a number."""
+    if start and (text[start - 1].isalnum() or text[start - 1] in _PHONE_AFTER):
+        return
+    if end < len(text) and (text[end].isalnum() and text[end] not in "xX" or text[end] in "-:"):
+        return
+    number = text[start:end]
+    if _NOT_PHONE.fullmatch(number) or not validators.phone_ok(number):
+        return
+    extension = _EXTENSION.match(text, end)
+    emit("pii.phone", start, extension.end() if extension else end)
 
 
 def _iban(text: str, start: int, emit: Emit) -> int:
@@ -135,8 +156,8 @@ def _span_end(text: str, start: int, alnum_count: int) -> int:
     return i
 
 
-def _number_run(text: str, start: int, end: int, shapes: list[tuple[str, re.Pattern[str]]], emit: Emit) -> None:
-    """Exact `shapes` inside one run of digits and separators, first match wins per span."""
+def _number_run(text: str, start: int, end: int, shapes: list[tuple[str, re.Pattern[str]]], emit: Emit) -> bool:
+    """Exact `shapes` inside one run of digits and separators, first match wins per span; whether any fired."""
     pos = start
     while pos < end:
         best = None
@@ -145,26 +166,54 @@ def _number_run(text: str, start: int, end: int, shapes: list[tuple[str, re.Patt
             if m and (best is None or m.start() < best[1].start()) and _shape_ok(kind, m):
                 best = (kind, m)
         if best is None:
-            return
+            return pos > start
         kind, m = best
         emit(kind, m.start(), m.end())
         pos = m.end()
+    return True
 
 
 def _shape_ok(kind: str, m: re.Match[str]) -> bool:
     if kind == "pii.us_ssn":
-        return validators.ssn_ok(m.group(1), m.group(3), m.group(4))
+        return validators.ssn_ok(m.group(1) + m.group(3) + m.group(4))
     if kind == "pii.payment_card":
         return validators.card_ok(validators.digits_of(m.group()))
-    if kind == "pii.phone" and m.re is _NANP:
-        return validators.nanp_ok(m.group(1) or m.group(2), m.group(4))
-    if kind == "pii.phone":
-        return 8 <= len(validators.digits_of(m.group())) <= (15 if m.re is _INTL else 11)
     return True
 
 
-_NUMBER_SHAPES = (("pii.us_ssn", _SSN), ("pii.payment_card", _CARD), ("pii.ip_address", _IPV4),
-                  ("pii.phone", _NANP), ("pii.phone", _INTL), ("pii.phone", _TRUNK))
+_NUMBER_SHAPES = (("pii.us_ssn", _SSN), ("pii.payment_card", _CARD), ("pii.ip_address", _IPV4))
+
+# --- national identifiers: found from the digit triggers (each holds a digit run or "12A"), stdnum decides ---
+_NATIONAL = (
+    ("pii.uk_nino", r"[A-Z]{2} ?\d\d ?\d\d ?\d\d ?[A-D]"),
+    ("pii.de_tax_id", r"[1-9]\d ?\d{3} ?\d{3} ?\d{3}"),
+    ("pii.fr_nir", r"[12] ?\d\d ?\d\d ?(?:\d\d|2[AB]) ?\d{3} ?\d{3} ?\d\d"),
+    ("pii.it_fiscal_code", r"[A-Z]{6}[0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]"),
+    ("pii.es_dni", r"(?:\d{8}|[XYZ] ?-?\d{7}) ?-?[A-Z]"),
+)
+_NATIONAL_RE = tuple((category, re.compile(rf"(?<![\w+\-.]){shape}(?![\w\-]|[.,]\d)", re.IGNORECASE))
+                     for category, shape in _NATIONAL)
+_NATIONAL_REACH = 24  # characters an identifier extends before or after a digit trigger's hit
+
+
+def _national_ids(text: str, hits: list[tuple[int, int]], emit: Emit) -> list[tuple[int, int]]:
+    """Spans of the valid national identifiers near the digit hits; the digit runs inside them are
+    nothing else. (Six or more letters as a trigger of their own would slow Hyperscan's whole pass.)"""
+    taken: list[tuple[int, int]] = []
+    pos = 0
+    for start, end in sorted(hits):
+        first, last = max(pos, start - _NATIONAL_REACH), min(len(text), end + _NATIONAL_REACH)
+        if first >= last:
+            continue
+        for category, pattern in _NATIONAL_RE:
+            for m in pattern.finditer(text, first, last):
+                if (m.end() < last or last == len(text)) and m.span() not in taken and \
+                        validators.NATIONAL_IDS[category]("".join(ch for ch in m.group() if ch.isalnum())):
+                    emit(category, m.start(), m.end())
+                    taken.append(m.span())
+        pos = max(pos, start)
+    return taken
+
 
 # --- e-mail: find "@" (a literal: fast), then the local part backwards and the domain forwards -------
 _LOCAL_TAIL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}\Z")
@@ -247,8 +296,6 @@ _ASSIGNMENT_KEYS = ("password", "passwd", "passphrase", "pwd", "secret", "secret
 _ASSIGNMENT_VALUE = (r"[\"']?\s{0,3}(?::|=>?)\s{0,3}[\"']?"
                      r"(?![\"'*<{$%]|x{4}|\.\.\.|none\b|null\b|true\b|false\b|redacted|changeme\b|your)"
                      r"([^\s\"',;)}\]]{6,128})")
-_TAGS = re.compile("[\U000e0000-\U000e007f\u200b-\u200f\u202a-\u202e\u2060-\u2064]{3,}")
-_TAGS_TRIGGER = r"[\x{e0000}-\x{e007f}\x{200b}-\x{200f}\x{202a}-\x{202e}\x{2060}-\x{2064}]"
 CONTROL_TOKEN = re.compile(r"<\|[^|<>\s]{1,64}\|>")
 
 
@@ -274,7 +321,7 @@ def lowered(text: str) -> str:
 def _triggers() -> Triggers:
     """The text triggers, in the order `Scanner.scan` unpacks them, then one per `_PREFIXED` entry."""
     return Triggers([*_digit_triggers(), ("@[A-Za-z0-9]", SOM), (_IPV6_TRIGGER, SOM), (r"<\|", SOM), ("://", SOM),
-                     (_TAGS_TRIGGER, UTF8 | SOM), *((literal, SOM) for _, literal, _ in _PREFIXED)])
+                     *((literal, SOM) for _, literal, _ in _PREFIXED)])
 
 
 def finditer_at(pattern: re.Pattern[str], text: str, hits: list[tuple[int, int]]) -> Iterator[re.Match[str]]:
@@ -300,7 +347,23 @@ class Scanner:
         self._triggers = _triggers()
 
     def scan(self, text: str) -> list[Finding]:
-        """Every finding in `text`, ordered by start; overlapping findings are all kept."""
+        """Every finding in `text`, ordered by start, spans in `text`; overlapping findings are all kept.
+
+        Detectors run on the canonical view (canon.py); a finding whose original span holds dropped
+        invisible characters is also reported as hidden text, as is each run that hides text by itself.
+        """
+        view = canonical(text)
+        found = self._scan(view.text)
+        if view.identity:
+            return found
+        mapped = [Finding(f.category, view.start(f.start), view.end(f.end)) for f in found]
+        hidden = {(start, end) for start, end in view.hidden_spans}
+        hidden.update((f.start, f.end) for f in mapped if view.hides(f.start, f.end))
+        mapped.extend(Finding(HIDDEN, start, end) for start, end in hidden)
+        mapped.sort(key=lambda f: (f.start, -f.end))
+        return mapped
+
+    def _scan(self, text: str) -> list[Finding]:
         found: list[Finding] = []
 
         def emit(category: str, start: int, end: int) -> None:
@@ -308,9 +371,10 @@ class Scanner:
 
         hits = self._triggers.scan(text)
         digit_run, digit_letter, shapes = hits[0], hits[1], hits[2:_SHAPES_END]
-        at, colons, control, url, tag, *prefixed = hits[_SHAPES_END:]
+        at, colons, control, url, *prefixed = hits[_SHAPES_END:]
         if digit_run or digit_letter:
-            _numbers(text, digit_run + digit_letter, shapes, emit)
+            taken = _national_ids(text, digit_run + digit_letter, emit)
+            _numbers(text, digit_run + digit_letter, shapes, emit, taken)
         _emails(text, at, emit)
         _ipv6(text, colons, emit)
         for (category, _, pattern), spans in zip(_PREFIXED, prefixed):
@@ -320,8 +384,6 @@ class Scanner:
             emit("secret.url_password", m.start(1), m.end(1))
         for m in finditer_at(CONTROL_TOKEN, text, control):
             emit("injection.control_token", m.start(), m.end())
-        for m in finditer_at(_TAGS, text, tag):
-            emit("injection.hidden_text", m.start(), m.end())
         for category, start, end in self._phrases.finditer(lowered(text)):
             emit(category, start, end)
         for category, pattern in self._patterns:

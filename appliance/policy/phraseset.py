@@ -63,7 +63,7 @@ class PhraseSet:
             self.compile()
         assert self._triggers is not None
         seen: set[tuple[str, int]] = set()
-        for index, start, end in _leftmost_longest(self._triggers.scan(low)):
+        for index, start, end in _leftmost_longest(self._triggers.scan_flat(low)):
             if self._needs_boundary[index] and start and low[start - 1].isalnum():
                 continue
             for category, pattern, group, before, lead in self._lookup[index]:
@@ -76,10 +76,10 @@ class PhraseSet:
                     yield category, full.start(group), full.end(group)
 
 
-def _leftmost_longest(hits: list[list[tuple[int, int]]]) -> list[tuple[int, int, int]]:
+def _leftmost_longest(hits: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     """(anchor index, start, end) as `re.finditer` of a regex alternating all anchors, longest first,
     would find them: at the leftmost start the longest anchor, then on from its end."""
-    ordered = sorted((start, -end, index) for index, spans in enumerate(hits) for start, end in spans)
+    ordered = sorted((start, -end, index) for index, start, end in hits)
     out: list[tuple[int, int, int]] = []
     pos = 0
     for start, neg_end, index in ordered:

@@ -1,9 +1,14 @@
 """The streaming output filter: guardrails on model text as it arrives, holding back as little as possible.
 
-Text is released as soon as it cannot be the start of an entity still being written: the unfinished word
-(e-mail, token, key) and a trailing run of digits, capitals and separators (card and phone numbers, IBANs,
-a PEM header) stay pending; ordinary prose flows word by word. The analysis channel (raw chain of
-thought) is dropped unless the principal's role may see it, and is then filtered like the final channel.
+Each new piece is scanned together with a bounded tail of the text already released, so a match that
+spans released and new text (a key phrase, then its value; a multi-word topic split between tokens) is
+found. Released text can no longer be changed, so for `redact` categories text is only released once it
+cannot be the start of an entity still being written: the unfinished word (e-mail, token, key), a
+trailing run of digits, capitals and separators (card and phone numbers with an extension to come,
+IBANs, a PEM header), judged on the canonical view so invisible or look-alike characters change
+nothing; ordinary prose flows word by word. A `stop` category ends the stream as soon as it is seen.
+The analysis channel (raw chain of thought) is dropped unless the principal's role may see it, and is
+then filtered like the final channel.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from appliance.policy.canon import canonical
 from appliance.policy.detectors import Finding
 from appliance.policy.grants import effective_grant, rule_for
 from appliance.policy.pack import PolicySet
@@ -19,8 +25,11 @@ from appliance.principal import Principal
 
 ANALYSIS = "analysis"
 MAX_HOLD = 1024  # a run of non-space text longer than this is released even if unfinished
+CONTEXT = 512  # released characters scanned again with each new piece (longer than any phrase or key line)
 _WORD_TAIL = re.compile(r"\S*\Z")
 _CODE_TAIL = re.compile(r"[A-Z0-9+().\-/ ]{1,48}\Z")
+_PARTIAL_ESCAPE = re.compile(r"\\(?:u[0-9A-Fa-f]{0,3})?\Z")
+_EXTENSION_TAIL = re.compile(r"[A-Z0-9+().\-/ ]*\d[ \t]*(?:e[a-z]{0,8}\.?|x|#)[ \t]*\d{0,6}\Z", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class FilterOutput:
 class _Pending:
     text: str = ""
     offset: int = 0  # characters of this channel already released
+    released: str = ""  # the last `CONTEXT` of them, as the model wrote them
 
 
 @dataclass
@@ -90,39 +100,62 @@ class OutputFilter:
 
     def _release(self, channel: str, final: bool, chunks: list, findings: list) -> None:
         pending = self._pending.setdefault(channel, _Pending())
-        buf = pending.text
-        if not buf:
+        if not pending.text:
             return
-        hold = len(buf) if final else _hold_start(buf)
+        base = len(pending.released)
+        buf = pending.released + pending.text
+        hold = len(buf) if final else max(base, _hold_start(buf))
         acted: list[Finding] = []
         for finding in self.policy.scanner.scan(buf):
+            if finding.end <= base:
+                continue  # wholly released: judged when it was new
             rule = rule_for(self.policy, "output", self.principal.role, finding.category)
             if rule is None or rule.action == "allow":
                 continue
             if rule.action == "stop":
                 self.stopped, self.rule_id = True, rule.id
-                hold = min([finding.start] + [f.start for f in acted if f.end > finding.start])
+                hold = max(base, min([finding.start] + [f.start for f in acted if f.end > finding.start]))
                 acted = [f for f in acted if f.end <= hold]
-                findings.append(replace(finding, start=finding.start + pending.offset,
-                                        end=finding.end + pending.offset))
+                findings.append(self._absolute(finding, pending, base))
                 break
-            acted.append(finding)
+            # a redacted value that began in released text (held no longer than MAX_HOLD): the rest goes
+            acted.append(replace(finding, start=max(base, finding.start)))
         if not final and not self.stopped:
             for finding in sorted(acted, key=lambda f: f.start, reverse=True):
-                if finding.start < hold < finding.end or finding.end >= len(buf):
-                    hold = min(hold, finding.start)
-        released = [f for f in acted if f.end <= hold]
-        out = redact(buf[:hold], released)
-        findings.extend(replace(f, start=f.start + pending.offset, end=f.end + pending.offset) for f in released)
-        pending.text, pending.offset = ("" if self.stopped else buf[hold:]), pending.offset + hold
+                if finding.start < hold < finding.end or finding.end >= min(hold, len(buf)):
+                    hold = max(base, min(hold, finding.start))
+        released = [replace(f, start=f.start - base, end=f.end - base) for f in acted if f.end <= hold]
+        out = redact(buf[base:hold], released)
+        findings.extend(self._absolute(f, pending, 0) for f in released)
+        pending.released = buf[:hold][-CONTEXT:]
+        pending.text, pending.offset = ("" if self.stopped else buf[hold:]), pending.offset + hold - base
         if out:
             chunks.append((channel, out))
 
+    @staticmethod
+    def _absolute(finding: Finding, pending: _Pending, base: int) -> Finding:
+        """`finding` with offsets in the whole channel's text (`base`: where this buffer's new text starts)."""
+        shift = pending.offset - base
+        return replace(finding, start=max(0, finding.start + shift), end=finding.end + shift)
+
 
 def _hold_start(buf: str) -> int:
-    """Where the text that might still grow into an entity begins."""
-    start = _WORD_TAIL.search(buf).start()
-    code = _CODE_TAIL.search(buf, max(0, len(buf) - 48))
-    if code is not None:
-        start = min(start, code.start())
-    return max(start, len(buf) - MAX_HOLD)
+    """Where the text that might still grow into an entity begins, judged on the canonical view (a
+    JSON escape still being written is judged as the character it will become)."""
+    partial = _PARTIAL_ESCAPE.search(buf, max(0, len(buf) - 6))
+    if partial is not None:
+        return min(partial.start(), _hold_start(buf[:partial.start()] + "0"))
+    view = canonical(buf)
+    text = view.text
+    start = _WORD_TAIL.search(text).start()
+    window = max(0, len(text) - 64)
+    for tail in (_CODE_TAIL, _EXTENSION_TAIL):
+        m = tail.search(text, window)
+        if m is not None:
+            start = min(start, m.start())
+    return max(view.start(start) if start < len(text) else _end_of_visible(view, buf), len(buf) - MAX_HOLD)
+
+
+def _end_of_visible(view, buf: str) -> int:
+    """Original offset just after the last canonical character: trailing invisible characters stay held."""
+    return view.end(len(view.text)) if view.text else 0

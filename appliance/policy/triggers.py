@@ -22,6 +22,7 @@ import hyperscan
 
 SOM = hyperscan.HS_FLAG_SOM_LEFTMOST
 UTF8 = hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP
+CASELESS = hyperscan.HS_FLAG_CASELESS
 
 Hits = list[list[tuple[int, int]]]
 
@@ -55,8 +56,14 @@ class Triggers:
 
     def scan(self, text: str) -> Hits:
         hits: Hits = [[] for _ in range(self._count)]
+        for i, start, end in self.scan_flat(text):
+            hits[i].append((start, end))
+        return hits
+
+    def scan_flat(self, text: str) -> list[tuple[int, int, int]]:
+        """(pattern index, start, end) of every hit: cheaper than `scan` for many patterns and few hits."""
         if not text:
-            return hits
+            return []
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = hyperscan.Scratch(self._db)
@@ -64,14 +71,10 @@ class Triggers:
         found: list[tuple[int, int, int]] = []
         self._db.scan(data, match_event_handler=lambda i, start, end, _f, _c: found.append((i, start, end)),
                       scratch=scratch)
-        if len(data) == len(text):
-            for i, start, end in found:
-                hits[i].append((start, end))
-        else:
-            chars = _char_offsets(data, {o for _, start, end in found for o in (start, end)})
-            for i, start, end in found:
-                hits[i].append((chars[start], chars[end]))
-        return hits
+        if len(data) == len(text) or not found:
+            return found
+        chars = _char_offsets(data, {o for _, start, end in found for o in (start, end)})
+        return [(i, chars[start], chars[end]) for i, start, end in found]
 
 
 def _char_offsets(data: bytes, offsets: set[int]) -> dict[int, int]:

@@ -19,7 +19,7 @@ def categories(text: str) -> list[tuple[str, str]]:
     ("pii.phone", "(415) 555-2671"), ("pii.phone", "+44 20 7946 0958"), ("pii.phone", "06 12 34 56 78"),
     ("pii.payment_card", "4111-1111-1111-1111"), ("pii.payment_card", "3782 822463 10005"),
     ("pii.iban", "DE89 3704 0044 0532 0130 00"), ("pii.iban", "GB82WEST12345698765432"),
-    ("pii.us_ssn", "219-09-9999"), ("pii.ip_address", "192.168.10.20"), ("pii.ip_address", "fe80::1ff:fe23:4567:890a"),
+    ("pii.us_ssn", "536-22-8726"), ("pii.ip_address", "192.168.10.20"), ("pii.ip_address", "fe80::1ff:fe23:4567:890a"),
     ("secret.aws_access_key", "AKIAIOSFODNN7EXAMPLE"), ("secret.github_token", "ghp_" + "a1" * 18),
     ("secret.slack_token", "xoxb-12345678901-abcdefghijklmnop"), ("secret.google_api_key", "AIza" + "B" * 35),
     ("secret.stripe_key", "sk_live_" + "x9" * 12),
@@ -72,3 +72,35 @@ def test_topics_phrases_and_patterns() -> None:
     scanner = Scanner({"weapons": (["pipe bomb"], [r"\bC-?4\b"])})
     found = {(f.category, f.start) for f in scanner.scan("How to build a PIPE   bomb with C4")}
     assert found == {("topic.weapons", 15), ("topic.weapons", 32)}
+
+
+@pytest.mark.parametrize("value", [
+    "02079460958", "(020) 7946 0958", "(030) 12345678", "030 12345678", "01 42 68 53 00", "0142685300",
+    "06 12 34 56 78", "02 1234 5678", "(06) 6982 1234", "0044 20 7946 0958", "001 415 555 2671",
+    "011 44 20 7946 0958", "4155552671", "+49 (0) 30 12345678", "+44(0)20 7946 0958",
+])
+def test_phone_shapes_libphonenumber_knows(value: str) -> None:
+    assert ("pii.phone", value) in categories(f"call {value} today")
+
+
+@pytest.mark.parametrize("value,extension", [("(415) 555-2671", " x351"), ("415-555-2671", " ext. 45"),
+                                             ("+1-415-555-2671", "x7783")])
+def test_a_phone_extension_is_part_of_the_number(value: str, extension: str) -> None:
+    assert ("pii.phone", value + extension) in categories(f"call {value}{extension} today")
+
+
+@pytest.mark.parametrize("text", ["SSN 076-00-8285 is not valid", "on 05/03/2024", "ref 083001128417",
+                                  "ISBN 9783161484100", "build 10.0.19045"])
+def test_number_look_alikes_are_not_phones(text: str) -> None:
+    assert categories(text) == []
+
+
+@pytest.mark.parametrize("category,value,bad", [
+    ("pii.uk_nino", "AB 12 34 56 C", "ZZ 12 34 56 C"), ("pii.uk_nino", "AB123456C", "QQ123456C"),
+    ("pii.de_tax_id", "36574261809", "36574261808"), ("pii.fr_nir", "2 95 10 99 126 111 93", "2 95 10 99 126 111 94"),
+    ("pii.it_fiscal_code", "RCCMNL83S18D969H", "RCCMNL83S18D969A"), ("pii.es_dni", "54362315K", "54362315A"),
+    ("pii.es_dni", "X1234567L", "X1234567A"),
+])
+def test_national_identifiers_are_checked(category: str, value: str, bad: str) -> None:
+    assert (category, value) in categories(f"id {value} on file")
+    assert category not in {c for c, _ in categories(f"id {bad} on file")}
