@@ -354,8 +354,9 @@ def _where(f: AuditFilter) -> list:
         clauses.append(AuditRecordRow.event.startswith(f.event[:-1], autoescape=True))
     elif f.event is not None:
         clauses.append(AuditRecordRow.event == f.event)
-    for column, value in ((AuditRecordRow.action, f.action), (AuditRecordRow.model, f.model),
-                          (AuditRecordRow.policy_revision, f.policy_revision), (AuditRecordRow.status, f.status)):
+    matches: tuple[tuple[Any, Any], ...] = ((AuditRecordRow.action, f.action), (AuditRecordRow.model, f.model),
+                          (AuditRecordRow.policy_revision, f.policy_revision), (AuditRecordRow.status, f.status))
+    for column, value in matches:
         if value is not None:
             clauses.append(column == value)
     if f.text:

@@ -124,7 +124,7 @@ def verify(
     from appliance.signing import keys
 
     pinned = trust_release_key is not None
-    key = keys.load_public_key(trust_release_key) if pinned else media_key(media)
+    key = keys.load_public_key(trust_release_key) if trust_release_key is not None else media_key(media)
     total = stored_bytes(read_manifest(media, [key]).manifest)
     with byte_progress("verifying", total) as advance:
         result = verify_media(media, [key], workers=get_settings().hash_workers, progress=advance)

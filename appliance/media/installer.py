@@ -405,6 +405,7 @@ class Installer:
             token = self.appliance(
                 release, "keys", "create", "--name", "installer-check", "--role", "admin"
             ).strip()
+        assert token is not None  # printed by this install, or the temporary one just made
         try:
             model = self.first_model(base, token)
             answer, seq = host.first_answer(base, token, model)

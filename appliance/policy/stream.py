@@ -147,7 +147,8 @@ def _hold_start(buf: str) -> int:
         return min(partial.start(), _hold_start(buf[:partial.start()] + "0"))
     view = canonical(buf)
     text = view.text
-    start = _WORD_TAIL.search(text).start()
+    word = _WORD_TAIL.search(text)
+    start = word.start() if word else len(text)  # `\S*\Z` always matches; the check is for the type
     window = max(0, len(text) - 64)
     for tail in (_CODE_TAIL, _EXTENSION_TAIL):
         m = tail.search(text, window)

@@ -117,9 +117,9 @@ def phone_ok(number: str) -> bool:
         for region, valid in _PLAIN_REGIONS:
             if not _PLAIN_SHAPES[region](bare):
                 continue  # cannot be that region's number: spare the parse
-            parsed = phonenumbers.parse(number, region)
-            if phonenumbers.is_valid_number(parsed) if valid else (
-                    phonenumbers.is_possible_number(parsed) and len(str(parsed.national_number)) == 10):
+            plain = phonenumbers.parse(number, region)
+            if phonenumbers.is_valid_number(plain) if valid else (
+                    phonenumbers.is_possible_number(plain) and len(str(plain.national_number)) == 10):
                 return True
     except phonenumbers.NumberParseException:
         return False

@@ -21,8 +21,10 @@ def window(since: datetime | None, until: datetime | None, now: datetime) -> tup
 def periods(start: datetime, end: datetime, hourly: bool) -> list[str]:
     """Every period label of the span, as the grouped query names them (`2026-12-01T10` or `2026-12-01`)."""
     step = timedelta(hours=1) if hourly else timedelta(days=1)
-    moment = start.replace(minute=0, second=0, microsecond=0, **({} if hourly else {"hour": 0}))
-    labels = []
+    moment = start.replace(minute=0, second=0, microsecond=0)
+    if not hourly:
+        moment = moment.replace(hour=0)
+    labels: list[str] = []
     while moment < end and len(labels) < 400:
         labels.append(moment.strftime("%Y-%m-%dT%H" if hourly else "%Y-%m-%d"))
         moment += step

@@ -47,7 +47,8 @@ def parse(params: QueryParams) -> Form:
     if errors:
         return Form(values, AuditFilter(), errors)
     text = {k: values[k] or None for k in ("principal", "event", "action", "model", "policy_revision", "text")}
-    return Form(values, AuditFilter(since=when["since"], until=when["until"], status=status, **text), errors)
+    return Form(values, AuditFilter(since=when["since"], until=when["until"], status=status,
+                                    **text), errors)  # type: ignore[arg-type]  # all six are str | None
 
 
 def _when(value: str, name: str, errors: list[str]) -> datetime | None:

@@ -287,7 +287,7 @@ async def keys_page(request: Request, who: sessions.SignedIn = Depends(admin_onl
 async def keys_create(request: Request, who: sessions.SignedIn = Depends(admin_only), name: str = Form(""),
                       role: str = Form(""), expires_at: str = Form("")) -> Response:
     try:
-        body = admin.NewKey(name=name, role=role, expires_at=expires_at or None)
+        body = admin.NewKey.model_validate({"name": name, "role": role, "expires_at": expires_at or None})
     except ValidationError as exc:
         return await _keys(request, who, 400, error=_first_error(exc))
     try:
