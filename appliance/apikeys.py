@@ -12,7 +12,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from sqlalchemy import DateTime, String, select
@@ -56,7 +56,7 @@ class KeyInfo:
     def status(self) -> str:
         if self.revoked_at:
             return "revoked"
-        if self.expires_at and as_utc(self.expires_at) <= datetime.now(timezone.utc):
+        if self.expires_at and as_utc(self.expires_at) <= datetime.now(UTC):
             return "expired"
         return "active"
 
@@ -67,7 +67,7 @@ def create_key(session: Session, name: str, role: str, expires_at: datetime | No
         raise ApiKeyError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
     if not name.strip() or len(name) > 128:
         raise ApiKeyError("a key needs a name of 1 to 128 characters")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if expires_at is not None and as_utc(expires_at) <= now:
         raise ApiKeyError("expiry date is in the past")
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
@@ -94,7 +94,7 @@ def revoke_key(session: Session, key_id: str) -> KeyInfo:
     if row is None:
         raise ApiKeyError(f"no key with id {key_id}")
     if row.revoked_at is None:
-        row.revoked_at = datetime.now(timezone.utc)
+        row.revoked_at = datetime.now(UTC)
         session.commit()
     return key_info(row)
 
@@ -108,7 +108,7 @@ def _digest(secret: str) -> str:
 
 
 def as_utc(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
 def key_info(row: ApiKey) -> KeyInfo:

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
 
     @model_validator(mode="after")
-    def _derive_paths(self) -> "Settings":
+    def _derive_paths(self) -> Settings:
         self.model_store = self.model_store or self.data_dir / "models"
         self.trust_dir = self.trust_dir or self.data_dir / "trust"
         self.keys_dir = self.keys_dir or self.data_dir / "keys"

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The README's test command: a throwaway PostgreSQL (when the machine has one), then the suite and the
-# default policy pack's own tests. Extra arguments go to pytest.
+# The README's test command: ruff, mypy, a throwaway PostgreSQL (when the machine has one), the default
+# policy pack's own tests, then the suite (the import-layer contract is tests/test_layers.py). Extra
+# arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/postgres.sh
 pg_start_if_possible
 trap pg_stop EXIT
+# Lint and types first: seconds, and a failure says exactly where.
+.venv/bin/ruff check appliance tests bench scripts installer
+.venv/bin/mypy appliance
 .venv/bin/appliance policy test policies/
 .venv/bin/python -m pytest -q "$@"

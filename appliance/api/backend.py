@@ -85,7 +85,7 @@ async def coalesce(events: AsyncIterator[Event], max_events: int = CHUNK_MAX_EVE
                     break
                 try:
                     item = await asyncio.wait_for(queue.get(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             yield _merge(batch)
     finally:

@@ -87,7 +87,7 @@ class ChatMessage(_Body):
     tool_call_id: str | None = None
 
     @model_validator(mode="after")
-    def _shape(self) -> "ChatMessage":
+    def _shape(self) -> ChatMessage:
         if self.role == "tool" and not self.tool_call_id:
             raise ValueError("a tool message needs tool_call_id")
         if self.role != "assistant" and self.content is None:

@@ -42,7 +42,7 @@ class Services:
         self.auth_throttle = FailureThrottle(s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s)
 
     @classmethod
-    def from_settings(cls, settings: Settings, backend: ModelBackend) -> "Services":
+    def from_settings(cls, settings: Settings, backend: ModelBackend) -> Services:
         policy = PolicyEngine(PolicySet.from_settings(settings), floor_file=floor_file(settings))
         store = BundleStore(settings.model_store, workers=settings.hash_workers,
                             max_signature_bytes=settings.max_signature_bytes)

@@ -123,7 +123,7 @@ class AuditLog:
         future = self._ensure_writer().submit(event)
         try:
             values = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), APPEND_TIMEOUT_S)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise AuditUnavailable(f"audit record not confirmed within {APPEND_TIMEOUT_S:.0f} s") from exc
         return _record(event, values)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -47,7 +47,7 @@ class BundleMetadata(BaseModel):
     variant: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,31}$")
     precision: str = Field(pattern=r"^(fp32|fp16|bf16|int8|int4)$")
     profile: str
-    created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     min_appliance_version: str = APPLIANCE_VERSION
 
     @field_validator("version", "min_appliance_version")
@@ -67,7 +67,7 @@ class BundleMetadata(BaseModel):
         (folder / METADATA_FILE).write_text(self.model_dump_json(indent=2) + "\n")
 
     @classmethod
-    def parse(cls, raw: bytes) -> "BundleMetadata":
+    def parse(cls, raw: bytes) -> BundleMetadata:
         try:
             return cls.model_validate(json.loads(raw))
         except (ValueError, ValidationError) as exc:
@@ -76,7 +76,7 @@ class BundleMetadata(BaseModel):
             raise BundleError(f"{METADATA_FILE} is invalid: {where + ': ' if where else ''}{detail['msg']}") from exc
 
     @classmethod
-    def read(cls, folder: Path) -> "BundleMetadata":
+    def read(cls, folder: Path) -> BundleMetadata:
         """Parse `folder/bundle.json` (callers that need it verified use `bundles.signing.verify_bundle`)."""
         try:
             return cls.parse((folder / METADATA_FILE).read_bytes())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -25,7 +25,7 @@ from appliance.signing import keys, oms
 
 app = typer.Typer(no_args_is_help=True)
 
-TrustOpt = Annotated[Optional[list[Path]], typer.Option("--trust", help="Trusted public key (repeatable); "
+TrustOpt = Annotated[list[Path] | None, typer.Option("--trust", help="Trusted public key (repeatable); "
                      "default: every *.pub in the trust folder.")]
 
 
@@ -89,7 +89,7 @@ def _trust(pubkey: Path) -> Path:
 def sign(
     folder: Annotated[Path, typer.Argument(help="Bundle folder holding bundle.json and the model files.")],
     key: Annotated[Path, typer.Option("--key", help="PEM private key.")],
-    shard_size: Annotated[Optional[int], typer.Option(help="Hash in shards of this many bytes (OMS 'shards' "
+    shard_size: Annotated[int | None, typer.Option(help="Hash in shards of this many bytes (OMS 'shards' "
                                                       "method) so one large file spreads over all cores.")] = None,
 ) -> None:
     """Sign a bundle folder (writes model.sig)."""
@@ -185,7 +185,7 @@ def build(
     name: Annotated[str, typer.Option()],
     version: Annotated[str, typer.Option()],
     out: Annotated[Path, typer.Option(help="Bundle folder to create.")],
-    key: Annotated[Optional[Path], typer.Option(help="Sign with this private key.")] = None,
+    key: Annotated[Path | None, typer.Option(help="Sign with this private key.")] = None,
 ) -> None:
     """Convert a published gpt-oss checkpoint into a (signed) bundle. Needs the build extra."""
     try:

@@ -88,7 +88,8 @@ Try it once the server says it is serving:
 
   curl -s {base}/v1/chat/completions -H "Authorization: Bearer {token}" \\
     -H "Content-Type: application/json" \\
-    -d '{{"model": "{model}", "temperature": 0, "messages": [{{"role": "user", "content": "What is the capital of France?"}}]}}'
+    -d '{{"model": "{model}", "temperature": 0,
+         "messages": [{{"role": "user", "content": "What is the capital of France?"}}]}}'
 
   .venv/bin/python - <<'PY'
 from openai import OpenAI

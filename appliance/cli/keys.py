@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Annotated, Optional
+from datetime import UTC, datetime
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -29,10 +29,10 @@ def _session() -> Session:
 def create(
     name: Annotated[str, typer.Option(help="Who or what holds the key.")],
     role: Annotated[str, typer.Option(help="user, auditor or admin")],
-    expires: Annotated[Optional[datetime], typer.Option(help="Expiry date (UTC), e.g. 2027-06-30.")] = None,
+    expires: Annotated[datetime | None, typer.Option(help="Expiry date (UTC), e.g. 2027-06-30.")] = None,
 ) -> None:
     """Create a key and print it once (it is stored only as a hash)."""
-    expires_at = expires.replace(tzinfo=timezone.utc) if expires and not expires.tzinfo else expires
+    expires_at = expires.replace(tzinfo=UTC) if expires and not expires.tzinfo else expires
     with _session() as session:
         token, info = apikeys.create_key(session, name, role, expires_at)
     with _session() as session:  # no record, no key: an unaudited key must not stay usable

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -47,10 +47,10 @@ def build(
         Path, typer.Option("--release-key", help="Ed25519 private key that signs the media.")
     ],
     bundle: Annotated[
-        Optional[list[Path]], typer.Option("--bundle", help="Signed bundle folder (repeatable).")
+        list[Path] | None, typer.Option("--bundle", help="Signed bundle folder (repeatable).")
     ] = None,
     bundle_key: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Option(
             "--bundle-key",
             help="Publisher public key the "
@@ -65,15 +65,15 @@ def build(
         bool, typer.Option("--gpu", help="onnxruntime-gpu plus NVIDIA's CUDA/cuDNN wheels.")
     ] = False,
     policy_dir: Annotated[
-        Optional[Path], typer.Option(help="Policy pack (default: the checkout's policies/).")
+        Path | None, typer.Option(help="Policy pack (default: the checkout's policies/).")
     ] = None,
     min_upgrade_from: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(
             help="Oldest installed version this media upgrades (default: MAJOR.0.0 of its own version)."
         ),
     ] = None,
-    wheelhouse: Annotated[Optional[Path], typer.Option(help="Reuse wheels already downloaded here.")] = None,
+    wheelhouse: Annotated[Path | None, typer.Option(help="Reuse wheels already downloaded here.")] = None,
     source_date_epoch: Annotated[
         int,
         typer.Option(
@@ -111,7 +111,7 @@ def build(
 def verify(
     media: Annotated[Path, typer.Argument(help="Media folder (the USB stick's mount point).")],
     trust_release_key: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--trust-release-key",
             help="Release public key "

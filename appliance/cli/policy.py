@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,7 +13,7 @@ from appliance.policy import PolicySet
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
-PackDir = Annotated[Optional[Path], typer.Argument(help="Policy pack folder (default: the configured policy_dir).")]
+PackDir = Annotated[Path | None, typer.Argument(help="Policy pack folder (default: the configured policy_dir).")]
 
 
 @app.command()
@@ -60,7 +60,7 @@ def sign(directory: Annotated[Path, typer.Argument(help="Policy pack folder to s
 
 @app.command()
 def reload(api_key_file: Annotated[Path, typer.Option("--api-key-file", help="File holding an admin API key.")],
-           url: Annotated[Optional[str], typer.Option(help="Gateway base URL (default: configured host:port).")] = None,
+           url: Annotated[str | None, typer.Option(help="Gateway base URL (default: configured host:port).")] = None,
            ) -> None:
     """Validate the configured pack here, then ask the running gateway to put it in force."""
     import httpx

@@ -69,7 +69,7 @@ class Engine:
         self.last_success: float | None = time.time()  # wall time of the last generation that finished
 
     @classmethod
-    def from_bundle(cls, path: Path, **options) -> "Engine":
+    def from_bundle(cls, path: Path, **options) -> Engine:
         return cls(Path(path), **options)
 
     def close(self) -> None:

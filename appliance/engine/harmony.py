@@ -116,7 +116,8 @@ def prompt_texts(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) ->
             if isinstance(fn.get(key), str):
                 out.append(("tools", fn[key], ("tools", k, "function", key)))
         if fn.get("parameters") is not None:
-            out.append(("tools", json.dumps(fn["parameters"], ensure_ascii=False), ("tools", k, "function", "parameters")))
+            out.append(("tools", json.dumps(fn["parameters"], ensure_ascii=False),
+                        ("tools", k, "function", "parameters")))
     return out
 
 

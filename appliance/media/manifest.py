@@ -70,7 +70,7 @@ class Manifest:
         return (json.dumps(data, sort_keys=True, indent=1) + "\n").encode()
 
     @classmethod
-    def parse(cls, raw: bytes) -> "Manifest":
+    def parse(cls, raw: bytes) -> Manifest:
         try:
             data = json.loads(raw)
             if data.get("format") != FORMAT:

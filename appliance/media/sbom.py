@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cyclonedx.model import HashAlgorithm, HashType
@@ -31,7 +31,7 @@ def write_sbom(
 ) -> Path:
     """`digests`: media path -> SHA-256 of every file; `bundles`: folder -> (name, version)."""
     bom = Bom()
-    bom.metadata.timestamp = datetime.fromtimestamp(source_date_epoch, tz=timezone.utc)
+    bom.metadata.timestamp = datetime.fromtimestamp(source_date_epoch, tz=UTC)
     bom.metadata.component = Component(
         name="appliance-media", version=version, type=ComponentType.APPLICATION, bom_ref="appliance-media"
     )

@@ -77,7 +77,8 @@ def _digit_triggers() -> list[tuple[str, int]]:
     then one trigger per `_SHAPE_TRIGGERS` entry."""
     d = f"[{decimal_class()}]"
     return [(rf"{d}[{d[1:-1]} .\-/()]{{5,}}{d}[ .\-/()]*(?:[^{d[1:-1]} .\-/()]|\z)", UTF8 | SOM),
-            (rf"{d}{d} ?[A-Z]", UTF8 | SOM | CASELESS), *((shape.replace("D", d), UTF8) for _, shape in _SHAPE_TRIGGERS)]
+            (rf"{d}{d} ?[A-Z]", UTF8 | SOM | CASELESS),
+            *((shape.replace("D", d), UTF8) for _, shape in _SHAPE_TRIGGERS)]
 
 
 # (index in `_NUMBER_SHAPES`, a part of that shape without lookarounds, D a digit): every match of the

@@ -84,9 +84,10 @@ def evaluate(policy: PolicySet, request: PolicyRequest, principal: Principal) ->
     """Access first (cheap, and a denied caller learns nothing about the guardrails), then the content."""
     grant = effective_grant(policy, principal)
     cap = grant.max_tokens if grant else 0
-    base: dict[str, Any] = dict(findings=(), request=request, revision=policy.revision, policy=policy, principal=principal,
-                reasoning_visible=bool(grant and grant.reasoning_visible),
-                max_tokens=min(request.max_tokens or cap, cap), audit_content=audit_mode(policy, principal.role))
+    base: dict[str, Any] = dict(
+        findings=(), request=request, revision=policy.revision, policy=policy, principal=principal,
+        reasoning_visible=bool(grant and grant.reasoning_visible),
+        max_tokens=min(request.max_tokens or cap, cap), audit_content=audit_mode(policy, principal.role))
     denial = _access_denial(policy, request, principal, grant)
     if denial:
         rule_id, message = denial

@@ -53,13 +53,13 @@ class PolicySet:
         return Scanner({name: (t.phrases, t.patterns) for name, t in self.pack.input.topics.items()})
 
     @classmethod
-    def from_settings(cls, settings: "Settings", directory: Path | None = None) -> "PolicySet":
+    def from_settings(cls, settings: Settings, directory: Path | None = None) -> PolicySet:
         """The pack at `directory` (default: the policy folder) under the site's signature rules."""
         return cls.load(directory or settings.policy_dir, **load_options(settings))
 
     @classmethod
     def load(cls, directory: Path, *, require_signed: bool = False, trust: list[keys.PublicKey] | None = None,
-             min_version: int = 0, max_signature_bytes: int = 16 << 20) -> "PolicySet":
+             min_version: int = 0, max_signature_bytes: int = 16 << 20) -> PolicySet:
         """Read, verify and validate the pack in `directory`; any problem is one `PolicyError`.
 
         With `require_signed`, the pack must carry `policy.sig` from a key in `trust` covering every file,
@@ -164,7 +164,8 @@ def _cross_check(pack: Pack, where: dict[str, YamlDoc]) -> None:
         for i, rule in enumerate(rules):
             doc = where[section]
             if rule.id in seen or rule.id in BUILTIN_RULES:
-                raise doc.error([section, "rules", i, "id"], f"{section}.rules[{i}]: rule id {rule.id!r} is already used")
+                raise doc.error([section, "rules", i, "id"],
+                                f"{section}.rules[{i}]: rule id {rule.id!r} is already used")
             seen.add(rule.id)
             for j, pattern in enumerate(rule.match):
                 if not fnmatch.filter(categories, pattern):
@@ -178,7 +179,7 @@ def _cross_check(pack: Pack, where: dict[str, YamlDoc]) -> None:
             raise where["audit"].error(["audit", "roles", role], f"audit.roles: unknown role {role!r}")
 
 
-def load_options(settings: "Settings") -> dict:
+def load_options(settings: Settings) -> dict:
     """`load`/`reload` keywords from the settings: signing required?, trusted policy keys, size cap."""
     from appliance.policy.floor import read_floor
 
@@ -189,6 +190,6 @@ def load_options(settings: "Settings") -> dict:
             "max_signature_bytes": settings.max_signature_bytes}
 
 
-def floor_file(settings: "Settings") -> Path:
+def floor_file(settings: Settings) -> Path:
     """Where the signed-pack version floor is kept (see policy/floor.py)."""
     return settings.data_dir / "policy-version-floor"

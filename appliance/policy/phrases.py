@@ -52,7 +52,8 @@ INJECTION_PHRASES: list[str] = [
 
 # CJK has no spaces, so these match as plain substrings of the lower-cased text.
 INJECTION_PHRASES += ["忽略之前的指令", "忽略以前的指令", "忽略所有之前的指令", "忽略上面的指令", "忽略先前的指示",
-                      "以前の指示を無視", "前の指示を無視", "すべての指示を無視", "이전 지시를 무시", "이전의 모든 지시를 무시"]
+                      "以前の指示を無視", "前の指示を無視", "すべての指示を無視",
+                      "이전 지시를 무시", "이전의 모든 지시를 무시"]
 
 ROLEPLAY_PHRASES: list[str] = [
     "you are now dan", "do anything now", "act as dan", "you are dan", "dan mode", "jailbreak mode",

@@ -59,7 +59,8 @@ class Limits(_Strict):
 
 
 class Topic(_Strict):
-    """Denied or watched subjects: phrases match whole words in any case; patterns are regexes (add (?i) to ignore case)."""
+    """Denied or watched subjects: phrases match whole words in any case; patterns are regexes (add (?i) to
+    ignore case)."""
 
     phrases: list[Annotated[str, Field(min_length=2)]] = []
     patterns: list[str] = []

@@ -27,8 +27,9 @@ log = structlog.get_logger()
 class LLMServer:
     """Loads every active bundle (verified byte for byte first) and streams coalesced generations.
 
-    Its health check runs a one-token generation (bounded by Serve's timeout, one at a time), and notices a newly activated bundle version, which it
-    verifies and loads beside the old one before switching (in-flight requests finish on the old engine).
+    Its health check runs a one-token generation (bounded by Serve's timeout, one at a time), and notices a
+    newly activated bundle version, which it verifies and loads beside the old one before switching
+    (in-flight requests finish on the old engine).
     """
 
     def __init__(self, settings: dict) -> None:

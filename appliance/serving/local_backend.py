@@ -45,7 +45,7 @@ class LocalBackend(ModelBackend):
         self._loaded = {x.info.name: x for x in loaded}
 
     @classmethod
-    def from_store(cls, settings: Settings, names: list[str] | None = None) -> "LocalBackend":
+    def from_store(cls, settings: Settings, names: list[str] | None = None) -> LocalBackend:
         return cls([open_engine(settings, b) for b in verified_active(settings, names)])
 
     async def models(self) -> list[ModelInfo]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,8 +18,8 @@ from appliance.errors import ApplianceError
 from appliance.files import atomic_write
 
 KeyKind = Literal["ed25519", "ecdsa-p256"]
-PrivateKey = Union[ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey]
-PublicKey = Union[ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey]
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 
 _EC_CURVES = {"secp256r1": hashes.SHA256, "secp384r1": hashes.SHA384}
 _MAX_KEY_FILE = 64 * 1024

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from appliance.audit import AuditFilter
-from tests.api.scripted import answer
 from tests.api.helpers import records, sse_events
+from tests.api.scripted import answer
 
 MSG = [{"role": "user", "content": "Hello there"}]
 

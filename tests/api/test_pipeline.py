@@ -6,8 +6,8 @@ import asyncio
 import json
 
 from appliance.engine import FinishEvent, TextEvent, Usage
-from tests.api.scripted import answer, tool_call
 from tests.api.helpers import records, sse_events
+from tests.api.scripted import answer, tool_call
 
 MSG = [{"role": "user", "content": "What is the weather in Oslo?"}]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {

@@ -8,8 +8,7 @@ import pytest
 
 from appliance.bundles import verify_bundle
 from appliance.bundles.metadata import BundleMetadata
-from appliance.demo.conversations import (EXAMPLES, TOOLS, Example, example, held_out_examples,
-                                          training_examples)
+from appliance.demo.conversations import EXAMPLES, TOOLS, Example, example, held_out_examples, training_examples
 from appliance.demo.model import BUNDLE_NAME, BUNDLE_VERSION, PROFILE, ensure_demo_bundle, model_key
 from appliance.engine import GenerationRequest, collect
 from appliance.policy.detectors import Scanner

@@ -13,8 +13,8 @@ from appliance.bundles.build import BundleBuildError, build_bundle
 from appliance.bundles.metadata import BundleError, BundleMetadata
 from appliance.demo.checkpoint import dequantize_mxfp4, quantize_mxfp4
 from appliance.engine import load_harmony
-from appliance.vocabulary import VOCAB_SHA256
 from appliance.signing.keys import generate_private_key
+from appliance.vocabulary import VOCAB_SHA256
 
 
 def test_mxfp4_codes_follow_the_published_bit_layout():

@@ -7,8 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from appliance.engine import (EngineBusy, EngineError, FinishEvent, GenerationRequest, TextEvent, collect,
-                              render_prompt)
+from appliance.engine import EngineBusy, EngineError, FinishEvent, GenerationRequest, TextEvent, collect, render_prompt
 
 
 def _prompt(n: int, seed: int) -> list[int]:

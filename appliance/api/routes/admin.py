@@ -18,8 +18,8 @@ from appliance.api.auth import AdminCaller, AuditorCaller, Caller, ServicesDep
 from appliance.api.errors import ApiError
 from appliance.api.policy_follow import recorded_revision
 from appliance.api.schemas import RequestBody
-from appliance.api.wire import ERRORS
 from appliance.api.services import Services
+from appliance.api.wire import ERRORS
 from appliance.audit import AuditEvent, AuditFilter
 from appliance.audit.log import MAX_SEQ
 from appliance.errors import ApplianceError

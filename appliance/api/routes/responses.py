@@ -102,8 +102,8 @@ async def _sse(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]):
             if not text_open:
                 text_open, msg_index = True, index
                 index += 1
-                yield ev("response.output_item.added", output_index=msg_index, item={**acc.message("in_progress").model_dump(),
-                                                                                     "content": []})
+                opened = {**acc.message("in_progress").model_dump(), "content": []}
+                yield ev("response.output_item.added", output_index=msg_index, item=opened)
                 yield ev("response.content_part.added", item_id=acc.msg_id, output_index=msg_index, content_index=0,
                          part={"type": "output_text", "text": "", "annotations": []})
             yield ev("response.output_text.delta", item_id=acc.msg_id, output_index=msg_index, content_index=0,
