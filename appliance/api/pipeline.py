@@ -24,9 +24,7 @@ from appliance.api.backend import ModelInfo
 from appliance.api.errors import ApiError
 from appliance.api.services import Services
 from appliance.api.spec import GenerationSpec
-from appliance.audit import AuditEvent, content_for
-from appliance.audit import Decision as AuditDecision
-from appliance.audit import Usage as AuditUsage
+from appliance.audit import AuditEvent, RecordDecision, RecordUsage, content_for
 from appliance.audit.events import ContentMode
 from appliance.engine.types import (
     EngineBusy,
@@ -234,9 +232,9 @@ class AuditedGeneration:
             event=event, request_id=self.caller.request_id, principal=self.caller.principal,
             source=self.caller.source, route=self.caller.route, model=self.model.name,
             bundle_version=self.model.version, policy_revision=self.decision.revision,
-            decision=AuditDecision(action=o.action, rule_ids=rule_ids, findings=o.findings),
+            decision=RecordDecision(action=o.action, rule_ids=rule_ids, findings=o.findings),
             content_mode=mode, content=content_for(mode, raw, shown),
-            usage=AuditUsage(prompt_tokens=o.usage.prompt_tokens, completion_tokens=o.usage.completion_tokens,
+            usage=RecordUsage(prompt_tokens=o.usage.prompt_tokens, completion_tokens=o.usage.completion_tokens,
                              reasoning_tokens=o.usage.reasoning_tokens),
             latency_ms=int(latency * 1000), status=status, error_code=error_code,
             detail={"finish_reason": o.finish_reason} if event == "completion" else {}))
@@ -255,7 +253,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
         svc.policy.check_rate(caller.principal)
     except RateLimited as exc:
         svc.metrics.decisions.labels("input", "rate_limited").inc()
-        await svc.record(AuditEvent(event="denial", **base, decision=AuditDecision(action="deny",
+        await svc.record(AuditEvent(event="denial", **base, decision=RecordDecision(action="deny",
                                     rule_ids=(exc.rule_id,)), status=429, error_code="rate_limited"))
         raise ApiError(429, str(exc), code="rate_limited", retry_after=exc.retry_after) from exc
     decision, audit_decision, content = await asyncio.to_thread(_evaluate, svc, caller, spec, model)
@@ -273,7 +271,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
 
 
 def _evaluate(svc: Services, caller: Caller, spec: GenerationSpec,
-              model: ModelInfo) -> tuple[Decision, AuditDecision, tuple[ContentMode, str, dict[str, str]]]:
+              model: ModelInfo) -> tuple[Decision, RecordDecision, tuple[ContentMode, str, dict[str, str]]]:
     """The input decision and what its audit record keeps; run in a worker thread, because scanning and
     serialising a large input takes real time that the gateway's event loop must not lose.
 
@@ -286,7 +284,7 @@ def _evaluate(svc: Services, caller: Caller, spec: GenerationSpec,
     findings: dict[str, int] = {}
     for f in decision.findings:
         findings[f.category] = findings.get(f.category, 0) + 1
-    audit_decision = AuditDecision(action=decision.action, rule_ids=decision.rule_ids, findings=findings)
+    audit_decision = RecordDecision(action=decision.action, rule_ids=decision.rule_ids, findings=findings)
     raw = json.dumps([{"role": m.role, "content": m.content} for m in policy_request.messages],
                      ensure_ascii=False)
     if decision.denied and decision.deny_rule and decision.deny_rule.startswith("limits."):

@@ -27,7 +27,7 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Decision(_Frozen):
+class RecordDecision(_Frozen):
     """The policy outcome: action, the rules that fired, and counts of findings per category."""
 
     action: str | None = None
@@ -35,7 +35,7 @@ class Decision(_Frozen):
     findings: dict[str, int] = Field(default_factory=dict)
 
 
-class Usage(_Frozen):
+class RecordUsage(_Frozen):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     reasoning_tokens: int | None = None
@@ -50,10 +50,10 @@ class _EventFields(_Frozen):
     model: str | None = None
     bundle_version: str | None = None
     policy_revision: str | None = None
-    decision: Decision = Decision()
+    decision: RecordDecision = RecordDecision()
     content_mode: ContentMode | None = None
     content: str | None = None
-    usage: Usage = Usage()
+    usage: RecordUsage = RecordUsage()
     latency_ms: int | None = None
     status: int | None = None
     error_code: str | None = None

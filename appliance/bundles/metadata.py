@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Literal
 
@@ -14,7 +15,10 @@ from appliance.errors import ApplianceError
 
 METADATA_FILE = "bundle.json"
 SIGNATURE_FILE = "model.sig"
-APPLIANCE_VERSION = "0.1.0"
+try:  # the installed distribution's own version (pyproject.toml), never a second copy of it
+    APPLIANCE_VERSION = version("appliance")
+except PackageNotFoundError:  # a source tree on sys.path with no install at all
+    APPLIANCE_VERSION = "0.0.0"
 PROFILES = ("cpu-fp32", "cpu-int4", "cuda-int4", "cuda-bf16")
 
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")

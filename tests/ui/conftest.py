@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from appliance.audit import AuditEvent, Decision, Principal, Usage
+from appliance.audit import AuditEvent, Principal, RecordDecision, RecordUsage
 from tests.appliance import make_appliance
 from tests.ui.server import LiveServer
 
@@ -36,19 +36,19 @@ def seed(audit, pairs: int = SEEDED) -> None:
                 "model": "tiny", "policy_revision": "rev-a" if i < pairs // 2 else "rev-b"}
         content = f"question {i} about {'invoices' if i % 7 == 0 else 'weather'}"
         audit.append(AuditEvent(event="request", **base, content_mode="redacted", content=content,
-                                decision=Decision(action=action, rule_ids=("pii.email",) if action == "redact" else (),
+                                decision=RecordDecision(action=action, rule_ids=("pii.email",) if action == "redact" else (),
                                                   findings={"email": 1} if action == "redact" else {})))
         if action == "deny":
             audit.append(AuditEvent(event="denial", **base, status=403, error_code="policy_denied",
-                                    decision=Decision(action="deny", rule_ids=("topic.block",))))
+                                    decision=RecordDecision(action="deny", rule_ids=("topic.block",))))
         elif i % 10 == 7:
             audit.append(AuditEvent(event="error", **base, status=500, error_code="engine_failed"))
         else:
             finish = "content_filter" if i % 10 == 9 else "stop"
-            audit.append(AuditEvent(event="completion", **base, status=200, usage=Usage(prompt_tokens=12,
+            audit.append(AuditEvent(event="completion", **base, status=200, usage=RecordUsage(prompt_tokens=12,
                                     completion_tokens=30), latency_ms=40, content=f"answer {i}",
                                     content_mode="redacted", detail={"finish_reason": finish},
-                                    decision=Decision(action="deny" if finish == "content_filter" else "allow")))
+                                    decision=RecordDecision(action="deny" if finish == "content_filter" else "allow")))
 
 
 @pytest.fixture(scope="module")
