@@ -52,7 +52,10 @@ AS_POD_USER = _pod_user()
 
 pytestmark = [requires_helm, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("setpriv"),
-                                 reason="needs root, ip netns and setpriv to play the kubelet")]
+                                 reason="needs root, ip netns and setpriv to play the kubelet"),
+              # The pods mount an emptyDir on /tmp, which would hide a checkout or venv living under it.
+              pytest.mark.skipif(any(str(p).startswith("/tmp/") for p in (REPO, VENV_BIN)),
+                                 reason="this checkout lives under /tmp, which the pods' /tmp emptyDir hides")]
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
