@@ -9,7 +9,6 @@ the wheels pip actually installed (its `--report`), so its digest, labelled on t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -17,16 +16,15 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from appliance.media import wheelhouse
+from appliance.media.join import join_parts, sha256_file
 from appliance.media.manifest import MediaError
 from appliance.media.sbom import write_sbom
-from appliance.signing.hashing import CHUNK
 
 IMAGE_PYTHON = "3.11"  # Debian bookworm's python3
 
 
 def media_wheels(media: Path, dest: Path, *, gpu: bool) -> Path:
     """The wheels of signed media; wheels are joined into `dest` only when the media split them."""
-    from appliance.media.join import join_parts
     from appliance.media.verify import media_key, read_manifest
 
     manifest = read_manifest(media, [media_key(media)]).manifest
@@ -69,19 +67,11 @@ def installed_wheels(report: Path, wheels: Path) -> dict[str, str]:
         name = Path(unquote(urlparse(item["download_info"]["url"]).path)).name
         if not name.endswith(".whl"):
             raise MediaError(f"pip installed {name}, which is not a wheel")
-        out[f"wheels/{name}"] = _sha256(wheels / name)
+        out[f"wheels/{name}"] = sha256_file(wheels / name)
     bad = sorted(p for p in out if Path(p).name.split("-")[0].lower() in wheelhouse.NEVER)
     if bad:
         raise MediaError(f"the image's install pulled in {bad[0]}: torch and transformers never go in it")
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 name="appliance-image",
             )
             made.replace(a.out)
-            print(_sha256(a.out))
+            print(sha256_file(a.out))
     except (MediaError, OSError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
