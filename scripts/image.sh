@@ -4,7 +4,7 @@
 #   scripts/image.sh [--gpu] [--media DIR]
 #
 # 1. A Debian bookworm minbase rootfs from debootstrap, cached in var/cache/image (reruns skip it).
-# 2. The serving install (appliance[cpu], or [gpu]) into /opt/appliance/venv by pip inside a chroot with no
+# 2. The serving install (appliance[cpu], or [gpu], and [postgres] for the chart's database.urlSecret) into /opt/appliance/venv by pip inside a chroot with no
 #    network at all (`unshare -n`, --no-index), from the wheels of offline media (--media) or a wheelhouse
 #    built with the media's code (appliance/media/image.py). Never torch or transformers.
 # 3. The non-root user appliance (10001:10001), setuid bits stripped, apt's caches dropped.
@@ -75,9 +75,8 @@ mkdir -p "$MNT/tmp/wheels" "$MNT/proc"
 mount --bind "$WHEELS" "$MNT/tmp/wheels"
 mount -o remount,bind,ro "$MNT/tmp/wheels"
 mount -t proc proc "$MNT/proc"
-IS_GPU=False; [ -z "$GPU" ] || IS_GPU=True
-REQS=$(PYTHONPATH=$REPO "$PY" -c "from appliance.media.wheelhouse import serving_requirements as r; print(' '.join(r('$VERSION', $IS_GPU)))")
-# shellcheck disable=SC2086  # REQS: one word per requirement
+REQS=$(PYTHONPATH=$REPO "$PY" -m appliance.media.image requirements --version "$VERSION" --wheels "$WHEELS" $GPU \
+  | sed "s/.*/'&'/" | tr '\n' ' ')
 unshare -n chroot "$MNT" /usr/bin/env -i PATH=/usr/bin:/bin HOME=/root PIP_CONFIG_FILE=/dev/null \
   LANG=C.UTF-8 SOURCE_DATE_EPOCH="$SDE" bash -ec "
     python3 -m venv /opt/appliance/venv
@@ -114,6 +113,7 @@ unshare -n chroot --userspec=10001:10001 "$MNT" /usr/bin/env -i HOME=/home/appli
     python -c "import ray, onnxruntime, appliance; print(\"imports ok: ray\", ray.__version__, \"onnxruntime\", onnxruntime.__version__)"
     appliance db upgrade >/dev/null
     appliance bundle verify --active
+    python -c "import importlib.util as u; print(\"psycopg:\", \"yes\" if u.find_spec(\"psycopg\") else \"no (SQLite only)\")"
     ray --version
     wget --version | head -1
     rm -rf /tmp/smoke'

@@ -21,6 +21,17 @@ from appliance.media.manifest import MediaError
 from appliance.media.sbom import write_sbom
 
 IMAGE_PYTHON = "3.11"  # Debian bookworm's python3
+POSTGRES_EXTRA = "postgres"  # the chart's database.urlSecret: pods of several workers share PostgreSQL
+
+
+def image_requirements(version: str, gpu: bool, wheels: Path | None = None) -> list[str]:
+    """The media's serving install plus the PostgreSQL driver; media without psycopg gives a SQLite-only
+    image (said on stderr) rather than no image."""
+    reqs = wheelhouse.serving_requirements(version, gpu)
+    if wheels is not None and not any(wheels.glob("psycopg_binary-*.whl")):
+        print(f"warning: {wheels} holds no psycopg wheels: this image uses SQLite only", file=sys.stderr)
+        return reqs
+    return [*reqs, f"appliance[{POSTGRES_EXTRA}]=={version}"]
 
 
 def media_wheels(media: Path, dest: Path, *, gpu: bool) -> Path:
@@ -55,7 +66,7 @@ def build_wheels(repo: Path, dest: Path, *, gpu: bool, source_date_epoch: int) -
         old.unlink()
     wheel = wheelhouse.build_appliance_wheel(repo, dest, source_date_epoch=source_date_epoch)
     version = wheel.name.split("-")[1]
-    wheelhouse.download(dest, wheelhouse.serving_requirements(version, gpu), [IMAGE_PYTHON])
+    wheelhouse.download(dest, image_requirements(version, gpu), [IMAGE_PYTHON])
     return dest
 
 
@@ -83,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--media", type=Path)
     w.add_argument("--gpu", action="store_true")
     w.add_argument("--source-date-epoch", type=int, default=0)
+    r = sub.add_parser("requirements", help="print what pip installs into the image, one per line")
+    r.add_argument("--version", required=True)
+    r.add_argument("--wheels", type=Path, required=True)
+    r.add_argument("--gpu", action="store_true")
     s = sub.add_parser("sbom", help="write the SBOM of the installed wheels, print its SHA-256")
     s.add_argument("--report", type=Path, required=True)
     s.add_argument("--wheels", type=Path, required=True)
@@ -100,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                     a.repo, a.cache / f"wheels-{flavour}", gpu=a.gpu, source_date_epoch=a.source_date_epoch
                 )
             print(found.resolve())
+        elif a.cmd == "requirements":
+            print("\n".join(image_requirements(a.version, a.gpu, a.wheels)))
         else:
             digests = installed_wheels(a.report, a.wheels)
             a.out.parent.mkdir(parents=True, exist_ok=True)
