@@ -106,6 +106,7 @@ find "$MNT" -xdev -type f -perm /6000 -exec chmod a-s {} +  # no setuid/setgid: 
 rm -rf "$MNT"/var/cache/apt/*.bin "$MNT"/var/lib/apt/lists/* "$MNT"/root/.cache "$MNT"/tmp/* "$MNT"/var/log/*.log
 
 step "smoke check as user 10001 (no network)"
+mount -t proc proc "$MNT/proc"  # what the container runtime gives: onnxruntime reads /proc/cpuinfo
 unshare -n chroot --userspec=10001:10001 "$MNT" /usr/bin/env -i HOME=/home/appliance LANG=C.UTF-8 \
   PATH=/usr/bin:/bin APPLIANCE_DATA_DIR=/tmp/smoke RAY_USAGE_STATS_ENABLED=0 /bin/bash -lc -- '
     set -e
@@ -117,6 +118,7 @@ unshare -n chroot --userspec=10001:10001 "$MNT" /usr/bin/env -i HOME=/home/appli
     ray --version
     wget --version | head -1
     rm -rf /tmp/smoke'
+umount "$MNT/proc"
 rm -rf "$MNT"/tmp/* "$MNT"/home/appliance/.cache
 UNPACKED=$(du -sb "$MNT" | cut -f1)
 
@@ -147,6 +149,7 @@ ARCHIVE=$OUT/$NAME.oci.tar
 rm -f "$ARCHIVE"
 buildah "${STORE[@]}" push -q --digestfile "$CACHE/digest" "$IMG" "oci-archive:$ARCHIVE:$IMG"
 DIGEST=$(cat "$CACHE/digest")
+buildah "${STORE[@]}" rmi --prune >/dev/null 2>&1 || true  # the previous build's image, untagged now
 if command -v skopeo >/dev/null; then  # the digest a registry will hold, read back from the archive itself
   DIGEST=$(skopeo inspect --format '{{.Digest}}' "oci-archive:$ARCHIVE")
 fi
