@@ -1,5 +1,5 @@
 # The two commands of the README, and the heavier ones beside them.
-.PHONY: setup run test bench chart-scan
+.PHONY: setup run test bench chart-scan image
 
 setup:
 	bash scripts/setup.sh
@@ -15,3 +15,7 @@ bench: setup
 
 chart-scan: setup
 	bash scripts/chart_scan.sh
+
+# The OCI image (root, no Docker engine): IMAGE_FLAGS="--gpu" and/or "--media DIR" (see scripts/image.sh).
+image: setup
+	bash scripts/image.sh $(IMAGE_FLAGS)

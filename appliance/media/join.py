@@ -16,7 +16,7 @@ from appliance.signing.hashing import CHUNK
 
 
 def join_parts(media: Path, entry: MediaFile, dest: Path) -> None:
-    if dest.is_file() and dest.stat().st_size == entry.size and _sha256(dest) == entry.sha256:
+    if dest.is_file() and dest.stat().st_size == entry.size and sha256_file(dest) == entry.sha256:
         return  # already joined by an earlier (interrupted) run
     tmp = dest.with_name(dest.name + ".joining")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +42,7 @@ def join_parts(media: Path, entry: MediaFile, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):

@@ -28,12 +28,14 @@ def write_sbom(
     version: str,
     bundles: dict[str, tuple[str, str]],
     source_date_epoch: int,
+    name: str = "appliance-media",
 ) -> Path:
-    """`digests`: media path -> SHA-256 of every file; `bundles`: folder -> (name, version)."""
+    """`digests`: media path -> SHA-256 of every file; `bundles`: folder -> (name, version); `name`: what the
+    SBOM describes (the media, or the OCI image built from the same wheels)."""
     bom = Bom()
     bom.metadata.timestamp = datetime.fromtimestamp(source_date_epoch, tz=UTC)
     bom.metadata.component = Component(
-        name="appliance-media", version=version, type=ComponentType.APPLICATION, bom_ref="appliance-media"
+        name=name, version=version, type=ComponentType.APPLICATION, bom_ref=name
     )
     models = {
         folder: Component(
