@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,3 +88,15 @@ def pg_start() -> None:
     options = [a for i, a in enumerate(argv[1:], 1) if a != "-D" and argv[i - 1] != "-D"]
     proc = _pg_ctl("-w", "-l", str(data.parent / "log"), "-o", shlex.join(options), "start")
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(autouse=True)
+def no_writer_left_running() -> Iterator[None]:
+    """Every audit test closes the logs it opens: a writer left running outlives its database (and on
+    PostgreSQL keeps failing against a dropped one for the rest of the run)."""
+    before = {t for t in threading.enumerate() if t.name == "audit-writer"}
+    yield
+    left = [t for t in threading.enumerate() if t.name == "audit-writer" and t not in before and t.is_alive()]
+    for thread in left:
+        thread.join(timeout=5)
+    assert not [t for t in left if t.is_alive()], "an AuditLog was not closed"

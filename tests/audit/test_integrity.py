@@ -77,8 +77,9 @@ def test_a_rewritten_history_with_its_checkpoints_deleted_is_detected_and_never_
     log.close()  # the closing checkpoint too: refused
     assert _checkpoint_seqs(log) == before
     from datetime import UTC, datetime
-    with pytest.raises(AuditTampered, match="prune refused"):
-        AuditLog(log.engine.url.render_as_string(hide_password=False), log.key_path).prune(datetime.now(UTC))
+    with AuditLog(log.engine.url.render_as_string(hide_password=False), log.key_path) as again, \
+            pytest.raises(AuditTampered, match="prune refused"):
+        again.prune(datetime.now(UTC))
 
 
 def test_a_checkpoint_deleted_from_the_middle_breaks_the_checkpoint_chain(log: AuditLog):
@@ -95,11 +96,10 @@ def test_records_no_signature_covers_are_reported_and_fail_once_too_old(database
     log.witness.path.unlink()
     fresh = log.verify()
     assert fresh.uncovered == 30 and fresh.uncovered_since is not None  # written down either way
-    strict = AuditLog(database_url, key_path, checkpoint_seconds=0.01, uncovered_grace_s=0)
-    time.sleep(0.05)
-    report = strict.verify()
+    with AuditLog(database_url, key_path, checkpoint_seconds=0.01, uncovered_grace_s=0) as strict:
+        time.sleep(0.05)
+        report = strict.verify()
     assert not report.ok and "covered by no signature" in report.reason
-    strict.engine.dispose()
 
 
 def test_the_tail_is_signed_within_about_a_second(database_url: str, tmp_path: Path):

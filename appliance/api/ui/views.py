@@ -265,10 +265,11 @@ def _cursor(value: str | None) -> int | None:
 @router.get("/integrity")
 async def integrity(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
     state = request.app.state.integrity
+    progress = state.progress  # before `last`: a run that ends in between must not leave the old result shown
     last = await asyncio.to_thread(state.last)
     checkpoint, uncovered = await asyncio.to_thread(_svc(request).audit.coverage)
     return await _page(request, "integrity.html", who, last=last, checkpoint=checkpoint, uncovered=uncovered,
-                       progress=state.progress)
+                       progress=progress)
 
 
 @router.post("/integrity/verify", dependencies=[Depends(csrf_checked)])
