@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -31,17 +32,25 @@ class Peer:
 
 
 def load_secret(keys_dir: Path, create: bool = False) -> bytes | None:
-    """The shared secret; made (0600, exclusive create, so two starters agree) when `create`."""
+    """The shared secret; made when `create` (0600, written whole then linked into place, so two starters
+    agree on one and neither reads it half-written). None when it is absent or cannot be made."""
     path = keys_dir / SECRET_NAME
     if create and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{SECRET_NAME}.")
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        except OSError:
+            return None
     try:
         return bytes.fromhex(path.read_text().strip())
     except (OSError, ValueError):

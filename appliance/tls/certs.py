@@ -120,12 +120,15 @@ def fingerprint(der: bytes) -> str:
 
 
 def check_key_mode(path: Path) -> None:
-    """A private key readable by group or others is refused: anyone who reads it can impersonate the API."""
+    """A private key more open than 0600 is refused: anyone who reads it can impersonate the API. One
+    exception: group read when the group is this process's own (Kubernetes mounts Secrets 0440 with the
+    pod's fsGroup, which is the appliance's own group), so still nobody else."""
     try:
-        mode = path.stat().st_mode
+        st = path.stat()
     except OSError as exc:
         raise CertificateError(f"cannot read the TLS key {path}: {exc.strerror}") from exc
-    if stat.S_IMODE(mode) & 0o077:
+    mode = st.st_mode
+    if stat.S_IMODE(mode) & (0o037 if st.st_gid == os.getgid() else 0o077):
         raise CertificateError(f"the TLS key {path} has mode {stat.S_IMODE(mode):04o}; it must be 0600 or "
                                f"stricter (chmod 600 {path})")
 
