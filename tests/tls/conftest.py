@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import ssl
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +77,22 @@ def make_ca(out: Path, name: str = "Test Site Root CA") -> SiteCA:
 @pytest.fixture(scope="session")
 def site_ca(tmp_path_factory) -> SiteCA:
     return make_ca(tmp_path_factory.mktemp("site-ca"))
+
+
+@contextmanager
+def running_front(keys_dir: Path, upstream: int, cert: Path, key: Path, *, client_auth: str = "off",
+                  ca: Path | None = None):
+    """A TLS front on a free loopback port relaying to 127.0.0.1:upstream; yields its https URL. It checks
+    for a rotated certificate every 0.2 s."""
+    from appliance.tls.front import Front
+    from appliance.tls.listen import Listen, TlsFiles
+    from tests.integration.conftest import free_port
+
+    port = free_port()
+    listen = Listen("127.0.0.1", port, "127.0.0.1", upstream, TlsFiles(cert, key, ca, None))
+    f = Front(listen, client_auth, keys_dir, reload_seconds=0.2)
+    f.start_in_thread()
+    try:
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        f.stop()

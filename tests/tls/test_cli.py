@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
 
 from tests.conftest import one_line_error, run_cli
@@ -39,3 +41,26 @@ def test_the_key_password_may_not_sit_in_the_settings_file(tmp_path):
     config.write_text("tls_key_password: hunter2\n")
     line = one_line_error(run_cli("tls", "show", data_dir=tmp_path / "var", env={"APPLIANCE_CONFIG": str(config)}))
     assert "tls_key_password may not be written there" in line
+
+
+def test_the_installer_pins_the_certificate_it_installed(tmp_path, site_ca):
+    """The installer's own check trusts exactly the installed leaf (a site CA's here, whose names need not
+    include the address it checks), and its TLS options go together."""
+    import socket
+
+    from appliance.media.host import pinned_context
+    from appliance.media.installer import parse
+    from tests.integration.conftest import free_port
+    from tests.tls.conftest import running_front
+
+    cert, key = site_ca.issue(tmp_path, "api.site.test", server=True)
+    with running_front(tmp_path / "keys", free_port(), cert, key) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock, \
+                pinned_context(cert).wrap_socket(sock) as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+        other, _ = site_ca.issue(tmp_path / "other", "other", server=True)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock, pytest.raises(ssl.SSLError):
+            pinned_context(other).wrap_socket(sock)
+    with pytest.raises(SystemExit):
+        parse(["--tls-cert", str(cert)])
