@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from appliance.files import atomic_write
 from appliance.signing import dsse, keys
 from appliance.signing.dsse import SignatureError
-from appliance.signing.hashing import Piece, Progress, hash_pieces, preallocate
+from appliance.signing.hashing import HeldFiles, Piece, Progress, hash_pieces, preallocate
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
@@ -93,8 +93,10 @@ def read_signature(folder: Path, trusted: list[keys.PublicKey], *, signature_nam
 
 def verify_folder(folder: Path, trusted: list[keys.PublicKey], *, signature_name: str = "model.sig",
                   max_signature_bytes: int = 16 << 20, workers: int = 1, progress: Progress | None = None,
-                  copy_to: Path | None = None, manifest: Manifest | None = None) -> Manifest:
-    """Check that `folder` is exactly what a trusted key signed; with `copy_to`, copy it while hashing.
+                  copy_to: Path | None = None, manifest: Manifest | None = None,
+                  held: HeldFiles | None = None) -> Manifest:
+    """Check that `folder` is exactly what a trusted key signed; with `copy_to`, copy it while hashing; with
+    `held`, open every file into it and hash through those descriptors (for loading through them after).
 
     Raises `SignatureError` naming the first problem. A given `manifest` (from `read_signature`) skips
     re-reading the signature.
@@ -107,7 +109,12 @@ def verify_folder(folder: Path, trusted: list[keys.PublicKey], *, signature_name
     pieces = list(manifest.digests) if manifest.method == "shards" else [Piece(p, 0, s) for p, s in sizes.items()]
     if copy_to is not None:
         preallocate(copy_to, sizes)
-    actual = hash_pieces(folder, pieces, workers=workers, progress=progress, copy_to=copy_to)
+    if held is not None:
+        try:
+            held.open(folder, sizes)
+        except OSError as exc:
+            raise SignatureError(f"cannot open the files of {folder}: {exc}") from exc
+    actual = hash_pieces(folder, pieces, workers=workers, progress=progress, copy_to=copy_to, held=held)
     expected = manifest.digests if manifest.method == "shards" else {Piece(p.path, 0, sizes[p.path]): d
                                                                        for p, d in manifest.digests.items()}
     for piece in sorted(expected):
