@@ -16,7 +16,7 @@ from pydantic import AfterValidator, Field
 from appliance import apikeys
 from appliance.api.auth import AdminCaller, AuditorCaller, Caller, ServicesDep
 from appliance.api.errors import ApiError
-from appliance.api.policy_follow import recorded_revision
+from appliance.api.policy_follow import record_in_force, recorded_revision, replicas_in_force
 from appliance.api.schemas import RequestBody
 from appliance.api.services import Services
 from appliance.api.wire import ERRORS
@@ -166,8 +166,10 @@ async def revoke_key(svc: Services, caller: Caller, key_id: str) -> apikeys.KeyI
 async def policy_show(caller: AdminCaller, svc: ServicesDep) -> dict:
     current = svc.policy.current
     recorded = await asyncio.to_thread(recorded_revision, svc)
+    replicas = await asyncio.to_thread(replicas_in_force, svc)
     return {"revision": current.revision, "version": current.version, "directory": str(svc.settings.policy_dir),
-            "recorded_revision": recorded, "in_force_here": recorded in (None, current.revision)}
+            "recorded_revision": recorded, "in_force_here": recorded in (None, current.revision),
+            "replica": svc.replica, "replicas": replicas}
 
 
 @router.post("/policy/reload")
@@ -179,6 +181,7 @@ async def policy_reload(caller: AdminCaller, svc: ServicesDep) -> dict:
         options = load_options(s)  # exactly the pack whose revision was recorded; other replicas follow it
         loaded = svc.policy.install(candidate, require_signed=options["require_signed"],
                                     min_version=options["min_version"])
+        await asyncio.to_thread(record_in_force, svc)
     except ApplianceError as exc:
         raise ApiError(400, f"policy not reloaded, the previous one stays in force: {exc}",
                        code="invalid_policy") from exc
