@@ -10,7 +10,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import tempfile
 import threading
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -74,3 +76,12 @@ def load_harmony(folder: Path):
                 os.environ.pop("TIKTOKEN_ENCODINGS_BASE", None)
             else:
                 os.environ["TIKTOKEN_ENCODINGS_BASE"] = previous
+
+
+@lru_cache(maxsize=1)
+def packaged_harmony():
+    """The encoding over the vocabulary in the bpe-openai wheel, for a process that holds no bundle (the
+    gateway counts prompt tokens with it); loaded once, on first use."""
+    with tempfile.TemporaryDirectory(prefix="o200k-") as folder:
+        write_vocabulary(Path(folder))
+        return load_harmony(Path(folder))

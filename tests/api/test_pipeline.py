@@ -6,6 +6,8 @@ import asyncio
 import json
 
 from appliance.engine import FinishEvent, TextEvent, Usage
+from appliance.engine.harmony import render_prompt
+from appliance.vocabulary import packaged_harmony
 from tests.api.helpers import records, sse_events
 from tests.api.scripted import answer, tool_call
 
@@ -73,11 +75,13 @@ async def test_input_pii_is_redacted_before_the_model(client, scripted, applianc
     assert "4111" not in (rec.content or "") and rec.decision.action == "redact"
 
 
-async def test_client_disconnect_cancels_and_is_audited(appliance, scripted):
+async def test_client_disconnect_cancels_and_is_audited(appliance, scripted, monkeypatch):
     scripted.chunks = [[TextEvent("final", f"word{i} ")] for i in range(200)]
     scripted.delay = 0.01
     app = appliance.app
     sent = []
+    charged: list[int] = []
+    monkeypatch.setattr(appliance.services.policy, "charge_tokens", lambda _, tokens: charged.append(tokens))
 
     async def receive():
         if not sent:
@@ -99,6 +103,14 @@ async def test_client_disconnect_cancels_and_is_audited(appliance, scripted):
     await asyncio.sleep(0.1)
     assert [r.event for r in records(appliance, "req-gone")] == ["request", "cancelled"]
     assert scripted.closed == 1
+    # No usage was reported: charged its whole allowance plus the rendered prompt as the tokenizer counts it
+    request = scripted.calls[-1]
+    for _ in range(100):  # the first count loads the vocabulary, in a thread
+        if charged:
+            break
+        await asyncio.sleep(0.1)
+    prompt = len(render_prompt(packaged_harmony(), request.messages, request.tools, request.reasoning_effort))
+    assert prompt > 10 and charged == [request.max_tokens + prompt]  # harmony's framing counts too
 
 
 async def test_failure_mid_stream_becomes_an_error_event_and_a_record(client, scripted, appliance):
