@@ -59,10 +59,10 @@ async def test_output_pii_is_redacted_and_secret_stops_stream(client, scripted, 
     r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG})
     choice = r.json()["choices"][0]
     assert choice["finish_reason"] == "content_filter"
-    assert choice["content_filter_results"]["rule_id"] == "output.secrets"
+    assert choice["content_filter_results"]["rule_id"] == "site-out.secrets"
     assert "AKIA" not in r.text
     recs = records(appliance, r.headers["x-request-id"])
-    assert recs[-1].event == "completion" and recs[-1].decision.rule_ids == ("output.secrets",)
+    assert recs[-1].event == "completion" and recs[-1].decision.rule_ids == ("site-out.secrets",)
 
 
 async def test_input_pii_is_redacted_before_the_model(client, scripted, appliance):
@@ -157,4 +157,4 @@ async def test_input_guardrails_cover_tool_call_arguments_sent_back(client, scri
     assert "jane.doe" not in sent and "[REDACTED" in sent
     history[1]["tool_calls"][0]["function"]["arguments"] = '{"key": "AKIAIOSFODNN7EXAMPLE"}'
     r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": history, "tools": TOOLS})
-    assert r.status_code == 403 and r.json()["error"]["code"] == "input.secrets"
+    assert r.status_code == 403 and r.json()["error"]["code"] == "site-in.secrets"

@@ -17,7 +17,7 @@ from tests.appliance import REPO, make_appliance
 def replicas(tmp_path, signed_tiny_bundle, publisher):
     """Two gateway replicas over one database and one policy folder (a copy the test may edit)."""
     pack = tmp_path / "policies"
-    shutil.copytree(REPO / "policies", pack)
+    shutil.copytree(REPO / "tests" / "pack", pack)
     a = make_appliance(tmp_path / "var", signed_tiny_bundle, publisher[1], policy_dir=pack)
     second = Services.from_settings(a.settings, LocalBackend([]))
     yield a, second, pack
