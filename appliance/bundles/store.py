@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from appliance.bundles.metadata import SIGNATURE_FILE, BundleError, BundleMetadata, semver_key
 from appliance.bundles.signing import VerifiedBundle, read_verified_metadata, verify_bundle
@@ -203,7 +204,7 @@ class BundleStore:
         if self.root.is_dir():
             yield from (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def _highest(self, state: dict, name: str) -> str | None:
+    def _highest(self, state: dict[str, Any], name: str) -> str | None:
         versions = [state.get("highest", {}).get(name)]
         if (self.root / name).is_dir():
             versions += [p.name for p in (self.root / name).iterdir()]
@@ -211,7 +212,7 @@ class BundleStore:
         return max(versions, key=semver_key) if versions else None
 
     @contextmanager
-    def _locked(self) -> Iterator[dict]:
+    def _locked(self) -> Iterator[dict[str, Any]]:
         (self.root / ".tmp").mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -219,15 +220,16 @@ class BundleStore:
                 shutil.rmtree(leftover, ignore_errors=True)
             yield self._read_state()
 
-    def _read_state(self) -> dict:
+    def _read_state(self) -> dict[str, Any]:
         try:
-            return json.loads((self.root / "state.json").read_text())
+            state: dict[str, Any] = json.loads((self.root / "state.json").read_text())
+            return state
         except FileNotFoundError:
             return {}
         except ValueError as exc:
             raise BundleError(f"{self.root / 'state.json'} is corrupt") from exc
 
-    def _write_state(self, state: dict) -> None:
+    def _write_state(self, state: dict[str, Any]) -> None:
         with atomic_write(self.root / "state.json") as f:
             json.dump(state, f, indent=2, sort_keys=True)
         _fsync_dir(self.root)

@@ -19,10 +19,11 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from appliance.files import atomic_write
 from appliance.signing import dsse, keys
-from appliance.signing.dsse import SignatureError
+from appliance.signing.dsse import SignatureError as SignatureError  # re-exported: callers catch it here
 from appliance.signing.hashing import HeldFiles, Piece, Progress, hash_pieces, preallocate
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -256,10 +257,10 @@ def _algorithm(shard_size: int | None) -> str:
     return f"sha256-sharded-{shard_size}" if shard_size else "sha256"
 
 
-def _statement(name: str, manifest: Manifest) -> dict:
+def _statement(name: str, manifest: Manifest) -> dict[str, Any]:
     ordered = sorted(manifest.digests.items(), key=lambda kv: (PurePosixPath(kv[0].path).parts, kv[0].start))
     root = hashlib.sha256(b"".join(bytes.fromhex(d) for _, d in ordered)).hexdigest()
-    serialization: dict = {"method": manifest.method, "hash_type": "sha256", "allow_symlinks": False,
+    serialization: dict[str, Any] = {"method": manifest.method, "hash_type": "sha256", "allow_symlinks": False,
                            "ignore_paths": manifest.ignore_paths}
     if manifest.method == "shards":
         serialization["shard_size"] = manifest.shard_size
