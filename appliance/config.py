@@ -73,6 +73,9 @@ class Settings(BaseSettings):
 
     ray_address: str | None = None
     ray_auth_mode: Literal["token", "disabled"] = "token"  # disabled only on purpose (a warning at start)
+    # private: the embedded head runs in a network namespace of its own (serving.netns); host: Ray's ports
+    # are on the host's network, to be closed below Ray (a warning at start)
+    ray_network: Literal["private", "host"] = "private"
     host: str = "127.0.0.1"  # the API's listen address; off loopback it needs a certificate (appliance/tls)
     port: int = 8000
 
@@ -118,8 +121,11 @@ class Settings(BaseSettings):
         return self
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _YamlFileSource(settings_cls)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import threading
 from pathlib import Path
@@ -39,8 +40,12 @@ HANDSHAKE_S = 10.0
 class Front:
     """Accepts TLS on `listen.host:port`; relays to `listen.serve_host:serve_port`."""
 
-    def __init__(self, listen: Listen, client_auth: str, keys_dir: Path, reload_seconds: float = 30.0) -> None:
+    def __init__(self, listen: Listen, client_auth: str, keys_dir: Path, reload_seconds: float = 30.0,
+                 sock: socket.socket | None = None) -> None:
+        """`sock`: a listening socket bound beforehand (in the host's network namespace, before the process
+        entered Ray's private one: serving/netns.py); else the front binds listen.host:port itself."""
         assert listen.tls is not None
+        self.sock = sock
         self.listen, self.files, self.reload_seconds = listen, listen.tls, reload_seconds
         self.ctx = server_context(self.files, client_auth)
         self.verifies_clients = self.ctx.verify_mode != ssl.CERT_NONE
@@ -53,9 +58,10 @@ class Front:
         self._stamp = _stamp(self.files)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connection, self.listen.host, self.listen.port,
-                                                  ssl=self.ctx, ssl_handshake_timeout=HANDSHAKE_S,
-                                                  reuse_address=True, limit=READ)
+        where = {"sock": self.sock} if self.sock is not None else {"host": self.listen.host, "port": self.listen.port,
+                                                                  "reuse_address": True}
+        self._server = await asyncio.start_server(self._connection, ssl=self.ctx, ssl_handshake_timeout=HANDSHAKE_S,
+                                                  limit=READ, **where)
         asyncio.get_running_loop().create_task(self._follow_rotation())
 
     def start_in_thread(self) -> threading.Thread:
