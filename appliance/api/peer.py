@@ -31,6 +31,7 @@ class PeerGate:
         self.app = app
         self.secret = attest.load_secret(settings.keys_dir, create=True)
         self.require_front = settings.tls_client_auth == "required"
+        self._warned = False  # once per replica: a client sending the header on every request floods nothing
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -40,8 +41,10 @@ class PeerGate:
         peer = attest.verify(self.secret, stated[0]) if self.secret and len(stated) == 1 else None
         if stated:
             scope["headers"] = [(k, v) for k, v in headers if k != attest.HEADER]
-            if peer is None:
-                log.warning("a peer header that does not verify was ignored (not sent by the TLS front)")
+            if peer is None and not self._warned:
+                self._warned = True
+                log.warning("a peer header that does not verify was ignored (not sent by the TLS front); "
+                            "further ones are ignored silently")
         if peer is not None:
             scope["client"] = (peer.address, 0)
             scope.setdefault("state", {})["cert_subject"] = peer.subject
