@@ -224,3 +224,33 @@ def test_normal_clients_survive_hostile_ones(hostile_served):
                                              "APPLIANCE_AUDIT_KEY_PATH": str(a.settings.audit_key_path)},
                      data_dir=a.settings.data_dir)
     assert verify.returncode == 0, verify.stderr
+
+
+def _hang_up_after_first_chunk(a, rid: str, headers: str = "") -> None:
+    port = int(a.base_url.rsplit(":", 1)[1])
+    body = json.dumps({"model": a.model, "stream": True, "max_tokens": 1500, "temperature": 1.5, "seed": 7,
+                       "messages": [{"role": "user", "content": "Tell me a long story."}]}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.tokens['hostile']}\r\n"
+            f"Content-Type: application/json\r\nx-request-id: {rid}\r\n{headers}"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(head + body)
+        got = b""
+        while b"data:" not in got:
+            got += s.recv(4096)
+
+
+@pytest.mark.parametrize("headers", ["", "x-request-disconnect-disabled: ?1\r\n"], ids=["plain", "serve-hint"])
+def test_a_client_that_hangs_up_mid_stream_frees_its_slot(hostile_served, headers):
+    """Through Serve's real proxy, even with the header that tells Serve not to watch for disconnects: the
+    generation stops (its outcome is `cancelled`, not a completion) and the engine slot is given back."""
+    rid = f"hang-{len(headers)}"
+    _hang_up_after_first_chunk(hostile_served, rid, headers)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        events = [r.event for r in hostile_served.services.audit.request_records(rid)]
+        if len(events) == 2 and not _live_requests(hostile_served):
+            break
+        time.sleep(0.2)
+    assert events == ["request", "cancelled"]
+    assert _live_requests(hostile_served) == 0
