@@ -23,6 +23,7 @@ from typing import IO
 
 from appliance.backup import manifest as mf
 from appliance.backup.errors import BackupError
+from appliance.files import fsync_dir
 from appliance.signing import keys
 
 Advance = Callable[[int], None]
@@ -81,14 +82,6 @@ def read(archive: Path, staging: Path, trusted: list[keys.PublicKey], advance: A
     if wanted:
         raise BackupError(f"the archive lacks {sorted(wanted)[0]} (truncated?)")
     return manifest
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _head(tar: tarfile.TarFile, trusted: list[keys.PublicKey]) -> mf.Manifest:

@@ -19,9 +19,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from appliance.backup.archive import fsync_dir
 from appliance.backup.errors import BackupError
-from appliance.files import atomic_write
+from appliance.files import atomic_write, fsync_dir
 
 PENDING = "restore-pending.json"
 _SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")

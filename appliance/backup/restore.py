@@ -72,6 +72,7 @@ class Outcome:
 def restore(settings: Settings, archive_path: Path, *, force: bool, passphrase: bytes | None,
             trust: list[keys.PublicKey], advance: Callable[[int], None]) -> Outcome:
     finish(settings)
+    _remove_staged_siblings(settings, "*")  # left by a restore killed before its commit point
     data = settings.data_dir.resolve()
     restore_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     staging = data / f".restore-{restore_id}"
@@ -358,12 +359,13 @@ def _merged_state(settings: Settings, archived: Path, manifest: mf.Manifest,
 
 
 def _remove_staged_siblings(settings: Settings, restore_id: str) -> None:
-    """Debris of a failed preparation (`.NAME.restore-ID` beside each target)."""
+    """Debris of a failed or killed preparation (`.restore-ID` in the data folder, `.NAME.restore-ID` beside
+    each target); `restore_id` may be `*`."""
     for folder in {settings.data_dir, settings.model_store, settings.keys_dir, settings.audit_witness_dir,
                    settings.trust_dir.parent, settings.policy_dir.resolve().parent,
                    settings.policy_trust_dir.parent, *([p.parent] if (p := sqlite_path(settings.database_url))
                                                        else [])}:
-        for debris in folder.glob(f".*.restore-{restore_id}") if folder.is_dir() else []:
+        for debris in folder.glob(f".*restore-{restore_id}") if folder.is_dir() else []:
             shutil.rmtree(debris) if debris.is_dir() else debris.unlink()
 
 
