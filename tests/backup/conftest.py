@@ -7,6 +7,7 @@ Everything runs through the real `appliance` command (in `unshare -n`): the data
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from tests.audit.conftest import PG_URL, pg_admin
 from tests.conftest import REPO, run_cli
@@ -74,9 +76,18 @@ def database_url(backend: str) -> Iterator[str | None]:
     name = f"backup_{uuid.uuid4().hex[:12]}"
     with pg_admin() as conn:
         conn.execute(text(f"CREATE DATABASE {name}"))
-    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield _over_socket(PG_URL.rsplit("/", 1)[0] + f"/{name}")
     with pg_admin() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def _over_socket(url: str) -> str:
+    """The URL through the server's Unix socket: the CLI runs in `unshare -n`, where the host's loopback
+    is out of reach but a socket file is not (scripts/postgres.sh puts it beside the data folder)."""
+    parsed = make_url(url)
+    folder = str(Path(os.environ["APPLIANCE_TEST_PG_DATA"]).parent)
+    return parsed.set(host=None, port=None, query={"host": folder, "port": str(parsed.port)}).render_as_string(
+        hide_password=False)
 
 
 def make_site(root: Path, database_url: str | None = None) -> Site:
