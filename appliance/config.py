@@ -70,6 +70,9 @@ class Settings(BaseSettings):
 
     ray_address: str | None = None
     ray_auth_mode: Literal["token", "disabled"] = "token"  # disabled only on purpose (a warning at start)
+    # private: the embedded head runs in a network namespace of its own (serving.netns); host: Ray's ports
+    # are on the host's network, to be closed below Ray (a warning at start)
+    ray_network: Literal["private", "host"] = "private"
     host: str = "127.0.0.1"
     port: int = 8000
 

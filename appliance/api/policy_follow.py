@@ -14,7 +14,6 @@ import asyncio
 import structlog
 
 from appliance.api.services import Services
-from appliance.audit import AuditFilter
 from appliance.policy.pack import PolicySet, load_options
 
 log = structlog.get_logger()
@@ -22,8 +21,8 @@ log = structlog.get_logger()
 
 def recorded_revision(svc: Services) -> str | None:
     """The revision of the newest recorded policy reload, if any."""
-    page = svc.audit.query(AuditFilter(event="admin.policy_reloaded"), limit=1)
-    return page.records[0].detail.get("revision") if page.records else None
+    record = svc.audit.latest("admin.policy_reloaded")
+    return record.detail.get("revision") if record else None
 
 
 def apply_recorded(svc: Services, refused: set[str]) -> None:

@@ -150,6 +150,21 @@ class AuditLog:
             records = [unflatten(row) for row in conn.execute(stmt).mappings()]
         return AuditPage(records, records[-1].seq if len(records) == limit else None)
 
+    def matching(self, event: str, **detail: str) -> Iterator[AuditRecord]:
+        """Every `event` record whose detail holds `detail`, newest first, read a page at a time."""
+        cursor = None
+        while True:
+            page = self.query(AuditFilter(event=event), cursor=cursor, limit=200)
+            yield from (r for r in page.records if all(r.detail.get(k) == v for k, v in detail.items()))
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def latest(self, event: str, **detail: str) -> AuditRecord | None:
+        """What the log says is in force (the newest policy reload, a bundle's newest activation), which the
+        files must then agree with."""
+        return next(self.matching(event, **detail), None)
+
     def request_records(self, request_id: str, limit: int = 100) -> list[AuditRecord]:
         """Every record of one request (request, outcome, denials), oldest first."""
         stmt = select(*_ROW).where(AuditRecordRow.request_id == request_id).order_by(AuditRecordRow.seq).limit(limit)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from appliance.api.backend import ModelBackend, ModelInfo, coalesce
+from appliance.audit import AuditLog
 from appliance.bundles import BundleStore, VerifiedBundle, trusted_keys
 from appliance.bundles.metadata import BundleError
 from appliance.config import Settings
@@ -29,13 +30,25 @@ def open_engine(settings: Settings, bundle: VerifiedBundle) -> _Loaded:
 
 
 def verified_active(settings: Settings, names: list[str] | None = None) -> list[VerifiedBundle]:
-    """Every active bundle (or those named), each re-verified byte for byte before it is loaded."""
+    """Every active bundle (or those named), each re-verified byte for byte before it is loaded, and each the
+    version the audit log last recorded as activated: `state.json` is a plain file, and an edit to it (to serve
+    an older, vulnerable version) must not take effect unrecorded."""
     store = BundleStore(settings.model_store, workers=settings.hash_workers,
                         max_signature_bytes=settings.max_signature_bytes)
     active = store.active()
     wanted = names or sorted(active)
     if not wanted:
         raise BundleError("no active bundle in the model store (appliance bundle import DIR --activate)")
+    audit = AuditLog.from_settings(settings)
+    try:
+        for name in wanted:
+            recorded = audit.latest("admin.bundle_activated", name=name)
+            if recorded is not None and recorded.detail.get("version") != active.get(name):
+                raise BundleError(f"the store's state.json makes {name} {active.get(name)} active, but the audit "
+                                  f"log's last activation of {name} is {recorded.detail.get('version')} (record "
+                                  f"{recorded.seq}): refusing to load a change made outside the appliance")
+    finally:
+        audit.close()
     trusted = trusted_keys(settings.trust_dir)
     return [store.open(name, None, trusted) for name in wanted]
 
