@@ -406,8 +406,7 @@ def _witness_marker(settings: Settings, step: dict[str, Any]) -> None:
 
 def _record_restored(settings: Settings, step: dict[str, Any]) -> None:
     with AuditLog.from_settings(settings) as log:
-        seen = log.query(AuditFilter(event="admin.restored"), limit=20).records
-        if any(r.detail.get("restore_id") == step["restore_id"] for r in seen):
+        if log.latest("admin.restored", restore_id=step["restore_id"]) is not None:
             return
         log.append(AuditEvent(event="admin.restored", principal=ACTOR, route="cli", detail=step["detail"]))
 
