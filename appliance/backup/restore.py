@@ -1,7 +1,7 @@
 """`appliance restore`: verify an archive completely, stage it beside the live data, then switch.
 
 Order, and why:
-1. a restore left half-done by a kill is finished first (journal.py), so two never interleave;
+1. a restore left half-done by a kill is finished first (replay.py), so two never interleave;
 2. the archive is read once into a staging folder in the data folder while every member is checked
    (archive.py): manifest signature against this appliance's audit key (or `--trust`), hashes, sizes, paths;
 3. it is refused when older than the data it replaces (its audit head seq below the current one) or of
@@ -14,7 +14,8 @@ Order, and why:
 6. a `restore` checkpoint is signed over the archive's head inside the staged database: it chains onto the
    archived checkpoints, covers a tail the snapshot caught unsigned, and, appended to the witness, tells
    `verify` that the witnessed checkpoints beyond that head were removed by this restore (witness.py);
-7. commit, then replay the plan (journal.py) and record `admin.restored` in the restored log.
+7. stage every item beside its target (staging.py), commit, replay the plan (journal.py, replay.py), which
+   ends by recording `admin.restored` in the restored log.
 The witness is append-only: the current one is kept and the marker appended, unless it does not continue
 the archived one (a new host, another history): then it is set aside and the archived one takes its place.
 Rollback counters never go down: the model store's high-water marks and the policy floor are merged (the
@@ -23,8 +24,6 @@ higher wins); everything else is the archive's.
 
 from __future__ import annotations
 
-import getpass
-import json
 import secrets
 import shutil
 import sqlite3
@@ -35,27 +34,22 @@ from pathlib import Path
 from typing import Any, cast
 
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select
 
-from appliance.audit import AuditEvent, AuditFilter, AuditLog, Principal, checkpoints, signer, store
+from appliance.audit import AuditEvent, AuditFilter, AuditLog, signer, store
 from appliance.audit.chain import verify_chain
 from appliance.audit.errors import AuditUnavailable
 from appliance.audit.log import raw_rows
-from appliance.audit.models import AuditCheckpointRow
 from appliance.audit.witness import FILE as WITNESS_FILE
 from appliance.audit.witness import Witness
-from appliance.backup import archive, journal, sealed, snapshot
+from appliance.backup import archive, journal, replay, sealed, snapshot, staging
 from appliance.backup import manifest as mf
 from appliance.backup.create import SEALED_KEYS
 from appliance.backup.errors import BackupError
-from appliance.bundles.metadata import semver_key
 from appliance.config import Settings
 from appliance.db import make_engine, sqlite_path
-from appliance.policy.floor import read_floor
-from appliance.policy.pack import floor_file
 from appliance.signing import keys
 
-ACTOR = Principal(name=f"cli:{getpass.getuser()}", role="admin")
+Phases = Callable[[str, int], Callable[[int], None]]  # start(description, total) -> advance(n)
 
 
 @dataclass
@@ -70,44 +64,33 @@ class Outcome:
 
 
 def restore(settings: Settings, archive_path: Path, *, force: bool, passphrase: bytes | None,
-            trust: list[keys.PublicKey], advance: Callable[[int], None]) -> Outcome:
-    finish(settings)
-    _remove_staged_siblings(settings, "*")  # left by a restore killed before its commit point
+            trust: list[keys.PublicKey], progress: Phases) -> Outcome:
+    """Restore `archive_path` over this appliance's data; `progress(description, total)` starts a bar."""
+    replay.finish(settings)
+    staging.remove_debris(settings, "*")  # left by a restore killed before its commit point
     data = settings.data_dir.resolve()
     restore_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-    staging = data / f".restore-{restore_id}"
+    work = data / f".restore-{restore_id}"
     try:
-        outcome = _prepare(settings, archive_path, staging, restore_id, force=force, passphrase=passphrase,
-                           trust=trust, advance=advance)
+        outcome = _prepare(settings, archive_path, work, restore_id, force=force, passphrase=passphrase,
+                           trust=trust, progress=progress)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        _remove_staged_siblings(settings, restore_id)
+        shutil.rmtree(work, ignore_errors=True)
+        staging.remove_debris(settings, restore_id)
         raise
-    finish(settings)
+    replay.finish(settings)
     return outcome
 
 
-def finish(settings: Settings) -> dict[str, Any] | None:
-    """Replay a committed restore to its end (a no-op when none is pending); returns its plan."""
-    plan = journal.pending(settings.data_dir)
-    if plan is None:
-        return None
-    for n, step in enumerate(plan["steps"]):
-        _STEPS[step["op"]](settings, step)
-        journal.crash_point(f"step-{n}")
-    journal.done(settings.data_dir, plan)
-    return plan
-
-
-# -- preparing (nothing live changes before the commit) ---------------------------------------------------
-def _prepare(settings: Settings, archive_path: Path, staging: Path, restore_id: str, *, force: bool,
-             passphrase: bytes | None, trust: list[keys.PublicKey], advance: Callable[[int], None]) -> Outcome:
+def _prepare(settings: Settings, archive_path: Path, work: Path, restore_id: str, *, force: bool,
+             passphrase: bytes | None, trust: list[keys.PublicKey], progress: Phases) -> Outcome:
     own_pub = signer.public_key_path(settings.audit_key_path)
     trusted = [*([keys.load_public_key(own_pub)] if own_pub.exists() else []), *trust]
     if not trusted:
         raise BackupError(f"no trusted audit key: pass --trust AUDIT.pub (no {own_pub} here)")
-    root = staging / "archive"
-    manifest = archive.read(archive_path, root, trusted, advance)
+    root = work / "archive"
+    size = archive_path.stat().st_size if archive_path.is_file() else 0
+    manifest = archive.read(archive_path, root, trusted, progress("verifying archive", size))
     outcome = Outcome(restore_id, manifest)
     journal.crash_point("staged")
 
@@ -128,16 +111,16 @@ def _prepare(settings: Settings, archive_path: Path, staging: Path, restore_id: 
                               f"differs); --force replaces it")
 
     archived_witness = root / "witness" / WITNESS_FILE
-    _check_staged_chain(manifest, root, key, archived_witness)
+    _check_staged_chain(manifest, root, key, archived_witness, progress)
     if cur_seq > head.seq or diverged:  # records will be removed: say so in the log first, and keep them
         outcome.removed, outcome.removed_file = _record_and_export(settings, manifest, restore_id, archive_path,
                                                                    after=0 if diverged else head.seq)
     journal.crash_point("recorded")
 
     steps: list[dict[str, Any]] = []
-    steps += _stage_database(settings, manifest, root, key, restore_id)
-    steps += _stage_witness(settings, archived_witness, restore_id, replace_it=diverged or current is None)
-    steps += _stage_files(settings, manifest, root, private, restore_id, outcome)
+    steps += staging.stage_database(settings, manifest, root, key, restore_id)
+    steps += staging.stage_witness(settings, archived_witness, restore_id, replace_it=diverged or current is None)
+    steps += staging.stage_files(settings, manifest, root, private, restore_id, outcome.missing_bundles)
     steps.append({"op": "witness", "seq": head.seq})
     steps.append({"op": "record", "restore_id": restore_id, "detail": {
         "restore_id": restore_id, "archive": str(archive_path), "archive_created": manifest.created,
@@ -145,7 +128,7 @@ def _prepare(settings: Settings, archive_path: Path, staging: Path, restore_id: 
         "removed": f"{outcome.removed[0]}..{outcome.removed[1]}" if outcome.removed else "none"}})
     outcome.kept = [Path(s["previous"]) for s in steps if s["op"] == "replace" and Path(s["target"]).exists()]
     journal.crash_point("prepared")
-    journal.commit(settings.data_dir, {"id": restore_id, "staging": str(staging), "steps": steps})
+    journal.commit(settings.data_dir, {"id": restore_id, "staging": str(work), "steps": steps})
     journal.crash_point("committed")
     return outcome
 
@@ -213,7 +196,8 @@ def _archived_hash(manifest: mf.Manifest, root: Path, seq: int) -> str | None:
     return row[0] if row else None
 
 
-def _check_staged_chain(manifest: mf.Manifest, root: Path, key: keys.PrivateKey, witness: Path) -> None:
+def _check_staged_chain(manifest: mf.Manifest, root: Path, key: keys.PrivateKey, witness: Path,
+                        progress: Phases) -> None:
     """The archived chain must verify before it replaces anything (SQLite; a dump is verified once loaded)."""
     if manifest.database != "sqlite":
         return
@@ -225,7 +209,8 @@ def _check_staged_chain(manifest: mf.Manifest, root: Path, key: keys.PrivateKey,
             if store.read_head(conn)[0] != head:
                 raise BackupError("the archived database's audit head is not the one its manifest names")
             report = verify_chain(raw_rows(conn), store.load_checkpoints(conn),
-                                  signer.trust_map([key.public_key()]), witness=claims)
+                                  signer.trust_map([key.public_key()]), witness=claims,
+                                  progress=progress("verifying audit chain", head))
     finally:
         engine.dispose()
     if not report.ok:
@@ -238,7 +223,7 @@ def _record_and_export(settings: Settings, manifest: mf.Manifest, restore_id: st
     removes (the export verifies alone, against the witness lines that name them)."""
     head = manifest.audit_head.seq
     with AuditLog.from_settings(settings) as log:
-        marker = log.append(AuditEvent(event="admin.restore", principal=ACTOR, route="cli", detail={
+        marker = log.append(AuditEvent(event="admin.restore", principal=replay.ACTOR, route="cli", detail={
             "restore_id": restore_id, "archive": str(archive_path), "archive_head": str(head)}))
     # a fresh handle: the closing checkpoint above now covers the restore record, so the export verifies
     out = settings.data_dir / "restores" / restore_id / "removed-records.jsonl"
@@ -248,169 +233,3 @@ def _record_and_export(settings: Settings, manifest: mf.Manifest, restore_id: st
     return (after + 1, marker.seq), out
 
 
-def _stage_database(settings: Settings, manifest: mf.Manifest, root: Path, key: keys.PrivateKey,
-                    restore_id: str) -> list[dict[str, Any]]:
-    head = manifest.audit_head
-    target = sqlite_path(settings.database_url)
-    if manifest.database == "sqlite":
-        if target is None:
-            raise BackupError("the archive holds a SQLite database but this appliance uses PostgreSQL")
-        staged = root / snapshot.SQLITE_MEMBER
-        _sign_restore(f"sqlite:///{staged}", key, head)
-        dest = target.with_name(f".{target.name}.restore-{restore_id}")
-        archive.check_space(target.parent, staged.stat().st_size, "the restore")
-        shutil.move(staged, dest)
-        if target.exists():  # fold the old WAL into its file: only the main file is then set aside
-            conn = sqlite3.connect(target)
-            try:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                conn.close()
-        return [journal.replace_step(dest, target, restore_id, sqlite=True)]
-    if target is not None:
-        raise BackupError("the archive holds a PostgreSQL dump but this appliance uses SQLite")
-    return [{"op": "postgres", "dump": str(root / snapshot.PG_MEMBER), "seq": head.seq, "hash": head.hash,
-             "after": store.now_ts()}]
-
-
-def _sign_restore(url: str, key: keys.PrivateKey, head: mf.Head) -> None:
-    """The `restore` checkpoint over the archived head, chained onto the archived checkpoints."""
-    engine = make_engine(url)
-    try:
-        with store.write_transaction(engine) as conn:
-            checkpoints.sign_head(conn, key, None, "restore", head.seq, head.hash, store.now_ts())
-    finally:
-        engine.dispose()
-
-
-def _stage_witness(settings: Settings, archived: Path, restore_id: str, *, replace_it: bool) -> list[dict]:
-    """Keep the current witness when it continues the archived one; else the archived one takes its place."""
-    live = settings.audit_witness_dir / WITNESS_FILE
-    old = archived.read_bytes() if archived.exists() else b""
-    if not replace_it and (not live.exists() or live.read_bytes().startswith(old)):
-        return []
-    if not live.exists() and not old:
-        return []
-    dest = live.with_name(f".{live.name}.restore-{restore_id}")
-    live.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(old)
-    return [journal.replace_step(dest, live, restore_id)]
-
-
-def _stage_files(settings: Settings, manifest: mf.Manifest, root: Path, private: dict[str, bytes],
-                 restore_id: str, outcome: Outcome) -> list[dict[str, Any]]:
-    steps = []
-    trees = [("trust", settings.trust_dir), ("policy", settings.policy_dir.resolve())]
-    if (root / "policy-trust").is_dir():
-        trees.append(("policy-trust", settings.policy_trust_dir))
-    for member, target in trees:
-        if (root / member).is_dir():
-            steps.append(_beside(root / member, target, restore_id))
-    state = _merged_state(settings, root / "models" / "state.json", manifest, outcome)
-    if state is not None:
-        staged = root / "models" / "state.merged.json"
-        staged.write_text(json.dumps(state, indent=2, sort_keys=True))
-        steps.append(_beside(staged, settings.model_store / "state.json", restore_id))
-    floor = root / "policy-version-floor"
-    if floor.exists():  # the higher floor wins: a restore must not reopen an older signed pack
-        merged = max(read_floor(floor), read_floor(floor_file(settings)))
-        floor.write_text(f"{merged}\n")
-        steps.append(_beside(floor, floor_file(settings), restore_id))
-    for name, data in private.items():
-        staged = root / "private" / name
-        staged.parent.mkdir(parents=True, exist_ok=True)
-        staged.write_bytes(data)
-        staged.chmod(0o600)
-        steps.append(_beside(staged, settings.keys_dir / name, restore_id))
-    if private:
-        for pub in sorted((root / "keys").glob("*.pub")):
-            steps.append(_beside(pub, settings.keys_dir / pub.name, restore_id))
-    return steps
-
-
-def _beside(staged: Path, target: Path, restore_id: str) -> dict[str, Any]:
-    """Move a staged member next to its target (same file system: the switch is then one rename)."""
-    dest = target.with_name(f".{target.name}.restore-{restore_id}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(staged, dest)
-    return journal.replace_step(dest, target, restore_id)
-
-
-def _merged_state(settings: Settings, archived: Path, manifest: mf.Manifest,
-                  outcome: Outcome) -> dict | None:
-    """The archive's active bundles where the store has them; the higher high-water mark per name."""
-    if not archived.exists():
-        return None
-    old = json.loads(archived.read_text())
-    live_path = settings.model_store / "state.json"
-    live = json.loads(live_path.read_text()) if live_path.exists() else {}
-    active = dict(live.get("active", {}))
-    for name, ver in old.get("active", {}).items():
-        if (settings.model_store / name / ver).is_dir():
-            active[name] = ver
-        else:
-            ref = next((b for b in manifest.bundles if b.name == name and b.version == ver), None)
-            outcome.missing_bundles.append(f"{name} {ver}" + (f" (model.sig sha256 {ref.model_sig_sha256[:16]})"
-                                                              if ref else ""))
-    highest = dict(live.get("highest", {}))
-    for name, ver in old.get("highest", {}).items():
-        highest[name] = max(ver, highest.get(name, ver), key=semver_key)
-    return {**live, **old, "active": active, "highest": highest}
-
-
-def _remove_staged_siblings(settings: Settings, restore_id: str) -> None:
-    """Debris of a failed or killed preparation (`.restore-ID` in the data folder, `.NAME.restore-ID` beside
-    each target); `restore_id` may be `*`."""
-    for folder in {settings.data_dir, settings.model_store, settings.keys_dir, settings.audit_witness_dir,
-                   settings.trust_dir.parent, settings.policy_dir.resolve().parent,
-                   settings.policy_trust_dir.parent, *([p.parent] if (p := sqlite_path(settings.database_url))
-                                                       else [])}:
-        for debris in folder.glob(f".*restore-{restore_id}") if folder.is_dir() else []:
-            shutil.rmtree(debris) if debris.is_dir() else debris.unlink()
-
-
-# -- plan steps after the commit (each safe to repeat) ---------------------------------------------------
-def _load_postgres(settings: Settings, step: dict[str, Any]) -> None:
-    """Load the dump (one transaction) and sign its head; done already if a restore checkpoint over that head
-    was signed after this plan was made."""
-    engine = make_engine(settings.database_url)
-    try:
-        with engine.connect() as conn:
-            done = conn.execute(select(AuditCheckpointRow.seq).where(
-                AuditCheckpointRow.kind == "restore", AuditCheckpointRow.seq == step["seq"],
-                AuditCheckpointRow.head_hash == step["hash"], AuditCheckpointRow.ts >= step["after"])).first()
-    finally:
-        engine.dispose()
-    if done is not None:
-        return
-    snapshot.load_postgres(settings.database_url, Path(step["dump"]))
-    key = signer.load_or_create(settings.audit_key_path)
-    _sign_restore(settings.database_url, key, mf.Head(seq=step["seq"], hash=step["hash"], ts=None))
-
-
-def _witness_marker(settings: Settings, step: dict[str, Any]) -> None:
-    """Append the restored database's newest `restore` checkpoint to the witness, once."""
-    engine = make_engine(settings.database_url)
-    try:
-        with engine.connect() as conn:
-            cps = [cp for cp in store.load_checkpoints(conn) if cp.kind == "restore" and cp.seq == step["seq"]]
-    finally:
-        engine.dispose()
-    if not cps:
-        raise BackupError("the restored database lacks its restore checkpoint")
-    marker = max(cps, key=lambda cp: cp.ts)
-    witness = Witness(settings.audit_witness_dir)
-    if marker not in witness.lines():
-        witness.append(marker)
-
-
-def _record_restored(settings: Settings, step: dict[str, Any]) -> None:
-    with AuditLog.from_settings(settings) as log:
-        if log.latest("admin.restored", restore_id=step["restore_id"]) is not None:
-            return
-        log.append(AuditEvent(event="admin.restored", principal=ACTOR, route="cli", detail=step["detail"]))
-
-
-_STEPS: dict[str, Callable[[Settings, dict[str, Any]], None]] = {
-    "replace": lambda _settings, step: journal.replace(step), "postgres": _load_postgres,
-    "witness": _witness_marker, "record": _record_restored}

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from appliance.backup import create, sealed
+from appliance.backup import create, replay, sealed
 from appliance.backup import restore as restoring
 from appliance.backup.errors import BackupError
 from appliance.cli.actions import record
-from appliance.cli.progress import byte_progress
+from appliance.cli.progress import byte_progress, phase_progress
 from appliance.config import get_settings
 from appliance.signing import keys
 
@@ -56,10 +56,9 @@ def restore(
     passphrase = sealed.read_passphrase(passphrase_file) if passphrase_file else None
     trusted = [keys.load_public_key(p) for p in trust or []]
     settings = get_settings()
-    size = archive.stat().st_size if archive.is_file() else 0
-    with byte_progress("verifying archive", size) as advance:
+    with phase_progress() as progress:
         outcome = restoring.restore(settings, archive, force=force, passphrase=passphrase, trust=trusted,
-                                    advance=advance)
+                                    progress=progress)
     head = outcome.manifest.audit_head
     typer.echo(f"restored {archive} (made {outcome.manifest.created}): audit head {head.seq}:{head.hash}")
     if outcome.removed is not None:
@@ -77,6 +76,6 @@ def restore(
 
 def finish_pending() -> None:
     """Complete a restore that a kill interrupted after its commit point (run before any command)."""
-    plan = restoring.finish(get_settings())
+    plan = replay.finish(get_settings())
     if plan is not None:
         typer.echo(f"note: completed the interrupted restore {plan['id']}", err=True)

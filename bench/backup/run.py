@@ -107,7 +107,7 @@ def main() -> None:
         shutil.rmtree(folder / "read-only")
         _drop(out)
         t_restore = _timed(lambda: restore(settings, out, force=True, passphrase=None, trust=[],
-                                           advance=lambda n: None))
+                                           progress=lambda _d, _t: lambda n: None))
         _drop(folder / "copy.db")
         t_copy_back = _timed(lambda: _copy(folder / "copy.db", folder / "back.db"))
 

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from appliance.audit import AuditEvent, AuditLog
+from appliance.signing import keys
 from tests.audit.conftest import request_event
 from tests.backup.conftest import Site, make_site
 from tests.conftest import one_line_error
@@ -70,6 +71,9 @@ def test_backup_under_load_restores_to_a_verifying_chain(site: Site, tmp_path: P
 
 def test_private_keys_only_with_the_flag_and_never_in_clear(tmp_path: Path):
     site = make_site(tmp_path / "site")
+    publisher = tmp_path / "publisher.pub"
+    keys.write_public_key(keys.generate_private_key().public_key(), publisher)
+    site.cli("bundle", "trust", str(publisher), check=True)
     key_pem = (site.data / "keys" / "audit.key").read_bytes()
     plain, sealed = tmp_path / "plain.tar", tmp_path / "sealed.tar"
     secret = tmp_path / "pass"
@@ -103,3 +107,4 @@ def test_private_keys_only_with_the_flag_and_never_in_clear(tmp_path: Path):
     assert (fresh.data / "keys" / "audit.key").read_bytes() == key_pem
     assert fresh.head()[0] == _archive_head(made.stdout) + 1  # with its `admin.restored` record
     assert fresh.policy_digest() == site.policy_digest()
+    assert [p.name for p in (fresh.data / "trust").iterdir()] == [p.name for p in (site.data / "trust").iterdir()]
