@@ -23,8 +23,10 @@ def backup(
     passphrase_file: Annotated[Path | None, typer.Option("--passphrase-file", help="File whose first line "
                                                          "is the passphrase.")] = None,
 ) -> None:
-    """Archive the database (a consistent snapshot, while serving), model-store state, trust keys, policy
-    pack and floor, audit witness and settings, with a manifest signed by the audit key."""
+    """Archive this appliance's state in one signed file; safe while serving.
+
+    The database (a consistent snapshot), model-store state, trust keys, policy pack and floor, audit witness
+    and settings, with a manifest of hashes signed by the audit key."""
     if include_private_keys != (passphrase_file is not None):
         raise BackupError("--include-private-keys and --passphrase-file go together (private keys are "
                           "never archived in clear)")
@@ -51,8 +53,9 @@ def restore(
     trust: Annotated[list[Path] | None, typer.Option("--trust", help="Audit public key that signed the "
                                                      "archive (repeatable); default: this appliance's.")] = None,
 ) -> None:
-    """Verify the archive completely, then replace this appliance's data with it, atomically. Stop the
-    appliance first."""
+    """Verify an archive completely, then replace this appliance's data with it, atomically.
+
+    Stop the appliance first. Records written after the backup are removed, reported and kept provable."""
     passphrase = sealed.read_passphrase(passphrase_file) if passphrase_file else None
     trusted = [keys.load_public_key(p) for p in trust or []]
     settings = get_settings()

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from appliance.backup import archive as archive_module
 from appliance.backup import manifest as mf
+from appliance.backup.create import Backup, staging_beside
+from appliance.backup.errors import BackupError
+from appliance.backup.restore import restore
+from appliance.config import Settings
 from appliance.signing import keys
 from tests.backup.conftest import Site, make_site
 from tests.conftest import one_line_error
@@ -96,7 +101,7 @@ EXPECTED = {
 }
 
 
-def test_bad_archives_are_refused_before_anything_changes(tmp_path: Path):
+def test_bad_archives_are_refused_before_anything_changes(tmp_path: Path, monkeypatch):
     site = make_site(tmp_path / "site")
     good, other = tmp_path / "good.tar", tmp_path / "other.tar"
     site.cli("backup", "--out", str(good), check=True)
@@ -107,6 +112,15 @@ def test_bad_archives_are_refused_before_anything_changes(tmp_path: Path):
         error = one_line_error(site.cli("restore", str(archive), "--force"))
         assert EXPECTED[name] in error, (name, error)
         assert _tree(site.root) == before, name  # no debris either
+    # a full disk, in-process (the file system's answer is the only thing replaced)
+    monkeypatch.setattr(archive_module.shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(1 << 40, 1 << 40, 4096))
+    settings = Settings(data_dir=site.data, policy_dir=site.policies)
+    with pytest.raises(BackupError, match="not enough space"):
+        restore(settings, good, force=True, passphrase=None, trust=[], progress=lambda _d, _t: lambda _n: None)
+    with pytest.raises(BackupError, match="not enough space"), staging_beside(tmp_path / "full" / "b.tar") as folder:
+        Backup(settings, folder).stage(None)
+    assert _tree(site.root) == before and not (tmp_path / "full" / "b.tar").exists()
+    monkeypatch.undo()
     site.cli("restore", str(good), "--force", check=True)  # the good one still restores
 
 
