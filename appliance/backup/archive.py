@@ -38,7 +38,8 @@ def write(out: Path, staging: Path, manifest: bytes, signature: bytes, members: 
     try:
         os.fchmod(fd, 0o600)  # the archive holds audit content: readable by its owner only
         with os.fdopen(fd, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            # copybufsize: tarfile copies members 16 KiB at a time by default
+            with tarfile.TarFile(fileobj=f, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_CHUNK) as tar:
                 for name, data in ((mf.NAME, manifest), (mf.SIGNATURE, signature)):
                     tar.addfile(_info(name, len(data)), io.BytesIO(data))
                 for m in members:
@@ -59,7 +60,7 @@ def write(out: Path, staging: Path, manifest: bytes, signature: bytes, members: 
 def read(archive: Path, staging: Path, trusted: list[keys.PublicKey], advance: Advance) -> mf.Manifest:
     """Verify `archive` completely while staging its members under `staging`; returns its manifest."""
     try:
-        with open(archive, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        with open(archive, "rb") as f, tarfile.open(fileobj=f, mode="r|", bufsize=_CHUNK) as tar:
             manifest = _head(tar, trusted)
             check_space(staging, sum(m.size for m in manifest.members))
             wanted = {m.path: m for m in manifest.members}
