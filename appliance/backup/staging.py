@@ -66,13 +66,12 @@ def stage_witness(settings: Settings, archived: Path, restore_id: str, *, replac
     """Keep the current witness when it continues the archived one; else the archived one takes its place."""
     live = settings.audit_witness_dir / WITNESS_FILE
     old = archived.read_bytes() if archived.exists() else b""
-    if not replace_it and (not live.exists() or live.read_bytes().startswith(old)):
-        return []
-    if not live.exists() and not old:
+    if (live.exists() and not replace_it and live.read_bytes().startswith(old)) or (not live.exists() and not old):
         return []
     dest = live.with_name(f".{live.name}.restore-{restore_id}")
     live.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(old)
+    dest.chmod(0o640)  # as the witness makes it
     return [journal.replace_step(dest, live, restore_id)]
 
 
