@@ -12,7 +12,7 @@ from appliance import apikeys
 from appliance.audit import AuditFilter, AuditLog
 from appliance.bundles.metadata import BundleError
 from appliance.config import Settings
-from appliance.serving.local_backend import verified_active
+from appliance.serving.local_backend import checked_active
 from tests.bundles.conftest import store_is_empty
 from tests.conftest import one_line_error, run_cli
 
@@ -75,15 +75,15 @@ def test_an_edited_state_file_does_not_roll_back_the_served_version(tmp_path, te
     for src in (template, newer):
         run_cli("bundle", "import", str(src), "--activate", data_dir=data_dir, check=True)
     settings = Settings(data_dir=data_dir)
-    assert [b.metadata.version for b in verified_active(settings)] == ["2.0.0"]
+    assert checked_active(settings) == {"gpt-oss-test": "2.0.0"}
     state_file = data_dir / "models" / "state.json"
     state = json.loads(state_file.read_text())
     state["active"]["gpt-oss-test"] = "1.0.0"  # what someone with write access to the store might do
     state_file.write_text(json.dumps(state))
     with pytest.raises(BundleError, match="last activation of gpt-oss-test is 2.0.0"):
-        verified_active(settings)
+        checked_active(settings)
     run_cli("bundle", "activate", "gpt-oss-test", "1.0.0", data_dir=data_dir, check=True)  # recorded: served
-    assert [b.metadata.version for b in verified_active(settings)] == ["1.0.0"]
+    assert checked_active(settings) == {"gpt-oss-test": "1.0.0"}
 
 
 def test_a_lowered_rollback_mark_does_not_let_an_old_version_back_in(tmp_path, template, signer, data_dir):

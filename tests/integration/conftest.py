@@ -48,7 +48,7 @@ def deployed(data_dir: Path, bundle: Path, publisher_pub, port: int, **overrides
     from appliance.serving.app import build_app
 
     policies = data_dir.parent / "policies"
-    shutil.copytree(REPO / "policies", policies)
+    shutil.copytree(REPO / "tests" / "pack", policies)
     access = yaml.safe_load((policies / "access.yaml").read_text())
     access["access"]["roles"]["admin"]["rate"] = {"requests_per_minute": 100000, "tokens_per_minute": 10000000}
     (policies / "access.yaml").write_text(yaml.safe_dump(access))
