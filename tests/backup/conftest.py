@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from tests.audit.conftest import PG_URL, pg_admin
+from tests.audit.conftest import pg_database
 from tests.conftest import REPO, run_cli
 
 
@@ -71,14 +69,8 @@ def database_url(backend: str) -> Iterator[str | None]:
     if backend == "sqlite":
         yield None
         return
-    if not PG_URL:
-        pytest.skip("no PostgreSQL server (APPLIANCE_TEST_PG_URL is unset)")
-    name = f"backup_{uuid.uuid4().hex[:12]}"
-    with pg_admin() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    yield _over_socket(PG_URL.rsplit("/", 1)[0] + f"/{name}")
-    with pg_admin() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    with pg_database("backup") as url:
+        yield _over_socket(url)
 
 
 def _over_socket(url: str) -> str:
