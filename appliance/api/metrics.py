@@ -10,7 +10,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 
 class Metrics:
-    def __init__(self, engine_stats: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, engine_stats: Callable[[], dict[str, int]],
+                 cert_days_left: Callable[[], float] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("appliance_requests", "HTTP requests by route and status", ["route", "status"],
@@ -31,6 +32,10 @@ class Metrics:
                                       "Failed authentications answered 429 and recorded in aggregate", registry=r)
         occupancy = Gauge("appliance_engine_batch_occupancy", "Sequences in the running batch", registry=r)
         queued = Gauge("appliance_engine_queue_depth", "Requests waiting for a batch slot", registry=r)
+        if cert_days_left is not None:
+            expiry = Gauge("appliance_tls_certificate_days_left", "Days until the API's TLS certificate expires",
+                           registry=r)
+            expiry.set_function(cert_days_left)
         occupancy.set_function(lambda: engine_stats().get("running", 0))
         queued.set_function(lambda: engine_stats().get("waiting", 0))
 
