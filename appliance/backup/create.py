@@ -62,7 +62,7 @@ class Backup:
         paths += self._copy_tree(s.policy_dir, "policy")
         paths += self._copy_file(floor_file(s), "policy-version-floor")
         paths += self._copy_file(s.audit_witness_dir / WITNESS_FILE, f"witness/{WITNESS_FILE}")
-        paths += self._copy_tree(s.keys_dir, "keys", public_only=True, recurse=False)
+        paths += self._copy_tree(s.keys_dir, "keys", public_only=True)  # audit.pub, TLS certificates
         paths += self._settings_member()
         if passphrase is not None:
             paths += self._seal_private_keys(passphrase)
@@ -89,24 +89,16 @@ class Backup:
         shutil.copyfile(src, dest)
         return [member]
 
-    def _copy_tree(self, root: Path, prefix: str, *, public_only: bool = False, recurse: bool = True) -> list[str]:
-        """Regular files under `root` (links and dot files skipped); `public_only`: `*.pub` only."""
-        if not root.is_dir():
-            return []
-        out = []
-        for path in sorted(root.rglob("*") if recurse else root.iterdir()):
-            rel = path.relative_to(root).as_posix()
-            if (path.is_symlink() or not path.is_file() or any(p.startswith(".") for p in rel.split("/"))
-                    or (public_only and path.suffix != ".pub")):
-                continue
-            out += self._copy_file(path, f"{prefix}/{rel}")
-        return out
+    def _copy_tree(self, root: Path, prefix: str, *, public_only: bool = False) -> list[str]:
+        """Regular files under `root` (links, dot files and the witness skipped); `public_only`: public keys
+        and certificates only."""
+        return [m for rel, path in _files(root, self.settings) if not public_only or _public(path)
+                for m in self._copy_file(path, f"{prefix}/{rel}")]
 
     def _seal_private_keys(self, passphrase: bytes) -> list[str]:
-        folder, witness = self.settings.keys_dir, self.settings.audit_witness_dir / WITNESS_FILE
-        files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())
-                 if p.is_file() and not p.is_symlink() and not p.name.startswith(".") and p.suffix != ".pub"
-                 and p.resolve() != witness.resolve()}
+        """Every other file of the keys folder (audit key, CSRF secret, Ray token, TLS key), sealed."""
+        folder = self.settings.keys_dir
+        files = {rel: path.read_bytes() for rel, path in _files(folder, self.settings) if not _public(path)}
         if self.settings.audit_key_path.parent.resolve() != folder.resolve() and self.settings.audit_key_path.exists():
             files[self.settings.audit_key_path.name] = self.settings.audit_key_path.read_bytes()
         dest = self.staging / SEALED_KEYS
@@ -135,6 +127,24 @@ class Backup:
                 refs.append(mf.BundleRef(name=name, version=ver,
                                          model_sig_sha256=hashlib.sha256(sig.read_bytes()).hexdigest()))
         return refs
+
+
+def _files(root: Path, settings: Settings) -> list[tuple[str, Path]]:
+    if not root.is_dir():
+        return []
+    witness = (settings.audit_witness_dir / WITNESS_FILE).resolve()
+    out = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if (not path.is_symlink() and path.is_file() and path.resolve() != witness
+                and not any(p.startswith(".") for p in rel.split("/"))):
+            out.append((rel, path))
+    return out
+
+
+def _public(path: Path) -> bool:
+    """A public key or certificate: never a file that holds a private key, whatever its name."""
+    return path.suffix in (".pub", ".crt", ".pem") and b"PRIVATE KEY" not in path.read_bytes()
 
 
 @contextmanager

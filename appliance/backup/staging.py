@@ -102,9 +102,9 @@ def stage_files(settings: Settings, manifest: mf.Manifest, root: Path, private: 
         staged.write_bytes(data)
         staged.chmod(0o600)
         steps.append(_beside(staged, settings.keys_dir / name, restore_id))
-    if private:
-        for pub in sorted((root / "keys").glob("*.pub")):
-            steps.append(_beside(pub, settings.keys_dir / pub.name, restore_id))
+    if private:  # the public halves and certificates belong with them (a TLS certificate with its key)
+        for pub in sorted(p for p in (root / "keys").rglob("*") if p.is_file()):
+            steps.append(_beside(pub, settings.keys_dir / pub.relative_to(root / "keys"), restore_id))
     return steps
 
 

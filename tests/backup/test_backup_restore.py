@@ -74,6 +74,8 @@ def test_private_keys_only_with_the_flag_and_never_in_clear(tmp_path: Path):
     publisher = tmp_path / "publisher.pub"
     keys.write_public_key(keys.generate_private_key().public_key(), publisher)
     site.cli("bundle", "trust", str(publisher), check=True)
+    site.cli("tls", "self-signed", "--name", "appliance.site", "--address", "127.0.0.1", check=True)
+    tls_key = next((site.data / "keys" / "tls").glob("*.key")).read_bytes()
     key_pem = (site.data / "keys" / "audit.key").read_bytes()
     plain, sealed = tmp_path / "plain.tar", tmp_path / "sealed.tar"
     secret = tmp_path / "pass"
@@ -87,13 +89,15 @@ def test_private_keys_only_with_the_flag_and_never_in_clear(tmp_path: Path):
     made = site.cli("backup", "--out", str(sealed), "--include-private-keys", "--passphrase-file", str(secret),
                     check=True)
     with tarfile.open(plain) as tar:
-        assert not [n for n in tar.getnames() if n.startswith("private/") or n.endswith(".key")]
+        names = tar.getnames()
+        assert not [n for n in names if n.startswith("private/") or n.endswith(".key")]
+        assert [n for n in names if n.startswith("keys/tls/")]  # the certificate is public
     with tarfile.open(sealed) as tar:
         assert "private/keys.sealed" in tar.getnames()
-    body = b"".join(key_pem.splitlines()[1:-1])
     for archive in (plain, sealed):
         data = archive.read_bytes()
-        assert body not in data  # (the policy pack itself names "PRIVATE KEY": it detects them)
+        for pem in (key_pem, tls_key):  # (the policy pack itself names "PRIVATE KEY": it detects them)
+            assert b"".join(pem.splitlines()[1:-1]) not in data
 
     # a new host (no audit key of its own): the archive's key comes back only with the passphrase
     fresh = Site(tmp_path / "fresh")
@@ -105,6 +109,7 @@ def test_private_keys_only_with_the_flag_and_never_in_clear(tmp_path: Path):
     assert not (fresh.data / "appliance.db").exists()
     fresh.cli("restore", str(sealed), *trust, "--passphrase-file", str(secret), check=True)
     assert (fresh.data / "keys" / "audit.key").read_bytes() == key_pem
+    assert next((fresh.data / "keys" / "tls").glob("*.key")).read_bytes() == tls_key
     assert fresh.head()[0] == _archive_head(made.stdout) + 1  # with its `admin.restored` record
     assert fresh.policy_digest() == site.policy_digest()
     assert [p.name for p in (fresh.data / "trust").iterdir()] == [p.name for p in (site.data / "trust").iterdir()]
