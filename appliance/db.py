@@ -67,6 +67,14 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for other databases and in-memory ones)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
 def require_tables(engine: Engine, *tables: str) -> None:
     """One clear line instead of an SQL error when the schema has not been created yet."""
     from sqlalchemy import inspect

@@ -18,7 +18,8 @@ EVENTS = frozenset({
     "request", "completion", "denial", "auth_failure", "cancelled", "error",
     "admin.key_created", "admin.key_revoked", "admin.policy_reloaded",
     "admin.bundle_imported", "admin.bundle_activated", "admin.bundle_removed", "admin.trust_added",
-    "admin.audit_pruned", "admin.tls_installed", "session.signin", "session.signout", "policy.in_force",
+    "admin.audit_pruned", "admin.backup", "admin.restore", "admin.restored", "admin.tls_installed",
+    "session.signin", "session.signout", "policy.in_force",
 })
 ContentMode = Literal["full", "redacted", "hash"]
 

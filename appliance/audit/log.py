@@ -206,7 +206,7 @@ class AuditLog:
         trusted = signer.trust_map(trust if trust is not None else self._own_public_keys())
         witnessed = list(self.witness.entries())
         with self._reading(snapshot=True) as conn:
-            return verify_chain(_raw_rows(conn), store.load_checkpoints(conn), trusted, expect_head, progress,
+            return verify_chain(raw_rows(conn), store.load_checkpoints(conn), trusted, expect_head, progress,
                                 witness=witnessed, max_uncovered_s=self._seconds + self._grace)
 
     def export(self, fmt: str, out_file: Path, progress: Callable[[int], None] | None = None,
@@ -306,7 +306,7 @@ class AuditLog:
             raise AuditUnavailable(f"audit database unavailable: {first_line(exc)}") from exc
 
 
-def _raw_rows(conn: Connection) -> Iterator[tuple[Any, ...]]:
+def raw_rows(conn: Connection) -> Iterator[tuple[Any, ...]]:
     """Every record in seq order as plain driver tuples: verification's hot loop skips SQLAlchemy's rows
     (a third of the time on 1M records). PostgreSQL streams through a server-side cursor."""
     raw = conn.connection.driver_connection

@@ -8,6 +8,12 @@ mount, or a file a log shipper forwards off the host), and each checkpoint also 
 host has one. `verify` holds the database against it: a witnessed checkpoint the database no longer has,
 or whose record it contradicts, is reported. Root on the host can edit this file too; forwarding it off
 the host (syslog to a collector, a WORM volume) is what closes that.
+
+A restore (appliance/backup) takes the database back to an archived head and so removes the records after
+it, whose checkpoints the witness holds. The witness is never rewritten: the restore appends a signed
+checkpoint of kind `restore` at the restored head (also stored in the database's checkpoint chain), and
+every earlier entry beyond that head is from then on *superseded*: still in the file, provable against a
+copy of the removed records, but no longer held against the database.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ class Witness:
     def append(self, cp: Checkpoint) -> None:
         """Append (and fsync) one checkpoint; a failure is logged, never fatal to the append that made it."""
         line = json.dumps({"checkpoint": cp.to_json()}, separators=(",", ":")) + "\n"
-        if self._newest is None or cp.seq >= self._newest.seq:
+        if self._newest is None or cp.seq >= self._newest.seq or cp.kind == "restore":
             self._newest = cp
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,8 +59,25 @@ class Witness:
             syslog.openlog("appliance-audit", 0, syslog.LOG_AUTH)
             syslog.syslog(syslog.LOG_NOTICE, f"checkpoint {line.strip()}")
 
-    def entries(self) -> Iterator[Checkpoint]:
-        """Every witnessed checkpoint; a torn last line (a crash mid-write) is skipped, others are errors."""
+    def entries(self) -> list[Checkpoint]:
+        """The witnessed checkpoints the database must hold: all but those a later restore superseded."""
+        return self.split()[0]
+
+    def split(self) -> tuple[list[Checkpoint], list[Checkpoint]]:
+        """(in force, superseded by a restore): a `restore` entry at seq N supersedes every earlier entry
+        beyond N, since the restore removed those records from the database."""
+        kept: list[Checkpoint] = []
+        superseded: list[Checkpoint] = []
+        for cp in self.lines():
+            if cp.kind == "restore":
+                superseded += [old for old in kept if old.seq > cp.seq]
+                kept = [old for old in kept if old.seq <= cp.seq]
+            kept.append(cp)
+        return kept, superseded
+
+    def lines(self) -> Iterator[Checkpoint]:
+        """Every witnessed checkpoint as written; a torn last line (a crash mid-write) is skipped, others
+        are errors."""
         if not self.path.exists():
             return
         try:

@@ -24,7 +24,7 @@ from typing import Any
 
 from appliance.bundles.metadata import SIGNATURE_FILE, BundleError, BundleMetadata, semver_key
 from appliance.bundles.signing import VerifiedBundle, read_verified_metadata, verify_bundle
-from appliance.files import atomic_write
+from appliance.files import atomic_write, fsync_dir
 from appliance.signing import keys, oms
 from appliance.signing.hashing import HeldFiles, Progress
 
@@ -83,7 +83,7 @@ class BundleStore:
                     before_place(verified)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(tmp, dest)
-                _fsync_dir(dest.parent)
+                fsync_dir(dest.parent)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -232,7 +232,7 @@ class BundleStore:
     def _write_state(self, state: dict[str, Any]) -> None:
         with atomic_write(self.root / "state.json") as f:
             json.dump(state, f, indent=2, sort_keys=True)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
 
 _NAME = re.compile(BundleMetadata.model_fields["name"].metadata[0].pattern)
@@ -268,12 +268,4 @@ def _check_room(src: Path, root: Path) -> None:
 def _fsync_tree(root: Path) -> None:
     """File contents were fsynced as written; make the directory entries durable too."""
     for dirpath, _, _ in os.walk(root):
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(Path(dirpath))

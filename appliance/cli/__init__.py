@@ -34,6 +34,8 @@ _COMMANDS: dict[str, tuple[str, str | None]] = {
     "keys": ("keys", "API keys and roles."),
     "media": ("media", "Offline installation media: build on a connected machine, verify anywhere."),
     "tls": ("tls", "The API's TLS certificate: self-signed or a site CA's, what is in use, the TLS front."),
+    "backup": ("backup", None),
+    "restore": ("backup", None),
 }
 
 
@@ -56,6 +58,8 @@ def main() -> None:
     configure_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_format)
     _register(sys.argv[1:])
     try:
+        if (settings.data_dir / "restore-pending.json").exists():  # a restore killed after its commit point
+            importlib.import_module("appliance.cli.backup").finish_pending()
         code = app(standalone_mode=False)  # a typer.Exit comes back as its code in this mode
     except ApplianceError as exc:
         typer.echo(f"error: {exc}", err=True)

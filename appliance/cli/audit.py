@@ -94,6 +94,7 @@ def verify(
     head = _expected_head(expect_head)
     settings = get_settings()
     trusted = [keys.load_public_key(p) for p in trust] if trust else None
+    removed = []
     if file is not None:
         own = public_key_path(settings.audit_key_path)
         if trusted is None and not own.exists():
@@ -102,6 +103,7 @@ def verify(
     else:
         with _log() as log, count_progress("verifying", log.count()) as advance:
             report = log.verify(trusted, head, advance)
+            removed = log.witness.split()[1]
     report.raise_if_bad()
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "empty"
     typer.echo(f"ok: {report.records} records ({span}), {report.checkpoints} checkpoints and "
@@ -110,6 +112,10 @@ def verify(
         typer.echo(f"head {report.last_seq}:{report.head_hash}")
     since = f" (since {report.uncovered_since})" if report.uncovered_since else ""
     typer.echo(f"not yet covered by a signature: {report.uncovered} records{since}")
+    if file is None and removed:
+        typer.echo(f"{len(removed)} witness entries name records a restore removed (seq "
+                   f"{min(cp.seq for cp in removed)}..{max(cp.seq for cp in removed)}): kept in the witness, not "
+                   f"held against the database")
 
 
 @app.command()

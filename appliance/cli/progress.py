@@ -11,6 +11,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -37,3 +38,18 @@ def count_progress(description: str, total: int | None) -> Iterator[Callable[[in
                   disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+@contextmanager
+def phase_progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """One display for a job of several phases (a restore reads its archive, then verifies its chain): yields
+    `start(description, total)`, which adds a bar and returns its `advance(n)`."""
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                  console=console, transient=True, disable=not sys.stderr.isatty()) as progress:
+
+        def start(description: str, total: int) -> Callable[[int], None]:
+            task = progress.add_task(description, total=total)
+            return lambda n: progress.advance(task, n)
+
+        yield start

@@ -31,6 +31,7 @@ from appliance.media.manifest import MediaError, MediaFile
 from appliance.media.verify import VerifiedMedia, media_key, read_manifest, stored_bytes, verify_media
 from appliance.media.wheelhouse import serving_requirements
 from appliance.signing import keys
+from appliance.sqlitecopy import sqlite_backup
 
 ADMIN_KEY = "installer-admin"
 
@@ -312,7 +313,7 @@ class Installer:
         dest = self.data / "snapshots" / f"{from_version}.db"
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".partial")
-        _sqlite_copy(db, tmp)
+        sqlite_backup(db, tmp)
         os.replace(tmp, dest)
 
     def import_bundles(self, folders: tuple[str, ...], files: tuple[MediaFile, ...], release: Path) -> None:
@@ -393,7 +394,7 @@ class Installer:
         self.stop_running()
         db = self.data / "appliance.db"
         tmp = db.with_name("appliance.db.rollback")
-        _sqlite_copy(snapshot, tmp)
+        sqlite_backup(snapshot, tmp)
         carried = _carry_audit(db, tmp)
         for suffix in ("-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
@@ -503,14 +504,6 @@ def _symlink(link: Path, target: Path) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)
     os.replace(tmp, link)
-
-
-def _sqlite_copy(src: Path, dest: Path) -> None:
-    dest.unlink(missing_ok=True)
-    with sqlite3.connect(src) as a, sqlite3.connect(dest) as b:
-        a.backup(b)
-    a.close()
-    b.close()
 
 
 def _carry_audit(current: Path, restored: Path) -> int:

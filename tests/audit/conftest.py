@@ -8,6 +8,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,15 +29,21 @@ def database_url(request, tmp_path: Path) -> Iterator[str]:
         db.upgrade(url)
         yield url
         return
+    with pg_database("audit") as url:
+        db.upgrade(url)
+        yield url
+        pg_start()  # a test that stopped the server must not leave it down
+
+
+@contextmanager
+def pg_database(prefix: str) -> Iterator[str]:
+    """The URL of a new database on the test server, dropped afterwards (skips without a server)."""
     if not PG_URL:
         pytest.skip("no PostgreSQL server (APPLIANCE_TEST_PG_URL is unset)")
-    name = f"audit_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with pg_admin() as conn:
         conn.execute(text(f"CREATE DATABASE {name}"))
-    url = PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    db.upgrade(url)
-    yield url
-    pg_start()  # a test that stopped the server must not leave it down
+    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
     with pg_admin() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
