@@ -1,10 +1,10 @@
-"""`appliance serve`: local Ray (or RAY_ADDRESS), then Serve with the gateway on host:port, or behind the
-TLS front on host:port (appliance/tls), which then also takes the relay's place into Ray's private network."""
+"""`appliance serve`: local Ray (or RAY_ADDRESS), then Serve with the gateway behind the front on host:port
+(appliance/tls/front.py: TLS, or plain HTTP without a certificate). With Ray in its private network the
+front is always there: it is the only way in."""
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import signal
 import socket
 import threading
@@ -14,10 +14,9 @@ import structlog
 import typer
 
 from appliance.config import Settings, get_settings
-from appliance.errors import ApplianceError
 from appliance.serving.netns import bind_listener, enter_private_network
-from appliance.serving.relay import Relay
-from appliance.tls.listen import Listen, plan
+from appliance.tls.front import Front
+from appliance.tls.listen import plan
 
 log = structlog.get_logger()
 
@@ -28,9 +27,9 @@ def serve() -> None:
 
     settings = get_settings()
     listen = plan(settings)  # first: a refused address or certificate costs nothing
-    listener = _private_network(settings, listen)
-    if listener is not None and listen.tls is None:
-        listen = dataclasses.replace(listen, serve_host="127.0.0.1")  # inside Ray's network
+    listener = _private_network(settings)
+    if listener is not None and listen.tls is None:  # the front takes the address; Serve listens inside
+        listen = dataclasses.replace(listen, serve_host="127.0.0.1")
     start_ray(settings, Path.home())  # first: Ray reads its environment once, when it is imported
     from ray import serve as ray_serve
 
@@ -39,27 +38,19 @@ def serve() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    front, relay = None, None
+    front = None
     try:
-        if listen.tls is not None:  # made first: it makes the secret the gateways verify its header with
-            from appliance.tls.front import Front
-
+        if listen.tls is not None or listener is not None:  # first: it makes the secret gateways check it with
             front = Front(listen, settings.tls_client_auth, settings.keys_dir, settings.tls_reload_seconds,
                           sock=listener)
-        elif listener is not None:
-            relay = Relay(listener, (listen.serve_host, listen.serve_port))
         ray_serve.start(http_options={"host": listen.serve_host, "port": listen.serve_port})
         ray_serve.run(build_app(), name="appliance", route_prefix="/")
         if front is not None:
             front.start_in_thread()
-        if relay is not None:
-            relay.start()
         typer.echo(f"appliance serving on {listen.url} (Ctrl-C to stop)", err=True)
         stop.wait()
         typer.echo("draining streams and stopping...", err=True)
     finally:
-        if relay is not None:
-            relay.stop()
         ray_serve.shutdown()  # drains streams, through the front too
         if front is not None:
             front.stop()
@@ -68,25 +59,15 @@ def serve() -> None:
         ray.shutdown()
 
 
-def _private_network(settings: Settings, listen: Listen) -> socket.socket | None:
-    """Bind the API on the host, then move into Ray's private network; the bound socket, or None where Ray
-    stays on the host's. Off loopback only with TLS: the front attests each client's address, which a
-    plain byte relay would hide behind 127.0.0.1."""
+def _private_network(settings: Settings) -> socket.socket | None:
+    """Bind the API on the host, then move into Ray's private network; the bound socket (the front accepts
+    on it and attests each client's address), or None where Ray stays on the host's network."""
     if settings.ray_address or settings.ray_network == "host":
         if not settings.ray_address:
             log.warning("Ray runs on the host's network: close its ports below Ray (a firewall, systemd's "
                         "IPAddressDeny), or any host that reaches them can run code")
         return None
-    if not _loopback(settings.host) and listen.tls is None:
-        raise ApplianceError(f"host {settings.host} is not a loopback address: with ray_network=private the API "
-                             "relay serves this host only; set APPLIANCE_RAY_NETWORK=host and firewall Ray's ports")
     listener = bind_listener(settings.host, settings.port)
     enter_private_network()
     return listener
 
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"

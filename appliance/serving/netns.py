@@ -5,7 +5,7 @@ is given (measured: shared/research/ray.md and issue 15), so binding cannot keep
 Instead the `appliance serve` process binds the API's listening socket in the host's namespace first, then
 moves itself (and so every process Ray starts) into a new namespace. A socket stays in the namespace it was
 made in, so the API keeps answering on the host while nothing of Ray exists there. The API reaches Serve's
-proxy through `relay.Relay`, which accepts on the host socket and connects inside.
+proxy through the front (appliance/tls/front.py), which accepts on the host socket and connects inside.
 
 As root only a network namespace is needed; otherwise an unprivileged user namespace gives the capability
 to bring loopback up in it (and must be made while the process has one thread).

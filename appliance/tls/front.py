@@ -1,5 +1,7 @@
-"""The TLS front: terminates client TLS on the API's address and relays HTTP/1.1 to Serve's proxy on
-127.0.0.1, adding the attested peer header (attest.py) to every request.
+"""The front: terminates client TLS on the API's address (or, without a certificate, takes plain HTTP) and
+relays HTTP/1.1 to Serve's proxy on 127.0.0.1, adding the attested peer header (attest.py) to every request
+and dropping the headers with which a client could steer Serve's proxy (`SERVE_HINTS`). With Ray in its
+private network (serving/netns.py) every API connection passes here, TLS or not.
 
 Why our own front rather than Serve's `ssl_*` options: Serve 2.60 (uvicorn underneath) cannot ask for a
 client certificate (no `ssl_cert_reqs`) and hands the application neither the certificate nor anything
@@ -32,37 +34,43 @@ from appliance.tls.listen import Listen, TlsFiles
 log = structlog.get_logger()
 
 MAX_HEAD = 16 * 1024  # the gateway's own header limit
+# Per-request hints Serve's proxy obeys (meant for a load balancer in front of it): a client that sends
+# `x-request-disconnect-disabled: ?1` would have its generation run on after it hangs up, and
+# `x-request-timeout-seconds` would set its own timeout. Never passed on.
+SERVE_HINTS = (b"x-request-disconnect-disabled", b"x-request-timeout-seconds")
 READ = 64 * 1024
 STALL_S = 60.0  # a request head or body that stops arriving this long is dropped (slow-loris)
 HANDSHAKE_S = 10.0
 
 
 class Front:
-    """Accepts TLS on `listen.host:port`; relays to `listen.serve_host:serve_port`."""
+    """Accepts TLS (plain HTTP where `listen.tls` is None) on `listen.host:port`; relays to
+    `listen.serve_host:serve_port`."""
 
     def __init__(self, listen: Listen, client_auth: str, keys_dir: Path, reload_seconds: float = 30.0,
                  sock: socket.socket | None = None) -> None:
         """`sock`: a listening socket bound beforehand (in the host's network namespace, before the process
         entered Ray's private one: serving/netns.py); else the front binds listen.host:port itself."""
-        assert listen.tls is not None
         self.sock = sock
         self.listen, self.files, self.reload_seconds = listen, listen.tls, reload_seconds
-        self.ctx = server_context(self.files, client_auth)
-        self.verifies_clients = self.ctx.verify_mode != ssl.CERT_NONE
+        self.ctx = server_context(self.files, client_auth) if self.files is not None else None
+        self.verifies_clients = self.ctx is not None and self.ctx.verify_mode != ssl.CERT_NONE
         secret = attest.load_secret(keys_dir, create=True)
         if secret is None:
             raise OSError(f"cannot create {keys_dir / attest.SECRET_NAME}")
         self.secret = secret
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
-        self._stamp = _stamp(self.files)
+        self._stamp = _stamp(self.files) if self.files is not None else ()
 
     async def start(self) -> None:
         where = {"sock": self.sock} if self.sock is not None else {"host": self.listen.host, "port": self.listen.port,
                                                                   "reuse_address": True}
-        self._server = await asyncio.start_server(self._connection, ssl=self.ctx, ssl_handshake_timeout=HANDSHAKE_S,
-                                                  limit=READ, **where)
-        asyncio.get_running_loop().create_task(self._follow_rotation())
+        self._server = await asyncio.start_server(
+            self._connection, limit=READ, ssl=self.ctx,
+            ssl_handshake_timeout=HANDSHAKE_S if self.ctx is not None else None, **where)
+        if self.files is not None:
+            asyncio.get_running_loop().create_task(self._follow_rotation(self.files))
 
     def start_in_thread(self) -> threading.Thread:
         """Run the front on its own loop in a daemon thread; returns once it listens (or raises)."""
@@ -108,20 +116,21 @@ class Front:
         asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
 
-    async def _follow_rotation(self) -> None:
+    async def _follow_rotation(self, files: TlsFiles) -> None:
         """Certificate rotation without a restart: a changed pair on disk is loaded for new handshakes."""
+        assert self.ctx is not None
         while True:
             await asyncio.sleep(self.reload_seconds)
-            stamp = _stamp(self.files)
+            stamp = _stamp(files)
             if stamp == self._stamp:
                 continue
             try:
-                load_pair(self.ctx, self.files)
+                load_pair(self.ctx, files)
             except (OSError, ssl.SSLError) as exc:  # e.g. the key written, the certificate not yet
                 log.error("TLS certificate not reloaded; the previous one stays in use", error=str(exc))
                 continue
             self._stamp = stamp
-            log.info("TLS certificate reloaded", cert=str(self.files.cert))
+            log.info("TLS certificate reloaded", cert=str(files.cert))
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = attest.Peer(str((writer.get_extra_info("peername") or ("unknown",))[0]), self._subject(writer))
@@ -166,7 +175,7 @@ class Front:
                 conn.receive_data(data)
                 continue
             if isinstance(event, h11.Request):
-                headers = [(k, v) for k, v in event.headers if k not in (attest.HEADER, b"upgrade")]
+                headers = [(k, v) for k, v in event.headers if k not in (attest.HEADER, b"upgrade", *SERVE_HINTS)]
                 chunked = any(k == b"transfer-encoding" for k, _ in headers)
                 head = b"".join(b"%s: %s\r\n" % kv for kv in (*headers, mark))
                 up.write(b"%s %s HTTP/%s\r\n%s\r\n" % (event.method, event.target, event.http_version, head))
