@@ -33,6 +33,11 @@ class Metrics:
         queued = Gauge("appliance_engine_queue_depth", "Requests waiting for a batch slot", registry=r)
         occupancy.set_function(lambda: engine_stats().get("running", 0))
         queued.set_function(lambda: engine_stats().get("waiting", 0))
+        kv = Gauge("appliance_engine_kv_bytes", "KV cache bytes: in_use (held by sequences), reserved (admitted "
+                   "at their longest), budget (admission limit), allocated (slot buffers)", ["kind"], registry=r)
+        for kind in ("in_use", "reserved", "budget", "allocated"):
+            key = "kv_budget_bytes" if kind == "budget" else f"kv_bytes_{kind}"
+            kv.labels(kind).set_function(lambda key=key: engine_stats().get(key, 0))
 
     def observe_outcome(self, usage, output_action: str) -> None:
         """The one hook for a finished generation: its tokens and its output decision."""
