@@ -8,7 +8,8 @@
 # transformers column (each reported as skipped when missing). No network is used.
 # Output: $OUT/engine_scale_gpu.txt (or bench/results/ when OUT is unset) plus the parts' JSON and a log.
 #
-# Test it on CPU: GPU_CHECK_DEVICE=cpu GPU_CHECK_LAYERS=2 GPU_CHECK_PROFILE=cpu-int4 bash bench/gpu_check.sh
+# Test it on CPU: GPU_CHECK_DEVICE=cpu GPU_CHECK_LAYERS=2 GPU_CHECK_PROFILE=cpu-int4 \
+#   GPU_CHECK_PARTS="bandwidth ours report" GPU_CHECK_CONTEXTS=512,4096 bash bench/gpu_check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -31,7 +32,8 @@ start=$(date +%s)
 # The model first, timed on its own (generated on this machine: 24 layers do not fit the 64 MiB carried).
 timeout 300 "$PY" -m bench.engine_scale.model --layers "$LAYERS" --profile "$PROFILE" 2>&1 | tail -3
 echo "model ready after $(( $(date +%s) - start )) s" | tee "$OUTDIR/engine_scale/timing.txt"
-timeout $(( 470 - ($(date +%s) - start) )) "$PY" -m bench.engine_scale.run all --layers "$LAYERS" \
+# shellcheck disable=SC2086  # GPU_CHECK_PARTS is a list of part names
+timeout $(( 470 - ($(date +%s) - start) )) "$PY" -m bench.engine_scale.run ${GPU_CHECK_PARTS:-all} --layers "$LAYERS" \
   --profile "$PROFILE" --device "$DEVICE" --contexts "$CONTEXTS" --og-contexts "${GPU_CHECK_OG_CONTEXTS:-512,4096}" \
   --stall-prompt "${GPU_CHECK_STALL_PROMPT:-16384}" --chunk "${GPU_CHECK_CHUNK:-1024}" \
   --out "$OUTDIR/engine_scale" --results "$OUTDIR/engine_scale_gpu.txt" 2>&1 | tee "$OUTDIR/engine_scale/log.txt"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from appliance.bundles.metadata import BundleMetadata
 from appliance.engine.harmony import HarmonyStream, render_prompt
-from appliance.engine.memory import kv_budget, slot_capacity
+from appliance.engine.memory import kv_budget, prefill_chunk_limit, slot_capacity
 from appliance.engine.sampling import Sampler
 from appliance.engine.scheduler import Scheduler
 from appliance.engine.scheduler import Sequence as _Seq
@@ -71,7 +71,8 @@ class Engine:
         if capacity < 2:
             raise EngineError(f"a KV budget of {budget} bytes holds no sequence of {max_batch_size} slots")
         self.max_tokens_in_flight = capacity  # the longest sequence (prompt + max_tokens) one slot holds
-        self._scheduler = Scheduler(runner, max_batch_size, capacity, budget, prefill_chunk)
+        chunk = prefill_chunk_limit(prefill_chunk, capacity, decoder["num_attention_heads"], runner.device)
+        self._scheduler = Scheduler(runner, max_batch_size, capacity, budget, chunk)
         self._live = 0
         self._lock = threading.Lock()
         self.idle = threading.Event()  # set while no request is live: what a bundle swap waits for

@@ -14,6 +14,7 @@ import subprocess
 from appliance.engine.kvcache import KVLayout
 
 FREE_FRACTION = 0.5
+CPU_ATTENTION_SCRATCH = 2**30
 
 
 def free_memory(device: str) -> int:
@@ -49,3 +50,12 @@ def slot_capacity(layout: KVLayout, slots: int, tokens: int, budget: int, device
     if not per_token:
         return tokens
     return max(0, min(tokens, (budget // slots - windowed) // per_token))
+
+
+def prefill_chunk_limit(chunk: int, capacity: int, heads: int, device: str) -> int:
+    """The prefill chunk actually used: on CPU, GroupQueryAttention allocates its attention scores for the
+    whole buffer, [chunk, heads, capacity] fp32, whatever the true length (measured: a 2,047-token prefill at
+    64 heads and 65,536 positions asked for 34 GB). The chunk is cut so that scratch stays under 1 GiB."""
+    if device != "cpu":
+        return chunk
+    return max(1, min(chunk, CPU_ATTENTION_SCRATCH // (capacity * heads * 4)))

@@ -93,7 +93,7 @@ class Scheduler:
                     "kv_bytes_in_use": sum(self.layout.bytes_for(s.cached) for s in holding),
                     "kv_bytes_reserved": sum(self.reserved_bytes(s) for s in holding),
                     "kv_budget_bytes": self.kv_budget_bytes,
-                    "kv_bytes_allocated": self.cache.bytes_allocated,
+                    "kv_bytes_allocated": self.cache.bytes_allocated, "prefill_chunk": self.prefill_chunk,
                     "steps": self.steps, "generated_tokens": self.generated_tokens}
 
     @property
