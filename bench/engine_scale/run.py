@@ -10,6 +10,7 @@ bench/results/engine_scale.txt):
              prefill would have left; prefilling 8 x 16k tokens would take ~an hour on 2 cores), then timed.
              Also: greedy tokens alone vs in a batch at this shape (batch invariance) and KV bytes per sequence.
   og         onnxruntime-genai og.Generator, static batch, the same bundle: prefill, then the decode steps timed
+  duel       ours and og in one process, steps alternating (context 512), so machine load hits both alike
   hf         transformers eager (bf16) where it fits: context 512, batch 1 and 8
   stall      Engine: 4 sequences decoding while a long prompt joins, chunked vs unchunked prefill
   report     ratios against the goals of issue 18
@@ -33,7 +34,7 @@ import numpy as np
 
 from bench.engine_scale.model import REPO, bench_config, ensure_bench_bundle
 
-PARTS = ("bandwidth", "ours", "og", "hf", "stall")
+PARTS = ("bandwidth", "ours", "og", "duel", "hf", "stall")
 BATCHES = (1, 4, 8)
 STEPS = 8
 
@@ -174,6 +175,36 @@ def og(args: argparse.Namespace) -> dict:
     return out
 
 
+def duel(args: argparse.Namespace) -> dict:
+    """Ours and og.Generator in one process, their decode steps alternating (context 512): on a shared machine
+    the load then falls on both alike, which separate runs minutes apart cannot promise."""
+    import onnxruntime_genai as og
+
+    _, bundle = ensure_bench_bundle(args.layers, args.profile)
+    runner, model = _runner(bundle, args.device), og.Model(str(bundle))
+    rng = np.random.default_rng(0)
+    out: dict = {"ours": {}, "og": {}}
+    for batch in BATCHES:
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=512 + 4 * STEPS, batch_size=batch, do_sample=False)
+        generator = og.Generator(model, params)
+        generator.append_tokens(rng.integers(0, 199_998, size=(batch, 511), dtype=np.int32))
+        generator.generate_next_token()
+        cache = runner.allocate(batch, 512 + 4 * STEPS)
+        for array in cache._arrays:
+            array.fill(0.01 if array.dtype == np.float32 else 0x3C00)
+        tokens = rng.integers(0, 199_998, size=batch).tolist()
+        runner.step(cache, tokens, [511] * batch)
+        ours_t, og_t = [], []
+        for _ in range(2 * STEPS):
+            ours_t.append(_timed(lambda: runner.step(cache, tokens, [511] * batch)))  # noqa: B023 - used at once
+            og_t.append(_timed(generator.generate_next_token))
+        out["ours"][f"{batch}x512"], out["og"][f"{batch}x512"] = batch / min(ours_t), batch / min(og_t)
+        print(f"duel batch {batch}: ours {batch / min(ours_t):.1f} tok/s, og {batch / min(og_t):.1f} tok/s", flush=True)
+        del generator
+    return out
+
+
 def hf(args: argparse.Namespace) -> dict:
     import torch
     import transformers
@@ -311,6 +342,11 @@ def report(args: argparse.Namespace) -> list[str]:
             ratio = rates[key] / theirs
             lines.append(f"og.Generator static batch {key}: {theirs:7.1f} tok/s; ours {ratio:.2f}x "
                          f"(goal >= 1.0x: {verdict(ratio >= 1.0)})")
+    duel_d = got.get("duel", {})
+    for key, theirs in duel_d.get("og", {}).items():
+        ratio = duel_d["ours"][key] / theirs
+        lines.append(f"same process, steps alternating, {key}: ours {duel_d['ours'][key]:7.1f} vs og {theirs:7.1f} "
+                     f"tok/s: {ratio:.2f}x (goal >= 1.0x: {verdict(ratio >= 1.0)})")
     for key, theirs in got.get("hf", {}).get("rates", {}).items():
         if key in rates:
             lines.append(f"transformers eager bf16 {key}: {theirs:7.2f} tok/s; ours {rates[key] / theirs:.1f}x")
