@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -35,6 +35,9 @@ class _YamlFileSource(PydanticBaseSettingsSource):
             raise ApplianceError(f"cannot read settings file {path}: {exc}".splitlines()[0]) from exc
         if not isinstance(data, dict):
             raise ApplianceError(f"settings file {path} must hold a mapping")
+        if "tls_key_password" in data:  # a file anyone may read must not hold a secret in clear
+            raise ApplianceError(f"settings file {path}: tls_key_password may not be written there; use "
+                                 f"tls_key_password_file or the APPLIANCE_TLS_KEY_PASSWORD environment variable")
         return data
 
 
@@ -70,8 +73,25 @@ class Settings(BaseSettings):
 
     ray_address: str | None = None
     ray_auth_mode: Literal["token", "disabled"] = "token"  # disabled only on purpose (a warning at start)
-    host: str = "127.0.0.1"
+    # private: the embedded head runs in a network namespace of its own (serving.netns); host: Ray's ports
+    # are on the host's network, to be closed below Ray (a warning at start)
+    ray_network: Literal["private", "host"] = "private"
+    host: str = "127.0.0.1"  # the API's listen address; off loopback it needs a certificate (appliance/tls)
     port: int = 8000
+
+    # TLS on the API (docs/architecture.md, "TLS"). Without tls_cert, keys_dir/tls/server.crt is used when
+    # it exists (`appliance tls install` / `tls self-signed` put it there).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None  # PEM, mode 0600; default beside the certificate (server.key)
+    tls_key_password: SecretStr | None = None  # environment only (refused in the YAML file)
+    tls_key_password_file: Path | None = None
+    tls_client_ca: Path | None = None  # CA bundle for client certificates; default keys_dir/tls/client-ca.pem
+    tls_client_auth: Literal["off", "optional", "required"] = "off"
+    tls_roles_require_client_cert: list[str] = Field(default_factory=list)  # e.g. [admin]
+    tls_internal_port: int | None = None  # Serve's loopback port behind the TLS front; default port + 1
+    tls_reload_seconds: float = Field(default=30.0, gt=0)  # a rotated certificate is picked up this soon
+    tls_expiry_warning_days: int = Field(default=30, ge=0)
+    allow_plain_http: bool = False  # plain HTTP off loopback, on purpose (a warning at start)
 
     engine_max_batch_size: int = Field(default=8, ge=1)
     engine_max_queue: int = Field(default=32, ge=0)
@@ -103,8 +123,11 @@ class Settings(BaseSettings):
         return self
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _YamlFileSource(settings_cls)
 
 

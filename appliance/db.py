@@ -10,13 +10,17 @@ SQLite's write lock up front (`BEGIN IMMEDIATE`) instead of failing to upgrade a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase
 
 from appliance.errors import ApplianceError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 BUSY_TIMEOUT_MS = 10_000
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"  # inside the package: wheels carry it
@@ -47,7 +51,7 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:
+    def _on_connect(dbapi_conn: Any, _record: object) -> None:
         dbapi_conn.isolation_level = None  # the driver must not begin transactions behind our back
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -57,7 +61,7 @@ def make_engine(url: str) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn) -> None:
+    def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
 
     return engine
@@ -76,7 +80,7 @@ def require_tables(engine: Engine, *tables: str) -> None:
         raise DatabaseError(f"table {missing[0]} does not exist; run `appliance db upgrade` first")
 
 
-def _alembic_config(engine: Engine):
+def _alembic_config(engine: Engine) -> Config:
     from alembic.config import Config
 
     config = Config()

@@ -10,11 +10,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import tempfile
 import threading
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.errors import ApplianceError
+
+if TYPE_CHECKING:
+    from openai_harmony import HarmonyEncoding
+
 
 VOCAB_FILE = "o200k_base.tiktoken"
 VOCAB_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
@@ -45,7 +52,7 @@ def write_vocabulary(folder: Path) -> Path:
     return path
 
 
-def load_harmony(folder: Path):
+def load_harmony(folder: Path) -> HarmonyEncoding:
     """The harmony gpt-oss encoding, read from `folder/o200k_base.tiktoken` with no network.
 
     The hash is checked here first so a tampered or truncated file yields our one-line error rather than
@@ -74,3 +81,12 @@ def load_harmony(folder: Path):
                 os.environ.pop("TIKTOKEN_ENCODINGS_BASE", None)
             else:
                 os.environ["TIKTOKEN_ENCODINGS_BASE"] = previous
+
+
+@lru_cache(maxsize=1)
+def packaged_harmony() -> HarmonyEncoding:
+    """The encoding over the vocabulary in the bpe-openai wheel, for a process that holds no bundle (the
+    gateway counts prompt tokens with it); loaded once, on first use."""
+    with tempfile.TemporaryDirectory(prefix="o200k-") as folder:
+        write_vocabulary(Path(folder))
+        return load_harmony(Path(folder))

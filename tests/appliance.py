@@ -42,7 +42,7 @@ class Appliance:
 def make_appliance(data_dir: Path, bundle: Path, publisher_pub: Path | keys.PublicKey, **overrides) -> Appliance:
     """A migrated appliance in `data_dir` serving `bundle` (signed by `publisher_pub`), with a key per role."""
     # Many tests here fail authentication on purpose from one address: the throttle has its own tests.
-    settings = Settings(**{"data_dir": data_dir, "policy_dir": REPO / "policies", "hash_workers": 2,
+    settings = Settings(**{"data_dir": data_dir, "policy_dir": REPO / "tests" / "pack", "hash_workers": 2,
                            "auth_failure_burst": 100_000, **overrides})
     (settings.trust_dir).mkdir(parents=True, exist_ok=True)
     publisher = keys.load_public_key(publisher_pub) if isinstance(publisher_pub, Path) else publisher_pub

@@ -100,6 +100,29 @@ def signed_tiny_bundle(tiny_checkpoint, tmp_path_factory, publisher) -> Path:
                         name="tiny", version="1.0.0", key=publisher[0])
 
 
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory):
+    """One local Ray and Serve proxy for the session (~10 s to start), shared by every package's tests."""
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from appliance.config import Settings
+    from appliance.serving.ray_env import start_ray
+
+    home = tmp_path_factory.mktemp("home")
+    # Ray reads RAY_AUTH_MODE once per process, and other tests may have imported it already: token auth
+    # is exercised by the `appliance serve` subprocess test instead.
+    settings = Settings(data_dir=tmp_path_factory.mktemp("ray") / "var", ray_auth_mode="disabled")
+    start_ray(settings, home)
+    from tests.integration.conftest import free_port
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield port
+    serve.shutdown()
+    ray.shutdown()
+
+
 # The trained demo bundle, built once per machine: the cache under var/cache/demo survives test sessions.
 # The first session trains (about a minute on 2 cores) and converts; later ones, and the serving tests,
 # find the signed bundle in the cache. The signing key beside the cache is a test key.

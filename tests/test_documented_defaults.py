@@ -12,3 +12,11 @@ def test_documented_defaults_hold():
     assert (s.audit_checkpoint_every, s.audit_checkpoint_seconds) == (1000, 1.0)  # "every 1,000 records, or 1 s"
     assert s.audit_witness_dir == s.keys_dir  # "by default beside the keys"
     assert (s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s) == (1.0, 20, 60.0)
+
+
+def test_documented_tls_defaults_hold():
+    s = Settings()
+    assert s.tls_cert is None and s.tls_client_auth == "off"  # "Plain HTTP is served on loopback only"
+    assert s.allow_plain_http is False
+    assert s.tls_reload_seconds == 30.0  # "loads the new pair within tls_reload_seconds (30 s)"
+    assert s.tls_expiry_warning_days == 30  # "A certificate within 30 days of expiry is a warning"

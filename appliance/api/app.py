@@ -13,6 +13,7 @@ from fastapi import FastAPI, HTTPException
 from appliance.api import policy_follow
 from appliance.api.authgate import AuthGate
 from appliance.api.errors import ApiError, install_error_handlers
+from appliance.api.peer import PeerGate
 from appliance.api.routes import admin, chat, health, models, responses
 from appliance.api.services import Services
 from appliance.api.ui import create_ui
@@ -43,8 +44,9 @@ def create_app(svc: Services, *, owns_services: bool = False) -> FastAPI:
     for module in (chat, responses, models, admin, health):
         app.include_router(module.router)
     app.mount("/admin/ui", create_ui(svc))  # its own sessions: the gate lets /admin/ui through
-    # outermost last: observe -> size limits -> the key check (before any body is read) -> routes
+    # outermost last: observe -> size limits -> the attested peer -> the key check (before any body) -> routes
     app.add_middleware(AuthGate, services=svc)
+    app.add_middleware(PeerGate, settings=svc.settings)
     app.add_middleware(_Limits)
     app.add_middleware(_Observe, metrics=svc.metrics)
     return app

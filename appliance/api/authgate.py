@@ -20,11 +20,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 import structlog
 
 from appliance import apikeys
 from appliance.api.errors import ApiError
+from appliance.api.peer import cert_subject, lacks_required_certificate, with_certificate
 from appliance.audit import AuditEvent, Principal
 from appliance.audit.store import now_ts
 
@@ -129,18 +131,24 @@ class AuthGate:
             principal = await asyncio.to_thread(self._authenticate, token.strip())
         state = scope.setdefault("state", {})
         state["request_id"] = rid
-        if principal is not None:
-            state["principal"] = principal
-            return await self.app(scope, receive, send)
         client = scope.get("client")
         source = client[0] if client else "unknown"
         route = f"{scope.get('method', '')} {scope['path']}"
         try:
-            await self._refuse(rid, source, route)
+            if principal is None:
+                await self._refuse(rid, source, route, cert_subject(scope))
+            principal = with_certificate(principal, scope)
+            if lacks_required_certificate(self.svc.settings, principal):
+                await self.svc.record(AuditEvent(event="denial", request_id=rid, principal=principal, source=source,
+                                                 route=route, status=403, error_code="client_certificate_required"))
+                raise ApiError(403, f"role {principal.role} must present a client certificate",
+                               code="client_certificate_required")
         except ApiError as exc:
-            await exc.response()(scope, receive, send)
+            return await exc.response()(scope, receive, send)
+        state["principal"] = principal
+        await self.app(scope, receive, send)
 
-    async def _refuse(self, rid: str, source: str, route: str) -> None:
+    async def _refuse(self, rid: str, source: str, route: str, subject: str | None) -> NoReturn:
         throttle: FailureThrottle = self.svc.auth_throttle
         wait = throttle.admit(source)
         await self.flush()
@@ -150,7 +158,8 @@ class AuthGate:
             raise ApiError(429, "too many failed authentications from this address; retry later",
                            code="auth_rate_limited", retry_after=wait)
         await self.svc.record(AuditEvent(event="auth_failure", request_id=rid, source=source, route=route,
-                                         status=401, error_code="invalid_api_key"))
+                                         principal=Principal(cert_subject=subject), status=401,
+                                         error_code="invalid_api_key"))
         raise ApiError(401, "missing or invalid API key (send Authorization: Bearer <key>)",
                        code="invalid_api_key")
 

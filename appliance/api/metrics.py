@@ -14,7 +14,8 @@ def _stat(engine_stats: Callable[[], dict[str, int]], key: str) -> Callable[[], 
 
 
 class Metrics:
-    def __init__(self, engine_stats: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, engine_stats: Callable[[], dict[str, int]],
+                 cert_days_left: Callable[[], float] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("appliance_requests", "HTTP requests by route and status", ["route", "status"],
@@ -35,6 +36,10 @@ class Metrics:
                                       "Failed authentications answered 429 and recorded in aggregate", registry=r)
         occupancy = Gauge("appliance_engine_batch_occupancy", "Sequences in the running batch", registry=r)
         queued = Gauge("appliance_engine_queue_depth", "Requests waiting for a batch slot", registry=r)
+        if cert_days_left is not None:
+            expiry = Gauge("appliance_tls_certificate_days_left", "Days until the API's TLS certificate expires",
+                           registry=r)
+            expiry.set_function(cert_days_left)
         occupancy.set_function(lambda: engine_stats().get("running", 0))
         queued.set_function(lambda: engine_stats().get("waiting", 0))
         kv = Gauge("appliance_engine_kv_bytes", "KV cache bytes: in_use (held by sequences), reserved (admitted "

@@ -26,6 +26,7 @@ from appliance.api.services import Services
 from appliance.api.spec import GenerationSpec
 from appliance.audit import AuditEvent, RecordDecision, RecordUsage, content_for
 from appliance.audit.events import ContentMode
+from appliance.engine.harmony import prompt_size
 from appliance.engine.types import (
     EngineBusy,
     EngineError,
@@ -40,6 +41,7 @@ from appliance.policy import Decision, FilterOutput, Message, PolicyRequest, Rat
 from appliance.policy.grants import rule_for
 
 log = structlog.get_logger()
+_PENDING: set[asyncio.Future] = set()  # charges still counting after their request ended (kept from GC)
 
 
 @dataclass
@@ -134,10 +136,13 @@ class AuditedGeneration:
             ended = True
             await self._finish("completion", 200, None)
         finally:
-            self._charge()
+            charging = asyncio.ensure_future(self._charge())  # a task: it ends even if we are cancelled again
+            _PENDING.add(charging)
+            charging.add_done_callback(_PENDING.discard)
             if not ended:  # the client went away (or we were cancelled): the record still lands
                 with contextlib.suppress(ApiError):  # nobody is left to tell; counted and logged
                     await asyncio.shield(self._finish("cancelled", 499, "client_disconnected"))
+            await asyncio.shield(charging)
 
     async def _finish(self, event: str, status: int, error_code: str | None) -> None:
         """The request's one outcome record. When it cannot be written, an `error` record naming the audit
@@ -153,12 +158,19 @@ class AuditedGeneration:
                     await self._record_end("error", 503, "audit_unavailable")
             raise
 
-    def _charge(self) -> None:
+    async def _charge(self) -> None:
         """Token rate limit: the usage the engine reported, or, when a generation ended before reporting it
-        (client gone, content filter stop), its whole allowance, so stopping early never saves budget."""
+        (client gone, content filter stop), its whole allowance and its prompt as the tokenizer counts it, so
+        stopping early never saves budget. Counted in a thread: a long prompt must not stall the loop."""
         u = self.outcome.usage
-        used = u.total_tokens if u.completion_tokens else \
-            self.request.max_tokens + sum(len(m.get("content") or "") for m in self.request.messages) // 4
+        if u.completion_tokens:
+            used = u.total_tokens
+        else:
+            try:
+                used = self.request.max_tokens + await asyncio.to_thread(prompt_size, self.request)
+            except Exception as exc:  # noqa: BLE001 - a prompt the engine refused: its allowance alone
+                log.warning("prompt not counted", request_id=self.caller.request_id, error=str(exc)[:200])
+                used = self.request.max_tokens
         self.svc.policy.charge_tokens(self.caller.principal, used)
 
     def _first_token(self) -> None:

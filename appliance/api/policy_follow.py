@@ -4,7 +4,9 @@
 force exactly the pack it loaded (the bytes whose revision it recorded, not a second read). The other
 replicas follow the record: every `policy_follow_seconds` each reads the newest `admin.policy_reloaded`
 record and, when its revision is not the one in force, loads the folder and puts it in force only if the
-folder still holds that revision (otherwise it keeps its pack and logs why, once).
+folder still holds that revision (otherwise it keeps its pack and logs why, once). Each replica records a
+`policy.in_force` record whenever it starts serving a revision (at start too), so an auditor can tell which
+replica enforced which revision when, and GET /admin/policy lists them all.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import structlog
 
 from appliance.api.services import Services
-from appliance.audit import AuditFilter
+from appliance.audit import AuditEvent, AuditFilter, Principal
 from appliance.policy.pack import PolicySet, load_options
 
 log = structlog.get_logger()
@@ -22,8 +24,33 @@ log = structlog.get_logger()
 
 def recorded_revision(svc: Services) -> str | None:
     """The revision of the newest recorded policy reload, if any."""
-    page = svc.audit.query(AuditFilter(event="admin.policy_reloaded"), limit=1)
-    return page.records[0].detail.get("revision") if page.records else None
+    record = svc.audit.latest("admin.policy_reloaded")
+    return record.detail.get("revision") if record else None
+
+
+def record_in_force(svc: Services) -> None:
+    """This replica now enforces the current revision. The reload's own record came first and is the one
+    that authorises it; this one says where it took effect, so a failure to write it is logged, not raised
+    (the revision is in force either way, and the next change records again)."""
+    revision = svc.policy.current.revision
+    try:
+        svc.audit.append(AuditEvent(
+            event="policy.in_force", principal=Principal(name=f"replica:{svc.replica}", role="system"),
+            route="internal", status=200, policy_revision=revision,
+            detail={"replica": svc.replica, "revision": revision}))
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.error("policy.in_force not recorded", replica=svc.replica, revision=revision, error=str(exc))
+
+
+def replicas_in_force(svc: Services, scan: int = 1000) -> list[dict[str, str]]:
+    """The newest `policy.in_force` record of each replica among the newest `scan` (a stopped replica stays
+    listed with its last record's time)."""
+    seen: dict[str, dict[str, str]] = {}
+    for record in svc.audit.query(AuditFilter(event="policy.in_force"), limit=scan).records:
+        replica = record.detail.get("replica", "?")
+        seen.setdefault(replica, {"replica": replica, "revision": record.detail.get("revision", ""),
+                                  "since": record.ts})
+    return sorted(seen.values(), key=lambda r: r["replica"])
 
 
 def apply_recorded(svc: Services, refused: set[str]) -> None:
@@ -38,12 +65,14 @@ def apply_recorded(svc: Services, refused: set[str]) -> None:
         return
     options = load_options(svc.settings)
     svc.policy.install(loaded, require_signed=options["require_signed"], min_version=options["min_version"])
+    record_in_force(svc)
     log.info("policy revision applied from the audit record", revision=want)
 
 
 async def follow(svc: Services) -> None:
     """Run for the replica's life (started by the app's lifespan)."""
     refused: set[str] = set()
+    await asyncio.to_thread(record_in_force, svc)
     while True:
         await asyncio.sleep(svc.settings.policy_follow_seconds)
         try:

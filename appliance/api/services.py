@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -20,6 +23,7 @@ from appliance.db import make_engine, require_tables
 from appliance.policy import PolicyEngine, PolicySet
 from appliance.policy.pack import floor_file
 from appliance.signing import keys
+from appliance.tls.expiry import ExpiryWatch
 
 log = structlog.get_logger()
 
@@ -34,12 +38,17 @@ class Services:
     store: BundleStore
     database: Engine
     metrics: Metrics = field(init=False)
+    cert_expiry: ExpiryWatch = field(init=False)
     auth_throttle: FailureThrottle = field(init=False)
+    # Names this gateway replica in its `policy.in_force` records (GET /admin/policy lists every replica's)
+    replica: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.metrics = Metrics(self.backend.stats)
+        self.cert_expiry = ExpiryWatch(self.settings)
+        self.metrics = Metrics(self.backend.stats, self.cert_expiry.days_left)
         s = self.settings
         self.auth_throttle = FailureThrottle(s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s)
+        self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
     @classmethod
     def from_settings(cls, settings: Settings, backend: ModelBackend) -> Services:

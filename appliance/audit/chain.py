@@ -26,6 +26,11 @@ FORMAT = "appliance-audit/1"
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # UTC, microseconds: the stored form of every time
 GENESIS = "0" * 64
 CHAIN_COLUMNS = tuple(c.name for c in AuditRecordRow.__table__.columns if c.name not in ("prev_hash", "hash"))
+# Columns added after format 1 was fixed: each is in the hashed array only when it (or one after it) is set,
+# so every record written before it existed keeps its bytes and its hash.
+OPTIONAL_TAIL = ("principal_cert_subject",)
+_BASE = len(CHAIN_COLUMNS) - len(OPTIONAL_TAIL)
+assert CHAIN_COLUMNS[_BASE:] == OPTIONAL_TAIL
 ROW_COLUMNS = (*CHAIN_COLUMNS, "prev_hash", "hash")
 _encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
 
@@ -47,7 +52,11 @@ def json_text(value: Any) -> str:
 
 
 def canonical(values: Sequence[Any]) -> bytes:
-    """The bytes hashed for one record, from its values in `CHAIN_COLUMNS` order."""
+    """The bytes hashed for one record, from its values in `CHAIN_COLUMNS` order (trailing unset
+    `OPTIONAL_TAIL` values left out)."""
+    values = list(values)
+    while len(values) > _BASE and values[-1] is None:
+        values.pop()
     return _encode([FORMAT, *values]).encode("ascii")
 
 
@@ -68,7 +77,7 @@ def flatten(event: AuditEvent | AuditRecord, seq: int, ts: str) -> dict[str, Any
         "content": event.content, "prompt_tokens": event.usage.prompt_tokens,
         "completion_tokens": event.usage.completion_tokens, "reasoning_tokens": event.usage.reasoning_tokens,
         "latency_ms": event.latency_ms, "status": event.status, "error_code": event.error_code,
-        "detail": json_text(event.detail),
+        "detail": json_text(event.detail), "principal_cert_subject": event.principal.cert_subject,
     }
     return {k: storable(v) if isinstance(v, str) else v for k, v in values.items()}
 
@@ -84,7 +93,7 @@ def unflatten(row: Any) -> AuditRecord:
     return AuditRecord.model_validate({
         "seq": row["seq"], "ts": row["ts"], "event": row["event"], "request_id": row["request_id"],
         "principal": {"key_id": row["principal_key_id"], "name": row["principal_name"],
-                      "role": row["principal_role"]},
+                      "role": row["principal_role"], "cert_subject": row["principal_cert_subject"]},
         "source": row["source"], "route": row["route"], "model": row["model"],
         "bundle_version": row["bundle_version"], "policy_revision": row["policy_revision"],
         "decision": {"action": row["action"], "rule_ids": json.loads(row["rule_ids"]),

@@ -12,13 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from appliance.principal import Principal
+from appliance.principal import Principal as Principal  # re-exported: records name who acted
 
 EVENTS = frozenset({
     "request", "completion", "denial", "auth_failure", "cancelled", "error",
     "admin.key_created", "admin.key_revoked", "admin.policy_reloaded",
     "admin.bundle_imported", "admin.bundle_activated", "admin.bundle_removed", "admin.trust_added",
-    "admin.audit_pruned", "session.signin", "session.signout",
+    "admin.audit_pruned", "admin.tls_installed", "session.signin", "session.signout", "policy.in_force",
 })
 ContentMode = Literal["full", "redacted", "hash"]
 

@@ -93,7 +93,7 @@ def verify_file(path: Path, trust: list[keys.PublicKey], expect_head: tuple[int,
                         slice_ok=True)
 
 
-def _lines(path: Path) -> Iterator[tuple[int, dict]]:
+def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         with path.open(encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
@@ -108,7 +108,7 @@ def _lines(path: Path) -> Iterator[tuple[int, dict]]:
         raise AuditError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
 
 
-def _record(obj: dict, path: Path, n: int) -> AuditRecord:
+def _record(obj: dict[str, Any], path: Path, n: int) -> AuditRecord:
     try:
         return AuditRecord.model_validate(obj)
     except ValidationError as exc:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, case, delete, false, func, inspect, or_, select
+from sqlalchemy import ColumnElement, Connection, case, delete, false, func, inspect, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from appliance.audit import checkpoints, signer, store
@@ -149,6 +149,21 @@ class AuditLog:
         with self._reading() as conn:
             records = [unflatten(row) for row in conn.execute(stmt).mappings()]
         return AuditPage(records, records[-1].seq if len(records) == limit else None)
+
+    def matching(self, event: str, **detail: str) -> Iterator[AuditRecord]:
+        """Every `event` record whose detail holds `detail`, newest first, read a page at a time."""
+        cursor = None
+        while True:
+            page = self.query(AuditFilter(event=event), cursor=cursor, limit=200)
+            yield from (r for r in page.records if all(r.detail.get(k) == v for k, v in detail.items()))
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def latest(self, event: str, **detail: str) -> AuditRecord | None:
+        """What the log says is in force (the newest policy reload, a bundle's newest activation), which the
+        files must then agree with."""
+        return next(self.matching(event, **detail), None)
 
     def request_records(self, request_id: str, limit: int = 100) -> list[AuditRecord]:
         """Every record of one request (request, outcome, denials), oldest first."""
@@ -291,7 +306,7 @@ class AuditLog:
             raise AuditUnavailable(f"audit database unavailable: {first_line(exc)}") from exc
 
 
-def _raw_rows(conn: Connection) -> Iterator[tuple]:
+def _raw_rows(conn: Connection) -> Iterator[tuple[Any, ...]]:
     """Every record in seq order as plain driver tuples: verification's hot loop skips SQLAlchemy's rows
     (a third of the time on 1M records). PostgreSQL streams through a server-side cursor."""
     raw = conn.connection.driver_connection
@@ -305,7 +320,7 @@ def _raw_rows(conn: Connection) -> Iterator[tuple]:
         cursor.close()
 
 
-def _record(event: AuditEvent, values: dict) -> AuditRecord:
+def _record(event: AuditEvent, values: dict[str, Any]) -> AuditRecord:
     return AuditRecord.model_construct(**dict(event), seq=values["seq"], ts=values["ts"],
                                        prev_hash=values["prev_hash"], hash=values["hash"])
 
@@ -325,7 +340,7 @@ _KEY_ID = re.compile(r"[0-9a-f]{16}")  # what apikeys issues; anything else is a
 CLOCK_SLACK = timedelta(hours=1)
 
 
-def _seq_before(moment: datetime):
+def _seq_before(moment: datetime) -> ColumnElement[int]:
     """A seq below every record at or after `moment`: the last one stamped before `moment - CLOCK_SLACK`.
 
     Records are stamped in seq order, so this turns a time range into a seq range the page can walk newest
@@ -335,13 +350,13 @@ def _seq_before(moment: datetime):
                          .order_by(AuditRecordRow.ts.desc()).limit(1).scalar_subquery(), 0)
 
 
-def _seq_after(moment: datetime):
+def _seq_after(moment: datetime) -> ColumnElement[int]:
     """A seq above every record before `moment` (see `_seq_before`)."""
     return func.coalesce(select(AuditRecordRow.seq).where(AuditRecordRow.ts >= store.format_ts(moment + CLOCK_SLACK))
                          .order_by(AuditRecordRow.ts).limit(1).scalar_subquery(), MAX_SEQ)
 
 
-def _where(f: AuditFilter) -> list:
+def _where(f: AuditFilter) -> list[ColumnElement[bool]]:
     clauses = []
     if f.since is not None:
         clauses += [AuditRecordRow.ts >= store.format_ts(f.since), AuditRecordRow.seq > _seq_before(f.since)]

@@ -39,6 +39,8 @@ class AuditRecordRow(Base):
     status: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[str] = mapped_column(Text)
+    # added in migration 0005, after format 1's columns: hashed only when set (chain.OPTIONAL_TAIL)
+    principal_cert_subject: Mapped[str | None] = mapped_column(String(1024))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 

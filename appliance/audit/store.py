@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, text
 
@@ -83,7 +84,7 @@ def checkpoint_due(conn: Connection, head_seq: int, every: int, seconds: float) 
     return head_seq - last.seq >= every or (datetime.now(UTC) - parse_ts(last.ts)).total_seconds() >= seconds
 
 
-def rows_after(conn: Connection, seq: int) -> list[tuple]:
+def rows_after(conn: Connection, seq: int) -> list[tuple[Any, ...]]:
     """Records after `seq` as `verify_chain` rows (the stretch a new checkpoint would cover)."""
     from appliance.audit.chain import ROW_COLUMNS
 

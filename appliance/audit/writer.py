@@ -34,8 +34,8 @@ from appliance.audit.witness import Witness
 from appliance.signing.keys import PrivateKey
 
 MAX_BATCH = 1024
-_STOP = object()
 log = structlog.get_logger(__name__)
+_Item = tuple[AuditEvent, Future[dict[str, Any]]]  # a record to write and the caller waiting for it
 
 
 class ChainWriter:
@@ -46,18 +46,18 @@ class ChainWriter:
         self._engine, self._key, self._witness = engine, key, witness
         self._every, self._seconds = checkpoint_every, checkpoint_seconds
         self._refused: str | None = None  # why the last checkpoint was refused (logged once per reason)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()  # None: stop
         self._closed = False
         self._conn: Connection | None = None  # kept across batches; dropped on any error
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, event: AuditEvent) -> Future[dict]:
+    def submit(self, event: AuditEvent) -> Future[dict[str, Any]]:
         """Queue `event`; the future yields its committed column values (the record is built by the caller,
         keeping the writer's locked section short)."""
         if self._closed:
             raise AuditUnavailable("the audit log is closed")
-        future: Future[dict] = Future()
+        future: Future[dict[str, Any]] = Future()
         self._queue.put((event, future))
         return future
 
@@ -66,7 +66,7 @@ class ChainWriter:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._queue.put(None)  # stop
         self._thread.join()
         self._checkpoint_if_due(force=True)
         self._drop_connection()
@@ -78,8 +78,12 @@ class ChainWriter:
             except queue.Empty:
                 self._checkpoint_if_due()
                 continue
-            batch, stop = [], item is _STOP
-            while not stop:
+            batch: list[_Item] = []
+            stop = False
+            while True:
+                if item is None:
+                    stop = True
+                    break
                 batch.append(item)
                 if len(batch) >= MAX_BATCH:
                     break
@@ -87,7 +91,6 @@ class ChainWriter:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                stop = item is _STOP
             try:
                 if batch:
                     self._commit_isolated(batch)
@@ -98,7 +101,7 @@ class ChainWriter:
             if stop:
                 return
 
-    def _commit_isolated(self, batch: list[tuple[AuditEvent, Future]]) -> None:
+    def _commit_isolated(self, batch: list[_Item]) -> None:
         """Commit `batch` in one transaction; if that fails, record by record so only the culprits fail."""
         error = self._commit(batch)
         if error is None or len(batch) == 1:
@@ -110,7 +113,7 @@ class ChainWriter:
                     _settle(future, error=error)
                 return
 
-    def _commit(self, batch: list[tuple[AuditEvent, Future]]) -> AuditUnavailable | None:
+    def _commit(self, batch: list[_Item]) -> AuditUnavailable | None:
         """One transaction for `batch`; settles every future when it succeeds (or when it is a single record),
         returns the error otherwise."""
         try:
@@ -184,7 +187,8 @@ class ChainWriter:
                 pass
 
 
-def _settle(future: Future, result: dict[str, Any] | None = None, error: BaseException | None = None) -> None:
+def _settle(future: Future[dict[str, Any]], result: dict[str, Any] | None = None,
+            error: BaseException | None = None) -> None:
     """Answer a caller's future; one whose caller gave up (cancelled) or was already answered is left alone."""
     if future.done():
         return
@@ -192,6 +196,6 @@ def _settle(future: Future, result: dict[str, Any] | None = None, error: BaseExc
         if error is not None:
             future.set_exception(error)
         else:
-            future.set_result(result)
+            future.set_result(result or {})
     except Exception:  # noqa: BLE001 - cancelled in between (InvalidStateError): nobody is waiting
         pass

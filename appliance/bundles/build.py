@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -52,9 +53,9 @@ class BundleBuildError(BundleError):
     """The checkpoint cannot be converted (wrong layout, builder failure, bad destination)."""
 
 
-def _checkpoint_config(hf_dir: Path) -> dict:
+def _checkpoint_config(hf_dir: Path) -> dict[str, Any]:
     try:
-        config = json.loads((hf_dir / "config.json").read_text())
+        config: dict[str, Any] = json.loads((hf_dir / "config.json").read_text())
     except FileNotFoundError:
         raise BundleBuildError(f"{hf_dir} has no config.json (not a Hugging Face checkpoint)") from None
     except (OSError, ValueError) as exc:

@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -28,7 +28,7 @@ class BundleError(ApplianceError):
     """A bundle that is malformed, incompatible, or not allowed into the store."""
 
 
-def semver_key(version: str) -> tuple:
+def semver_key(version: str) -> tuple[Any, ...]:
     """Sort key per Semantic Versioning 2.0: a pre-release sorts before its release; build metadata is ignored."""
     m = _SEMVER.match(version)
     if not m:

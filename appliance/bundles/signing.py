@@ -9,7 +9,7 @@ from pathlib import Path
 
 from appliance.bundles.metadata import METADATA_FILE, SIGNATURE_FILE, BundleError, BundleMetadata
 from appliance.signing import keys, oms
-from appliance.signing.hashing import Progress
+from appliance.signing.hashing import HeldFiles, Progress
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,12 @@ def read_verified_metadata(folder: Path, manifest: oms.Manifest) -> BundleMetada
 
 def verify_bundle(folder: Path, trusted: list[keys.PublicKey], *, workers: int = 1,
                   progress: Progress | None = None, max_signature_bytes: int = 16 << 20,
-                  copy_to: Path | None = None) -> VerifiedBundle:
-    """Signature first (cheap), then `bundle.json`, then every byte in parallel (optionally copied)."""
+                  copy_to: Path | None = None, held: HeldFiles | None = None) -> VerifiedBundle:
+    """Signature first (cheap), then `bundle.json`, then every byte in parallel (optionally copied, or held
+    open for loading: see `BundleStore.loading`)."""
     manifest, key = oms.read_signature(folder, trusted, signature_name=SIGNATURE_FILE,
                                        max_signature_bytes=max_signature_bytes)
     metadata = read_verified_metadata(folder, manifest)
     oms.verify_folder(folder, trusted, signature_name=SIGNATURE_FILE, workers=workers, progress=progress,
-                      copy_to=copy_to, manifest=manifest)
+                      copy_to=copy_to, manifest=manifest, held=held)
     return VerifiedBundle(folder, metadata, manifest, keys.key_hint(key))

@@ -8,22 +8,25 @@ versions and, per name, the highest version ever imported (the rollback high-wat
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from appliance.bundles.metadata import SIGNATURE_FILE, BundleError, BundleMetadata, semver_key
 from appliance.bundles.signing import VerifiedBundle, read_verified_metadata, verify_bundle
 from appliance.files import atomic_write
 from appliance.signing import keys, oms
-from appliance.signing.hashing import Progress
+from appliance.signing.hashing import HeldFiles, Progress
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class BundleStore:
             if highest and semver_key(meta.version) <= semver_key(highest) and not allow_downgrade:
                 raise BundleError(f"{meta.name} {meta.version} is not newer than {highest}, already imported "
                                   "(rollback protection; --allow-downgrade to override)")
+            _check_room(src, self.root)
             tmp = Path(tempfile.mkdtemp(prefix="import-", dir=self.root / ".tmp"))
             try:
                 verified = verify_bundle(src, trusted, workers=self.workers, progress=progress,
@@ -131,6 +135,47 @@ class BundleStore:
             raise BundleError(f"{path} holds {verified.metadata.name} {verified.metadata.version}, not its folder name")
         return verified
 
+    @contextmanager
+    def loading(self, name: str, version: str, trusted: list[keys.PublicKey]) -> Iterator[VerifiedBundle]:
+        """A stored bundle to load from: every file opened once and verified through that descriptor, and
+        `path` a private folder of hard links to those very inodes (made from the descriptors, so no name
+        is looked up twice), so the loader reads the bytes that were hashed even if the store's files are
+        swapped meanwhile. ONNX Runtime refuses external data reached through symlinks, hence links. Raises
+        after loading if a file was written in place while held (the load must then be thrown away). On a
+        read-only store (a Kubernetes volume mounted so) nothing can be swapped and the bundle loads in place."""
+        path = self._require(name, version)
+        private = self.root / ".load" / f"{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            self._sweep_loads()
+            private.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise BundleError(f"cannot prepare {private} for loading: {exc.strerror}") from exc
+        held = HeldFiles(private if private.is_dir() else None)
+        try:
+            verified = verify_bundle(path, trusted, workers=self.workers, held=held,
+                                     max_signature_bytes=self.max_signature_bytes)
+            if (verified.metadata.name, verified.metadata.version) != (name, version):
+                raise BundleError(f"{path} holds {verified.metadata.name} {verified.metadata.version}, not its "
+                                  "folder name")
+            yield VerifiedBundle(held.link_dir or path, verified.metadata, verified.manifest, verified.signer_hint)
+            changed = held.changed()
+            if changed is not None:
+                raise BundleError(f"{path / changed} was written to while it was being loaded")
+        finally:
+            held.close()
+            shutil.rmtree(private, ignore_errors=True)
+
+    def _sweep_loads(self) -> None:
+        """Links left by a process that died while loading (they would keep old inodes' space in use)."""
+        loads = self.root / ".load"
+        if not loads.is_dir():
+            return
+        for entry in loads.iterdir():
+            pid = entry.name.split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+
     def active(self) -> dict[str, str]:
         return dict(self._read_state().get("active", {}))
 
@@ -159,7 +204,7 @@ class BundleStore:
         if self.root.is_dir():
             yield from (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def _highest(self, state: dict, name: str) -> str | None:
+    def _highest(self, state: dict[str, Any], name: str) -> str | None:
         versions = [state.get("highest", {}).get(name)]
         if (self.root / name).is_dir():
             versions += [p.name for p in (self.root / name).iterdir()]
@@ -167,7 +212,7 @@ class BundleStore:
         return max(versions, key=semver_key) if versions else None
 
     @contextmanager
-    def _locked(self) -> Iterator[dict]:
+    def _locked(self) -> Iterator[dict[str, Any]]:
         (self.root / ".tmp").mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -175,15 +220,16 @@ class BundleStore:
                 shutil.rmtree(leftover, ignore_errors=True)
             yield self._read_state()
 
-    def _read_state(self) -> dict:
+    def _read_state(self) -> dict[str, Any]:
         try:
-            return json.loads((self.root / "state.json").read_text())
+            state: dict[str, Any] = json.loads((self.root / "state.json").read_text())
+            return state
         except FileNotFoundError:
             return {}
         except ValueError as exc:
             raise BundleError(f"{self.root / 'state.json'} is corrupt") from exc
 
-    def _write_state(self, state: dict) -> None:
+    def _write_state(self, state: dict[str, Any]) -> None:
         with atomic_write(self.root / "state.json") as f:
             json.dump(state, f, indent=2, sort_keys=True)
         _fsync_dir(self.root)
@@ -198,6 +244,25 @@ def _is_semver(version: str) -> bool:
     except BundleError:
         return False
     return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_room(src: Path, root: Path) -> None:
+    """Refuse before copying what the store's disk cannot hold: a listed file of any size would otherwise
+    be copied in full before its digest fails (the OMS `files` method signs no sizes)."""
+    need = sum(oms.scan_folder(src, {SIGNATURE_FILE}).values())
+    free = shutil.disk_usage(root).free
+    if need > free:
+        raise BundleError(f"{src} holds {need / 2**20:.1f} MiB but the model store has {free / 2**20:.1f} MiB free")
 
 
 def _fsync_tree(root: Path) -> None:

@@ -42,3 +42,15 @@ def record_or_undo(event: str, undo: Callable[[], object], **detail: str) -> Non
     except BaseException:
         undo()
         raise
+
+
+def recorded_versions(event: str, **detail: str) -> list[str]:
+    """The `version` of every `event` record matching `detail` (none before the audit log exists)."""
+    from appliance.audit import AuditLog
+    from appliance.db import current_revision
+
+    settings = get_settings()
+    if current_revision(settings.database_url) is None:
+        return []
+    with AuditLog.from_settings(settings) as log:
+        return [r.detail["version"] for r in log.matching(event, **detail) if "version" in r.detail]

@@ -16,8 +16,8 @@ from appliance.bundles import (
     trusted_keys,
     verify_bundle,
 )
-from appliance.bundles.metadata import BundleError
-from appliance.cli.actions import record
+from appliance.bundles.metadata import BundleError, semver_key
+from appliance.cli.actions import record, recorded_versions
 from appliance.cli.progress import byte_progress
 from appliance.cli.tables import print_table
 from appliance.config import get_settings
@@ -71,9 +71,18 @@ def trust_cmd(pubkey: Annotated[Path, typer.Argument(help="A publisher's PEM pub
     typer.echo(f"trusted {_trust(pubkey)}")
 
 
-def record_import(vb: VerifiedBundle) -> None:
-    """The import's record, once every byte is verified and before the bundle appears in the store."""
-    record("admin.bundle_imported", name=vb.metadata.name, version=vb.metadata.version, signer=vb.signer_hint)
+def record_import(vb: VerifiedBundle, allow_downgrade: bool = False) -> None:
+    """The import's record, once every byte is verified and before the bundle appears in the store. The
+    rollback floor is checked against the audit log too: the store's own mark is a file anyone with write
+    access to the store could lower."""
+    name, version = vb.metadata.name, vb.metadata.version
+    if not allow_downgrade:
+        newest = recorded_versions("admin.bundle_imported", name=name)
+        if newest and semver_key(version) <= max(semver_key(v) for v in newest):
+            floor = max(newest, key=semver_key)
+            raise BundleError(f"{name} {version} is not newer than {floor}, recorded as imported in the audit log "
+                              "(rollback protection; --allow-downgrade to override)")
+    record("admin.bundle_imported", name=name, version=version, signer=vb.signer_hint)
 
 
 def _trust(pubkey: Path) -> Path:
@@ -141,7 +150,7 @@ def import_cmd(
     store = _store()
     with byte_progress("importing", _total_bytes(folder)) as advance:
         vb = store.import_bundle(folder, trusted, allow_downgrade=allow_downgrade, progress=advance,
-                                 before_place=record_import)
+                                 before_place=lambda verified: record_import(verified, allow_downgrade))
     if activate:  # just verified while copied in
         record("admin.bundle_activated", name=vb.metadata.name, version=vb.metadata.version)
         store.mark_active(vb.metadata.name, vb.metadata.version)

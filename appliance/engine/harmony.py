@@ -26,7 +26,16 @@ from openai_harmony import (
     ToolDescription,
 )
 
-from appliance.engine.types import Channel, EngineError, Event, TextEvent, ToolCallEvent, content_text
+from appliance.engine.types import (
+    Channel,
+    EngineError,
+    Event,
+    GenerationRequest,
+    TextEvent,
+    ToolCallEvent,
+    content_text,
+)
+from appliance.vocabulary import packaged_harmony
 
 _EFFORTS = {"low": ReasoningEffort.LOW, "medium": ReasoningEffort.MEDIUM, "high": ReasoningEffort.HIGH}
 _CHANNEL = re.compile(r"<\|channel\|>\s*([A-Za-z_]+)")
@@ -86,6 +95,14 @@ def render_prompt(encoding: HarmonyEncoding, messages: list[dict[str, Any]], too
 
 
 Place = tuple[Any, ...]  # where a piece of text sits in (messages, tools): a path of keys and indices
+
+
+def prompt_size(request: GenerationRequest) -> int:
+    """Tokens of the prompt the engine will render for `request`, counted where no engine is (the gateway
+    charges a generation that ended before reporting usage by it)."""
+    if request.prompt_tokens is not None:
+        return len(request.prompt_tokens)
+    return len(render_prompt(packaged_harmony(), request.messages, request.tools, request.reasoning_effort))
 
 
 def prompt_texts(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[tuple[str, str, Place]]:

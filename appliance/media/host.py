@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -60,11 +61,11 @@ def stop_detached(pid_file: Path, timeout: float = 60) -> bool:
     return True
 
 
-def wait_ready(base: str, log: Path | None = None) -> None:
+def wait_ready(base: str, log: Path | None = None, context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
+            with urllib.request.urlopen(base + "/readyz", timeout=2, context=context) as r:
                 if r.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -76,7 +77,7 @@ def wait_ready(base: str, log: Path | None = None) -> None:
     )
 
 
-def first_answer(base: str, token: str, model: str) -> tuple[str, int]:
+def first_answer(base: str, token: str, model: str, context: ssl.SSLContext | None = None) -> tuple[str, int]:
     """Ask one question with `token`; the answer and the sequence number of its audit record."""
     body = {
         "model": model,
@@ -84,9 +85,9 @@ def first_answer(base: str, token: str, model: str) -> tuple[str, int]:
         "max_tokens": 32,
         "messages": [{"role": "user", "content": "What is the capital of France?"}],
     }
-    reply, headers = _call(base, "/v1/chat/completions", token, body)
+    reply, headers = _call(base, "/v1/chat/completions", token, body, context)
     request_id = headers.get("x-request-id")
-    records, _ = _call(base, "/admin/audit?limit=50", token)
+    records, _ = _call(base, "/admin/audit?limit=50", token, context=context)
     seqs = [
         r["seq"] for r in records["data"] if r.get("request_id") == request_id and r["event"] == "completion"
     ]
@@ -95,16 +96,26 @@ def first_answer(base: str, token: str, model: str) -> tuple[str, int]:
     return reply["choices"][0]["message"]["content"], seqs[0]
 
 
-def _call(base: str, route: str, token: str, body: dict | None = None) -> tuple[dict, dict]:
+def _call(base: str, route: str, token: str, body: dict | None = None,
+          context: ssl.SSLContext | None = None) -> tuple[dict, dict]:
     req = urllib.request.Request(
         base + route,
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(req, timeout=120) as r:
+        with urllib.request.urlopen(req, timeout=120, context=context) as r:
             return json.loads(r.read()), {k.lower(): v for k, v in r.headers.items()}
     except urllib.error.HTTPError as exc:
         raise MediaError(f"the appliance answered {route} with {exc.code}: {exc.read()[:200]!r}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise MediaError(f"cannot reach the appliance at {base}: {exc}") from None
+
+
+def pinned_context(cert: Path) -> ssl.SSLContext:
+    """Trust exactly the certificate the appliance serves (its own file), whoever issued it: the installer
+    checks its own host, where the listen address need not be one of the certificate's names."""
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the leaf itself is the trust anchor
+    ctx.check_hostname = False
+    return ctx

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -50,7 +51,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--stop", action="store_true", help="stop an appliance started with --no-systemd")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    return p.parse_args(argv)
+    tls = p.add_mutually_exclusive_group()
+    tls.add_argument("--tls-cert", type=Path, help="the site CA's server certificate (PEM; with --tls-key)")
+    tls.add_argument("--tls-self-signed", action="store_true",
+                     help="make a self-signed certificate for this host (its fingerprint is printed, to pin)")
+    p.add_argument("--tls-key", type=Path, help="the key of --tls-cert (PEM, mode 0600)")
+    p.add_argument("--tls-ca", type=Path, help="CA bundle for client certificates (mTLS)")
+    args = p.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        p.error("--tls-cert and --tls-key go together")
+    return args
 
 
 def main(media: Path, argv: list[str]) -> int:
@@ -170,6 +180,7 @@ class Installer:
             ("stop", self.stop_running),
             ("snapshot", lambda: self.snapshot(upgrading_from)),
             ("migrate", lambda: self.appliance(release, "db", "upgrade")),
+            ("tls", lambda: self.install_tls(release)),
             ("bundles", lambda: self.import_bundles(m.bundles, m.files, release)),
             ("policy", lambda: self.install_policy(state)),
             ("switch", lambda: self.switch(m.version, upgrading_from)),
@@ -271,6 +282,23 @@ class Installer:
         }
         with atomic_write(self.prefix / "etc" / "appliance.yaml", mode=0o644) as f:
             f.write("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))
+
+    def install_tls(self, release: Path) -> None:
+        """The site's certificate (replacing one installed before: rotation), or a self-signed one made
+        once (an upgrade keeps it, so clients' pins stay valid). Nothing when neither was asked for."""
+        a = self.args
+        if a.tls_cert is not None:
+            extra = ["--ca", str(a.tls_ca.resolve())] if a.tls_ca else []
+            out = self.appliance(release, "tls", "install", "--cert", str(a.tls_cert.resolve()), "--key",
+                                 str(a.tls_key.resolve()), *extra)
+        elif a.tls_self_signed and not self.server_cert().exists():
+            out = self.appliance(release, "tls", "self-signed")
+        else:
+            return
+        say(f"  {out.strip()}")
+
+    def server_cert(self) -> Path:
+        return self.data / "keys" / "tls" / "server.crt"
 
     def stop_running(self) -> None:
         if host.stop_detached(self.prefix / "run" / "serve.pid"):
@@ -387,7 +415,8 @@ class Installer:
 
     # -- helpers --------------------------------------------------------------------------------------
     def start_and_check(self, release: Path, *, check: bool) -> None:
-        base = f"http://{self.args.host}:{self.args.port}"
+        context = host.pinned_context(self.server_cert()) if self.server_cert().exists() else None
+        base = f"{'https' if context else 'http'}://{self.args.host}:{self.args.port}"
         log = self.prefix / "logs" / "serve.log"
         if self.args.no_systemd:
             host.start_detached(
@@ -397,7 +426,7 @@ class Installer:
             from appliance.media.units import start_units
 
             start_units()
-        host.wait_ready(base, log)
+        host.wait_ready(base, log, context)
         if not check:
             return
         token, temporary = self.token, self.token is None
@@ -407,15 +436,15 @@ class Installer:
             ).strip()
         assert token is not None  # printed by this install, or the temporary one just made
         try:
-            model = self.first_model(base, token)
-            answer, seq = host.first_answer(base, token, model)
+            model = self.first_model(base, token, context)
+            answer, seq = host.first_answer(base, token, model, context)
         finally:
             if temporary:  # tokens are ak-KEYID.SECRET
                 self.appliance(release, "keys", "revoke", token[3:].split(".")[0], check=False)
         print(f"answer from {model}: {answer}\naudit record seq {seq}", flush=True)
 
-    def first_model(self, base: str, token: str) -> str:
-        data, _ = host._call(base, "/v1/models", token)
+    def first_model(self, base: str, token: str, context: ssl.SSLContext | None) -> str:
+        data, _ = host._call(base, "/v1/models", token, context=context)
         if not data["data"]:
             raise MediaError("the appliance serves no model (the media carried no bundle)")
         return data["data"][0]["id"]

@@ -43,7 +43,7 @@ class PolicyRequest:
     messages: list[Message]
     max_tokens: int | None = None
     reasoning_effort: str | None = None
-    tools: list[dict] | None = None
+    tools: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)

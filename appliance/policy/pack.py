@@ -179,7 +179,7 @@ def _cross_check(pack: Pack, where: dict[str, YamlDoc]) -> None:
             raise where["audit"].error(["audit", "roles", role], f"audit.roles: unknown role {role!r}")
 
 
-def load_options(settings: Settings) -> dict:
+def load_options(settings: Settings) -> dict[str, Any]:
     """`load`/`reload` keywords from the settings: signing required?, trusted policy keys, size cap."""
     from appliance.policy.floor import read_floor
 

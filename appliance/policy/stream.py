@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from appliance.policy.canon import canonical
+from appliance.policy.canon import View, canonical
 from appliance.policy.detectors import Finding
 from appliance.policy.grants import effective_grant, rule_for
 from appliance.policy.pack import PolicySet
@@ -98,7 +98,7 @@ class OutputFilter:
             self._release(self._channel, True, chunks, findings)
         return FilterOutput(tuple(chunks), tuple(findings), self.stopped, self.rule_id)
 
-    def _release(self, channel: str, final: bool, chunks: list, findings: list) -> None:
+    def _release(self, channel: str, final: bool, chunks: list[tuple[str, str]], findings: list[Finding]) -> None:
         pending = self._pending.setdefault(channel, _Pending())
         if not pending.text:
             return
@@ -157,6 +157,6 @@ def _hold_start(buf: str) -> int:
     return max(view.start(start) if start < len(text) else _end_of_visible(view, buf), len(buf) - MAX_HOLD)
 
 
-def _end_of_visible(view, buf: str) -> int:
+def _end_of_visible(view: View, buf: str) -> int:
     """Original offset just after the last canonical character: trailing invisible characters stay held."""
     return view.end(len(view.text)) if view.text else 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -40,7 +40,7 @@ class CaseRequest(_Strict):
     messages: list[CaseMessage]
     max_tokens: int | None = None
     reasoning_effort: str | None = None
-    tools: list[dict] | None = None
+    tools: list[dict[str, Any]] | None = None
 
 
 class OutputPiece(_Strict):

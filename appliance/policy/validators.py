@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 
 import phonenumbers
 from stdnum import iban, luhn
@@ -76,7 +77,7 @@ def nino_ok(compact: str) -> bool:
     return _NINO.fullmatch(compact.upper()) is not None
 
 
-NATIONAL_IDS = {
+NATIONAL_IDS: dict[str, Callable[[str], bool]] = {
     "pii.uk_nino": nino_ok, "pii.de_tax_id": idnr.is_valid, "pii.fr_nir": nir.is_valid,
     "pii.it_fiscal_code": codicefiscale.is_valid, "pii.es_dni": lambda v: dni.is_valid(v) or nie.is_valid(v),
 }
@@ -85,7 +86,7 @@ NATIONAL_IDS = {
 # (North America, Italian mobiles, Spain); the first whose plan takes the number decides.
 _TRUNK_REGIONS = ("GB", "DE", "FR", "IT", "NL", "BE", "AT", "CH")
 _PLAIN_REGIONS = (("US", False), ("IT", True), ("ES", True))
-_PLAIN_SHAPES = {"US": lambda d: len(d) == 10 or (len(d) == 11 and d[0] == "1"),
+_PLAIN_SHAPES: dict[str, Callable[[str], bool]] = {"US": lambda d: len(d) == 10 or (len(d) == 11 and d[0] == "1"),
                  "IT": lambda d: d[0] == "3" and 9 <= len(d) <= 11, "ES": lambda d: len(d) == 9 and d[0] in "6789"}
 
 

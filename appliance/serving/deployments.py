@@ -17,7 +17,7 @@ from appliance.config import Settings
 from appliance.engine import Event, GenerationRequest
 from appliance.logs import configure_logging
 from appliance.serving.handle_backend import HandleBackend
-from appliance.serving.local_backend import LocalBackend, open_engine, verified_active
+from appliance.serving.local_backend import LocalBackend, load_active
 
 log = structlog.get_logger()
 
@@ -62,14 +62,13 @@ class LLMServer:
                    if loaded.get(name) not in (None, version) and (name, version) not in self._refused]
         for name, version in changed:
             try:
-                bundle = (await asyncio.to_thread(verified_active, self.settings, [name]))[0]
-                engine = await asyncio.to_thread(open_engine, self.settings, bundle)
+                engine = (await asyncio.to_thread(load_active, self.settings, [name]))[0]
             except Exception as exc:  # noqa: BLE001 - keep serving the old version
                 self._refused.add((name, version))
                 log.error("activation not applied", bundle=name, version=version, error=str(exc))
                 continue
             await self.backend.swap(engine)
-            log.info("switched bundle", bundle=name, version=bundle.metadata.version)
+            log.info("switched bundle", bundle=name, version=engine.info.version)
 
 
 @serve.deployment(name="gateway", health_check_period_s=2, graceful_shutdown_wait_loop_s=1,

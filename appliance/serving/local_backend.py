@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from appliance.api.backend import ModelBackend, ModelInfo, coalesce
+from appliance.audit import AuditLog
 from appliance.bundles import BundleStore, VerifiedBundle, trusted_keys
 from appliance.bundles.metadata import BundleError
 from appliance.config import Settings
@@ -30,16 +31,44 @@ def open_engine(settings: Settings, bundle: VerifiedBundle) -> _Loaded:
     return _Loaded(ModelInfo(m.name, m.version, m.profile, int(m.created.timestamp())), engine)
 
 
-def verified_active(settings: Settings, names: list[str] | None = None) -> list[VerifiedBundle]:
-    """Every active bundle (or those named), each re-verified byte for byte before it is loaded."""
-    store = BundleStore(settings.model_store, workers=settings.hash_workers,
-                        max_signature_bytes=settings.max_signature_bytes)
-    active = store.active()
+def checked_active(settings: Settings, names: list[str] | None = None) -> dict[str, str]:
+    """The active version of every bundle (or of those named), each the version the audit log last recorded
+    as activated: `state.json` is a plain file, and an edit to it (to serve an older, vulnerable version)
+    must not take effect unrecorded."""
+    active = BundleStore(settings.model_store).active()
     wanted = names or sorted(active)
     if not wanted:
         raise BundleError("no active bundle in the model store (appliance bundle import DIR --activate)")
+    audit = AuditLog.from_settings(settings)
+    try:
+        for name in wanted:
+            recorded = audit.latest("admin.bundle_activated", name=name)
+            if recorded is not None and recorded.detail.get("version") != active.get(name):
+                raise BundleError(f"the store's state.json makes {name} {active.get(name)} active, but the audit "
+                                  f"log's last activation of {name} is {recorded.detail.get('version')} (record "
+                                  f"{recorded.seq}): refusing to load a change made outside the appliance")
+            if name not in active:
+                raise BundleError(f"no active version of {name}")
+    finally:
+        audit.close()
+    return {name: active[name] for name in wanted}
+
+
+def load_active(settings: Settings, names: list[str] | None = None) -> list[_Loaded]:
+    """An engine per active bundle (or per one named), loaded from exactly the bytes just verified."""
+    store = BundleStore(settings.model_store, workers=settings.hash_workers,
+                        max_signature_bytes=settings.max_signature_bytes)
     trusted = trusted_keys(settings.trust_dir)
-    return [store.open(name, None, trusted) for name in wanted]
+    loaded: list[_Loaded] = []
+    try:
+        for name, version in checked_active(settings, names).items():
+            with store.loading(name, version, trusted) as bundle:
+                loaded.append(open_engine(settings, bundle))
+    except BaseException:
+        for done in loaded:
+            done.engine.close()
+        raise
+    return loaded
 
 
 class LocalBackend(ModelBackend):
@@ -48,7 +77,7 @@ class LocalBackend(ModelBackend):
 
     @classmethod
     def from_store(cls, settings: Settings, names: list[str] | None = None) -> LocalBackend:
-        return cls([open_engine(settings, b) for b in verified_active(settings, names)])
+        return cls(load_active(settings, names))
 
     async def models(self) -> list[ModelInfo]:
         return [x.info for x in self._loaded.values()]

@@ -3,18 +3,21 @@
 Threads, not processes: hashlib and file reads release the GIL, so N threads keep N cores busy with no
 pickling or extra copies. Each worker owns one reusable buffer (memory is workers x CHUNK), and each byte
 is read exactly once: when importing, the bytes written to the store are the very bytes that were hashed,
-so there is no window between checking a file and copying it.
+so there is no window between checking a file and copying it. When loading, `HeldFiles` closes the same
+window: the files are opened once, hashed through those descriptors and loaded through them too.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+AT_FDCWD, AT_SYMLINK_FOLLOW, AT_EMPTY_PATH = -100, 0x400, 0x1000
 CHUNK = 1024 * 1024  # fits in L2: the copy from the page cache is still hot when hashed
 
 Progress = Callable[[int], None]
@@ -30,16 +33,57 @@ class Piece:
 
 
 def hash_pieces(root: Path, pieces: Iterable[Piece], *, workers: int, progress: Progress | None = None,
-                copy_to: Path | None = None) -> dict[Piece, str]:
+                copy_to: Path | None = None, held: HeldFiles | None = None) -> dict[Piece, str]:
     """SHA-256 hex of every piece, largest first so the pool drains evenly.
 
     With `copy_to`, each piece is also written at the same offset of the same relative path there (files
-    must already exist there with their final size; see `preallocate`).
+    must already exist there with their final size; see `preallocate`). With `held`, files are read through
+    its descriptors instead of being opened by path.
     """
     ordered = sorted(pieces, key=lambda p: p.end - p.start, reverse=True)
+    fds = held.fds if held is not None else None
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sha256") as pool:
-        digests = list(pool.map(lambda p: _hash_piece(root, p, progress, copy_to), ordered))
+        digests = list(pool.map(lambda p: _hash_piece(root, p, progress, copy_to, fds), ordered))
     return dict(zip(ordered, digests))
+
+
+class HeldFiles:
+    """A folder's files opened once, so that what is hashed and what is loaded are the same inodes: a file
+    replaced by rename after the check is not the one loaded. With `link_dir`, each is also given a name
+    there at once (a hard link made from the descriptor), for loaders that open files by name. `changed`
+    then tells whether any was written in place since: its mtime and size, and its ctime while its link
+    count is unchanged (ctime moves on every write and no user can set it back, but a rename over one of
+    its names moves it too; the stats are taken after linking, which moves it as well)."""
+
+    def __init__(self, link_dir: Path | None = None) -> None:
+        self.link_dir = link_dir
+        self.fds: dict[str, int] = {}
+        self._stats: dict[str, os.stat_result] = {}
+
+    def open(self, root: Path, sizes: Mapping[str, int]) -> None:
+        for rel, size in sizes.items():
+            fd = os.open(root / rel, os.O_RDONLY | os.O_NOFOLLOW)
+            self.fds[rel] = fd
+            if self.link_dir is not None:
+                (self.link_dir / rel).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                link_inode(fd, self.link_dir / rel)
+            self._stats[rel] = os.fstat(fd)
+            if self._stats[rel].st_size != size:
+                raise OSError(f"{rel} changed size while being opened")
+
+    def changed(self) -> str | None:
+        """The first file written to since it was opened, if any."""
+        for rel, fd in self.fds.items():
+            now, then = os.fstat(fd), self._stats[rel]
+            ctime_moved = now.st_nlink == then.st_nlink and now.st_ctime_ns != then.st_ctime_ns
+            if (now.st_size, now.st_mtime_ns) != (then.st_size, then.st_mtime_ns) or ctime_moved:
+                return rel
+        return None
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 def preallocate(dst_root: Path, sizes: dict[str, int]) -> None:
@@ -51,11 +95,24 @@ def preallocate(dst_root: Path, sizes: dict[str, int]) -> None:
             f.truncate(size)
 
 
-def _hash_piece(root: Path, piece: Piece, progress: Progress | None, copy_to: Path | None) -> str:
+def link_inode(fd: int, dest: Path) -> None:
+    """A new name for the file open as `fd` (linkat with AT_EMPTY_PATH, else through /proc/self/fd): the
+    inode that was opened, whatever its old name points to by now."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.linkat(fd, b"", AT_FDCWD, os.fsencode(dest), AT_EMPTY_PATH) == 0:
+        return
+    if libc.linkat(AT_FDCWD, f"/proc/self/fd/{fd}".encode(), AT_FDCWD, os.fsencode(dest), AT_SYMLINK_FOLLOW) == 0:
+        return
+    err = ctypes.get_errno()
+    raise OSError(err, os.strerror(err), str(dest))
+
+
+def _hash_piece(root: Path, piece: Piece, progress: Progress | None, copy_to: Path | None,
+                fds: Mapping[str, int] | None) -> str:
     h = hashlib.sha256()
     buf = bytearray(min(CHUNK, max(piece.end - piece.start, 1)))
     view = memoryview(buf)
-    src = os.open(root / piece.path, os.O_RDONLY | os.O_NOFOLLOW)
+    src = fds[piece.path] if fds is not None else os.open(root / piece.path, os.O_RDONLY | os.O_NOFOLLOW)
     dst = os.open(copy_to / piece.path, os.O_WRONLY | os.O_NOFOLLOW) if copy_to is not None else None
     try:
         pos = piece.start
@@ -72,7 +129,8 @@ def _hash_piece(root: Path, piece: Piece, progress: Progress | None, copy_to: Pa
         if dst is not None:
             os.fsync(dst)
     finally:
-        os.close(src)
+        if fds is None:
+            os.close(src)
         if dst is not None:
             os.close(dst)
     return h.hexdigest()

@@ -64,7 +64,7 @@ def load_private_key(path: Path) -> PrivateKey:
         key = serialization.load_pem_private_key(_read_key_file(path), password=None)
     except (ValueError, TypeError) as exc:
         raise KeyFileError(f"{path} is not an unencrypted PEM private key") from exc
-    return _check_kind(key, path)
+    return _private_kind(key, path)
 
 
 def load_public_key(path: Path) -> PublicKey:
@@ -76,7 +76,7 @@ def load_public_key(path: Path) -> PublicKey:
             key = serialization.load_pem_private_key(data, password=None).public_key()
         except (ValueError, TypeError) as exc:
             raise KeyFileError(f"{path} is not a PEM public key") from exc
-    return _check_kind(key, path)
+    return _public_kind(key, path)
 
 
 def trusted_keys(trust_dir: Path, extra: list[Path] | None = None) -> list[PublicKey]:
@@ -105,12 +105,22 @@ def verify(key: PublicKey, signature: bytes, message: bytes) -> bool:
     return True
 
 
-def _check_kind(key, path: Path):
-    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
+def _private_kind(key: object, path: Path) -> PrivateKey:
+    if isinstance(key, ed25519.Ed25519PrivateKey) or (
+            isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in _EC_CURVES):
         return key
-    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)) and key.curve.name in _EC_CURVES:
+    raise _unsupported(path)
+
+
+def _public_kind(key: object, path: Path) -> PublicKey:
+    if isinstance(key, ed25519.Ed25519PublicKey) or (
+            isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in _EC_CURVES):
         return key
-    raise KeyFileError(f"{path}: unsupported key type (use Ed25519 or ECDSA P-256/P-384)")
+    raise _unsupported(path)
+
+
+def _unsupported(path: Path) -> KeyFileError:
+    return KeyFileError(f"{path}: unsupported key type (use Ed25519 or ECDSA P-256/P-384)")
 
 
 def _read_key_file(path: Path) -> bytes:

@@ -19,11 +19,12 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from appliance.files import atomic_write
 from appliance.signing import dsse, keys
-from appliance.signing.dsse import SignatureError
-from appliance.signing.hashing import Piece, Progress, hash_pieces, preallocate
+from appliance.signing.dsse import SignatureError as SignatureError  # re-exported: callers catch it here
+from appliance.signing.hashing import HeldFiles, Piece, Progress, hash_pieces, preallocate
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
@@ -93,8 +94,10 @@ def read_signature(folder: Path, trusted: list[keys.PublicKey], *, signature_nam
 
 def verify_folder(folder: Path, trusted: list[keys.PublicKey], *, signature_name: str = "model.sig",
                   max_signature_bytes: int = 16 << 20, workers: int = 1, progress: Progress | None = None,
-                  copy_to: Path | None = None, manifest: Manifest | None = None) -> Manifest:
-    """Check that `folder` is exactly what a trusted key signed; with `copy_to`, copy it while hashing.
+                  copy_to: Path | None = None, manifest: Manifest | None = None,
+                  held: HeldFiles | None = None) -> Manifest:
+    """Check that `folder` is exactly what a trusted key signed; with `copy_to`, copy it while hashing; with
+    `held`, open every file into it and hash through those descriptors (for loading through them after).
 
     Raises `SignatureError` naming the first problem. A given `manifest` (from `read_signature`) skips
     re-reading the signature.
@@ -107,7 +110,12 @@ def verify_folder(folder: Path, trusted: list[keys.PublicKey], *, signature_name
     pieces = list(manifest.digests) if manifest.method == "shards" else [Piece(p, 0, s) for p, s in sizes.items()]
     if copy_to is not None:
         preallocate(copy_to, sizes)
-    actual = hash_pieces(folder, pieces, workers=workers, progress=progress, copy_to=copy_to)
+    if held is not None:
+        try:
+            held.open(folder, sizes)
+        except OSError as exc:
+            raise SignatureError(f"cannot open the files of {folder}: {exc}") from exc
+    actual = hash_pieces(folder, pieces, workers=workers, progress=progress, copy_to=copy_to, held=held)
     expected = manifest.digests if manifest.method == "shards" else {Piece(p.path, 0, sizes[p.path]): d
                                                                        for p, d in manifest.digests.items()}
     for piece in sorted(expected):
@@ -249,10 +257,10 @@ def _algorithm(shard_size: int | None) -> str:
     return f"sha256-sharded-{shard_size}" if shard_size else "sha256"
 
 
-def _statement(name: str, manifest: Manifest) -> dict:
+def _statement(name: str, manifest: Manifest) -> dict[str, Any]:
     ordered = sorted(manifest.digests.items(), key=lambda kv: (PurePosixPath(kv[0].path).parts, kv[0].start))
     root = hashlib.sha256(b"".join(bytes.fromhex(d) for _, d in ordered)).hexdigest()
-    serialization: dict = {"method": manifest.method, "hash_type": "sha256", "allow_symlinks": False,
+    serialization: dict[str, Any] = {"method": manifest.method, "hash_type": "sha256", "allow_symlinks": False,
                            "ignore_paths": manifest.ignore_paths}
     if manifest.method == "shards":
         serialization["shard_size"] = manifest.shard_size

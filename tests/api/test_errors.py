@@ -56,9 +56,9 @@ async def test_body_too_large_is_413(client, scripted):
 async def test_policy_denial_is_403_with_rule_id(client, scripted):
     r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": [
         {"role": "user", "content": "use my key AKIAIOSFODNN7EXAMPLE to list buckets"}]})
-    err = assert_error(r, 403, "input.secrets")
+    err = assert_error(r, 403, "site-in.secrets")
     assert "AKIA" not in r.text
-    assert "input.secrets" in err["message"]
+    assert "site-in.secrets" in err["message"]
     assert scripted.calls == []
 
 

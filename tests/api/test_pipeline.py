@@ -6,6 +6,8 @@ import asyncio
 import json
 
 from appliance.engine import FinishEvent, TextEvent, Usage
+from appliance.engine.harmony import render_prompt
+from appliance.vocabulary import packaged_harmony
 from tests.api.helpers import records, sse_events
 from tests.api.scripted import answer, tool_call
 
@@ -57,10 +59,10 @@ async def test_output_pii_is_redacted_and_secret_stops_stream(client, scripted, 
     r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG})
     choice = r.json()["choices"][0]
     assert choice["finish_reason"] == "content_filter"
-    assert choice["content_filter_results"]["rule_id"] == "output.secrets"
+    assert choice["content_filter_results"]["rule_id"] == "site-out.secrets"
     assert "AKIA" not in r.text
     recs = records(appliance, r.headers["x-request-id"])
-    assert recs[-1].event == "completion" and recs[-1].decision.rule_ids == ("output.secrets",)
+    assert recs[-1].event == "completion" and recs[-1].decision.rule_ids == ("site-out.secrets",)
 
 
 async def test_input_pii_is_redacted_before_the_model(client, scripted, appliance):
@@ -73,11 +75,13 @@ async def test_input_pii_is_redacted_before_the_model(client, scripted, applianc
     assert "4111" not in (rec.content or "") and rec.decision.action == "redact"
 
 
-async def test_client_disconnect_cancels_and_is_audited(appliance, scripted):
+async def test_client_disconnect_cancels_and_is_audited(appliance, scripted, monkeypatch):
     scripted.chunks = [[TextEvent("final", f"word{i} ")] for i in range(200)]
     scripted.delay = 0.01
     app = appliance.app
     sent = []
+    charged: list[int] = []
+    monkeypatch.setattr(appliance.services.policy, "charge_tokens", lambda _, tokens: charged.append(tokens))
 
     async def receive():
         if not sent:
@@ -99,6 +103,14 @@ async def test_client_disconnect_cancels_and_is_audited(appliance, scripted):
     await asyncio.sleep(0.1)
     assert [r.event for r in records(appliance, "req-gone")] == ["request", "cancelled"]
     assert scripted.closed == 1
+    # No usage was reported: charged its whole allowance plus the rendered prompt as the tokenizer counts it
+    request = scripted.calls[-1]
+    for _ in range(100):  # the first count loads the vocabulary, in a thread
+        if charged:
+            break
+        await asyncio.sleep(0.1)
+    prompt = len(render_prompt(packaged_harmony(), request.messages, request.tools, request.reasoning_effort))
+    assert prompt > 10 and charged == [request.max_tokens + prompt]  # harmony's framing counts too
 
 
 async def test_failure_mid_stream_becomes_an_error_event_and_a_record(client, scripted, appliance):
@@ -145,4 +157,4 @@ async def test_input_guardrails_cover_tool_call_arguments_sent_back(client, scri
     assert "jane.doe" not in sent and "[REDACTED" in sent
     history[1]["tool_calls"][0]["function"]["arguments"] = '{"key": "AKIAIOSFODNN7EXAMPLE"}'
     r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": history, "tools": TOOLS})
-    assert r.status_code == 403 and r.json()["error"]["code"] == "input.secrets"
+    assert r.status_code == 403 and r.json()["error"]["code"] == "site-in.secrets"

@@ -17,7 +17,7 @@ from tests.appliance import REPO, make_appliance
 def replicas(tmp_path, signed_tiny_bundle, publisher):
     """Two gateway replicas over one database and one policy folder (a copy the test may edit)."""
     pack = tmp_path / "policies"
-    shutil.copytree(REPO / "policies", pack)
+    shutil.copytree(REPO / "tests" / "pack", pack)
     a = make_appliance(tmp_path / "var", signed_tiny_bundle, publisher[1], policy_dir=pack)
     second = Services.from_settings(a.settings, LocalBackend([]))
     yield a, second, pack
@@ -61,6 +61,11 @@ async def test_every_replica_follows_the_recorded_revision(replicas):
     assert second.policy.current.revision != new
     apply_recorded(second, set())
     assert second.policy.current.revision == new
+    async with a.client("admin") as c:  # the admin sees where each revision is in force
+        replicas = {r["replica"]: r["revision"] for r in (await c.get("/admin/policy")).json()["replicas"]}
+    assert replicas == {a.services.replica: new, second.replica: new}
+    records = a.services.audit.query(AuditFilter(event="policy.in_force"), limit=10).records
+    assert {r.principal.name for r in records} == {f"replica:{a.services.replica}", f"replica:{second.replica}"}
 
 
 async def test_a_replica_never_applies_a_folder_that_differs_from_the_record(replicas):

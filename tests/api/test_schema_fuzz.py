@@ -96,3 +96,16 @@ def test_hostile_values_in_every_field_are_never_a_server_error(appliance):
         assert sent >= 20 and any(refused_unicode)  # the raw bodies (with their escapes) were the ones sent
     finally:
         appliance.services.backend = real
+
+
+def test_every_success_body_is_documented(appliance):
+    """Each JSON route declares what it answers (a typed model in /openapi.json), not an untyped object."""
+    spec = appliance.app.openapi()
+    untyped = []
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            ok = next((r for code, r in op["responses"].items() if code.startswith("2")), {})
+            schema = ok.get("content", {}).get("application/json", {}).get("schema")
+            if schema is not None and not schema.get("$ref") and schema.get("type") in (None, "object"):
+                untyped.append(f"{method.upper()} {path}")
+    assert untyped == []

@@ -17,3 +17,17 @@ def test_canonical_audit_record_bytes():
     values = flatten(event, 1, "2026-12-01T00:00:00.000000Z")
     data = canonical([values[c] for c in CHAIN_COLUMNS])
     check_golden("audit_record.canonical", data.decode("ascii") + "\n" + link(GENESIS, data) + "\n")
+
+
+def test_a_client_certificate_subject_extends_the_canonical_bytes_only_when_set():
+    """Records written before the subject column existed keep their bytes (the golden above); one with a
+    subject carries it as one more element at the end."""
+    event = AuditEvent(event="request", request_id="req-2",
+                       principal={"key_id": "k1", "name": "app", "role": "user", "cert_subject": "O=Site,CN=app1"},
+                       source="10.0.0.8", route="POST /v1/chat/completions", status=200)
+    values = flatten(event, 2, "2026-12-01T00:00:01.000000Z")
+    data = canonical([values[c] for c in CHAIN_COLUMNS])
+    check_golden("audit_record_cert.canonical", data.decode("ascii") + "\n" + link(GENESIS, data) + "\n")
+    without = flatten(event.model_copy(update={"principal": event.principal.model_copy(
+        update={"cert_subject": None})}), 2, "2026-12-01T00:00:01.000000Z")
+    assert canonical([without[c] for c in CHAIN_COLUMNS]) == data.replace(b',"O=Site,CN=app1"]', b"]")

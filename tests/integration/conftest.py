@@ -19,26 +19,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def ray_session(tmp_path_factory):
-    ray = pytest.importorskip("ray")
-    from ray import serve
-
-    from appliance.config import Settings
-    from appliance.serving.ray_env import start_ray
-
-    home = tmp_path_factory.mktemp("home")
-    # Ray reads RAY_AUTH_MODE once per process, and other tests may have imported it already: token auth
-    # is exercised by the `appliance serve` subprocess test instead.
-    settings = Settings(data_dir=tmp_path_factory.mktemp("ray") / "var", ray_auth_mode="disabled")
-    start_ray(settings, home)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield port
-    serve.shutdown()
-    ray.shutdown()
-
-
 @contextmanager
 def deployed(data_dir: Path, bundle: Path, publisher_pub, port: int, **overrides):
     """The appliance deployed on the shared Ray at http://127.0.0.1:PORT, with keys for each role; the
@@ -48,7 +28,7 @@ def deployed(data_dir: Path, bundle: Path, publisher_pub, port: int, **overrides
     from appliance.serving.app import build_app
 
     policies = data_dir.parent / "policies"
-    shutil.copytree(REPO / "policies", policies)
+    shutil.copytree(REPO / "tests" / "pack", policies)
     access = yaml.safe_load((policies / "access.yaml").read_text())
     access["access"]["roles"]["admin"]["rate"] = {"requests_per_minute": 100000, "tokens_per_minute": 10000000}
     (policies / "access.yaml").write_text(yaml.safe_dump(access))

@@ -14,13 +14,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, Field
 
 from appliance import apikeys
+from appliance.api import admin_wire as wire
 from appliance.api.auth import AdminCaller, AuditorCaller, Caller, ServicesDep
 from appliance.api.errors import ApiError
-from appliance.api.policy_follow import recorded_revision
+from appliance.api.policy_follow import record_in_force, recorded_revision, replicas_in_force
 from appliance.api.schemas import RequestBody
 from appliance.api.services import Services
 from appliance.api.wire import ERRORS
-from appliance.audit import AuditEvent, AuditFilter
+from appliance.audit import AuditEvent, AuditFilter, AuditRecord
 from appliance.audit.log import MAX_SEQ
 from appliance.errors import ApplianceError
 from appliance.policy.pack import PolicySet, load_options
@@ -54,22 +55,20 @@ def audit_event(caller: Caller, event: str, **detail: str) -> AuditEvent:
 async def audit_list(caller: AuditorCaller, svc: ServicesDep,
                      since: Moment = None, until: Moment = None, principal: Term = None,
                      event: Term = None, action: Term = None, model: Term = None,
-                     cursor: int | None = Query(None, ge=0, le=MAX_SEQ), limit: int = Query(50, ge=1, le=1000)) -> dict:
+                     cursor: int | None = Query(None, ge=0, le=MAX_SEQ),
+                     limit: int = Query(50, ge=1, le=1000)) -> wire.AuditList:
     page = await asyncio.to_thread(svc.audit.query, AuditFilter(since, until, principal, event, action, model),
                                    cursor, limit)
-    return {"object": "list", "data": [r.model_dump(mode="json") for r in page.records],
-            "next_cursor": page.next_cursor}
+    return wire.AuditList(data=page.records, next_cursor=page.next_cursor)
 
 
 @router.get("/audit/verify")
-async def audit_verify(caller: AuditorCaller, svc: ServicesDep) -> dict:
-    report = await asyncio.to_thread(svc.audit.verify)
-    return {"ok": report.ok, "records": report.records, "first_seq": report.first_seq, "last_seq": report.last_seq,
-            "head_hash": report.head_hash, "checkpoints": report.checkpoints, "bad_seq": report.bad_seq,
-            "reason": report.reason}
+async def audit_verify(caller: AuditorCaller, svc: ServicesDep) -> wire.VerifyResult:
+    return wire.VerifyResult.of(await asyncio.to_thread(svc.audit.verify))
 
 
-@router.get("/audit/export")
+@router.get("/audit/export", response_class=StreamingResponse, responses={200: {
+    "content": {"application/x-ndjson": {}, "text/csv": {}}, "description": "Every record, oldest first"}})
 async def audit_export(caller: AuditorCaller, svc: ServicesDep,
                        format: Literal["jsonl", "csv"] = "jsonl") -> StreamingResponse:
     return await export_response(svc, format)
@@ -97,11 +96,12 @@ async def export_response(svc: Services, format: str, filters: AuditFilter | Non
 
 
 @router.get("/audit/{seq}")
-async def audit_show(seq: Annotated[int, Path(ge=0, le=MAX_SEQ)], caller: AuditorCaller, svc: ServicesDep) -> dict:
+async def audit_show(seq: Annotated[int, Path(ge=0, le=MAX_SEQ)], caller: AuditorCaller,
+                     svc: ServicesDep) -> AuditRecord:
     record = await asyncio.to_thread(svc.audit.get, seq)
     if record is None:
         raise ApiError(404, f"no audit record {seq}", code="not_found")
-    return record.model_dump(mode="json")
+    return record
 
 
 # -- keys ---------------------------------------------------------------------------------------------
@@ -111,27 +111,21 @@ class NewKey(RequestBody):
     expires_at: Moment = None
 
 
-def _key(info: apikeys.KeyInfo) -> dict:
-    return {"id": info.key_id, "name": info.name, "role": info.role, "status": info.status,
-            "created_at": info.created_at.isoformat(), "expires_at": info.expires_at and info.expires_at.isoformat(),
-            "revoked_at": info.revoked_at and info.revoked_at.isoformat()}
-
-
 @router.get("/keys")
-async def keys_list(caller: AdminCaller, svc: ServicesDep) -> dict:
+async def keys_list(caller: AdminCaller, svc: ServicesDep) -> wire.KeyList:
     with svc.sessions() as session:
-        return {"object": "list", "data": [_key(k) for k in apikeys.list_keys(session)]}
+        return wire.KeyList(data=[wire.Key.of(k) for k in apikeys.list_keys(session)])
 
 
 @router.post("/keys", status_code=201)
-async def keys_create(body: NewKey, caller: AdminCaller, svc: ServicesDep) -> dict:
+async def keys_create(body: NewKey, caller: AdminCaller, svc: ServicesDep) -> wire.NewKeyCreated:
     token, info = await create_key(svc, caller, body)
-    return {**_key(info), "key": token}
+    return wire.NewKeyCreated(**wire.Key.of(info).model_dump(), key=token)
 
 
 @router.delete("/keys/{key_id}")
-async def keys_revoke(key_id: str, caller: AdminCaller, svc: ServicesDep) -> dict:
-    return _key(await revoke_key(svc, caller, key_id))
+async def keys_revoke(key_id: str, caller: AdminCaller, svc: ServicesDep) -> wire.Key:
+    return wire.Key.of(await revoke_key(svc, caller, key_id))
 
 
 async def create_key(svc: Services, caller: Caller, body: NewKey) -> tuple[str, apikeys.KeyInfo]:
@@ -163,15 +157,18 @@ async def revoke_key(svc: Services, caller: Caller, key_id: str) -> apikeys.KeyI
 
 # -- policy -------------------------------------------------------------------------------------------
 @router.get("/policy")
-async def policy_show(caller: AdminCaller, svc: ServicesDep) -> dict:
+async def policy_show(caller: AdminCaller, svc: ServicesDep) -> wire.PolicyState:
     current = svc.policy.current
     recorded = await asyncio.to_thread(recorded_revision, svc)
-    return {"revision": current.revision, "version": current.version, "directory": str(svc.settings.policy_dir),
-            "recorded_revision": recorded, "in_force_here": recorded in (None, current.revision)}
+    replicas = await asyncio.to_thread(replicas_in_force, svc)
+    return wire.PolicyState(revision=current.revision, version=current.version,
+                            directory=str(svc.settings.policy_dir), recorded_revision=recorded,
+                            in_force_here=recorded in (None, current.revision), replica=svc.replica,
+                            replicas=[wire.ReplicaPolicy(**r) for r in replicas])
 
 
 @router.post("/policy/reload")
-async def policy_reload(caller: AdminCaller, svc: ServicesDep) -> dict:
+async def policy_reload(caller: AdminCaller, svc: ServicesDep) -> wire.PolicyReloaded:
     s = svc.settings
     try:  # validated first, then recorded, then put in force: no unaudited policy is ever in force
         candidate = await asyncio.to_thread(PolicySet.from_settings, s)
@@ -179,10 +176,11 @@ async def policy_reload(caller: AdminCaller, svc: ServicesDep) -> dict:
         options = load_options(s)  # exactly the pack whose revision was recorded; other replicas follow it
         loaded = svc.policy.install(candidate, require_signed=options["require_signed"],
                                     min_version=options["min_version"])
+        await asyncio.to_thread(record_in_force, svc)
     except ApplianceError as exc:
         raise ApiError(400, f"policy not reloaded, the previous one stays in force: {exc}",
                        code="invalid_policy") from exc
-    return {"revision": loaded.revision, "version": loaded.version}
+    return wire.PolicyReloaded(revision=loaded.revision, version=loaded.version)
 
 
 # -- bundles ------------------------------------------------------------------------------------------
@@ -192,21 +190,16 @@ class Activation(RequestBody):
 
 
 @router.get("/bundles")
-async def bundles_list(caller: AdminCaller, svc: ServicesDep) -> dict:
-    return {"object": "list", "data": [
-        {"name": b.name, "version": b.version, "active": b.active, "profile": b.metadata.profile,
-         "variant": b.metadata.variant, "size": b.size, "created": b.metadata.created.isoformat()}
-        for b in await asyncio.to_thread(svc.store.list)]}
+async def bundles_list(caller: AdminCaller, svc: ServicesDep) -> wire.BundleList:
+    return wire.BundleList(data=[wire.Bundle.of(b) for b in await asyncio.to_thread(svc.store.list)])
 
 
 @router.post("/bundles/activate")
-async def bundles_activate(body: Activation, caller: AdminCaller,
-                           svc: ServicesDep) -> dict:
+async def bundles_activate(body: Activation, caller: AdminCaller, svc: ServicesDep) -> wire.Activated:
     try:  # verified, then recorded, then switched: no unaudited activation
         await asyncio.to_thread(svc.store.open, body.name, body.version, svc.bundle_trust())
         await svc.record(audit_event(caller, "admin.bundle_activated", name=body.name, version=body.version))
         await asyncio.to_thread(svc.store.mark_active, body.name, body.version)
     except ApplianceError as exc:
         raise ApiError(400, str(exc), code="invalid_bundle") from exc
-    return {"name": body.name, "version": body.version, "active": True,
-            "note": "serving replicas switch to it at their next health check"}
+    return wire.Activated(name=body.name, version=body.version)

@@ -4,7 +4,7 @@ metrics (admin or auditor)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from appliance.api.auth import AnyCaller, AuditorCaller, ServicesDep
 from appliance.api.wire import ERRORS
@@ -28,6 +28,7 @@ async def openapi(request: Request, _: AnyCaller) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format 0.0.4"}})
 async def metrics(_: AuditorCaller, svc: ServicesDep) -> Response:
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")

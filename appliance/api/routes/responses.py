@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
+from appliance.api import response_events as ev_
 from appliance.api.auth import ServicesDep, UserCaller
 from appliance.api.pipeline import AuditedGeneration, Delta, start_generation
 from appliance.api.schemas import ResponsesRequest
@@ -40,7 +41,7 @@ async def create_response(body: ResponsesRequest, caller: UserCaller, svc: Servi
     acc = _Accumulator(rid)
     async for delta in gen.deltas():
         acc.add(delta)
-    return JSONResponse(acc.response(gen, "done"), headers=gen.headers)
+    return JSONResponse(acc.response(gen, "done").model_dump(), headers=gen.headers)
 
 
 class _Accumulator:
@@ -68,7 +69,7 @@ class _Accumulator:
     def message(self, status: str) -> OutputMessage:
         return OutputMessage(id=self.msg_id, status=status, content=[OutputText(text="".join(self.text))])
 
-    def response(self, gen: AuditedGeneration, phase: str) -> dict:
+    def response(self, gen: AuditedGeneration, phase: str) -> ResponseObject:
         o = gen.outcome
         incomplete = {"length": "max_output_tokens", "content_filter": "content_filter"}.get(o.finish_reason)
         done = phase == "done"
@@ -76,24 +77,27 @@ class _Accumulator:
             id=self.rid, created_at=self.created, model=gen.model.name,
             status=("incomplete" if incomplete else "completed") if done else "in_progress",
             incomplete_details=IncompleteDetails(reason=incomplete) if done and incomplete else None,
-            output=self.output() if done else [], usage=ResponseUsage.of(o.usage) if done else None).model_dump()
+            output=self.output() if done else [], usage=ResponseUsage.of(o.usage) if done else None)
 
 
-def _call_item(call, status: str) -> dict:
-    return FunctionCallItem.of(call, status).model_dump()
-
-
-async def _sse(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]):
-    acc = _Accumulator(rid)
+async def _sse(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]) -> AsyncIterator[str]:
     seq = 0
 
-    def ev(kind: str, **data) -> str:
+    def ev(e: ev_.ResponseEvent) -> str:
         nonlocal seq
         seq += 1
-        return event({"type": kind, "sequence_number": seq, **data}, kind)
+        e.sequence_number = seq
+        return event(e.model_dump(), e.type)
 
-    yield ev("response.created", response=acc.response(gen, "start"))
-    yield ev("response.in_progress", response=acc.response(gen, "start"))
+    async for e in _events(gen, rid, deltas):
+        yield ev(e)
+
+
+async def _events(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]) -> AsyncIterator[ev_.ResponseEvent]:
+    """The stream's events in OpenAI's order: the response, each output item as it opens, its deltas, its end."""
+    acc = _Accumulator(rid)
+    yield ev_.ResponseCreated(response=acc.response(gen, "start"))
+    yield ev_.ResponseInProgress(response=acc.response(gen, "start"))
     index = 0
     text_open = False
     async for delta in deltas:
@@ -102,27 +106,25 @@ async def _sse(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]):
             if not text_open:
                 text_open, msg_index = True, index
                 index += 1
-                opened = {**acc.message("in_progress").model_dump(), "content": []}
-                yield ev("response.output_item.added", output_index=msg_index, item=opened)
-                yield ev("response.content_part.added", item_id=acc.msg_id, output_index=msg_index, content_index=0,
-                         part={"type": "output_text", "text": "", "annotations": []})
-            yield ev("response.output_text.delta", item_id=acc.msg_id, output_index=msg_index, content_index=0,
-                     delta=delta.content, logprobs=[])
+                opened = acc.message("in_progress")
+                opened.content = []
+                yield ev_.OutputItemAdded(output_index=msg_index, item=opened)
+                yield ev_.ContentPartAdded(item_id=acc.msg_id, output_index=msg_index, part=OutputText(text=""))
+            yield ev_.OutputTextDelta(item_id=acc.msg_id, output_index=msg_index, delta=delta.content)
         for call in delta.tool_calls:
-            item = _call_item(call, "in_progress")
-            yield ev("response.output_item.added", output_index=index, item=item)
-            yield ev("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
-                     delta=call.arguments)
-            yield ev("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                     arguments=call.arguments)
-            yield ev("response.output_item.done", output_index=index, item=_call_item(call, "completed"))
+            item = FunctionCallItem.of(call, "in_progress")
+            yield ev_.OutputItemAdded(output_index=index, item=item)
+            yield ev_.FunctionCallArgumentsDelta(item_id=item.id, output_index=index, delta=call.arguments)
+            yield ev_.FunctionCallArgumentsDone(item_id=item.id, output_index=index, arguments=call.arguments)
+            yield ev_.OutputItemDone(output_index=index, item=FunctionCallItem.of(call, "completed"))
             index += 1
     if text_open:
         text = "".join(acc.text)
-        yield ev("response.output_text.done", item_id=acc.msg_id, output_index=msg_index, content_index=0, text=text,
-                 logprobs=[])
-        yield ev("response.content_part.done", item_id=acc.msg_id, output_index=msg_index, content_index=0,
-                 part={"type": "output_text", "text": text, "annotations": []})
-        yield ev("response.output_item.done", output_index=msg_index, item=acc.message("completed").model_dump())
+        yield ev_.OutputTextDone(item_id=acc.msg_id, output_index=msg_index, text=text)
+        yield ev_.ContentPartDone(item_id=acc.msg_id, output_index=msg_index, part=OutputText(text=text))
+        yield ev_.OutputItemDone(output_index=msg_index, item=acc.message("completed"))
     final = acc.response(gen, "done")
-    yield ev("response.incomplete" if final["status"] == "incomplete" else "response.completed", response=final)
+    if final.status == "incomplete":
+        yield ev_.ResponseIncomplete(response=final)
+    else:
+        yield ev_.ResponseCompleted(response=final)

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from appliance import apikeys
 from appliance.api.auth import Caller
 from appliance.api.errors import ApiError
+from appliance.api.peer import lacks_required_certificate, with_certificate
 from appliance.api.routes import admin
 from appliance.api.services import Services
 from appliance.api.ui import chart, filters, sessions
@@ -81,7 +82,8 @@ def _svc(request: Request) -> Services:
 
 def _caller(request: Request, principal: Principal) -> Caller:
     route = f"{request.method} {PREFIX}{request.scope['route'].path}"
-    return Caller(principal, f"req_{uuid.uuid4().hex}", request.client.host if request.client else None, route)
+    return Caller(with_certificate(principal, request.scope), f"req_{uuid.uuid4().hex}",
+                  request.client.host if request.client else None, route)
 
 
 async def signed_in(request: Request) -> sessions.SignedIn:
@@ -113,8 +115,10 @@ async def _page(request: Request, template: str, who: sessions.SignedIn | None, 
     """A page with the integrity banner and the CSRF token for its forms: the session's own, or, before
     sign-in, a fresh one whose signed twin goes into the cookie."""
     banner = await asyncio.to_thread(request.app.state.integrity.banner) if who else None
+    cert_warning = _svc(request).cert_expiry.warning() if who else None
     token, signed = (who.csrf_token, None) if who else request.app.state.csrf.issue()
     response = templates.TemplateResponse(request, template, {"who": who and who.principal, "banner": banner,
+                                                              "cert_warning": cert_warning,
                                                               "csrf": token, "csrf_field": CSRF_FIELD,
                                                               "prefix": PREFIX, **context}, status_code=status)
     if signed:
@@ -147,12 +151,15 @@ async def signin(request: Request, key: str = Form("")) -> Response:
         await svc.record(AuditEvent(event="auth_failure", request_id=caller.request_id, source=caller.source,
                                     route=caller.route, status=401, error_code="invalid_api_key"))
         return await _page(request, "signin.html", None, 401, error="that key is not valid")
-    if principal.role not in ("auditor", "admin"):
+    principal = with_certificate(principal, request.scope)
+    if principal.role not in ("auditor", "admin") or lacks_required_certificate(svc.settings, principal):
+        no_cert = principal.role in ("auditor", "admin")
         await svc.record(AuditEvent(event="denial", request_id=caller.request_id, principal=principal,
                                     source=caller.source, route=caller.route, status=403,
-                                    error_code="role_forbidden"))
+                                    error_code="client_certificate_required" if no_cert else "role_forbidden"))
         return await _page(request, "signin.html", None, 403,
-                           error="only auditor and admin keys may sign in to the admin page")
+                           error=f"the {principal.role} role must present a client certificate" if no_cert else
+                           "only auditor and admin keys may sign in to the admin page")
     caller = Caller(principal, caller.request_id, caller.source, caller.route)
     await svc.record(admin.audit_event(caller, "session.signin"))  # recorded first: fail closed
 

@@ -38,6 +38,7 @@ trust: /etc/appliance/trust
 keys: /var/run/appliance/keys
 policy: /etc/appliance/policies
 home: /home/appliance
+tls: /etc/appliance/tls
 {{- end -}}
 
 {{- define "appliance.policyFiles" -}}
@@ -169,6 +170,68 @@ seccompProfile:
 - name: policy
   configMap:
     name: {{ .Values.policy.existingConfigMap | default (printf "%s-policy" (include "appliance.fullname" .)) }}
+{{- if eq .Values.tls.termination "front" }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+    defaultMode: 0440
+- name: tls-peer
+  secret:
+    secretName: {{ .Values.tls.peerSecretName }}
+    defaultMode: 0440
+    items:
+      - key: tls-front.secret
+        path: tls-front.secret
+{{- end }}
+{{- end -}}
+
+{{/* TLS front mode: the certificate Secret and the peer-header key, in the front and the gateways. */}}
+{{- define "appliance.tlsMounts" -}}
+{{- $p := include "appliance.paths" . | fromYaml -}}
+- name: tls
+  mountPath: {{ $p.tls }}
+  readOnly: true
+- name: tls-peer
+  mountPath: {{ $p.keys }}/tls-front.secret
+  subPath: tls-front.secret
+  readOnly: true
+{{- end -}}
+
+{{/* The TLS front sidecar of a worker pod: TLS on tls.port, relayed to Serve's proxy in the same pod. */}}
+{{- define "appliance.tlsFront" -}}
+{{- $p := include "appliance.paths" . | fromYaml -}}
+- name: tls-front
+  image: {{ include "appliance.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command: [appliance, tls, front, --upstream, {{ .Values.serve.port | quote }}]
+  terminationMessagePolicy: FallbackToLogsOnError
+  securityContext:
+    {{- include "appliance.containerSecurityContext" . | nindent 4 }}
+  env:
+    {{- include "appliance.env" . | nindent 4 }}
+    - name: APPLIANCE_HOST
+      value: 0.0.0.0
+    - name: APPLIANCE_PORT
+      value: {{ .Values.tls.port | quote }}
+    - name: APPLIANCE_TLS_CERT
+      value: {{ $p.tls }}/tls.crt
+    - name: APPLIANCE_TLS_KEY
+      value: {{ $p.tls }}/tls.key
+    - name: APPLIANCE_TLS_CLIENT_CA
+      value: {{ $p.tls }}/ca.crt
+    - name: APPLIANCE_TLS_CLIENT_AUTH
+      value: {{ .Values.tls.clientAuth | quote }}
+  ports:
+    - {name: https, containerPort: {{ .Values.tls.port }}}
+  readinessProbe:
+    tcpSocket: {port: {{ .Values.tls.port }}}
+    periodSeconds: 10
+  volumeMounts:
+    {{- include "appliance.volumeMounts" . | nindent 4 }}
+    {{- include "appliance.tlsMounts" . | nindent 4 }}
+  resources:
+    requests: {cpu: 250m, memory: 256Mi}
+    limits: {cpu: "1", memory: 512Mi}
 {{- end -}}
 
 {{/* The init container: every active bundle re-hashed against the trust keys before Ray starts. */}}

@@ -1,0 +1,115 @@
+"""Typed shapes of the /admin/* answers, declared as `response_model`s so /openapi.json documents them.
+
+Times are ISO 8601 text as the audit log stores them. Audit records are `audit.AuditRecord` itself: the
+API shows a record exactly as the chain holds it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from appliance import apikeys
+from appliance.audit import AuditRecord
+from appliance.audit.chain import VerifyReport
+from appliance.bundles.store import StoredBundle
+
+
+class AuditList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AuditRecord]
+    next_cursor: int | None  # pass back as `cursor` for the records before these
+
+
+class VerifyResult(BaseModel):
+    ok: bool
+    records: int
+    first_seq: int | None
+    last_seq: int | None
+    head_hash: str | None
+    checkpoints: int
+    bad_seq: int | None
+    reason: str | None
+    uncovered: int  # records after the newest signed checkpoint
+    uncovered_since: str | None
+
+    @classmethod
+    def of(cls, report: VerifyReport) -> VerifyResult:
+        return cls(ok=report.ok, records=report.records, first_seq=report.first_seq, last_seq=report.last_seq,
+                   head_hash=report.head_hash, checkpoints=report.checkpoints, bad_seq=report.bad_seq,
+                   reason=report.reason, uncovered=report.uncovered, uncovered_since=report.uncovered_since)
+
+
+class Key(BaseModel):
+    id: str
+    name: str
+    role: str
+    status: str
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+
+    @classmethod
+    def of(cls, info: apikeys.KeyInfo) -> Key:
+        return cls(id=info.key_id, name=info.name, role=info.role, status=info.status,
+                   created_at=info.created_at.isoformat(),
+                   expires_at=info.expires_at.isoformat() if info.expires_at else None,
+                   revoked_at=info.revoked_at.isoformat() if info.revoked_at else None)
+
+
+class NewKeyCreated(Key):
+    key: str  # the secret, shown this once
+
+
+class KeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Key]
+
+
+class ReplicaPolicy(BaseModel):
+    replica: str
+    revision: str
+    since: str  # the time of its newest policy.in_force record
+
+
+class PolicyState(BaseModel):
+    revision: str
+    version: int
+    directory: str
+    recorded_revision: str | None
+    in_force_here: bool
+    replica: str  # the gateway replica that answered
+    replicas: list[ReplicaPolicy]
+
+
+class PolicyReloaded(BaseModel):
+    revision: str
+    version: int
+
+
+class Bundle(BaseModel):
+    name: str
+    version: str
+    active: bool
+    profile: str
+    variant: str
+    size: int
+    created: str
+
+    @classmethod
+    def of(cls, b: StoredBundle) -> Bundle:
+        return cls(name=b.name, version=b.version, active=b.active, profile=b.metadata.profile,
+                   variant=b.metadata.variant, size=b.size, created=b.metadata.created.isoformat())
+
+
+class BundleList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Bundle]
+
+
+class Activated(BaseModel):
+    name: str
+    version: str
+    active: bool = True
+    note: str = "serving replicas switch to it at their next health check"
