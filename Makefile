@@ -1,5 +1,5 @@
 # The two commands of the README, and the heavier ones beside them.
-.PHONY: setup run test bench chart-scan image
+.PHONY: setup run test bench bench-engine-scale chart-scan image
 
 setup:
 	bash scripts/setup.sh
@@ -12,6 +12,10 @@ test: setup
 
 bench: setup
 	bash scripts/bench.sh
+
+# The engine at gpt-oss-20b's shapes (2 layers): builds the bench model once (~4 min, ~15 GB peak), then ~10 min.
+bench-engine-scale: setup
+	PYTHONPATH=$(CURDIR) .venv/bin/python -m bench.engine_scale.run all
 
 chart-scan: setup
 	bash scripts/chart_scan.sh

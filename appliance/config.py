@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     engine_max_queue: int = Field(default=32, ge=0)
     engine_max_tokens_in_flight: int = Field(default=65536, ge=2)
     engine_threads: int = Field(default=0, ge=0)
+    engine_kv_budget_bytes: int = Field(default=0, ge=0)  # 0: half the device's free memory at start
+    engine_prefill_chunk: int = Field(default=512, ge=1)  # prompt tokens prefilled between decode steps
     serve_replicas_max: int = Field(default=1, ge=1)
     serve_max_ongoing_requests: int = Field(default=64, ge=1)
 

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/pip install -q -e '.[cpu,build,dev,bench]'
 for b in bench/*/run.py; do
+  [ "$b" = bench/engine_scale/run.py ] && continue  # its own command: make bench-engine-scale
   echo "== $b"
   .venv/bin/python "$b"
 done

@@ -9,6 +9,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+def _stat(engine_stats: Callable[[], dict[str, int]], key: str) -> Callable[[], float]:
+    return lambda: engine_stats().get(key, 0)
+
+
 class Metrics:
     def __init__(self, engine_stats: Callable[[], dict[str, int]],
                  cert_days_left: Callable[[], float] | None = None) -> None:
@@ -38,6 +42,11 @@ class Metrics:
             expiry.set_function(cert_days_left)
         occupancy.set_function(lambda: engine_stats().get("running", 0))
         queued.set_function(lambda: engine_stats().get("waiting", 0))
+        kv = Gauge("appliance_engine_kv_bytes", "KV cache bytes: in_use (held by sequences), reserved (admitted "
+                   "at their longest), budget (admission limit), allocated (slot buffers)", ["kind"], registry=r)
+        for kind in ("in_use", "reserved", "budget", "allocated"):
+            kv.labels(kind).set_function(_stat(engine_stats, "kv_budget_bytes" if kind == "budget"
+                                               else f"kv_bytes_{kind}"))
 
     def observe_outcome(self, usage, output_action: str) -> None:
         """The one hook for a finished generation: its tokens and its output decision."""

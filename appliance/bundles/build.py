@@ -1,7 +1,8 @@
 """Convert a published gpt-oss checkpoint into a (signed) bundle through the onnxruntime-genai builder.
 
-The export always uses full KV caches (`windowed_kv_cache=false`: right-padded ragged batches stay exact
-per row, which the continuous-batching scheduler relies on) and a pruned LM head (`prune_lm_head=true`:
+The export always uses windowed KV caches on the sliding-window layers (`windowed_kv_cache=true`: those layers
+keep 128 positions, the kernel evicts in place; ragged rows stay exact when past and present share one buffer,
+which is how the engine binds them) and a pruned LM head (`prune_lm_head=true`:
 logits for the last position only, so a long prompt does not cost a [tokens x 201,088] matrix). The
 o200k vocabulary is copied in so harmony loads with no network. Everything is written to a temporary
 folder beside `out` and renamed into place at the end: a failure never leaves a half-written bundle.
@@ -44,7 +45,7 @@ PROFILES: dict[str, BuildProfile] = {
     "cuda-int4": BuildProfile("int4", "cuda"),
     "cuda-bf16": BuildProfile("bf16", "cuda"),
 }
-EXPORT_OPTIONS = {"windowed_kv_cache": "false", "prune_lm_head": "true"}
+EXPORT_OPTIONS = {"windowed_kv_cache": "true", "prune_lm_head": "true"}
 _KNOWN_VARIANTS = {(24, 32): "20b", (36, 128): "120b"}  # (layers, experts) of the published models
 
 

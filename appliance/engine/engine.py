@@ -11,6 +11,7 @@ from pathlib import Path
 
 from appliance.bundles.metadata import BundleMetadata
 from appliance.engine.harmony import HarmonyStream, render_prompt
+from appliance.engine.memory import kv_budget, prefill_chunk_limit, slot_capacity
 from appliance.engine.sampling import Sampler
 from appliance.engine.scheduler import Scheduler
 from appliance.engine.scheduler import Sequence as _Seq
@@ -35,14 +36,18 @@ class Engine:
     """Continuous-batching gpt-oss generation over one bundle.
 
     Admission is bounded by `max_batch_size + max_queue` live requests; beyond that `generate` raises
-    `EngineBusy` at once instead of queueing without limit. A request's slot is released the moment its
-    consumer stops iterating (normal end, `aclose()`, or task cancellation).
+    `EngineBusy` at once instead of queueing without limit. Inside that, the scheduler starts a request when a
+    KV slot is free and its KV reservation fits `kv_budget_bytes` (0: half the device's free memory at start).
+    A request's slot is released the moment its consumer stops iterating (normal end, `aclose()`, or task
+    cancellation).
     """
 
     def __init__(self, folder: Path, *, max_batch_size: int = 8, max_tokens_in_flight: int = 65536,
-                 max_queue: int = 32, providers: Sequence[str] | None = None, threads: int = 0) -> None:
-        if max_batch_size < 1 or max_queue < 0 or max_tokens_in_flight < 2:
-            raise EngineError("max_batch_size must be >= 1, max_queue >= 0, max_tokens_in_flight >= 2")
+                 max_queue: int = 32, providers: Sequence[str] | None = None, threads: int = 0,
+                 kv_budget_bytes: int = 0, prefill_chunk: int = 512) -> None:
+        if max_batch_size < 1 or max_queue < 0 or max_tokens_in_flight < 2 or prefill_chunk < 1 or kv_budget_bytes < 0:
+            raise EngineError("max_batch_size must be >= 1, max_queue >= 0, max_tokens_in_flight >= 2, "
+                              "prefill_chunk >= 1 and kv_budget_bytes >= 0")
         self.metadata = BundleMetadata.read(folder)
         try:
             genai = json.loads((folder / "genai_config.json").read_text())["model"]
@@ -56,12 +61,18 @@ class Engine:
         self._stop_ids = frozenset(self.encoding.stop_tokens_for_assistant_actions())
         self._call_id = self.encoding.encode("<|call|>", allowed_special="all")[0]
         self._health_prompt = render_prompt(self.encoding, [{"role": "user", "content": "ping"}], [], "low")
+        window = (decoder.get("sliding_window") or {}).get("window_size")
         runner = ModelRunner(folder / decoder.get("filename", "model.onnx"), decoder["num_key_value_heads"],
-                             decoder["head_size"], providers, threads)
+                             decoder["head_size"], providers, threads, window)
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
-        self.max_tokens_in_flight = max_tokens_in_flight
-        runner.prefill([self._health_prompt, self._health_prompt])  # warm-up: the model computes, batched
-        self._scheduler = Scheduler(runner, max_batch_size, max_tokens_in_flight)
+        budget = kv_budget_bytes or kv_budget(runner.device)
+        capacity = slot_capacity(runner.layout, max_batch_size, min(self.context_length, max_tokens_in_flight),
+                                 budget, runner.device)
+        if capacity < 2:
+            raise EngineError(f"a KV budget of {budget} bytes holds no sequence of {max_batch_size} slots")
+        self.max_tokens_in_flight = capacity  # the longest sequence (prompt + max_tokens) one slot holds
+        chunk = prefill_chunk_limit(prefill_chunk, capacity, decoder["num_attention_heads"], runner.device)
+        self._scheduler = Scheduler(runner, max_batch_size, capacity, budget, chunk)
         self._live = 0
         self._lock = threading.Lock()
         self.idle = threading.Event()  # set while no request is live: what a bundle swap waits for
@@ -103,10 +114,9 @@ class Engine:
             prompt = render_prompt(self.encoding, request.messages, request.tools, request.reasoning_effort)
         if not prompt:
             raise EngineError("the prompt is empty")
-        total = len(prompt) + request.max_tokens
-        if total > min(self.context_length, self.max_tokens_in_flight):
+        if len(prompt) + request.max_tokens > self.max_tokens_in_flight:
             raise EngineError(f"prompt ({len(prompt)} tokens) plus max_tokens ({request.max_tokens}) exceeds "
-                              f"the limit of {min(self.context_length, self.max_tokens_in_flight)} tokens")
+                              f"the limit of {self.max_tokens_in_flight} tokens")
         return prompt
 
     def _admit(self, bounded: bool) -> None:

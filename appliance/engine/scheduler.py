@@ -1,8 +1,10 @@
-"""Iteration-level (continuous) batching: sequences join and leave the running batch at every step.
+"""Iteration-level (continuous) batching over KV slots, with chunked prefill and admission by KV memory.
 
-One worker thread owns the model. Each iteration it drops finished and cancelled rows, admits waiting
-sequences while the batch size and the tokens-in-flight budget allow (prefilling them together), then
-runs one decode step for every running row. ONNX Runtime releases the GIL while it computes, so the
+One worker thread owns the model. Each iteration it drops finished and cancelled rows (the last row moves into
+a freed slot, so decoding rows stay the contiguous slots [0, n)), starts the next waiting prompt when a slot is
+free and its KV reservation fits the memory budget, prefills one chunk of that prompt into the slot after the
+decoding rows, then runs one decode step for every decoding row. A long prompt therefore delays the others by
+one chunk per iteration, never by its whole prefill. ONNX Runtime releases the GIL while it computes, so the
 asyncio side stays responsive; results travel back through a per-sequence callback.
 """
 
@@ -14,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from appliance.engine.sampling import Sampler
-from appliance.engine.session import KVBatch, ModelRunner
+from appliance.engine.session import ModelRunner
 
 Deliver = Callable[[str, object], None]  # ("token", id) | ("done", "stop"|"length") | ("error", message)
 
@@ -39,15 +41,22 @@ class Sequence:
         """Tokens this sequence may hold at its longest: what admission budgets for."""
         return len(self.prompt) + self.max_tokens
 
+    @property
+    def gone(self) -> bool:
+        return self.cancelled or self.finished
+
 
 class Scheduler:
-    def __init__(self, runner: ModelRunner, max_batch_size: int, max_tokens_in_flight: int) -> None:
+    def __init__(self, runner: ModelRunner, max_batch_size: int, capacity: int, kv_budget_bytes: int,
+                 prefill_chunk: int) -> None:
         self.runner = runner
-        self.max_batch_size = max_batch_size
-        self.max_tokens_in_flight = max_tokens_in_flight
+        self.layout = runner.layout
+        self.cache = runner.allocate(max_batch_size, capacity)
+        self.max_batch_size, self.kv_budget_bytes, self.prefill_chunk = max_batch_size, kv_budget_bytes, prefill_chunk
         self._waiting: deque[Sequence] = deque()
-        self._running: list[Sequence] = []
-        self._kv: KVBatch = runner.empty(0)
+        self._running: list[Sequence] = []  # decoding; row i is slot i
+        self._prefilling: Sequence | None = None  # in slot self._prefill_slot (len(self._running) after compacting)
+        self._prefill_slot = 0
         self._wake = threading.Condition()
         self._stopping = False
         self.failing = False  # the last step raised; cleared by the next one that succeeds
@@ -55,6 +64,9 @@ class Scheduler:
         self.generated_tokens = 0
         self._thread = threading.Thread(target=self._loop, name="engine-scheduler", daemon=True)
         self._thread.start()
+
+    def reserved_bytes(self, seq: Sequence) -> int:
+        return self.layout.bytes_for(min(seq.reserved, self.cache.capacity))
 
     def submit(self, seq: Sequence) -> None:
         with self._wake:
@@ -67,13 +79,21 @@ class Scheduler:
             seq.cancelled = True
             self._wake.notify()
 
+    def _holding(self) -> list[Sequence]:
+        return [s for s in [*self._running, self._prefilling] if s is not None and not s.gone]
+
     def stats(self) -> dict[str, int]:
         with self._wake:
-            running = [s for s in self._running if not (s.cancelled or s.finished)]
-            return {"running": len(running), "waiting": sum(not s.cancelled for s in self._waiting),
+            holding = self._holding()
+            return {"running": sum(not s.gone for s in self._running),
+                    "prefilling": int(self._prefilling is not None and not self._prefilling.gone),
+                    "waiting": sum(not s.cancelled for s in self._waiting),
                     "max_batch_size": self.max_batch_size,
-                    "tokens_in_flight": sum(s.reserved for s in running),
-                    "max_tokens_in_flight": self.max_tokens_in_flight,
+                    "tokens_in_flight": sum(s.reserved for s in holding),
+                    "kv_bytes_in_use": sum(self.layout.bytes_for(s.cached) for s in holding),
+                    "kv_bytes_reserved": sum(self.reserved_bytes(s) for s in holding),
+                    "kv_budget_bytes": self.kv_budget_bytes,
+                    "kv_bytes_allocated": self.cache.bytes_allocated, "prefill_chunk": self.prefill_chunk,
                     "steps": self.steps, "generated_tokens": self.generated_tokens}
 
     @property
@@ -89,56 +109,80 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._stopping and not self._waiting and not self._running:
+                while not self._stopping and not self._waiting and not self._running and self._prefilling is None:
                     self._wake.wait()
                 if self._stopping:
                     break
-                keep = [i for i, s in enumerate(self._running) if not (s.cancelled or s.finished)]
-                admitted = self._admit(len(keep), sum(self._running[i].reserved for i in keep))
+                self._compact()
+                self._admit()
             try:
-                self._reshape(keep, admitted)
+                if self._prefilling is not None:
+                    self._prefill_chunk(self._prefilling)
                 if self._running:
                     self._step()
-                    self.failing = False
+                self.failing = False
             except Exception as exc:  # noqa: BLE001 - a failed step fails its requests, not the worker
                 self.failing = True
                 message = f"inference failed: {exc}".splitlines()[0]
-                for seq in self._running:
-                    seq.finished = True
-                    seq.deliver("error", message)
-                self._running, self._kv = [], self.runner.empty(0)
-        for seq in [*self._running, *self._waiting]:
+                with self._wake:
+                    for seq in self._holding():
+                        seq.finished = True
+                        seq.deliver("error", message)
+                    self._running, self._prefilling = [], None
+        for seq in [*self._holding(), *self._waiting]:
             seq.deliver("error", "the engine was shut down")
 
-    def _admit(self, running: int, in_flight: int) -> list[Sequence]:
-        admitted: list[Sequence] = []
-        while self._waiting and running + len(admitted) < self.max_batch_size:
+    def _compact(self) -> None:
+        """Drop rows that are gone, filling each hole with the last row: only that row's slot moves."""
+        i = 0
+        while i < len(self._running):
+            if not self._running[i].gone:
+                i += 1
+                continue
+            last = self._running.pop()
+            if i < len(self._running):
+                self.cache.move(len(self._running), i, last.cached)
+                self._running[i] = last
+        if self._prefilling is not None and self._prefilling.gone:
+            self._prefilling = None
+        if self._prefilling is not None and self._prefill_slot != len(self._running):
+            self.cache.move(self._prefill_slot, len(self._running), self._prefilling.cached)
+            self._prefill_slot = len(self._running)
+
+    def _admit(self) -> None:
+        """Start the next waiting prompt when a slot is free and its KV reservation fits the budget."""
+        while self._prefilling is None and self._waiting and len(self._running) < self.max_batch_size:
             seq = self._waiting[0]
             if seq.cancelled:
                 self._waiting.popleft()
                 continue
-            if in_flight + seq.reserved > self.max_tokens_in_flight and (running or admitted):
-                break
-            admitted.append(self._waiting.popleft())
-            in_flight += seq.reserved
-        return admitted
+            reserved = sum(self.reserved_bytes(s) for s in self._running)
+            if self._running and reserved + self.reserved_bytes(seq) > self.kv_budget_bytes:
+                return
+            self._waiting.popleft()
+            self._prefilling, self._prefill_slot = seq, len(self._running)
+            seq.cached = 0
+            if len(seq.prompt) == 1:
+                self._promote(seq)
 
-    def _reshape(self, keep: list[int], admitted: list[Sequence]) -> None:
-        if len(keep) == len(self._running) and not admitted:
-            return
-        fresh = self.runner.prefill([s.prompt for s in admitted]) if admitted else None
-        for seq in admitted:
-            seq.cached, seq.next_token = len(seq.prompt) - 1, seq.prompt[-1]
-        running = [self._running[i] for i in keep] + admitted
-        length = max((s.cached for s in running), default=0)
-        self._kv = self.runner.merge(self._kv, keep, fresh, length)
-        self._running = running
+    def _promote(self, seq: Sequence) -> None:
+        seq.next_token = seq.prompt[-1]
+        with self._wake:
+            self._running.append(seq)
+            self._prefilling = None
+
+    def _prefill_chunk(self, seq: Sequence) -> None:
+        end = min(seq.cached + self.prefill_chunk, len(seq.prompt) - 1)
+        self.runner.prefill(self.cache, self._prefill_slot, seq.prompt[seq.cached:end], seq.cached)
+        seq.cached = end
+        if end == len(seq.prompt) - 1:
+            self._promote(seq)
 
     def _step(self) -> None:
-        logits, self._kv = self.runner.step([s.next_token for s in self._running],
-                                            [s.cached for s in self._running], self._kv)
+        running = list(self._running)
+        logits = self.runner.step(self.cache, [s.next_token for s in running], [s.cached for s in running])
         self.steps += 1
-        for row, seq in enumerate(self._running):
+        for row, seq in enumerate(running):
             seq.cached += 1
             if seq.cancelled:
                 continue

@@ -24,7 +24,9 @@ def open_engine(settings: Settings, bundle: VerifiedBundle) -> _Loaded:
     engine = Engine.from_bundle(bundle.path, max_batch_size=settings.engine_max_batch_size,
                                 max_queue=settings.engine_max_queue,
                                 max_tokens_in_flight=settings.engine_max_tokens_in_flight,
-                                threads=settings.engine_threads)
+                                threads=settings.engine_threads,
+                                kv_budget_bytes=settings.engine_kv_budget_bytes,
+                                prefill_chunk=settings.engine_prefill_chunk)
     m = bundle.metadata
     return _Loaded(ModelInfo(m.name, m.version, m.profile, int(m.created.timestamp())), engine)
 

@@ -76,3 +76,4 @@ async def test_metrics(appliance):
     async with appliance.client("auditor") as c:
         text = (await c.get("/metrics")).text
     assert "appliance_requests_total" in text and "appliance_engine_batch_occupancy" in text
+    assert 'appliance_engine_kv_bytes{kind="budget"}' in text

@@ -23,8 +23,11 @@ async def _tokens(engine, request: GenerationRequest, delay_steps: int = 0) -> t
     return result["finish"].token_ids
 
 
-async def test_greedy_output_is_the_same_alone_and_in_a_batch_joined_mid_flight(make_engine):
-    engine = make_engine(max_batch_size=4)
+@pytest.mark.parametrize("chunk", [512, 5])
+async def test_greedy_output_is_the_same_alone_and_in_a_batch_joined_mid_flight(make_engine, chunk):
+    """Rows join mid-flight (prefilled in `chunk`-token pieces between decode steps) and leave (the last row
+    moves into the freed slot); every row's tokens stay those it produces alone."""
+    engine = make_engine(max_batch_size=4, prefill_chunk=chunk)
     requests = [GenerationRequest(prompt_tokens=_prompt(n, n), max_tokens=m, temperature=0)
                 for n, m in ((12, 24), (3, 10), (30, 16), (7, 20), (18, 12))]
     alone = [await _tokens(engine, r) for r in requests]
@@ -121,3 +124,29 @@ async def test_health_generates_one_token_and_stats_show_occupancy(make_engine):
     await engine.health()
     stats = engine.stats()
     assert stats["max_batch_size"] == 3 and stats["max_queue"] == 5 and stats["steps"] >= 1
+
+
+async def test_admission_waits_for_kv_memory_and_accounts_for_it(make_engine):
+    """A budget that holds one sequence's reservation: the second request waits, then runs, same tokens."""
+    probe = make_engine()
+    layout = probe._scheduler.layout
+    request = GenerationRequest(prompt_tokens=_prompt(10, 5), max_tokens=20, temperature=0)
+    alone = await _tokens(probe, request)
+    assert probe.stats()["kv_bytes_in_use"] == 0 and probe.stats()["kv_budget_bytes"] > 0
+    engine = make_engine(kv_budget_bytes=layout.bytes_for(30) + 1)
+    seen: list[dict[str, int]] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(engine.stats())
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    both = await asyncio.gather(_tokens(engine, request), _tokens(engine, request))
+    watcher.cancel()
+    assert list(both) == [alone, alone]
+    assert max(s["running"] + s["prefilling"] for s in seen) == 1
+    assert any(s["waiting"] == 1 for s in seen)
+    assert max(s["kv_bytes_in_use"] for s in seen) <= layout.bytes_for(30)
+    assert max(s["kv_bytes_reserved"] for s in seen) == layout.bytes_for(30)
+    assert engine.stats()["kv_bytes_in_use"] == 0

@@ -16,7 +16,8 @@ transformers = pytest.importorskip("transformers")
 
 def _runner(bundle: Path) -> ModelRunner:
     decoder = json.loads((bundle / "genai_config.json").read_text())["model"]["decoder"]
-    return ModelRunner(bundle / "model.onnx", decoder["num_key_value_heads"], decoder["head_size"])
+    window = (decoder.get("sliding_window") or {}).get("window_size")
+    return ModelRunner(bundle / "model.onnx", decoder["num_key_value_heads"], decoder["head_size"], window=window)
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +27,42 @@ def reference(tiny_checkpoint: Path):
     return model.eval()
 
 
-def test_prefill_and_decode_match_transformers_across_the_sliding_window(tiny_bundle, reference):
-    rng = np.random.default_rng(0)
-    sequences = [rng.integers(0, 199_998, size=n).tolist() for n in (23, 9, 15)]
-    with torch.no_grad():
-        expected = [reference(torch.tensor([s])).logits[0].numpy() for s in sequences]
-    runner = _runner(tiny_bundle)
-    prompts = [s[:n] for s, n in zip(sequences, (6, 3, 11))]  # window is 8: decode crosses it
-    kv = runner.prefill(prompts)
-    cached = [len(p) - 1 for p in prompts]
+def _decode_against(runner: ModelRunner, expected: list[np.ndarray], sequences: list[list[int]],
+                    prompts: list[int], chunk: int, capacity: int) -> float:
+    """Prefill each prompt into its slot in `chunk`-token pieces, then decode all rows teacher-forced."""
+    cache = runner.allocate(len(sequences), capacity)
+    for slot, (seq, n) in enumerate(zip(sequences, prompts)):
+        for start in range(0, n - 1, chunk):
+            runner.prefill(cache, slot, seq[start:min(start + chunk, n - 1)], start)
+    cached = [n - 1 for n in prompts]
     worst = 0.0
     while all(c < len(s) for c, s in zip(cached, sequences)):
-        logits, kv = runner.step([s[c] for s, c in zip(sequences, cached)], cached, kv)
+        logits = runner.step(cache, [s[c] for s, c in zip(sequences, cached)], cached)
         for row, (want, c) in enumerate(zip(expected, cached)):
             worst = max(worst, float(np.abs(logits[row] - want[c]).max()))
             assert logits[row].argmax() == want[c].argmax()
         cached = [c + 1 for c in cached]
+    return worst
+
+
+def test_prefill_and_decode_match_transformers_across_the_sliding_window(tiny_bundle, reference):
+    assert any(w is not None for w in _runner(tiny_bundle).layout.windows)  # the windowed export is in use
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(0, 199_998, size=n).tolist() for n in (23, 9, 15)]
+    with torch.no_grad():
+        expected = [reference(torch.tensor([s])).logits[0].numpy() for s in sequences]
+    worst = _decode_against(_runner(tiny_bundle), expected, sequences, [6, 3, 11], chunk=4, capacity=32)
     assert worst <= 1e-4, worst
+
+
+def test_long_ragged_rows_stay_exact_far_past_the_window(tiny_bundle, reference):
+    """~1,000 tokens against a window of 8: the windowed layers hold 8 positions per slot, the full ones all."""
+    rng = np.random.default_rng(1)
+    sequences = [rng.integers(0, 199_998, size=n).tolist() for n in (1000, 700)]
+    with torch.no_grad():
+        expected = [reference(torch.tensor([s])).logits[0].numpy() for s in sequences]
+    runner = _runner(tiny_bundle)
+    worst = _decode_against(runner, expected, sequences, [950, 640], chunk=300, capacity=1024)
+    assert worst <= 1e-4, worst
+    cache = runner.allocate(1, 1024)
+    assert sorted(set(cache.depths)) == [8, 1024]
