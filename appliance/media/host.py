@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from appliance.media.manifest import MediaError
 
@@ -65,7 +66,7 @@ def wait_ready(base: str, log: Path | None = None, context: ssl.SSLContext | Non
     deadline = time.monotonic() + READY_SECONDS
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(base + "/readyz", timeout=2, context=context) as r:
+            with _open(base + "/readyz", 2, context) as r:
                 if r.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -104,12 +105,21 @@ def _call(base: str, route: str, token: str, body: dict | None = None,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(req, timeout=120, context=context) as r:
+        with _open(req, 120, context) as r:
             return json.loads(r.read()), {k.lower(): v for k, v in r.headers.items()}
     except urllib.error.HTTPError as exc:
         raise MediaError(f"the appliance answered {route} with {exc.code}: {exc.read()[:200]!r}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise MediaError(f"cannot reach the appliance at {base}: {exc}") from None
+
+
+def _open(req: str | urllib.request.Request, timeout: float, context: ssl.SSLContext | None) -> Any:
+    """urlopen without proxies: the installer talks to this host's appliance only, and an `http_proxy` in the
+    operator's environment must not carry the request (and the API key in it) off the host."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers).open(req, timeout=timeout)
 
 
 def pinned_context(cert: Path) -> ssl.SSLContext:
