@@ -27,8 +27,9 @@ class ModelRunner:
     """Prefill and decode over a `SlotCache`; not thread-safe (one scheduler owns it)."""
 
     def __init__(self, model_path: Path, kv_heads: int, head_size: int, providers: Sequence[str] | None = None,
-                 threads: int = 0, window: int | None = None) -> None:
-        options = ort.SessionOptions()
+                 threads: int = 0, window: int | None = None, options: ort.SessionOptions | None = None) -> None:
+        # `options` lets a bench profile the very session the engine would run (enable_profiling).
+        options = options or ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads

@@ -9,14 +9,16 @@ bench/results/engine_scale.txt):
              random values to the context length instead of being prefilled (the step reads exactly what a
              prefill would have left; prefilling 8 x 16k tokens would take ~an hour on 2 cores), then timed.
              Also: greedy tokens alone vs in a batch at this shape (batch invariance) and KV bytes per sequence.
-  og         onnxruntime-genai og.Generator, static batch, the same bundle: prefill, then the decode steps timed
-  duel       ours and og in one process, steps alternating (context 512), so machine load hits both alike
-  hf         transformers eager (bf16) where it fits: context 512, batch 1 and 8
+  og         onnxruntime-genai og.Generator, static batch, the same bundle: prefill, then the decode steps timed;
+             batch 1 is prefilled in chunks, larger batches in one piece where its attention scores fit
+  profile    ONNX Runtime's profiler on a batch-8 step at the smallest and largest context: time per operator
+  duel       ours and og in one process, steps alternating, so machine load hits both alike (og contexts)
+  hf         transformers eager (bf16): batch 1 at the og contexts (prefilled in chunks), batch 8 at 512
   stall      Engine: 4 sequences decoding while a long prompt joins, chunked vs unchunked prefill
   report     ratios against the goals of issue 18
 
 Usage: .venv/bin/python -m bench.engine_scale.run [all|PART ...] [--layers 2] [--profile cpu-int4]
-       [--contexts 512,4096,16384] [--device cpu|cuda] [--out DIR]
+       [--contexts 512,4096,16384] [--og-contexts 512,4096,16384] [--device cpu|cuda] [--out DIR]
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ import numpy as np
 
 from bench.engine_scale.model import REPO, bench_config, ensure_bench_bundle
 
-PARTS = ("bandwidth", "ours", "og", "duel", "hf", "stall")
+PARTS = ("bandwidth", "ours", "profile", "og", "duel", "hf", "stall")
 BATCHES = (1, 4, 8)
 STEPS = 8
+OG_CHUNK = 1024  # prompt chunk for og and transformers prefills where they allow chunks
 
 
 def _args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +48,7 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--profile", default="cpu-int4")
     parser.add_argument("--contexts", default="512,4096,16384")
-    parser.add_argument("--og-contexts", default="512")
+    parser.add_argument("--og-contexts", default="512,4096,16384")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--stall-prompt", type=int, default=1536)
     parser.add_argument("--chunk", type=int, default=128)
@@ -58,13 +61,13 @@ def _providers(device: str) -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
 
 
-def _runner(bundle: Path, device: str):
+def _runner(bundle: Path, device: str, options=None):
     from appliance.engine.session import ModelRunner
 
     decoder = json.loads((bundle / "genai_config.json").read_text())["model"]["decoder"]
     window = (decoder.get("sliding_window") or {}).get("window_size")
     return ModelRunner(bundle / "model.onnx", decoder["num_key_value_heads"], decoder["head_size"],
-                       _providers(device), window=window)
+                       _providers(device), window=window, options=options)
 
 
 def bandwidth(args: argparse.Namespace) -> dict:
@@ -107,6 +110,9 @@ def ours(args: argparse.Namespace) -> dict:
     for array in cache._arrays:  # CPU: write every page (untouched zero pages would be free to read)
         array.fill(0.01 if array.dtype == np.float32 else 0x3C00)
     out: dict = {"rates": {}, "step_s": {}}
+    for context in contexts:  # one step at every shape first: the first steps fault in weights and scratch
+        for batch in BATCHES:
+            runner.step(cache, [0] * batch, [context] * batch)
     for context in contexts:
         for batch in BATCHES:
             tokens = rng.integers(0, 199_998, size=batch).tolist()
@@ -127,6 +133,47 @@ def _step_time(runner, cache, tokens: list[int], lengths: list[int]) -> float:
     """Best of STEPS decode steps after one warm-up at this shape."""
     runner.step(cache, tokens, lengths)
     return min(_timed(lambda: runner.step(cache, tokens, lengths)) for _ in range(STEPS))
+
+
+def profile(args: argparse.Namespace) -> dict:
+    """Where a batch-8 step's time goes, by operator, at the smallest and the largest context (ONNX Runtime's
+    own profiler on the engine's session): with KV in place only the attention kernel's share should grow."""
+    import onnxruntime as ort
+
+    _, bundle = ensure_bench_bundle(args.layers, args.profile)
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(args.out / "ort_profile")
+    runner = _runner(bundle, args.device, options)
+    contexts = [int(c) for c in args.contexts.split(",")]
+    lo, hi = contexts[0], contexts[-1]
+    cache = runner.allocate(8, hi + 2)
+    for array in cache._arrays:
+        array.fill(0.01 if array.dtype == np.float32 else 0x3C00)
+    order: list[int] = []  # the context of each run, in run order
+    for context in (lo, hi, lo, hi):  # each twice, interleaved; the first of each is a warm-up
+        for _ in range(STEPS):
+            runner.step(cache, [0] * 8, [context] * 8)
+            order.append(context)
+    trace = Path(runner.session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"),
+                  key=lambda e: e["ts"])
+    nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    out: dict = {}
+    for context in (lo, hi):
+        per_op: dict[str, float] = {}
+        timed = [run for ctx, run in zip(order, runs) if ctx == context][STEPS:]  # the second round
+        for run in timed:
+            for node in nodes:
+                if run["ts"] <= node["ts"] < run["ts"] + run["dur"]:
+                    op = node["args"].get("op_name", "?")
+                    per_op[op] = per_op.get(op, 0.0) + node["dur"] / 1e6 / len(timed)
+        out[str(context)] = {"step_s": sum(r["dur"] for r in timed) / 1e6 / len(timed), "per_op_s": per_op}
+        print(f"profile batch 8 context {context}: " + ", ".join(
+            f"{op} {t * 1000:.1f} ms" for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])[:6]), flush=True)
+    return out
 
 
 def _invariance(runner) -> dict:
@@ -152,20 +199,46 @@ def _invariance(runner) -> dict:
     return {"same": greedy(prompts) == alone, "rows": len(prompts)}
 
 
+def _og_prefilled(model, batch: int, context: int, extra: int, rng: np.random.Generator, device: str):
+    """An og.Generator holding `context - 1` random prompt tokens per row, or the reason it cannot here.
+
+    og refuses a second append_tokens when batch > 1, so such a prompt goes in one piece, and its CPU attention
+    then holds batch x heads x context x max_length fp32 scores at once (on CPU; CUDA's kernel holds none);
+    batch 1 is appended in chunks."""
+    import onnxruntime_genai as og
+
+    from appliance.engine.memory import free_memory
+
+    config = bench_config(1)
+    scores = 4 * batch * config["num_attention_heads"] * context * (context + extra)
+    if device == "cpu" and batch > 1 and scores > free_memory("cpu") // 2:
+        return None, (f"og needs its {batch}x{context} prompt in one append_tokens, whose attention scores alone "
+                      f"are {scores / 2**30:.0f} GiB")
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=context + extra, batch_size=batch, do_sample=False)
+    generator = og.Generator(model, params)
+    prompt = rng.integers(0, 199_998, size=(batch, context - 1), dtype=np.int32)
+    step = OG_CHUNK if batch == 1 else context
+    for at in range(0, context - 1, step):
+        generator.append_tokens(prompt[:, at:at + step])
+    return generator, ""
+
+
 def og(args: argparse.Namespace) -> dict:
     import onnxruntime_genai as og
 
     _, bundle = ensure_bench_bundle(args.layers, args.profile)
     model = og.Model(str(bundle))
     rng = np.random.default_rng(0)
-    out: dict = {"rates": {}, "prefill_s": {}}
+    out: dict = {"rates": {}, "prefill_s": {}, "skipped": {}}
     for context in [int(c) for c in args.og_contexts.split(",")]:
         for batch in BATCHES:
-            params = og.GeneratorParams(model)
-            params.set_search_options(max_length=context + STEPS + 2, batch_size=batch, do_sample=False)
-            generator = og.Generator(model, params)
             start = time.perf_counter()
-            generator.append_tokens(rng.integers(0, 199_998, size=(batch, context), dtype=np.int32))
+            generator, why = _og_prefilled(model, batch, context, STEPS + 2, rng, args.device)
+            if generator is None:
+                out["skipped"][f"{batch}x{context}"] = why
+                print(f"og batch {batch} context {context}: skipped ({why})", flush=True)
+                continue
             out["prefill_s"][f"{batch}x{context}"] = time.perf_counter() - start
             generator.generate_next_token()
             elapsed = min(_timed(generator.generate_next_token) for _ in range(STEPS))
@@ -176,32 +249,33 @@ def og(args: argparse.Namespace) -> dict:
 
 
 def duel(args: argparse.Namespace) -> dict:
-    """Ours and og.Generator in one process, their decode steps alternating (context 512): on a shared machine
-    the load then falls on both alike, which separate runs minutes apart cannot promise."""
+    """Ours and og.Generator in one process, their decode steps alternating: on a shared machine the load then
+    falls on both alike, which separate runs minutes apart cannot promise. At every og context where og fits."""
     import onnxruntime_genai as og
 
     _, bundle = ensure_bench_bundle(args.layers, args.profile)
     runner, model = _runner(bundle, args.device), og.Model(str(bundle))
     rng = np.random.default_rng(0)
     out: dict = {"ours": {}, "og": {}}
-    for batch in BATCHES:
-        params = og.GeneratorParams(model)
-        params.set_search_options(max_length=512 + 4 * STEPS, batch_size=batch, do_sample=False)
-        generator = og.Generator(model, params)
-        generator.append_tokens(rng.integers(0, 199_998, size=(batch, 511), dtype=np.int32))
-        generator.generate_next_token()
-        cache = runner.allocate(batch, 512 + 4 * STEPS)
-        for array in cache._arrays:
-            array.fill(0.01 if array.dtype == np.float32 else 0x3C00)
-        tokens = rng.integers(0, 199_998, size=batch).tolist()
-        runner.step(cache, tokens, [511] * batch)
-        ours_t, og_t = [], []
-        for _ in range(2 * STEPS):
-            ours_t.append(_timed(lambda: runner.step(cache, tokens, [511] * batch)))  # noqa: B023 - used at once
-            og_t.append(_timed(generator.generate_next_token))
-        out["ours"][f"{batch}x512"], out["og"][f"{batch}x512"] = batch / min(ours_t), batch / min(og_t)
-        print(f"duel batch {batch}: ours {batch / min(ours_t):.1f} tok/s, og {batch / min(og_t):.1f} tok/s", flush=True)
-        del generator
+    for context in [int(c) for c in args.og_contexts.split(",")]:
+        for batch in BATCHES:
+            generator, _ = _og_prefilled(model, batch, context, 4 * STEPS, rng, args.device)
+            if generator is None:
+                continue
+            generator.generate_next_token()
+            cache = runner.allocate(batch, context + 4 * STEPS)
+            for array in cache._arrays:
+                array.fill(0.01 if array.dtype == np.float32 else 0x3C00)
+            tokens, lengths = rng.integers(0, 199_998, size=batch).tolist(), [context] * batch
+            runner.step(cache, tokens, lengths)
+            ours_t, og_t = [], []
+            for _ in range(2 * STEPS):
+                ours_t.append(_timed(lambda: runner.step(cache, tokens, lengths)))  # noqa: B023 - used at once
+                og_t.append(_timed(generator.generate_next_token))
+            key = f"{batch}x{context}"
+            out["ours"][key], out["og"][key] = batch / min(ours_t), batch / min(og_t)
+            print(f"duel {key}: ours {batch / min(ours_t):.1f} tok/s, og {batch / min(og_t):.1f} tok/s", flush=True)
+            del generator
     return out
 
 
@@ -221,19 +295,23 @@ def hf(args: argparse.Namespace) -> dict:
     model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.bfloat16,
                                                               device_map=device).eval()
     rng = np.random.default_rng(0)
-    out: dict = {"rates": {}}
+    out: dict = {"rates": {}, "prefill_s": {}}
+    points = [(1, int(c)) for c in args.og_contexts.split(",")] + [(8, 512)]
     with torch.no_grad():
-        for batch in (1, 8):
-            ids = torch.tensor(rng.integers(0, 199_998, size=(batch, 512)), device=device)
-            past = model(ids, use_cache=True).past_key_values
+        for batch, context in points:
+            ids = torch.tensor(rng.integers(0, 199_998, size=(batch, context)), device=device)
+            start, past = time.perf_counter(), None
+            for at in range(0, context, OG_CHUNK):  # chunks: eager attention holds heads x chunk x context scores
+                past = model(ids[:, at:at + OG_CHUNK], past_key_values=past, use_cache=True).past_key_values
+            out["prefill_s"][f"{batch}x{context}"] = time.perf_counter() - start
             token = ids[:, -1:]
             times = []
             for _ in range(4):
                 start = time.perf_counter()
                 past = model(token, past_key_values=past, use_cache=True).past_key_values
                 times.append(time.perf_counter() - start)
-            out["rates"][f"{batch}x512"] = batch / min(times)
-            print(f"transformers batch {batch} context 512: {batch / min(times):.1f} tok/s", flush=True)
+            out["rates"][f"{batch}x{context}"] = batch / min(times)
+            print(f"transformers batch {batch} context {context}: {batch / min(times):.1f} tok/s", flush=True)
     return out
 
 
@@ -336,20 +414,34 @@ def report(args: argparse.Namespace) -> list[str]:
         inv = ours_d["invariance"]
         lines.append(f"batch invariance at this shape ({inv['rows']} ragged rows, greedy, in-place slots): "
                      f"{'identical' if inv['same'] else 'DIFFERENT'}")
-    og_rates = got.get("og", {}).get("rates", {})
-    for key, theirs in og_rates.items():
+    prof = got.get("profile", {})
+    if len(prof) == 2:
+        (lo_c, lo_p), (hi_c, hi_p) = sorted(prof.items(), key=lambda kv: int(kv[0]))
+        attn = "GroupQueryAttention"
+        rest_lo = lo_p["step_s"] - lo_p["per_op_s"].get(attn, 0.0)
+        rest_hi = hi_p["step_s"] - hi_p["per_op_s"].get(attn, 0.0)
+        lines.append(f"where a batch-8 step goes (ONNX Runtime profiler), context {lo_c} vs {hi_c}: attention kernel "
+                     f"{lo_p['per_op_s'].get(attn, 0) * 1000:.0f} vs {hi_p['per_op_s'].get(attn, 0) * 1000:.0f} ms; "
+                     f"everything else {rest_lo * 1000:.0f} vs {rest_hi * 1000:.0f} ms ({rest_hi / rest_lo:.2f}x: "
+                     f"no per-step KV copy left)")
+    og_d = got.get("og", {})
+    for key, theirs in og_d.get("rates", {}).items():
         if key in rates:
             ratio = rates[key] / theirs
-            lines.append(f"og.Generator static batch {key}: {theirs:7.1f} tok/s; ours {ratio:.2f}x "
-                         f"(goal >= 1.0x: {verdict(ratio >= 1.0)})")
+            lines.append(f"og.Generator static batch {key}: {theirs:7.1f} tok/s (its prefill {og_d['prefill_s'][key]:.0f}"
+                         f" s); ours {ratio:.2f}x (goal >= 1.0x: {verdict(ratio >= 1.0)})")
+    for key, why in og_d.get("skipped", {}).items():
+        lines.append(f"og.Generator static batch {key}: not run: {why}, more than half of this machine's free memory")
     duel_d = got.get("duel", {})
     for key, theirs in duel_d.get("og", {}).items():
         ratio = duel_d["ours"][key] / theirs
         lines.append(f"same process, steps alternating, {key}: ours {duel_d['ours'][key]:7.1f} vs og {theirs:7.1f} "
                      f"tok/s: {ratio:.2f}x (goal >= 1.0x: {verdict(ratio >= 1.0)})")
-    for key, theirs in got.get("hf", {}).get("rates", {}).items():
+    hf_d = got.get("hf", {})
+    for key, theirs in hf_d.get("rates", {}).items():
         if key in rates:
-            lines.append(f"transformers eager bf16 {key}: {theirs:7.2f} tok/s; ours {rates[key] / theirs:.1f}x")
+            lines.append(f"transformers eager bf16 {key}: {theirs:7.2f} tok/s (its prefill "
+                         f"{hf_d['prefill_s'][key]:.0f} s); ours {rates[key] / theirs:.2f}x")
     bw = got.get("bandwidth", {}).get("bytes_per_s")
     weights = ours_d.get("weights")
     if bw and weights and rates:
