@@ -13,7 +13,7 @@ test: setup
 bench: setup
 	bash scripts/bench.sh
 
-# The engine at gpt-oss-20b's shapes (2 layers): builds the bench model once (~4 min, ~15 GB peak), then ~10 min.
+# The engine at gpt-oss-20b's shapes (2 layers): builds the bench model once (~4 min, ~15 GB peak), then ~30 min.
 bench-engine-scale: setup
 	PYTHONPATH=$(CURDIR) .venv/bin/python -m bench.engine_scale.run all
 

@@ -110,17 +110,20 @@ def ours(args: argparse.Namespace) -> dict:
     for array in cache._arrays:  # CPU: write every page (untouched zero pages would be free to read)
         array.fill(0.01 if array.dtype == np.float32 else 0x3C00)
     out: dict = {"rates": {}, "step_s": {}}
-    for context in contexts:  # one step at every shape first: the first steps fault in weights and scratch
-        for batch in BATCHES:
-            runner.step(cache, [0] * batch, [context] * batch)
-    for context in contexts:
-        for batch in BATCHES:
-            tokens = rng.integers(0, 199_998, size=batch).tolist()
-            elapsed = _step_time(runner, cache, tokens, [context] * batch)
-            out["rates"][f"{batch}x{context}"] = batch / elapsed
-            out["step_s"][f"{batch}x{context}"] = elapsed
-            print(f"ours batch {batch} context {context}: {batch / elapsed:.1f} tok/s ({elapsed * 1000:.1f} ms/step)",
-                  flush=True)
+    shapes = [(batch, context) for context in contexts for batch in BATCHES]
+    inputs = {shape: rng.integers(0, 199_998, size=shape[0]).tolist() for shape in shapes}
+    times: dict[tuple[int, int], list[float]] = {shape: [] for shape in shapes}
+    for round_ in range(STEPS + 1):  # round-robin over the shapes, so a burst of load on this shared machine
+        for batch, context in shapes:  # spoils one round of every shape, not every step of one
+            elapsed = _timed(lambda: runner.step(cache, inputs[(batch, context)], [context] * batch))  # noqa: B023
+            if round_:  # round 0 is the warm-up: the first steps fault in weights and scratch
+                times[(batch, context)].append(elapsed)
+    for (batch, context), spent in times.items():
+        elapsed = min(spent)
+        out["rates"][f"{batch}x{context}"] = batch / elapsed
+        out["step_s"][f"{batch}x{context}"] = elapsed
+        print(f"ours batch {batch} context {context}: {batch / elapsed:.1f} tok/s ({elapsed * 1000:.1f} ms/step)",
+              flush=True)
     layout = runner.layout
     out["kv"] = {str(c): {"ours": layout.bytes_for(c), "need": layout.architecture_need(c),
                           "full_kv": len(layout.names) * c * layout.bytes_per_position} for c in contexts}
@@ -129,15 +132,10 @@ def ours(args: argparse.Namespace) -> dict:
     return out
 
 
-def _step_time(runner, cache, tokens: list[int], lengths: list[int]) -> float:
-    """Best of STEPS decode steps after one warm-up at this shape."""
-    runner.step(cache, tokens, lengths)
-    return min(_timed(lambda: runner.step(cache, tokens, lengths)) for _ in range(STEPS))
-
-
 def profile(args: argparse.Namespace) -> dict:
-    """Where a batch-8 step's time goes, by operator, at the smallest and the largest context (ONNX Runtime's
-    own profiler on the engine's session): with KV in place only the attention kernel's share should grow."""
+    """Where a step's time goes, by operator (ONNX Runtime's own profiler on the engine's session): batch 1 and 8
+    at the smallest context, batch 8 at the largest. With KV in place only the attention kernel should grow with
+    context; what grows with batch shows which kernels are compute-bound on this machine."""
     import onnxruntime as ort
 
     _, bundle = ensure_bench_bundle(args.layers, args.profile)
@@ -146,15 +144,17 @@ def profile(args: argparse.Namespace) -> dict:
     options.profile_file_prefix = str(args.out / "ort_profile")
     runner = _runner(bundle, args.device, options)
     contexts = [int(c) for c in args.contexts.split(",")]
-    lo, hi = contexts[0], contexts[-1]
-    cache = runner.allocate(8, hi + 2)
+    shapes = [(1, contexts[0]), (8, contexts[0]), (8, contexts[-1])]
+    cache = runner.allocate(8, contexts[-1] + 2)
     for array in cache._arrays:
         array.fill(0.01 if array.dtype == np.float32 else 0x3C00)
-    order: list[int] = []  # the context of each run, in run order
-    for context in (lo, hi, lo, hi):  # each twice, interleaved; the first of each is a warm-up
-        for _ in range(STEPS):
-            runner.step(cache, [0] * 8, [context] * 8)
-            order.append(context)
+    rng = np.random.default_rng(0)  # distinct tokens, as in `ours`: identical rows would share their experts
+    tokens = {shape: rng.integers(0, 199_998, size=shape[0]).tolist() for shape in shapes}
+    order: list[tuple[int, int]] = []  # the shape of each run, in run order
+    for round_ in range(STEPS + 1):  # round-robin; round 0 is the warm-up
+        for batch, context in shapes:
+            runner.step(cache, tokens[(batch, context)], [context] * batch)
+            order.append((batch, context) if round_ else (0, 0))
     trace = Path(runner.session.end_profiling())
     events = json.loads(trace.read_text())
     trace.unlink()
@@ -162,17 +162,21 @@ def profile(args: argparse.Namespace) -> dict:
                   key=lambda e: e["ts"])
     nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
     out: dict = {}
-    for context in (lo, hi):
-        per_op: dict[str, float] = {}
-        timed = [run for ctx, run in zip(order, runs) if ctx == context][STEPS:]  # the second round
+    for batch, context in shapes:
+        timed = [run for shape, run in zip(order, runs) if shape == (batch, context)]
+        per_run: list[dict[str, float]] = []
         for run in timed:
+            ops: dict[str, float] = {}
             for node in nodes:
                 if run["ts"] <= node["ts"] < run["ts"] + run["dur"]:
                     op = node["args"].get("op_name", "?")
-                    per_op[op] = per_op.get(op, 0.0) + node["dur"] / 1e6 / len(timed)
-        out[str(context)] = {"step_s": sum(r["dur"] for r in timed) / 1e6 / len(timed), "per_op_s": per_op}
-        print(f"profile batch 8 context {context}: " + ", ".join(
-            f"{op} {t * 1000:.1f} ms" for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])[:6]), flush=True)
+                    ops[op] = ops.get(op, 0.0) + node["dur"] / 1e6
+            per_run.append(ops)
+        per_op = {op: float(np.median([ops.get(op, 0.0) for ops in per_run])) for op in per_run[0]}
+        key = f"{batch}x{context}"
+        out[key] = {"step_s": float(np.median([r["dur"] for r in timed])) / 1e6, "per_op_s": per_op}
+        print(f"profile {key}: " + ", ".join(
+            f"{op} {t * 1000:.1f} ms" for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])[:4]), flush=True)
     return out
 
 
@@ -415,15 +419,22 @@ def report(args: argparse.Namespace) -> list[str]:
         lines.append(f"batch invariance at this shape ({inv['rows']} ragged rows, greedy, in-place slots): "
                      f"{'identical' if inv['same'] else 'DIFFERENT'}")
     prof = got.get("profile", {})
-    if len(prof) == 2:
-        (lo_c, lo_p), (hi_c, hi_p) = sorted(prof.items(), key=lambda kv: int(kv[0]))
-        attn = "GroupQueryAttention"
-        rest_lo = lo_p["step_s"] - lo_p["per_op_s"].get(attn, 0.0)
-        rest_hi = hi_p["step_s"] - hi_p["per_op_s"].get(attn, 0.0)
-        lines.append(f"where a batch-8 step goes (ONNX Runtime profiler), context {lo_c} vs {hi_c}: attention kernel "
-                     f"{lo_p['per_op_s'].get(attn, 0) * 1000:.0f} vs {hi_p['per_op_s'].get(attn, 0) * 1000:.0f} ms; "
-                     f"everything else {rest_lo * 1000:.0f} vs {rest_hi * 1000:.0f} ms ({rest_hi / rest_lo:.2f}x: "
-                     f"no per-step KV copy left)")
+    if len(prof) == 3:
+        (one, one_p), (lo_k, lo_p), (hi_k, hi_p) = sorted(prof.items(), key=lambda kv: (int(kv[0].split("x")[1]),
+                                                                                      int(kv[0].split("x")[0])))
+
+        def ms(p: dict, op: str) -> float:
+            return p["per_op_s"].get(op, 0.0) * 1000
+
+        attn, gemm = "GroupQueryAttention", "MatMulNBits"
+        rest_lo, rest_hi = lo_p["step_s"] * 1000 - ms(lo_p, attn), hi_p["step_s"] * 1000 - ms(hi_p, attn)
+        lines.append(f"where a step goes (ONNX Runtime profiler, median ms), {lo_k} vs {hi_k}: attention kernel "
+                     f"{ms(lo_p, attn):.0f} vs {ms(hi_p, attn):.0f}; everything else {rest_lo:.0f} vs {rest_hi:.0f} "
+                     f"({rest_hi / rest_lo:.2f}x: no per-step KV copy left; the growth is the attention kernel's)")
+        lines.append(f"where a step goes, {one} vs {lo_k}: step {one_p['step_s'] * 1000:.0f} vs "
+                     f"{lo_p['step_s'] * 1000:.0f}; int4 GEMMs (MatMulNBits, the 201,088-row LM head most) "
+                     f"{ms(one_p, gemm):.0f} vs {ms(lo_p, gemm):.0f} ({ms(lo_p, gemm) / max(ms(one_p, gemm), 1e-9):.1f}x"
+                     f" for 8x the rows); experts (QMoE) {ms(one_p, 'QMoE'):.0f} vs {ms(lo_p, 'QMoE'):.0f}")
     og_d = got.get("og", {})
     for key, theirs in og_d.get("rates", {}).items():
         if key in rates:
