@@ -53,7 +53,8 @@ class KVLayout:
         return sum(tokens if w is None else min(tokens, w) for w in self.windows) * self.bytes_per_position
 
 
-def _copy_graph(elem_type: int) -> bytes:
+def copy_graph(elem_type: int) -> bytes:
+    """A one-node graph that copies `src` into a bound `dst` on the device (slot moves; the GPU bench's bandwidth)."""
     graph = helper.make_graph([helper.make_node("Identity", ["src"], ["dst"])], "kv_copy",
                               [helper.make_tensor_value_info("src", elem_type, None)],
                               [helper.make_tensor_value_info("dst", elem_type, None)])
@@ -76,7 +77,7 @@ class SlotCache:
             self._values = [ort.OrtValue.ortvalue_from_shape_and_type(shape, layout.elem_type, device)
                             for shape in shapes]
             self._ptrs = [v.data_ptr() for v in self._values]
-            self._copier = ort.InferenceSession(_copy_graph(layout.elem_type),
+            self._copier = ort.InferenceSession(copy_graph(layout.elem_type),
                                                 providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
         self._row_bytes = [depth * layout.bytes_per_position for depth in self.depths]
 
