@@ -66,7 +66,26 @@ def _checkpoint_config(hf_dir: Path) -> dict[str, Any]:
         raise BundleBuildError(f"{hf_dir} is not in the published MXFP4 layout (quantization_config.quant_method)")
     if not (hf_dir / "tokenizer.json").is_file():
         raise BundleBuildError(f"{hf_dir} has no tokenizer.json")
+    _check_head_is_unambiguous(config)
     return config
+
+
+def _check_head_is_unambiguous(config: dict[str, Any]) -> None:
+    """The builder takes any linear layer with vocab_size outputs for the LM head, so a checkpoint whose vocabulary
+    is as wide as one of its projections would export logits from that projection's layer, silently wrong (seen
+    with a 4,096-token test vocabulary and 64 heads of 64). Published gpt-oss (201,088 tokens) never collides."""
+    try:
+        heads, kv_heads = int(config["num_attention_heads"]), int(config["num_key_value_heads"])
+        head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
+        widths = {"q_proj": heads * head_dim, "k_proj and v_proj": kv_heads * head_dim,
+                  "o_proj": int(config["hidden_size"]), "the router": int(config["num_local_experts"])}
+        vocab = int(config["vocab_size"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleBuildError(f"config.json lacks a usable gpt-oss shape field ({exc})") from None
+    clash = next((name for name, width in widths.items() if width == vocab), None)
+    if clash:
+        raise BundleBuildError(f"vocab_size {vocab} equals the output width of {clash}: the model builder would take "
+                               "that projection for the LM head")
 
 
 def _export(hf_dir: Path, dest: Path, profile: BuildProfile) -> None:

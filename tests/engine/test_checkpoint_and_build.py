@@ -74,10 +74,17 @@ def test_bad_builds_are_refused_before_export_and_leave_nothing(tmp_path, tiny_c
     (dense / "config.json").write_text(json.dumps(config))
     with pytest.raises(BundleBuildError, match="MXFP4"):
         build_bundle(dense, tmp_path / "out", profile="cpu-fp32", name="t", version="1.0.0", key=key)
+    clash = tmp_path / "clash"  # a vocabulary as wide as q_proj: the builder would wire logits to it
+    shutil.copytree(tiny_checkpoint, clash)
+    config = json.loads((clash / "config.json").read_text())
+    config["vocab_size"] = config["num_attention_heads"] * config["head_dim"]
+    (clash / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BundleBuildError, match="equals the output width of q_proj"):
+        build_bundle(clash, tmp_path / "out", profile="cpu-fp32", name="t", version="1.0.0", key=key)
     (tmp_path / "exists").mkdir()
     with pytest.raises(BundleBuildError, match="already exists"):
         build_bundle(tiny_checkpoint, tmp_path / "exists", profile="cpu-fp32", name="t", version="1.0.0", key=key)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dense", "exists"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clash", "dense", "exists"]
 
 
 def test_a_builder_failure_is_one_line_and_leaves_no_partial_folder(tmp_path, tiny_checkpoint):
