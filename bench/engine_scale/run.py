@@ -478,7 +478,8 @@ def report(args: argparse.Namespace) -> list[str]:
     if bw and weights and rates:
         lo = contexts[0]
         for batch, context in ((1, lo), (8, lo), (8, contexts[-1])):
-            experts_read = min(1.0, batch * config["num_experts_per_tok"] / config["num_local_experts"])
+            # the share of experts a batch of distinct tokens reads: each row picks k of E
+            experts_read = 1 - (1 - config["num_experts_per_tok"] / config["num_local_experts"]) ** batch
             read = (weights["active_per_token"] - weights["experts"] * config["num_experts_per_tok"]
                     / config["num_local_experts"] + weights["experts"] * experts_read)
             kv_read = batch * ours_d["kv"][str(context)]["need"] if str(context) in ours_d["kv"] else 0
