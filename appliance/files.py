@@ -1,7 +1,9 @@
-"""Files written whole or not at all: a temporary file beside the target, fsynced, then renamed over it."""
+"""Files written whole or not at all (a temporary file beside the target, fsynced, then renamed over it), and small
+files an operator names, read with a bound."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -36,3 +38,15 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_small(path: Path, limit: int) -> bytes:
+    """The whole of a file an operator names (a key, a certificate, a manifest), at most `limit` bytes.
+
+    The bound is on the bytes read, not on a stat before: /dev/zero, a pipe or a file still growing is refused
+    with EFBIG instead of filling memory. Pipes are allowed, so `--passphrase-file <(...)` works."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", str(path))
+    return data

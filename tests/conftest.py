@@ -62,6 +62,32 @@ def run_cli(*args: str, data_dir: Path | None = None, offline: bool = True, chec
     return proc
 
 
+def prepare_data(data: Path, bundle: Path, publisher_pub: Path, *more: list[str]) -> str:
+    """A data folder as an operator leaves it before `appliance serve`: the publisher trusted, `bundle` imported
+    and active, the database upgraded, then `more` commands; returns a new user key."""
+    for args in (["bundle", "trust", str(publisher_pub)], ["bundle", "import", str(bundle), "--activate"],
+                 ["db", "upgrade"], *more):
+        run_cli(*args, data_dir=data, check=True)
+    return run_cli("keys", "create", "--name", "client", "--role", "user", data_dir=data, check=True).stdout.strip()
+
+
+def serve_offline(workdir: Path, data: Path, port: int, client: str,
+                  *client_args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`appliance serve` in the background inside `unshare -n`, the Python source `client` run against it with
+    `client_args`, then Ctrl-C for a clean stop. Returns the client's process and the server's log."""
+    (workdir / "client.py").write_text(client)
+    script = f"""
+        {APPLIANCE} serve > {workdir}/serve.log 2>&1 &
+        server=$!
+        {sys.executable} {workdir}/client.py {' '.join(client_args)}; rc=$?
+        kill -INT $server; wait $server
+        exit $rc
+    """
+    env = clean_env(data, APPLIANCE_PORT=str(port), APPLIANCE_RAY_AUTH_MODE="token", HOME=str(workdir))
+    proc = subprocess.run(offline_argv(["bash", "-c", script]), env=env, capture_output=True, text=True, timeout=400)
+    return proc, (workdir / "serve.log").read_text()
+
+
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     """Assert the CLI failed the way an operator should see it: non-zero, one line, no traceback."""
     assert proc.returncode != 0, proc.stdout

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from appliance.backup.errors import BackupError
 from appliance.backup.manifest import safe_path
+from appliance.files import read_small
 
 MAGIC = b"appliance-backup-keys/1\n"
 _N, _R, _P = 2**15, 8, 1
@@ -29,7 +30,7 @@ _N, _R, _P = 2**15, 8, 1
 def read_passphrase(path: Path) -> bytes:
     """The first line of `path` (a file, so the passphrase never shows in `ps` or shell history)."""
     try:
-        text = path.read_bytes().splitlines()
+        text = read_small(path, 64 * 1024).splitlines()
     except OSError as exc:
         raise BackupError(f"cannot read the passphrase file {path}: {exc.strerror}") from exc
     if not text or len(text[0]) < 8:

@@ -73,7 +73,8 @@ def reload(api_key_file: Annotated[Path, typer.Option("--api-key-file", help="Fi
         raise ApplianceError(f"cannot read {api_key_file}: {exc.strerror}") from exc
     base = url or f"http://{settings.host}:{settings.port}"
     try:
-        reply = httpx.post(f"{base}/admin/policy/reload", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        reply = httpx.post(f"{base}/admin/policy/reload", headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                           trust_env=False)  # this host's gateway: never through an http_proxy from the environment
     except httpx.HTTPError as exc:
         raise ApplianceError(f"cannot reach the gateway at {base}: {exc}") from exc
     if reply.status_code != 200:

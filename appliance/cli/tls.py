@@ -39,12 +39,12 @@ def install(
 ) -> None:
     """Install a site CA's certificate and key (checked to match) and optionally the client CA bundle.
     A running appliance picks the new pair up within tls_reload_seconds (rotation without restart)."""
-    certs.check_pair(cert, key, key_password(get_settings()))
+    cert_pem, key_pem, _ = certs.read_pair(cert, key, key_password(get_settings()))
     ca_pem = None
     if ca is not None:
-        certs.load_certs(ca)  # a bundle without a certificate would make every client fail
-        ca_pem = ca.read_bytes()
-    _install(cert.read_bytes(), key.read_bytes(), ca_pem, True, "site")
+        ca_pem = certs.read_pem(ca, "CA bundle")
+        certs.parse_certs(ca_pem, str(ca))  # a bundle without a certificate would make every client fail
+    _install(cert_pem, key_pem, ca_pem, True, "site")
 
 
 def _install(cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None, force: bool, kind: str) -> None:

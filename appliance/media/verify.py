@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.files import read_small
 from appliance.media.manifest import (
     MANIFEST,
     MAX_MANIFEST_BYTES,
@@ -99,9 +100,7 @@ def _listing(root: Path) -> dict[str, int]:
 
 def _read_small(path: Path) -> bytes:
     try:
-        if path.stat().st_size > MAX_MANIFEST_BYTES:
-            raise MediaError(f"{path.name} is too large")
-        return path.read_bytes()
+        return read_small(path, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise MediaError(f"{path.name} is missing: {path.parent} is not complete media") from None
     except OSError as exc:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from appliance.errors import ApplianceError
-from appliance.files import atomic_write
+from appliance.files import atomic_write, read_small
 
 KeyKind = Literal["ed25519", "ecdsa-p256"]
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -125,9 +125,7 @@ def _unsupported(path: Path) -> KeyFileError:
 
 def _read_key_file(path: Path) -> bytes:
     try:
-        if path.stat().st_size > _MAX_KEY_FILE:
-            raise KeyFileError(f"{path} is too large to be a key file")
-        return path.read_bytes()
+        return read_small(path, _MAX_KEY_FILE)
     except FileNotFoundError as exc:
         raise KeyFileError(f"key file {path} does not exist") from exc
     except IsADirectoryError as exc:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from appliance.errors import ApplianceError
-from appliance.files import atomic_write
+from appliance.files import atomic_write, read_small
 
 CERT_NAME, KEY_NAME, CA_NAME = "server.crt", "server.key", "client-ca.pem"
 _MAX_PEM = 1024 * 1024
@@ -80,18 +80,16 @@ def self_signed(names: list[str], addresses: list[str], days: int = 825) -> tupl
     return cert.public_bytes(serialization.Encoding.PEM), pem_key
 
 
-def _read(path: Path, what: str) -> bytes:
+def read_pem(path: Path, what: str) -> bytes:
     try:
-        if path.stat().st_size > _MAX_PEM:
-            raise CertificateError(f"{what} {path} is larger than {_MAX_PEM} bytes")
-        return path.read_bytes()
+        return read_small(path, _MAX_PEM)
     except OSError as exc:
         raise CertificateError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
 def load_certs(path: Path) -> list[x509.Certificate]:
     """The certificates of a PEM file, leaf first."""
-    return parse_certs(_read(path, "certificate"), str(path))
+    return parse_certs(read_pem(path, "certificate"), str(path))
 
 
 def parse_certs(pem: bytes, where: str) -> list[x509.Certificate]:
@@ -133,10 +131,9 @@ def check_key_mode(path: Path) -> None:
                                f"stricter (chmod 600 {path})")
 
 
-def load_key(path: Path, password: bytes | None) -> ec.EllipticCurvePrivateKey | object:
-    check_key_mode(path)
+def _parse_key(pem: bytes, password: bytes | None, path: Path) -> ec.EllipticCurvePrivateKey | object:
     try:
-        return serialization.load_pem_private_key(_read(path, "key"), password)
+        return serialization.load_pem_private_key(pem, password)
     except TypeError as exc:
         raise CertificateError(f"the TLS key {path} is encrypted: set tls_key_password_file or "
                                f"APPLIANCE_TLS_KEY_PASSWORD" if password is None else
@@ -145,15 +142,22 @@ def load_key(path: Path, password: bytes | None) -> ec.EllipticCurvePrivateKey |
         raise CertificateError(f"cannot load the TLS key {path} (wrong password or not a PEM key)") from exc
 
 
-def check_pair(cert_path: Path, key_path: Path, password: bytes | None) -> CertInfo:
-    """The certificate's public key must be the key's: a mismatched pair fails every handshake."""
-    leaf = load_certs(cert_path)[0]
-    key = load_key(key_path, password)
-    pub = key.public_key()  # type: ignore[attr-defined]
+def read_pair(cert_path: Path, key_path: Path, password: bytes | None) -> tuple[bytes, bytes, CertInfo]:
+    """Both files, each read once, checked to match: the certificate's public key must be the key's (a mismatched
+    pair fails every handshake). Returns the very bytes checked, for installing."""
+    cert_pem = read_pem(cert_path, "certificate")
+    check_key_mode(key_path)
+    key_pem = read_pem(key_path, "the TLS key")
+    leaf = parse_certs(cert_pem, str(cert_path))[0]
+    pub = _parse_key(key_pem, password, key_path).public_key()  # type: ignore[attr-defined]
     der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if leaf.public_key().public_bytes(*der) != pub.public_bytes(*der):
         raise CertificateError(f"the key {key_path} does not belong to the certificate {cert_path}")
-    return describe(leaf)
+    return cert_pem, key_pem, describe(leaf)
+
+
+def check_pair(cert_path: Path, key_path: Path, password: bytes | None) -> CertInfo:
+    return read_pair(cert_path, key_path, password)[2]
 
 
 def install(tls_dir: Path, cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None = None) -> None:

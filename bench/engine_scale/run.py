@@ -87,8 +87,7 @@ def _device_bandwidth(device: str) -> float:
 
     from appliance.engine.kvcache import copy_graph
 
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(copy_graph(TensorProto.FLOAT), providers=providers)
+    session = ort.InferenceSession(copy_graph(TensorProto.FLOAT), providers=_providers(device))
     src, dst = (ort.OrtValue.ortvalue_from_shape_and_type([2**28], TensorProto.FLOAT, device) for _ in range(2))
     binding = session.io_binding()
     binding.bind_ortvalue_input("src", src)

@@ -82,6 +82,8 @@ def test_sharded_signature_round_trip(tmp_path, signer, data_dir):
     (["bundle", "verify", "--nope", "x"], "No such option: --nope"),
     (["nope"], "No such command 'nope'"),
     (["keys", "create", "--name", "x", "--role", "root"], "table api_keys does not exist"),
+    (["bundle", "trust", "/dev/zero"], "cannot read key file /dev/zero: larger than"),  # a bounded read
+    (["bundle", "trust", "/"], "key file / is a directory"),
 ])
 def test_usage_errors_are_one_line(tmp_path, args, says):
     line = one_line_error(run_cli(*args, data_dir=tmp_path, offline=False))

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import clean_env, offline_argv, requires_unshare, run_cli
+from tests.conftest import clean_env, offline_argv, prepare_data, requires_unshare, run_cli, serve_offline
 from tests.integration.conftest import free_port
 
 WAIT_READY = textwrap.dedent("""
@@ -38,22 +38,9 @@ CLIENT = WAIT_READY + textwrap.dedent("""
 @requires_unshare
 def test_serve_inside_unshare(tmp_path, signed_tiny_bundle, publisher):
     data = tmp_path / "var"
-    for args in (["bundle", "trust", str(publisher[1])], ["bundle", "import", str(signed_tiny_bundle), "--activate"],
-                 ["db", "upgrade"]):
-        run_cli(*args, data_dir=data, check=True)
-    token = run_cli("keys", "create", "--name", "offline", "--role", "user", data_dir=data, check=True).stdout.strip()
+    token = prepare_data(data, signed_tiny_bundle, publisher[1])
     port = free_port()
-    (tmp_path / "client.py").write_text(CLIENT)
-    script = f"""
-        {sys.executable.replace('python', 'appliance')} serve > {tmp_path}/serve.log 2>&1 &
-        server=$!
-        {sys.executable} {tmp_path}/client.py http://127.0.0.1:{port} {token}; rc=$?
-        kill -INT $server; wait $server
-        exit $rc
-    """
-    env = clean_env(data, APPLIANCE_PORT=str(port), APPLIANCE_RAY_AUTH_MODE="token", HOME=str(tmp_path))
-    proc = subprocess.run(offline_argv(["bash", "-c", script]), env=env, capture_output=True, text=True, timeout=400)
-    log = (tmp_path / "serve.log").read_text()
+    proc, log = serve_offline(tmp_path, data, port, CLIENT, f"http://127.0.0.1:{port}", token)
     assert proc.returncode == 0 and "CLIENT OK" in proc.stdout, (proc.stdout, proc.stderr, log[-3000:])
     listing = run_cli("audit", "list", data_dir=data, check=True).stdout
     assert "completion" in listing and "admin.key_created" in listing

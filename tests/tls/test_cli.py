@@ -25,6 +25,10 @@ def test_install_checks_the_pair_and_the_key_mode_and_show_reports_it(tmp_path, 
     assert "must be 0600" in one_line_error(run_cli("tls", "install", "--cert", str(cert), "--key", str(key),
                                                     data_dir=data))
     key.chmod(0o600)
+    for endless in (["--cert", "/dev/zero", "--key", str(key)], ["--cert", str(cert), "--key", str(key), "--ca",
+                                                                 "/dev/zero"]):  # bounded reads, nothing installed
+        assert "/dev/zero: larger than" in one_line_error(run_cli("tls", "install", *endless, data_dir=data))
+    assert not (data / "keys" / "tls").exists()
     done = run_cli("tls", "install", "--cert", str(cert), "--key", str(key), "--ca", str(site_ca.pem_path),
                    data_dir=data, check=True)
     fingerprint = done.stdout.strip().rsplit(" ", 1)[-1]

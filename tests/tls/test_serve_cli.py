@@ -4,11 +4,9 @@ openai SDK pinning that certificate, plain HTTP refused on the port, and the aud
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
-from tests.conftest import clean_env, offline_argv, requires_unshare, run_cli
+from tests.conftest import prepare_data, requires_unshare, run_cli, serve_offline
 from tests.integration.conftest import free_port
 
 CLIENT = textwrap.dedent("""
@@ -40,22 +38,11 @@ CLIENT = textwrap.dedent("""
 @requires_unshare
 def test_appliance_serve_over_tls_with_a_pinned_certificate(tmp_path, signed_tiny_bundle, publisher):
     data = tmp_path / "var"
-    for args in (["bundle", "trust", str(publisher[1])], ["bundle", "import", str(signed_tiny_bundle), "--activate"],
-                 ["db", "upgrade"], ["tls", "self-signed", "--name", "localhost", "--address", "127.0.0.1"]):
-        run_cli(*args, data_dir=data, check=True)
-    token = run_cli("keys", "create", "--name", "tls", "--role", "user", data_dir=data, check=True).stdout.strip()
+    token = prepare_data(data, signed_tiny_bundle, publisher[1],
+                         ["tls", "self-signed", "--name", "localhost", "--address", "127.0.0.1"])
     port = free_port()
-    (tmp_path / "client.py").write_text(CLIENT)
-    script = f"""
-        {sys.executable.replace('python', 'appliance')} serve > {tmp_path}/serve.log 2>&1 &
-        server=$!
-        {sys.executable} {tmp_path}/client.py https://127.0.0.1:{port} {token} {data}/keys/tls/server.crt; rc=$?
-        kill -INT $server; wait $server
-        exit $rc
-    """
-    env = clean_env(data, APPLIANCE_PORT=str(port), APPLIANCE_RAY_AUTH_MODE="token", HOME=str(tmp_path))
-    proc = subprocess.run(offline_argv(["bash", "-c", script]), env=env, capture_output=True, text=True, timeout=400)
-    log = (tmp_path / "serve.log").read_text()
+    proc, log = serve_offline(tmp_path, data, port, CLIENT, f"https://127.0.0.1:{port}", token,
+                              f"{data}/keys/tls/server.crt")
     assert proc.returncode == 0 and "CLIENT OK" in proc.stdout, (proc.stdout, proc.stderr, log[-3000:])
     assert f"appliance serving on https://127.0.0.1:{port}" in log
     listing = run_cli("audit", "list", data_dir=data, check=True).stdout
