@@ -204,19 +204,21 @@ class VerifyReport:
 def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint],
                  trust: dict[str, keys.PublicKey], expect_head: tuple[int, str] | None = None,
                  progress: Callable[[int], None] | None = None, slice_ok: bool = False, *,
-                 witness: Iterable[Checkpoint] = (), max_uncovered_s: float | None = None,
-                 now: datetime | None = None) -> VerifyReport:
+                 witness: Iterable[Checkpoint] = (), witness_problems: Iterable[tuple[int, str]] = (),
+                 max_uncovered_s: float | None = None, now: datetime | None = None) -> VerifyReport:
     """Recompute the chain over `rows` (ascending seq) and hold it against signed checkpoints.
 
     `trust` maps key ids (`keys.key_hint`) to public keys. Stops at the first broken link, since every
     later record hangs on it. The checkpoints must form an unbroken chain; `witness` (checkpoints kept
-    outside the database) must each still be in it and match its record, so a deleted tail or a rewritten
-    history with its checkpoints deleted shows. With `max_uncovered_s`, records that no checkpoint covers
+    outside the database, those in force: witness.order) must each still be in it and match its record, so a
+    deleted tail or a rewritten history with its checkpoints deleted shows; `witness_problems` (lines out of
+    order or replayed) are failures too. With `max_uncovered_s`, records that no checkpoint covers
     may be no older than that (a writer signs the head within about a second of its last append).
     `slice_ok`: the rows may start after any signed checkpoint, not only after a prune anchor (an export of
     part of the log; the report's first_seq says where it starts).
     """
     report = VerifyReport()
+    report.problems.extend(witness_problems)
     claims: dict[int, list[tuple[str, str]]] = {}
     anchors: dict[int, str] = {}
     ordered = sorted(checkpoints, key=lambda c: (c.seq, c.kind != "anchor"))

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from appliance.audit.chain import ROW_COLUMNS, Checkpoint, VerifyReport, record_row, unflatten, verify_chain
 from appliance.audit.errors import AuditError
 from appliance.audit.events import AuditRecord
+from appliance.audit.witness import order
 from appliance.files import atomic_write
 from appliance.signing import keys
 
@@ -86,11 +87,11 @@ def verify_file(path: Path, trust: list[keys.PublicKey], expect_head: tuple[int,
     from appliance.audit.signer import trust_map
 
     checkpoints = [_checkpoint(obj["checkpoint"], path, n) for n, obj in _lines(path) if "checkpoint" in obj]
-    witness = [_checkpoint(obj["witness"], path, n) for n, obj in _lines(path) if "witness" in obj]
+    witness = order(_checkpoint(obj["witness"], path, n) for n, obj in _lines(path) if "witness" in obj)
     records = (record_row(_record(obj, path, n)) for n, obj in _lines(path)
                if "checkpoint" not in obj and "witness" not in obj)
-    return verify_chain(records, checkpoints, trust_map(trust), expect_head, progress, witness=witness,
-                        slice_ok=True)
+    return verify_chain(records, checkpoints, trust_map(trust), expect_head, progress, witness=witness.in_force,
+                        witness_problems=witness.problems, slice_ok=True)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -204,10 +204,11 @@ class AuditLog:
                progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Recompute the chain and check every checkpoint against `trust` (default: this appliance's key)."""
         trusted = signer.trust_map(trust if trust is not None else self._own_public_keys())
-        witnessed = list(self.witness.entries())
+        witnessed = self.witness.read()
         with self._reading(snapshot=True) as conn:
             return verify_chain(raw_rows(conn), store.load_checkpoints(conn), trusted, expect_head, progress,
-                                witness=witnessed, max_uncovered_s=self._seconds + self._grace)
+                                witness=witnessed.in_force, witness_problems=witnessed.problems,
+                                max_uncovered_s=self._seconds + self._grace)
 
     def export(self, fmt: str, out_file: Path, progress: Callable[[int], None] | None = None,
                filters: AuditFilter | None = None) -> int:
@@ -244,6 +245,14 @@ class AuditLog:
         marker = self.append(AuditEvent(event="admin.audit_pruned", principal=actor or Principal(),
                                         detail={"before": cutoff}))
         key = signer.load_or_create(self.key_path)
+        with self.witness.ordered():  # held from before the cut until its anchor's line is written
+            removed, anchor = self._cut(cutoff, marker.seq, key)
+            if anchor is not None:
+                self.witness.append(anchor)
+        return PruneResult(removed, anchor.seq if anchor is not None else None)
+
+    def _cut(self, cutoff: str, marker_seq: int, key: keys.PrivateKey) -> tuple[int, Checkpoint | None]:
+        """Delete the records before `cutoff` (never the prune's own record) and sign the anchor at the cut."""
         try:
             with store.write_transaction(self.engine) as conn:
                 problem = checkpoints.stretch_problem(conn, store.last_checkpoint(conn), key.public_key(),
@@ -251,10 +260,10 @@ class AuditLog:
                 if problem is not None:
                     raise AuditTampered(f"prune refused, the log does not verify: {problem}")
                 cut = conn.execute(select(func.max(AuditRecordRow.seq)).where(AuditRecordRow.ts < cutoff,
-                                                                              AuditRecordRow.seq < marker.seq)
+                                                                              AuditRecordRow.seq < marker_seq)
                                    ).scalar_one()
                 if cut is None:
-                    return PruneResult(0, None)
+                    return 0, None
                 head = conn.execute(select(AuditRecordRow.hash).where(AuditRecordRow.seq == cut)).scalar_one()
                 # The anchor restarts the checkpoint chain at the cut: it carries the digest that the first
                 # checkpoint after the cut names (that of the newest one removed).
@@ -266,8 +275,7 @@ class AuditLog:
                 store.insert_checkpoint(conn, anchor)
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"prune failed: {first_line(exc)}") from exc
-        self.witness.append(anchor)
-        return PruneResult(removed, cut)
+        return removed, anchor
 
     def close(self) -> None:
         """Flush pending appends, leave a closing checkpoint, release connections."""

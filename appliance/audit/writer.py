@@ -19,6 +19,7 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import structlog
@@ -113,9 +114,18 @@ class ChainWriter:
                     _settle(future, error=error)
                 return
 
+    def _ordered(self) -> AbstractContextManager[None]:
+        """The witness's lock, taken before the database's: a checkpoint this transaction signs reaches the
+        witness file before any later one (witness.order holds the file to that)."""
+        return self._witness.ordered() if self._witness is not None else nullcontext()
+
     def _commit(self, batch: list[_Item]) -> AuditUnavailable | None:
         """One transaction for `batch`; settles every future when it succeeds (or when it is a single record),
         returns the error otherwise."""
+        with self._ordered():
+            return self._commit_ordered(batch)
+
+    def _commit_ordered(self, batch: list[_Item]) -> AuditUnavailable | None:
         try:
             with store.locked(self._connection()) as conn:
                 seq, head = store.read_head(conn)
@@ -160,6 +170,10 @@ class ChainWriter:
 
     def _checkpoint_if_due(self, force: bool = False) -> None:
         """The T-seconds rule when no appends arrive (and the closing checkpoint when `force`)."""
+        with self._ordered():
+            self._checkpoint_ordered(force)
+
+    def _checkpoint_ordered(self, force: bool) -> None:
         try:
             with store.locked(self._connection()) as conn:
                 seq, head = store.read_head(conn)

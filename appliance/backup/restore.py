@@ -203,13 +203,15 @@ def _check_staged_chain(manifest: mf.Manifest, root: Path, key: keys.PrivateKey,
         return
     engine = make_engine(f"sqlite:///{root / snapshot.SQLITE_MEMBER}")
     head = manifest.audit_head.seq
-    claims = [cp for cp in Witness(witness.parent, use_syslog=False).entries() if cp.seq <= head]
+    witnessed = Witness(witness.parent, use_syslog=False).read()
+    claims = [cp for cp in witnessed.in_force if cp.seq <= head]
     try:
         with engine.connect() as conn, conn.begin():
             if store.read_head(conn)[0] != head:
                 raise BackupError("the archived database's audit head is not the one its manifest names")
             report = verify_chain(raw_rows(conn), store.load_checkpoints(conn),
                                   signer.trust_map([key.public_key()]), witness=claims,
+                                  witness_problems=witnessed.problems,
                                   progress=progress("verifying audit chain", head))
     finally:
         engine.dispose()

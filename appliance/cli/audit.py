@@ -103,7 +103,7 @@ def verify(
     else:
         with _log() as log, count_progress("verifying", log.count()) as advance:
             report = log.verify(trusted, head, advance)
-            removed = log.witness.split()[1]
+            removed = log.witness.read().superseded
     report.raise_if_bad()
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "empty"
     typer.echo(f"ok: {report.records} records ({span}), {report.checkpoints} checkpoints and "
