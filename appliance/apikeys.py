@@ -18,9 +18,9 @@ from typing import Literal
 from sqlalchemy import DateTime, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from appliance.audit import Principal
 from appliance.db import Base
 from appliance.errors import ApplianceError
+from appliance.principal import Principal
 
 Role = Literal["user", "auditor", "admin"]
 ROLES: tuple[Role, ...] = ("user", "auditor", "admin")

@@ -15,7 +15,8 @@ from fastapi import Depends, Request
 
 from appliance.api.errors import ApiError
 from appliance.api.services import Services
-from appliance.audit import AuditEvent, Principal
+from appliance.audit import AuditEvent
+from appliance.principal import Principal
 
 USER, AUDITOR, ADMIN = frozenset({"user", "admin"}), frozenset({"auditor", "admin"}), frozenset({"admin"})
 

@@ -27,8 +27,9 @@ import structlog
 from appliance import apikeys
 from appliance.api.errors import ApiError
 from appliance.api.peer import cert_subject, lacks_required_certificate, with_certificate
-from appliance.audit import AuditEvent, Principal
+from appliance.audit import AuditEvent
 from appliance.audit.store import now_ts
+from appliance.principal import Principal
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes: no key
 OPEN_PREFIXES = ("/admin/ui",)  # the admin page signs in with a key and keeps its own session

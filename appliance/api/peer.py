@@ -16,8 +16,8 @@ from typing import Any
 import structlog
 
 from appliance.api.errors import ApiError
-from appliance.audit import Principal
 from appliance.config import Settings
+from appliance.principal import Principal
 from appliance.tls import attest
 
 PROBES = frozenset({"/healthz", "/readyz"})

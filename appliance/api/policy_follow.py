@@ -16,8 +16,9 @@ import asyncio
 import structlog
 
 from appliance.api.services import Services
-from appliance.audit import AuditEvent, AuditFilter, Principal
+from appliance.audit import AuditEvent, AuditFilter
 from appliance.policy.pack import PolicySet, load_options
+from appliance.principal import Principal
 
 log = structlog.get_logger()
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from appliance.principal import Principal as Principal  # re-exported: records name who acted
+from appliance.principal import Principal
 
 EVENTS = frozenset({
     "request", "completion", "denial", "auth_failure", "cancelled", "error",

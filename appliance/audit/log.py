@@ -23,11 +23,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from appliance.audit import checkpoints, signer, store
 from appliance.audit.chain import GENESIS, ROW_COLUMNS, Checkpoint, VerifyReport, unflatten, verify_chain
 from appliance.audit.errors import AuditError, AuditTampered, AuditUnavailable, first_line
-from appliance.audit.events import AuditEvent, AuditRecord, Principal
+from appliance.audit.events import AuditEvent, AuditRecord
 from appliance.audit.models import AuditCheckpointRow, AuditRecordRow
 from appliance.audit.witness import Witness
 from appliance.audit.writer import ChainWriter
 from appliance.db import make_engine
+from appliance.principal import Principal
 from appliance.signing import keys
 
 if TYPE_CHECKING:

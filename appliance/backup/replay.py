@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from appliance.audit import AuditEvent, AuditLog, Principal, signer, store
+from appliance.audit import AuditEvent, AuditLog, signer, store
 from appliance.audit.models import AuditCheckpointRow
 from appliance.audit.witness import Witness
 from appliance.backup import journal, snapshot
@@ -22,6 +22,7 @@ from appliance.backup.errors import BackupError
 from appliance.backup.staging import sign_restore
 from appliance.config import Settings
 from appliance.db import make_engine
+from appliance.principal import Principal
 
 ACTOR = Principal(name=f"cli:{getpass.getuser()}", role="admin")
 

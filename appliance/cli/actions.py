@@ -15,14 +15,11 @@ from collections.abc import Callable
 import typer
 
 from appliance.config import get_settings
+from appliance.principal import Principal
 
 
 def record(event: str, **detail: str) -> None:
-    from appliance.audit import (  # SQLAlchemy only for commands that change things
-        AuditEvent,
-        AuditLog,
-        Principal,
-    )
+    from appliance.audit import AuditEvent, AuditLog  # SQLAlchemy only for commands that change things
     from appliance.db import current_revision
 
     settings = get_settings()

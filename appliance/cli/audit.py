@@ -10,12 +10,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from appliance.audit import AuditError, AuditFilter, AuditLog, Principal
+from appliance.audit import AuditError, AuditFilter, AuditLog
 from appliance.audit.export import FORMATS, verify_file
 from appliance.audit.signer import public_key_path
 from appliance.cli.progress import count_progress
 from appliance.cli.tables import print_table
 from appliance.config import get_settings
+from appliance.principal import Principal
 from appliance.signing import keys
 
 app = typer.Typer(no_args_is_help=True)

@@ -14,8 +14,7 @@ from appliance.policy.errors import PolicyError, RateLimited
 from appliance.policy.pack import SIGNATURE_NAME, PolicySet
 from appliance.policy.redact import neutralise
 from appliance.policy.stream import FilterOutput, OutputFilter
-from appliance.principal import Principal
 
 __all__ = ["CATEGORIES", "Decision", "FilterOutput", "Finding", "Message", "OutputFilter", "PolicyEngine",
-           "PolicyError", "PolicyRequest", "PolicySet", "Principal", "RateLimited", "SIGNATURE_NAME", "Scanner",
+           "PolicyError", "PolicyRequest", "PolicySet", "RateLimited", "SIGNATURE_NAME", "Scanner",
            "neutralise"]

@@ -28,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from appliance.policy import Message, PolicyEngine, PolicyRequest, PolicySet, Principal  # noqa: E402
+from appliance.policy import Message, PolicyEngine, PolicyRequest, PolicySet  # noqa: E402
+from appliance.principal import Principal  # noqa: E402
 from appliance.policy.detectors import Scanner  # noqa: E402
 from tests.policy import corpus, generated  # noqa: E402
 

@@ -15,7 +15,8 @@ import pytest
 
 from appliance.api.spec import GenerationSpec
 from appliance.engine.harmony import prompt_texts, render_prompt, with_texts
-from appliance.policy import Message, PolicyEngine, PolicyRequest, PolicySet, Principal
+from appliance.policy import Message, PolicyEngine, PolicyRequest, PolicySet
+from appliance.principal import Principal
 from appliance.vocabulary import load_harmony, write_vocabulary
 
 CANARY = "QZXCANARYQZX"

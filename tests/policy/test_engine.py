@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.policy import Message, OutputFilter, PolicyEngine, PolicyRequest, PolicySet, Principal, RateLimited
+from appliance.policy import Message, OutputFilter, PolicyEngine, PolicyRequest, PolicySet, RateLimited
+from appliance.principal import Principal
 
 PACK = Path(__file__).resolve().parents[2] / "policies"
 USER = Principal(key_id="k-user", name="alice", role="user")

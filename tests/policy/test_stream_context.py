@@ -13,7 +13,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.policy import OutputFilter, PolicySet, Principal
+from appliance.policy import OutputFilter, PolicySet
+from appliance.principal import Principal
 from tests.policy import corpus, generated
 
 PACK = Path(__file__).resolve().parents[2] / "policies"

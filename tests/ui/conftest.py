@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from appliance.audit import AuditEvent, Principal, RecordDecision, RecordUsage
+from appliance.audit import AuditEvent, RecordDecision, RecordUsage
+from appliance.principal import Principal
 from tests.appliance import make_appliance
 from tests.ui.server import LiveServer
 

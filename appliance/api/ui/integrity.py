@@ -12,8 +12,9 @@ from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, Text, sel
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from appliance.apikeys import as_utc
-from appliance.audit import AuditError, AuditLog, Principal
+from appliance.audit import AuditError, AuditLog
 from appliance.db import Base
+from appliance.principal import Principal
 
 STALE_AFTER = timedelta(hours=24)
 

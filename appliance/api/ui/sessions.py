@@ -16,8 +16,8 @@ from sqlalchemy import DateTime, String, delete
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from appliance import apikeys
-from appliance.audit import Principal
 from appliance.db import Base
+from appliance.principal import Principal
 
 IDLE = timedelta(minutes=15)
 ABSOLUTE = timedelta(hours=8)

@@ -29,8 +29,9 @@ from appliance.api.ui.security import (
     clear_cookie,
     set_cookie,
 )
-from appliance.audit import EVENTS, AuditEvent, AuditFilter, AuditLog, AuditPage, Principal
+from appliance.audit import EVENTS, AuditEvent, AuditFilter, AuditLog, AuditPage
 from appliance.audit.log import MAX_SEQ
+from appliance.principal import Principal
 
 PAGE_SIZE = 50
 TEXT_WINDOW = 100_000
