@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from appliance.policy import Message, PolicyEngine, PolicyRequest, PolicySet  # noqa: E402
-from appliance.principal import Principal  # noqa: E402
 from appliance.policy.detectors import Scanner  # noqa: E402
+from appliance.principal import Principal  # noqa: E402
 from tests.policy import corpus, generated  # noqa: E402
 
 PRESIDIO_TO_OURS = {"EMAIL_ADDRESS": "pii.email", "PHONE_NUMBER": "pii.phone", "CREDIT_CARD": "pii.payment_card",
