@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import re
+
+from tests.conftest import REPO
 
 import pytest
 
@@ -20,6 +23,39 @@ def graph():
 def _units(graph) -> list[str]:
     """The top-level packages and modules of appliance."""
     return sorted({".".join(m.split(".")[:2]) for m in graph.modules if m.startswith("appliance.")})
+
+
+def _documented() -> dict[str, set[str]]:
+    """The package table's rows: unit -> the appliance units its "depends on" column names."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("## Package boundaries", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for m in re.finditer(r"^\| appliance/(\w+)(?:\.py|/) \| [^|]+ \| ([^|]+) \|", section, re.M):
+        names = m.group(2).strip()
+        rows[m.group(1)] = set() if names == "-" else {n.strip() for n in names.split(",")}
+    return rows
+
+
+def _imported(graph, unit: str) -> set[str]:
+    """The other appliance units that `unit`'s modules import directly."""
+    found = set()
+    for module in graph.modules:
+        if module == f"appliance.{unit}" or module.startswith(f"appliance.{unit}."):
+            for target in graph.find_modules_directly_imported_by(module):
+                parts = target.split(".")
+                if parts[0] == "appliance" and len(parts) > 1 and parts[1] != unit:
+                    found.add(parts[1])
+    return found
+
+
+def test_the_package_table_names_every_unit_and_its_imports_exactly(graph):
+    rows = _documented()
+    units = {u.split(".")[1] for u in _units(graph)} - {"migrations"}
+    assert set(rows) == units, "rows missing or extra in docs/architecture.md's package table"
+    wrong = {unit: {"imports but the table omits": sorted(_imported(graph, unit) - named),
+                    "the table names but it does not import": sorted(named - _imported(graph, unit))}
+             for unit, named in rows.items() if _imported(graph, unit) != named}
+    assert not wrong, wrong
 
 
 def test_no_cycle_between_packages(graph):
