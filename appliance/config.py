@@ -16,6 +16,8 @@ import yaml
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from appliance.files import read_small
+
 
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Values from the YAML file named by APPLIANCE_CONFIG (lower priority than the environment)."""
@@ -30,7 +32,7 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         from appliance.errors import ApplianceError
 
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = yaml.safe_load(read_small(Path(path), 1 << 20)) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ApplianceError(f"cannot read settings file {path}: {exc}".splitlines()[0]) from exc
         if not isinstance(data, dict):
@@ -55,7 +57,8 @@ class Settings(BaseSettings):
     trust_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
     keys_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
     database_url: str = Field(default=None, validate_default=False)  # type: ignore[assignment]
-    policy_dir: Path = Path("policies")
+    # default data_dir/policies, filled from the shipped pack the first time (policy.pack.seeded)
+    policy_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
     require_signed_policy: bool = False
     policy_follow_seconds: float = Field(default=2.0, gt=0)  # replicas apply a recorded reload this soon
     # public keys (*.pub) trusted to sign policy packs; default trust_dir/policy
@@ -115,6 +118,7 @@ class Settings(BaseSettings):
     def _derive_paths(self) -> Settings:
         self.model_store = self.model_store or self.data_dir / "models"
         self.trust_dir = self.trust_dir or self.data_dir / "trust"
+        self.policy_dir = self.policy_dir or self.data_dir / "policies"
         self.keys_dir = self.keys_dir or self.data_dir / "keys"
         self.policy_trust_dir = self.policy_trust_dir or self.trust_dir / "policy"
         self.audit_key_path = self.audit_key_path or self.keys_dir / "audit.key"

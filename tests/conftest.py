@@ -50,9 +50,11 @@ requires_unshare = pytest.mark.skipif(not have_unshare(), reason="unshare -n is 
 
 
 def run_cli(*args: str, data_dir: Path | None = None, offline: bool = True, check: bool = False,
-            env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the real `appliance` console script, by default inside `unshare -n` (the air gap)."""
-    argv = [APPLIANCE, *args]
+            env: dict[str, str] | None = None, timeout: float = 600,
+            program: tuple[str, ...] = (APPLIANCE,)) -> subprocess.CompletedProcess[str]:
+    """Run the real `appliance` console script (or `program`, a wrapper around it), by default inside
+    `unshare -n` (the air gap)."""
+    argv = [*program, *args]
     if offline and have_unshare():
         argv = offline_argv(argv)
     proc = subprocess.run(argv, capture_output=True, text=True, env=clean_env(data_dir, **(env or {})),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 import re
 
-from tests.conftest import REPO
-
 import pytest
+
+from tests.conftest import REPO
 
 grimp = pytest.importorskip("grimp")
 

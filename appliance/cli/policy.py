@@ -9,7 +9,9 @@ import typer
 
 from appliance.config import get_settings
 from appliance.errors import ApplianceError
+from appliance.files import read_small
 from appliance.policy import PolicySet
+from appliance.policy.pack import seeded
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -31,7 +33,7 @@ def test(directory: PackDir = None) -> None:
     from appliance.policy.testing import run_tests
 
     settings = get_settings()
-    directory = directory or settings.policy_dir
+    directory = directory or seeded(settings)
     policy = PolicySet.from_settings(settings, directory)
     results = run_tests(policy, directory)
     for result in results:
@@ -68,9 +70,9 @@ def reload(api_key_file: Annotated[Path, typer.Option("--api-key-file", help="Fi
     settings = get_settings()
     policy = PolicySet.from_settings(settings)
     try:
-        token = api_key_file.read_text().strip()
-    except OSError as exc:
-        raise ApplianceError(f"cannot read {api_key_file}: {exc.strerror}") from exc
+        token = read_small(api_key_file, 4096).decode().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ApplianceError(f"cannot read {api_key_file}: {getattr(exc, 'strerror', None) or 'not text'}") from exc
     base = url or f"http://{settings.host}:{settings.port}"
     try:
         reply = httpx.post(f"{base}/admin/policy/reload", headers={"Authorization": f"Bearer {token}"}, timeout=30,

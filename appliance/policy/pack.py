@@ -10,6 +10,8 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,6 +37,30 @@ if TYPE_CHECKING:
     from appliance.config import Settings
 
 
+
+# The pack this checkout ships (the repository's policies/); a wheel install has none: the installer writes
+# the media's pack into the data folder instead.
+SHIPPED = Path(__file__).resolve().parents[2] / "policies"
+
+
+def seeded(settings: Settings) -> Path:
+    """The policy folder; when it is the default one (under the data folder) and missing, first filled with
+    a copy of the shipped pack, so a new data folder serves the default policies and a restore or reload
+    never touches the checkout's own copy. The copy lands whole or not at all (rename)."""
+    target = settings.policy_dir
+    if target.exists() or target != settings.data_dir / "policies" or not SHIPPED.is_dir():
+        return target
+    staging = target.with_name(f".{target.name}.seed-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(SHIPPED, staging, symlinks=False)
+    try:
+        staging.rename(target)
+    except OSError:  # another process seeded it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 @dataclass(frozen=True, eq=False)
 class PolicySet:
     """One validated, immutable pack; the engine swaps whole `PolicySet`s, never edits one."""
@@ -55,7 +81,7 @@ class PolicySet:
     @classmethod
     def from_settings(cls, settings: Settings, directory: Path | None = None) -> PolicySet:
         """The pack at `directory` (default: the policy folder) under the site's signature rules."""
-        return cls.load(directory or settings.policy_dir, **load_options(settings))
+        return cls.load(directory or seeded(settings), **load_options(settings))
 
     @classmethod
     def load(cls, directory: Path, *, require_signed: bool = False, trust: list[keys.PublicKey] | None = None,

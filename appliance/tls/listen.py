@@ -17,6 +17,7 @@ import structlog
 
 from appliance.config import Settings
 from appliance.errors import ApplianceError
+from appliance.files import read_small
 from appliance.tls import certs
 
 log = structlog.get_logger()
@@ -70,7 +71,7 @@ def key_password(settings: Settings) -> bytes | None:
     if settings.tls_key_password_file is None:
         return None
     try:
-        return settings.tls_key_password_file.read_bytes().rstrip(b"\r\n")
+        return read_small(settings.tls_key_password_file, 4096).rstrip(b"\r\n")
     except OSError as exc:
         raise ApplianceError(f"cannot read tls_key_password_file {settings.tls_key_password_file}: "
                              f"{exc.strerror}") from exc

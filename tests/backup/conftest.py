@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,11 @@ class Site:
 
     def cli(self, *args: str, check: bool = False, **extra: str):
         return run_cli(*args, data_dir=self.data, env=self.env(**extra), check=check)
+
+    def killed_at(self, point: str, *args: str):
+        """`cli(*args)`, SIGKILLed when a restore reaches `point` (tests/backup/crashing.py)."""
+        return run_cli(*args, data_dir=self.data, env=self.env(),
+                       program=(sys.executable, "-m", "tests.backup.crashing", point))
 
     def head(self) -> tuple[int, str]:
         """The audit head, read through `appliance audit verify` (which must pass)."""

@@ -149,7 +149,7 @@ def test_restore_killed_leaves_old_data_or_completes(template, tmp_path: Path, p
     site = Site(tmp_path / "site")
     shutil.copytree(site0.root, site.root, symlinks=True)
     archive = site.root / archive0.name
-    killed = site.cli("restore", str(archive), "--force", APPLIANCE_TEST_CRASH_AT=point)
+    killed = site.killed_at(point, "restore", str(archive), "--force")
     assert killed.returncode in (-9, 137), killed.stderr
     after = site.cli("audit", "verify", check=True)  # any command first finishes a committed restore
     seq = int(after.stdout.split("head ")[1].split(":")[0])
