@@ -11,6 +11,7 @@ def test_documented_defaults_hold():
     assert s.host == "127.0.0.1" and s.port == 8000  # "binds the HTTP proxy to 127.0.0.1:8000 by default"
     assert (s.audit_checkpoint_every, s.audit_checkpoint_seconds) == (1000, 1.0)  # "every 1,000 records, or 1 s"
     assert s.audit_witness_dir == s.keys_dir  # "by default beside the keys"
+    assert s.audit_min_retention_days == 90  # "newer than `audit_min_retention_days` (90) days ago is refused"
     assert (s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s) == (1.0, 20, 60.0)
 
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -28,6 +28,7 @@ from appliance.audit.models import AuditCheckpointRow, AuditRecordRow
 from appliance.audit.witness import Witness
 from appliance.audit.writer import ChainWriter
 from appliance.db import make_engine
+from appliance.files import fsync_dir
 from appliance.principal import Principal
 from appliance.signing import keys
 
@@ -68,6 +69,7 @@ class AuditPage:
 class PruneResult:
     removed: int
     anchor_seq: int | None
+    export: Path | None  # where what was removed was exported first (None: not exported)
 
 
 class AuditLog:
@@ -237,23 +239,41 @@ class AuditLog:
             return export.write(fmt, out_file, checkpoints, cast(Iterable[Mapping[str, Any]], rows.mappings()),
                                 progress, witnessed)
 
-    def prune(self, before: datetime, actor: Principal | None = None) -> PruneResult:
+    def prune(self, before: datetime, actor: Principal | None = None, *, min_retention_days: int,
+              export_dir: Path | None) -> PruneResult:
         """Delete records older than `before`, leaving a signed anchor so what remains still verifies.
 
-        The prune is itself recorded first (`admin.audit_pruned`), and that record is never removed.
+        `before` may be no later than `min_retention_days` ago (`audit_min_retention_days`): no single
+        command may empty the log. With `export_dir`, what is to be removed is first written there as a
+        JSONL export (the signed slice holding it), verified against this appliance's key and made durable;
+        only then is anything deleted. The prune is itself recorded first (`admin.audit_pruned`, with the
+        cut-off, the floor and the export's path), and that record is never removed.
         """
+        floor = datetime.now(UTC) - timedelta(days=min_retention_days)
         cutoff = store.format_ts(before)
-        marker = self.append(AuditEvent(event="admin.audit_pruned", principal=actor or Principal(),
-                                        detail={"before": cutoff}))
+        if cutoff > store.format_ts(floor):
+            raise AuditError(f"prune refused: {cutoff} is within the minimum retention of {min_retention_days} "
+                             f"days (audit_min_retention_days); the latest cut-off allowed is "
+                             f"{store.format_ts(floor)}")
+        with self._reading() as conn:
+            due = conn.execute(select(AuditRecordRow.seq).where(AuditRecordRow.ts < cutoff).limit(1)).first()
+        export_to = None
+        if export_dir is not None and due is not None:
+            export_to = export_dir / f"audit-pruned-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}.jsonl"
+        marker = self.append(AuditEvent(event="admin.audit_pruned", principal=actor or Principal(), detail={
+            "before": cutoff, "min_retention_days": str(min_retention_days), "export": str(export_to or "none")}))
         key = signer.load_or_create(self.key_path)
+        exported = self._export_pruned(export_to, before, key.public_key()) if export_to is not None else None
         with self.witness.ordered():  # held from before the cut until its anchor's line is written
-            removed, anchor = self._cut(cutoff, marker.seq, key)
+            removed, anchor = self._cut(cutoff, marker.seq, key, exported, export_to)
             if anchor is not None:
                 self.witness.append(anchor)
-        return PruneResult(removed, anchor.seq if anchor is not None else None)
+        return PruneResult(removed, anchor.seq if anchor is not None else None, export_to)
 
-    def _cut(self, cutoff: str, marker_seq: int, key: keys.PrivateKey) -> tuple[int, Checkpoint | None]:
-        """Delete the records before `cutoff` (never the prune's own record) and sign the anchor at the cut."""
+    def _cut(self, cutoff: str, marker_seq: int, key: keys.PrivateKey, exported: tuple[int, int] | None,
+             export_to: Path | None) -> tuple[int, Checkpoint | None]:
+        """Delete the records before `cutoff` (never the prune's own record) and sign the anchor at the cut;
+        refused unless `exported` (the seq range of the export at `export_to`) covers what goes."""
         try:
             with store.write_transaction(self.engine) as conn:
                 problem = checkpoints.stretch_problem(conn, store.last_checkpoint(conn), key.public_key(),
@@ -265,6 +285,10 @@ class AuditLog:
                                    ).scalar_one()
                 if cut is None:
                     return 0, None
+                oldest = conn.execute(select(func.min(AuditRecordRow.seq))).scalar_one()
+                if exported is not None and not (exported[0] <= oldest and cut <= exported[1]):
+                    raise AuditError(f"prune refused: {export_to} holds seq {exported[0]}..{exported[1]}, not every "
+                                     f"record to remove ({oldest}..{cut})")
                 head = conn.execute(select(AuditRecordRow.hash).where(AuditRecordRow.seq == cut)).scalar_one()
                 # The anchor restarts the checkpoint chain at the cut: it carries the digest that the first
                 # checkpoint after the cut names (that of the newest one removed).
@@ -277,6 +301,23 @@ class AuditLog:
         except SQLAlchemyError as exc:
             raise AuditUnavailable(f"prune failed: {first_line(exc)}") from exc
         return removed, anchor
+
+    def _export_pruned(self, out_file: Path, before: datetime, public_key: keys.PublicKey) -> tuple[int, int]:
+        """Export the records before `before` (the signed slice around them) to `out_file`, durably, and
+        verify the file; returns the (first, last) seq it proves."""
+        from appliance.audit import export
+
+        try:
+            out_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.export("jsonl", out_file, filters=AuditFilter(until=before))
+            fsync_dir(out_file.parent)
+        except OSError as exc:
+            raise AuditError(f"prune refused: cannot export to {out_file}: {exc.strerror or exc}") from exc
+        report = export.verify_file(out_file, [public_key])
+        report.raise_if_bad()
+        if report.first_seq is None or report.last_seq is None:
+            raise AuditError(f"prune refused: the export {out_file} holds no records")
+        return report.first_seq, report.last_seq
 
     def close(self) -> None:
         """Flush pending appends, leave a closing checkpoint, release connections."""

@@ -6,7 +6,6 @@ what any later `appliance` command runs first when it finds a plan left behind.
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from appliance.audit import AuditEvent, AuditLog, signer, store
+from appliance.audit.console import console_principal
 from appliance.audit.models import AuditCheckpointRow
 from appliance.audit.witness import Witness
 from appliance.backup import journal, snapshot
@@ -22,9 +22,6 @@ from appliance.backup.errors import BackupError
 from appliance.backup.staging import sign_restore
 from appliance.config import Settings
 from appliance.db import make_engine
-from appliance.principal import Principal
-
-ACTOR = Principal(name=f"cli:{getpass.getuser()}", role="admin")
 
 
 def finish(settings: Settings) -> dict[str, Any] | None:
@@ -80,7 +77,8 @@ def _record_restored(settings: Settings, step: dict[str, Any]) -> None:
     with AuditLog.from_settings(settings) as log:
         if log.latest("admin.restored", restore_id=step["restore_id"]) is not None:
             return
-        log.append(AuditEvent(event="admin.restored", principal=ACTOR, route="cli", detail=step["detail"]))
+        log.append(AuditEvent(event="admin.restored", principal=console_principal(), route="cli",
+                              detail=step["detail"]))
 
 
 

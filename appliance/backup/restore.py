@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 
 from appliance.audit import AuditEvent, AuditFilter, AuditLog, signer, store
 from appliance.audit.chain import verify_chain
+from appliance.audit.console import console_principal
 from appliance.audit.errors import AuditUnavailable
 from appliance.audit.log import raw_rows
 from appliance.audit.witness import FILE as WITNESS_FILE
@@ -225,7 +226,7 @@ def _record_and_export(settings: Settings, manifest: mf.Manifest, restore_id: st
     removes (the export verifies alone, against the witness lines that name them)."""
     head = manifest.audit_head.seq
     with AuditLog.from_settings(settings) as log:
-        marker = log.append(AuditEvent(event="admin.restore", principal=replay.ACTOR, route="cli", detail={
+        marker = log.append(AuditEvent(event="admin.restore", principal=console_principal(), route="cli", detail={
             "restore_id": restore_id, "archive": str(archive_path), "archive_head": str(head)}))
     # a fresh handle: the closing checkpoint above now covers the restore record, so the export verifies
     out = settings.data_dir / "restores" / restore_id / "removed-records.jsonl"

@@ -8,7 +8,6 @@ versions and, per name, the highest version ever imported (the rollback high-wat
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -141,40 +140,56 @@ class BundleStore:
         `path` a private folder of hard links to those very inodes (made from the descriptors, so no name
         is looked up twice), so the loader reads the bytes that were hashed even if the store's files are
         swapped meanwhile. ONNX Runtime refuses external data reached through symlinks, hence links. Raises
-        after loading if a file was written in place while held (the load must then be thrown away). On a
-        read-only store (a Kubernetes volume mounted so) nothing can be swapped and the bundle loads in place."""
+        after loading if a file changed while held (written in place, or linked or renamed over, which
+        could hide a write): the load must then be thrown away. On a read-only store (a Kubernetes volume
+        mounted so) nothing can be swapped and the bundle loads in place. Loads from one store take turns
+        (see `_load_links`), so a process must not nest them."""
         path = self._require(name, version)
-        private = self.root / ".load" / f"{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            self._sweep_loads()
-            private.mkdir(parents=True, mode=0o700)
-        except OSError as exc:
-            if exc.errno != errno.EROFS:
-                raise BundleError(f"cannot prepare {private} for loading: {exc.strerror}") from exc
-        held = HeldFiles(private if private.is_dir() else None)
-        try:
-            verified = verify_bundle(path, trusted, workers=self.workers, held=held,
-                                     max_signature_bytes=self.max_signature_bytes)
-            if (verified.metadata.name, verified.metadata.version) != (name, version):
-                raise BundleError(f"{path} holds {verified.metadata.name} {verified.metadata.version}, not its "
-                                  "folder name")
-            yield VerifiedBundle(held.link_dir or path, verified.metadata, verified.manifest, verified.signer_hint)
-            changed = held.changed()
-            if changed is not None:
-                raise BundleError(f"{path / changed} was written to while it was being loaded")
-        finally:
-            held.close()
-            shutil.rmtree(private, ignore_errors=True)
+        with self._load_links() as private:
+            held = HeldFiles(private)
+            try:
+                verified = verify_bundle(path, trusted, workers=self.workers, held=held,
+                                         max_signature_bytes=self.max_signature_bytes)
+                if (verified.metadata.name, verified.metadata.version) != (name, version):
+                    raise BundleError(f"{path} holds {verified.metadata.name} {verified.metadata.version}, not "
+                                      "its folder name")
+                yield VerifiedBundle(held.link_dir or path, verified.metadata, verified.manifest,
+                                     verified.signer_hint)
+                changed = held.changed()
+                if changed is not None:
+                    raise BundleError(f"{path / changed} changed on disk while it was being loaded (written to, "
+                                      "or linked or renamed over)")
+            finally:
+                held.close()
 
-    def _sweep_loads(self) -> None:
-        """Links left by a process that died while loading (they would keep old inodes' space in use)."""
-        loads = self.root / ".load"
-        if not loads.is_dir():
+    @contextmanager
+    def _load_links(self) -> Iterator[Path | None]:
+        """A new private folder under `.load` for one load's links (None on a read-only store), from before
+        they are made until after they are removed under an exclusive lock on `.load`: a link made or
+        removed by another load (or a sweep) would move the link count and ctime of files this one holds,
+        which `HeldFiles.changed` must take for a possible write. Under the lock every other folder there
+        was left by a load that died (its links would keep old inodes' space in use), and is swept."""
+        if os.statvfs(self.root).f_flag & os.ST_RDONLY:
+            yield None
             return
-        for entry in loads.iterdir():
-            pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+        loads = self.root / ".load"
+        try:
+            loads.mkdir(mode=0o700, exist_ok=True)
+            fd = os.open(loads, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise BundleError(f"cannot prepare {loads} for loading: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            for entry in loads.iterdir():
                 shutil.rmtree(entry, ignore_errors=True)
+            private = loads / f"{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                private.mkdir(mode=0o700)
+                yield private
+            finally:
+                shutil.rmtree(private, ignore_errors=True)
+        finally:
+            os.close(fd)
 
     def active(self) -> dict[str, str]:
         return dict(self._read_state().get("active", {}))
@@ -243,16 +258,6 @@ def _is_semver(version: str) -> bool:
         semver_key(version)
     except BundleError:
         return False
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

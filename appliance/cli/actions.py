@@ -3,23 +3,23 @@
 Record first: every command writes its record before the change takes effect, so a record that cannot be
 written leaves nothing changed (the command exits non-zero and says so). Where the change must happen to
 learn what to record (a new key's id), `record_or_undo` records right after and undoes the change if the
-record fails. The actor is `cli:<unix user>` with the admin role. Before the first `appliance db upgrade`
-there is no audit log yet: the action then proceeds with a warning, so a fresh install can be bootstrapped.
+record fails. The actor is `cli:<unix user>` with the admin role (`audit.console`). Before the first
+`appliance db upgrade` there is no audit log yet: the action then proceeds with a warning, so a fresh
+install can be bootstrapped.
 """
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable
 
 import typer
 
 from appliance.config import get_settings
-from appliance.principal import Principal
 
 
 def record(event: str, **detail: str) -> None:
     from appliance.audit import AuditEvent, AuditLog  # SQLAlchemy only for commands that change things
+    from appliance.audit.console import console_principal
     from appliance.db import current_revision
 
     settings = get_settings()
@@ -28,7 +28,7 @@ def record(event: str, **detail: str) -> None:
                    err=True)
         return
     with AuditLog.from_settings(settings) as log:
-        log.append(AuditEvent(event=event, principal=Principal(name=f"cli:{getpass.getuser()}", role="admin"),
+        log.append(AuditEvent(event=event, principal=console_principal(),
                               route="cli", detail=detail))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -11,12 +10,12 @@ import typer
 from rich.table import Table
 
 from appliance.audit import AuditError, AuditFilter, AuditLog
+from appliance.audit.console import console_principal
 from appliance.audit.export import FORMATS, verify_file
 from appliance.audit.signer import public_key_path
 from appliance.cli.progress import count_progress
 from appliance.cli.tables import print_table
 from appliance.config import get_settings
-from appliance.principal import Principal
 from appliance.signing import keys
 
 app = typer.Typer(no_args_is_help=True)
@@ -132,15 +131,22 @@ def export(
 
 @app.command()
 def prune(
-    before: Annotated[str, typer.Option("--before", help="Delete records older than this date/time.")],
+    before: Annotated[str, typer.Option("--before", help="Delete records older than this date/time (at least "
+                                        "audit_min_retention_days ago).")],
+    no_export: Annotated[bool, typer.Option("--no-export", help="Do not export the records first.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete old records, leaving a signed anchor so the rest still verifies."""
+    """Delete old records, leaving a signed anchor so the rest still verifies; they are first exported to a
+    JSONL file under the data folder (audit-exports/) that `verify --file` checks."""
     cutoff = _when(before, "--before")
     assert cutoff is not None  # --before is required
+    settings = get_settings()
     if not yes:
         typer.confirm(f"Delete audit records older than {before}?", abort=True)
     with _log() as log:
-        result = log.prune(cutoff, Principal(name=f"cli:{getpass.getuser()}", role="admin"))
+        result = log.prune(cutoff, console_principal(), min_retention_days=settings.audit_min_retention_days,
+                           export_dir=None if no_export else settings.data_dir / "audit-exports")
+    if result.export is not None:
+        typer.echo(f"exported them first to {result.export}")
     where = f"; anchor checkpoint at seq {result.anchor_seq}" if result.anchor_seq else ""
     typer.echo(f"removed {result.removed} records{where}")

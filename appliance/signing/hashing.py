@@ -50,40 +50,47 @@ def hash_pieces(root: Path, pieces: Iterable[Piece], *, workers: int, progress: 
 class HeldFiles:
     """A folder's files opened once, so that what is hashed and what is loaded are the same inodes: a file
     replaced by rename after the check is not the one loaded. With `link_dir`, each is also given a name
-    there at once (a hard link made from the descriptor), for loaders that open files by name. `changed`
-    then tells whether any was written in place since: its mtime and size, and its ctime while its link
-    count is unchanged (ctime moves on every write and no user can set it back, but a rename over one of
-    its names moves it too; the stats are taken after linking, which moves it as well)."""
+    there at once (a hard link made from the descriptor), for loaders that open files by name.
+
+    `changed` then tells whether any may have been written in place since. Size and mtime are not enough
+    (the owner can set mtime back); ctime moves on every write and nobody can set it, but it also moves
+    whenever a link to the file is made or removed, so a write hidden behind a new link (or a rename over
+    the store's name) leaves nothing but a moved ctime and link count. Every one of the four must therefore
+    be unchanged. The stats are taken once all of this holder's links exist, so its own links are in them;
+    no other link may come or go while held, which the caller ensures for its own other loads (the store
+    makes them take turns)."""
 
     def __init__(self, link_dir: Path | None = None) -> None:
         self.link_dir = link_dir
         self.fds: dict[str, int] = {}
-        self._stats: dict[str, os.stat_result] = {}
+        self._stats: dict[str, tuple[int, int, int, int]] = {}
 
     def open(self, root: Path, sizes: Mapping[str, int]) -> None:
-        for rel, size in sizes.items():
+        for rel in sizes:
             fd = os.open(root / rel, os.O_RDONLY | os.O_NOFOLLOW)
             self.fds[rel] = fd
             if self.link_dir is not None:
                 (self.link_dir / rel).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 link_inode(fd, self.link_dir / rel)
-            self._stats[rel] = os.fstat(fd)
-            if self._stats[rel].st_size != size:
+        for rel, size in sizes.items():  # after every link: two names of one inode would move each other's
+            self._stats[rel] = _identity(self.fds[rel])
+            if self._stats[rel][0] != size:
                 raise OSError(f"{rel} changed size while being opened")
 
     def changed(self) -> str | None:
-        """The first file written to since it was opened, if any."""
-        for rel, fd in self.fds.items():
-            now, then = os.fstat(fd), self._stats[rel]
-            ctime_moved = now.st_nlink == then.st_nlink and now.st_ctime_ns != then.st_ctime_ns
-            if (now.st_size, now.st_mtime_ns) != (then.st_size, then.st_mtime_ns) or ctime_moved:
-                return rel
-        return None
+        """The first file whose size, mtime, ctime or link count moved since it was opened, if any."""
+        return next((rel for rel, fd in self.fds.items() if _identity(fd) != self._stats[rel]), None)
 
     def close(self) -> None:
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
+
+
+def _identity(fd: int) -> tuple[int, int, int, int]:
+    """What a write (or a link that could hide one) moves: size, mtime, ctime, link count."""
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink
 
 
 def preallocate(dst_root: Path, sizes: dict[str, int]) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -57,11 +60,41 @@ def test_verify_against_a_foreign_key(data_dir: Path, tmp_path: Path):
     assert "untrusted key" in error
 
 
-def test_prune_then_verify(data_dir: Path):
-    out = run_cli("audit", "prune", "--before", "2999-01-01", "--yes", data_dir=data_dir, check=True).stdout
-    assert out.strip() == "removed 12 records; anchor checkpoint at seq 12"
+def test_prune_refuses_a_cut_off_within_the_retention_floor(data_dir: Path):
+    error = one_line_error(run_cli("audit", "prune", "--before", "2999-01-01", "--yes", data_dir=data_dir))
+    assert "minimum retention of 90 days (audit_min_retention_days)" in error
+    assert run_cli("audit", "verify", data_dir=data_dir, check=True).stdout.startswith("ok: 12 records")
+    floor = {"APPLIANCE_AUDIT_MIN_RETENTION_DAYS": "30"}
+    error = one_line_error(run_cli("audit", "prune", "--before", (datetime.now(UTC) - timedelta(days=29)).isoformat(),
+                                   "--yes", data_dir=data_dir, env=floor))
+    assert "minimum retention of 30 days (audit_min_retention_days)" in error
+
+
+def test_prune_exports_first_then_verify(data_dir: Path):
+    now = datetime.now(UTC).isoformat()
+    out = run_cli("audit", "prune", "--before", now, "--yes", data_dir=data_dir, check=True,
+                  env={"APPLIANCE_AUDIT_MIN_RETENTION_DAYS": "0", "LOGNAME": "mallory", "USER": "mallory"}).stdout
+    exported, removed = out.strip().splitlines()
+    assert removed == "removed 12 records; anchor checkpoint at seq 12"
+    export = Path(exported.removeprefix("exported them first to "))
+    assert export.parent == data_dir / "audit-exports"
+    assert run_cli("audit", "verify", "--file", str(export), data_dir=data_dir,
+                   check=True).stdout.startswith("ok: 12 records (seq 1..12)")
     verified = run_cli("audit", "verify", data_dir=data_dir, check=True).stdout
     assert verified.startswith("ok: 1 records (seq 13..13)")
+    marker = json.loads(run_cli("audit", "show", "13", data_dir=data_dir, check=True).stdout)
+    assert marker["event"] == "admin.audit_pruned" and marker["detail"]["min_retention_days"] == "0"
+    assert marker["detail"]["export"] == str(export)
+    assert marker["principal"]["name"] == f"cli:{pwd.getpwuid(os.getuid()).pw_name}"  # not $LOGNAME
+
+
+def test_prune_without_export(data_dir: Path):
+    out = run_cli("audit", "prune", "--before", datetime.now(UTC).isoformat(), "--no-export", "--yes",
+                  data_dir=data_dir, check=True, env={"APPLIANCE_AUDIT_MIN_RETENTION_DAYS": "0"}).stdout
+    assert out.strip() == "removed 12 records; anchor checkpoint at seq 12"
+    assert not (data_dir / "audit-exports").exists()
+    marker = json.loads(run_cli("audit", "show", "13", data_dir=data_dir, check=True).stdout)
+    assert marker["detail"]["export"] == "none"
 
 
 @pytest.mark.parametrize("args", [

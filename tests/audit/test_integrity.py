@@ -79,7 +79,7 @@ def test_a_rewritten_history_with_its_checkpoints_deleted_is_detected_and_never_
     from datetime import UTC, datetime
     with AuditLog(log.engine.url.render_as_string(hide_password=False), log.key_path) as again, \
             pytest.raises(AuditTampered, match="prune refused"):
-        again.prune(datetime.now(UTC))
+        again.prune(datetime.now(UTC), min_retention_days=0, export_dir=None)
 
 
 def test_a_checkpoint_deleted_from_the_middle_breaks_the_checkpoint_chain(log: AuditLog):

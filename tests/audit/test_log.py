@@ -7,9 +7,10 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import delete
 
-from appliance.audit import AuditEvent, AuditFilter, AuditLog
+from appliance.audit import AuditError, AuditEvent, AuditFilter, AuditLog
 from appliance.audit.chain import GENESIS
 from appliance.audit.export import verify_file
 from appliance.audit.models import AuditRecordRow
@@ -72,13 +73,39 @@ def test_jsonl_export_verifies_alone_and_csv_is_flat(audit_log: AuditLog, key_pa
 def test_prune_leaves_a_verifiable_remainder(audit_log: AuditLog):
     for i in range(15):
         audit_log.append(request_event(i))
-    result = audit_log.prune(datetime.now(UTC) + timedelta(days=1))
-    assert result.removed == 15 and result.anchor_seq == 15
+    result = audit_log.prune(datetime.now(UTC), min_retention_days=0, export_dir=None)
+    assert result.removed == 15 and result.anchor_seq == 15 and result.export is None
     remaining = audit_log.query().records
     assert [r.event for r in remaining] == ["admin.audit_pruned"]
     audit_log.append(request_event(99))
     report = audit_log.verify()
     assert report.ok and report.first_seq == 16 and report.records == 2
+
+
+def test_prune_refuses_a_cut_off_within_the_retention_floor(audit_log: AuditLog, tmp_path):
+    exports = tmp_path / "exports"
+    for i in range(5):
+        audit_log.append(request_event(i))
+    for before in (datetime(2999, 1, 1, tzinfo=UTC), datetime.now(UTC) - timedelta(days=89)):
+        with pytest.raises(AuditError, match=r"minimum retention of 90 days \(audit_min_retention_days\)"):
+            audit_log.prune(before, min_retention_days=90, export_dir=exports)
+    assert audit_log.count() == 5 and not exports.exists()  # nothing recorded, removed or exported
+    assert audit_log.prune(datetime.now(UTC) - timedelta(days=91), min_retention_days=90,
+                           export_dir=exports).removed == 0  # older than the floor: allowed (none that old)
+
+
+def test_prune_exports_what_it_removes_first_and_records_the_floor(audit_log: AuditLog, key_path, tmp_path):
+    for i in range(15):
+        audit_log.append(request_event(i))
+    result = audit_log.prune(datetime.now(UTC), min_retention_days=0, export_dir=tmp_path / "exports")
+    assert result.removed == 15 and result.export is not None and result.export.parent == tmp_path / "exports"
+    report = verify_file(result.export, [keys.load_public_key(public_key_path(key_path))])
+    assert report.ok and report.first_seq == 1 and report.last_seq >= 15
+    exported = [json.loads(line) for line in result.export.read_text().splitlines()]
+    assert [r["request_id"] for r in exported if "seq" in r and r["seq"] <= 15] == [f"req-{i}" for i in range(15)]
+    marker = audit_log.latest("admin.audit_pruned")
+    assert marker is not None and marker.detail == {"before": marker.detail["before"], "min_retention_days": "0",
+                                                    "export": str(result.export)}
 
 
 def test_deleting_old_records_without_prune_is_caught(audit_log: AuditLog):
