@@ -25,6 +25,12 @@ def airgap_environment(settings: Settings, home: Path) -> dict[str, str]:
     """The variables Ray (and its workers, which inherit them) must see; writes the files they name."""
     env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",
            "RAY_AUTH_MODE": settings.ray_auth_mode, "RAY_DASHBOARD_ENABLED": "0"}
+    if not settings.ray_address:
+        # The embedded head is one node on loopback. Without this, Ray's processes that start before the node
+        # is known (the driver, the runtime-env agent) learn "their" address by opening a UDP socket towards
+        # 8.8.8.8:53 (network_util.cc): an outbound attempt a site's monitoring would flag. Ray's switch for
+        # single-node operation makes them answer 127.0.0.1 instead; a host joining a cluster never sets it.
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     bootstrap = home / "ray_bootstrap_config.yaml"
     if not bootstrap.exists():
         bootstrap.write_text(BOOTSTRAP)

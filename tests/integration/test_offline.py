@@ -3,9 +3,12 @@ token auth, the openai SDK against it, and a clean stop. Any outbound attempt wo
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 from tests.conftest import clean_env, offline_argv, prepare_data, requires_unshare, run_cli, serve_offline
 from tests.integration.conftest import free_port
@@ -36,12 +39,21 @@ CLIENT = WAIT_READY + textwrap.dedent("""
 
 
 @requires_unshare
-def test_serve_inside_unshare(tmp_path, signed_tiny_bundle, publisher):
+def test_serve_inside_unshare(tmp_path, signed_tiny_bundle, publisher, monkeypatch):
     data = tmp_path / "var"
     token = prepare_data(data, signed_tiny_bundle, publisher[1])
     port = free_port()
-    proc, log = serve_offline(tmp_path, data, port, CLIENT, f"http://127.0.0.1:{port}", token)
-    assert proc.returncode == 0 and "CLIENT OK" in proc.stdout, (proc.stdout, proc.stderr, log[-3000:])
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    try:
+        proc, log = serve_offline(tmp_path, data, port, CLIENT, f"http://127.0.0.1:{port}", token)
+        assert proc.returncode == 0 and "CLIENT OK" in proc.stdout, (proc.stdout, proc.stderr, log[-3000:])
+        # No Ray process tried to learn its address from the outside (ray_env): the log of every one is clean.
+        probes = [p for p in ray_tmp.rglob("*") if p.is_file() and not p.is_symlink()
+                  and b"8.8.8.8" in p.read_bytes()]
+        assert not probes and "8.8.8.8" not in log, probes
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     listing = run_cli("audit", "list", data_dir=data, check=True).stdout
     assert "completion" in listing and "admin.key_created" in listing
     assert run_cli("audit", "verify", data_dir=data).returncode == 0
@@ -83,6 +95,7 @@ def test_readme_run_command_inside_unshare(tmp_path, demo_bundle):
                           cwd=REPO)
     log = (tmp_path / "demo.log").read_text()
     assert proc.returncode == 0, (proc.stdout, proc.stderr, log[-3000:])
+    assert "8.8.8.8" not in log
     assert "CURL The capital of France is Paris." in proc.stdout
     assert "I am a tiny demo model with the gpt-oss architecture" in proc.stdout
     assert 'get_weather {"city": "Paris"}' in proc.stdout
