@@ -4,6 +4,11 @@ Every change happens under an exclusive lock on `.lock`. An import copies into `
 appears under its final name by one rename, so a crash (even SIGKILL) leaves either nothing or a complete
 bundle; leftovers in `.tmp/` are swept by the next store operation. `state.json` records the active
 versions and, per name, the highest version ever imported (the rollback high-water mark).
+
+The store's own folders and files (`.tmp`, `.load`, `.lock`, each NAME folder) are never reached through a
+symlink, and leftovers are removed through a descriptor of their folder: whoever owns the store (the
+appliance's account) cannot make a root process that runs a store operation delete or create anything
+outside it by planting links. (The installer runs store operations as that account anyway.)
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 
 from appliance.bundles.metadata import SIGNATURE_FILE, BundleError, BundleMetadata, semver_key
 from appliance.bundles.signing import VerifiedBundle, read_verified_metadata, verify_bundle
-from appliance.files import atomic_write, fsync_dir
+from appliance.files import atomic_write, fsync_dir, open_nofollow, real_dir, sweep
 from appliance.signing import keys, oms
 from appliance.signing.hashing import HeldFiles, Progress
 
@@ -81,7 +86,7 @@ class BundleStore:
                 _fsync_tree(tmp)
                 if before_place is not None:
                     before_place(verified)
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                real_dir(dest.parent)
                 os.rename(tmp, dest)
                 fsync_dir(dest.parent)
             except BaseException:
@@ -114,9 +119,8 @@ class BundleStore:
     def remove(self, name: str, version: str) -> None:
         with self._locked():
             path = self.check_removable(name, version)
-            doomed = self.root / ".tmp" / f"remove-{name}-{version}"
-            os.rename(path, doomed)
-            shutil.rmtree(doomed)
+            os.rename(path, self.root / ".tmp" / f"remove-{name}-{version}")
+            sweep(self.root / ".tmp")
             if not any(path.parent.iterdir()):
                 path.parent.rmdir()
 
@@ -146,8 +150,9 @@ class BundleStore:
         path = self._require(name, version)
         private = self.root / ".load" / f"{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            self._sweep_loads()
-            private.mkdir(parents=True, mode=0o700)
+            real_dir(private.parent)
+            sweep(private.parent, _dead)  # links left by a process that died while loading (old inodes' space)
+            private.mkdir(mode=0o700)
         except OSError as exc:
             if exc.errno != errno.EROFS:
                 raise BundleError(f"cannot prepare {private} for loading: {exc.strerror}") from exc
@@ -165,16 +170,6 @@ class BundleStore:
         finally:
             held.close()
             shutil.rmtree(private, ignore_errors=True)
-
-    def _sweep_loads(self) -> None:
-        """Links left by a process that died while loading (they would keep old inodes' space in use)."""
-        loads = self.root / ".load"
-        if not loads.is_dir():
-            return
-        for entry in loads.iterdir():
-            pid = entry.name.split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
-                shutil.rmtree(entry, ignore_errors=True)
 
     def active(self) -> dict[str, str]:
         return dict(self._read_state().get("active", {}))
@@ -196,7 +191,8 @@ class BundleStore:
     # -- internals -----------------------------------------------------------------------------------
     def _require(self, name: str, version: str) -> Path:
         path = self.root / name / version
-        if not (_NAME.fullmatch(name) and _is_semver(version)) or not path.is_dir():
+        if not (_NAME.fullmatch(name) and _is_semver(version)) or not path.is_dir() or path.is_symlink() \
+                or path.parent.is_symlink():
             raise BundleError(f"{name} {version} is not in the store")
         return path
 
@@ -213,12 +209,15 @@ class BundleStore:
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
-        (self.root / ".tmp").mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as lock:
+        self.root.mkdir(parents=True, exist_ok=True)
+        real_dir(self.root / ".tmp")
+        lock = open_nofollow(self.root / ".lock", os.O_RDWR | os.O_CREAT)
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            for leftover in (self.root / ".tmp").iterdir():  # from a killed import or removal
-                shutil.rmtree(leftover, ignore_errors=True)
+            sweep(self.root / ".tmp")  # leftovers of a killed import or removal
             yield self._read_state()
+        finally:
+            os.close(lock)
 
     def _read_state(self) -> dict[str, Any]:
         try:
@@ -244,6 +243,12 @@ def _is_semver(version: str) -> bool:
     except BundleError:
         return False
     return True
+
+
+def _dead(entry: str) -> bool:
+    """A `.load` entry (PID-RANDOM) of a process that no longer runs."""
+    pid = entry.split("-", 1)[0]
+    return pid.isdigit() and not _alive(int(pid))
 
 
 def _alive(pid: int) -> bool:
