@@ -3,10 +3,14 @@ operation, run by root or anyone, delete or create anything outside the store; t
 
 from __future__ import annotations
 
+import os
+import pwd
+
 import pytest
 
 from appliance.bundles import BundleError, BundleStore
 from tests.bundles.conftest import make_bundle
+from tests.conftest import one_line_error, run_cli
 
 DEAD_LOADER = "4194305-beef"  # a `.load` entry of a pid above Linux's pid_max: swept as a dead loader's
 
@@ -51,3 +55,18 @@ def test_a_linked_version_folder_is_not_in_the_store(tmp_path, bundle, signer):
     with pytest.raises(BundleError, match="is not in the store"):
         store.remove("gpt-oss-test", "2.0.0")
     assert (store_dir / "gpt-oss-test" / "1.0.0" / "tokenizer.json").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the CLI as root")
+def test_root_does_not_run_store_commands_in_a_store_another_account_owns(tmp_path, bundle, signer):
+    data = tmp_path / "var"
+    (data / "models").mkdir(parents=True)
+    nobody = pwd.getpwnam("nobody")
+    for p in (data, data / "models"):
+        os.chown(p, nobody.pw_uid, nobody.pw_gid)
+    (data / "models" / ".lock").symlink_to(tmp_path / "created-by-root")
+    proc = run_cli("bundle", "import", str(bundle), "--trust", str(signer[2]), data_dir=data)
+    assert proc.returncode == 1 and one_line_error(proc) == (
+        f"error: refusing to run as root in {data}, which belongs to nobody: run this as that account "
+        "(e.g. sudo -u nobody ...)")
+    assert not (tmp_path / "created-by-root").exists() and not (data / "models" / "gpt-oss-test").exists()
