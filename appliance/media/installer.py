@@ -11,10 +11,10 @@ is finished by running it again; nothing before the switch touches the running v
 from __future__ import annotations
 
 import argparse
-import getpass
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import sqlite3
 import ssl
@@ -97,9 +97,7 @@ class Installer:
         self.data = (args.data_dir or self.prefix / "data").absolute()
         self.state_file = self.prefix / "state.json"
         self.token: str | None = None
-        self.user = account.account_name(args.user, os.geteuid(), getpass.getuser())
-        if os.geteuid() == 0 and self.user is None:
-            say("warning: the appliance will run as root, unsandboxed (--user root)")
+        self.user = account.account_name(args.user, os.geteuid(), pwd.getpwuid(os.geteuid()).pw_name)
         self._account: account.Account | None = None
 
     # -- entry -----------------------------------------------------------------------------------------
@@ -342,6 +340,8 @@ class Installer:
     def own_data(self) -> None:
         if self.service() is None:
             (self.data / "home").mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                say("warning: the appliance will run as root, unsandboxed (--user root)")
 
     def as_account(self, action: Callable[[], None]) -> None:
         account.as_account(self.service(), action)
