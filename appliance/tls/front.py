@@ -49,7 +49,7 @@ MAX_HEAD = 16 * 1024  # the gateway's own header limit
 # `x-request-timeout-seconds` would set its own timeout. Never passed on.
 SERVE_HINTS = (b"x-request-disconnect-disabled", b"x-request-timeout-seconds")
 READ = 64 * 1024
-STALL_S = 60.0  # a request head or body that stops arriving this long is dropped (slow-loris)
+STALL_S = 60.0  # a request body that stops arriving this long is dropped (slow-loris; heads: FrontLimits)
 HANDSHAKE_S = 10.0
 FORWARDED = b"forwarded"  # RFC 7239, and every x-forwarded-* header: the front states these itself
 SCHEME = b"x-forwarded-proto"
