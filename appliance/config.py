@@ -96,6 +96,14 @@ class Settings(BaseSettings):
     tls_reload_seconds: float = Field(default=30.0, gt=0)  # a rotated certificate is picked up this soon
     tls_expiry_warning_days: int = Field(default=30, ge=0)
     allow_plain_http: bool = False  # plain HTTP off loopback, on purpose (a warning at start)
+    # The front's limits on client connections (tls/front.py): a connection with no request in progress
+    # and no bytes either way for front_idle_timeout_s is closed (before its first request too); a request
+    # head must arrive whole within front_header_timeout_s of its first byte; past the caps per client
+    # address and in total a new connection gets 503 and is closed.
+    front_idle_timeout_s: float = Field(default=60.0, gt=0)
+    front_header_timeout_s: float = Field(default=10.0, gt=0)
+    front_max_connections: int = Field(default=2048, ge=1)
+    front_max_connections_per_client: int = Field(default=128, ge=1)
 
     engine_max_batch_size: int = Field(default=8, ge=1)
     engine_max_queue: int = Field(default=32, ge=0)

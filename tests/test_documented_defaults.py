@@ -21,3 +21,5 @@ def test_documented_tls_defaults_hold():
     assert s.allow_plain_http is False
     assert s.tls_reload_seconds == 30.0  # "loads the new pair within tls_reload_seconds (30 s)"
     assert s.tls_expiry_warning_days == 30  # "A certificate within 30 days of expiry is a warning"
+    assert (s.front_idle_timeout_s, s.front_header_timeout_s) == (60.0, 10.0)  # "front_idle_timeout_s (60 s)"
+    assert (s.front_max_connections_per_client, s.front_max_connections) == (128, 2048)  # "128 ... 2048 in all"

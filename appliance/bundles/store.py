@@ -4,6 +4,11 @@ Every change happens under an exclusive lock on `.lock`. An import copies into `
 appears under its final name by one rename, so a crash (even SIGKILL) leaves either nothing or a complete
 bundle; leftovers in `.tmp/` are swept by the next store operation. `state.json` records the active
 versions and, per name, the highest version ever imported (the rollback high-water mark).
+
+The store's own folders and files (`.tmp`, `.load`, `.lock`, each NAME folder) are never reached through a
+symlink, and leftovers are removed through a descriptor of their folder: whoever owns the store (the
+appliance's account) cannot make a root process that runs a store operation delete or create anything
+outside it by planting links. (The installer runs store operations as that account anyway.)
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any
 
 from appliance.bundles.metadata import SIGNATURE_FILE, BundleError, BundleMetadata, semver_key
 from appliance.bundles.signing import VerifiedBundle, read_verified_metadata, verify_bundle
-from appliance.files import atomic_write, fsync_dir
+from appliance.files import atomic_write, fsync_dir, open_nofollow, real_dir, sweep
 from appliance.signing import keys, oms
 from appliance.signing.hashing import HeldFiles, Progress
 
@@ -80,7 +85,7 @@ class BundleStore:
                 _fsync_tree(tmp)
                 if before_place is not None:
                     before_place(verified)
-                dest.parent.mkdir(parents=True, exist_ok=True)
+                real_dir(dest.parent)
                 os.rename(tmp, dest)
                 fsync_dir(dest.parent)
             except BaseException:
@@ -113,9 +118,8 @@ class BundleStore:
     def remove(self, name: str, version: str) -> None:
         with self._locked():
             path = self.check_removable(name, version)
-            doomed = self.root / ".tmp" / f"remove-{name}-{version}"
-            os.rename(path, doomed)
-            shutil.rmtree(doomed)
+            os.rename(path, self.root / ".tmp" / f"remove-{name}-{version}")
+            sweep(self.root / ".tmp")
             if not any(path.parent.iterdir()):
                 path.parent.rmdir()
 
@@ -174,14 +178,13 @@ class BundleStore:
             return
         loads = self.root / ".load"
         try:
-            loads.mkdir(mode=0o700, exist_ok=True)
+            real_dir(loads)  # a planted symlink is removed, never followed
             fd = os.open(loads, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError as exc:
             raise BundleError(f"cannot prepare {loads} for loading: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            for entry in loads.iterdir():
-                shutil.rmtree(entry, ignore_errors=True)
+            sweep(loads)
             private = loads / f"{os.getpid()}-{secrets.token_hex(4)}"
             try:
                 private.mkdir(mode=0o700)
@@ -211,7 +214,8 @@ class BundleStore:
     # -- internals -----------------------------------------------------------------------------------
     def _require(self, name: str, version: str) -> Path:
         path = self.root / name / version
-        if not (_NAME.fullmatch(name) and _is_semver(version)) or not path.is_dir():
+        if not (_NAME.fullmatch(name) and _is_semver(version)) or not path.is_dir() or path.is_symlink() \
+                or path.parent.is_symlink():
             raise BundleError(f"{name} {version} is not in the store")
         return path
 
@@ -228,12 +232,15 @@ class BundleStore:
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
-        (self.root / ".tmp").mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as lock:
+        self.root.mkdir(parents=True, exist_ok=True)
+        real_dir(self.root / ".tmp")
+        lock = open_nofollow(self.root / ".lock", os.O_RDWR | os.O_CREAT)
+        try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            for leftover in (self.root / ".tmp").iterdir():  # from a killed import or removal
-                shutil.rmtree(leftover, ignore_errors=True)
+            sweep(self.root / ".tmp")  # leftovers of a killed import or removal
             yield self._read_state()
+        finally:
+            os.close(lock)
 
     def _read_state(self) -> dict[str, Any]:
         try:

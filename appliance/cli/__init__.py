@@ -8,6 +8,8 @@ traceback as JSON and reported as one line too, so an operator never faces a raw
 from __future__ import annotations
 
 import importlib
+import os
+import pwd
 import sys
 
 import typer
@@ -56,6 +58,7 @@ def main() -> None:
     """Console entry point."""
     settings = get_settings_or_exit()
     configure_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_format)
+    _refuse_root_in_foreign_folders(settings, sys.argv[1:])
     _register(sys.argv[1:])
     try:
         if (settings.data_dir / "restore-pending.json").exists():  # a restore killed after its commit point
@@ -96,6 +99,27 @@ def _log_traceback(settings) -> str:
     except OSError:
         return "(the log folder is not writable)"
     return str(path)
+
+
+def _refuse_root_in_foreign_folders(settings, argv: list[str]) -> None:
+    """Root does not work in a data folder or model store another account owns: a symlink that account
+    planted there would take root's writes and deletions anywhere on the host (and files root made there
+    would lock the service out). One line and exit 1; `media` and help never touch them."""
+    if os.geteuid() != 0 or argv[:1] == ["media"] or {"--help", "-h"} & set(argv):
+        return
+    for folder in (settings.data_dir, settings.model_store):
+        try:
+            owner = os.stat(folder).st_uid
+        except OSError:
+            continue
+        if owner != 0:
+            try:
+                name = pwd.getpwuid(owner).pw_name
+            except KeyError:
+                name = str(owner)
+            typer.echo(f"error: refusing to run as root in {folder}, which belongs to {name}: run this as "
+                       f"that account (e.g. sudo -u {name} ...)", err=True)
+            sys.exit(1)
 
 
 def get_settings_or_exit():

@@ -15,7 +15,7 @@ import typer
 
 from appliance.config import Settings, get_settings
 from appliance.serving.netns import bind_listener, enter_private_network
-from appliance.tls.front import Front
+from appliance.tls.front import Front, FrontLimits
 from appliance.tls.listen import plan
 
 log = structlog.get_logger()
@@ -42,7 +42,7 @@ def serve() -> None:
     try:
         if listen.tls is not None or listener is not None:  # first: it makes the secret gateways check it with
             front = Front(listen, settings.tls_client_auth, settings.keys_dir, settings.tls_reload_seconds,
-                          sock=listener)
+                          sock=listener, limits=FrontLimits.from_settings(settings))
         ray_serve.start(http_options={"host": listen.serve_host, "port": listen.serve_port})
         ray_serve.run(build_app(), name="appliance", route_prefix="/")
         if front is not None:

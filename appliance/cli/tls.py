@@ -91,13 +91,14 @@ def front(
     import dataclasses
     import threading
 
-    from appliance.tls.front import Front
+    from appliance.tls.front import Front, FrontLimits
     from appliance.tls.listen import plan
 
     settings = get_settings()
     listen = dataclasses.replace(plan(settings), serve_host="127.0.0.1", serve_port=upstream)
     if listen.tls is None:
         raise ApplianceError("no certificate installed: the TLS front needs one (appliance tls install)")
-    Front(listen, settings.tls_client_auth, settings.keys_dir, settings.tls_reload_seconds).start_in_thread()
+    Front(listen, settings.tls_client_auth, settings.keys_dir, settings.tls_reload_seconds,
+          limits=FrontLimits.from_settings(settings)).start_in_thread()
     typer.echo(f"TLS front on {listen.url} -> http://127.0.0.1:{upstream} (Ctrl-C to stop)", err=True)
     threading.Event().wait()

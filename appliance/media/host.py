@@ -4,6 +4,7 @@ first audited answer through its API. Standard library only (the installer runs 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,12 +16,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from appliance.media.account import Account
 from appliance.media.manifest import MediaError
 
 READY_SECONDS = 300
 
 
-def start_detached(appliance: Path, env: dict[str, str], pid_file: Path, log: Path) -> int:
+def start_detached(appliance: Path, env: dict[str, str], pid_file: Path, log: Path,
+                   account: Account | None = None) -> int:
+    """`appliance serve` in a session of its own, as `account` when given (the root installer never runs
+    Ray and the server as root); its pid and start time go to `pid_file`, for `stop_detached` to check."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -31,22 +36,36 @@ def start_detached(appliance: Path, env: dict[str, str], pid_file: Path, log: Pa
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=env.get("HOME", "/"),
+            umask=0o077,
+            **(account.popen_args() if account is not None else {}),
         )
     pid_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(f"{proc.pid}\n")
+    pid_file.write_text(f"{proc.pid} {_started(proc.pid)}\n")
     return proc.pid
 
 
-def stop_detached(pid_file: Path, timeout: float = 60) -> bool:
-    """SIGINT to the server's process group (it drains streams), SIGKILL after `timeout`."""
+def stop_detached(pid_file: Path, uid: int, timeout: float = 60) -> bool:
+    """SIGINT to the server's process group (it drains streams), SIGKILL after `timeout`; only when the pid
+    file names a process that is ours: the session leader `start_detached` made (its start time when the
+    file has one), owned by `uid`, running `appliance serve`. A stale or forged file is removed unsignalled."""
     try:
-        pid = int(pid_file.read_text())
+        fields = pid_file.read_text().split()
+        pid, started = int(fields[0]), (int(fields[1]) if len(fields) > 1 else None)
+    except (OSError, ValueError, IndexError):
+        pid_file.unlink(missing_ok=True)
+        return False
+    if not is_ours(pid, started, uid):
+        pid_file.unlink(missing_ok=True)
+        return False
+    try:
         os.killpg(pid, signal.SIGINT)
-    except (OSError, ValueError):
+    except OSError:
         pid_file.unlink(missing_ok=True)
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):  # when it is this process's child: no zombie left
+            os.waitpid(pid, os.WNOHANG)
         try:
             os.killpg(pid, 0)
         except OSError:
@@ -54,12 +73,34 @@ def stop_detached(pid_file: Path, timeout: float = 60) -> bool:
         time.sleep(0.2)
     else:
         os.killpg(pid, signal.SIGKILL)
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+def is_ours(pid: int, started: int | None, uid: int) -> bool:
+    """Whether `pid` is a detached `appliance serve` of `uid`: it leads its process group, its start time
+    (clock ticks after boot) is `started` when known, and its command line is `... appliance serve`."""
+    proc = Path(f"/proc/{pid}")
+    try:
+        stat = _stat_fields(pid)
+        owner = proc.stat().st_uid
+        argv = (proc / "cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return False
+    return (int(stat[2]) == pid and (started is None or int(stat[19]) == started) and owner == uid
+            and b"serve" in argv and any(Path(a.decode(errors="replace")).name == "appliance" for a in argv))
+
+
+def _started(pid: int) -> int:
+    return int(_stat_fields(pid)[19])
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (which may hold spaces): state is [0], pgrp [2], start [19]."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2:].split()
 
 
 def wait_ready(base: str, log: Path | None = None, context: ssl.SSLContext | None = None) -> None:

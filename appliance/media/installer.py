@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import sqlite3
 import ssl
@@ -21,11 +22,12 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance.errors import ApplianceError
 from appliance.files import atomic_write
-from appliance.media import host, preflight
+from appliance.media import account, host, preflight
 from appliance.media.join import join_parts
 from appliance.media.manifest import MediaError, MediaFile
 from appliance.media.verify import VerifiedMedia, media_key, read_manifest, stored_bytes, verify_media
@@ -50,6 +52,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--allow-downgrade", action="store_true")
     p.add_argument("--no-start", action="store_true", help="install but do not start or call the appliance")
     p.add_argument("--stop", action="store_true", help="stop an appliance started with --no-systemd")
+    p.add_argument("--user", help="with --no-systemd, run the appliance as this account (made when missing; "
+                   "default appliance; root only on purpose). Ignored without root: it runs as you")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     tls = p.add_mutually_exclusive_group()
@@ -61,6 +65,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         p.error("--tls-cert and --tls-key go together")
+    if args.user not in (None, account.USER) and not args.no_systemd:
+        p.error(f"--user goes with --no-systemd (the systemd units run as {account.USER})")
     return args
 
 
@@ -91,12 +97,13 @@ class Installer:
         self.data = (args.data_dir or self.prefix / "data").absolute()
         self.state_file = self.prefix / "state.json"
         self.token: str | None = None
+        self.user = account.account_name(args.user, os.geteuid(), pwd.getpwuid(os.geteuid()).pw_name)
+        self._account: account.Account | None = None
 
     # -- entry -----------------------------------------------------------------------------------------
     def run(self) -> None:
         if self.args.stop:
-            stopped = host.stop_detached(self.prefix / "run" / "serve.pid")
-            say("stopped" if stopped else "not running")
+            say("stopped" if self.stop_detached() else "not running")
             return
         if self.args.rollback:
             return self.rollback()
@@ -179,10 +186,11 @@ class Installer:
             ("venv", lambda: self.make_venv(m.gpu, release)),
             ("config", self.write_config),
             ("stop", self.stop_running),
-            ("snapshot", lambda: self.snapshot(upgrading_from)),
+            ("account", self.own_data),
+            ("snapshot", lambda: self.as_account(lambda: self.snapshot(upgrading_from))),
             ("migrate", lambda: self.appliance(release, "db", "upgrade")),
             ("tls", lambda: self.install_tls(release)),
-            ("bundles", lambda: self.import_bundles(m.bundles, m.files, release)),
+            ("bundles", lambda: self.as_account(lambda: self.import_bundles(m.bundles, m.files, release))),
             ("policy", lambda: self.install_policy(state)),
             ("switch", lambda: self.switch(m.version, upgrading_from)),
             ("systemd", self.install_units),
@@ -286,12 +294,21 @@ class Installer:
 
     def install_tls(self, release: Path) -> None:
         """The site's certificate (replacing one installed before: rotation), or a self-signed one made
-        once (an upgrade keeps it, so clients' pins stay valid). Nothing when neither was asked for."""
+        once (an upgrade keeps it, so clients' pins stay valid). Nothing when neither was asked for. The
+        operator's files are handed over as private copies the appliance's account can read."""
         a = self.args
         if a.tls_cert is not None:
-            extra = ["--ca", str(a.tls_ca.resolve())] if a.tls_ca else []
-            out = self.appliance(release, "tls", "install", "--cert", str(a.tls_cert.resolve()), "--key",
-                                 str(a.tls_key.resolve()), *extra)
+            with tempfile.TemporaryDirectory(prefix="appliance-tls-") as tmp:
+                names = {"--cert": a.tls_cert, "--key": a.tls_key, **({"--ca": a.tls_ca} if a.tls_ca else {})}
+                argv = []
+                for flag, src in names.items():
+                    copy = Path(tmp) / flag.strip("-")
+                    shutil.copyfile(src, copy)
+                    copy.chmod(0o600)
+                    argv += [flag, str(copy)]
+                Path(tmp).chmod(0o711)  # root's folder: the account reads its copies, changes nothing else
+                self.give(*Path(tmp).iterdir())
+                out = self.appliance(release, "tls", "install", *argv)
         elif a.tls_self_signed and not self.server_cert().exists():
             out = self.appliance(release, "tls", "self-signed")
         else:
@@ -302,8 +319,39 @@ class Installer:
         return self.data / "keys" / "tls" / "server.crt"
 
     def stop_running(self) -> None:
-        if host.stop_detached(self.prefix / "run" / "serve.pid"):
+        if self.stop_detached():
             say("  stopped the running appliance")
+
+    def stop_detached(self) -> bool:
+        """Stop a server started with --no-systemd: only a process of the account it runs as."""
+        found = account.lookup(self.user) if self.user else None
+        return host.stop_detached(self.prefix / "run" / "serve.pid", found.uid if found else os.geteuid())
+
+    # -- acting as the appliance's account -------------------------------------------------------------
+    def service(self) -> account.Account | None:
+        """The account that owns the data folder and acts in it; None without root (or root on purpose)."""
+        if self.user is None:
+            return None
+        if self._account is None:
+            self._account = account.ensure(self.user, self.data)
+            account.as_account(self._account, lambda: (self.data / "home").mkdir(exist_ok=True))
+        return self._account
+
+    def own_data(self) -> None:
+        if self.service() is None:
+            (self.data / "home").mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                say("warning: the appliance will run as root, unsandboxed (--user root)")
+
+    def as_account(self, action: Callable[[], None]) -> None:
+        account.as_account(self.service(), action)
+
+    def give(self, *paths: Path) -> None:
+        """Hand files root made in a folder of its own to the account."""
+        found = self.service()
+        if found is not None:
+            for path in paths:
+                os.chown(path, found.uid, found.gid, follow_symlinks=False)
 
     def snapshot(self, from_version: str | None) -> None:
         """The database before this upgrade's migrations, for `--rollback` (SQLite's online backup)."""
@@ -345,9 +393,12 @@ class Installer:
         """The media's pack replaces the installed one only when it differs from what earlier media brought:
         a pack edited on site is kept through upgrades that ship the same pack."""
         digest = _tree_digest(self.media / "policies")
+        if state.get("policy_digest") != digest:
+            self.as_account(self.replace_policy)
+        state["policy_digest"] = digest
+
+    def replace_policy(self) -> None:
         dest = self.data / "policies"
-        if dest.exists() and state.get("policy_digest") == digest:
-            return
         tmp = self.data / ".policies.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(self.media / "policies", tmp)
@@ -356,7 +407,6 @@ class Installer:
             shutil.rmtree(old, ignore_errors=True)
             os.rename(dest, old)
         os.rename(tmp, dest)
-        state["policy_digest"] = digest
 
     def switch(self, version: str, from_version: str | None) -> None:
         if from_version and from_version != version:
@@ -377,8 +427,12 @@ class Installer:
         self.token = self.appliance(
             self.prefix / "current", "keys", "create", "--name", ADMIN_KEY, "--role", "admin"
         ).strip()
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text("the first admin key was printed once by install.sh\n")
+
+        def mark() -> None:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("the first admin key was printed once by install.sh\n")
+
+        self.as_account(mark)
         print(f"First admin API key (shown once, store it now): {self.token}", flush=True)
 
     # -- rollback -------------------------------------------------------------------------------------
@@ -392,6 +446,17 @@ class Installer:
             raise MediaError(f"no database snapshot of {version} in {snapshot.parent}")
         say(f"rolling back {current} -> {version}")
         self.stop_running()
+        self.as_account(lambda: self.restore_data(snapshot))
+        _symlink(self.prefix / "current", Path("releases") / version)
+        previous.unlink()
+        state = self.load_state()
+        state.update(target=version, installed=version, done=["complete"], manifest=None, policy_digest=None)
+        self.save_state(state)
+        if not self.args.no_start:
+            self.start_and_check(self.prefix / "current", check=True)
+        say(f"rolled back to {version}")
+
+    def restore_data(self, snapshot: Path) -> None:
         db = self.data / "appliance.db"
         tmp = db.with_name("appliance.db.rollback")
         sqlite_backup(snapshot, tmp)
@@ -402,17 +467,7 @@ class Installer:
         if (self.data / "policies.previous").exists():
             shutil.rmtree(self.data / "policies", ignore_errors=True)
             os.rename(self.data / "policies.previous", self.data / "policies")
-        _symlink(self.prefix / "current", Path("releases") / version)
-        previous.unlink()
-        state = self.load_state()
-        state.update(target=version, installed=version, done=["complete"], manifest=None, policy_digest=None)
-        self.save_state(state)
-        say(
-            f"database restored to its state before the upgrade; {carried} audit records since carried over"
-        )
-        if not self.args.no_start:
-            self.start_and_check(self.prefix / "current", check=True)
-        say(f"rolled back to {version}")
+        say(f"database restored to its state before the upgrade; {carried} audit records since carried over")
 
     # -- helpers --------------------------------------------------------------------------------------
     def start_and_check(self, release: Path, *, check: bool) -> None:
@@ -420,9 +475,8 @@ class Installer:
         base = f"{'https' if context else 'http'}://{self.args.host}:{self.args.port}"
         log = self.prefix / "logs" / "serve.log"
         if self.args.no_systemd:
-            host.start_detached(
-                release / "venv" / "bin" / "appliance", self.env(), self.prefix / "run" / "serve.pid", log
-            )
+            host.start_detached(release / "venv" / "bin" / "appliance", self.env(), self.prefix / "run" / "serve.pid",
+                                log, self.service())
         else:
             from appliance.media.units import start_units
 
@@ -451,11 +505,9 @@ class Installer:
         return data["data"][0]["id"]
 
     def env(self) -> dict[str, str]:
-        home = self.data / "home"
-        home.mkdir(parents=True, exist_ok=True)
         return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(home),
+            "HOME": str(self.data / "home"),
             "LANG": "C.UTF-8",
             "APPLIANCE_CONFIG": str(self.prefix / "etc" / "appliance.yaml"),
             "PIP_NO_INDEX": "1",
@@ -463,11 +515,15 @@ class Installer:
         }
 
     def appliance(self, release: Path, *args: str, check: bool = True) -> str:
+        """An `appliance` command as the account (root only: a step already run as it is that account)."""
+        found = self.service() if os.geteuid() == 0 else None
         proc = subprocess.run(
             [str(release / "venv" / "bin" / "appliance"), *args],
             env=self.env(),
             capture_output=True,
             text=True,
+            cwd=self.data if found is not None else None,  # the account may not enter the operator's folder
+            **(found.popen_args() if found is not None else {}),
         )
         if proc.returncode != 0 and check:
             lines = [line for line in proc.stderr.splitlines() if line.strip()]

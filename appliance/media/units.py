@@ -4,15 +4,13 @@ templates (installer/systemd/*.service) with the prefix, the data folder and the
 
 from __future__ import annotations
 
-import pwd
 import shutil
-import subprocess
 from pathlib import Path
 
+from appliance.media.account import run
 from appliance.media.manifest import MediaError
 
 UNIT_DIR = Path("/etc/systemd/system")
-USER = "appliance"
 HEAD_UNITS = ("appliance-ray-head.service", "appliance-serve.service")
 
 
@@ -39,22 +37,11 @@ def render(
 def install_units(templates: Path, prefix: Path, data: Path, unit_dir: Path = UNIT_DIR) -> None:
     if shutil.which("systemctl") is None:
         raise MediaError("systemctl not found: this host has no systemd (use --no-systemd)")
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        _run(["useradd", "--system", "--home-dir", str(data), "--shell", "/usr/sbin/nologin", USER])
-    _run(["chown", "-R", f"{USER}:{USER}", str(data)])
     for name in HEAD_UNITS:
         (unit_dir / name).write_text(render((templates / name).read_text(), prefix=prefix, data=data))
-    _run(["systemctl", "daemon-reload"])
+    run(["systemctl", "daemon-reload"])
 
 
 def start_units() -> None:
-    _run(["systemctl", "enable", "--now", *HEAD_UNITS])
-    _run(["systemctl", "restart", HEAD_UNITS[-1]])
-
-
-def _run(argv: list[str]) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise MediaError(f"{' '.join(argv[:2])} failed: {(proc.stderr or proc.stdout).strip()[:200]}")
+    run(["systemctl", "enable", "--now", *HEAD_UNITS])
+    run(["systemctl", "restart", HEAD_UNITS[-1]])

@@ -20,7 +20,8 @@ INSIDE = textwrap.dedent("""
     import socket, sys, tempfile
     from pathlib import Path
     from appliance.serving.netns import bind_listener, enter_private_network
-    from appliance.tls.front import Front
+    from appliance.config import Settings
+    from appliance.tls.front import Front, FrontLimits
     from appliance.tls.listen import Listen
 
     port = int(sys.argv[1])
@@ -29,7 +30,8 @@ INSIDE = textwrap.dedent("""
     print("INTERFACES", [name for _, name in socket.if_nameindex()], flush=True)
     inner = socket.create_server(("127.0.0.1", 0))
     listen = Listen("127.0.0.1", port, "127.0.0.1", inner.getsockname()[1], None)
-    Front(listen, "off", Path(tempfile.mkdtemp()), sock=listener).start_in_thread()
+    Front(listen, "off", Path(tempfile.mkdtemp()), sock=listener,
+          limits=FrontLimits.from_settings(Settings())).start_in_thread()
     print("READY", flush=True)
     conn, _ = inner.accept()
     head = b""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -31,7 +32,10 @@ def refused(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def install_args(prefix: Path, release: tuple[Path, Path]) -> list[str]:
-    return ["--prefix", str(prefix), "--no-systemd", "--trust-release-key", str(release[1]), "--yes"]
+    """As the user running the tests (root on purpose when that is root: the media and prefix live under
+    pytest's private 0700 folders, which the appliance's own account could not enter)."""
+    return ["--prefix", str(prefix), "--no-systemd", "--trust-release-key", str(release[1]), "--yes",
+            "--user", pwd.getpwuid(os.geteuid()).pw_name]
 
 
 def installed_cli(prefix: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,7 +71,7 @@ def test_verify_install_and_audited_answer(tmp_path, media_v1, release):
         assert token.startswith("ak-")
         assert "- wheels" in proc.stderr and (prefix / "current").is_symlink()
     finally:
-        airgapped(media_v1, mnt, "--prefix", str(prefix), "--stop")
+        airgapped(media_v1, mnt, "--prefix", str(prefix), "--stop", "--user", pwd.getpwuid(os.geteuid()).pw_name)
     assert sorted((p.relative_to(media_v1), p.stat().st_mtime_ns) for p in media_v1.rglob("*")) == listing
 
 
@@ -183,7 +187,8 @@ def test_resume_upgrade_downgrade_rollback(tmp_path, media_v1, media_v2, release
     older = airgapped(media_v1, mnt, *args)
     assert "older than the installed 0.2.0" in refused(older)
 
-    back = airgapped(media_v1, mnt, "--prefix", str(prefix), "--rollback", "--no-systemd", "--no-start")
+    back = airgapped(media_v1, mnt, "--prefix", str(prefix), "--rollback", "--no-systemd", "--no-start",
+                     "--user", pwd.getpwuid(os.geteuid()).pw_name)
     assert back.returncode == 0, back.stderr
     assert os.readlink(prefix / "current") == "releases/0.1.0"
     assert _head(installed_cli(prefix, "audit", "verify")) == head  # records written since carried over

@@ -42,6 +42,7 @@ def test_unit_is_hardened(template, tmp_path):
     assert "IPAddressDeny=any" in text and "IPAddressAllow=localhost 10.1.0.0/24" in text
     assert "DeviceAllow=/dev/nvidiactl rw" in text and "PrivateDevices" not in text
     assert "User=appliance" in text and "CapabilityBoundingSet=\n" in text
+    assert re.findall(r"^LimitNOFILE=(\d+)$", text, re.M) == ["65536"]  # the front's connection caps fit
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")

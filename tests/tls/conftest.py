@@ -81,16 +81,18 @@ def site_ca(tmp_path_factory) -> SiteCA:
 
 @contextmanager
 def running_front(keys_dir: Path, upstream: int, cert: Path, key: Path, *, client_auth: str = "off",
-                  ca: Path | None = None):
+                  ca: Path | None = None, limits=None):
     """A TLS front on a free loopback port relaying to 127.0.0.1:upstream; yields its https URL. It checks
-    for a rotated certificate every 0.2 s."""
-    from appliance.tls.front import Front
+    for a rotated certificate every 0.2 s; `limits`: its FrontLimits (default the settings' defaults)."""
+    from appliance.config import Settings
+    from appliance.tls.front import Front, FrontLimits
     from appliance.tls.listen import Listen, TlsFiles
     from tests.integration.conftest import free_port
 
     port = free_port()
     listen = Listen("127.0.0.1", port, "127.0.0.1", upstream, TlsFiles(cert, key, ca, None))
-    f = Front(listen, client_auth, keys_dir, reload_seconds=0.2)
+    f = Front(listen, client_auth, keys_dir, reload_seconds=0.2,
+              limits=limits or FrontLimits.from_settings(Settings(data_dir=keys_dir)))
     f.start_in_thread()
     try:
         yield f"https://127.0.0.1:{port}"

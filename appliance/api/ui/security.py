@@ -73,12 +73,17 @@ class Csrf:
 def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int | None = None) -> None:
     """HttpOnly, SameSite=Strict, scoped to the page, Secure whenever the page is served over TLS."""
     response.set_cookie(name, value, max_age=max_age, path=PREFIX, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+                        secure=_secure(request))
 
 
 def clear_cookie(response: Response, request: Request, name: str) -> None:
-    response.delete_cookie(name, path=PREFIX, httponly=True, samesite="strict",
-                           secure=request.url.scheme == "https")
+    response.delete_cookie(name, path=PREFIX, httponly=True, samesite="strict", secure=_secure(request))
+
+
+def _secure(request: Request) -> bool:
+    """Over TLS: whenever the appliance has a certificate (then the front terminates TLS and Serve sees
+    plain HTTP), whatever any header says; else when the request itself came over https."""
+    return request.url.scheme == "https" or request.app.state.services.cert_expiry.path.exists()
 
 
 def _load_or_create_secret(path: Path) -> str:
