@@ -10,7 +10,7 @@ import typer
 from appliance.backup import create, replay, sealed
 from appliance.backup import restore as restoring
 from appliance.backup.errors import BackupError
-from appliance.cli.actions import record
+from appliance.cli.actions import console_actor
 from appliance.cli.progress import byte_progress, phase_progress
 from appliance.config import get_settings
 from appliance.signing import keys
@@ -32,7 +32,7 @@ def backup(
                           "never archived in clear)")
     passphrase = sealed.read_passphrase(passphrase_file) if passphrase_file else None
     settings = get_settings()
-    record("admin.backup", out=str(out), private_keys="included" if passphrase else "no")
+    console_actor().record("admin.backup", out=str(out), private_keys="included" if passphrase else "no")
     with create.staging_beside(out) as staging:
         job = create.Backup(settings, staging)
         total = job.stage(passphrase)

@@ -8,16 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from appliance.bundles import (
-    SIGNATURE_FILE,
-    BundleStore,
-    VerifiedBundle,
-    sign_bundle,
-    trusted_keys,
-    verify_bundle,
-)
-from appliance.bundles.metadata import BundleError, semver_key
-from appliance.cli.actions import record, recorded_versions
+from appliance import admin_actions
+from appliance.bundles import SIGNATURE_FILE, BundleStore, sign_bundle, trusted_keys, verify_bundle
+from appliance.bundles.metadata import BundleError
+from appliance.cli.actions import console_actor
 from appliance.cli.progress import byte_progress
 from appliance.cli.tables import print_table
 from appliance.config import get_settings
@@ -71,27 +65,8 @@ def trust_cmd(pubkey: Annotated[Path, typer.Argument(help="A publisher's PEM pub
     typer.echo(f"trusted {_trust(pubkey)}")
 
 
-def record_import(vb: VerifiedBundle, allow_downgrade: bool = False) -> None:
-    """The import's record, once every byte is verified and before the bundle appears in the store. The
-    rollback floor is checked against the audit log too: the store's own mark is a file anyone with write
-    access to the store could lower."""
-    name, version = vb.metadata.name, vb.metadata.version
-    if not allow_downgrade:
-        newest = recorded_versions("admin.bundle_imported", name=name)
-        if newest and semver_key(version) <= max(semver_key(v) for v in newest):
-            floor = max(newest, key=semver_key)
-            raise BundleError(f"{name} {version} is not newer than {floor}, recorded as imported in the audit log "
-                              "(rollback protection; --allow-downgrade to override)")
-    record("admin.bundle_imported", name=name, version=version, signer=vb.signer_hint)
-
-
 def _trust(pubkey: Path) -> Path:
-    """Trust a publisher key: recorded first, then installed."""
-    key = keys.load_public_key(pubkey)
-    dest = get_settings().trust_dir / f"{keys.key_hint(key)[:16]}.pub"
-    record("admin.trust_added", key_hint=keys.key_hint(key), file=str(dest))
-    keys.write_public_key(key, dest)
-    return dest
+    return admin_actions.trust_publisher(console_actor(), get_settings().trust_dir, keys.load_public_key(pubkey))
 
 
 @app.command()
@@ -146,14 +121,12 @@ def import_cmd(
     activate: Annotated[bool, typer.Option("--activate", help="Make it the active version once imported.")] = False,
 ) -> None:
     """Verify a bundle while copying it into the model store as NAME/VERSION."""
-    trusted = _trusted(trust)
-    store = _store()
+    actor, store = console_actor(), _store()
     with byte_progress("importing", _total_bytes(folder)) as advance:
-        vb = store.import_bundle(folder, trusted, allow_downgrade=allow_downgrade, progress=advance,
-                                 before_place=lambda verified: record_import(verified, allow_downgrade))
+        vb = admin_actions.import_bundle(actor, store, folder, _trusted(trust), allow_downgrade=allow_downgrade,
+                                         progress=advance)
     if activate:  # just verified while copied in
-        record("admin.bundle_activated", name=vb.metadata.name, version=vb.metadata.version)
-        store.mark_active(vb.metadata.name, vb.metadata.version)
+        admin_actions.activate_bundle(actor, store, vb.metadata.name, vb.metadata.version, None)
     typer.echo(f"imported {vb.metadata.name} {vb.metadata.version}{' (active)' if activate else ''}")
 
 
@@ -170,20 +143,14 @@ def list_cmd() -> None:
 @app.command()
 def activate(name: str, version: str, trust: TrustOpt = None) -> None:
     """Serve NAME at VERSION (verified again first)."""
-    store = _store()
-    store.open(name, version, _trusted(trust))
-    record("admin.bundle_activated", name=name, version=version)  # recorded before it takes effect
-    store.mark_active(name, version)
+    admin_actions.activate_bundle(console_actor(), _store(), name, version, _trusted(trust))
     typer.echo(f"active {name} {version}")
 
 
 @app.command()
 def remove(name: str, version: str) -> None:
     """Delete an inactive version from the store."""
-    store = _store()
-    store.check_removable(name, version)
-    record("admin.bundle_removed", name=name, version=version)  # recorded before it takes effect
-    store.remove(name, version)
+    admin_actions.remove_bundle(console_actor(), _store(), name, version)
     typer.echo(f"removed {name} {version}")
 
 

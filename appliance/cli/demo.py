@@ -16,10 +16,9 @@ from datetime import UTC, datetime
 import typer
 from sqlalchemy.orm import Session
 
-from appliance import apikeys
+from appliance import admin_actions, apikeys
 from appliance.bundles import BundleMetadata, BundleStore, trusted_keys
-from appliance.cli.actions import record, record_or_undo
-from appliance.cli.bundle import record_import
+from appliance.cli.actions import console_actor
 from appliance.cli.serve import serve
 from appliance.config import Settings, get_settings
 from appliance.db import make_engine, upgrade
@@ -37,12 +36,11 @@ def demo() -> None:
     meta = BundleMetadata.read(bundle)
     store = BundleStore(settings.model_store, workers=settings.hash_workers)
     trusted = trusted_keys(settings.trust_dir)
+    actor = console_actor()
     if not (settings.model_store / meta.name / meta.version).exists():
-        store.import_bundle(bundle, trusted, allow_downgrade=True, before_place=record_import)
+        admin_actions.import_bundle(actor, store, bundle, trusted, allow_downgrade=True)
     if store.active().get(meta.name) != meta.version:
-        store.open(meta.name, meta.version, trusted)  # verified, then recorded, then switched
-        record("admin.bundle_activated", name=meta.name, version=meta.version)
-        store.mark_active(meta.name, meta.version)
+        admin_actions.activate_bundle(actor, store, meta.name, meta.version, trusted)
     token = _fresh_admin_key(settings)
     typer.echo(examples(settings, meta.name, token))
     serve()
@@ -59,21 +57,22 @@ def _demo_bundle(settings: Settings):
     if not key_path.exists():
         key = keys.generate_private_key()
         keys.write_private_key(key, key_path)
-        trusted = settings.trust_dir / "demo-publisher.pub"
-        record("admin.trust_added", key_hint=keys.key_hint(key.public_key()), file=str(trusted))
-        keys.write_public_key(key.public_key(), trusted)
+        admin_actions.trust_publisher(console_actor(), settings.trust_dir, key.public_key(), "demo-publisher.pub")
     return ensure_demo_bundle(settings.data_dir / "cache" / "demo", keys.load_private_key(key_path))
 
 
 def _fresh_admin_key(settings: Settings) -> str:
-    with Session(make_engine(settings.database_url), expire_on_commit=False) as session:
-        for old in apikeys.list_keys(session):
-            if old.name == DEMO_KEY_NAME and old.status == "active":
-                record("admin.key_revoked", key_id=old.key_id)
-                apikeys.revoke_key(session, old.key_id)
-        token, info = apikeys.create_key(session, DEMO_KEY_NAME, "admin")
-        record_or_undo("admin.key_created", lambda: apikeys.revoke_key(session, info.key_id),
-                       key_id=info.key_id, role="admin", name=DEMO_KEY_NAME, at=datetime.now(UTC).isoformat())
+    engine = make_engine(settings.database_url)
+
+    def sessions() -> Session:
+        return Session(engine, expire_on_commit=False)
+
+    actor = console_actor()
+    with sessions() as session:
+        old = [k.key_id for k in apikeys.list_keys(session) if k.name == DEMO_KEY_NAME and k.status == "active"]
+    for key_id in old:
+        admin_actions.revoke_key(actor, sessions, key_id)
+    token, _ = admin_actions.create_key(actor, sessions, DEMO_KEY_NAME, "admin", at=datetime.now(UTC).isoformat())
     return token
 
 

@@ -9,12 +9,11 @@ import typer
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from appliance import apikeys
-from appliance.cli.actions import record, record_or_undo
+from appliance import admin_actions, apikeys
+from appliance.cli.actions import console_actor
 from appliance.cli.tables import print_table
 from appliance.config import get_settings
 from appliance.db import make_engine, require_tables
-from appliance.errors import ApplianceError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -33,11 +32,7 @@ def create(
 ) -> None:
     """Create a key and print it once (it is stored only as a hash)."""
     expires_at = expires.replace(tzinfo=UTC) if expires and not expires.tzinfo else expires
-    with _session() as session:
-        token, info = apikeys.create_key(session, name, role, expires_at)
-    with _session() as session:  # no record, no key: an unaudited key must not stay usable
-        record_or_undo("admin.key_created", lambda: apikeys.revoke_key(session, info.key_id),
-                       key_id=info.key_id, role=info.role, name=info.name)
+    token, info = admin_actions.create_key(console_actor(), _session, name, role, expires_at)
     typer.echo(token)
     typer.echo(f"key id {info.key_id}, role {info.role}: shown once, store it now", err=True)
 
@@ -56,10 +51,5 @@ def list_cmd() -> None:
 @app.command()
 def revoke(key_id: str) -> None:
     """Revoke a key at once."""
-    with _session() as session:
-        if not any(k.key_id == key_id for k in apikeys.list_keys(session)):
-            raise ApplianceError(f"no key with id {key_id}")
-    record("admin.key_revoked", key_id=key_id)  # recorded first: a revocation nobody can see never happens
-    with _session() as session:
-        info = apikeys.revoke_key(session, key_id)
+    info = admin_actions.revoke_key(console_actor(), _session, key_id)
     typer.echo(f"revoked {info.key_id} ({info.name})")

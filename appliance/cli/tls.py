@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli.actions import record
+from appliance.admin_actions import record_first
+from appliance.cli.actions import console_actor
 from appliance.config import get_settings
 from appliance.errors import ApplianceError
 from appliance.tls import certs
@@ -56,9 +57,8 @@ def _install(cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None, force: bool,
     if (target / certs.CERT_NAME).exists() and not force:
         raise ApplianceError(f"a certificate is installed in {target}; pass --force to replace it")
     info = certs.describe(certs.parse_certs(cert_pem, "the certificate")[0])  # the very bytes installed
-    record("admin.tls_installed", kind=kind, subject=info.subject, fingerprint=info.fingerprint,
-           not_after=info.not_after.isoformat())
-    certs.install(target, cert_pem, key_pem, ca_pem)
+    record_first(console_actor(), "admin.tls_installed", lambda: certs.install(target, cert_pem, key_pem, ca_pem),
+                 kind=kind, subject=info.subject, fingerprint=info.fingerprint, not_after=info.not_after.isoformat())
     typer.echo(f"installed in {target}: {info.subject}, names {', '.join(info.names) or '-'}", err=True)
     typer.echo(f"SHA-256 fingerprint (clients pin this): {info.fingerprint}")
 
