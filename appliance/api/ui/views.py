@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from appliance import apikeys
 from appliance.api.auth import Caller
 from appliance.api.errors import ApiError
-from appliance.api.peer import lacks_required_certificate, with_certificate
+from appliance.api.peer import cert_subject, lacks_required_certificate, with_certificate
 from appliance.api.routes import admin
 from appliance.api.services import Services
 from appliance.api.ui import chart, filters, sessions
@@ -87,13 +87,23 @@ def _caller(request: Request, principal: Principal) -> Caller:
 
 
 async def signed_in(request: Request) -> sessions.SignedIn:
+    """The request's live session, used with the client certificate it was signed in with; a session used
+    with another certificate (or without it) is ended and the request refused (403, a `denial` record)."""
     svc = _svc(request)
 
     def find():
         with svc.sessions() as session:
-            return sessions.lookup(session, request.cookies.get(SESSION_COOKIE))
+            return sessions.lookup(session, request.cookies.get(SESSION_COOKIE), cert_subject(request.scope))
 
-    who = await asyncio.to_thread(find)
+    try:
+        who = await asyncio.to_thread(find)
+    except sessions.WrongCertificate as exc:
+        caller = _caller(request, exc.principal)
+        await svc.record(AuditEvent(event="denial", request_id=caller.request_id, principal=caller.principal,
+                                    source=caller.source, route=caller.route, status=403,
+                                    error_code="session_certificate_mismatch"))
+        raise PageError(403, "this session was signed in with another client certificate; it has been ended, "
+                             "sign in again") from exc
     if who is None:
         raise SignInRequired()
     return who
@@ -106,7 +116,17 @@ async def admin_only(who: sessions.SignedIn = Depends(signed_in)) -> sessions.Si
 
 
 async def csrf_checked(request: Request) -> None:
-    if not await request.app.state.csrf.check(request):
+    """Sign-in's check: no session yet, so any valid token pair (the sign-in page's own) will do."""
+    await _csrf(request, None)
+
+
+async def session_csrf(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> None:
+    """Every signed-in post's check: the token must be the session's own (issued at its sign-in)."""
+    await _csrf(request, who.csrf_token)
+
+
+async def _csrf(request: Request, session_token: str | None) -> None:
+    if not await request.app.state.csrf.check(request, session_token):
         raise PageError(403, "the form's CSRF token is missing or wrong; reload the page and try again")
 
 
@@ -132,7 +152,7 @@ async def signin_form(request: Request) -> Response:
     return await _page(request, "signin.html", None)
 
 
-@router.post("/signin", dependencies=[Depends(csrf_checked)])
+@router.post("/signin", dependencies=[Depends(csrf_checked)])  # no session yet
 async def signin(request: Request, key: str = Form("")) -> Response:
     svc = _svc(request)
     caller = _caller(request, Principal())
@@ -176,7 +196,7 @@ async def signin(request: Request, key: str = Form("")) -> Response:
     return response
 
 
-@router.post("/signout", dependencies=[Depends(csrf_checked)])
+@router.post("/signout", dependencies=[Depends(session_csrf)])
 async def signout(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
     svc = _svc(request)
     await svc.record(admin.audit_event(_caller(request, who.principal), "session.signout"))
@@ -279,7 +299,7 @@ async def integrity(request: Request, who: sessions.SignedIn = Depends(signed_in
                        progress=progress)
 
 
-@router.post("/integrity/verify", dependencies=[Depends(csrf_checked)])
+@router.post("/integrity/verify", dependencies=[Depends(session_csrf)])
 async def verify(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
     request.app.state.integrity.start(who.principal)
     return RedirectResponse(f"{PREFIX}/integrity", status_code=303)
@@ -291,7 +311,7 @@ async def keys_page(request: Request, who: sessions.SignedIn = Depends(admin_onl
     return await _keys(request, who)
 
 
-@router.post("/keys", dependencies=[Depends(csrf_checked)])
+@router.post("/keys", dependencies=[Depends(session_csrf)])
 async def keys_create(request: Request, who: sessions.SignedIn = Depends(admin_only), name: str = Form(""),
                       role: str = Form(""), expires_at: str = Form("")) -> Response:
     try:
@@ -305,7 +325,7 @@ async def keys_create(request: Request, who: sessions.SignedIn = Depends(admin_o
     return await _keys(request, who, 201, created=(token, info))
 
 
-@router.post("/keys/{key_id}/revoke", dependencies=[Depends(csrf_checked)])
+@router.post("/keys/{key_id}/revoke", dependencies=[Depends(session_csrf)])
 async def keys_revoke(request: Request, key_id: str, who: sessions.SignedIn = Depends(admin_only)) -> Response:
     await admin.revoke_key(_svc(request), _caller(request, who.principal), key_id)
     return RedirectResponse(f"{PREFIX}/keys", status_code=303)
