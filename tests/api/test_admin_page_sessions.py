@@ -3,19 +3,15 @@ defect 6) and its own CSRF token (defect 9). Over HTTP in-process; the browser t
 
 from __future__ import annotations
 
-import re
-
-import httpx
 import pytest
 
 from appliance import apikeys
 from appliance.api.ui.security import CSRF_COOKIE, SESSION_COOKIE
 from appliance.audit import AuditFilter
-from appliance.tls import attest
+from tests.api.helpers import PAGE, browser, peer, sign_in, token_of
 from tests.appliance import make_appliance
 
 pytestmark = pytest.mark.asyncio
-PAGE = "/admin/ui"
 
 
 @pytest.fixture(scope="module")
@@ -25,33 +21,6 @@ def appliance(tmp_path_factory, signed_tiny_bundle, publisher):
     yield a
     a.services.backend.close()
     a.services.close()
-
-
-def browser(appliance) -> httpx.AsyncClient:
-    """A client with no key: the page signs in with a form and keeps cookies."""
-    return appliance.client(None)
-
-
-def peer(appliance, subject: str | None) -> dict[str, str]:
-    """The header the TLS front adds for a connection that presented `subject` (none: no header)."""
-    if subject is None:
-        return {}
-    secret = attest.load_secret(appliance.settings.keys_dir, create=True)  # as the gate makes it
-    assert secret is not None
-    return {"x-appliance-peer": attest.header_value(secret, attest.Peer("10.0.0.9", subject)).decode()}
-
-
-async def token_of(c: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None) -> str:
-    response = await c.get(f"{PAGE}{path}", headers=headers or {})
-    assert response.status_code == 200, response.text
-    return re.search(r'name="csrf_token" value="([^"]+)"', response.text).group(1)
-
-
-async def sign_in(appliance, c: httpx.AsyncClient, role: str, subject: str | None = None) -> None:
-    token = await token_of(c, "/signin", peer(appliance, subject))
-    response = await c.post(f"{PAGE}/signin", data={"key": appliance.tokens[role], "csrf_token": token},
-                            headers=peer(appliance, subject))
-    assert response.status_code == 303 and response.headers["location"].endswith("/audit"), response.text
 
 
 async def test_a_session_is_refused_and_ended_without_its_sign_in_certificate(appliance):
