@@ -275,7 +275,8 @@ async def audit_record(request: Request, seq: int, who: sessions.SignedIn = Depe
     record = await asyncio.to_thread(audit.get, seq)
     if record is None:
         raise PageError(404, f"no audit record {seq}")
-    siblings = (await asyncio.to_thread(audit.request_records, record.request_id)) if record.request_id else []
+    rid, key_id = record.request_id, record.principal.key_id  # a keyless record (a bad key) is one request
+    siblings = (await asyncio.to_thread(audit.request_records, rid, key_id)) if rid and key_id else [record]
     checkpoint = await asyncio.to_thread(audit.covering_checkpoint, seq)
     return await _page(request, "record.html", who, record=record, siblings=siblings, checkpoint=checkpoint)
 
