@@ -263,8 +263,8 @@ async def audit_export(request: Request, who: sessions.SignedIn = Depends(signed
     if form.errors or fmt not in ("jsonl", "csv"):
         raise PageError(400, "; ".join(form.errors) or "format must be jsonl or csv")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return await admin.export_response(_svc(request), fmt, form.filters if form.active else None,
-                                       filename=f"audit-{stamp}")
+    return await _svc(request).exports.response(_svc(request).audit, fmt, form.filters if form.active else None,
+                                                filename=f"audit-{stamp}")
 
 
 @router.get("/audit/{seq}")
