@@ -38,17 +38,18 @@ class Exports:
         """The export as a download; ApiError 429 when `limit` exports are already running here."""
         if self.running >= self.limit:  # checked and taken with no await between: one event loop
             raise ApiError(429, f"{self.limit} audit exports are already running on this gateway; retry when "
-                                f"one has finished", code="too_many_exports", retry_after=self.deadline_s)
+                                f"one has finished", code="too_many_exports")
         self.running += 1
         try:
             handle = await asyncio.to_thread(_written, audit, fmt, filters)
         except BaseException:
-            self.running -= 1
+            self.release()
             raise
         return _Download(self, handle, media_type="application/x-ndjson" if fmt == "jsonl" else "text/csv",
                          headers={"Content-Disposition": f'attachment; filename="{filename}.{fmt}"'})
 
-    def _finished(self) -> None:
+    def release(self) -> None:
+        """One export has ended (its file closed)."""
         self.running -= 1
 
 
@@ -78,7 +79,7 @@ class _Download(StreamingResponse):
             log.warning("audit export cut off: not read within the deadline", deadline_s=self._exports.deadline_s)
         finally:
             self._handle.close()
-            self._exports._finished()
+            self._exports.release()
 
 
 def _blocks(handle: IO[bytes]) -> Iterator[bytes]:
