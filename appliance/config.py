@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(default=1.0, gt=0)  # the head is signed this soon after an append
     audit_uncovered_grace_s: float = Field(default=60.0, ge=0)  # verify: older unsigned records are an attack
     audit_min_retention_days: int = Field(default=90, ge=0, le=36500)  # prune refuses a newer cut-off
+    # audit exports over HTTP (api/exports.py): at most this many at once per gateway replica (more: 429),
+    # each one's temporary file closed when its client has not read it all within the deadline
+    audit_export_concurrency: int = Field(default=2, ge=1)
+    audit_export_deadline_s: float = Field(default=1800.0, gt=0)
     # checkpoints kept outside the database (the witness); default keys_dir
     audit_witness_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
 

@@ -13,6 +13,7 @@ def test_documented_defaults_hold():
     assert s.audit_witness_dir == s.keys_dir  # "by default beside the keys"
     assert s.audit_min_retention_days == 90  # "newer than `audit_min_retention_days` (90) days ago is refused"
     assert (s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s) == (1.0, 20, 60.0)
+    assert (s.audit_export_concurrency, s.audit_export_deadline_s) == (2, 1800.0)  # "default 2", "default 1800 s"
 
 
 def test_documented_tls_defaults_hold():

@@ -15,6 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from appliance.api.authgate import FailureThrottle, aggregate_event
 from appliance.api.backend import ModelBackend
 from appliance.api.errors import ApiError
+from appliance.api.exports import Exports
 from appliance.api.metrics import Metrics
 from appliance.audit import AuditEvent, AuditLog, AuditRecord, AuditUnavailable
 from appliance.bundles import BundleStore, trusted_keys
@@ -40,6 +41,7 @@ class Services:
     metrics: Metrics = field(init=False)
     cert_expiry: ExpiryWatch = field(init=False)
     auth_throttle: FailureThrottle = field(init=False)
+    exports: Exports = field(init=False)  # audit exports running here: bounded in number and time
     # Names this gateway replica in its `policy.in_force` records (GET /admin/policy lists every replica's)
     replica: str = field(init=False)
 
@@ -48,6 +50,7 @@ class Services:
         self.metrics = Metrics(self.backend.stats, self.cert_expiry.days_left)
         s = self.settings
         self.auth_throttle = FailureThrottle(s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s)
+        self.exports = Exports(s.audit_export_concurrency, s.audit_export_deadline_s)
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
     @classmethod

@@ -19,7 +19,7 @@ from typing import Any
 
 from appliance.audit.errors import AuditTampered
 from appliance.audit.events import AuditEvent, AuditRecord
-from appliance.audit.models import AuditRecordRow
+from appliance.audit.models import COLUMN_LIMITS, AuditRecordRow
 from appliance.signing import keys
 
 FORMAT = "appliance-audit/1"
@@ -46,6 +46,18 @@ def storable(text: str | None) -> str | None:
     return _UNSTORABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
+def bounded(column: str, text: str) -> str:
+    """`text` cut to `column`'s declared length, ending in a marker that says so and how long it was: a
+    caller-chosen path, model or name too long for its column is recorded shortened rather than failing its
+    record (PostgreSQL refuses an over-long value; SQLite would keep it). Applied before hashing, so the
+    hash covers exactly what is stored; a value that fits is unchanged, so applying it twice changes nothing."""
+    limit = COLUMN_LIMITS.get(column)
+    if limit is None or len(text) <= limit:
+        return text
+    marker = f"...[truncated from {len(text)} chars]"
+    return (text[:max(limit - len(marker), 0)] + marker)[:limit]
+
+
 def json_text(value: Any) -> str:
     """Canonical JSON of a list or map field: compact, keys sorted, ASCII with \\u escapes."""
     return _encode(value)
@@ -64,8 +76,9 @@ def link(prev_hash: str, canonical_bytes: bytes) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_bytes).hexdigest()
 
 
-def flatten(event: AuditEvent | AuditRecord, seq: int, ts: str) -> dict[str, Any]:
-    """Column values of `event` as record `seq` made at `ts` (without the chain fields)."""
+def flatten(event: AuditEvent | AuditRecord, seq: int, ts: str, *, bound: bool = True) -> dict[str, Any]:
+    """Column values of `event` as record `seq` made at `ts` (without the chain fields), each in a form its
+    column stores: escaped (`storable`) and, unless `bound` is False, cut to the column's length (`bounded`)."""
     values = {
         "seq": seq, "ts": ts, "event": event.event, "request_id": event.request_id,
         "principal_key_id": event.principal.key_id, "principal_name": event.principal.name,
@@ -79,12 +92,18 @@ def flatten(event: AuditEvent | AuditRecord, seq: int, ts: str) -> dict[str, Any
         "latency_ms": event.latency_ms, "status": event.status, "error_code": event.error_code,
         "detail": json_text(event.detail), "principal_cert_subject": event.principal.cert_subject,
     }
-    return {k: storable(v) if isinstance(v, str) else v for k, v in values.items()}
+    return {k: _stored(k, v, bound) if isinstance(v, str) else v for k, v in values.items()}
+
+
+def _stored(column: str, text: str, bound: bool) -> str:
+    escaped = storable(text) or ""
+    return bounded(column, escaped) if bound else escaped
 
 
 def record_row(record: AuditRecord) -> tuple[Any, ...]:
-    """A record as the row tuple `verify_chain` takes (values, prev_hash, hash)."""
-    values = flatten(record, record.seq, record.ts)
+    """A record as the row tuple `verify_chain` takes (values, prev_hash, hash): as it was stored, never cut
+    again (a record written before values were bounded may be longer than its column on SQLite)."""
+    values = flatten(record, record.seq, record.ts, bound=False)
     return (*(values[c] for c in CHAIN_COLUMNS), record.prev_hash, record.hash)
 
 

@@ -168,9 +168,14 @@ class AuditLog:
         files must then agree with."""
         return next(self.matching(event, **detail), None)
 
-    def request_records(self, request_id: str, limit: int = 100) -> list[AuditRecord]:
-        """Every record of one request (request, outcome, denials), oldest first."""
-        stmt = select(*_ROW).where(AuditRecordRow.request_id == request_id).order_by(AuditRecordRow.seq).limit(limit)
+    def request_records(self, request_id: str, key_id: str | None = None, limit: int = 100) -> list[AuditRecord]:
+        """Every record of one request (request, outcome, denials), oldest first. A request id may be the
+        caller's own choice, so one request is the id *and* the key that made it (`key_id`): another caller
+        who sends the same id never joins it. Without `key_id`, every record carrying the id."""
+        stmt = select(*_ROW).where(AuditRecordRow.request_id == request_id)
+        if key_id is not None:
+            stmt = stmt.where(AuditRecordRow.principal_key_id == key_id)
+        stmt = stmt.order_by(AuditRecordRow.seq).limit(limit)
         with self._reading() as conn:
             return [unflatten(row) for row in conn.execute(stmt).mappings()]
 

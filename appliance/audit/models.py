@@ -45,6 +45,11 @@ class AuditRecordRow(Base):
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
 
+# The declared length of each bounded text column: what chain.bounded cuts a value to before it is hashed.
+COLUMN_LIMITS = {c.name: c.type.length for c in AuditRecordRow.__table__.columns
+                 if isinstance(c.type, String) and c.type.length}
+
+
 class AuditCheckpointRow(Base):
     """A signed statement "record `seq` has hash `head_hash`", made at `ts`.
 

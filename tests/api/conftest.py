@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import pytest_asyncio
 
@@ -31,3 +33,18 @@ def scripted(appliance):
     appliance.services.backend = ScriptedBackend()
     yield appliance.services.backend
     appliance.services.backend = real
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_appliance(request, tmp_path_factory, signed_tiny_bundle, publisher):
+    """An appliance on SQLite, then on a fresh database of the test PostgreSQL server (skipped without one):
+    for what only PostgreSQL refuses (over-long values, NUL, years before 1)."""
+    from tests.audit.conftest import pg_database
+
+    var = tmp_path_factory.mktemp(f"appliance-{request.param}") / "var"
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(pg_database("api")) if request.param == "postgres" else None
+        a = make_appliance(var, signed_tiny_bundle, publisher[1], **({"database_url": url} if url else {}))
+        yield a
+        a.services.backend.close()
+        a.services.close()

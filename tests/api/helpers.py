@@ -1,10 +1,16 @@
-"""Helpers the API tests share: reading an SSE body, and a request's audit records."""
+"""Helpers the API tests share: reading an SSE body, a request's audit records, the admin page's forms."""
 
 from __future__ import annotations
 
 import json
+import re
+
+import httpx
 
 from appliance.audit import AuditFilter
+from appliance.tls import attest
+
+PAGE = "/admin/ui"
 
 
 def sse_events(text: str) -> list:
@@ -19,3 +25,30 @@ def sse_events(text: str) -> list:
 def records(appliance, request_id: str) -> list:
     page = appliance.services.audit.query(AuditFilter(), limit=200)
     return sorted((r for r in page.records if r.request_id == request_id), key=lambda r: r.seq)
+
+
+def browser(appliance) -> httpx.AsyncClient:
+    """A client with no key: the page signs in with a form and keeps cookies."""
+    return appliance.client(None)
+
+
+def peer(appliance, subject: str | None) -> dict[str, str]:
+    """The header the TLS front adds for a connection that presented `subject` (none: no header)."""
+    if subject is None:
+        return {}
+    secret = attest.load_secret(appliance.settings.keys_dir, create=True)  # as the gate makes it
+    assert secret is not None
+    return {"x-appliance-peer": attest.header_value(secret, attest.Peer("10.0.0.9", subject)).decode()}
+
+
+async def token_of(c: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None) -> str:
+    response = await c.get(f"{PAGE}{path}", headers=headers or {})
+    assert response.status_code == 200, response.text
+    return re.search(r'name="csrf_token" value="([^"]+)"', response.text).group(1)
+
+
+async def sign_in(appliance, c: httpx.AsyncClient, role: str, subject: str | None = None) -> None:
+    token = await token_of(c, "/signin", peer(appliance, subject))
+    response = await c.post(f"{PAGE}/signin", data={"key": appliance.tokens[role], "csrf_token": token},
+                            headers=peer(appliance, subject))
+    assert response.status_code == 303 and response.headers["location"].endswith("/audit"), response.text

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path as FsPath
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -71,28 +68,7 @@ async def audit_verify(caller: AuditorCaller, svc: ServicesDep) -> wire.VerifyRe
     "content": {"application/x-ndjson": {}, "text/csv": {}}, "description": "Every record, oldest first"}})
 async def audit_export(caller: AuditorCaller, svc: ServicesDep,
                        format: Literal["jsonl", "csv"] = "jsonl") -> StreamingResponse:
-    return await export_response(svc, format)
-
-
-async def export_response(svc: Services, format: str, filters: AuditFilter | None = None,
-                          filename: str = "audit") -> StreamingResponse:
-    """Written to an unnamed temporary file (unlinked at once: nothing is left behind whatever the client
-    does), then streamed in blocks. Shared with the admin page."""
-    fd, name = tempfile.mkstemp(prefix="audit-export-", suffix=f".{format}")
-    os.close(fd)
-    try:
-        await asyncio.to_thread(svc.audit.export, format, FsPath(name), None, filters)
-        handle = open(name, "rb")
-    finally:
-        os.unlink(name)
-
-    def blocks():
-        with handle:
-            while block := handle.read(1 << 20):
-                yield block
-
-    return StreamingResponse(blocks(), media_type="application/x-ndjson" if format == "jsonl" else "text/csv",
-                             headers={"Content-Disposition": f'attachment; filename="{filename}.{format}"'})
+    return await svc.exports.response(svc.audit, format)
 
 
 @router.get("/audit/{seq}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode
 
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import QueryParams
 
+from appliance.api.routes import admin
 from appliance.audit import AuditFilter
 
 FIELDS = ("since", "until", "principal", "event", "action", "model", "policy_revision", "status", "text")
@@ -33,31 +35,40 @@ class Form:
 
 
 def parse(params: QueryParams) -> Form:
+    """The form's values checked by the API's own rules for the same filters (`admin.Moment`, `admin.Term`:
+    four-digit UTC years, printable text of at most 256 characters), so no value the API would refuse
+    reaches a query from the page either."""
     values = {name: params.get(name, "").strip() for name in FIELDS}
     errors: list[str] = []
-    when = {name: _when(values[name], name, errors) for name in ("since", "until")}
+    checked = {name: _checked(_MOMENT if name in ("since", "until") else _TERM, name, values[name], errors)
+               for name in FIELDS if name != "status"}
     status = None
     if values["status"]:
         if values["status"].isdigit() and len(values["status"]) == 3:
             status = int(values["status"])
         else:
-            errors.append(f"status {values['status']!r} is not an HTTP status (e.g. 403)")
+            errors.append(f"status {_shown(values['status'])} is not an HTTP status (e.g. 403)")
     if values["action"] and values["action"] not in ACTIONS:
         errors.append(f"action must be one of {', '.join(ACTIONS)}")
     if errors:
         return Form(values, AuditFilter(), errors)
-    text = {k: values[k] or None for k in ("principal", "event", "action", "model", "policy_revision", "text")}
-    return Form(values, AuditFilter(since=when["since"], until=when["until"], status=status,
-                                    **text), errors)  # type: ignore[arg-type]  # all six are str | None
+    return Form(values, AuditFilter(status=status, **checked), errors)
 
 
-def _when(value: str, name: str, errors: list[str]) -> datetime | None:
-    """An ISO date or time (the page's datetime-local fields send `2026-12-01T10:00`); UTC unless zoned."""
+_MOMENT, _TERM = TypeAdapter(admin.Moment), TypeAdapter(admin.Term)
+
+
+def _checked(rule: TypeAdapter, name: str, value: str, errors: list[str]) -> Any:
+    """`value` as `rule` reads it (None when empty); a refusal is added to `errors`."""
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        errors.append(f"{name} {value!r} is not a date or time (e.g. 2026-12-01T10:00)")
+        return rule.validate_python(value)
+    except ValidationError as exc:
+        errors.append(f"{name} {_shown(value)} is not accepted: {exc.errors()[0]['msg']}")
         return None
 
+
+def _shown(value: str) -> str:
+    """A refused value as the error repeats it: escaped, and not all of a long one."""
+    return repr(value if len(value) <= 40 else value[:40] + "...")

@@ -51,7 +51,9 @@ class SecurityHeaders:
 
 class Csrf:
     """fastapi-csrf-protect with this appliance's secret: the form carries the token, the cookie its
-    signed twin; a post is honoured only when they match."""
+    signed twin; a post is honoured only when they match. A signed-in post must also carry its session's own
+    token: a pair fetched anonymously (any sign-in page hands one out) is valid for the library but belongs to
+    no session, so with a session's cookie it would otherwise pass."""
 
     def __init__(self, secret_file: Path) -> None:
         self._secret = _load_or_create_secret(secret_file)
@@ -61,13 +63,15 @@ class Csrf:
         """(token for the form, signed token for the cookie)."""
         return self._protect.generate_csrf_tokens(self._secret)
 
-    async def check(self, request: Request) -> bool:
-        await request.form()  # parsed once; the library then reads the field from it
+    async def check(self, request: Request, session_token: str | None = None) -> bool:
+        """The post's token pair is valid and, with `session_token` (signed in), is that session's."""
+        given = (await request.form()).get(CSRF_FIELD)  # parsed once; the library then reads it again
         try:
             await self._protect.validate_csrf(request, secret_key=self._secret)
         except CsrfProtectError:
             return False
-        return True
+        return session_token is None or (isinstance(given, str) and
+                                         secrets.compare_digest(given.encode(), session_token.encode()))
 
 
 def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int | None = None) -> None:

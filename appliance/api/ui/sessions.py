@@ -3,6 +3,10 @@
 Only the id's SHA-256 is stored, so a copy of the database holds no usable session. A session ends at
 sign-out, after `IDLE` without a request, `ABSOLUTE` after sign-in, or as soon as its key is revoked or
 expires (checked on every request). Rows live in the database, so every gateway replica shares them.
+
+A session is bound to the client certificate it was signed in with (its verified subject, or none): a
+request that presents another subject, or none where one was presented, does not belong to it, so a
+stolen cookie is no use without the certificate that `tls_roles_require_client_cert` asked for.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class UiSession(Base):
     name: Mapped[str] = mapped_column(String(128))
     role: Mapped[str] = mapped_column(String(16))
     csrf_token: Mapped[str] = mapped_column(String(64))  # the form half; the cookie holds its signed twin
+    cert_subject: Mapped[str | None] = mapped_column(String(1024))  # migration 0006: the sign-in certificate
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -53,13 +58,25 @@ def start(session: Session, principal: Principal, csrf_token: str, replaces: str
     session.execute(delete(UiSession).where(UiSession.last_seen < now - IDLE))  # sweep the expired
     sid = secrets.token_urlsafe(32)
     session.add(UiSession(id_sha256=_digest(sid), key_id=principal.key_id, name=principal.name,
-                          role=principal.role, csrf_token=csrf_token, created_at=now, last_seen=now))
+                          role=principal.role, csrf_token=csrf_token, cert_subject=principal.cert_subject,
+                          created_at=now, last_seen=now))
     session.commit()
     return sid
 
 
-def lookup(session: Session, sid: str | None) -> SignedIn | None:
-    """The live session `sid`, refreshed; None (and the row gone) when expired or its key is no longer active."""
+class WrongCertificate(Exception):
+    """The session exists but this request does not present the certificate it was signed in with; the
+    session has been ended. Carries the session's principal with the certificate presented (for the record)."""
+
+    def __init__(self, principal: Principal) -> None:
+        super().__init__("the session's client certificate is not the one presented")
+        self.principal = principal
+
+
+def lookup(session: Session, sid: str | None, cert_subject: str | None) -> SignedIn | None:
+    """The live session `sid` for a request presenting `cert_subject`, refreshed; None (and the row gone)
+    when expired or its key is no longer active. Raises WrongCertificate (the row gone too) when the
+    request's certificate is not the one the session was signed in with."""
     if not sid:
         return None
     row = session.get(UiSession, _digest(sid))
@@ -68,14 +85,20 @@ def lookup(session: Session, sid: str | None) -> SignedIn | None:
     now = datetime.now(UTC)
     created, seen = apikeys.as_utc(row.created_at), apikeys.as_utc(row.last_seen)
     key = session.get(apikeys.ApiKey, row.key_id)
-    if now - seen > IDLE or now - created > ABSOLUTE or key is None or apikeys.key_info(key).status != "active":
+    stolen = row.cert_subject != cert_subject
+    if (stolen or now - seen > IDLE or now - created > ABSOLUTE or key is None
+            or apikeys.key_info(key).status != "active"):
         session.delete(row)
         session.commit()
+        if stolen:
+            raise WrongCertificate(Principal(key_id=row.key_id, name=row.name, role=row.role,
+                                             cert_subject=cert_subject))
         return None
     if now - seen > TOUCH_EVERY:
         row.last_seen = now
         session.commit()
-    return SignedIn(Principal(key_id=row.key_id, name=row.name, role=row.role), created, row.csrf_token)
+    return SignedIn(Principal(key_id=row.key_id, name=row.name, role=row.role, cert_subject=row.cert_subject),
+                    created, row.csrf_token)
 
 
 def end(session: Session, sid: str) -> None:

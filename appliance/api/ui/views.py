@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from appliance import apikeys
 from appliance.api.auth import Caller
 from appliance.api.errors import ApiError
-from appliance.api.peer import lacks_required_certificate, with_certificate
+from appliance.api.peer import cert_subject, lacks_required_certificate, with_certificate
 from appliance.api.routes import admin
 from appliance.api.services import Services
 from appliance.api.ui import chart, filters, sessions
@@ -88,13 +88,23 @@ def _caller(request: Request, principal: Principal) -> Caller:
 
 
 async def signed_in(request: Request) -> sessions.SignedIn:
+    """The request's live session, used with the client certificate it was signed in with; a session used
+    with another certificate (or without it) is ended and the request refused (403, a `denial` record)."""
     svc = _svc(request)
 
     def find():
         with svc.sessions() as session:
-            return sessions.lookup(session, request.cookies.get(SESSION_COOKIE))
+            return sessions.lookup(session, request.cookies.get(SESSION_COOKIE), cert_subject(request.scope))
 
-    who = await asyncio.to_thread(find)
+    try:
+        who = await asyncio.to_thread(find)
+    except sessions.WrongCertificate as exc:
+        caller = _caller(request, exc.principal)
+        await svc.record(AuditEvent(event="denial", request_id=caller.request_id, principal=caller.principal,
+                                    source=caller.source, route=caller.route, status=403,
+                                    error_code="session_certificate_mismatch"))
+        raise PageError(403, "this session was signed in with another client certificate; it has been ended, "
+                             "sign in again") from exc
     if who is None:
         raise SignInRequired()
     return who
@@ -107,7 +117,17 @@ async def admin_only(who: sessions.SignedIn = Depends(signed_in)) -> sessions.Si
 
 
 async def csrf_checked(request: Request) -> None:
-    if not await request.app.state.csrf.check(request):
+    """Sign-in's check: no session yet, so any valid token pair (the sign-in page's own) will do."""
+    await _csrf(request, None)
+
+
+async def session_csrf(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> None:
+    """Every signed-in post's check: the token must be the session's own (issued at its sign-in)."""
+    await _csrf(request, who.csrf_token)
+
+
+async def _csrf(request: Request, session_token: str | None) -> None:
+    if not await request.app.state.csrf.check(request, session_token):
         raise PageError(403, "the form's CSRF token is missing or wrong; reload the page and try again")
 
 
@@ -133,7 +153,7 @@ async def signin_form(request: Request) -> Response:
     return await _page(request, "signin.html", None)
 
 
-@router.post("/signin", dependencies=[Depends(csrf_checked)])
+@router.post("/signin", dependencies=[Depends(csrf_checked)])  # no session yet
 async def signin(request: Request, key: str = Form("")) -> Response:
     svc = _svc(request)
     caller = _caller(request, Principal())
@@ -177,7 +197,7 @@ async def signin(request: Request, key: str = Form("")) -> Response:
     return response
 
 
-@router.post("/signout", dependencies=[Depends(csrf_checked)])
+@router.post("/signout", dependencies=[Depends(session_csrf)])
 async def signout(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
     svc = _svc(request)
     await svc.record(admin.audit_event(_caller(request, who.principal), "session.signout"))
@@ -244,8 +264,8 @@ async def audit_export(request: Request, who: sessions.SignedIn = Depends(signed
     if form.errors or fmt not in ("jsonl", "csv"):
         raise PageError(400, "; ".join(form.errors) or "format must be jsonl or csv")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return await admin.export_response(_svc(request), fmt, form.filters if form.active else None,
-                                       filename=f"audit-{stamp}")
+    return await _svc(request).exports.response(_svc(request).audit, fmt, form.filters if form.active else None,
+                                                filename=f"audit-{stamp}")
 
 
 @router.get("/audit/{seq}")
@@ -256,7 +276,8 @@ async def audit_record(request: Request, seq: int, who: sessions.SignedIn = Depe
     record = await asyncio.to_thread(audit.get, seq)
     if record is None:
         raise PageError(404, f"no audit record {seq}")
-    siblings = (await asyncio.to_thread(audit.request_records, record.request_id)) if record.request_id else []
+    rid, key_id = record.request_id, record.principal.key_id  # a keyless record (a bad key) is one request
+    siblings = (await asyncio.to_thread(audit.request_records, rid, key_id)) if rid and key_id else [record]
     checkpoint = await asyncio.to_thread(audit.covering_checkpoint, seq)
     return await _page(request, "record.html", who, record=record, siblings=siblings, checkpoint=checkpoint)
 
@@ -280,7 +301,7 @@ async def integrity(request: Request, who: sessions.SignedIn = Depends(signed_in
                        progress=progress)
 
 
-@router.post("/integrity/verify", dependencies=[Depends(csrf_checked)])
+@router.post("/integrity/verify", dependencies=[Depends(session_csrf)])
 async def verify(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
     request.app.state.integrity.start(who.principal)
     return RedirectResponse(f"{PREFIX}/integrity", status_code=303)
@@ -292,7 +313,7 @@ async def keys_page(request: Request, who: sessions.SignedIn = Depends(admin_onl
     return await _keys(request, who)
 
 
-@router.post("/keys", dependencies=[Depends(csrf_checked)])
+@router.post("/keys", dependencies=[Depends(session_csrf)])
 async def keys_create(request: Request, who: sessions.SignedIn = Depends(admin_only), name: str = Form(""),
                       role: str = Form(""), expires_at: str = Form("")) -> Response:
     try:
@@ -306,7 +327,7 @@ async def keys_create(request: Request, who: sessions.SignedIn = Depends(admin_o
     return await _keys(request, who, 201, created=(token, info))
 
 
-@router.post("/keys/{key_id}/revoke", dependencies=[Depends(csrf_checked)])
+@router.post("/keys/{key_id}/revoke", dependencies=[Depends(session_csrf)])
 async def keys_revoke(request: Request, key_id: str, who: sessions.SignedIn = Depends(admin_only)) -> Response:
     await admin.revoke_key(_svc(request), _caller(request, who.principal), key_id)
     return RedirectResponse(f"{PREFIX}/keys", status_code=303)
