@@ -68,13 +68,13 @@ def record_or_undo(actor: Actor, event: str, undo: Callable[[], object], **detai
 # -- keys -----------------------------------------------------------------------------------------------
 def create_key(actor: Actor, sessions: Callable[[], Session], name: str, role: str,
                expires_at: datetime | None = None, **detail: str) -> tuple[str, apikeys.KeyInfo]:
-    """A new key (its secret returned once); no record, no key: an unaudited key must not stay usable."""
+    """A new key (its secret returned once); no record, no key: an unaudited key is discarded."""
     with sessions() as session:
         token, info = apikeys.create_key(session, name, role, expires_at)
 
     def undo() -> None:
         with sessions() as session:
-            apikeys.revoke_key(session, info.key_id)
+            apikeys.discard_key(session, info.key_id)
 
     record_or_undo(actor, "admin.key_created", undo, key_id=info.key_id, role=info.role, name=info.name, **detail)
     return token, info
@@ -134,3 +134,9 @@ def activate_bundle(actor: Actor, store: BundleStore, name: str, version: str,
 def remove_bundle(actor: Actor, store: BundleStore, name: str, version: str) -> None:
     store.check_removable(name, version)
     record_first(actor, "admin.bundle_removed", lambda: store.remove(name, version), name=name, version=version)
+
+
+# -- policy -----------------------------------------------------------------------------------------------
+def reload_policy(actor: Actor, revision: str, install: Callable[[], T]) -> T:
+    """Put a validated pack in force: its revision recorded first, so no unaudited policy is ever in force."""
+    return record_first(actor, "admin.policy_reloaded", install, revision=revision)

@@ -99,6 +99,14 @@ def revoke_key(session: Session, key_id: str) -> KeyInfo:
     return key_info(row)
 
 
+def discard_key(session: Session, key_id: str) -> None:
+    """Remove a key that was never recorded as created (admin_actions' undo): as if it had never been."""
+    row = session.get(ApiKey, key_id)
+    if row is not None:
+        session.delete(row)
+        session.commit()
+
+
 def list_keys(session: Session) -> list[KeyInfo]:
     return [key_info(r) for r in session.scalars(select(ApiKey).order_by(ApiKey.created_at))]
 

@@ -1,4 +1,5 @@
-"""Typed shapes of the /admin/* answers, declared as `response_model`s so /openapi.json documents them.
+"""Typed shapes of the /admin/* requests and answers; answers are declared as `response_model`s so
+/openapi.json documents them. The admin page validates its forms and filters with the same types.
 
 Times are ISO 8601 text as the audit log stores them. Audit records are `audit.AuditRecord` itself: the
 API shows a record exactly as the chain holds it.
@@ -6,14 +7,45 @@ API shows a record exactly as the chain holds it.
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel
+from fastapi import Query
+from pydantic import AfterValidator, BaseModel, Field
 
 from appliance import apikeys
+from appliance.api.schemas import RequestBody
 from appliance.audit import AuditRecord
 from appliance.audit.chain import VerifyReport
 from appliance.bundles.store import StoredBundle
+
+
+def _in_range(moment: datetime) -> datetime:
+    """A time the log can compare: with four-digit years in UTC (stored times are text in that form)."""
+    try:
+        utc = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError("time is outside the years 1000 to 9999") from None
+    if not 1000 <= utc.year <= 9999:
+        raise ValueError("time is outside the years 1000 to 9999")
+    return utc
+
+
+Moment = Annotated[datetime | None, AfterValidator(lambda v: v if v is None else _in_range(v))]
+# Plain printable text only: a NUL or control character reaches no database query (PostgreSQL refuses NUL).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Term = Annotated[str | None, Query(max_length=256, pattern=PRINTABLE)]
+
+
+class NewKey(RequestBody):
+    name: str = Field(min_length=1, max_length=128, pattern=PRINTABLE)
+    role: Literal["user", "auditor", "admin"]
+    expires_at: Moment = None
+
+
+class Activation(RequestBody):
+    name: str = Field(max_length=256, pattern=PRINTABLE)
+    version: str = Field(max_length=256, pattern=PRINTABLE)
 
 
 class AuditList(BaseModel):

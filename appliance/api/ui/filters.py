@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import QueryParams
 
-from appliance.api.routes import admin
+from appliance.api import admin_wire
 from appliance.audit import AuditFilter
 
 FIELDS = ("since", "until", "principal", "event", "action", "model", "policy_revision", "status", "text")
@@ -35,7 +35,7 @@ class Form:
 
 
 def parse(params: QueryParams) -> Form:
-    """The form's values checked by the API's own rules for the same filters (`admin.Moment`, `admin.Term`:
+    """The form's values checked by the API's own rules for the same filters (`admin_wire.Moment`, `admin_wire.Term`:
     four-digit UTC years, printable text of at most 256 characters), so no value the API would refuse
     reaches a query from the page either."""
     values = {name: params.get(name, "").strip() for name in FIELDS}
@@ -55,7 +55,7 @@ def parse(params: QueryParams) -> Form:
     return Form(values, AuditFilter(status=status, **checked), errors)
 
 
-_MOMENT, _TERM = TypeAdapter(admin.Moment), TypeAdapter(admin.Term)
+_MOMENT, _TERM = TypeAdapter(admin_wire.Moment), TypeAdapter(admin_wire.Term)
 
 
 def _checked(rule: TypeAdapter, name: str, value: str, errors: list[str]) -> Any:

@@ -15,10 +15,11 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from appliance import apikeys
+from appliance.api import admin_wire
+from appliance.api.actors import audit_event, create_key, revoke_key
 from appliance.api.auth import Caller
 from appliance.api.errors import ApiError
 from appliance.api.peer import cert_subject, lacks_required_certificate, with_certificate
-from appliance.api.routes import admin
 from appliance.api.services import Services
 from appliance.api.ui import chart, filters, sessions
 from appliance.api.ui.security import (
@@ -182,7 +183,7 @@ async def signin(request: Request, key: str = Form("")) -> Response:
                            error=f"the {principal.role} role must present a client certificate" if no_cert else
                            "only auditor and admin keys may sign in to the admin page")
     caller = Caller(principal, caller.request_id, caller.source, caller.route)
-    await svc.record(admin.audit_event(caller, "session.signin"))  # recorded first: fail closed
+    await svc.record(audit_event(caller, "session.signin"))  # recorded first: fail closed
 
     token, signed = request.app.state.csrf.issue()  # new session id and new CSRF pair at every sign-in
 
@@ -200,7 +201,7 @@ async def signin(request: Request, key: str = Form("")) -> Response:
 @router.post("/signout", dependencies=[Depends(session_csrf)])
 async def signout(request: Request, who: sessions.SignedIn = Depends(signed_in)) -> Response:
     svc = _svc(request)
-    await svc.record(admin.audit_event(_caller(request, who.principal), "session.signout"))
+    await svc.record(audit_event(_caller(request, who.principal), "session.signout"))
 
     def end():
         with svc.sessions() as session:
@@ -317,11 +318,11 @@ async def keys_page(request: Request, who: sessions.SignedIn = Depends(admin_onl
 async def keys_create(request: Request, who: sessions.SignedIn = Depends(admin_only), name: str = Form(""),
                       role: str = Form(""), expires_at: str = Form("")) -> Response:
     try:
-        body = admin.NewKey.model_validate({"name": name, "role": role, "expires_at": expires_at or None})
+        body = admin_wire.NewKey.model_validate({"name": name, "role": role, "expires_at": expires_at or None})
     except ValidationError as exc:
         return await _keys(request, who, 400, error=_first_error(exc))
     try:
-        token, info = await admin.create_key(_svc(request), _caller(request, who.principal), body)
+        token, info = await create_key(_svc(request), _caller(request, who.principal), body)
     except ApiError as exc:
         return await _keys(request, who, exc.status, error=exc.message)
     return await _keys(request, who, 201, created=(token, info))
@@ -329,7 +330,7 @@ async def keys_create(request: Request, who: sessions.SignedIn = Depends(admin_o
 
 @router.post("/keys/{key_id}/revoke", dependencies=[Depends(session_csrf)])
 async def keys_revoke(request: Request, key_id: str, who: sessions.SignedIn = Depends(admin_only)) -> Response:
-    await admin.revoke_key(_svc(request), _caller(request, who.principal), key_id)
+    await revoke_key(_svc(request), _caller(request, who.principal), key_id)
     return RedirectResponse(f"{PREFIX}/keys", status_code=303)
 
 
