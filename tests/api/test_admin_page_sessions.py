@@ -70,3 +70,14 @@ async def test_an_anonymous_csrf_pair_with_an_admin_session_creates_nothing(appl
         response = await c.post(f"{PAGE}/keys", headers=admin, data={"csrf_token": own, "name": "made",
                                                                      "role": "user"})
         assert response.status_code == 201 and len(keys_named(appliance, "made")) == 1
+
+
+async def test_sign_out_clears_both_cookies(appliance):
+    async with browser(appliance) as c:
+        await sign_in(appliance, c, "auditor")
+        token = await token_of(c, "/audit")
+        response = await c.post(f"{PAGE}/signout", data={"csrf_token": token})
+        assert response.status_code == 303
+        cleared = [h for h in response.headers.get_list("set-cookie") if "Max-Age=0" in h or "expires=" in h.lower()]
+        assert {h.split("=", 1)[0] for h in cleared} >= {SESSION_COOKIE, CSRF_COOKIE}
+        assert all(f"Path={PAGE}" in h for h in cleared)
