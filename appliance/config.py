@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     auth_failure_burst: int = Field(default=20, ge=1)
     auth_failure_window_s: float = Field(default=60.0, gt=0)
 
+    # Directory sign-in for the admin page (appliance/directory.py, docs/architecture.md "Admin page")
+    ldap_url: str | None = None  # ldaps://dc1.site.example or ldap://...:389 (then always StartTLS)
+    ldap_ca_file: Path | None = None  # the CA that signed the directory's certificate (default: the system's)
+    ldap_user_dn: str = ""  # with {user}: "uid={user},ou=people,dc=site,dc=example" or "{user}@corp.example" (AD)
+    ldap_group_base: str | None = None  # groups naming the user as member/uniqueMember are searched here
+    ldap_group_roles: dict[str, Literal["auditor", "admin"]] = Field(default_factory=dict)  # group DN -> role
+    ldap_timeout_s: int = Field(default=5, ge=1)  # whole seconds: ldap3 sets them as a socket option
+    ui_key_signin: bool = True  # false: the page signs in with the directory only
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
@@ -137,6 +146,20 @@ class Settings(BaseSettings):
         self.audit_key_path = self.audit_key_path or self.keys_dir / "audit.key"
         self.audit_witness_dir = self.audit_witness_dir or self.keys_dir
         self.database_url = self.database_url or f"sqlite:///{(self.data_dir / 'appliance.db').resolve()}"
+        return self
+
+    @model_validator(mode="after")
+    def _directory_complete(self) -> Settings:
+        """Directory sign-in is all or nothing, and never over plain LDAP (the password would travel in clear;
+        ldap:// always upgrades with StartTLS)."""
+        if self.ldap_url is None:
+            return self
+        if not self.ldap_url.lower().startswith(("ldaps://", "ldap://")):
+            raise ValueError("ldap_url must start with ldaps:// or ldap:// (then StartTLS is always used)")
+        if "{user}" not in self.ldap_user_dn:
+            raise ValueError("ldap_url is set but ldap_user_dn has no {user} (e.g. uid={user},ou=people,dc=site)")
+        if not self.ldap_group_roles:
+            raise ValueError("ldap_url is set but ldap_group_roles maps no group to a role (auditor or admin)")
         return self
 
     @classmethod

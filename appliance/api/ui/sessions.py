@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import DateTime, String, delete
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from appliance import apikeys
+from appliance import apikeys, directory
 from appliance.db import Base
 from appliance.principal import Principal
 
@@ -84,10 +84,8 @@ def lookup(session: Session, sid: str | None, cert_subject: str | None) -> Signe
         return None
     now = datetime.now(UTC)
     created, seen = apikeys.as_utc(row.created_at), apikeys.as_utc(row.last_seen)
-    key = session.get(apikeys.ApiKey, row.key_id)
     stolen = row.cert_subject != cert_subject
-    if (stolen or now - seen > IDLE or now - created > ABSOLUTE or key is None
-            or apikeys.key_info(key).status != "active"):
+    if stolen or now - seen > IDLE or now - created > ABSOLUTE or not _key_active(session, row.key_id):
         session.delete(row)
         session.commit()
         if stolen:
@@ -99,6 +97,15 @@ def lookup(session: Session, sid: str | None, cert_subject: str | None) -> Signe
         session.commit()
     return SignedIn(Principal(key_id=row.key_id, name=row.name, role=row.role, cert_subject=row.cert_subject),
                     created, row.csrf_token)
+
+
+def _key_active(session: Session, key_id: str) -> bool:
+    """The session's API key is still active; a directory user's session (no key) ends only by time or
+    sign-out: the directory decided at sign-in (groups are read again at the next one)."""
+    if key_id.startswith(directory.KEY_PREFIX):
+        return True
+    key = session.get(apikeys.ApiKey, key_id)
+    return key is not None and apikeys.key_info(key).status == "active"
 
 
 def end(session: Session, sid: str) -> None:

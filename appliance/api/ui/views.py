@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from appliance import apikeys
+from appliance import apikeys, directory
 from appliance.api import admin_wire
 from appliance.api.actors import audit_event, create_key, revoke_key
 from appliance.api.auth import Caller
@@ -148,6 +148,11 @@ async def _page(request: Request, template: str, who: sessions.SignedIn | None, 
     return response
 
 
+def _key_principal(svc: Services, key: str) -> Principal | None:
+    with svc.sessions() as session:
+        return apikeys.authenticate(session, key)
+
+
 # -- sign-in ------------------------------------------------------------------------------------------
 @router.get("/signin")
 async def signin_form(request: Request) -> Response:
@@ -155,14 +160,30 @@ async def signin_form(request: Request) -> Response:
 
 
 @router.post("/signin", dependencies=[Depends(csrf_checked)])  # no session yet
-async def signin(request: Request, key: str = Form("")) -> Response:
+async def signin(request: Request, key: str = Form("", max_length=512), username: str = Form("", max_length=256),
+                 password: str = Form("", max_length=1024)) -> Response:
+    """An auditor or admin API key, or a directory user whose group grants one of those roles."""
     svc = _svc(request)
     caller = _caller(request, Principal())
-    def authenticate():
-        with svc.sessions() as session:
-            return apikeys.authenticate(session, key.strip())
-
-    principal = await asyncio.to_thread(authenticate)
+    by_directory = bool(username or password)
+    if by_directory and not svc.settings.ldap_url:
+        return await _page(request, "signin.html", None, 400, error="directory sign-in is not configured here")
+    if not by_directory and not svc.settings.ui_key_signin:
+        return await _page(request, "signin.html", None, 403, error="sign-in with an API key is turned off here; "
+                                                                    "use your directory account")
+    detail: dict[str, str] = {}
+    try:
+        if by_directory:
+            user = await asyncio.to_thread(directory.authenticate, svc.settings, username.strip(), password)
+            principal = None if user is None else Principal(key_id=user.key_id, name=user.dn, role=user.role)
+            detail = {"directory_dn": user.dn, "group": user.group} if user else {"user": username.strip()}
+        else:
+            principal = await asyncio.to_thread(_key_principal, svc, key.strip())
+    except directory.DirectoryUnavailable as exc:
+        await svc.record(AuditEvent(event="auth_failure", request_id=caller.request_id, source=caller.source,
+                                    route=caller.route, status=503, error_code="directory_unavailable",
+                                    detail={"user": username.strip(), "error": str(exc)}))
+        return await _page(request, "signin.html", None, 503, error="the directory cannot be reached; try again")
     if principal is None:  # the API's own budget of failures per address, shared with it
         wait = svc.auth_throttle.admit(caller.source or "unknown")
         if wait is not None:  # counted, and recorded in the throttle's aggregated record
@@ -171,8 +192,10 @@ async def signin(request: Request, key: str = Form("")) -> Response:
             response.headers["Retry-After"] = str(max(1, round(wait + 0.499)))
             return response
         await svc.record(AuditEvent(event="auth_failure", request_id=caller.request_id, source=caller.source,
-                                    route=caller.route, status=401, error_code="invalid_api_key"))
-        return await _page(request, "signin.html", None, 401, error="that key is not valid")
+                                    route=caller.route, status=401, detail=detail,
+                                    error_code="invalid_directory_credentials" if by_directory else "invalid_api_key"))
+        return await _page(request, "signin.html", None, 401, error="wrong name or password, or no group of yours "
+                           "grants the auditor or admin role" if by_directory else "that key is not valid")
     principal = with_certificate(principal, request.scope)
     if principal.role not in ("auditor", "admin") or lacks_required_certificate(svc.settings, principal):
         no_cert = principal.role in ("auditor", "admin")
@@ -183,7 +206,7 @@ async def signin(request: Request, key: str = Form("")) -> Response:
                            error=f"the {principal.role} role must present a client certificate" if no_cert else
                            "only auditor and admin keys may sign in to the admin page")
     caller = Caller(principal, caller.request_id, caller.source, caller.route)
-    await svc.record(audit_event(caller, "session.signin"))  # recorded first: fail closed
+    await svc.record(audit_event(caller, "session.signin", **detail))  # recorded first: fail closed
 
     token, signed = request.app.state.csrf.issue()  # new session id and new CSRF pair at every sign-in
 
