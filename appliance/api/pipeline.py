@@ -278,7 +278,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
                        code=decision.deny_rule)
     request = spec.engine_request([m.content for m in decision.messages], decision.max_tokens)
     await svc.record(AuditEvent(event="request", **base, decision=audit_decision, content_mode=content[0],
-                                content=content[1], detail=content[2]))
+                                content=content[1], detail=content[2] | spec.audit))
     return AuditedGeneration(svc, caller, decision, request, model)
 
 

@@ -32,6 +32,10 @@ class GenerationSpec:
     top_p: float | None = None
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    audit: dict[str, str] = field(default_factory=dict)  # end user and metadata, for the request record
 
     def texts(self) -> list[tuple[str, str]]:
         """(role, text) of every piece of client text the engine's prompt will hold (engine.harmony's
@@ -57,7 +61,8 @@ class GenerationSpec:
             max_tokens=max_tokens, temperature=1.0 if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
             seed=None if self.seed is None else self.seed % 2**64,  # OpenAI's int64, as the sampler's uint64
-            stop=self.stop)
+            stop=self.stop, presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+            logit_bias=self.logit_bias)
 
     def _tool_choice(self) -> tuple[list[dict[str, Any]], str | None]:
         """(tools the prompt shows, an instruction to prepend): `none` shows no tools, a named function only

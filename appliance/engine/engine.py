@@ -65,6 +65,7 @@ class Engine:
         runner = ModelRunner(folder / decoder.get("filename", "model.onnx"), decoder["num_key_value_heads"],
                              decoder["head_size"], providers, threads, window)
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        self._vocab_size = runner.vocab_size
         budget = kv_budget_bytes or kv_budget(runner.device)
         capacity = slot_capacity(runner.layout, max_batch_size, min(self.context_length, max_tokens_in_flight),
                                  budget, runner.device)
@@ -114,6 +115,8 @@ class Engine:
             prompt = render_prompt(self.encoding, request.messages, request.tools, request.reasoning_effort)
         if not prompt:
             raise EngineError("the prompt is empty")
+        if any(not 0 <= t < self._vocab_size for t in request.logit_bias):
+            raise EngineError(f"logit_bias names a token id outside the vocabulary (0..{self._vocab_size - 1})")
         if len(prompt) + request.max_tokens > self.max_tokens_in_flight:
             raise EngineError(f"prompt ({len(prompt)} tokens) plus max_tokens ({request.max_tokens}) exceeds "
                               f"the limit of {self.max_tokens_in_flight} tokens")
@@ -149,7 +152,7 @@ class Engine:
                         seq.cancelled = True
 
             seq = _Seq(prompt, request.max_tokens, self._stop_ids | frozenset(request.stop_token_ids),
-                       Sampler(request.temperature, request.top_p, request.seed), deliver)
+                       Sampler.of(request), deliver)
             stream = HarmonyStream(self.encoding, request.stop)
             stream.prime(prompt)
             tokens: list[int] = []
