@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from appliance.api.errors import ApiError
 from appliance.api.parameters import CHAT, RESPONSES, Param, refused
-from appliance.api.spec import GenerationSpec
+from appliance.api.spec import AnswerFormat, GenerationSpec
 from appliance.engine.types import content_text
 from appliance.errors import InvalidRequest
 
@@ -97,6 +97,53 @@ class FunctionDef(_Body):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # the arguments are constrained to `parameters`
+
+
+class JsonSchemaFormat(_Body):
+    """Chat's `response_format.json_schema`; Responses' `text.format` carries the same fields flat."""
+
+    name: str = Field(default="response", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")  # none: any JSON value
+    strict: bool | None = None  # the answer is constrained whatever this says: a schema asked for is kept
+
+
+def _answer_format(kind: str, spec: JsonSchemaFormat | None, param: str) -> AnswerFormat:
+    if kind != "json_schema":
+        return AnswerFormat(kind, param)  # type: ignore[arg-type]
+    if spec is None:
+        raise InvalidRequest(f"{param} of type json_schema needs a schema", param)
+    return AnswerFormat("json_schema", param, spec.name, spec.description, spec.schema_)
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def answer_format(self) -> AnswerFormat:
+        return _answer_format(self.type, self.json_schema, "response_format")
+
+
+class TextFormat(JsonSchemaFormat):
+    type: Literal["text", "json_object", "json_schema"]
+
+
+class TextConfig(_Body):
+    """Responses' `text`: the answer's format (`verbosity` is refused: gpt-oss has no such setting)."""
+
+    format: TextFormat | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_verbosity(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("verbosity") not in (None, "medium"):
+            raise ApiError(400, "text.verbosity is not supported: gpt-oss has no verbosity setting",
+                           code="unsupported_parameter", param="text.verbosity")
+        return data
+
+    def answer_format(self) -> AnswerFormat | None:
+        return None if self.format is None else _answer_format(self.format.type, self.format, "text.format")
 
 
 class Tool(_Body):
@@ -170,6 +217,7 @@ class ChatCompletionRequest(GenerationBody):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     logit_bias: dict[int, float] | None = None
+    response_format: ResponseFormat | None = None
 
     @field_validator("logit_bias")
     @classmethod
@@ -201,7 +249,8 @@ class ChatCompletionRequest(GenerationBody):
             temperature=self.temperature, top_p=self.top_p, seed=self.seed,
             stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
             presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
-            logit_bias=dict(self.logit_bias or {}), audit=self.audit_detail())
+            logit_bias=dict(self.logit_bias or {}), audit=self.audit_detail(),
+            answer_format=self.response_format.answer_format() if self.response_format else None)
 
 
 class ResponsesTool(_Body):
@@ -209,6 +258,7 @@ class ResponsesTool(_Body):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool | None = None
 
 
 class Reasoning(_Body):
@@ -239,6 +289,7 @@ class ResponsesRequest(GenerationBody):
     top_p: float | None = Field(default=None, gt=0, le=1)
     stream: bool = False
     max_tool_calls: int | None = Field(default=None, ge=1)
+    text: TextConfig | None = None
 
     def to_generation_spec(self) -> GenerationSpec:
         """Responses input items as chat-shaped messages (instructions first, as a developer message)."""
@@ -263,11 +314,13 @@ class ResponsesRequest(GenerationBody):
         if not messages or all(m["role"] == "developer" for m in messages):
             raise InvalidRequest("input must hold at least one message", "input")
         tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
-                                                   "parameters": t.parameters}} for t in self.tools or []]
+                                                   "parameters": t.parameters, "strict": t.strict}}
+                 for t in self.tools or []]
         return GenerationSpec(model=self.model, messages=messages, tools=tools, tool_choice=self.tool_choice,
                               reasoning_effort=self.reasoning.effort if self.reasoning else None,
                               max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p,
-                              audit=self.audit_detail())
+                              audit=self.audit_detail(), tool_param="tools[{}].parameters",
+                              answer_format=self.text.answer_format() if self.text else None)
 
 
 def _item_str(item: dict[str, Any], key: str, i: int) -> str:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from appliance.bundles.metadata import BundleMetadata
+from appliance.engine.grammar import VOCAB, Guide
 from appliance.engine.harmony import HarmonyStream, render_prompt
 from appliance.engine.memory import kv_budget, prefill_chunk_limit, slot_capacity
 from appliance.engine.sampling import Sampler
@@ -107,6 +108,15 @@ class Engine:
         """Stream `TextEvent`/`ToolCallEvent`s, then one `FinishEvent` (raises EngineBusy on first step)."""
         return self._generate(request, bounded=True)
 
+    def _prepare(self, request: GenerationRequest) -> tuple[list[int], Guide | None]:
+        """The prompt's tokens and the request's constraint, compiled (a cache hit for a known grammar)."""
+        prompt = self._prompt(request)
+        if request.grammar is None:
+            return prompt, None
+        if self._vocab_size != VOCAB:
+            raise EngineError(f"this model's vocabulary ({self._vocab_size} ids) cannot take output constraints")
+        return prompt, Guide(request.grammar)
+
     def _prompt(self, request: GenerationRequest) -> list[int]:
         request.validate()
         if request.prompt_tokens is not None:
@@ -139,8 +149,9 @@ class Engine:
         self._admit(bounded)
         seq: _Seq | None = None
         try:
-            # Rendering a large prompt (long tool descriptions) takes real time: off the event loop.
-            prompt = await asyncio.to_thread(self._prompt, request)
+            # Rendering a large prompt (long tool descriptions) and compiling a grammar take real time: off
+            # the event loop.
+            prompt, guide = await asyncio.to_thread(self._prepare, request)
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
 
@@ -152,7 +163,7 @@ class Engine:
                         seq.cancelled = True
 
             seq = _Seq(prompt, request.max_tokens, self._stop_ids | frozenset(request.stop_token_ids),
-                       Sampler.of(request), deliver)
+                       Sampler.of(request), deliver, guide)
             stream = HarmonyStream(self.encoding, request.stop)
             stream.prime(prompt)
             tokens: list[int] = []

@@ -2,7 +2,8 @@
 
 Every sequence owns a generator and draws exactly one number per token, so a seed reproduces the same
 tokens whatever else shares the batch. Logit bias and the presence and frequency penalties (OpenAI's
-definitions: over the tokens this sequence generated) shift the row before any of the samplers reads it.
+definitions: over the tokens this sequence generated) shift the row before any of the samplers reads it;
+a constrained sequence's mask (grammar.Guide) then removes every token its grammar does not allow.
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ class Sampler:
         return cls(request.temperature, request.top_p, request.seed, presence_penalty=request.presence_penalty,
                    frequency_penalty=request.frequency_penalty, logit_bias=request.logit_bias)
 
-    def __call__(self, logits: np.ndarray) -> int:
-        token = self._choose(self._shifted(logits))
+    def __call__(self, logits: np.ndarray, allowed: np.ndarray | None = None) -> int:
+        shifted = self._shifted(logits)
+        if allowed is not None:
+            shifted = np.where(allowed[:len(shifted)], shifted, -np.inf)
+        token = self._choose(shifted)
         if self.presence or self.frequency:
             self._counts[token] = self._counts.get(token, 0) + 1
         return token

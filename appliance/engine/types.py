@@ -44,7 +44,8 @@ def content_text(content: Any, param: str = "content") -> str:
 class GenerationRequest:
     """One chat completion. `messages`/`tools` follow OpenAI's chat shapes; `prompt_tokens` bypasses
     rendering (benchmarks, raw tests). `temperature` 0 means greedy; `seed` makes sampling reproducible;
-    the penalties and `logit_bias` (token id -> bias) shift the logits before any sampler reads them."""
+    the penalties and `logit_bias` (token id -> bias) shift the logits before any sampler reads them, and
+    `grammar` masks the tokens it does not allow."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
     tools: list[dict[str, Any]] = field(default_factory=list)
@@ -59,6 +60,7 @@ class GenerationRequest:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
+    grammar: str | None = None  # a harmony-aware Lark grammar (grammar.Constraint) every token must follow
 
     def validate(self) -> None:
         if self.max_tokens < 1:

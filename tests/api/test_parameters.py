@@ -39,10 +39,21 @@ def test_the_request_models_take_exactly_the_honoured_parameters(table, model):
     assert {name for name, p in table.items() if p.honoured} == set(model.model_fields)
 
 
+def write_doc() -> None:
+    """Rewrite the tables in docs/api-parameters.md from the code's (the prose around them is kept)."""
+    doc = DOC.read_text()
+    for heading, table in (("## Chat Completions", CHAT), ("## Responses", RESPONSES)):
+        start = doc.index("| Parameter |", doc.index(heading))
+        end = doc.find("\n\n", start)
+        doc = doc[:start] + markdown_table(table) + (doc[end:] if end >= 0 else "\n")
+    DOC.write_text(doc)
+
+
 def test_the_doc_shows_the_code_tables():
     doc = DOC.read_text()
     for table in (CHAT, RESPONSES):
-        assert markdown_table(table) in doc, f"regenerate docs/api-parameters.md:\n{markdown_table(table)}"
+        assert markdown_table(table) in doc, "run: python -c 'from tests.api.test_parameters import write_doc; " \
+                                             "write_doc()'"
     assert "docs/api-parameters.md" in (DOC.parents[1] / "README.md").read_text()
     assert "api-parameters.md" in (DOC.parent / "architecture.md").read_text()
 
