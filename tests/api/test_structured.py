@@ -169,3 +169,16 @@ async def test_text_verbosity_is_refused_by_name(client):
     with pytest.raises(openai.BadRequestError) as exc:
         await client.responses.create(model=MODEL, input="Hi", text={"verbosity": "high"})
     assert exc.value.param == "text.verbosity"
+
+
+async def test_a_streamed_response_with_text_format_is_valid_json(client, demo):
+    schema = CORPUS["refs"]
+    stream = await client.responses.create(model=MODEL, input="What is the capital of France?", stream=True,
+                                           temperature=0, max_output_tokens=300, text={"format": {
+                                               "type": "json_schema", "name": "order", "schema": schema}})
+    events = [e async for e in stream]
+    assert events[-1].type == "response.completed"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    jsonschema.validate(json.loads(text), schema)
+    assert json.loads(events[-1].response.output_text) == json.loads(text)
+    assert last_request(demo).detail["response_format"] == "json_schema"
