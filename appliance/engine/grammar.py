@@ -167,16 +167,44 @@ def compile_grammar(grammar: str) -> llguidance.LLMatcher:
     return proto.deep_copy()
 
 
+@dataclass(frozen=True)
+class TokenMask:
+    """The tokens a row may write next, as whichever list is short: the allowed ids (inside JSON, a few
+    hundred at most) or the forbidden ones (in free text, only the special tokens). Applying either costs
+    what the list costs, not a pass over all 201,088 logits."""
+
+    allowed: np.ndarray | None = None
+    forbidden: np.ndarray | None = None
+
+    def permits(self, token: int) -> bool:
+        if self.allowed is not None:
+            return bool(np.isin(token, self.allowed))
+        return self.forbidden is None or not np.isin(token, self.forbidden)
+
+
+def _ids(words: np.ndarray) -> np.ndarray:
+    """The ids of the set bits of a little-endian bitmask of uint32 words, below VOCAB."""
+    nonzero = np.flatnonzero(words)
+    bits = np.unpackbits(words[nonzero].view(np.uint8), bitorder="little").reshape(-1, 32).astype(bool)
+    ids = (nonzero[:, None] * 32 + np.arange(32))[bits]
+    return ids[ids < VOCAB]
+
+
 class Guide:
     """One sequence's matcher: the mask of tokens it may write next, and the tokens it wrote."""
 
     def __init__(self, grammar: str) -> None:
         self.matcher = compile_grammar(grammar)
 
-    def allowed(self) -> np.ndarray:
-        """A boolean row over the vocabulary (computed with the GIL released)."""
-        bits = np.frombuffer(self.matcher.compute_bitmask(), np.uint8)
-        return np.unpackbits(bits, bitorder="little")[:VOCAB].astype(bool)
+    def mask(self) -> TokenMask:
+        """The next token's mask (llguidance computes it with the GIL released)."""
+        words = np.frombuffer(self.matcher.compute_bitmask(), np.uint32)
+        if np.count_nonzero(words) <= len(words) // 2:
+            allowed = _ids(words)
+            if not len(allowed):
+                raise EngineError(f"the output constraint allows no token: {self.matcher.get_error()[:200]}")
+            return TokenMask(allowed=allowed)
+        return TokenMask(forbidden=_ids(~words))
 
     def accept(self, token: int) -> None:
         if not self.matcher.consume_token(token):

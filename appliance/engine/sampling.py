@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from appliance.engine.grammar import TokenMask
 from appliance.engine.types import GenerationRequest
 
 _CANDIDATES = 4096  # nucleus search looks at the top candidates first; full sort only if they fall short
@@ -32,11 +33,16 @@ class Sampler:
         return cls(request.temperature, request.top_p, request.seed, presence_penalty=request.presence_penalty,
                    frequency_penalty=request.frequency_penalty, logit_bias=request.logit_bias)
 
-    def __call__(self, logits: np.ndarray, allowed: np.ndarray | None = None) -> int:
+    def __call__(self, logits: np.ndarray, mask: TokenMask | None = None) -> int:
         shifted = self._shifted(logits)
-        if allowed is not None:
-            shifted = np.where(allowed[:len(shifted)], shifted, -np.inf)
-        token = self._choose(shifted)
+        if mask is None:
+            token = self._choose(shifted)
+        elif mask.allowed is not None:  # choose among the allowed: the same draw as over a masked row
+            token = int(mask.allowed[self._choose(shifted[mask.allowed])])
+        else:
+            shifted = shifted.copy() if shifted is logits else shifted
+            shifted[mask.forbidden] = -np.inf
+            token = self._choose(shifted)
         if self.presence or self.frequency:
             self._counts[token] = self._counts.get(token, 0) + 1
         return token
@@ -58,7 +64,7 @@ class Sampler:
             return int(np.argmax(logits))
         scaled = logits.astype(np.float64) / self.temperature
         if self.top_p < 1.0:
-            order = np.argpartition(-scaled, _CANDIDATES)[:_CANDIDATES]
+            order = np.argpartition(-scaled, min(_CANDIDATES, len(scaled) - 1))[:_CANDIDATES]
             order = order[np.argsort(-scaled[order], kind="stable")]
             probs = np.exp(scaled[order] - scaled[order[0]])
             total = np.exp(scaled - scaled[order[0]]).sum()

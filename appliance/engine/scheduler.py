@@ -21,9 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import numpy as np
-
-from appliance.engine.grammar import Guide
+from appliance.engine.grammar import Guide, TokenMask
 from appliance.engine.sampling import Sampler
 from appliance.engine.session import ModelRunner
 from appliance.engine.types import EngineError
@@ -194,8 +192,8 @@ class Scheduler:
 
     def _step(self) -> None:
         running = list(self._running)
-        masks: dict[Sequence, Future[np.ndarray]] = {
-            s: self._masks.submit(s.guide.allowed) for s in running if s.guide is not None and not s.cancelled}
+        masks: dict[Sequence, Future[TokenMask]] = {
+            s: self._masks.submit(s.guide.mask) for s in running if s.guide is not None and not s.cancelled}
         logits = self.runner.step(self.cache, [s.next_token for s in running], [s.cached for s in running])
         self.steps += 1
         for row, seq in enumerate(running):

@@ -25,7 +25,7 @@ def accepts(constraint: Constraint, text: str) -> bool:
     """Whether the grammar lets the model write `text` token by token, to its end."""
     guide = Guide(constraint.grammar())
     for token in packaged_harmony().encode(text, allowed_special="all"):
-        if not guide.allowed()[token]:
+        if not guide.mask().permits(token):
             return False
         guide.accept(token)
     return guide.matcher.is_stopped()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from appliance.engine import EngineError, GenerationRequest, collect
+from appliance.engine.grammar import TokenMask
 from appliance.engine.sampling import Sampler
 
 
@@ -26,6 +27,25 @@ def test_logit_bias_forces_and_forbids_tokens_for_every_sampler(temperature):
     logits[7] = 50
     forced = Sampler(temperature, 0.9, 1, logit_bias={7: -100, 321: 100})
     assert {forced(logits) for _ in range(20)} == {321}
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(0, 1.0), (0.8, 1.0), (1.0, 0.9)])
+def test_a_mask_gives_the_same_draw_as_a_row_with_the_rest_at_minus_infinity(temperature, top_p):
+    """Choosing among the allowed ids (how a JSON mask is applied) is the masked row's draw, for every
+    sampler and seed; a short list of forbidden ids (free text) is the same too."""
+    logits = np.random.default_rng(5).standard_normal(201_088).astype(np.float32)
+    allowed = np.sort(np.random.default_rng(6).choice(201_088, 300, replace=False))
+    masked = np.full_like(logits, -np.inf)
+    masked[allowed] = logits[allowed]
+    forbidden = np.setdiff1d(np.arange(201_088), allowed)
+    for seed in range(5):
+        draws = []
+        for mask in (None, TokenMask(allowed=allowed), TokenMask(forbidden=forbidden)):
+            sampler = Sampler(temperature, top_p, seed)
+            draws.append([sampler(masked if mask is None else logits, mask) for _ in range(4)])
+        assert draws[0] == draws[1] == draws[2]
+        assert set(draws[0]) <= set(allowed.tolist())
+    assert logits[allowed].min() > -np.inf  # the engine's row is left as it was
 
 
 async def test_logit_bias_through_the_engine(make_engine):
