@@ -9,7 +9,7 @@ The admin key is used for its rate limit and for `high` effort.
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Annotated, Literal
 
 import httpx
 import jsonschema
@@ -182,3 +182,37 @@ async def test_a_streamed_response_with_text_format_is_valid_json(client, demo):
     jsonschema.validate(json.loads(text), schema)
     assert json.loads(events[-1].response.output_text) == json.loads(text)
     assert last_request(demo).detail["response_format"] == "json_schema"
+
+
+@pytest.fixture
+def agents_sdk():
+    agents = pytest.importorskip("agents")
+    agents.set_tracing_disabled(True)  # its tracer would export to OpenAI
+    return agents
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_the_agents_sdk_gets_its_output_type(client, agents_sdk, api):
+    kind = agents_sdk.OpenAIChatCompletionsModel if api == "chat" else agents_sdk.OpenAIResponsesModel
+    agent = agents_sdk.Agent(name="geo", instructions="Answer about cities.", output_type=City,
+                             model=kind(model=MODEL, openai_client=client),
+                             model_settings=agents_sdk.ModelSettings(temperature=0, max_tokens=300))
+    result = await agents_sdk.Runner.run(agent, "What is the capital of France?")
+    assert isinstance(result.final_output, City)
+
+
+async def test_the_agents_sdk_strict_function_tool_is_called_with_valid_arguments(client, agents_sdk):
+    called = []
+
+    @agents_sdk.function_tool
+    def get_weather(city: Literal["Oslo", "Lima"], days: Annotated[int, Field(ge=1, le=7)]) -> str:
+        """The forecast for a city."""
+        called.append((city, days))
+        return "sunny"
+
+    agent = agents_sdk.Agent(name="weather", tools=[get_weather], tool_use_behavior="stop_on_first_tool",
+                             model=agents_sdk.OpenAIChatCompletionsModel(model=MODEL, openai_client=client),
+                             model_settings=agents_sdk.ModelSettings(temperature=0, max_tokens=300,
+                                                                     tool_choice="required"))
+    result = await agents_sdk.Runner.run(agent, "What is the capital of France?")
+    assert result.final_output == "sunny" and called and called[0][0] in ("Oslo", "Lima")
