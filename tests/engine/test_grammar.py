@@ -93,3 +93,4 @@ async def test_constrained_and_free_rows_are_independent_in_a_batch(demo_engine)
         assert out["finish"].finish_reason == "stop"
         json.loads(str(out["final"]))
     assert alone[3]["final"] == "The capital of France is Paris."
+
