@@ -57,9 +57,18 @@ def _special(name: str) -> int:
     return packaged_harmony().encode(name, allowed_special="all")[0]
 
 
-@lru_cache(maxsize=1)
+_BUILD = threading.Lock()
+
+
 def tokenizer() -> llguidance.LLTokenizer:
-    """llguidance's view of o200k_harmony, built from the vocabulary shipped in the bpe-openai wheel."""
+    """llguidance's view of o200k_harmony, built from the vocabulary shipped in the bpe-openai wheel (once:
+    the first requests that need it wait for one build instead of each starting their own)."""
+    with _BUILD:
+        return _tokenizer()
+
+
+@lru_cache(maxsize=1)
+def _tokenizer() -> llguidance.LLTokenizer:
     ranks = {base64.b64decode(tok): int(rank)
              for tok, rank in (line.split() for line in vocabulary_bytes().splitlines() if line)}
     enc = packaged_harmony()

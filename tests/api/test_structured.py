@@ -216,3 +216,14 @@ async def test_the_agents_sdk_strict_function_tool_is_called_with_valid_argument
                                                                      tool_choice="required"))
     result = await agents_sdk.Runner.run(agent, "What is the capital of France?")
     assert result.final_output == "sunny" and called and called[0][0] in ("Oslo", "Lima")
+
+
+class ReadmeCity(BaseModel):  # the README's example, as printed there
+    name: str = Field(max_length=40)
+    population: int = Field(ge=0, le=10**9)
+
+
+async def test_the_readme_example(client):
+    done = await client.chat.completions.parse(model=MODEL, response_format=ReadmeCity,
+                                               messages=[{"role": "user", "content": "The capital of France?"}])
+    assert isinstance(done.choices[0].message.parsed, ReadmeCity)
