@@ -26,6 +26,7 @@ from appliance.api.services import Services
 from appliance.api.spec import GenerationSpec
 from appliance.audit import AuditEvent, RecordDecision, RecordUsage, content_for
 from appliance.audit.events import ContentMode
+from appliance.engine.grammar import GrammarError, compile_grammar
 from appliance.engine.harmony import prompt_size
 from appliance.engine.types import (
     EngineBusy,
@@ -258,6 +259,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
     if model is None:
         raise ApiError(404, f"model {spec.model!r} does not exist or is not active", code="model_not_found",
                        param="model")
+    grammar = await asyncio.to_thread(_grammar, spec)
     base: dict[str, Any] = dict(request_id=caller.request_id, principal=caller.principal, source=caller.source,
                 route=caller.route, model=model.name, bundle_version=model.version,
                 policy_revision=svc.policy.current.revision)
@@ -276,10 +278,24 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
                                     detail=content[2]))
         raise ApiError(403, f"{decision.message or 'denied by policy'} (rule {decision.deny_rule})",
                        code=decision.deny_rule)
-    request = spec.engine_request([m.content for m in decision.messages], decision.max_tokens)
+    request = spec.engine_request([m.content for m in decision.messages], decision.max_tokens, grammar)
     await svc.record(AuditEvent(event="request", **base, decision=audit_decision, content_mode=content[0],
-                                content=content[1], detail=content[2]))
+                                content=content[1], detail=content[2] | spec.audit | spec.format_detail(bool(grammar))))
     return AuditedGeneration(svc, caller, decision, request, model)
+
+
+def _grammar(spec: GenerationSpec) -> str | None:
+    """The request's output constraint, compiled once here (a worker thread: a big schema takes real time)
+    so a schema that cannot be enforced is a 400 naming its field before anything is recorded or run."""
+    try:
+        constraint = spec.constraint()
+        if constraint is None:
+            return None
+        grammar = constraint.grammar()
+        compile_grammar(grammar)
+    except GrammarError as exc:
+        raise ApiError(400, str(exc), code="invalid_schema", param=exc.param) from exc
+    return grammar
 
 
 def _evaluate(svc: Services, caller: Caller, spec: GenerationSpec,

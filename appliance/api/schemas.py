@@ -1,15 +1,21 @@
-"""Request bodies of the OpenAI-compatible routes (unknown fields are ignored, as OpenAI's SDKs expect).
+"""Request bodies of the OpenAI-compatible routes.
 
-Each request converts itself into a `GenerationSpec` (`to_generation_spec`), so a route only parses,
-runs the audited path and shapes the answer."""
+No parameter is dropped silently: a top-level field the route's table (parameters.py) does not name is a
+400 "Unrecognized request argument", one it refuses is a 400 `unsupported_parameter`, as OpenAI answers.
+Inside a parameter's object unknown fields are ignored, as OpenAI's SDKs expect. Each request converts
+itself into a `GenerationSpec` (`to_generation_spec`), so a route only parses, runs the audited path and
+shapes the answer."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from appliance.api.spec import GenerationSpec
+from appliance.api.errors import ApiError
+from appliance.api.parameters import CHAT, RESPONSES, Param, refused
+from appliance.api.spec import AnswerFormat, GenerationSpec
 from appliance.engine.types import content_text
 from appliance.errors import InvalidRequest
 
@@ -57,10 +63,87 @@ class RequestBody(_Body):
         return data
 
 
+class GenerationBody(RequestBody):
+    """A generation route's body: any parameter its route's table does not honour is a 400 naming it; the
+    end-user fields both routes share."""
+
+    PARAMETERS: ClassVar[dict[str, Param]]
+
+    metadata: dict[str, str] | None = None
+    user: str | None = None
+    safety_identifier: str | None = Field(default=None, max_length=64)
+    parallel_tool_calls: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decided(cls, data: Any) -> Any:
+        return refused(cls.PARAMETERS, data) if isinstance(data, dict) else data
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        if v and (len(v) > 16 or any(len(k) > 64 or len(x) > 512 for k, x in v.items())):
+            raise ValueError("metadata holds at most 16 pairs, keys up to 64 and values up to 512 characters")
+        return v
+
+    def audit_detail(self) -> dict[str, str]:
+        """What the request's audit record keeps about whom and what the application asked for."""
+        detail = {"end_user": self.user, "safety_identifier": self.safety_identifier,
+                  "metadata": json.dumps(self.metadata, ensure_ascii=False, sort_keys=True) if self.metadata else None}
+        return {k: v for k, v in detail.items() if v}
+
+
 class FunctionDef(_Body):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # the arguments are constrained to `parameters`
+
+
+class JsonSchemaFormat(_Body):
+    """Chat's `response_format.json_schema`; Responses' `text.format` carries the same fields flat."""
+
+    name: str = Field(default="response", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")  # none: any JSON value
+    strict: bool | None = None  # the answer is constrained whatever this says: a schema asked for is kept
+
+
+def _answer_format(kind: str, spec: JsonSchemaFormat | None, param: str) -> AnswerFormat:
+    if kind != "json_schema":
+        return AnswerFormat(kind, param)  # type: ignore[arg-type]
+    if spec is None:
+        raise InvalidRequest(f"{param} of type json_schema needs a schema", param)
+    return AnswerFormat("json_schema", param, spec.name, spec.description, spec.schema_)
+
+
+class ResponseFormat(_Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def answer_format(self) -> AnswerFormat:
+        return _answer_format(self.type, self.json_schema, "response_format")
+
+
+class TextFormat(JsonSchemaFormat):
+    type: Literal["text", "json_object", "json_schema"]
+
+
+class TextConfig(_Body):
+    """Responses' `text`: the answer's format (`verbosity` is refused: gpt-oss has no such setting)."""
+
+    format: TextFormat | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_verbosity(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("verbosity") not in (None, "medium"):
+            raise ApiError(400, "text.verbosity is not supported: gpt-oss has no verbosity setting",
+                           code="unsupported_parameter", param="text.verbosity")
+        return data
+
+    def answer_format(self) -> AnswerFormat | None:
+        return None if self.format is None else _answer_format(self.format.type, self.format, "text.format")
 
 
 class Tool(_Body):
@@ -114,7 +197,9 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(RequestBody):
+class ChatCompletionRequest(GenerationBody):
+    PARAMETERS = CHAT
+
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     tools: list[Tool] | None = None
@@ -129,6 +214,17 @@ class ChatCompletionRequest(RequestBody):
     n: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logit_bias: dict[int, float] | None = None
+    response_format: ResponseFormat | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, v: dict[int, float] | None) -> dict[int, float] | None:
+        if v and (len(v) > 1024 or any(t < 0 or not -100 <= b <= 100 for t, b in v.items())):
+            raise ValueError("logit_bias maps at most 1024 token ids to biases between -100 and 100")
+        return v
 
     @field_validator("n")
     @classmethod
@@ -151,7 +247,10 @@ class ChatCompletionRequest(RequestBody):
             tools=[t.model_dump() for t in self.tools or []], tool_choice=choice,
             reasoning_effort=self.reasoning_effort, max_tokens=self.max_completion_tokens or self.max_tokens,
             temperature=self.temperature, top_p=self.top_p, seed=self.seed,
-            stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []))
+            stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
+            presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
+            logit_bias=dict(self.logit_bias or {}), audit=self.audit_detail(),
+            answer_format=self.response_format.answer_format() if self.response_format else None)
 
 
 class ResponsesTool(_Body):
@@ -159,13 +258,26 @@ class ResponsesTool(_Body):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool | None = None
 
 
 class Reasoning(_Body):
     effort: Effort | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_summary(cls, data: Any) -> Any:
+        for key in ("summary", "generate_summary"):
+            if isinstance(data, dict) and data.get(key) is not None:
+                raise ApiError(400, f"reasoning.{key} is not supported: the analysis channel is shown whole "
+                               "to roles allowed to read it, never summarised", code="unsupported_parameter",
+                               param=f"reasoning.{key}")
+        return data
 
-class ResponsesRequest(RequestBody):
+
+class ResponsesRequest(GenerationBody):
+    PARAMETERS = RESPONSES
+
     model: str
     input: str | list[dict[str, Any]]
     instructions: str | None = None
@@ -176,6 +288,8 @@ class ResponsesRequest(RequestBody):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     stream: bool = False
+    max_tool_calls: int | None = Field(default=None, ge=1)
+    text: TextConfig | None = None
 
     def to_generation_spec(self) -> GenerationSpec:
         """Responses input items as chat-shaped messages (instructions first, as a developer message)."""
@@ -200,10 +314,13 @@ class ResponsesRequest(RequestBody):
         if not messages or all(m["role"] == "developer" for m in messages):
             raise InvalidRequest("input must hold at least one message", "input")
         tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
-                                                   "parameters": t.parameters}} for t in self.tools or []]
+                                                   "parameters": t.parameters, "strict": t.strict}}
+                 for t in self.tools or []]
         return GenerationSpec(model=self.model, messages=messages, tools=tools, tool_choice=self.tool_choice,
                               reasoning_effort=self.reasoning.effort if self.reasoning else None,
-                              max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p)
+                              max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p,
+                              audit=self.audit_detail(), tool_param="tools[{}].parameters",
+                              answer_format=self.text.answer_format() if self.text else None)
 
 
 def _item_str(item: dict[str, Any], key: str, i: int) -> str:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from appliance.bundles.metadata import BundleMetadata
+from appliance.engine.grammar import VOCAB, Guide
 from appliance.engine.harmony import HarmonyStream, render_prompt
 from appliance.engine.memory import kv_budget, prefill_chunk_limit, slot_capacity
 from appliance.engine.sampling import Sampler
@@ -65,6 +66,7 @@ class Engine:
         runner = ModelRunner(folder / decoder.get("filename", "model.onnx"), decoder["num_key_value_heads"],
                              decoder["head_size"], providers, threads, window)
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        self._vocab_size = runner.vocab_size
         budget = kv_budget_bytes or kv_budget(runner.device)
         capacity = slot_capacity(runner.layout, max_batch_size, min(self.context_length, max_tokens_in_flight),
                                  budget, runner.device)
@@ -106,6 +108,15 @@ class Engine:
         """Stream `TextEvent`/`ToolCallEvent`s, then one `FinishEvent` (raises EngineBusy on first step)."""
         return self._generate(request, bounded=True)
 
+    def _prepare(self, request: GenerationRequest) -> tuple[list[int], Guide | None]:
+        """The prompt's tokens and the request's constraint, compiled (a cache hit for a known grammar)."""
+        prompt = self._prompt(request)
+        if request.grammar is None:
+            return prompt, None
+        if self._vocab_size != VOCAB:
+            raise EngineError(f"this model's vocabulary ({self._vocab_size} ids) cannot take output constraints")
+        return prompt, Guide(request.grammar)
+
     def _prompt(self, request: GenerationRequest) -> list[int]:
         request.validate()
         if request.prompt_tokens is not None:
@@ -114,6 +125,8 @@ class Engine:
             prompt = render_prompt(self.encoding, request.messages, request.tools, request.reasoning_effort)
         if not prompt:
             raise EngineError("the prompt is empty")
+        if any(not 0 <= t < self._vocab_size for t in request.logit_bias):
+            raise EngineError(f"logit_bias names a token id outside the vocabulary (0..{self._vocab_size - 1})")
         if len(prompt) + request.max_tokens > self.max_tokens_in_flight:
             raise EngineError(f"prompt ({len(prompt)} tokens) plus max_tokens ({request.max_tokens}) exceeds "
                               f"the limit of {self.max_tokens_in_flight} tokens")
@@ -136,8 +149,9 @@ class Engine:
         self._admit(bounded)
         seq: _Seq | None = None
         try:
-            # Rendering a large prompt (long tool descriptions) takes real time: off the event loop.
-            prompt = await asyncio.to_thread(self._prompt, request)
+            # Rendering a large prompt (long tool descriptions) and compiling a grammar take real time: off
+            # the event loop.
+            prompt, guide = await asyncio.to_thread(self._prepare, request)
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
 
@@ -149,7 +163,7 @@ class Engine:
                         seq.cancelled = True
 
             seq = _Seq(prompt, request.max_tokens, self._stop_ids | frozenset(request.stop_token_ids),
-                       Sampler(request.temperature, request.top_p, request.seed), deliver)
+                       Sampler.of(request), deliver, guide)
             stream = HarmonyStream(self.encoding, request.stop)
             stream.prime(prompt)
             tokens: list[int] = []

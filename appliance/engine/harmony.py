@@ -49,7 +49,7 @@ def _tool_descriptions(tools: list[dict[str, Any]]) -> list[ToolDescription]:
         fn = tool.get("function") if tool.get("type", "function") == "function" else None
         if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
             raise EngineError("each tool must be {'type': 'function', 'function': {'name': ...}}")
-        out.append(ToolDescription.new(fn["name"], fn.get("description", ""), parameters=fn.get("parameters")))
+        out.append(ToolDescription.new(fn["name"], fn.get("description") or "", parameters=fn.get("parameters")))
     return out
 
 

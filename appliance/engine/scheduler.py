@@ -6,17 +6,25 @@ free and its KV reservation fits the memory budget, prefills one chunk of that p
 decoding rows, then runs one decode step for every decoding row. A long prompt therefore delays the others by
 one chunk per iteration, never by its whole prefill. ONNX Runtime releases the GIL while it computes, so the
 asyncio side stays responsive; results travel back through a per-sequence callback.
+
+A constrained row's token mask is computed on a small thread pool while the forward pass runs (llguidance
+releases the GIL), so a step costs max(forward, slowest mask) rather than their sum; each row's mask
+depends only on its own tokens, so rows stay independent. A row whose constraint fails ends alone.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from appliance.engine.grammar import Guide, TokenMask
 from appliance.engine.sampling import Sampler
 from appliance.engine.session import ModelRunner
+from appliance.engine.types import EngineError
 
 Deliver = Callable[[str, object], None]  # ("token", id) | ("done", "stop"|"length") | ("error", message)
 
@@ -30,6 +38,7 @@ class Sequence:
     stop_ids: frozenset[int]
     sampler: Sampler
     deliver: Deliver
+    guide: Guide | None = None
     generated: int = 0
     cached: int = 0
     next_token: int = 0
@@ -62,6 +71,8 @@ class Scheduler:
         self.failing = False  # the last step raised; cleared by the next one that succeeds
         self.steps = 0
         self.generated_tokens = 0
+        self._masks = ThreadPoolExecutor(max_workers=min(max_batch_size, os.cpu_count() or 1),
+                                         thread_name_prefix="engine-mask")
         self._thread = threading.Thread(target=self._loop, name="engine-scheduler", daemon=True)
         self._thread.start()
 
@@ -105,6 +116,7 @@ class Scheduler:
             self._stopping = True
             self._wake.notify()
         self._thread.join(timeout=30)
+        self._masks.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
         while True:
@@ -180,13 +192,22 @@ class Scheduler:
 
     def _step(self) -> None:
         running = list(self._running)
+        masks: dict[Sequence, Future[TokenMask]] = {
+            s: self._masks.submit(s.guide.mask) for s in running if s.guide is not None and not s.cancelled}
         logits = self.runner.step(self.cache, [s.next_token for s in running], [s.cached for s in running])
         self.steps += 1
         for row, seq in enumerate(running):
             seq.cached += 1
             if seq.cancelled:
                 continue
-            token = seq.sampler(logits[row])
+            try:
+                token = seq.sampler(logits[row], masks[seq].result() if seq in masks else None)
+                if seq.guide is not None:
+                    seq.guide.accept(token)
+            except EngineError as exc:
+                seq.finished = True
+                seq.deliver("error", str(exc))
+                continue
             seq.next_token = token
             seq.generated += 1
             self.generated_tokens += 1

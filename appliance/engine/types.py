@@ -43,7 +43,9 @@ def content_text(content: Any, param: str = "content") -> str:
 @dataclass
 class GenerationRequest:
     """One chat completion. `messages`/`tools` follow OpenAI's chat shapes; `prompt_tokens` bypasses
-    rendering (benchmarks, raw tests). `temperature` 0 means greedy; `seed` makes sampling reproducible."""
+    rendering (benchmarks, raw tests). `temperature` 0 means greedy; `seed` makes sampling reproducible;
+    the penalties and `logit_bias` (token id -> bias) shift the logits before any sampler reads them, and
+    `grammar` masks the tokens it does not allow."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
     tools: list[dict[str, Any]] = field(default_factory=list)
@@ -55,6 +57,10 @@ class GenerationRequest:
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     prompt_tokens: list[int] | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    grammar: str | None = None  # a harmony-aware Lark grammar (grammar.Constraint) every token must follow
 
     def validate(self) -> None:
         if self.max_tokens < 1:
@@ -63,6 +69,8 @@ class GenerationRequest:
             raise EngineError("temperature must be >= 0 and top_p in (0, 1]")
         if self.seed is not None and not 0 <= self.seed < 2**64:
             raise EngineError("seed must be between 0 and 2**64 - 1")
+        if not (-2 <= self.presence_penalty <= 2 and -2 <= self.frequency_penalty <= 2):
+            raise EngineError("presence_penalty and frequency_penalty must be between -2 and 2")
         if self.prompt_tokens is None and not self.messages:
             raise EngineError("a request needs at least one message")
 

@@ -18,6 +18,15 @@ def appliance(tmp_path_factory, signed_tiny_bundle, publisher):
     a.services.close()
 
 
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, demo_bundle, demo_key):
+    """The appliance serving the trained demo model (one per test module)."""
+    a = make_appliance(tmp_path_factory.mktemp("demo") / "var", demo_bundle, demo_key.public_key())
+    yield a
+    a.services.backend.close()
+    a.services.close()
+
+
 @pytest_asyncio.fixture
 async def client(appliance):
     async with appliance.client("user") as c:

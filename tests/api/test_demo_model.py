@@ -6,18 +6,8 @@ import json
 
 import httpx
 import openai
-import pytest
 
 from appliance.demo.conversations import TOOLS
-from tests.appliance import make_appliance
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory, demo_bundle, demo_key):
-    a = make_appliance(tmp_path_factory.mktemp("demo") / "var", demo_bundle, demo_key.public_key())
-    yield a
-    a.services.backend.close()
-    a.services.close()
 
 
 def sdk(demo, role: str = "user") -> openai.AsyncOpenAI:

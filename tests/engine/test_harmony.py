@@ -43,6 +43,12 @@ def test_a_chat_with_tools_and_tool_results_renders_as_harmony(enc):
     assert text.endswith("<|start|>assistant")
 
 
+def test_a_tool_without_a_description_renders(enc):
+    """The API passes `description: null` through for a tool that has none (it was a 503)."""
+    tool = {"type": "function", "function": {"name": "ping", "description": None, "parameters": None}}
+    assert "type ping = () => any;" in enc.decode(render_prompt(enc, [{"role": "user", "content": "hi"}], [tool]))
+
+
 def test_bad_chats_are_refused_with_one_clear_error(enc):
     with pytest.raises(EngineError, match="tool_call_id"):
         render_prompt(enc, [{"role": "tool", "tool_call_id": "nope", "content": "x"}], [], "low")
