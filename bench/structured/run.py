@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -167,7 +168,9 @@ def main() -> None:
           for b in (1, 8)),
         f"answers over the corpus at temperature 0 and 1: {answers}, stopped {stopped}, stopped and valid {valid} "
         f"({valid / max(stopped, 1) * 100:.0f}%; goal 100%)",
-        "(one run on 2 cores shared with other jobs)",
+        f"(one run on {os.cpu_count()} cores shared with other jobs, load average {os.getloadavg()[0]:.1f}: step "
+        "times this noisy differ by +-20% between identical runs; the per-row work above, times 8 rows, is the "
+        "overhead's bound)",
     ]
     print("\n".join(lines))
     RESULTS.write_text("\n".join(lines) + "\n")
