@@ -40,7 +40,7 @@ def _restored(site: Site, tmp_path: Path) -> int:
     head = site.head()[0]
     site.cli("keys", "create", "--name", "before-restore", "--role", "user", check=True)
     site.cli("restore", str(archive), "--force", check=True)
-    for i in range(4):  # each command closes the log with a checkpoint: the witness gains a line each
+    for i in range(3):  # each command closes the log with a checkpoint: the witness gains a line each
         site.cli("keys", "create", "--name", f"after-{i}", "--role", "user", check=True)
     site.cli("audit", "verify", check=True)
     return head
@@ -66,12 +66,9 @@ def test_a_replayed_ordinary_line_is_a_failure(site: Site, tmp_path: Path):
     assert "repeats line 1" in one_line_error(site.cli("audit", "verify"))
 
 
-def test_another_appliances_restore_line_is_refused(site: Site, tmp_path: Path):
-    _restored(site, tmp_path)
-    other = make_site(tmp_path / "other")  # restored after this one: its line is not out of order here
-    (tmp_path / "o").mkdir()
-    _restored(other, tmp_path / "o")
-    foreign = next(line for line in _witness(other).read_text().splitlines() if '"kind":"restore"' in line)
+def test_another_appliances_line_is_refused(site: Site, tmp_path: Path):
+    other = make_site(tmp_path / "other")  # its own audit key: its lines are signed by a key not trusted here
+    foreign = _witness(other).read_text().splitlines()[-1]
     with _witness(site).open("a") as f:
         f.write(foreign + "\n")
     assert "untrusted key" in one_line_error(site.cli("audit", "verify"))
