@@ -16,7 +16,7 @@ from appliance.api.authgate import FailureThrottle, aggregate_event
 from appliance.api.backend import ModelBackend
 from appliance.api.errors import ApiError
 from appliance.api.metrics import Metrics
-from appliance.audit import AuditEvent, AuditLog, AuditRecord, AuditUnavailable
+from appliance.audit import AuditEvent, AuditLog, AuditRecord, AuditUnavailable, forward
 from appliance.bundles import BundleStore, trusted_keys
 from appliance.config import Settings
 from appliance.db import make_engine, require_tables
@@ -45,7 +45,9 @@ class Services:
 
     def __post_init__(self) -> None:
         self.cert_expiry = ExpiryWatch(self.settings)
-        self.metrics = Metrics(self.backend.stats, self.cert_expiry.days_left)
+        names = [c.name for c in self.settings.audit_forward]
+        self.metrics = Metrics(self.backend.stats, self.cert_expiry.days_left,
+                               (names, self.forward_lags) if names else None)
         s = self.settings
         self.auth_throttle = FailureThrottle(s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s)
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
@@ -61,6 +63,14 @@ class Services:
         audit.start_writer()
         return cls(settings, audit, policy, backend,
                    sessionmaker(engine, expire_on_commit=False), store, engine)
+
+    def forward_lags(self) -> dict[str, int]:
+        """Records each collector has not been delivered yet (read at each /metrics scrape; -1: unknown)."""
+        names = [c.name for c in self.settings.audit_forward]
+        try:
+            return {s.name: s.lag for s in forward.states(self.audit.engine, names)}
+        except AuditUnavailable:
+            return dict.fromkeys(names, -1)
 
     def bundle_trust(self) -> list[keys.PublicKey]:
         return trusted_keys(self.settings.trust_dir)

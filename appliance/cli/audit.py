@@ -13,12 +13,15 @@ from appliance.audit import AuditError, AuditFilter, AuditLog
 from appliance.audit.console import console_principal
 from appliance.audit.export import FORMATS, verify_file
 from appliance.audit.signer import public_key_path
+from appliance.cli import forward as forward_cli
 from appliance.cli.progress import count_progress
 from appliance.cli.tables import print_table
 from appliance.config import get_settings
 from appliance.signing import keys
 
 app = typer.Typer(no_args_is_help=True)
+app.add_typer(forward_cli.app, name="forward",
+              help="Forward every record and checkpoint to the site's syslog collectors (SIEM).")
 
 
 def _log() -> AuditLog:
