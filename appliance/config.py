@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     # checkpoints kept outside the database (the witness); default keys_dir
     audit_witness_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
 
+    # repeated views and searches of the log by one principal and filter: one aggregated record per window
+    audit_read_window_s: float = Field(default=300.0, gt=0)
     # SIEM collectors fed by `appliance audit forward run` (docs/architecture.md, "Forwarding")
     audit_forward: list[SyslogCollector] = Field(default_factory=list)
     audit_forward_hostname: str | None = None  # RFC 5424 HOSTNAME; default the host's name

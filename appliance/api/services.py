@@ -17,6 +17,7 @@ from appliance.api.backend import ModelBackend
 from appliance.api.errors import ApiError
 from appliance.api.metrics import Metrics
 from appliance.audit import AuditEvent, AuditLog, AuditRecord, AuditUnavailable, forward
+from appliance.audit.readers import ReadWindows
 from appliance.bundles import BundleStore, trusted_keys
 from appliance.config import Settings
 from appliance.db import make_engine, require_tables
@@ -40,6 +41,7 @@ class Services:
     metrics: Metrics = field(init=False)
     cert_expiry: ExpiryWatch = field(init=False)
     auth_throttle: FailureThrottle = field(init=False)
+    reads: ReadWindows = field(init=False)  # views and searches of the log, aggregated per window
     # Names this gateway replica in its `policy.in_force` records (GET /admin/policy lists every replica's)
     replica: str = field(init=False)
 
@@ -50,6 +52,7 @@ class Services:
                                (names, self.forward_lags) if names else None)
         s = self.settings
         self.auth_throttle = FailureThrottle(s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s)
+        self.reads = ReadWindows(s.audit_read_window_s)
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
     @classmethod
@@ -86,8 +89,30 @@ class Services:
         finally:
             self.metrics.audit_append.observe(time.perf_counter() - start)
 
+    async def record_read(self, event: AuditEvent, count: int, seq: int | None = None) -> None:
+        """Record a view or search of the log (audit/readers.py): the first of its window at once (fail closed),
+        later ones counted into the window's aggregate, written when the window ends."""
+        for agg in self.reads.due():
+            await self._record_aggregate(agg)
+        if self.reads.counted(event, count, seq):
+            return
+        await self.record(event)
+        for agg in self.reads.opens(event):
+            await self._record_aggregate(agg)
+
+    async def _record_aggregate(self, event: AuditEvent) -> None:
+        try:
+            await self.audit.append_async(event)
+        except AuditUnavailable as exc:  # the reads it counts were each preceded by their window's record
+            log.error("aggregated audit read record lost", audit_event=event.event, error=str(exc))
+
     def close(self) -> None:
-        """Write what the failed-authentication counts still hold, then close the log and the database."""
+        """Write what the failed-authentication and read counts still hold, then close the log and the database."""
+        for read in self.reads.due(force=True):
+            try:
+                self.audit.append(read)
+            except AuditUnavailable as exc:
+                log.error("aggregated audit read record lost at shutdown", audit_event=read.event, error=str(exc))
         for agg in self.auth_throttle.due(force=True):
             try:
                 self.audit.append(aggregate_event(agg, self.auth_throttle.window_s))

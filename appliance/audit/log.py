@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import ColumnElement, Connection, case, delete, false, func, inspect, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, case, delete, false, func, inspect, or_, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
 from appliance.audit import checkpoints, signer, store
@@ -199,9 +199,10 @@ class AuditLog:
         with self._reading() as conn:
             return [tuple(row) for row in conn.execute(stmt)]
 
-    def count(self) -> int:
+    def count(self, filters: AuditFilter | None = None) -> int:
+        stmt = select(func.count()).select_from(AuditRecordRow).where(*_where(filters or AuditFilter()))
         with self._reading() as conn:
-            return conn.execute(select(func.count()).select_from(AuditRecordRow)).scalar_one()
+            return conn.execute(stmt).scalar_one()
 
     def verify(self, trust: list[keys.PublicKey] | None = None, expect_head: tuple[int, str] | None = None,
                progress: Callable[[int], None] | None = None) -> VerifyReport:
@@ -214,21 +215,25 @@ class AuditLog:
                                 max_uncovered_s=self._seconds + self._grace)
 
     def export(self, fmt: str, out_file: Path, progress: Callable[[int], None] | None = None,
-               filters: AuditFilter | None = None) -> int:
+               filters: AuditFilter | None = None, also: int | None = None) -> int:
         """Write the log to `out_file` as `jsonl` (verifiable alone) or `csv`; returns the record count.
 
         With `filters`, CSV holds the matching records; JSONL holds the signed slice of the chain around
         them (from the checkpoint before the first match to the one after the last), since a chain with
-        holes could not be verified: it then verifies alone as records `first..last`."""
+        holes could not be verified: it then verifies alone as records `first..last`. Record `also` (the
+        export's own `audit.exported` record) is held as if it matched."""
         from appliance.audit import export
 
         witnessed = list(self.witness.entries()) if fmt == "jsonl" else []  # read first: all in the snapshot
         with self._reading(snapshot=True) as conn:
             checkpoints = store.load_checkpoints(conn)
             stmt = select(*_ROW).order_by(AuditRecordRow.seq)
-            if filters is not None and fmt == "csv":
-                stmt = stmt.where(*_where(filters))
-            elif filters is not None and (bounds := _slice(conn, filters, checkpoints)) is not None:
+            matched = None if filters is None else and_(true(), *_where(filters))
+            if matched is not None and also is not None:
+                matched = or_(matched, AuditRecordRow.seq == also)
+            if matched is not None and fmt == "csv":
+                stmt = stmt.where(matched)
+            elif matched is not None and (bounds := _slice(conn, matched, checkpoints)) is not None:
                 start, end = bounds
                 stmt = stmt.where(AuditRecordRow.seq > start, AuditRecordRow.seq <= end)
                 checkpoints = [cp for cp in checkpoints if start <= cp.seq <= end]
@@ -375,10 +380,10 @@ def _record(event: AuditEvent, values: dict[str, Any]) -> AuditRecord:
                                        prev_hash=values["prev_hash"], hash=values["hash"])
 
 
-def _slice(conn: Connection, filters: AuditFilter, checkpoints: list[Checkpoint]) -> tuple[int, int] | None:
+def _slice(conn: Connection, matched: ColumnElement[bool], checkpoints: list[Checkpoint]) -> tuple[int, int] | None:
     """(start, end]: the records between the signed checkpoints around the matches (None: no match)."""
     first, last = conn.execute(select(func.min(AuditRecordRow.seq), func.max(AuditRecordRow.seq))
-                               .where(*_where(filters))).one()
+                               .where(matched)).one()
     if first is None:
         return None
     start = max((cp.seq for cp in checkpoints if cp.seq < first), default=0)

@@ -9,13 +9,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from appliance import db
-from appliance.audit import AuditLog, forward
+from appliance.audit import AuditLog, forward, store
 from appliance.audit.export import verify_file
 from appliance.audit.signer import public_key_path
 from appliance.config import Settings
@@ -216,3 +217,49 @@ def test_collector_settings_refused_by_name():
 def test_forward_status_without_collectors(tmp_path: Path):
     proc = run_cli("audit", "forward", "status", data_dir=tmp_path / "var")
     assert proc.returncode == 0 and "no collectors" in proc.stdout
+
+
+def drain(engine, pos: forward.Position, limit: int) -> tuple[list[tuple[str, dict]], forward.Position]:
+    """Every message `next_batch` yields from `pos` on, `limit` records at a time."""
+    out = []
+    while True:
+        with engine.connect() as conn, conn.begin():
+            messages, pos, _ = forward.next_batch(conn, pos, limit, "host")
+        if not messages:
+            return out, pos
+        for m in messages:
+            parts = m.split(b" ", 7)  # LEN <PRI>1 TS HOST APP PROCID MSGID SD MSG: the MSG is the rest
+            assert int(parts[0]) == len(m) - len(parts[0]) - 1
+            out.append((parts[6].decode(), json.loads(m.split(b" - ", 2)[2])))
+
+
+def test_cursor_order_and_late_checkpoints(database_url: str, key_path: Path):
+    """Records in seq order, each checkpoint after its record; a checkpoint signed later for an old seq (a
+    prune's anchor) still goes out; the stored position survives a new connection (SQLite and PostgreSQL)."""
+    with AuditLog(database_url, key_path, checkpoint_every=7, checkpoint_seconds=3600) as log:
+        for i in range(30):
+            log.append(request_event(i))
+        engine = make_engine(database_url)
+        with engine.connect() as conn, conn.begin():
+            assert forward.load_position(conn, "siem") == forward.Position()
+        messages, pos = drain(engine, forward.Position(), 4)
+        seqs = [b["seq"] for m, b in messages if m == "audit"]
+        assert seqs == list(range(1, 31))
+        sent: set[int] = set()
+        for m, body in messages:  # a checkpoint only ever follows the record it signs
+            if m == "audit":
+                sent.add(body["seq"])
+            else:
+                assert body["checkpoint"]["seq"] in sent
+        with engine.connect() as conn:
+            signed = [cp.seq for cp in store.load_checkpoints(conn)]
+        assert len(signed) > 3 and sorted(b["checkpoint"]["seq"] for m, b in messages if m == "checkpoint") == signed
+        forward.save_position(engine, "siem", pos)
+        assert forward.states(engine, ["siem", "other"])[0].lag == 0
+        assert forward.states(engine, ["siem", "other"])[1].lag == 30
+        log.prune(datetime.now(UTC), min_retention_days=0, export_dir=None)
+        with engine.connect() as conn, conn.begin():
+            assert forward.load_position(conn, "siem") == pos
+        late, _ = drain(engine, pos, 4)
+        assert ("checkpoint", "anchor") in {(m, b.get("checkpoint", {}).get("kind")) for m, b in late}
+        engine.dispose()

@@ -23,6 +23,7 @@ from appliance.api.services import Services
 from appliance.api.wire import ERRORS
 from appliance.audit import AuditEvent, AuditFilter, AuditRecord
 from appliance.audit.log import MAX_SEQ
+from appliance.audit.readers import filter_text, verified_detail
 from appliance.errors import ApplianceError
 from appliance.policy.pack import PolicySet, load_options
 
@@ -57,31 +58,42 @@ async def audit_list(caller: AuditorCaller, svc: ServicesDep,
                      event: Term = None, action: Term = None, model: Term = None,
                      cursor: int | None = Query(None, ge=0, le=MAX_SEQ),
                      limit: int = Query(50, ge=1, le=1000)) -> wire.AuditList:
-    page = await asyncio.to_thread(svc.audit.query, AuditFilter(since, until, principal, event, action, model),
-                                   cursor, limit)
+    filters = AuditFilter(since, until, principal, event, action, model)
+    page = await asyncio.to_thread(svc.audit.query, filters, cursor, limit)
+    count = len(page.records)
+    await svc.record_read(audit_event(caller, "audit.searched", filter=filter_text(filters), count=str(count)), count)
     return wire.AuditList(data=page.records, next_cursor=page.next_cursor)
 
 
 @router.get("/audit/verify")
 async def audit_verify(caller: AuditorCaller, svc: ServicesDep) -> wire.VerifyResult:
-    return wire.VerifyResult.of(await asyncio.to_thread(svc.audit.verify))
+    report = await asyncio.to_thread(svc.audit.verify)
+    await svc.record(audit_event(caller, "audit.verified", **verified_detail(report)))
+    return wire.VerifyResult.of(report)
 
 
 @router.get("/audit/export", response_class=StreamingResponse, responses={200: {
     "content": {"application/x-ndjson": {}, "text/csv": {}}, "description": "Every record, oldest first"}})
 async def audit_export(caller: AuditorCaller, svc: ServicesDep,
                        format: Literal["jsonl", "csv"] = "jsonl") -> StreamingResponse:
-    return await export_response(svc, format)
+    return await export_response(svc, format, caller=caller)
 
 
 async def export_response(svc: Services, format: str, filters: AuditFilter | None = None,
-                          filename: str = "audit") -> StreamingResponse:
-    """Written to an unnamed temporary file (unlinked at once: nothing is left behind whatever the client
-    does), then streamed in blocks. Shared with the admin page."""
+                          filename: str = "audit", *, caller: Caller | None = None) -> StreamingResponse:
+    """Recorded first (`audit.exported`: who, the filter, how many records match), so the export carries
+    its own record; written to an unnamed temporary file (unlinked at once: nothing is left behind whatever
+    the client does), then streamed in blocks. Shared with the admin page."""
+    own = None
+    if caller is not None:
+        count = await asyncio.to_thread(svc.audit.count, filters)
+        own = await svc.record(audit_event(caller, "audit.exported", filter=filter_text(filters), count=str(count),
+                                           format=format))
     fd, name = tempfile.mkstemp(prefix="audit-export-", suffix=f".{format}")
     os.close(fd)
     try:
-        await asyncio.to_thread(svc.audit.export, format, FsPath(name), None, filters)
+        await asyncio.to_thread(svc.audit.export, format, FsPath(name), None, filters,
+                                own.seq if own else None)
         handle = open(name, "rb")
     finally:
         os.unlink(name)
@@ -99,6 +111,8 @@ async def export_response(svc: Services, format: str, filters: AuditFilter | Non
 async def audit_show(seq: Annotated[int, Path(ge=0, le=MAX_SEQ)], caller: AuditorCaller,
                      svc: ServicesDep) -> AuditRecord:
     record = await asyncio.to_thread(svc.audit.get, seq)
+    await svc.record_read(audit_event(caller, "audit.viewed", filter="{}", seq=str(seq)), int(record is not None),
+                          seq)
     if record is None:
         raise ApiError(404, f"no audit record {seq}", code="not_found")
     return record
