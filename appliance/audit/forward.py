@@ -35,7 +35,7 @@ from appliance.config import SyslogCollector
 log = structlog.get_logger()
 IDLE_S = 0.2  # how often an idle forwarder looks for new rows (and checks its connection)
 SEND_TIMEOUT_S = 30.0  # a collector that takes no bytes for this long is treated as down
-RETRY_S = (1.0, 30.0)  # reconnect backoff: first wait, longest wait
+RETRY_S = (1.0, 10.0)  # reconnect backoff: first wait, longest wait
 _CURSORS = AuditForwardCursorRow.__table__
 _ROW = [getattr(AuditRecordRow, c) for c in ROW_COLUMNS]
 _CP = (AuditCheckpointRow.kind, AuditCheckpointRow.seq, AuditCheckpointRow.head_hash, AuditCheckpointRow.ts,
