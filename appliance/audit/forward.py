@@ -83,6 +83,14 @@ def states(engine: Engine, names: list[str]) -> list[CollectorState]:
     return out
 
 
+def undelivered(conn: Connection, names: list[str], cut: int) -> list[tuple[str, int]]:
+    """(collector, delivered seq) of each named collector not yet delivered record `cut`: a prune up to
+    `cut` would leave it a gap."""
+    stmt = select(_CURSORS.c.collector, _CURSORS.c.seq).where(_CURSORS.c.collector.in_(names))
+    found: dict[str, int] = {name: seq for name, seq in conn.execute(stmt)}
+    return [(name, found.get(name, 0)) for name in names if found.get(name, 0) < cut]
+
+
 def load_position(conn: Connection, name: str) -> Position:
     """The stored cursor of `name`, made (at the start of the log) the first time."""
     row = conn.execute(select(_CURSORS).where(_CURSORS.c.collector == name)).first()

@@ -163,6 +163,7 @@ def prune(
         typer.confirm(f"Delete audit records older than {before}?", abort=True)
     with _log() as log:
         result = log.prune(cutoff, console_principal(), min_retention_days=settings.audit_min_retention_days,
+                           forwarded_to=[c.name for c in settings.audit_forward],
                            export_dir=None if no_export else settings.data_dir / "audit-exports")
     if result.export is not None:
         typer.echo(f"exported them first to {result.export}")

@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from appliance import db
-from appliance.audit import AuditLog, forward, store
+from appliance.audit import AuditError, AuditLog, forward, store
 from appliance.audit.export import verify_file
 from appliance.audit.signer import public_key_path
 from appliance.config import Settings
@@ -258,7 +258,12 @@ def test_cursor_order_and_late_checkpoints(database_url: str, key_path: Path):
         forward.save_position(engine, "siem", pos)
         assert forward.states(engine, ["siem", "other"])[0].lag == 0
         assert forward.states(engine, ["siem", "other"])[1].lag == 30
-        log.prune(datetime.now(UTC), min_retention_days=0, export_dir=None)
+        with pytest.raises(AuditError, match="collector other has been delivered records up to seq 0 only"):
+            log.prune(datetime.now(UTC), min_retention_days=0, export_dir=None, forwarded_to=["siem", "other"])
+        assert log.count() == 31  # nothing removed (the refused prune's own record stays)
+        _, pos = drain(engine, pos, 4)
+        forward.save_position(engine, "siem", pos)
+        log.prune(datetime.now(UTC), min_retention_days=0, export_dir=None, forwarded_to=["siem"])
         with engine.connect() as conn, conn.begin():
             assert forward.load_position(conn, "siem") == pos
         late, _ = drain(engine, pos, 4)
