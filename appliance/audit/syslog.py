@@ -31,13 +31,17 @@ CONNECT_TIMEOUT_S = 10.0
 
 
 def frame(hostname: str, ts: str, msgid: str, body: str) -> bytes:
-    """One RFC 5424 message (no structured data; the MSG is ASCII JSON), octet-counted: `LEN SP MSG`."""
+    """One RFC 5424 message (no structured data; the MSG is ASCII JSON, so needs no BOM), octet-counted:
+    `LEN SP MSG`."""
     data = f"<{PRI}>1 {ts} {hostname} {APP_NAME} - {msgid} - {body}".encode("ascii")
     return b"%d %s" % (len(data), data)
 
 
 def record_message(hostname: str, record: AuditRecord) -> bytes:
-    return frame(hostname, record.ts, "audit", record.model_dump_json())
+    body = record.model_dump_json()
+    if not body.isascii():  # \u escapes: the MSG stays ASCII whatever a prompt held, and parses to the same JSON
+        body = json.dumps(json.loads(body), separators=(",", ":"))
+    return frame(hostname, record.ts, "audit", body)
 
 
 def checkpoint_message(hostname: str, cp: Checkpoint) -> bytes:

@@ -171,10 +171,14 @@ def test_plain_tcp_collector(make_appliance, tmp_path: Path):
     rsyslog.start()
     app = make_appliance([{"host": "127.0.0.1", "port": port, "transport": "tcp"}])
     try:
-        app.append(50)
+        app.append(49)
+        text = "naïve 東京 \U0001f600 \x00"  # any text a prompt may hold travels, and comes back the same
+        app.log.append(request_event(50).model_copy(update={"content_mode": "full", "content": text}))
         app.start_forwarder()
         wait_for(lambda: 50 in rsyslog.seqs(), what="the records at the collector")
         assert_in_order_without_gaps(rsyslog.seqs(), 50)
+        assert [b["content"] for m, b in rsyslog.messages() if m == "audit" and b["seq"] == 50] == [
+            app.log.get(50).content]
         wait_for(lambda: app.states(f"127.0.0.1:{port}").lag == 0, what="the cursor")
     finally:
         rsyslog.stop()
