@@ -150,7 +150,7 @@ class Forwarder(threading.Thread):
             try:
                 self._feed()
                 return
-            except (OSError, SQLAlchemyError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one collector's failure, whatever it is, is retried
                 error = first_line(exc) or type(exc).__name__
                 log.warning("audit forwarding interrupted", collector=self.collector.name, error=error)
                 try:
