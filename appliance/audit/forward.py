@@ -115,8 +115,8 @@ def save_error(engine: Engine, name: str, error: str) -> None:
             attempted_at=store.now_ts(), error=error[:512]))
 
 
-def next_batch(conn: Connection, pos: Position, limit: int, host: str) -> tuple[list[bytes], Position, int]:
-    """(messages, the position once they are kept, records among them) after `pos`: up to `limit` records
+def next_batch(conn: Connection, pos: Position, limit: int, host: str) -> tuple[list[bytes], Position]:
+    """(messages, the position once they are kept) after `pos`: up to `limit` records
     in seq order, then the checkpoints signed since `pos` whose record is among those sent, in signing
     order (stopping at the first whose record is not sent yet, so none is skipped)."""
     rows = conn.execute(select(*_ROW).where(AuditRecordRow.seq > pos.seq).order_by(AuditRecordRow.seq)
@@ -132,7 +132,7 @@ def next_batch(conn: Connection, pos: Position, limit: int, host: str) -> tuple[
             break
         out.append(checkpoint_message(host, cp))
         checkpoint = (cp.ts, cp.kind, cp.seq)
-    return out, Position(seq, checkpoint), len(rows)
+    return out, Position(seq, checkpoint)
 
 
 class Forwarder(threading.Thread):
@@ -143,14 +143,17 @@ class Forwarder(threading.Thread):
         super().__init__(name=f"audit-forward-{collector.name}", daemon=True)
         self.engine, self.collector, self.stop = engine, collector, stop
         self.batch, self.confirm_s, self.hostname = batch, confirm_s, hostname
+        self.delivered = False  # this connection has moved the cursor
 
     def run(self) -> None:
         wait = RETRY_S[0]
         while not self.stop.is_set():
+            self.delivered = False
             try:
                 self._feed()
                 return
             except Exception as exc:  # noqa: BLE001 - one collector's failure, whatever it is, is retried
+                wait = RETRY_S[0] if self.delivered else wait  # a link that worked starts the backoff afresh
                 error = first_line(exc) or type(exc).__name__
                 log.warning("audit forwarding interrupted", collector=self.collector.name, error=error)
                 try:
@@ -171,7 +174,7 @@ class Forwarder(threading.Thread):
         try:
             while not self.stop.is_set():
                 with self.engine.connect() as conn, conn.begin():
-                    messages, after, _ = next_batch(conn, pos, self.batch, self.hostname)
+                    messages, after = next_batch(conn, pos, self.batch, self.hostname)
                 if messages:
                     link.send(b"".join(messages), SEND_TIMEOUT_S)
                     link.drained(SEND_TIMEOUT_S)
@@ -179,14 +182,22 @@ class Forwarder(threading.Thread):
                     pos = after
                 else:
                     self.stop.wait(IDLE_S)
-                link.check_open()
-                kept = None
-                while sent and time.monotonic() - sent[0][0] >= self.confirm_s:
-                    kept = sent.popleft()[1]
-                if kept is not None:
-                    save_position(self.engine, self.collector.name, kept)
+                self._keep(link, sent)
+            if sent:  # stopping: what was acknowledged is kept once the connection outlives confirm_s
+                time.sleep(max(0.0, sent[-1][0] + self.confirm_s - time.monotonic()))
+                self._keep(link, sent)
         finally:
             link.close()
+
+    def _keep(self, link: CollectorLink, sent: deque[tuple[float, Position]]) -> None:
+        """Store the newest position acknowledged at least `confirm_s` ago, if the connection is still open."""
+        link.check_open()
+        kept = None
+        while sent and time.monotonic() - sent[0][0] >= self.confirm_s:
+            kept = sent.popleft()[1]
+        if kept is not None:
+            save_position(self.engine, self.collector.name, kept)
+            self.delivered = True
 
 
 def run(engine: Engine, collectors: list[SyslogCollector], stop: threading.Event, *, batch: int, confirm_s: float,

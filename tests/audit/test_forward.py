@@ -229,7 +229,7 @@ def drain(engine, pos: forward.Position, limit: int) -> tuple[list[tuple[str, di
     out = []
     while True:
         with engine.connect() as conn, conn.begin():
-            messages, pos, _ = forward.next_batch(conn, pos, limit, "host")
+            messages, pos = forward.next_batch(conn, pos, limit, "host")
         if not messages:
             return out, pos
         for m in messages:
