@@ -75,6 +75,15 @@ class Services:
         except AuditUnavailable:
             return dict.fromkeys(names, -1)
 
+    def forward_warning(self) -> str | None:
+        """The admin page's banner while a collector is more than `audit_forward_lag_warning` records behind."""
+        limit = self.settings.audit_forward_lag_warning
+        lags = [(name, lag) for name, lag in self.forward_lags().items() if lag > limit]
+        if not lags:
+            return None
+        return "Audit forwarding is behind: " + "; ".join(f"{name} lacks {lag:,} records" for name, lag in lags) + (
+            " (see `appliance audit forward status`)")
+
     def bundle_trust(self) -> list[keys.PublicKey]:
         return trusted_keys(self.settings.trust_dir)
 

@@ -68,3 +68,11 @@ async def test_forward_lag_on_metrics(appliance):
         text = (await c.get("/metrics")).text
     line = next(x for x in text.splitlines() if x.startswith('appliance_audit_forward_lag_records{collector="siem"}'))
     assert float(line.split()[-1]) >= head  # nothing forwarded: every record is behind
+
+
+def test_forward_warning_past_the_threshold(appliance, monkeypatch):
+    assert appliance.services.forward_warning() is None  # behind, but by fewer than 10,000 records
+    monkeypatch.setattr(appliance.services.settings, "audit_forward_lag_warning", 1)
+    head = appliance.services.audit.head()[0]
+    assert appliance.services.forward_warning() == (f"Audit forwarding is behind: siem lacks {head:,} records "
+                                                    "(see `appliance audit forward status`)")
