@@ -6,12 +6,14 @@ append rate, and the catch-up rate after a collector outage.
 - throughput: a log of N records built in bulk (bench/audit), then `appliance audit forward run` (its own
   process, as the systemd unit runs it) from an empty cursor to the head, over TLS to rsyslogd (imtcp, ossl
   driver) writing every message to a file; timed from the stored cursor's first move to the head;
+- latency: the writer appending at full speed for `--steady` seconds with the forwarder following; each
+  record's timestamp to rsyslogd's receive time (the cursor itself trails by `audit_forward_confirm_s`);
 - catch-up: the collector is stopped for `--outage` seconds while records are appended at full speed, then
   started again; the rate at which the backlog drains (appends stopped).
 Goal (issue 27): throughput >= 2x the append rate, so the SIEM never falls behind steady load. Writes
 bench/results/forward.txt.
 
-Usage: .venv/bin/python bench/forward/run.py [--records 100000] [--appends 20000] [--outage 30]
+Usage: .venv/bin/python bench/forward/run.py [--records 100000] [--appends 20000] [--steady 20] [--outage 30]
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from appliance import db  # noqa: E402
-from appliance.audit import AuditLog, forward  # noqa: E402
+from appliance.audit import AuditLog, forward, store  # noqa: E402
 from appliance.config import Settings  # noqa: E402
 from appliance.db import make_engine  # noqa: E402
 from bench.audit.run import CALLERS, build_log, event  # noqa: E402  (the same ~500-byte records)
@@ -74,11 +76,21 @@ def wait_caught_up(settings: Settings, timeout: float = 3600) -> float:
     return time.perf_counter() - start
 
 
+def delivery_latencies(rsyslog: Rsyslog, seqs: range) -> list[float]:
+    """Seconds from each record's timestamp to its first arrival at the collector, sorted."""
+    first: dict[int, float] = {}
+    for when, msgid, body in rsyslog.received():
+        if msgid == "audit" and body["seq"] in seqs and body["seq"] not in first:
+            first[body["seq"]] = (when - store.parse_ts(body["ts"])).total_seconds()
+    return sorted(first.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--appends", type=int, default=20_000)
     parser.add_argument("--outage", type=float, default=30.0)
+    parser.add_argument("--steady", type=float, default=20.0)
     args = parser.parse_args()
     require_rsyslog(tls=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,6 +112,13 @@ def main() -> None:
             with AuditLog.from_settings(settings) as log:
                 appends = append_rate(log, args.appends, args.records + 1)
                 wait_caught_up(settings)
+                steady_from = lag(settings).head_seq + 1
+                deadline, first = time.monotonic() + args.steady, steady_from
+                while time.monotonic() < deadline:  # the writer at full speed, the forwarder following
+                    append_rate(log, 1000, first)
+                    first += 1000
+                steady = range(steady_from, first)
+                wait_caught_up(settings)
                 rsyslog.stop()
                 deadline, first = time.monotonic() + args.outage, lag(settings).head_seq + 1
                 while time.monotonic() < deadline:
@@ -115,6 +134,7 @@ def main() -> None:
         seqs = rsyslog.seqs()
         head = lag(settings).head_seq
         assert set(seqs) == set(range(1, head + 1)), "a record did not arrive"
+        latencies = delivery_latencies(rsyslog, steady)
     lines = [
         "forward bench: one TLS collector (rsyslogd 8.2302, imtcp + ossl, omfile), SQLite WAL, this machine "
         "(2 cores shared with the collector and the writer)",
@@ -122,6 +142,9 @@ def main() -> None:
         f"forwarding throughput ({args.records:,} records from an empty cursor): {throughput:,.0f} records/s "
         f"(first delivery {startup_s:.1f} s after the process started)",
         f"ratio throughput / append rate: {throughput / appends:.1f}x (goal >= 2x)",
+        f"delivery latency under full-speed appends for {args.steady:g} s ({len(steady):,} records, record ts to "
+        f"rsyslogd's receive time): p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, p99 "
+        f"{latencies[int(len(latencies) * 0.99)] * 1000:.0f} ms, max {latencies[-1] * 1000:.0f} ms",
         f"outage {args.outage:g} s under full-speed appends: backlog {down.lag:,} records; first delivery "
         f"{reconnect_s:.1f} s after the collector came back (reconnect backoff + confirm), then caught up at "
         f"{catch_up:,.0f} records/s",

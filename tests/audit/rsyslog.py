@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ global(workDirectory="{workdir}" maxMessageSize="1m"{driver})
 main_queue(queue.timeoutShutdown="10000")
 module(load="imtcp"{module})
 input(type="imtcp" port="{port}" address="127.0.0.1")
-template(name="msgonly" type="string" string="%msgid% %msg%\\n")
+template(name="msgonly" type="string" string="%timegenerated:::date-rfc3339% %msgid% %msg%\\n")
 action(type="omfile" file="{self.out}" template="msgonly")
 """)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -69,15 +70,19 @@ action(type="omfile" file="{self.out}" template="msgonly")
             self.proc.wait(timeout=30)
         self.proc = None
 
-    def messages(self) -> list[tuple[str, dict]]:
-        """(MSGID, parsed MSG) of every message written so far, in arrival order."""
+    def received(self) -> list[tuple[datetime, str, dict]]:
+        """(when rsyslogd received it, MSGID, parsed MSG) of every message written so far, in arrival order."""
         if not self.out.exists():
             return []
         out = []
         for line in self.out.read_text().splitlines():
-            msgid, _, body = line.partition(" ")
-            out.append((msgid, json.loads(body)))
+            when, msgid, body = line.split(" ", 2)
+            out.append((datetime.fromisoformat(when), msgid, json.loads(body)))
         return out
+
+    def messages(self) -> list[tuple[str, dict]]:
+        """(MSGID, parsed MSG) of every message written so far, in arrival order."""
+        return [(msgid, body) for _, msgid, body in self.received()]
 
     def seqs(self) -> list[int]:
         return [body["seq"] for msgid, body in self.messages() if msgid == "audit"]
