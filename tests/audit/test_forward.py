@@ -23,7 +23,7 @@ from appliance.db import make_engine
 from appliance.signing import keys
 from tests.audit.conftest import request_event
 from tests.audit.rsyslog import Rsyslog, free_port, require_rsyslog
-from tests.conftest import APPLIANCE, clean_env, run_cli
+from tests.conftest import APPLIANCE, clean_env, one_line_error, run_cli
 from tests.tls.conftest import make_ca
 
 OUTAGE_S = 5.0
@@ -273,3 +273,10 @@ def test_cursor_order_and_late_checkpoints(database_url: str, key_path: Path):
         late, _ = drain(engine, pos, 4)
         assert ("checkpoint", "anchor") in {(m, b.get("checkpoint", {}).get("kind")) for m, b in late}
         engine.dispose()
+
+
+def test_unknown_collector_key_refused_by_name(tmp_path: Path):
+    env = {"APPLIANCE_AUDIT_FORWARD": json.dumps([{"host": "siem", "transport": "tcp", "sni": "siem"}])}
+    proc = run_cli("audit", "forward", "run", data_dir=tmp_path / "var", env=env)
+    assert proc.returncode == 2
+    assert one_line_error(proc) == "error: setting APPLIANCE_AUDIT_FORWARD[0].sni: Extra inputs are not permitted"
