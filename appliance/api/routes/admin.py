@@ -80,20 +80,17 @@ async def audit_export(caller: AuditorCaller, svc: ServicesDep,
 
 
 async def export_response(svc: Services, format: str, filters: AuditFilter | None = None,
-                          filename: str = "audit", *, caller: Caller | None = None) -> StreamingResponse:
+                          filename: str = "audit", *, caller: Caller) -> StreamingResponse:
     """Recorded first (`audit.exported`: who, the filter, how many records match), so the export carries
     its own record; written to an unnamed temporary file (unlinked at once: nothing is left behind whatever
     the client does), then streamed in blocks. Shared with the admin page."""
-    own = None
-    if caller is not None:
-        count = await asyncio.to_thread(svc.audit.count, filters)
-        own = await svc.record(audit_event(caller, "audit.exported", filter=filter_text(filters), count=str(count),
-                                           format=format))
+    count = await asyncio.to_thread(svc.audit.count, filters)
+    own = await svc.record(audit_event(caller, "audit.exported", filter=filter_text(filters), count=str(count),
+                                       format=format))
     fd, name = tempfile.mkstemp(prefix="audit-export-", suffix=f".{format}")
     os.close(fd)
     try:
-        await asyncio.to_thread(svc.audit.export, format, FsPath(name), None, filters,
-                                own.seq if own else None)
+        await asyncio.to_thread(svc.audit.export, format, FsPath(name), None, filters, own.seq)
         handle = open(name, "rb")
     finally:
         os.unlink(name)
