@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from appliance.files import read_small
@@ -41,6 +41,40 @@ class _YamlFileSource(PydanticBaseSettingsSource):
             raise ApplianceError(f"settings file {path}: tls_key_password may not be written there; use "
                                  f"tls_key_password_file or the APPLIANCE_TLS_KEY_PASSWORD environment variable")
         return data
+
+
+class SyslogCollector(BaseModel):
+    """One SIEM collector that receives every audit record and checkpoint (appliance/audit/forward.py).
+
+    `tls` (RFC 5425) checks the collector's certificate against `ca_file` (the site CA; required, since an
+    air-gapped host has no public roots to fall back on) and the name `server_name` (default `host`);
+    `client_cert`/`client_key` are presented when the collector asks. `tcp` is plain RFC 6587 TCP, chosen on
+    purpose: records cross the network in clear.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(default="", max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")  # the cursor's key; default host:port
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(default=6514, ge=1, le=65535)
+    transport: Literal["tls", "tcp"] = "tls"
+    ca_file: Path | None = None
+    server_name: str | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SyslogCollector:
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.host}:{self.port}")
+        if self.transport == "tls" and self.ca_file is None:
+            raise ValueError(f"collector {self.name}: transport tls needs ca_file (the site CA)")
+        if self.transport == "tcp" and (self.ca_file or self.client_cert or self.client_key or self.server_name):
+            raise ValueError(f"collector {self.name}: ca_file, server_name, client_cert and client_key apply to "
+                             f"transport tls only")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError(f"collector {self.name}: client_cert and client_key go together")
+        return self
 
 
 class Settings(BaseSettings):
@@ -75,6 +109,15 @@ class Settings(BaseSettings):
     audit_export_deadline_s: float = Field(default=1800.0, gt=0)
     # checkpoints kept outside the database (the witness); default keys_dir
     audit_witness_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
+
+    # repeated views and searches of the log by one principal and filter: one aggregated record per window
+    audit_read_window_s: float = Field(default=300.0, gt=0)
+    # SIEM collectors fed by `appliance audit forward run` (docs/architecture.md, "Forwarding")
+    audit_forward: list[SyslogCollector] = Field(default_factory=list)
+    audit_forward_hostname: str | None = None  # RFC 5424 HOSTNAME; default the host's name
+    audit_forward_batch: int = Field(default=500, ge=1, le=100_000)  # records read and sent per round
+    audit_forward_confirm_s: float = Field(default=1.0, ge=0)  # sent, acked and the connection still up: delivered
+    audit_forward_lag_warning: int = Field(default=10_000, ge=1)  # records behind: `forward status` warns
 
     hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     max_signature_bytes: int = 16 * 1024 * 1024

@@ -14,6 +14,8 @@ def test_documented_defaults_hold():
     assert s.audit_min_retention_days == 90  # "newer than `audit_min_retention_days` (90) days ago is refused"
     assert (s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s) == (1.0, 20, 60.0)
     assert (s.audit_export_concurrency, s.audit_export_deadline_s) == (2, 1800.0)  # "default 2", "default 1800 s"
+    assert s.audit_forward == [] and s.audit_forward_confirm_s == 1.0  # "stayed open audit_forward_confirm_s (1 s)"
+    assert s.audit_forward_lag_warning == 10_000 and s.audit_read_window_s == 300.0  # "(10,000)", "(300 s)"
 
 
 def test_documented_tls_defaults_hold():

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 
+from fastapi.responses import StreamingResponse
+
 from appliance import admin_actions, apikeys
 from appliance.admin_actions import Actor
 from appliance.api.admin_wire import NewKey
 from appliance.api.auth import Caller
 from appliance.api.errors import ApiError
 from appliance.api.services import Services
-from appliance.audit import AuditEvent
+from appliance.audit import AuditEvent, AuditFilter
+from appliance.audit.readers import filter_text
 from appliance.errors import ApplianceError
 
 
@@ -51,3 +54,17 @@ async def revoke_key(svc: Services, caller: Caller, key_id: str) -> apikeys.KeyI
         return await asyncio.to_thread(admin_actions.revoke_key, actor(svc, caller), svc.sessions, key_id)
     except admin_actions.UnknownKey as exc:
         raise ApiError(404, str(exc), code="not_found") from exc
+
+
+async def recorded_export(svc: Services, caller: Caller, fmt: str, filters: AuditFilter | None = None,
+                          filename: str = "audit") -> StreamingResponse:
+    """An export of the log (API and page) that carries its own `audit.exported` record: who, the filter and
+    how many records match, written first."""
+
+    async def record() -> int:
+        count = await asyncio.to_thread(svc.audit.count, filters)
+        own = await svc.record(audit_event(caller, "audit.exported", filter=filter_text(filters), count=str(count),
+                                           format=fmt))
+        return own.seq
+
+    return await svc.exports.response(svc.audit, fmt, filters, filename, record)

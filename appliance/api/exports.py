@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -34,14 +34,18 @@ class Exports:
         self.running = 0
 
     async def response(self, audit: AuditLog, fmt: str, filters: AuditFilter | None = None,
-                       filename: str = "audit") -> StreamingResponse:
-        """The export as a download; ApiError 429 when `limit` exports are already running here."""
+                       filename: str = "audit", record: Callable[[], Awaitable[int]] | None = None,
+                       ) -> StreamingResponse:
+        """The export as a download; ApiError 429 when `limit` exports are already running here. `record`
+        writes the export's own record once the slot is taken (an export refused here is not recorded) and
+        returns its seq, which the export then includes."""
         if self.running >= self.limit:  # checked and taken with no await between: one event loop
             raise ApiError(429, f"{self.limit} audit exports are already running on this gateway; retry when "
                                 f"one has finished", code="too_many_exports")
         self.running += 1
         try:
-            handle = await asyncio.to_thread(_written, audit, fmt, filters)
+            own = await record() if record is not None else None
+            handle = await asyncio.to_thread(_written, audit, fmt, filters, own)
         except BaseException:
             self.release()
             raise
@@ -53,12 +57,12 @@ class Exports:
         self.running -= 1
 
 
-def _written(audit: AuditLog, fmt: str, filters: AuditFilter | None) -> IO[bytes]:
-    """The export in an open, already unlinked temporary file."""
+def _written(audit: AuditLog, fmt: str, filters: AuditFilter | None, also: int | None) -> IO[bytes]:
+    """The export (with record `also`, its own) in an open, already unlinked temporary file."""
     fd, name = tempfile.mkstemp(prefix="audit-export-", suffix=f".{fmt}")
     os.close(fd)
     try:
-        audit.export(fmt, Path(name), None, filters)
+        audit.export(fmt, Path(name), None, filters, also)
         return open(name, "rb")
     finally:
         os.unlink(name)

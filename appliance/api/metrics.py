@@ -15,7 +15,8 @@ def _stat(engine_stats: Callable[[], dict[str, int]], key: str) -> Callable[[], 
 
 class Metrics:
     def __init__(self, engine_stats: Callable[[], dict[str, int]],
-                 cert_days_left: Callable[[], float] | None = None) -> None:
+                 cert_days_left: Callable[[], float] | None = None,
+                 forward_lag: tuple[list[str], Callable[[], dict[str, int]]] | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("appliance_requests", "HTTP requests by route and status", ["route", "status"],
@@ -40,6 +41,12 @@ class Metrics:
             expiry = Gauge("appliance_tls_certificate_days_left", "Days until the API's TLS certificate expires",
                            registry=r)
             expiry.set_function(cert_days_left)
+        if forward_lag is not None:  # (collector names, their lags read from the database at each scrape)
+            names, lags = forward_lag
+            lag = Gauge("appliance_audit_forward_lag_records", "Audit records not yet delivered to each syslog "
+                        "collector (head seq minus the collector's cursor)", ["collector"], registry=r)
+            for name in names:
+                lag.labels(name).set_function(_stat(lags, name))
         occupancy.set_function(lambda: engine_stats().get("running", 0))
         queued.set_function(lambda: engine_stats().get("waiting", 0))
         kv = Gauge("appliance_engine_kv_bytes", "KV cache bytes: in_use (held by sequences), reserved (admitted "

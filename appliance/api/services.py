@@ -17,7 +17,8 @@ from appliance.api.backend import ModelBackend
 from appliance.api.errors import ApiError
 from appliance.api.exports import Exports
 from appliance.api.metrics import Metrics
-from appliance.audit import AuditEvent, AuditLog, AuditRecord, AuditUnavailable
+from appliance.audit import AuditEvent, AuditLog, AuditRecord, AuditUnavailable, forward
+from appliance.audit.readers import ReadWindows
 from appliance.bundles import BundleStore, trusted_keys
 from appliance.config import Settings
 from appliance.db import make_engine, require_tables
@@ -42,15 +43,19 @@ class Services:
     cert_expiry: ExpiryWatch = field(init=False)
     auth_throttle: FailureThrottle = field(init=False)
     exports: Exports = field(init=False)  # audit exports running here: bounded in number and time
+    reads: ReadWindows = field(init=False)  # views and searches of the log, aggregated per window
     # Names this gateway replica in its `policy.in_force` records (GET /admin/policy lists every replica's)
     replica: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.cert_expiry = ExpiryWatch(self.settings)
-        self.metrics = Metrics(self.backend.stats, self.cert_expiry.days_left)
+        names = [c.name for c in self.settings.audit_forward]
+        self.metrics = Metrics(self.backend.stats, self.cert_expiry.days_left,
+                               (names, self.forward_lags) if names else None)
         s = self.settings
         self.auth_throttle = FailureThrottle(s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s)
         self.exports = Exports(s.audit_export_concurrency, s.audit_export_deadline_s)
+        self.reads = ReadWindows(s.audit_read_window_s)
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
     @classmethod
@@ -64,6 +69,23 @@ class Services:
         audit.start_writer()
         return cls(settings, audit, policy, backend,
                    sessionmaker(engine, expire_on_commit=False), store, engine)
+
+    def forward_lags(self) -> dict[str, int]:
+        """Records each collector has not been delivered yet (read at each /metrics scrape; -1: unknown)."""
+        names = [c.name for c in self.settings.audit_forward]
+        try:
+            return {s.name: s.lag for s in forward.states(self.audit.engine, names)}
+        except AuditUnavailable:
+            return dict.fromkeys(names, -1)
+
+    def forward_warning(self) -> str | None:
+        """The admin page's banner while a collector is more than `audit_forward_lag_warning` records behind."""
+        limit = self.settings.audit_forward_lag_warning
+        lags = [(name, lag) for name, lag in self.forward_lags().items() if lag > limit]
+        if not lags:
+            return None
+        return "Audit forwarding is behind: " + "; ".join(f"{name} lacks {lag:,} records" for name, lag in lags) + (
+            " (see `appliance audit forward status`)")
 
     def bundle_trust(self) -> list[keys.PublicKey]:
         return trusted_keys(self.settings.trust_dir)
@@ -79,8 +101,30 @@ class Services:
         finally:
             self.metrics.audit_append.observe(time.perf_counter() - start)
 
+    async def record_read(self, event: AuditEvent, count: int, seq: int | None = None) -> None:
+        """Record a view or search of the log (audit/readers.py): the first of its window at once (fail closed),
+        later ones counted into the window's aggregate, written when the window ends."""
+        for agg in self.reads.due():
+            await self._record_aggregate(agg)
+        if self.reads.counted(event, count, seq):
+            return
+        await self.record(event)
+        for agg in self.reads.opens(event):
+            await self._record_aggregate(agg)
+
+    async def _record_aggregate(self, event: AuditEvent) -> None:
+        try:
+            await self.audit.append_async(event)
+        except AuditUnavailable as exc:  # the reads it counts were each preceded by their window's record
+            log.error("aggregated audit read record lost", audit_event=event.event, error=str(exc))
+
     def close(self) -> None:
-        """Write what the failed-authentication counts still hold, then close the log and the database."""
+        """Write what the failed-authentication and read counts still hold, then close the log and the database."""
+        for read in self.reads.due(force=True):
+            try:
+                self.audit.append(read)
+            except AuditUnavailable as exc:
+                log.error("aggregated audit read record lost at shutdown", audit_event=read.event, error=str(exc))
         for agg in self.auth_throttle.due(force=True):
             try:
                 self.audit.append(aggregate_event(agg, self.auth_throttle.window_s))

@@ -20,6 +20,7 @@ EVENTS = frozenset({
     "admin.bundle_imported", "admin.bundle_activated", "admin.bundle_removed", "admin.trust_added",
     "admin.audit_pruned", "admin.backup", "admin.restore", "admin.restored", "admin.tls_installed",
     "session.signin", "session.signout", "policy.in_force",
+    "audit.viewed", "audit.searched", "audit.exported", "audit.verified",  # the log's readers (audit/readers.py)
 })
 ContentMode = Literal["full", "redacted", "hash"]
 

@@ -17,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import ColumnElement, Connection, case, delete, false, func, inspect, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, case, delete, false, func, inspect, or_, select, true
 from sqlalchemy.exc import SQLAlchemyError
 
-from appliance.audit import checkpoints, signer, store
+from appliance.audit import checkpoints, forward, signer, store
 from appliance.audit.chain import GENESIS, ROW_COLUMNS, Checkpoint, VerifyReport, unflatten, verify_chain
 from appliance.audit.errors import AuditError, AuditTampered, AuditUnavailable, first_line
 from appliance.audit.events import AuditEvent, AuditRecord
@@ -204,9 +204,10 @@ class AuditLog:
         with self._reading() as conn:
             return [tuple(row) for row in conn.execute(stmt)]
 
-    def count(self) -> int:
+    def count(self, filters: AuditFilter | None = None) -> int:
+        stmt = select(func.count()).select_from(AuditRecordRow).where(*_where(filters or AuditFilter()))
         with self._reading() as conn:
-            return conn.execute(select(func.count()).select_from(AuditRecordRow)).scalar_one()
+            return conn.execute(stmt).scalar_one()
 
     def verify(self, trust: list[keys.PublicKey] | None = None, expect_head: tuple[int, str] | None = None,
                progress: Callable[[int], None] | None = None) -> VerifyReport:
@@ -219,21 +220,25 @@ class AuditLog:
                                 max_uncovered_s=self._seconds + self._grace)
 
     def export(self, fmt: str, out_file: Path, progress: Callable[[int], None] | None = None,
-               filters: AuditFilter | None = None) -> int:
+               filters: AuditFilter | None = None, also: int | None = None) -> int:
         """Write the log to `out_file` as `jsonl` (verifiable alone) or `csv`; returns the record count.
 
         With `filters`, CSV holds the matching records; JSONL holds the signed slice of the chain around
         them (from the checkpoint before the first match to the one after the last), since a chain with
-        holes could not be verified: it then verifies alone as records `first..last`."""
+        holes could not be verified: it then verifies alone as records `first..last`. Record `also` (the
+        export's own `audit.exported` record) is held as if it matched."""
         from appliance.audit import export
 
         witnessed = list(self.witness.entries()) if fmt == "jsonl" else []  # read first: all in the snapshot
         with self._reading(snapshot=True) as conn:
             checkpoints = store.load_checkpoints(conn)
             stmt = select(*_ROW).order_by(AuditRecordRow.seq)
-            if filters is not None and fmt == "csv":
-                stmt = stmt.where(*_where(filters))
-            elif filters is not None and (bounds := _slice(conn, filters, checkpoints)) is not None:
+            matched = None if filters is None else and_(true(), *_where(filters))
+            if matched is not None and also is not None:
+                matched = or_(matched, AuditRecordRow.seq == also)
+            if matched is not None and fmt == "csv":
+                stmt = stmt.where(matched)
+            elif matched is not None and (bounds := _slice(conn, matched, checkpoints)) is not None:
                 start, end = bounds
                 stmt = stmt.where(AuditRecordRow.seq > start, AuditRecordRow.seq <= end)
                 checkpoints = [cp for cp in checkpoints if start <= cp.seq <= end]
@@ -245,14 +250,16 @@ class AuditLog:
                                 progress, witnessed)
 
     def prune(self, before: datetime, actor: Principal | None = None, *, min_retention_days: int,
-              export_dir: Path | None) -> PruneResult:
+              export_dir: Path | None, forwarded_to: list[str] | None = None) -> PruneResult:
         """Delete records older than `before`, leaving a signed anchor so what remains still verifies.
 
         `before` may be no later than `min_retention_days` ago (`audit_min_retention_days`): no single
         command may empty the log. With `export_dir`, what is to be removed is first written there as a
         JSONL export (the signed slice holding it), verified against this appliance's key and made durable;
         only then is anything deleted. The prune is itself recorded first (`admin.audit_pruned`, with the
-        cut-off, the floor and the export's path), and that record is never removed.
+        cut-off, the floor and the export's path), and that record is never removed. A collector named in
+        `forwarded_to` (`audit_forward`) that has not been delivered every record to remove refuses the prune:
+        it would never receive them (a gap in the SIEM's copy).
         """
         floor = datetime.now(UTC) - timedelta(days=min_retention_days)
         cutoff = store.format_ts(before)
@@ -270,13 +277,13 @@ class AuditLog:
         key = signer.load_or_create(self.key_path)
         exported = self._export_pruned(export_to, before, key.public_key()) if export_to is not None else None
         with self.witness.ordered():  # held from before the cut until its anchor's line is written
-            removed, anchor = self._cut(cutoff, marker.seq, key, exported, export_to)
+            removed, anchor = self._cut(cutoff, marker.seq, key, exported, export_to, forwarded_to or [])
             if anchor is not None:
                 self.witness.append(anchor)
         return PruneResult(removed, anchor.seq if anchor is not None else None, export_to)
 
     def _cut(self, cutoff: str, marker_seq: int, key: keys.PrivateKey, exported: tuple[int, int] | None,
-             export_to: Path | None) -> tuple[int, Checkpoint | None]:
+             export_to: Path | None, forwarded_to: list[str]) -> tuple[int, Checkpoint | None]:
         """Delete the records before `cutoff` (never the prune's own record) and sign the anchor at the cut;
         refused unless `exported` (the seq range of the export at `export_to`) covers what goes."""
         try:
@@ -290,6 +297,12 @@ class AuditLog:
                                    ).scalar_one()
                 if cut is None:
                     return 0, None
+                behind = forward.undelivered(conn, forwarded_to, cut) if forwarded_to else []
+                if behind:
+                    name, seq = behind[0]
+                    raise AuditError(f"prune refused: collector {name} has been delivered records up to seq {seq} "
+                                     f"only, and the cut at seq {cut} would remove records it never received (see "
+                                     f"`appliance audit forward status`)")
                 oldest = conn.execute(select(func.min(AuditRecordRow.seq))).scalar_one()
                 if exported is not None and not (exported[0] <= oldest and cut <= exported[1]):
                     raise AuditError(f"prune refused: {export_to} holds seq {exported[0]}..{exported[1]}, not every "
@@ -380,10 +393,10 @@ def _record(event: AuditEvent, values: dict[str, Any]) -> AuditRecord:
                                        prev_hash=values["prev_hash"], hash=values["hash"])
 
 
-def _slice(conn: Connection, filters: AuditFilter, checkpoints: list[Checkpoint]) -> tuple[int, int] | None:
+def _slice(conn: Connection, matched: ColumnElement[bool], checkpoints: list[Checkpoint]) -> tuple[int, int] | None:
     """(start, end]: the records between the signed checkpoints around the matches (None: no match)."""
     first, last = conn.execute(select(func.min(AuditRecordRow.seq), func.max(AuditRecordRow.seq))
-                               .where(*_where(filters))).one()
+                               .where(matched)).one()
     if first is None:
         return None
     start = max((cp.seq for cp in checkpoints if cp.seq < first), default=0)

@@ -69,3 +69,19 @@ class AuditCheckpointRow(Base):
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     prev_checkpoint: Mapped[str | None] = mapped_column(String(64))  # the previous checkpoint's digest
+
+
+class AuditForwardCursorRow(Base):
+    """How far one SIEM collector has been fed: the last record (`seq`) and the last checkpoint (by its
+    signing time, kind and seq) it was sent and kept, and the last failure (migration 0007)."""
+
+    __tablename__ = "audit_forward_cursors"
+
+    collector: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    checkpoint_ts: Mapped[str] = mapped_column(String(27))
+    checkpoint_kind: Mapped[str] = mapped_column(String(16))
+    checkpoint_seq: Mapped[int] = mapped_column(BigInteger)
+    delivered_at: Mapped[str | None] = mapped_column(String(27))
+    attempted_at: Mapped[str | None] = mapped_column(String(27))
+    error: Mapped[str | None] = mapped_column(String(512))

@@ -130,7 +130,8 @@ def get_settings_or_exit():
         return get_settings()
     except ValidationError as exc:
         err = exc.errors()[0]
-        typer.echo(f"error: setting APPLIANCE_{str(err['loc'][0]).upper()}: {err['msg']}", err=True)
+        inner = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"][1:])  # a list's item
+        typer.echo(f"error: setting APPLIANCE_{str(err['loc'][0]).upper()}{inner}: {err['msg']}", err=True)
         sys.exit(2)
     except ApplianceError as exc:
         typer.echo(f"error: {exc}", err=True)

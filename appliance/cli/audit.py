@@ -9,20 +9,30 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from appliance.audit import AuditError, AuditFilter, AuditLog
+from appliance.audit import AuditError, AuditEvent, AuditFilter, AuditLog
 from appliance.audit.console import console_principal
 from appliance.audit.export import FORMATS, verify_file
+from appliance.audit.readers import filter_text, verified_detail
 from appliance.audit.signer import public_key_path
+from appliance.cli import forward as forward_cli
 from appliance.cli.progress import count_progress
 from appliance.cli.tables import print_table
 from appliance.config import get_settings
 from appliance.signing import keys
 
 app = typer.Typer(no_args_is_help=True)
+app.add_typer(forward_cli.app, name="forward",
+              help="Forward every record and checkpoint to the site's syslog collectors (SIEM).")
 
 
 def _log() -> AuditLog:
     return AuditLog.from_settings(get_settings())
+
+
+def _read(log: AuditLog, event: str, **detail: str) -> int:
+    """Record a read of the log by the operator at the console (audit/readers.py); returns its seq. A command
+    reads once, so nothing is aggregated here."""
+    return log.append(AuditEvent(event=event, principal=console_principal(), route="cli", detail=detail)).seq
 
 
 def _when(value: str | None, option: str) -> datetime | None:
@@ -51,6 +61,7 @@ def list_records(
     filters = AuditFilter(_when(since, "--since"), _when(until, "--until"), principal, event, action, model)
     with _log() as log:
         page = log.query(filters, cursor, limit)
+        _read(log, "audit.searched", filter=filter_text(filters), count=str(len(page.records)))
     table = Table("seq", "time (UTC)", "event", "request", "principal", "route", "model", "action", "status",
                   "ms")
     for r in page.records:
@@ -68,6 +79,7 @@ def show(seq: Annotated[int, typer.Argument(help="Sequence number.")]) -> None:
     """One record in full, as JSON."""
     with _log() as log:
         record = log.get(seq)
+        _read(log, "audit.viewed", filter="{}", seq=str(seq), count=str(int(record is not None)))
     if record is None:
         raise AuditError(f"no audit record with seq {seq}")
     typer.echo(record.model_dump_json(indent=2))
@@ -104,6 +116,8 @@ def verify(
         with _log() as log, count_progress("verifying", log.count()) as advance:
             report = log.verify(trusted, head, advance)
             removed = log.witness.read().superseded
+            if report.ok:  # a failing log is not written to from here: its one line of error is the record
+                _read(log, "audit.verified", **verified_detail(report))
     report.raise_if_bad()
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "empty"
     typer.echo(f"ok: {report.records} records ({span}), {report.checkpoints} checkpoints and "
@@ -123,9 +137,14 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
     out: Annotated[Path, typer.Option("--out", help="File to write (replaced atomically).")],
 ) -> None:
-    """Stream the whole log to a file; JSONL carries the chain and verifies with `verify --file`."""
-    with _log() as log, count_progress("exporting", log.count()) as advance:
-        count = log.export(fmt, out, advance)
+    """Stream the whole log to a file; JSONL carries the chain and verifies with `verify --file`. The export
+    is recorded first (`audit.exported`), so the file holds its own record."""
+    with _log() as log:
+        if fmt not in FORMATS:  # refused before it is recorded
+            raise AuditError(f"unknown export format {fmt!r} (use {' or '.join(FORMATS)})")
+        own = _read(log, "audit.exported", filter="{}", count=str(log.count()), format=fmt, file=str(out))
+        with count_progress("exporting", log.count()) as advance:
+            count = log.export(fmt, out, advance, also=own)
     typer.echo(f"exported {count} records to {out}")
 
 
@@ -145,6 +164,7 @@ def prune(
         typer.confirm(f"Delete audit records older than {before}?", abort=True)
     with _log() as log:
         result = log.prune(cutoff, console_principal(), min_retention_days=settings.audit_min_retention_days,
+                           forwarded_to=[c.name for c in settings.audit_forward],
                            export_dir=None if no_export else settings.data_dir / "audit-exports")
     if result.export is not None:
         typer.echo(f"exported them first to {result.export}")

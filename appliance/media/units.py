@@ -1,5 +1,6 @@
-"""systemd units for the Ray head, a Ray worker and the Serve application, rendered from the media's
-templates (installer/systemd/*.service) with the prefix, the data folder and the site's allowed addresses.
+"""systemd units for the Ray head, a Ray worker, the audit forwarder and the Serve application, rendered from
+the media's templates (installer/systemd/*.service) with the prefix, the data folder and the site's allowed
+addresses.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from appliance.media.account import run
 from appliance.media.manifest import MediaError
 
 UNIT_DIR = Path("/etc/systemd/system")
-HEAD_UNITS = ("appliance-ray-head.service", "appliance-serve.service")
+# the audit forwarder runs once per appliance, on the head (it exits at once while no collector is set)
+HEAD_UNITS = ("appliance-ray-head.service", "appliance-audit-forward.service", "appliance-serve.service")
 
 
 def render(

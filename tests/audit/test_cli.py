@@ -37,13 +37,22 @@ def test_list_show_export_verify(data_dir: Path, tmp_path: Path):
     shown = json.loads(run_cli("audit", "show", "3", data_dir=data_dir, check=True).stdout)
     assert shown["seq"] == 3 and shown["request_id"] == "req-2" and len(shown["hash"]) == 64
     ok = run_cli("audit", "verify", data_dir=data_dir, check=True).stdout
-    assert ok.startswith("ok: 12 records (seq 1..12)")
+    assert ok.startswith("ok: 14 records (seq 1..14)")  # the 12, then the list's and the show's own records
     head = ok.splitlines()[1].split()[1]
     out = tmp_path / "audit.jsonl"
     run_cli("audit", "export", "--format", "jsonl", "--out", str(out), data_dir=data_dir, check=True)
     pub = data_dir / "keys" / "audit.pub"
     assert run_cli("audit", "verify", "--file", str(out), "--trust", str(pub), "--expect-head", head,
-                   data_dir=data_dir, check=True).stdout.startswith("ok: 12 records")
+                   data_dir=data_dir, check=True).stdout.startswith("ok: 16 records")
+    # The log's readers are on the log, and the export holds the record of itself.
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    reads = [(r["event"], r["principal"]["name"].startswith("cli:"), r["detail"]) for r in exported
+             if r.get("event", "").startswith("audit.")]
+    assert [(e, cli) for e, cli, _ in reads] == [("audit.searched", True), ("audit.viewed", True),
+                                                 ("audit.verified", True), ("audit.exported", True)]
+    assert reads[0][2] == {"filter": '{"principal":"user2"}', "count": "2"}
+    assert reads[1][2]["seq"] == "3" and reads[2][2]["result"] == "ok" and reads[2][2]["count"] == "14"
+    assert reads[3][2]["format"] == "jsonl" and reads[3][2]["count"] == "15"
 
 
 def test_verify_names_the_first_bad_record(data_dir: Path):

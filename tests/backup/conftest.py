@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from appliance.config import Settings
+from appliance.db import make_engine
 from tests.audit.conftest import pg_database
 from tests.conftest import REPO, run_cli
 
@@ -50,11 +53,27 @@ class Site:
                        program=(sys.executable, "-m", "tests.backup.crashing", point))
 
     def head(self) -> tuple[int, str]:
-        """The audit head, read through `appliance audit verify` (which must pass)."""
+        """The newest record other than a read of the log, once `appliance audit verify` passes. Verifying
+        is itself recorded (`audit.verified`, after the head it verified), so the reads are left out: two
+        heads compare equal when nothing but reading happened in between."""
         out = self.cli("audit", "verify", check=True).stdout
         line = next(line for line in out.splitlines() if line.startswith("head "))
         seq, digest = line.split()[1].split(":")
-        return int(seq), digest
+        row = self._one("SELECT seq, hash FROM audit_records WHERE seq <= :seq AND event NOT LIKE 'audit.%' "
+                        "ORDER BY seq DESC LIMIT 1", seq=int(seq))
+        return int(row[0]), row[1]
+
+    def last_seq(self) -> int:
+        """The newest record's seq, whatever it records (reads included)."""
+        return int(self._one("SELECT max(seq) FROM audit_records")[0])
+
+    def _one(self, sql: str, **params: object) -> tuple:
+        engine = make_engine(self.database_url or Settings(data_dir=self.data).database_url)
+        try:
+            with engine.connect() as conn:
+                return tuple(conn.execute(text(sql), params).one())
+        finally:
+            engine.dispose()
 
     def policy_digest(self) -> str:
         h = hashlib.sha256()

@@ -40,7 +40,8 @@ def test_unit_is_hardened(template, tmp_path):
     )
     assert re.findall(r"^ReadWritePaths=(.*)$", text, re.M) == ["/var/lib/appliance"]
     assert "IPAddressDeny=any" in text and "IPAddressAllow=localhost 10.1.0.0/24" in text
-    assert "DeviceAllow=/dev/nvidiactl rw" in text and "PrivateDevices" not in text
+    # the GPU's device nodes only, or (the audit forwarder) no devices at all
+    assert ("DeviceAllow=/dev/nvidiactl rw" in text) != ("PrivateDevices=yes" in text)
     assert "User=appliance" in text and "CapabilityBoundingSet=\n" in text
     assert re.findall(r"^LimitNOFILE=(\d+)$", text, re.M) == ["65536"]  # the front's connection caps fit
 

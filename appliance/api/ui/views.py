@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from appliance import apikeys, directory
 from appliance.api import admin_wire
-from appliance.api.actors import audit_event, create_key, revoke_key
+from appliance.api.actors import audit_event, create_key, recorded_export, revoke_key
 from appliance.api.auth import Caller
 from appliance.api.errors import ApiError
 from appliance.api.peer import cert_subject, lacks_required_certificate, with_certificate
@@ -32,6 +32,7 @@ from appliance.api.ui.security import (
 )
 from appliance.audit import EVENTS, AuditEvent, AuditFilter, AuditLog, AuditPage
 from appliance.audit.log import MAX_SEQ
+from appliance.audit.readers import filter_text
 from appliance.principal import Principal
 
 PAGE_SIZE = 50
@@ -138,9 +139,11 @@ async def _page(request: Request, template: str, who: sessions.SignedIn | None, 
     sign-in, a fresh one whose signed twin goes into the cookie."""
     banner = await asyncio.to_thread(request.app.state.integrity.banner) if who else None
     cert_warning = _svc(request).cert_expiry.warning() if who else None
+    forward_warning = await asyncio.to_thread(_svc(request).forward_warning) if who else None
     token, signed = (who.csrf_token, None) if who else request.app.state.csrf.issue()
     response = templates.TemplateResponse(request, template, {"who": who and who.principal, "banner": banner,
                                                               "cert_warning": cert_warning,
+                                                              "forward_warning": forward_warning,
                                                               "csrf": token, "csrf_field": CSRF_FIELD,
                                                               "prefix": PREFIX, **context}, status_code=status)
     if signed:
@@ -250,6 +253,9 @@ async def audit_list(request: Request, who: sessions.SignedIn = Depends(signed_i
     page = older = searched = None
     if not form.errors:
         page, older, searched = await asyncio.to_thread(_audit_page, _svc(request).audit, form.filters, cursor)
+        count = len(page.records)
+        await _svc(request).record_read(audit_event(_caller(request, who.principal), "audit.searched",
+                                                          filter=filter_text(form.filters), count=str(count)), count)
     return await _page(request, "audit_list.html", who, 400 if form.errors else 200, form=form, page=page,
                        cursor=cursor, older=older, searched=searched, events=sorted(EVENTS),
                        actions=filters.ACTIONS)
@@ -288,8 +294,8 @@ async def audit_export(request: Request, who: sessions.SignedIn = Depends(signed
     if form.errors or fmt not in ("jsonl", "csv"):
         raise PageError(400, "; ".join(form.errors) or "format must be jsonl or csv")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return await _svc(request).exports.response(_svc(request).audit, fmt, form.filters if form.active else None,
-                                                filename=f"audit-{stamp}")
+    return await recorded_export(_svc(request), _caller(request, who.principal), fmt,
+                                 form.filters if form.active else None, filename=f"audit-{stamp}")
 
 
 @router.get("/audit/{seq}")
@@ -298,6 +304,8 @@ async def audit_record(request: Request, seq: int, who: sessions.SignedIn = Depe
     if not 0 <= seq <= MAX_SEQ:
         raise PageError(404, f"no audit record {seq}")
     record = await asyncio.to_thread(audit.get, seq)
+    await _svc(request).record_read(audit_event(_caller(request, who.principal), "audit.viewed", filter="{}",
+                                                      seq=str(seq)), int(record is not None), seq)
     if record is None:
         raise PageError(404, f"no audit record {seq}")
     rid, key_id = record.request_id, record.principal.key_id  # a keyless record (a bad key) is one request
