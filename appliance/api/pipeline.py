@@ -1,7 +1,7 @@
 """The audited request path shared by chat completions and responses.
 
-auth (route dependency) -> rate limit -> input policy -> durable "request" record (fail closed) -> engine
--> streaming output filter -> durable "completion" record. Denials, rate limits, cancellations and
+auth (route dependency) -> rate limit -> input policy -> quota reservation -> durable "request" record
+(fail closed) -> engine -> streaming output filter -> durable "completion" record -> quota settled. Denials, rate limits, cancellations and
 failures get their own record. No answer is finished without its record: the completion record is
 written before the last chunk (or the JSON body) leaves, and if it cannot be written the client gets an
 error instead of a normal end.
@@ -38,9 +38,11 @@ from appliance.engine.types import (
     Usage,
 )
 from appliance.policy import Decision, FilterOutput, Message, PolicyRequest, RateLimited
-from appliance.policy.grants import rule_for
+from appliance.policy.grants import quotas_for, rule_for
+from appliance.usage import Amounts, QuotaExceeded, QuotaUnavailable, Reservation
 
 log = structlog.get_logger()
+RETRY_AFTER_SOON_S = 300.0  # a quota resetting within this long gets a Retry-After header
 _PENDING: set[asyncio.Future] = set()  # charges still counting after their request ended (kept from GC)
 
 
@@ -77,8 +79,9 @@ class AuditedGeneration:
     """A generation whose request record is already durable; iterate it for deltas, then read `outcome`."""
 
     def __init__(self, svc: Services, caller: Caller, decision: Decision, request: GenerationRequest,
-                 model: ModelInfo) -> None:
+                 model: ModelInfo, reservation: Reservation | None = None) -> None:
         self.svc, self.caller, self.decision, self.request, self.model = svc, caller, decision, request, model
+        self.reservation = reservation
         self.outcome = Outcome()
         self.started = time.perf_counter()
         self._raw_final: list[str] = []
@@ -172,6 +175,8 @@ class AuditedGeneration:
                 log.warning("prompt not counted", request_id=self.caller.request_id, error=str(exc)[:200])
                 used = self.request.max_tokens
         self.svc.policy.charge_tokens(self.caller.principal, used)
+        if self.reservation is not None:  # quotas count exactly what the outcome record holds
+            await settle_quota(self.svc, self.reservation, Amounts(u.prompt_tokens, u.completion_tokens, 1))
 
     def _first_token(self) -> None:
         if self._first_token_at is None:
@@ -277,9 +282,53 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
         raise ApiError(403, f"{decision.message or 'denied by policy'} (rule {decision.deny_rule})",
                        code=decision.deny_rule)
     request = spec.engine_request([m.content for m in decision.messages], decision.max_tokens)
-    await svc.record(AuditEvent(event="request", **base, decision=audit_decision, content_mode=content[0],
-                                content=content[1], detail=content[2]))
-    return AuditedGeneration(svc, caller, decision, request, model)
+    reservation = await reserve_quota(svc, caller, decision, request, base)
+    try:
+        await svc.record(AuditEvent(event="request", **base, decision=audit_decision, content_mode=content[0],
+                                    content=content[1], detail=content[2]))
+    except BaseException:
+        if reservation is not None:  # refused (or cancelled) before the model ran: nothing was used
+            await settle_quota(svc, reservation, Amounts())
+        raise
+    return AuditedGeneration(svc, caller, decision, request, model, reservation)
+
+
+async def reserve_quota(svc: Services, caller: Caller, decision: Decision, request: GenerationRequest,
+                        base: dict[str, Any]) -> Reservation | None:
+    """Reserve the request's prompt and `max_tokens` against its day and month quotas (policy pack), or
+    record a denial naming the quota and answer 429 `quota_exceeded` (Retry-After when it resets soon)."""
+    assert decision.policy is not None
+    quotas = quotas_for(decision.policy, caller.principal, base["model"])
+    if not quotas:
+        return None
+
+    def reserve() -> Reservation | None:
+        prompt = 0
+        if any(q.input_tokens is not None for _, q in quotas):
+            with contextlib.suppress(Exception):  # a prompt the engine will refuse anyway
+                prompt = prompt_size(request)
+        return svc.quotas.reserve(quotas, Amounts(prompt, request.max_tokens, 1))
+
+    try:
+        return await asyncio.to_thread(reserve)
+    except QuotaUnavailable as exc:
+        raise ApiError(503, f"{exc}; request refused (fail closed)", code="quota_unavailable",
+                       retry_after=2) from exc
+    except QuotaExceeded as exc:
+        svc.metrics.decisions.labels("input", "quota_exceeded").inc()
+        await svc.record(AuditEvent(event="denial", **base, decision=RecordDecision(action="deny",
+                                    rule_ids=(exc.rule_id,)), status=429, error_code="quota_exceeded",
+                                    detail={"resets_at": exc.resets_at.isoformat()}))
+        soon = exc.retry_after if exc.retry_after <= RETRY_AFTER_SOON_S else None
+        raise ApiError(429, str(exc), code="quota_exceeded", retry_after=soon) from exc
+
+
+async def settle_quota(svc: Services, reservation: Reservation, used: Amounts) -> None:
+    """Settle after the outcome; a failure is logged (the reservation then expires), never the client's."""
+    try:
+        await asyncio.to_thread(svc.quotas.settle, reservation, used)
+    except QuotaUnavailable as exc:
+        log.error("quota not settled", reservation=reservation.id, error=str(exc))
 
 
 def _evaluate(svc: Services, caller: Caller, spec: GenerationSpec,

@@ -24,6 +24,8 @@ from appliance.policy import PolicyEngine, PolicySet
 from appliance.policy.pack import floor_file
 from appliance.signing import keys
 from appliance.tls.expiry import ExpiryWatch
+from appliance.usage import QuotaLedger
+from appliance.usage.periods import site_zone
 
 log = structlog.get_logger()
 
@@ -40,6 +42,7 @@ class Services:
     metrics: Metrics = field(init=False)
     cert_expiry: ExpiryWatch = field(init=False)
     auth_throttle: FailureThrottle = field(init=False)
+    quotas: QuotaLedger = field(init=False)  # the policy's day and month quotas, counted in `database`
     # Names this gateway replica in its `policy.in_force` records (GET /admin/policy lists every replica's)
     replica: str = field(init=False)
 
@@ -48,6 +51,7 @@ class Services:
         self.metrics = Metrics(self.backend.stats, self.cert_expiry.days_left)
         s = self.settings
         self.auth_throttle = FailureThrottle(s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s)
+        self.quotas = QuotaLedger(self.database, site_zone(s.site_timezone), s.quota_reservation_ttl_s)
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
     @classmethod
@@ -56,7 +60,7 @@ class Services:
         store = BundleStore(settings.model_store, workers=settings.hash_workers,
                             max_signature_bytes=settings.max_signature_bytes)
         engine = make_engine(settings.database_url)
-        require_tables(engine, "api_keys")
+        require_tables(engine, "api_keys", "usage_counters")
         audit = AuditLog.from_settings(settings)
         audit.start_writer()
         return cls(settings, audit, policy, backend,
