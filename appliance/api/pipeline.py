@@ -1,10 +1,10 @@
 """The audited request path shared by chat completions and responses.
 
 auth (route dependency) -> rate limit -> input policy -> quota reservation -> durable "request" record
-(fail closed) -> engine -> streaming output filter -> durable "completion" record -> quota settled. Denials, rate limits, cancellations and
-failures get their own record. No answer is finished without its record: the completion record is
-written before the last chunk (or the JSON body) leaves, and if it cannot be written the client gets an
-error instead of a normal end.
+(fail closed) -> engine -> streaming output filter -> durable "completion" record -> quota settled.
+Denials, rate limits, quotas, cancellations and failures get their own record. No answer is finished
+without its record: the completion record is written before the last chunk (or the JSON body) leaves,
+and if it cannot be written the client gets an error instead of a normal end.
 """
 
 from __future__ import annotations
