@@ -25,6 +25,8 @@ from appliance.audit import AuditEvent, AuditFilter, AuditRecord
 from appliance.audit.log import MAX_SEQ
 from appliance.errors import ApplianceError
 from appliance.policy.pack import PolicySet, load_options
+from appliance.usage.periods import site_zone
+from appliance.usage.report import bounds, usage_report
 
 router = APIRouter(prefix="/admin", responses=ERRORS)
 
@@ -42,6 +44,7 @@ def _in_range(moment: datetime) -> datetime:
 
 Moment = Annotated[datetime | None, AfterValidator(lambda v: v if v is None else _in_range(v))]
 # Plain printable text only: a NUL or control character reaches no database query (PostgreSQL refuses NUL).
+_ISO = r"^[0-9T:.+\-Z ]+$"
 Term = Annotated[str | None, Query(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
@@ -93,6 +96,18 @@ async def export_response(svc: Services, format: str, filters: AuditFilter | Non
 
     return StreamingResponse(blocks(), media_type="application/x-ndjson" if format == "jsonl" else "text/csv",
                              headers={"Content-Disposition": f'attachment; filename="{filename}.{format}"'})
+
+
+@router.get("/usage")
+async def usage(caller: AuditorCaller, svc: ServicesDep,
+                start: Annotated[str, Query(alias="from", max_length=40, pattern=_ISO)],
+                end: Annotated[str, Query(alias="to", max_length=40, pattern=_ISO)],
+                by: Literal["key", "group", "model"] = "key") -> wire.UsageReport:
+    """Requests and tokens per key, group or model over a period: dates are whole days in the site's time
+    zone (`to` included); the totals are the audit log's outcome records, summed."""
+    since, until = bounds(start, end, site_zone(svc.settings.site_timezone))
+    rows = await asyncio.to_thread(usage_report, svc.audit, svc.policy.current, by, since, until)
+    return wire.UsageReport(by=by, since=since.isoformat(), until=until.isoformat(), data=rows)
 
 
 @router.get("/audit/{seq}")
