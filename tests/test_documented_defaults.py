@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from appliance.config import Settings
 
 
@@ -21,3 +24,14 @@ def test_documented_tls_defaults_hold():
     assert s.allow_plain_http is False
     assert s.tls_reload_seconds == 30.0  # "loads the new pair within tls_reload_seconds (30 s)"
     assert s.tls_expiry_warning_days == 30  # "A certificate within 30 days of expiry is a warning"
+
+
+def test_documented_quota_defaults_hold():
+    s = Settings()
+    assert s.site_timezone == "UTC"  # README: "APPLIANCE_SITE_TIMEZONE=Europe/Berlin (default UTC)"
+    assert s.quota_reservation_ttl_s == 3600.0  # "expire after `quota_reservation_ttl_s` (default 1 h)"
+
+
+def test_an_unknown_site_timezone_is_refused_by_name():
+    with pytest.raises(ValidationError, match="unknown time zone 'Mars/Olympus'"):
+        Settings(site_timezone="Mars/Olympus")
