@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -43,7 +43,7 @@ from appliance.usage import Amounts, QuotaExceeded, QuotaUnavailable, Reservatio
 
 log = structlog.get_logger()
 RETRY_AFTER_SOON_S = 300.0  # a quota resetting within this long gets a Retry-After header
-_PENDING: set[asyncio.Future] = set()  # charges still counting after their request ended (kept from GC)
+_PENDING: set[asyncio.Future] = set()  # charges and settlements still running after their request ended
 
 
 @dataclass
@@ -139,9 +139,7 @@ class AuditedGeneration:
             ended = True
             await self._finish("completion", 200, None)
         finally:
-            charging = asyncio.ensure_future(self._charge())  # a task: it ends even if we are cancelled again
-            _PENDING.add(charging)
-            charging.add_done_callback(_PENDING.discard)
+            charging = _kept(self._charge())  # a task: it ends even if we are cancelled again
             if not ended:  # the client went away (or we were cancelled): the record still lands
                 with contextlib.suppress(ApiError):  # nobody is left to tell; counted and logged
                     await asyncio.shield(self._finish("cancelled", 499, "client_disconnected"))
@@ -175,8 +173,8 @@ class AuditedGeneration:
                 log.warning("prompt not counted", request_id=self.caller.request_id, error=str(exc)[:200])
                 used = self.request.max_tokens
         self.svc.policy.charge_tokens(self.caller.principal, used)
-        if self.reservation is not None:  # quotas count exactly what the outcome record holds
-            await settle_quota(self.svc, self.reservation, Amounts(u.prompt_tokens, u.completion_tokens, 1))
+        if self.reservation is not None:  # exactly what the outcome record holds; off the response's path
+            _kept(settle_quota(self.svc, self.reservation, Amounts(u.prompt_tokens, u.completion_tokens, 1)))
 
     def _first_token(self) -> None:
         if self._first_token_at is None:
@@ -257,6 +255,14 @@ class AuditedGeneration:
             detail={"finish_reason": o.finish_reason} if event == "completion" else {}))
 
 
+def _kept(work: Coroutine[Any, Any, None]) -> asyncio.Future:
+    """`work` as a task that outlives its request, held in `_PENDING` until it ends."""
+    task = asyncio.ensure_future(work)
+    _PENDING.add(task)
+    task.add_done_callback(_PENDING.discard)
+    return task
+
+
 async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) -> AuditedGeneration:
     """Checks that end in an error before any model work; returns once the request record is durable."""
     model = next((m for m in await models_or_503(svc) if m.name == spec.model), None)
@@ -302,15 +308,12 @@ async def reserve_quota(svc: Services, caller: Caller, decision: Decision, reque
     if not quotas:
         return None
 
-    def reserve() -> Reservation | None:
-        prompt = 0
-        if any(q.input_tokens is not None for _, q in quotas):
-            with contextlib.suppress(Exception):  # a prompt the engine will refuse anyway
-                prompt = prompt_size(request)
-        return svc.quotas.reserve(quotas, Amounts(prompt, request.max_tokens, 1))
-
-    try:
-        return await asyncio.to_thread(reserve)
+    prompt = 0
+    if any(q.input_tokens is not None for _, q in quotas):  # counted in a thread: a long prompt takes time
+        with contextlib.suppress(Exception):  # a prompt the engine will refuse anyway
+            prompt = await asyncio.to_thread(prompt_size, request)
+    try:  # the ledger's writer answers a whole batch of admissions with one commit
+        return await asyncio.wrap_future(svc.quotas.reserve_future(quotas, Amounts(prompt, request.max_tokens, 1)))
     except QuotaUnavailable as exc:
         raise ApiError(503, f"{exc}; request refused (fail closed)", code="quota_unavailable",
                        retry_after=2) from exc
@@ -326,7 +329,7 @@ async def reserve_quota(svc: Services, caller: Caller, decision: Decision, reque
 async def settle_quota(svc: Services, reservation: Reservation, used: Amounts) -> None:
     """Settle after the outcome; a failure is logged (the reservation then expires), never the client's."""
     try:
-        await asyncio.to_thread(svc.quotas.settle, reservation, used)
+        await asyncio.wrap_future(svc.quotas.settle_future(reservation, used))
     except QuotaUnavailable as exc:
         log.error("quota not settled", reservation=reservation.id, error=str(exc))
 

@@ -88,5 +88,6 @@ class Services:
             except AuditUnavailable as exc:  # the store is down at shutdown: the log line is all that is left
                 log.error("aggregated auth_failure record lost at shutdown", source=agg.source,
                           count=agg.count, error=str(exc))
+        self.quotas.close()
         self.audit.close()
         self.database.dispose()

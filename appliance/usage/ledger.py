@@ -1,25 +1,37 @@
-"""Quota counters in the appliance's database: reserve at admission, settle at the outcome.
+"""Quota counters in the appliance's database: reserve at admission, settle at the outcome, group commit.
 
-A request reserves what it may use (its prompt and its `max_tokens`, and one request) against every quota
-it counts against, in one short transaction that first locks the counter rows (SQLite: `BEGIN IMMEDIATE`;
-PostgreSQL: `SELECT ... FOR UPDATE`, rows in key order so two admissions never deadlock). A quota is never
-granted past its cap counting what is reserved, so concurrent requests on any number of gateway replicas
-overshoot a quota by at most what their reservations leave unused, never more. At the outcome the
-reservation is given back and the usage the audit record holds is added. A replica that dies mid-request
-never settles: its reservations expire after `quota_reservation_ttl_s` and any admission sweeps them.
+A request reserves what it may use (its prompt, its `max_tokens` and one request) against every quota it
+counts against; at its outcome the reservation is given back and the usage its audit record holds is
+added. A quota is never granted past its cap counting what is reserved, so concurrent requests on any
+number of gateway replicas overshoot nothing: in-flight requests hold at most their reservations.
+
+Each replica has one writer thread that takes every pending admission, settlement and sweep and applies
+them in one transaction (like the audit writer's group commit): it creates missing counter rows, locks the
+rows it touches (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: `SELECT ... FOR UPDATE` in key order, so two
+replicas never deadlock), decides each admission in turn against the locked values, writes them back and
+commits; only then is anyone answered. One commit (one fsync on SQLite) serves a whole batch, and a
+batch that fails answers every request in it with `QuotaUnavailable` (admissions fail closed).
+
+A replica that dies mid-request never settles: its reservations expire after `quota_reservation_ttl_s` and
+any replica's writer gives them back (it looks once a minute).
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, select, tuple_, update
+import structlog
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -28,8 +40,13 @@ from appliance.policy.schema import Quota
 from appliance.usage.periods import window
 from appliance.usage.tables import AMOUNTS, counters, reservations
 
+log = structlog.get_logger()
 SWEEP_EVERY_S = 60.0  # how often one replica looks for expired reservations
+BATCH_MAX = 512  # operations per transaction
+SETTLE_WAIT_S = 0.05  # a batch of settlements only waits this long for more work before it commits
+IDLE_EXIT_S = 5.0  # the writer thread ends when idle this long (started again on demand)
 CounterKey = tuple[str, str, str]  # scope, quota id, period label
+_COLUMNS = tuple(f"{kind}_{a}" for kind in ("used", "reserved") for a in AMOUNTS)
 
 
 @dataclass(frozen=True)
@@ -65,99 +82,227 @@ class Reservation:
     counters: tuple[CounterKey, ...]
 
 
+@dataclass(kw_only=True)
+class _Op:
+    future: Future = field(default_factory=Future)
+
+
+@dataclass(kw_only=True)
+class _Reserve(_Op):
+    wanted: dict[CounterKey, tuple[Quota, datetime]]
+    want: Amounts
+    moment: datetime
+
+
+@dataclass(kw_only=True)
+class _Settle(_Op):
+    reservation: Reservation
+    used: Amounts
+
+
+@dataclass(kw_only=True)
+class _Sweep(_Op):
+    pass
+
+
 class QuotaLedger:
     def __init__(self, engine: Engine, zone: tzinfo, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
         self._engine, self._zone, self._ttl_s, self._clock = engine, zone, ttl_s, clock
         self._last_sweep = float("-inf")
-        self._sweep_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._writer: threading.Thread | None = None
 
-    def reserve(self, quotas: Iterable[tuple[str, Quota]], want: Amounts) -> Reservation | None:
-        """Reserve `want` against every quota, or raise `QuotaExceeded` and reserve nothing."""
-        now = self._clock()
-        moment = datetime.fromtimestamp(now, UTC)
+    # -- the API: futures for asyncio callers, blocking calls for everyone else -------------------------
+    def reserve_future(self, quotas: Iterable[tuple[str, Quota]], want: Amounts) -> Future:
+        """A future of the `Reservation` (None when no quota applies), or of `QuotaExceeded`."""
+        moment = datetime.fromtimestamp(self._clock(), UTC)
         wanted: dict[CounterKey, tuple[Quota, datetime]] = {}
         for scope, quota in quotas:
             w = window(moment, quota.period, self._zone)
             wanted[(scope, quota.id, w.label)] = (quota, w.resets_at)
         if not wanted:
-            return None
-        self._sweep_if_due(now)
-        keys = sorted(wanted)
-        rid = uuid.uuid4().hex
-        with _write(self._engine) as conn:
-            rows = _lock_counters(conn, keys)
-            for key in keys:
-                quota, resets_at = wanted[key]
-                for amount in AMOUNTS:
-                    cap = getattr(quota, amount)
-                    taken = rows[key][f"used_{amount}"] + rows[key][f"reserved_{amount}"]
-                    if cap is not None and taken + want.of(amount) > cap:
-                        raise QuotaExceeded(key[0], quota, amount, taken, want.of(amount), cap, resets_at, moment)
-            for key in keys:
-                conn.execute(update(counters).where(_counter(key)).values(
-                    {f"reserved_{a}": counters.c[f"reserved_{a}"] + want.of(a) for a in AMOUNTS}))
-            conn.execute(reservations.insert(), [
-                {"reservation": rid, "scope": s, "quota_id": q, "period": p, "expires_at": now + self._ttl_s,
-                 **{a: want.of(a) for a in AMOUNTS}} for s, q, p in keys])
-        return Reservation(rid, tuple(keys))
+            done: Future = Future()
+            done.set_result(None)
+            return done
+        return self._submit(_Reserve(wanted=wanted, want=want, moment=moment))
+
+    def settle_future(self, reservation: Reservation, used: Amounts) -> Future:
+        """Give the reservation back (unless it expired meanwhile) and count what was used."""
+        return self._submit(_Settle(reservation=reservation, used=used))
+
+    def reserve(self, quotas: Iterable[tuple[str, Quota]], want: Amounts) -> Reservation | None:
+        return self.reserve_future(quotas, want).result()
 
     def settle(self, reservation: Reservation, used: Amounts) -> None:
-        """Give the reservation back (unless it expired meanwhile) and count what was used."""
-        with _write(self._engine) as conn:
-            held = {(r.scope, r.quota_id, r.period): r._mapping for r in conn.execute(
-                delete(reservations).where(reservations.c.reservation == reservation.id)
-                .returning(reservations.c.scope, reservations.c.quota_id, reservations.c.period,
-                           *(reservations.c[a] for a in AMOUNTS)))}
-            for key in sorted(reservation.counters):
-                back = held.get(key)
-                conn.execute(update(counters).where(_counter(key)).values({
-                    **{f"used_{a}": counters.c[f"used_{a}"] + used.of(a) for a in AMOUNTS},
-                    **({f"reserved_{a}": counters.c[f"reserved_{a}"] - back[a] for a in AMOUNTS} if back else {})}))
+        self.settle_future(reservation, used).result()
 
     def release_stale(self) -> int:
         """Give back every reservation past its expiry (its request's replica died); returns how many rows."""
-        now = self._clock()
-        with _write(self._engine) as conn:
-            stale = conn.execute(select(reservations).where(reservations.c.expires_at < now)
-                                 .order_by(reservations.c.scope, reservations.c.quota_id, reservations.c.period)
-                                 .with_for_update()).mappings().all()
-            for row in stale:
-                key = (row["scope"], row["quota_id"], row["period"])
-                conn.execute(update(counters).where(_counter(key)).values(
-                    {f"reserved_{a}": counters.c[f"reserved_{a}"] - row[a] for a in AMOUNTS}))
-            if stale:
-                conn.execute(delete(reservations).where(reservations.c.expires_at < now))
-        return len(stale)
+        return self._submit(_Sweep()).result()
+
+    def close(self) -> None:
+        """Commit what is queued (settlements in flight) before the database goes away."""
+        with contextlib.suppress(QuotaUnavailable):
+            self.release_stale()
 
     def counters(self, scope: str) -> dict[tuple[str, str], dict[str, int]]:
         """(quota id, period) -> used_* and reserved_* of one scope (key:<id> or group:<name>)."""
         with self._engine.connect() as conn:
             rows = conn.execute(select(counters).where(counters.c.scope == scope)).mappings().all()
-        return {(r["quota_id"], r["period"]): {k: v for k, v in r.items() if k.startswith(("used_", "reserved_"))}
-                for r in rows}
+        return {(r["quota_id"], r["period"]): {c: r[c] for c in _COLUMNS} for r in rows}
 
-    def _sweep_if_due(self, now: float) -> None:
-        with self._sweep_lock:
-            if now - self._last_sweep < SWEEP_EVERY_S:
-                return
-            self._last_sweep = now
-        self.release_stale()
+    # -- the writer -------------------------------------------------------------------------------------
+    def _submit(self, op: _Op) -> Future:
+        with self._lock:
+            self._queue.put(op)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._run, name="quota-writer", daemon=True)
+                self._writer.start()
+        return op.future
+
+    def _run(self) -> None:
+        while True:
+            try:
+                ops = [self._queue.get(timeout=IDLE_EXIT_S)]
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._writer = None
+                        return
+                continue
+            deadline = time.monotonic() + SETTLE_WAIT_S
+            while len(ops) < BATCH_MAX:
+                try:
+                    ops.append(self._queue.get_nowait())
+                except queue.Empty:
+                    # settlements alone wait a moment for company (nobody waits on them): one commit then
+                    # serves them and the next admissions
+                    wait = deadline - time.monotonic()
+                    if wait <= 0 or not all(isinstance(op, _Settle) for op in ops):
+                        break
+                    try:
+                        ops.append(self._queue.get(timeout=wait))
+                    except queue.Empty:
+                        break
+            self._commit(ops)
+
+    def _commit(self, ops: list[_Op]) -> None:
+        # A waiter that gave up before its turn is skipped; from here on nobody can cancel (an admission
+        # whose caller leaves now is reserved anyway and expires like a crashed replica's).
+        ops = [op for op in ops if op.future.set_running_or_notify_cancel()]
+        if not ops:
+            return
+        try:
+            with _write(self._engine) as conn:
+                results = _Batch(conn, self._clock(), self._ttl_s).apply(ops, self._sweep_due())
+        except Exception as exc:  # noqa: BLE001 - every waiter hears of it; the writer carries on
+            log.error("quota batch failed", operations=len(ops), error=str(exc)[:300])
+            failure = exc if isinstance(exc, QuotaUnavailable) else QuotaUnavailable(f"quota counters: {exc}")
+            for op in ops:
+                op.future.set_exception(failure)
+            return
+        for op, result in zip(ops, results, strict=True):
+            if isinstance(result, QuotaExceeded):
+                op.future.set_exception(result)
+            else:
+                op.future.set_result(result)
+
+    def _sweep_due(self) -> bool:
+        now = self._clock()
+        if now - self._last_sweep < SWEEP_EVERY_S:
+            return False
+        self._last_sweep = now
+        return True
 
 
-def _counter(key: CounterKey):
-    scope, quota_id, period = key
-    return and_(counters.c.scope == scope, counters.c.quota_id == quota_id, counters.c.period == period)
+class _Batch:
+    """One transaction's work: the locked counter values, changed in memory, written back once."""
 
+    def __init__(self, conn: Connection, now: float, ttl_s: float) -> None:
+        self.conn, self.now, self.ttl_s = conn, now, ttl_s
+        self.state: dict[CounterKey, dict[str, int]] = {}
+        self.new_reservations: list[dict[str, Any]] = []
+        self.before: dict[CounterKey, dict[str, int]] = {}
 
-def _lock_counters(conn: Connection, keys: list[CounterKey]) -> dict[CounterKey, dict[str, int]]:
-    """Create the missing counter rows, then lock them all (in key order) and read them."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    conn.execute(insert(counters).on_conflict_do_nothing(),
-                 [{"scope": s, "quota_id": q, "period": p} for s, q, p in keys])
-    pk = tuple_(counters.c.scope, counters.c.quota_id, counters.c.period)
-    rows = conn.execute(select(counters).where(pk.in_(keys)).order_by(counters.c.scope, counters.c.quota_id,
-                                                                      counters.c.period).with_for_update())
-    return {(r["scope"], r["quota_id"], r["period"]): dict(r) for r in rows.mappings()}
+    def apply(self, ops: list[_Op], sweep: bool) -> list[Any]:
+        settles = [op for op in ops if isinstance(op, _Settle)]
+        sweeping = sweep or any(isinstance(op, _Sweep) for op in ops)
+        given_back = self._take_reservations(settles, sweeping)
+        keys = {k for op in ops if isinstance(op, _Reserve) for k in op.wanted}
+        keys |= {k for op in settles for k in op.reservation.counters} | {k for k, _ in given_back}
+        self._lock(sorted(keys))
+        # Settlements first, whole (reservation back and usage added together), then admissions in turn:
+        # an admission never sees a reservation given back without its usage.
+        for key, amounts in given_back:
+            for a in AMOUNTS:
+                self.state[key][f"reserved_{a}"] -= amounts[a]
+        for op in settles:
+            for key in op.reservation.counters:
+                for a in AMOUNTS:
+                    self.state[key][f"used_{a}"] += op.used.of(a)
+        expired = sum(1 for _, amounts in given_back if amounts["expired"])
+        results = [self._reserve(op) if isinstance(op, _Reserve) else expired if isinstance(op, _Sweep) else None
+                   for op in ops]
+        self._write_back()
+        return results
+
+    def _take_reservations(self, settles: list[_Settle], sweep: bool) -> list[tuple[CounterKey, dict[str, Any]]]:
+        """Delete the reservations being settled (and, when sweeping, the expired ones); what they held."""
+        r = reservations.c
+        ids = [op.reservation.id for op in settles]
+        wanted = ([r.reservation.in_(ids)] if ids else []) + ([r.expires_at < self.now] if sweep else [])
+        if not wanted:
+            return []
+        condition = or_(*wanted)
+        rows = self.conn.execute(delete(reservations).where(condition).returning(
+            r.scope, r.quota_id, r.period, r.reservation, r.expires_at, *(r[a] for a in AMOUNTS))).mappings()
+        settled = set(ids)
+        return [((row["scope"], row["quota_id"], row["period"]),
+                 {**{a: row[a] for a in AMOUNTS}, "expired": row["reservation"] not in settled}) for row in rows]
+
+    def _lock(self, keys: list[CounterKey]) -> None:
+        """Create the missing counter rows, then lock them all (in key order) and read them."""
+        if not keys:
+            return
+        insert = postgresql.insert if self.conn.dialect.name == "postgresql" else sqlite.insert
+        self.conn.execute(insert(counters).on_conflict_do_nothing(),
+                          [{"scope": s, "quota_id": q, "period": p} for s, q, p in keys])
+        pk = tuple_(counters.c.scope, counters.c.quota_id, counters.c.period)
+        for start in range(0, len(keys), 500):  # bounded IN lists
+            rows = self.conn.execute(select(counters).where(pk.in_(keys[start:start + 500])).order_by(
+                counters.c.scope, counters.c.quota_id, counters.c.period).with_for_update()).mappings()
+            for row in rows:
+                self.state[(row["scope"], row["quota_id"], row["period"])] = {c: row[c] for c in _COLUMNS}
+        self.before = {key: dict(values) for key, values in self.state.items()}
+
+    def _reserve(self, op: _Reserve) -> Reservation | QuotaExceeded:
+        keys = sorted(op.wanted)
+        for key in keys:
+            quota, resets_at = op.wanted[key]
+            for a in AMOUNTS:
+                cap = getattr(quota, a)
+                taken = self.state[key][f"used_{a}"] + self.state[key][f"reserved_{a}"]
+                if cap is not None and taken + op.want.of(a) > cap:
+                    return QuotaExceeded(key[0], quota, a, taken, op.want.of(a), cap, resets_at, op.moment)
+        rid = uuid.uuid4().hex
+        for key in keys:
+            for a in AMOUNTS:
+                self.state[key][f"reserved_{a}"] += op.want.of(a)
+            self.new_reservations.append({"reservation": rid, "scope": key[0], "quota_id": key[1],
+                                          "period": key[2], "expires_at": self.now + self.ttl_s,
+                                          **{a: op.want.of(a) for a in AMOUNTS}})
+        return Reservation(rid, tuple(keys))
+
+    def _write_back(self) -> None:
+        changed = [{"k_scope": k[0], "k_quota_id": k[1], "k_period": k[2], **v}
+                   for k, v in sorted(self.state.items()) if v != self.before[k]]
+        if changed:
+            self.conn.execute(update(counters).where(and_(
+                counters.c.scope == bindparam("k_scope"), counters.c.quota_id == bindparam("k_quota_id"),
+                counters.c.period == bindparam("k_period"))).values({c: bindparam(c) for c in _COLUMNS}), changed)
+        if self.new_reservations:
+            self.conn.execute(reservations.insert(), self.new_reservations)
 
 
 @contextmanager
