@@ -249,14 +249,11 @@ class _Batch:
 
     def _take_reservations(self, settles: list[_Settle], sweep: bool) -> list[tuple[CounterKey, dict[str, Any]]]:
         """Delete the reservations being settled (and, when sweeping, the expired ones); what they held."""
-        r = reservations.c
         ids = [op.reservation.id for op in settles]
-        wanted = ([r.reservation.in_(ids)] if ids else []) + ([r.expires_at < self.now] if sweep else [])
-        if not wanted:
+        if not ids and not sweep:
             return []
-        condition = or_(*wanted)
-        rows = self.conn.execute(delete(reservations).where(condition).returning(
-            r.scope, r.quota_id, r.period, r.reservation, r.expires_at, *(r[a] for a in AMOUNTS))).mappings()
+        statement = (_TAKE_BOTH if sweep else _TAKE_IDS) if ids else _TAKE_EXPIRED
+        rows = self.conn.execute(statement, {"ids": ids, "now": self.now}).mappings()
         settled = set(ids)
         return [((row["scope"], row["quota_id"], row["period"]),
                  {**{a: row[a] for a in AMOUNTS}, "expired": row["reservation"] not in settled}) for row in rows]
@@ -265,14 +262,10 @@ class _Batch:
         """Create the missing counter rows, then lock them all (in key order) and read them."""
         if not keys:
             return
-        insert = postgresql.insert if self.conn.dialect.name == "postgresql" else sqlite.insert
-        self.conn.execute(insert(counters).on_conflict_do_nothing(),
-                          [{"scope": s, "quota_id": q, "period": p} for s, q, p in keys])
-        pk = tuple_(counters.c.scope, counters.c.quota_id, counters.c.period)
+        self.conn.execute(_CREATE[self.conn.dialect.name], [{"scope": s, "quota_id": q, "period": p}
+                                                           for s, q, p in keys])
         for start in range(0, len(keys), 500):  # bounded IN lists
-            rows = self.conn.execute(select(counters).where(pk.in_(keys[start:start + 500])).order_by(
-                counters.c.scope, counters.c.quota_id, counters.c.period).with_for_update()).mappings()
-            for row in rows:
+            for row in self.conn.execute(_LOCK, {"keys": keys[start:start + 500]}).mappings():
                 self.state[(row["scope"], row["quota_id"], row["period"])] = {c: row[c] for c in _COLUMNS}
         self.before = {key: dict(values) for key, values in self.state.items()}
 
@@ -298,11 +291,28 @@ class _Batch:
         changed = [{"k_scope": k[0], "k_quota_id": k[1], "k_period": k[2], **v}
                    for k, v in sorted(self.state.items()) if v != self.before[k]]
         if changed:
-            self.conn.execute(update(counters).where(and_(
-                counters.c.scope == bindparam("k_scope"), counters.c.quota_id == bindparam("k_quota_id"),
-                counters.c.period == bindparam("k_period"))).values({c: bindparam(c) for c in _COLUMNS}), changed)
+            self.conn.execute(_WRITE_BACK, changed)
         if self.new_reservations:
-            self.conn.execute(reservations.insert(), self.new_reservations)
+            self.conn.execute(_RESERVE, self.new_reservations)
+
+
+# Built once: the hot path only binds values (no statement is constructed or cache-keyed per request).
+_r = reservations.c
+_TAKEN = (_r.scope, _r.quota_id, _r.period, _r.reservation, *(_r[a] for a in AMOUNTS))
+_BY_ID = _r.reservation.in_(bindparam("ids", expanding=True))
+_EXPIRED = _r.expires_at < bindparam("now")
+_TAKE_IDS = delete(reservations).where(_BY_ID).returning(*_TAKEN)
+_TAKE_EXPIRED = delete(reservations).where(_EXPIRED).returning(*_TAKEN)
+_TAKE_BOTH = delete(reservations).where(or_(_BY_ID, _EXPIRED)).returning(*_TAKEN)
+_CREATE = {"sqlite": sqlite.insert(counters).on_conflict_do_nothing(),
+           "postgresql": postgresql.insert(counters).on_conflict_do_nothing()}
+_LOCK = (select(counters).where(tuple_(counters.c.scope, counters.c.quota_id, counters.c.period).in_(
+    bindparam("keys", expanding=True))).order_by(counters.c.scope, counters.c.quota_id, counters.c.period)
+    .with_for_update())
+_WRITE_BACK = update(counters).where(and_(
+    counters.c.scope == bindparam("k_scope"), counters.c.quota_id == bindparam("k_quota_id"),
+    counters.c.period == bindparam("k_period"))).values({c: bindparam(c) for c in _COLUMNS})
+_RESERVE = reservations.insert()
 
 
 @contextmanager
