@@ -272,8 +272,11 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
     base: dict[str, Any] = dict(request_id=caller.request_id, principal=caller.principal, source=caller.source,
                 route=caller.route, model=model.name, bundle_version=model.version,
                 policy_revision=svc.policy.current.revision)
-    try:
-        svc.policy.check_rate(caller.principal)
+    try:  # the key's per-minute buckets, in the database (one commit serves a batch of admissions)
+        await asyncio.wrap_future(svc.quotas.take_future(caller.principal.key_id or "",
+                                                         svc.policy.rate_for(caller.principal), 0))
+    except QuotaUnavailable as exc:
+        raise _counters_down(exc) from exc
     except RateLimited as exc:
         svc.metrics.decisions.labels("input", "rate_limited").inc()
         await svc.record(AuditEvent(event="denial", **base, decision=RecordDecision(action="deny",
@@ -315,8 +318,7 @@ async def reserve_quota(svc: Services, caller: Caller, decision: Decision, reque
     try:  # the ledger's writer answers a whole batch of admissions with one commit
         return await asyncio.wrap_future(svc.quotas.reserve_future(quotas, Amounts(prompt, request.max_tokens, 1)))
     except QuotaUnavailable as exc:
-        raise ApiError(503, f"{exc}; request refused (fail closed)", code="quota_unavailable",
-                       retry_after=2) from exc
+        raise _counters_down(exc) from exc
     except QuotaExceeded as exc:
         svc.metrics.decisions.labels("input", "quota_exceeded").inc()
         await svc.record(AuditEvent(event="denial", **base, decision=RecordDecision(action="deny",
@@ -324,6 +326,11 @@ async def reserve_quota(svc: Services, caller: Caller, decision: Decision, reque
                                     detail={"resets_at": exc.resets_at.isoformat()}))
         soon = exc.retry_after if exc.retry_after <= RETRY_AFTER_SOON_S else None
         raise ApiError(429, str(exc), code="quota_exceeded", retry_after=soon) from exc
+
+
+def _counters_down(exc: QuotaUnavailable) -> ApiError:
+    """Rate buckets and quota counters that cannot be read: the admission fails closed."""
+    return ApiError(503, f"{exc}; request refused (fail closed)", code="quota_unavailable", retry_after=2)
 
 
 async def settle_quota(svc: Services, reservation: Reservation, used: Amounts) -> None:

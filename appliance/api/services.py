@@ -42,7 +42,8 @@ class Services:
     metrics: Metrics = field(init=False)
     cert_expiry: ExpiryWatch = field(init=False)
     auth_throttle: FailureThrottle = field(init=False)
-    quotas: QuotaLedger = field(init=False)  # the policy's day and month quotas, counted in `database`
+    # the policy's day and month quotas and per-minute rate buckets, counted in `database`
+    quotas: QuotaLedger = field(init=False)
     # Names this gateway replica in its `policy.in_force` records (GET /admin/policy lists every replica's)
     replica: str = field(init=False)
 
@@ -52,6 +53,7 @@ class Services:
         s = self.settings
         self.auth_throttle = FailureThrottle(s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s)
         self.quotas = QuotaLedger(self.database, site_zone(s.site_timezone), s.quota_reservation_ttl_s)
+        self.policy.limiter = self.quotas  # per-minute buckets in the database: shared by every replica
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
     @classmethod

@@ -14,6 +14,9 @@ batch that fails answers every request in it with `QuotaUnavailable` (admissions
 
 A replica that dies mid-request never settles: its reservations expire after `quota_reservation_ttl_s` and
 any replica's writer gives them back (it looks once a minute).
+
+The per-minute rate limits (token buckets, `policy.ratelimit`) are kept here too, in `rate_buckets`, by the
+same writer: the gateway's `PolicyEngine.limiter` is its ledger, so every replica draws on one bucket.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from appliance.errors import ApplianceError
-from appliance.policy.schema import Quota
+from appliance.policy.errors import RateLimited
+from appliance.policy.ratelimit import KINDS, charged, take
+from appliance.policy.schema import Quota, RateLimit
 from appliance.usage.periods import window
-from appliance.usage.tables import AMOUNTS, counters, reservations
+from appliance.usage.tables import AMOUNTS, buckets, counters, reservations
 
 log = structlog.get_logger()
 SWEEP_EVERY_S = 60.0  # how often one replica looks for expired reservations
@@ -105,6 +110,20 @@ class _Sweep(_Op):
     pass
 
 
+@dataclass(kw_only=True)
+class _Take(_Op):
+    key_id: str
+    limit: RateLimit
+    tokens: int
+
+
+@dataclass(kw_only=True)
+class _Charge(_Op):
+    key_id: str
+    limit: RateLimit
+    tokens: int
+
+
 class QuotaLedger:
     def __init__(self, engine: Engine, zone: tzinfo, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
         self._engine, self._zone, self._ttl_s, self._clock = engine, zone, ttl_s, clock
@@ -122,9 +141,7 @@ class QuotaLedger:
             w = window(moment, quota.period, self._zone)
             wanted[(scope, quota.id, w.label)] = (quota, w.resets_at)
         if not wanted:
-            done: Future = Future()
-            done.set_result(None)
-            return done
+            return _done()
         return self._submit(_Reserve(wanted=wanted, want=want, moment=moment))
 
     def settle_future(self, reservation: Reservation, used: Amounts) -> Future:
@@ -136,6 +153,22 @@ class QuotaLedger:
 
     def settle(self, reservation: Reservation, used: Amounts) -> None:
         self.settle_future(reservation, used).result()
+
+    def take_future(self, key_id: str, limit: RateLimit, tokens: int) -> Future:
+        """Per-minute limits: a future of taking one request and `tokens` from the key's buckets in the
+        database (None), or of `RateLimited`."""
+        if limit.requests_per_minute is None and limit.tokens_per_minute is None:
+            return _done()
+        return self._submit(_Take(key_id=key_id, limit=limit, tokens=tokens))
+
+    def acquire(self, key_id: str, limit: RateLimit, tokens: int) -> None:
+        """`take_future`, waited for: with `charge`, the ledger is a `policy.Limiter`."""
+        self.take_future(key_id, limit, tokens).result()
+
+    def charge(self, key_id: str, limit: RateLimit, tokens: int) -> None:
+        """Tokens used beyond what `acquire` took; queued, not waited for (it cannot be refused)."""
+        if limit.tokens_per_minute is not None and tokens > 0:
+            self._submit(_Charge(key_id=key_id, limit=limit, tokens=tokens))
 
     def release_stale(self) -> int:
         """Give back every reservation past its expiry (its request's replica died); returns how many rows."""
@@ -203,7 +236,7 @@ class QuotaLedger:
                 op.future.set_exception(failure)
             return
         for op, result in zip(ops, results, strict=True):
-            if isinstance(result, QuotaExceeded):
+            if isinstance(result, QuotaExceeded | RateLimited):
                 op.future.set_exception(result)
             else:
                 op.future.set_result(result)
@@ -224,6 +257,8 @@ class _Batch:
         self.state: dict[CounterKey, dict[str, int]] = {}
         self.new_reservations: list[dict[str, Any]] = []
         self.before: dict[CounterKey, dict[str, int]] = {}
+        self.buckets: dict[tuple[str, str], tuple[float, float] | None] = {}
+        self.buckets_before: dict[tuple[str, str], tuple[float, float] | None] = {}
 
     def apply(self, ops: list[_Op], sweep: bool) -> list[Any]:
         settles = [op for op in ops if isinstance(op, _Settle)]
@@ -242,10 +277,36 @@ class _Batch:
                 for a in AMOUNTS:
                     self.state[key][f"used_{a}"] += op.used.of(a)
         expired = sum(1 for _, amounts in given_back if amounts["expired"])
-        results = [self._reserve(op) if isinstance(op, _Reserve) else expired if isinstance(op, _Sweep) else None
-                   for op in ops]
+        self._lock_buckets(sorted({(op.key_id, kind) for op in ops if isinstance(op, _Take | _Charge)
+                                   for kind in KINDS}))
+        results = [self._apply_one(op, expired) for op in ops]
         self._write_back()
         return results
+
+    def _apply_one(self, op: _Op, expired: int) -> Any:
+        if isinstance(op, _Reserve):
+            return self._reserve(op)
+        if isinstance(op, _Take):
+            mine = {kind: bucket for kind in KINDS if (bucket := self.buckets[(op.key_id, kind)]) is not None}
+            try:
+                taken = take(mine, op.limit, op.tokens, self.now)
+            except RateLimited as exc:
+                return exc
+            self.buckets.update({(op.key_id, kind): bucket for kind, bucket in taken.items()})
+        elif isinstance(op, _Charge):
+            key = (op.key_id, "rate.tokens")
+            self.buckets[key] = charged(self.buckets[key], op.limit, op.tokens, self.now)
+        return expired if isinstance(op, _Sweep) else None
+
+    def _lock_buckets(self, keys: list[tuple[str, str]]) -> None:
+        """The rate buckets of these keys, created when missing (NULL: full), locked in key order."""
+        if not keys:
+            return
+        self.conn.execute(_CREATE_BUCKETS[self.conn.dialect.name], [{"key_id": k, "kind": kind} for k, kind in keys])
+        for row in self.conn.execute(_LOCK_BUCKETS, {"keys": keys}).mappings():
+            level, stamp = row["level"], row["stamp"]
+            self.buckets[(row["key_id"], row["kind"])] = None if level is None else (level, stamp)
+        self.buckets_before = dict(self.buckets)
 
     def _take_reservations(self, settles: list[_Settle], sweep: bool) -> list[tuple[CounterKey, dict[str, Any]]]:
         """Delete the reservations being settled (and, when sweeping, the expired ones); what they held."""
@@ -294,6 +355,10 @@ class _Batch:
             self.conn.execute(_WRITE_BACK, changed)
         if self.new_reservations:
             self.conn.execute(_RESERVE, self.new_reservations)
+        refilled = [{"k_key_id": k[0], "k_kind": k[1], "level": b[0], "stamp": b[1]}
+                    for k, b in sorted(self.buckets.items()) if b is not None and b != self.buckets_before[k]]
+        if refilled:
+            self.conn.execute(_WRITE_BUCKETS, refilled)
 
 
 # Built once: the hot path only binds values (no statement is constructed or cache-keyed per request).
@@ -313,6 +378,19 @@ _WRITE_BACK = update(counters).where(and_(
     counters.c.scope == bindparam("k_scope"), counters.c.quota_id == bindparam("k_quota_id"),
     counters.c.period == bindparam("k_period"))).values({c: bindparam(c) for c in _COLUMNS})
 _RESERVE = reservations.insert()
+_CREATE_BUCKETS = {"sqlite": sqlite.insert(buckets).on_conflict_do_nothing(),
+                   "postgresql": postgresql.insert(buckets).on_conflict_do_nothing()}
+_LOCK_BUCKETS = (select(buckets).where(tuple_(buckets.c.key_id, buckets.c.kind).in_(
+    bindparam("keys", expanding=True))).order_by(buckets.c.key_id, buckets.c.kind).with_for_update())
+_WRITE_BUCKETS = update(buckets).where(and_(buckets.c.key_id == bindparam("k_key_id"),
+                                            buckets.c.kind == bindparam("k_kind"))).values(
+    level=bindparam("level"), stamp=bindparam("stamp"))
+
+
+def _done() -> Future:
+    done: Future = Future()
+    done.set_result(None)
+    return done
 
 
 @contextmanager

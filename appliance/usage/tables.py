@@ -26,3 +26,11 @@ reservations = Table(
     *(Column(a, BigInteger, nullable=False) for a in AMOUNTS),
     Column("expires_at", Float, nullable=False, index=True),  # unix time
 )
+
+buckets = Table(
+    "rate_buckets", Base.metadata,
+    Column("key_id", String(160), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # rate.requests or rate.tokens
+    Column("level", Float),  # NULL: full
+    Column("stamp", Float),  # unix time of `level`
+)

@@ -8,15 +8,18 @@ import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy.orm import Session
 
 from appliance import apikeys
+from appliance.api.app import create_app
+from appliance.api.services import Services
 from appliance.audit import AuditFilter
 from appliance.usage import QuotaLedger
 from appliance.usage.report import OUTCOMES
 from tests.api.helpers import records
-from tests.api.scripted import answer
+from tests.api.scripted import ScriptedBackend, answer
 from tests.appliance import REPO, make_appliance
 from tests.conftest import run_cli
 
@@ -218,3 +221,32 @@ def test_the_cli_report_matches_the_api(appliance):
     bad = run_cli("usage", "report", "--from", "yesterday", "--to", today, data_dir=appliance.settings.data_dir,
                   env=env)
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "ISO date" in bad.stderr
+
+
+async def test_per_minute_limits_hold_across_two_replicas(appliance, scripted):
+    """The per-minute buckets are in the database: two gateway replicas draw on one bucket (in memory, each
+    replica had its own and the key got twice its rate)."""
+    scripted.chunks = answer("ok")
+    token, key_id = new_key(appliance)
+    second = Services.from_settings(appliance.settings, ScriptedBackend(answer("ok")))
+    access = appliance.pack / "access.yaml"
+    original = access.read_text()
+    try:
+        access.write_text(original.replace("  keys: {}", f"  keys: {{{key_id}: {{rate: {{requests_per_minute: 2}}}}}}"))
+        async with appliance.client("admin") as admin:
+            assert (await admin.post("/admin/policy/reload")).status_code == 200
+        second.policy.reload(appliance.pack)
+        assert (await ask(appliance, token)).status_code == 200
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(second)), base_url="http://b",
+                                     headers={"Authorization": f"Bearer {token}"}) as other:
+            r = await other.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 10,
+                                                               "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200
+        refused = await ask(appliance, token)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"
+        assert int(refused.headers["retry-after"]) >= 1
+    finally:
+        second.close()
+        access.write_text(original)
+        async with appliance.client("admin") as admin:
+            assert (await admin.post("/admin/policy/reload")).status_code == 200

@@ -2,7 +2,8 @@
 
 `usage_counters`: one row per (scope, quota id, period): used and reserved input tokens, output tokens and
 requests. `usage_reservations`: what each admitted request reserved, with an expiry, so a request whose
-replica crashed before settling gives its reservation back.
+replica crashed before settling gives its reservation back. `rate_buckets`: the per-minute token buckets
+of each key, shared by every replica.
 
 Revision ID: 0006
 Revises: 0005
@@ -40,9 +41,17 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.Float(), nullable=False),
     )
     op.create_index("ix_usage_reservations_expires_at", "usage_reservations", ["expires_at"])
+    op.create_table(
+        "rate_buckets",
+        sa.Column("key_id", sa.String(160), primary_key=True),
+        sa.Column("kind", sa.String(16), primary_key=True),
+        sa.Column("level", sa.Float(), nullable=True),  # NULL: full
+        sa.Column("stamp", sa.Float(), nullable=True),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("rate_buckets")
     op.drop_index("ix_usage_reservations_expires_at", "usage_reservations")
     op.drop_table("usage_reservations")
     op.drop_table("usage_counters")
