@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 from datetime import UTC, datetime
 
@@ -9,7 +10,8 @@ import pytest
 from sqlalchemy import Engine
 
 from appliance.db import make_engine
-from appliance.policy.schema import Quota
+from appliance.policy import RateLimited
+from appliance.policy.schema import Quota, RateLimit
 from appliance.usage import Amounts, QuotaExceeded, QuotaLedger
 from appliance.usage.periods import site_zone
 
@@ -145,3 +147,60 @@ def test_a_refused_admission_reserves_nothing(engines):
                                             r"reserved and this request needs 11"):
         ledger.reserve(scoped, Amounts(11, 50, 1))
     assert all(c["reserved_output_tokens"] == 0 for c in ledger.counters("key:k").values())
+
+
+def _client_process(url: str, cap: int, each: int, rounds: int) -> list[int]:
+    """One gateway replica in its own process: reserve, settle with a little less, repeat."""
+    engine = make_engine(url)
+    ledger = QuotaLedger(engine, UTC, 3600)
+    granted = []
+    try:
+        for _ in range(rounds):
+            try:
+                reservation = ledger.reserve([("group:lab", quota(output_tokens=cap))], Amounts(0, each, 1))
+            except QuotaExceeded:
+                continue
+            assert reservation is not None
+            ledger.settle(reservation, Amounts(0, each - 1, 1))
+            granted.append(each - 1)
+    finally:
+        ledger.close()
+        engine.dispose()
+    return granted
+
+
+def test_replicas_in_separate_processes_never_pass_the_cap(database_url):
+    cap, each = 500, 40
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.starmap(_client_process, [(database_url, cap, each, 8)] * 4)
+    engine = make_engine(database_url)
+    try:
+        (counter,) = QuotaLedger(engine, UTC, 3600).counters("group:lab").values()
+    finally:
+        engine.dispose()
+    granted = [g for r in results for g in r]
+    assert counter["used_output_tokens"] == sum(granted) <= cap and len(granted) == cap // each
+    assert counter["reserved_output_tokens"] == 0
+
+
+def test_rate_buckets_are_shared_by_replicas_and_refill(engines):
+    clock = Clock(datetime(2026, 12, 1, 12, tzinfo=UTC))
+    first, second = (QuotaLedger(engines(), UTC, 600, clock=clock) for _ in range(2))
+    limit = RateLimit(requests_per_minute=2, tokens_per_minute=100)
+    first.acquire("k", limit, 0)
+    second.acquire("k", limit, 0)
+    with pytest.raises(RateLimited) as refused:
+        first.acquire("k", limit, 0)
+    assert (refused.value.rule_id, refused.value.retry_after) == ("rate.requests", 30)
+    clock.now += 30
+    second.acquire("k", limit, 0)
+    second.charge("k", limit, 150)  # a long completion, paid after the fact: the bucket goes into debt
+    second.close()  # charges are not waited for: close commits what is queued
+    clock.now += 30  # 100 - 150 + 50: the bucket is empty
+    with pytest.raises(RateLimited, match=r"rate\.tokens"):
+        first.acquire("k", limit, 10)
+    restarted = QuotaLedger(engines(), UTC, 600, clock=clock)
+    with pytest.raises(RateLimited, match=r"rate\.tokens"):
+        restarted.acquire("k", limit, 10)
+    clock.now += 6
+    restarted.acquire("k", limit, 10)
