@@ -38,7 +38,7 @@ from appliance.engine.types import (
     Usage,
 )
 from appliance.policy import Decision, FilterOutput, Message, PolicyRequest, RateLimited
-from appliance.policy.grants import quotas_for, rule_for
+from appliance.policy.grants import group_of, quotas_for, rule_for
 from appliance.usage import Amounts, QuotaExceeded, QuotaUnavailable, Reservation
 
 log = structlog.get_logger()
@@ -241,7 +241,9 @@ class AuditedGeneration:
         mode = self.decision.audit_content
         o = self.outcome
         latency = time.perf_counter() - self.started
-        self.svc.metrics.observe_outcome(o.usage, o.action)
+        assert self.decision.policy is not None
+        group = group_of(self.decision.policy, self.caller.principal.key_id) or "-"
+        self.svc.metrics.observe_outcome(o.usage, o.action, group, self.model.name)
         rule_ids = ((o.rule_id,) if o.rule_id else ()) + tuple(sorted(o.redactions))
         await self.svc.record(AuditEvent(
             event=event, request_id=self.caller.request_id, principal=self.caller.principal,

@@ -141,6 +141,9 @@ async def test_admins_count_unless_the_pack_exempts_them_and_changes_apply_on_re
         refused = await ask(appliance, user_token)
         assert refused.json()["error"]["message"].startswith("quota lab.daily (group:lab: requests per day)")
         assert records(appliance, refused.request.headers["x-request-id"])[0].decision.rule_ids == ("quota.lab.daily",)
+        async with appliance.client("auditor") as auditor:
+            metrics = (await auditor.get("/metrics")).text
+        assert 'appliance_usage_tokens_total{group="lab",kind="completion",model="tiny"} 2.0' in metrics
     finally:
         access.write_text(original)
         async with appliance.client("admin") as admin:
