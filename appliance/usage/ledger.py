@@ -48,7 +48,7 @@ from appliance.usage.tables import AMOUNTS, buckets, counters, reservations
 log = structlog.get_logger()
 SWEEP_EVERY_S = 60.0  # how often one replica looks for expired reservations
 BATCH_MAX = 512  # operations per transaction
-SETTLE_WAIT_S = 0.05  # a batch of settlements only waits this long for more work before it commits
+SETTLE_WAIT_S = 0.05  # a batch of settlements and charges only waits this long for company
 IDLE_EXIT_S = 5.0  # the writer thread ends when idle this long (started again on demand)
 CounterKey = tuple[str, str, str]  # scope, quota id, period label
 _COLUMNS = tuple(f"{kind}_{a}" for kind in ("used", "reserved") for a in AMOUNTS)
@@ -209,10 +209,10 @@ class QuotaLedger:
                 try:
                     ops.append(self._queue.get_nowait())
                 except queue.Empty:
-                    # settlements alone wait a moment for company (nobody waits on them): one commit then
-                    # serves them and the next admissions
+                    # settlements and token charges alone wait a moment for company (nobody waits on
+                    # them): one commit then serves them and the next admissions
                     wait = deadline - time.monotonic()
-                    if wait <= 0 or not all(isinstance(op, _Settle) for op in ops):
+                    if wait <= 0 or not all(isinstance(op, _Settle | _Charge) for op in ops):
                         break
                     try:
                         ops.append(self._queue.get(timeout=wait))
