@@ -14,8 +14,10 @@ from sqlalchemy.orm import Session
 
 from appliance import apikeys
 from appliance.api.app import create_app
+from appliance.api.errors import ApiError
 from appliance.api.services import Services
 from appliance.audit import AuditFilter
+from appliance.engine import TextEvent
 from appliance.usage import QuotaLedger
 from appliance.usage.report import OUTCOMES
 from tests.api.helpers import records
@@ -151,8 +153,6 @@ async def test_admins_count_unless_the_pack_exempts_them_and_changes_apply_on_re
 
 
 async def test_a_client_that_hangs_up_gives_its_reservation_back(appliance, scripted):
-    from appliance.engine import TextEvent
-
     scripted.chunks = [[TextEvent("final", f"word{i} ")] for i in range(200)]
     scripted.delay = 0.01
     token, key_id = new_key(appliance)
@@ -253,3 +253,20 @@ async def test_per_minute_limits_hold_across_two_replicas(appliance, scripted):
         access.write_text(original)
         async with appliance.client("admin") as admin:
             assert (await admin.post("/admin/policy/reload")).status_code == 200
+
+
+async def test_a_request_refused_before_the_model_gives_its_reservation_back(appliance, scripted, monkeypatch):
+    """The request record cannot be written (503, the model never runs): nothing stays reserved or used."""
+    scripted.chunks = answer("ok")
+    token, key_id = new_key(appliance)
+    real = appliance.services.record
+
+    async def failing(event):
+        if event.event == "request":
+            raise ApiError(503, "audit store unavailable; request refused (fail closed)", code="audit_unavailable")
+        return await real(event)
+
+    monkeypatch.setattr(appliance.services, "record", failing)
+    assert (await ask(appliance, token)).status_code == 503
+    (counter,) = appliance.services.quotas.counters(f"key:{key_id}").values()
+    assert counter["reserved_output_tokens"] == counter["used_requests"] == counter["used_output_tokens"] == 0
