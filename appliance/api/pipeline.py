@@ -299,7 +299,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
                                     content=content[1], detail=content[2]))
     except BaseException:
         if reservation is not None:  # refused (or cancelled) before the model ran: nothing was used
-            await settle_quota(svc, reservation, Amounts())
+            _kept(settle_quota(svc, reservation, Amounts()))
         raise
     return AuditedGeneration(svc, caller, decision, request, model, reservation)
 
