@@ -50,6 +50,7 @@ SWEEP_EVERY_S = 60.0  # how often one replica looks for expired reservations
 BATCH_MAX = 512  # operations per transaction
 SETTLE_WAIT_S = 0.05  # a batch of settlements and charges only waits this long for company
 IDLE_EXIT_S = 5.0  # the writer thread ends when idle this long (started again on demand)
+KNOWN_MAX = 100_000  # rows remembered as existing
 CounterKey = tuple[str, str, str]  # scope, quota id, period label
 _COLUMNS = tuple(f"{kind}_{a}" for kind in ("used", "reserved") for a in AMOUNTS)
 
@@ -131,6 +132,7 @@ class QuotaLedger:
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._writer: threading.Thread | None = None
+        self._known: set[tuple] = set()  # counter and bucket rows known to exist (only the writer uses it)
 
     # -- the API: futures for asyncio callers, blocking calls for everyone else -------------------------
     def reserve_future(self, quotas: Iterable[tuple[str, Quota]], want: Amounts) -> Future:
@@ -228,13 +230,17 @@ class QuotaLedger:
             return
         try:
             with _write(self._engine) as conn:
-                results = _Batch(conn, self._clock(), self._ttl_s).apply(ops, self._sweep_due())
+                batch = _Batch(conn, self._clock(), self._ttl_s, self._known)
+                results = batch.apply(ops, self._sweep_due())
         except Exception as exc:  # noqa: BLE001 - every waiter hears of it; the writer carries on
             log.error("quota batch failed", operations=len(ops), error=str(exc)[:300])
             failure = exc if isinstance(exc, QuotaUnavailable) else QuotaUnavailable(f"quota counters: {exc}")
             for op in ops:
                 op.future.set_exception(failure)
             return
+        if len(self._known) > KNOWN_MAX:  # old periods' rows: forget them rather than grow without end
+            self._known.clear()
+        self._known.update(batch.seen)
         for op, result in zip(ops, results, strict=True):
             if isinstance(result, QuotaExceeded | RateLimited):
                 op.future.set_exception(result)
@@ -252,8 +258,9 @@ class QuotaLedger:
 class _Batch:
     """One transaction's work: the locked counter values, changed in memory, written back once."""
 
-    def __init__(self, conn: Connection, now: float, ttl_s: float) -> None:
-        self.conn, self.now, self.ttl_s = conn, now, ttl_s
+    def __init__(self, conn: Connection, now: float, ttl_s: float, known: set[tuple]) -> None:
+        self.conn, self.now, self.ttl_s, self.known = conn, now, ttl_s, known
+        self.seen: set[tuple] = set()  # rows that exist once this batch commits
         self.state: dict[CounterKey, dict[str, int]] = {}
         self.new_reservations: list[dict[str, Any]] = []
         self.before: dict[CounterKey, dict[str, int]] = {}
@@ -300,13 +307,26 @@ class _Batch:
 
     def _lock_buckets(self, keys: list[tuple[str, str]]) -> None:
         """The rate buckets of these keys, created when missing (NULL: full), locked in key order."""
-        if not keys:
-            return
-        self.conn.execute(_CREATE_BUCKETS[self.conn.dialect.name], [{"key_id": k, "kind": kind} for k, kind in keys])
-        for row in self.conn.execute(_LOCK_BUCKETS, {"keys": keys}).mappings():
+        for row in self._locked_rows(_CREATE_BUCKETS, _LOCK_BUCKETS, keys, ("key_id", "kind")):
             level, stamp = row["level"], row["stamp"]
             self.buckets[(row["key_id"], row["kind"])] = None if level is None else (level, stamp)
         self.buckets_before = dict(self.buckets)
+
+    def _locked_rows(self, create: dict[str, Any], lock: Any, keys: list[tuple], names: tuple[str, ...]) -> list:
+        """Lock and read the rows of `keys` (in key order), creating the missing ones. Rows are never
+        deleted, so a row this replica has seen is not created again (one statement less per batch); should
+        one be gone anyway (a restored database), all are created and read again."""
+        fresh = [k for k in keys if k not in self.known]
+        for _ in range(2):
+            if fresh:
+                self.conn.execute(create[self.conn.dialect.name], [dict(zip(names, k, strict=True)) for k in fresh])
+            rows = [row for start in range(0, len(keys), 500)  # bounded IN lists
+                    for row in self.conn.execute(lock, {"keys": keys[start:start + 500]}).mappings()]
+            if len(rows) == len(keys):
+                break
+            fresh = keys
+        self.seen.update(keys)
+        return rows
 
     def _take_reservations(self, settles: list[_Settle], sweep: bool) -> list[tuple[CounterKey, dict[str, Any]]]:
         """Delete the reservations being settled (and, when sweeping, the expired ones); what they held."""
@@ -321,13 +341,8 @@ class _Batch:
 
     def _lock(self, keys: list[CounterKey]) -> None:
         """Create the missing counter rows, then lock them all (in key order) and read them."""
-        if not keys:
-            return
-        self.conn.execute(_CREATE[self.conn.dialect.name], [{"scope": s, "quota_id": q, "period": p}
-                                                           for s, q, p in keys])
-        for start in range(0, len(keys), 500):  # bounded IN lists
-            for row in self.conn.execute(_LOCK, {"keys": keys[start:start + 500]}).mappings():
-                self.state[(row["scope"], row["quota_id"], row["period"])] = {c: row[c] for c in _COLUMNS}
+        for row in self._locked_rows(_CREATE, _LOCK, keys, ("scope", "quota_id", "period")):
+            self.state[(row["scope"], row["quota_id"], row["period"])] = {c: row[c] for c in _COLUMNS}
         self.before = {key: dict(values) for key, values in self.state.items()}
 
     def _reserve(self, op: _Reserve) -> Reservation | QuotaExceeded:

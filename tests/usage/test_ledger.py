@@ -14,6 +14,7 @@ from appliance.policy import RateLimited
 from appliance.policy.schema import Quota, RateLimit
 from appliance.usage import Amounts, QuotaExceeded, QuotaLedger
 from appliance.usage.periods import site_zone
+from appliance.usage.tables import counters
 
 BERLIN = site_zone("Europe/Berlin")
 
@@ -204,3 +205,16 @@ def test_rate_buckets_are_shared_by_replicas_and_refill(engines):
         restarted.acquire("k", limit, 10)
     clock.now += 6
     restarted.acquire("k", limit, 10)
+
+
+def test_a_counter_row_gone_from_under_the_ledger_is_made_again(engines):
+    """Rows a replica has seen are not created again; if one vanishes anyway (a restored database), the
+    admission still works instead of failing closed for ever."""
+    ledger = QuotaLedger(engines(), UTC, 600)
+    scoped = [("key:k", quota(requests=5))]
+    ledger.settle(ledger.reserve(scoped, Amounts(0, 0, 1)), Amounts(0, 0, 1))
+    with engines().begin() as conn:
+        conn.execute(counters.delete())
+    ledger.settle(ledger.reserve(scoped, Amounts(0, 0, 1)), Amounts(0, 0, 1))
+    (counter,) = ledger.counters("key:k").values()
+    assert (counter["used_requests"], counter["reserved_requests"]) == (1, 0)
