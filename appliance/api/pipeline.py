@@ -318,7 +318,7 @@ async def reserve_quota(svc: Services, caller: Caller, decision: Decision, reque
         with contextlib.suppress(Exception):  # a prompt the engine will refuse anyway
             prompt = await asyncio.to_thread(prompt_size, request)
     try:  # the ledger's writer answers a whole batch of admissions with one commit
-        return await asyncio.wrap_future(svc.quotas.reserve_future(quotas, Amounts(prompt, request.max_tokens, 1)))
+        return await svc.quotas.reserve_async(quotas, Amounts(prompt, request.max_tokens, 1))
     except QuotaUnavailable as exc:
         raise _counters_down(exc) from exc
     except QuotaExceeded as exc:

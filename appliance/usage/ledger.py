@@ -21,6 +21,7 @@ same writer: the gateway's `PolicyEngine.limiter` is its ledger, so every replic
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import threading
@@ -146,6 +147,20 @@ class QuotaLedger:
             return _done()
         return self._submit(_Reserve(wanted=wanted, want=want, moment=moment))
 
+    async def reserve_async(self, quotas: Iterable[tuple[str, Quota]], want: Amounts) -> Reservation | None:
+        """`reserve_future` awaited; a caller cancelled while it waits (its client left) gives back what
+        the writer reserved for it all the same."""
+        future = self.reserve_future(quotas, want)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, future: Future) -> None:
+        if not future.cancelled() and future.exception() is None and future.result() is not None:
+            self.settle_future(future.result(), Amounts())
+
     def settle_future(self, reservation: Reservation, used: Amounts) -> Future:
         """Give the reservation back (unless it expired meanwhile) and count what was used."""
         return self._submit(_Settle(reservation=reservation, used=used))
@@ -224,7 +239,7 @@ class QuotaLedger:
 
     def _commit(self, ops: list[_Op]) -> None:
         # A waiter that gave up before its turn is skipped; from here on nobody can cancel (an admission
-        # whose caller leaves now is reserved anyway and expires like a crashed replica's).
+        # whose caller leaves now is given back by `reserve_async`).
         ops = [op for op in ops if op.future.set_running_or_notify_cancel()]
         if not ops:
             return

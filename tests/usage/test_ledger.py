@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import multiprocessing
 import threading
 from datetime import UTC, datetime
@@ -218,3 +220,21 @@ def test_a_counter_row_gone_from_under_the_ledger_is_made_again(engines):
     ledger.settle(ledger.reserve(scoped, Amounts(0, 0, 1)), Amounts(0, 0, 1))
     (counter,) = ledger.counters("key:k").values()
     assert (counter["used_requests"], counter["reserved_requests"]) == (1, 0)
+
+
+def test_an_admission_whose_caller_leaves_gives_its_reservation_back(engines):
+    ledger = QuotaLedger(engines(), UTC, 600)
+    scoped = [("key:k", quota(output_tokens=100))]
+
+    async def leave_at_once() -> None:
+        task = asyncio.ensure_future(ledger.reserve_async(scoped, Amounts(0, 100, 1)))
+        await asyncio.sleep(0)  # submitted to the writer, then the client is gone
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    for _ in range(20):
+        asyncio.run(leave_at_once())
+    ledger.close()  # commits what is queued
+    assert all(c["reserved_output_tokens"] == 0 for c in ledger.counters("key:k").values())
+    assert ledger.reserve(scoped, Amounts(0, 100, 1)) is not None
