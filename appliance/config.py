@@ -11,9 +11,10 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from appliance.files import read_small
@@ -176,8 +177,23 @@ class Settings(BaseSettings):
     ldap_timeout_s: int = Field(default=5, ge=1)  # whole seconds: ldap3 sets them as a socket option
     ui_key_signin: bool = True  # false: the page signs in with the directory only
 
+    # Quotas (policy pack `quotas:`): days and months are calendar days and months in this IANA zone
+    site_timezone: str = "UTC"
+    # a reservation whose request never settled (its replica crashed) is released after this long
+    quota_reservation_ttl_s: float = Field(default=3600.0, gt=0)
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
+
+    @field_validator("site_timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            if name != "UTC":  # UTC needs no zone database (a minimal image may have none)
+                ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/Berlin)") from None
+        return name
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

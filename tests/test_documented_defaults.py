@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from appliance.config import Settings
 
 
@@ -26,3 +29,14 @@ def test_documented_tls_defaults_hold():
     assert s.tls_expiry_warning_days == 30  # "A certificate within 30 days of expiry is a warning"
     assert (s.front_idle_timeout_s, s.front_header_timeout_s) == (60.0, 10.0)  # "front_idle_timeout_s (60 s)"
     assert (s.front_max_connections_per_client, s.front_max_connections) == (128, 2048)  # "128 ... 2048 in all"
+
+
+def test_documented_quota_defaults_hold():
+    s = Settings()
+    assert s.site_timezone == "UTC"  # README: "APPLIANCE_SITE_TIMEZONE=Europe/Berlin (default UTC)"
+    assert s.quota_reservation_ttl_s == 3600.0  # "expire after `quota_reservation_ttl_s` (default 1 h)"
+
+
+def test_an_unknown_site_timezone_is_refused_by_name():
+    with pytest.raises(ValidationError, match="unknown time zone 'Mars/Olympus'"):
+        Settings(site_timezone="Mars/Olympus")

@@ -18,6 +18,7 @@ from appliance.api.schemas import RequestBody
 from appliance.audit import AuditRecord
 from appliance.audit.chain import VerifyReport
 from appliance.bundles.store import StoredBundle
+from appliance.usage.report import UsageRow
 
 
 def _in_range(moment: datetime) -> datetime:
@@ -145,3 +146,13 @@ class Activated(BaseModel):
     version: str
     active: bool = True
     note: str = "serving replicas switch to it at their next health check"
+
+
+class UsageReport(BaseModel):
+    """Totals of the audit log's outcome records over [since, until), per key, group or model."""
+
+    object: Literal["usage_report"] = "usage_report"
+    by: Literal["key", "group", "model"]
+    since: str
+    until: str
+    data: list[UsageRow]

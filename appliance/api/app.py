@@ -14,7 +14,17 @@ from appliance.api import policy_follow
 from appliance.api.authgate import AuthGate
 from appliance.api.errors import ApiError, install_error_handlers
 from appliance.api.peer import PeerGate
-from appliance.api.routes import admin_audit, admin_bundles, admin_keys, admin_policy, chat, health, models, responses
+from appliance.api.routes import (
+    admin_audit,
+    admin_bundles,
+    admin_keys,
+    admin_policy,
+    admin_usage,
+    chat,
+    health,
+    models,
+    responses,
+)
 from appliance.api.services import Services
 from appliance.api.ui import create_ui
 from appliance.bundles.metadata import APPLIANCE_VERSION
@@ -41,7 +51,7 @@ def create_app(svc: Services, *, owns_services: bool = False) -> FastAPI:
                   openapi_url=None, lifespan=lifespan)  # the OpenAPI document: routes/health.py, behind a key
     app.state.services = svc
     install_error_handlers(app)
-    for module in (chat, responses, models, admin_audit, admin_keys, admin_policy, admin_bundles, health):
+    for module in (chat, responses, models, admin_audit, admin_keys, admin_policy, admin_bundles, admin_usage, health):
         app.include_router(module.router)
     app.mount("/admin/ui", create_ui(svc))  # its own sessions: the gate lets /admin/ui through
     # outermost last: observe -> size limits -> the attested peer -> the key check (before any body) -> routes

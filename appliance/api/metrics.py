@@ -23,6 +23,9 @@ class Metrics:
                                 registry=r)
         self.tokens = Counter("appliance_tokens", "Tokens by kind (prompt, completion, reasoning)", ["kind"],
                               registry=r)
+        # groups come from the policy pack and models from the active bundles: few label values, never keys
+        self.usage_tokens = Counter("appliance_usage_tokens", "Tokens by group (policy pack), model and kind",
+                                    ["group", "model", "kind"], registry=r)
         self.ttft = Histogram("appliance_time_to_first_token_seconds", "Time to first token", registry=r,
                               buckets=_LATENCY_BUCKETS)
         self.latency = Histogram("appliance_request_seconds", "Request latency by route", ["route"], registry=r,
@@ -55,11 +58,13 @@ class Metrics:
             kv.labels(kind).set_function(_stat(engine_stats, "kv_budget_bytes" if kind == "budget"
                                                else f"kv_bytes_{kind}"))
 
-    def observe_outcome(self, usage, output_action: str) -> None:
-        """The one hook for a finished generation: its tokens and its output decision."""
-        self.tokens.labels("prompt").inc(usage.prompt_tokens)
-        self.tokens.labels("completion").inc(usage.completion_tokens)
-        self.tokens.labels("reasoning").inc(usage.reasoning_tokens)
+    def observe_outcome(self, usage, output_action: str, group: str, model: str) -> None:
+        """The one hook for a finished generation: its tokens (also per group and model) and its output
+        decision."""
+        for kind in ("prompt", "completion", "reasoning"):
+            count = getattr(usage, f"{kind}_tokens")
+            self.tokens.labels(kind).inc(count)
+            self.usage_tokens.labels(group, model, kind).inc(count)
         self.decisions.labels("output", output_action).inc()
 
     def render(self) -> bytes:

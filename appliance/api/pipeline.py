@@ -1,10 +1,10 @@
 """The audited request path shared by chat completions and responses.
 
-auth (route dependency) -> rate limit -> input policy -> durable "request" record (fail closed) -> engine
--> streaming output filter -> durable "completion" record. Denials, rate limits, cancellations and
-failures get their own record. No answer is finished without its record: the completion record is
-written before the last chunk (or the JSON body) leaves, and if it cannot be written the client gets an
-error instead of a normal end.
+auth (route dependency) -> rate limit -> input policy -> quota reservation -> durable "request" record
+(fail closed) -> engine -> streaming output filter -> durable "completion" record -> quota settled.
+Denials, rate limits, quotas, cancellations and failures get their own record. No answer is finished
+without its record: the completion record is written before the last chunk (or the JSON body) leaves,
+and if it cannot be written the client gets an error instead of a normal end.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -39,10 +39,12 @@ from appliance.engine.types import (
     Usage,
 )
 from appliance.policy import Decision, FilterOutput, Message, PolicyRequest, RateLimited
-from appliance.policy.grants import rule_for
+from appliance.policy.grants import group_of, quotas_for, rule_for
+from appliance.usage import Amounts, QuotaExceeded, QuotaUnavailable, Reservation
 
 log = structlog.get_logger()
-_PENDING: set[asyncio.Future] = set()  # charges still counting after their request ended (kept from GC)
+RETRY_AFTER_SOON_S = 300.0  # a quota resetting within this long gets a Retry-After header
+_PENDING: set[asyncio.Future] = set()  # charges and settlements still running after their request ended
 
 
 @dataclass
@@ -78,8 +80,9 @@ class AuditedGeneration:
     """A generation whose request record is already durable; iterate it for deltas, then read `outcome`."""
 
     def __init__(self, svc: Services, caller: Caller, decision: Decision, request: GenerationRequest,
-                 model: ModelInfo) -> None:
+                 model: ModelInfo, reservation: Reservation | None = None) -> None:
         self.svc, self.caller, self.decision, self.request, self.model = svc, caller, decision, request, model
+        self.reservation = reservation
         self.outcome = Outcome()
         self.started = time.perf_counter()
         self._raw_final: list[str] = []
@@ -137,9 +140,7 @@ class AuditedGeneration:
             ended = True
             await self._finish("completion", 200, None)
         finally:
-            charging = asyncio.ensure_future(self._charge())  # a task: it ends even if we are cancelled again
-            _PENDING.add(charging)
-            charging.add_done_callback(_PENDING.discard)
+            charging = _kept(self._charge())  # a task: it ends even if we are cancelled again
             if not ended:  # the client went away (or we were cancelled): the record still lands
                 with contextlib.suppress(ApiError):  # nobody is left to tell; counted and logged
                     await asyncio.shield(self._finish("cancelled", 499, "client_disconnected"))
@@ -173,6 +174,8 @@ class AuditedGeneration:
                 log.warning("prompt not counted", request_id=self.caller.request_id, error=str(exc)[:200])
                 used = self.request.max_tokens
         self.svc.policy.charge_tokens(self.caller.principal, used)
+        if self.reservation is not None:  # exactly what the outcome record holds; off the response's path
+            _kept(settle_quota(self.svc, self.reservation, Amounts(u.prompt_tokens, u.completion_tokens, 1)))
 
     def _first_token(self) -> None:
         if self._first_token_at is None:
@@ -239,7 +242,9 @@ class AuditedGeneration:
         mode = self.decision.audit_content
         o = self.outcome
         latency = time.perf_counter() - self.started
-        self.svc.metrics.observe_outcome(o.usage, o.action)
+        assert self.decision.policy is not None
+        group = group_of(self.decision.policy, self.caller.principal.key_id) or "-"
+        self.svc.metrics.observe_outcome(o.usage, o.action, group, self.model.name)
         rule_ids = ((o.rule_id,) if o.rule_id else ()) + tuple(sorted(o.redactions))
         await self.svc.record(AuditEvent(
             event=event, request_id=self.caller.request_id, principal=self.caller.principal,
@@ -253,6 +258,14 @@ class AuditedGeneration:
             detail={"finish_reason": o.finish_reason} if event == "completion" else {}))
 
 
+def _kept(work: Coroutine[Any, Any, None]) -> asyncio.Future:
+    """`work` as a task that outlives its request, held in `_PENDING` until it ends."""
+    task = asyncio.ensure_future(work)
+    _PENDING.add(task)
+    task.add_done_callback(_PENDING.discard)
+    return task
+
+
 async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) -> AuditedGeneration:
     """Checks that end in an error before any model work; returns once the request record is durable."""
     model = next((m for m in await models_or_503(svc) if m.name == spec.model), None)
@@ -263,8 +276,11 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
     base: dict[str, Any] = dict(request_id=caller.request_id, principal=caller.principal, source=caller.source,
                 route=caller.route, model=model.name, bundle_version=model.version,
                 policy_revision=svc.policy.current.revision)
-    try:
-        svc.policy.check_rate(caller.principal)
+    try:  # the key's per-minute buckets, in the database (one commit serves a batch of admissions)
+        await asyncio.wrap_future(svc.quotas.take_future(caller.principal.key_id or "",
+                                                         svc.policy.rate_for(caller.principal), 0))
+    except QuotaUnavailable as exc:
+        raise _counters_down(exc) from exc
     except RateLimited as exc:
         svc.metrics.decisions.labels("input", "rate_limited").inc()
         await svc.record(AuditEvent(event="denial", **base, decision=RecordDecision(action="deny",
@@ -279,9 +295,55 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
         raise ApiError(403, f"{decision.message or 'denied by policy'} (rule {decision.deny_rule})",
                        code=decision.deny_rule)
     request = spec.engine_request([m.content for m in decision.messages], decision.max_tokens, grammar)
-    await svc.record(AuditEvent(event="request", **base, decision=audit_decision, content_mode=content[0],
-                                content=content[1], detail=content[2] | spec.audit | spec.format_detail(bool(grammar))))
-    return AuditedGeneration(svc, caller, decision, request, model)
+    reservation = await reserve_quota(svc, caller, decision, request, base)
+    try:
+        await svc.record(AuditEvent(event="request", **base, decision=audit_decision, content_mode=content[0],
+                                    content=content[1],
+                                    detail=content[2] | spec.audit | spec.format_detail(bool(grammar))))
+    except BaseException:
+        if reservation is not None:  # refused (or cancelled) before the model ran: nothing was used
+            _kept(settle_quota(svc, reservation, Amounts()))
+        raise
+    return AuditedGeneration(svc, caller, decision, request, model, reservation)
+
+
+async def reserve_quota(svc: Services, caller: Caller, decision: Decision, request: GenerationRequest,
+                        base: dict[str, Any]) -> Reservation | None:
+    """Reserve the request's prompt and `max_tokens` against its day and month quotas (policy pack), or
+    record a denial naming the quota and answer 429 `quota_exceeded` (Retry-After when it resets soon)."""
+    assert decision.policy is not None
+    quotas = quotas_for(decision.policy, caller.principal, base["model"])
+    if not quotas:
+        return None
+
+    prompt = 0
+    if any(q.input_tokens is not None for _, q in quotas):  # counted in a thread: a long prompt takes time
+        with contextlib.suppress(Exception):  # a prompt the engine will refuse anyway
+            prompt = await asyncio.to_thread(prompt_size, request)
+    try:  # the ledger's writer answers a whole batch of admissions with one commit
+        return await svc.quotas.reserve_async(quotas, Amounts(prompt, request.max_tokens, 1))
+    except QuotaUnavailable as exc:
+        raise _counters_down(exc) from exc
+    except QuotaExceeded as exc:
+        svc.metrics.decisions.labels("input", "quota_exceeded").inc()
+        await svc.record(AuditEvent(event="denial", **base, decision=RecordDecision(action="deny",
+                                    rule_ids=(exc.rule_id,)), status=429, error_code="quota_exceeded",
+                                    detail={"resets_at": exc.resets_at.isoformat()}))
+        soon = exc.retry_after if exc.retry_after <= RETRY_AFTER_SOON_S else None
+        raise ApiError(429, str(exc), code="quota_exceeded", retry_after=soon) from exc
+
+
+def _counters_down(exc: QuotaUnavailable) -> ApiError:
+    """Rate buckets and quota counters that cannot be read: the admission fails closed."""
+    return ApiError(503, f"{exc}; request refused (fail closed)", code="quota_unavailable", retry_after=2)
+
+
+async def settle_quota(svc: Services, reservation: Reservation, used: Amounts) -> None:
+    """Settle after the outcome; a failure is logged (the reservation then expires), never the client's."""
+    try:
+        await asyncio.wrap_future(svc.quotas.settle_future(reservation, used))
+    except QuotaUnavailable as exc:
+        log.error("quota not settled", reservation=reservation.id, error=str(exc))
 
 
 def _grammar(spec: GenerationSpec) -> str | None:

@@ -26,6 +26,8 @@ from appliance.policy import PolicyEngine, PolicySet
 from appliance.policy.pack import floor_file
 from appliance.signing import keys
 from appliance.tls.expiry import ExpiryWatch
+from appliance.usage import QuotaLedger
+from appliance.usage.periods import site_zone
 
 log = structlog.get_logger()
 
@@ -44,6 +46,8 @@ class Services:
     auth_throttle: FailureThrottle = field(init=False)
     exports: Exports = field(init=False)  # audit exports running here: bounded in number and time
     reads: ReadWindows = field(init=False)  # views and searches of the log, aggregated per window
+    # the policy's day and month quotas and per-minute rate buckets, counted in `database`
+    quotas: QuotaLedger = field(init=False)
     # Names this gateway replica in its `policy.in_force` records (GET /admin/policy lists every replica's)
     replica: str = field(init=False)
 
@@ -56,6 +60,8 @@ class Services:
         self.auth_throttle = FailureThrottle(s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s)
         self.exports = Exports(s.audit_export_concurrency, s.audit_export_deadline_s)
         self.reads = ReadWindows(s.audit_read_window_s)
+        self.quotas = QuotaLedger(self.database, site_zone(s.site_timezone), s.quota_reservation_ttl_s)
+        self.policy.limiter = self.quotas  # per-minute buckets in the database: shared by every replica
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
     @classmethod
@@ -64,7 +70,7 @@ class Services:
         store = BundleStore(settings.model_store, workers=settings.hash_workers,
                             max_signature_bytes=settings.max_signature_bytes)
         engine = make_engine(settings.database_url)
-        require_tables(engine, "api_keys")
+        require_tables(engine, "api_keys", "usage_counters")
         audit = AuditLog.from_settings(settings)
         audit.start_writer()
         return cls(settings, audit, policy, backend,
@@ -131,5 +137,6 @@ class Services:
             except AuditUnavailable as exc:  # the store is down at shutdown: the log line is all that is left
                 log.error("aggregated auth_failure record lost at shutdown", source=agg.source,
                           count=agg.count, error=str(exc))
+        self.quotas.close()
         self.audit.close()
         self.database.dispose()

@@ -204,6 +204,19 @@ class AuditLog:
         with self._reading() as conn:
             return [tuple(row) for row in conn.execute(stmt)]
 
+    def usage(self, since: datetime, until: datetime, by: str, events: Iterable[str]
+              ) -> list[tuple[str | None, int, int, int, int]]:
+        """(key id or model, records, prompt, completion, reasoning tokens) of the `events` records (the
+        outcome records, which hold each request's usage) in [since, until): one grouped query."""
+        column = AuditRecordRow.principal_key_id if by == "key" else AuditRecordRow.model
+        sums = (func.coalesce(func.sum(c), 0) for c in (AuditRecordRow.prompt_tokens, AuditRecordRow.completion_tokens,
+                                                        AuditRecordRow.reasoning_tokens))
+        stmt = (select(column, func.count(), *sums).where(
+            AuditRecordRow.event.in_(list(events)), AuditRecordRow.ts >= store.format_ts(since),
+            AuditRecordRow.ts < store.format_ts(until)).group_by(column).order_by(column))
+        with self._reading() as conn:
+            return [(row[0], *(int(v or 0) for v in row[1:])) for row in conn.execute(stmt)]  # type: ignore[misc]
+
     def count(self, filters: AuditFilter | None = None) -> int:
         stmt = select(func.count()).select_from(AuditRecordRow).where(*_where(filters or AuditFilter()))
         with self._reading() as conn:

@@ -19,7 +19,7 @@ from appliance.policy.errors import PolicyError
 from appliance.policy.floor import raise_floor
 from appliance.policy.grants import audit_mode, effective_grant, rule_for
 from appliance.policy.pack import PolicySet
-from appliance.policy.ratelimit import RateLimiter
+from appliance.policy.ratelimit import Limiter, RateLimiter
 from appliance.policy.redact import redact
 from appliance.policy.schema import Grant, InputRule, RateLimit
 from appliance.policy.stream import OutputFilter
@@ -154,7 +154,7 @@ class PolicyEngine:
                  floor_file: Path | None = None) -> None:
         self._current = policy_set
         self._lock = threading.Lock()
-        self._limiter = RateLimiter(clock)
+        self.limiter: Limiter = RateLimiter(clock)  # the gateway puts the database's buckets here
         self._floor_file = floor_file
         if policy_set.signed_by:
             raise_floor(floor_file, policy_set.version)
@@ -191,12 +191,12 @@ class PolicyEngine:
 
     def check_rate(self, principal: Principal, tokens: int = 0) -> None:
         """Take one request and `tokens` tokens from the key's budget; raises `RateLimited` (retry_after)."""
-        self._limiter.acquire(principal.key_id or "", self._rate(principal), tokens)
+        self.limiter.acquire(principal.key_id or "", self.rate_for(principal), tokens)
 
     def charge_tokens(self, principal: Principal, tokens: int) -> None:
         """Charge tokens used beyond those passed to `check_rate`."""
-        self._limiter.charge(principal.key_id or "", self._rate(principal), tokens)
+        self.limiter.charge(principal.key_id or "", self.rate_for(principal), tokens)
 
-    def _rate(self, principal: Principal) -> RateLimit:
+    def rate_for(self, principal: Principal) -> RateLimit:
         grant = effective_grant(self._current, principal)
         return grant.rate if grant else RateLimit(requests_per_minute=1, tokens_per_minute=1)

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Literal
 
 from appliance.policy.pack import PolicySet
-from appliance.policy.schema import Grant, InputRule, OutputRule
+from appliance.policy.schema import Grant, InputRule, OutputRule, Quota
 from appliance.principal import Principal
 
 
@@ -21,9 +21,28 @@ def effective_grant(policy: PolicySet, principal: Principal) -> Grant | None:
     override = policy.pack.access.keys.get(principal.key_id or "")
     if grant is None or override is None:
         return grant
-    changes = {name: getattr(override, name) for name in ("models", "max_tokens", "rate")
+    changes = {name: getattr(override, name) for name in ("models", "max_tokens", "rate", "quotas")
                if getattr(override, name) is not None}
     return grant.model_copy(update=changes)
+
+
+def quotas_for(policy: PolicySet, principal: Principal, model: str) -> list[tuple[str, Quota]]:
+    """(counter scope, quota) of every quota a request of `principal` for `model` counts against: the key's
+    own (`key:<id>`) and its group's (`group:<name>`); none for a role the pack exempts."""
+    access = policy.pack.access
+    grant = effective_grant(policy, principal)
+    if grant is None or principal.role in access.quota_exempt_roles:
+        return []
+    override = access.keys.get(principal.key_id or "")
+    scoped = [(f"key:{principal.key_id or ''}", q) for q in grant.quotas]
+    if override is not None and override.group is not None:
+        scoped += [(f"group:{override.group}", q) for q in access.groups[override.group].quotas]
+    return [(scope, q) for scope, q in scoped if any(fnmatch.fnmatchcase(model, p) for p in q.models)]
+
+
+def group_of(policy: PolicySet, key_id: str | None) -> str | None:
+    override = policy.pack.access.keys.get(key_id or "")
+    return override.group if override is not None else None
 
 
 def audit_mode(policy: PolicySet, role: str | None) -> Literal["full", "redacted", "hash"]:

@@ -3,6 +3,10 @@
 A bucket holds up to one minute's allowance, so a key may burst its whole per-minute budget and then
 proceeds at the steady rate. Token charges may drive a bucket below zero (a long completion is paid for
 after the fact); the key then waits until the debt is repaid.
+
+The bucket arithmetic (`take`, `refilled`) is shared: `RateLimiter` keeps buckets in this process's memory
+(one replica, tests), and the gateway keeps them in the database (`usage.SharedLimiter`), so every replica
+draws on the same buckets. Either is a `Limiter`.
 """
 
 from __future__ import annotations
@@ -10,12 +14,54 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from appliance.policy.errors import RateLimited
 from appliance.policy.schema import RateLimit
 
+Buckets = dict[str, tuple[float, float]]  # rule id (rate.requests, rate.tokens) -> (level, stamp)
+KINDS = ("rate.requests", "rate.tokens")
+
+
+class Limiter(Protocol):
+    def acquire(self, key_id: str, limit: RateLimit, tokens: int) -> None: ...
+
+    def charge(self, key_id: str, limit: RateLimit, tokens: int) -> None: ...
+
+
+def per_minute(limit: RateLimit, kind: str) -> int | None:
+    return limit.requests_per_minute if kind == "rate.requests" else limit.tokens_per_minute
+
+
+def refilled(bucket: tuple[float, float] | None, allowance: int, now: float) -> float:
+    """A bucket's level at `now` (a missing bucket is full)."""
+    level, stamp = bucket if bucket is not None else (float(allowance), now)
+    return min(float(allowance), level + (now - stamp) * allowance / 60.0)
+
+
+def take(buckets: Buckets, limit: RateLimit, tokens: int, now: float) -> Buckets:
+    """The buckets after one request and `tokens` tokens, or raise `RateLimited` (nothing taken)."""
+    taken = {}
+    for rule_id, amount in (("rate.requests", 1), ("rate.tokens", tokens)):
+        allowance = per_minute(limit, rule_id)
+        if allowance is None:
+            continue
+        level = refilled(buckets.get(rule_id), allowance, now)
+        need = min(amount, allowance)  # an oversized request waits for a full bucket, then runs
+        if level < need:
+            raise RateLimited(rule_id, (need - level) * 60.0 / allowance)
+        taken[rule_id] = (level - amount, now)
+    return taken
+
+
+def charged(bucket: tuple[float, float] | None, limit: RateLimit, tokens: int, now: float) -> tuple[float, float]:
+    """The token bucket after `tokens` more were used (it may go below zero)."""
+    return refilled(bucket, limit.tokens_per_minute or 0, now) - tokens, now
+
 
 class RateLimiter:
+    """Buckets in this process's memory."""
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
@@ -23,30 +69,15 @@ class RateLimiter:
 
     def acquire(self, key_id: str, limit: RateLimit, tokens: int) -> None:
         """Take one request and `tokens` tokens from `key_id`'s buckets, or raise `RateLimited`."""
-        wanted = (("rate.requests", limit.requests_per_minute, 1), ("rate.tokens", limit.tokens_per_minute, tokens))
         with self._lock:
-            now = self._clock()
-            levels = {}
-            for rule_id, per_minute, amount in wanted:
-                if per_minute is None:
-                    continue
-                level = self._level(key_id, rule_id, per_minute, now)
-                need = min(amount, per_minute)  # an oversized request waits for a full bucket, then runs
-                if level < need:
-                    raise RateLimited(rule_id, (need - level) * 60.0 / per_minute)
-                levels[rule_id] = level - amount
-            for rule_id, level in levels.items():
-                self._buckets[(key_id, rule_id)] = (level, now)
+            mine = {kind: self._buckets[(key_id, kind)] for kind in KINDS if (key_id, kind) in self._buckets}
+            for kind, bucket in take(mine, limit, tokens, self._clock()).items():
+                self._buckets[(key_id, kind)] = bucket
 
     def charge(self, key_id: str, limit: RateLimit, tokens: int) -> None:
         """Add tokens used beyond what `acquire` took (e.g. the completion's real length)."""
         if limit.tokens_per_minute is None or tokens <= 0:
             return
         with self._lock:
-            now = self._clock()
-            level = self._level(key_id, "rate.tokens", limit.tokens_per_minute, now)
-            self._buckets[(key_id, "rate.tokens")] = (level - tokens, now)
-
-    def _level(self, key_id: str, kind: str, per_minute: int, now: float) -> float:
-        level, stamp = self._buckets.get((key_id, kind), (float(per_minute), now))
-        return min(float(per_minute), level + (now - stamp) * per_minute / 60.0)
+            key = (key_id, "rate.tokens")
+            self._buckets[key] = charged(self._buckets.get(key), limit, tokens, self._clock())

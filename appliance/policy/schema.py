@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Effort = Literal["low", "medium", "high"]
 AuditContent = Literal["full", "redacted", "hash"]
@@ -28,6 +28,35 @@ class RateLimit(_Strict):
     tokens_per_minute: int | None = Field(default=None, ge=1)
 
 
+class Quota(_Strict):
+    """A cap per calendar day or month in the site's time zone (setting `site_timezone`). Held in the database
+    per key or per group, so every gateway replica and restart sees the same count; `models` narrows it to
+    some models, whose use it counts together. Counters are kept by `id`: changing a cap keeps the count."""
+
+    id: RuleId
+    period: Literal["day", "month"]
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
+    requests: int | None = Field(default=None, ge=0)
+    models: list[str] = Field(default=["*"], min_length=1)
+
+    @model_validator(mode="after")
+    def _caps_something(self) -> Quota:
+        if self.input_tokens is None and self.output_tokens is None and self.requests is None:
+            raise ValueError(f"quota {self.id!r} caps nothing: set input_tokens, output_tokens or requests")
+        return self
+
+
+def _unique_ids(quotas: list[Quota] | None) -> list[Quota] | None:
+    ids = [q.id for q in quotas or []]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"quota ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+    return quotas
+
+
+Quotas = Annotated[list[Quota], AfterValidator(_unique_ids)]
+
+
 class Grant(_Strict):
     """What one role may do. Models are bundle names or shell patterns ("*", "gpt-oss-*")."""
 
@@ -37,6 +66,7 @@ class Grant(_Strict):
     reasoning_visible: bool = False
     tools: bool = True
     rate: RateLimit = RateLimit()
+    quotas: Quotas = []  # each key of the role has its own
 
 
 class KeyOverride(_Strict):
@@ -46,11 +76,29 @@ class KeyOverride(_Strict):
     models: list[str] | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     rate: RateLimit | None = None
+    quotas: Annotated[list[Quota] | None, AfterValidator(_unique_ids)] = None  # replaces the role's quotas
+    group: Name | None = None  # the group (department, project) whose quotas the key shares
+
+
+class Group(_Strict):
+    """Keys that share quotas: every member's use counts against the group's caps (and its own)."""
+
+    description: str = ""
+    quotas: Quotas = []
 
 
 class Access(_Strict):
     roles: dict[Name, Grant]
     keys: dict[str, KeyOverride] = {}
+    groups: dict[Name, Group] = {}
+    quota_exempt_roles: list[Name] = []  # never exempt by default, admins included
+
+    @model_validator(mode="after")
+    def _groups_exist(self) -> Access:
+        for key_id, override in self.keys.items():
+            if override.group is not None and override.group not in self.groups:
+                raise ValueError(f"key {key_id!r} is in group {override.group!r}, which access.groups lacks")
+        return self
 
 
 class Limits(_Strict):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from appliance.policy.engine import Message, PolicyRequest, evaluate
 from appliance.policy.errors import PolicyError
+from appliance.policy.grants import quotas_for
 from appliance.policy.pack import PolicySet
 from appliance.policy.stream import OutputFilter
 from appliance.policy.yamlfile import YamlDoc
@@ -58,6 +59,7 @@ class Expect(_Strict):
     absent: list[str] = []
     stopped: bool | None = None
     rule_id: str | None = None
+    quotas: list[str] | None = None  # "<scope>/<quota id>" the request counts against, e.g. group:lab/lab.daily
 
 
 class Case(_Strict):
@@ -111,7 +113,8 @@ def run_case(policy: PolicySet, case: Case) -> tuple[str, ...]:
         decision = evaluate(policy, PolicyRequest(req.model, [Message(m.role, m.content) for m in req.messages],
                                                   req.max_tokens, req.reasoning_effort, req.tools), principal)
         got = {"action": decision.action, "rule_ids": sorted(decision.rule_ids), "max_tokens": decision.max_tokens,
-               "reasoning_visible": decision.reasoning_visible}
+               "reasoning_visible": decision.reasoning_visible,
+               "quotas": sorted(f"{scope}/{q.id}" for scope, q in quotas_for(policy, principal, req.model))}
         text = "\n".join(m.content for m in decision.messages)
     else:
         stream = OutputFilter(policy, principal)
@@ -120,7 +123,8 @@ def run_case(policy: PolicySet, case: Case) -> tuple[str, ...]:
         got = {"stopped": stream.stopped, "rule_id": stream.rule_id}
     want = {"action": exp.action, "rule_ids": sorted(exp.rule_ids) if exp.rule_ids is not None else None,
             "max_tokens": exp.max_tokens, "reasoning_visible": exp.reasoning_visible, "stopped": exp.stopped,
-            "rule_id": exp.rule_id, "text": exp.text}
+            "rule_id": exp.rule_id, "text": exp.text,
+            "quotas": sorted(exp.quotas) if exp.quotas is not None else None}
     got["text"] = text
     failures = [f"{key}: expected {value!r}, got {got.get(key)!r}" for key, value in want.items()
                 if value is not None and got.get(key) != value]

@@ -14,7 +14,7 @@ def allowed(path: str, method: str, role: str) -> bool:
         return True
     if path.startswith("/v1/"):
         return role == "user"
-    if path == "/metrics" or (path.startswith("/admin/audit") and method == "GET"):
+    if path in ("/metrics", "/admin/usage") or (path.startswith("/admin/audit") and method == "GET"):
         return role == "auditor"
     return False
 

@@ -101,7 +101,7 @@ def test_cli_check_test_and_errors(pack: Path, tmp_path: Path) -> None:
     edit(pack / "access.yaml", "max_tokens: -1", "max_tokens: 2048")
     edit(pack / "tests" / "access.yaml", "max_tokens: 2048, reasoning_visible", "max_tokens: 99, reasoning_visible")
     proc = run_cli("policy", "test", str(pack), data_dir=tmp_path / "var")
-    assert proc.returncode == 1 and "FAIL: 27/28" in proc.stdout
+    assert proc.returncode == 1 and "FAIL: 28/29" in proc.stdout
 
 
 def test_cli_sign_then_required(pack: Path, tmp_path: Path) -> None:

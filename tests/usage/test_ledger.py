@@ -1,0 +1,240 @@
+"""Quota counters in the database: concurrent admissions, restarts, day and month boundaries, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine
+
+from appliance.db import make_engine
+from appliance.policy import RateLimited
+from appliance.policy.schema import Quota, RateLimit
+from appliance.usage import Amounts, QuotaExceeded, QuotaLedger
+from appliance.usage.periods import site_zone
+from appliance.usage.tables import counters
+
+BERLIN = site_zone("Europe/Berlin")
+
+
+class Clock:
+    def __init__(self, moment: datetime) -> None:
+        self.now = moment.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def set(self, moment: datetime) -> None:
+        self.now = moment.timestamp()
+
+
+@pytest.fixture
+def engines(database_url):
+    made: list[Engine] = []
+
+    def make() -> Engine:
+        made.append(make_engine(database_url))
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.dispose()
+
+
+def quota(**caps) -> Quota:
+    return Quota.model_validate({"id": "lab.daily", "period": "day", **caps})
+
+
+def test_concurrent_admissions_on_two_replicas_never_pass_the_cap(engines):
+    """32 clients through two ledgers (two gateway replicas, each its own engine) on one key: what is granted
+    never exceeds the quota, and after every settle nothing stays reserved."""
+    cap, each = 1000, 60
+    replicas = [QuotaLedger(engines(), UTC, 3600) for _ in range(2)]
+    scoped = [("key:k1", quota(output_tokens=cap))]
+    granted, refused, lock = [], [], threading.Lock()
+
+    def client(i: int) -> None:
+        ledger = replicas[i % 2]
+        for _ in range(4):
+            try:
+                reservation = ledger.reserve(scoped, Amounts(0, each, 1))
+            except QuotaExceeded:
+                with lock:
+                    refused.append(i)
+                continue
+            assert reservation is not None
+            in_flight = ledger.counters("key:k1")
+            assert all(c["used_output_tokens"] + c["reserved_output_tokens"] <= cap for c in in_flight.values())
+            ledger.settle(reservation, Amounts(5, each - i % 3, 1))  # some use less than they reserved
+            with lock:
+                granted.append(each - i % 3)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (counter,) = replicas[0].counters("key:k1").values()
+    assert counter["used_output_tokens"] == sum(granted) <= cap
+    assert counter["used_requests"] == len(granted) >= cap // each
+    assert refused and counter["reserved_output_tokens"] == counter["reserved_requests"] == 0
+
+
+def test_counters_survive_a_restart(engines):
+    scoped = [("group:lab", quota(requests=2))]
+    first = QuotaLedger(engines(), UTC, 3600)
+    first.settle(first.reserve(scoped, Amounts(1, 1, 1)), Amounts(1, 1, 1))
+    restarted = QuotaLedger(engines(), UTC, 3600)
+    restarted.reserve(scoped, Amounts(1, 1, 1))
+    with pytest.raises(QuotaExceeded, match=r"quota lab\.daily \(group:lab: requests per day\)"):
+        restarted.reserve(scoped, Amounts(1, 1, 1))
+
+
+def test_day_and_month_boundaries_in_the_site_time_zone(engines):
+    """Berlin: a day ends at local midnight (23:00 UTC in winter), a month on the 1st; the day quota starts
+    afresh, the month quota does not until the month turns."""
+    clock = Clock(datetime(2026, 12, 30, 22, 59, 59, tzinfo=UTC))  # 23:59:59 in Berlin
+    ledger = QuotaLedger(engines(), BERLIN, 90 * 86400, clock=clock)  # nothing expires here
+    day = quota(requests=1)
+    month = Quota(id="lab.monthly", period="month", requests=2)
+    ledger.reserve([("key:k", day), ("key:k", month)], Amounts(0, 0, 1))
+    with pytest.raises(QuotaExceeded) as refused:
+        ledger.reserve([("key:k", day)], Amounts(0, 0, 1))
+    assert refused.value.resets_at == datetime(2026, 12, 31, tzinfo=BERLIN)
+    assert refused.value.retry_after == 1.0 and "resets at 2026-12-31T00:00:00+01:00" in str(refused.value)
+    clock.set(datetime(2026, 12, 30, 23, 0, 0, tzinfo=UTC))  # the next day in Berlin, the same day in UTC
+    ledger.reserve([("key:k", day), ("key:k", month)], Amounts(0, 0, 1))
+    clock.set(datetime(2026, 12, 31, 12, 0, tzinfo=UTC))
+    with pytest.raises(QuotaExceeded, match="lab.monthly") as refused:
+        ledger.reserve([("key:k", month)], Amounts(0, 0, 1))
+    assert refused.value.resets_at == datetime(2027, 1, 1, tzinfo=BERLIN)
+    clock.set(datetime(2026, 12, 31, 23, 0, tzinfo=UTC))  # January 1st in Berlin
+    ledger.reserve([("key:k", day), ("key:k", month)], Amounts(0, 0, 1))
+    assert set(ledger.counters("key:k")) == {("lab.daily", "2026-12-30"), ("lab.daily", "2026-12-31"),
+                                             ("lab.daily", "2027-01-01"), ("lab.monthly", "2026-12"),
+                                             ("lab.monthly", "2027-01")}
+
+
+def test_a_crashed_replicas_reservation_expires(engines):
+    clock = Clock(datetime(2026, 12, 1, 12, tzinfo=UTC))
+    scoped = [("key:k", quota(output_tokens=100))]
+    crashed = QuotaLedger(engines(), UTC, 600, clock=clock)
+    crashed.reserve(scoped, Amounts(0, 100, 1))  # never settled: its replica died
+    survivor = QuotaLedger(engines(), UTC, 600, clock=clock)
+    with pytest.raises(QuotaExceeded):
+        survivor.reserve(scoped, Amounts(0, 1, 1))
+    clock.now += 601
+    assert survivor.release_stale() == 1
+    survivor.reserve(scoped, Amounts(0, 100, 1))
+
+
+def test_a_settle_after_expiry_still_counts_the_usage_once(engines):
+    clock = Clock(datetime(2026, 12, 1, 12, tzinfo=UTC))
+    ledger = QuotaLedger(engines(), UTC, 600, clock=clock)
+    reservation = ledger.reserve([("key:k", quota(output_tokens=100))], Amounts(0, 100, 1))
+    clock.now += 601
+    ledger.release_stale()
+    ledger.settle(reservation, Amounts(3, 40, 1))
+    (counter,) = ledger.counters("key:k").values()
+    assert (counter["used_output_tokens"], counter["reserved_output_tokens"]) == (40, 0)
+
+
+def test_a_refused_admission_reserves_nothing(engines):
+    ledger = QuotaLedger(engines(), UTC, 600)
+    scoped = [("key:k", quota(output_tokens=100)), ("group:g", quota(input_tokens=10))]
+    with pytest.raises(QuotaExceeded, match=r"group:g: input tokens per day\) exceeded: 0 of 10 used or "
+                                            r"reserved and this request needs 11"):
+        ledger.reserve(scoped, Amounts(11, 50, 1))
+    assert all(c["reserved_output_tokens"] == 0 for c in ledger.counters("key:k").values())
+
+
+def _client_process(url: str, cap: int, each: int, rounds: int) -> list[int]:
+    """One gateway replica in its own process: reserve, settle with a little less, repeat."""
+    engine = make_engine(url)
+    ledger = QuotaLedger(engine, UTC, 3600)
+    granted = []
+    try:
+        for _ in range(rounds):
+            try:
+                reservation = ledger.reserve([("group:lab", quota(output_tokens=cap))], Amounts(0, each, 1))
+            except QuotaExceeded:
+                continue
+            assert reservation is not None
+            ledger.settle(reservation, Amounts(0, each - 1, 1))
+            granted.append(each - 1)
+    finally:
+        ledger.close()
+        engine.dispose()
+    return granted
+
+
+def test_replicas_in_separate_processes_never_pass_the_cap(database_url):
+    cap, each = 500, 40
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        results = pool.starmap(_client_process, [(database_url, cap, each, 8)] * 4)
+    engine = make_engine(database_url)
+    try:
+        (counter,) = QuotaLedger(engine, UTC, 3600).counters("group:lab").values()
+    finally:
+        engine.dispose()
+    granted = [g for r in results for g in r]
+    assert counter["used_output_tokens"] == sum(granted) <= cap and len(granted) == cap // each
+    assert counter["reserved_output_tokens"] == 0
+
+
+def test_rate_buckets_are_shared_by_replicas_and_refill(engines):
+    clock = Clock(datetime(2026, 12, 1, 12, tzinfo=UTC))
+    first, second = (QuotaLedger(engines(), UTC, 600, clock=clock) for _ in range(2))
+    limit = RateLimit(requests_per_minute=2, tokens_per_minute=100)
+    first.acquire("k", limit, 0)
+    second.acquire("k", limit, 0)
+    with pytest.raises(RateLimited) as refused:
+        first.acquire("k", limit, 0)
+    assert (refused.value.rule_id, refused.value.retry_after) == ("rate.requests", 30)
+    clock.now += 30
+    second.acquire("k", limit, 0)
+    second.charge("k", limit, 150)  # a long completion, paid after the fact: the bucket goes into debt
+    second.close()  # charges are not waited for: close commits what is queued
+    clock.now += 30  # 100 - 150 + 50: the bucket is empty
+    with pytest.raises(RateLimited, match=r"rate\.tokens"):
+        first.acquire("k", limit, 10)
+    restarted = QuotaLedger(engines(), UTC, 600, clock=clock)
+    with pytest.raises(RateLimited, match=r"rate\.tokens"):
+        restarted.acquire("k", limit, 10)
+    clock.now += 6
+    restarted.acquire("k", limit, 10)
+
+
+def test_a_counter_row_gone_from_under_the_ledger_is_made_again(engines):
+    """Rows a replica has seen are not created again; if one vanishes anyway (a restored database), the
+    admission still works instead of failing closed for ever."""
+    ledger = QuotaLedger(engines(), UTC, 600)
+    scoped = [("key:k", quota(requests=5))]
+    ledger.settle(ledger.reserve(scoped, Amounts(0, 0, 1)), Amounts(0, 0, 1))
+    with engines().begin() as conn:
+        conn.execute(counters.delete())
+    ledger.settle(ledger.reserve(scoped, Amounts(0, 0, 1)), Amounts(0, 0, 1))
+    (counter,) = ledger.counters("key:k").values()
+    assert (counter["used_requests"], counter["reserved_requests"]) == (1, 0)
+
+
+def test_an_admission_whose_caller_leaves_gives_its_reservation_back(engines):
+    ledger = QuotaLedger(engines(), UTC, 600)
+    scoped = [("key:k", quota(output_tokens=100))]
+
+    async def leave_at_once() -> None:
+        task = asyncio.ensure_future(ledger.reserve_async(scoped, Amounts(0, 100, 1)))
+        await asyncio.sleep(0)  # submitted to the writer, then the client is gone
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    for _ in range(20):
+        asyncio.run(leave_at_once())
+    ledger.close()  # commits what is queued
+    assert all(c["reserved_output_tokens"] == 0 for c in ledger.counters("key:k").values())
+    assert ledger.reserve(scoped, Amounts(0, 100, 1)) is not None
