@@ -53,7 +53,7 @@ def test_the_installer_pins_the_certificate_it_installed(tmp_path, site_ca):
     import socket
 
     from appliance.media.host import pinned_context
-    from appliance.media.installer import parse
+    from appliance.media.install_args import parse
     from tests.integration.conftest import free_port
     from tests.tls.conftest import running_front
 
