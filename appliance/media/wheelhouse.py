@@ -16,8 +16,9 @@ from pathlib import Path
 
 from appliance.media.manifest import MediaError
 
-PLATFORMS = (  # NVIDIA tags its cuDNN wheels manylinux_2_27
+PLATFORMS = (  # NVIDIA tags its cuDNN wheels manylinux_2_27; llguidance (structured outputs) manylinux_2_31
     "manylinux_2_34_x86_64",
+    "manylinux_2_31_x86_64",
     "manylinux_2_28_x86_64",
     "manylinux_2_27_x86_64",
     "manylinux_2_17_x86_64",
