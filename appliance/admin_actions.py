@@ -46,8 +46,17 @@ class Actor:
     status: int | None = None
 
     def record(self, event: str, **detail: str) -> None:
-        self.append(AuditEvent(event=event, request_id=self.request_id, principal=self.principal,
-                               source=self.source, route=self.route, status=self.status, detail=detail))
+        self.append(
+            AuditEvent(
+                event=event,
+                request_id=self.request_id,
+                principal=self.principal,
+                source=self.source,
+                route=self.route,
+                status=self.status,
+                detail=detail,
+            )
+        )
 
 
 def record_first(actor: Actor, event: str, change: Callable[[], T], **detail: str) -> T:
@@ -66,8 +75,14 @@ def record_or_undo(actor: Actor, event: str, undo: Callable[[], object], **detai
 
 
 # -- keys -----------------------------------------------------------------------------------------------
-def create_key(actor: Actor, sessions: Callable[[], Session], name: str, role: str,
-               expires_at: datetime | None = None, **detail: str) -> tuple[str, apikeys.KeyInfo]:
+def create_key(
+    actor: Actor,
+    sessions: Callable[[], Session],
+    name: str,
+    role: str,
+    expires_at: datetime | None = None,
+    **detail: str,
+) -> tuple[str, apikeys.KeyInfo]:
     """A new key (its secret returned once); no record, no key: an unaudited key is discarded."""
     with sessions() as session:
         token, info = apikeys.create_key(session, name, role, expires_at)
@@ -96,13 +111,25 @@ def revoke_key(actor: Actor, sessions: Callable[[], Session], key_id: str) -> ap
 def trust_publisher(actor: Actor, trust_dir: Path, key: keys.PublicKey, file_name: str | None = None) -> Path:
     """Install a publisher's public key in the trust folder."""
     dest = trust_dir / (file_name or f"{keys.key_hint(key)[:16]}.pub")
-    record_first(actor, "admin.trust_added", lambda: keys.write_public_key(key, dest), key_hint=keys.key_hint(key),
-                 file=str(dest))
+    record_first(
+        actor,
+        "admin.trust_added",
+        lambda: keys.write_public_key(key, dest),
+        key_hint=keys.key_hint(key),
+        file=str(dest),
+    )
     return dest
 
 
-def import_bundle(actor: Actor, store: BundleStore, folder: Path, trusted: list[keys.PublicKey], *,
-                  allow_downgrade: bool = False, progress: Progress | None = None) -> VerifiedBundle:
+def import_bundle(
+    actor: Actor,
+    store: BundleStore,
+    folder: Path,
+    trusted: list[keys.PublicKey],
+    *,
+    allow_downgrade: bool = False,
+    progress: Progress | None = None,
+) -> VerifiedBundle:
     """Verify while copying into the store; recorded once every byte is verified and before the bundle
     appears. The rollback floor is also checked against the log: the store's own mark is a file anyone with
     write access to the store could lower."""
@@ -113,22 +140,25 @@ def import_bundle(actor: Actor, store: BundleStore, folder: Path, trusted: list[
             newest = list(actor.recorded_versions("admin.bundle_imported", name))
             if newest and semver_key(version) <= max(semver_key(v) for v in newest):
                 floor = max(newest, key=semver_key)
-                raise BundleError(f"{name} {version} is not newer than {floor}, recorded as imported in the audit "
-                                  "log (rollback protection; --allow-downgrade to override)")
+                raise BundleError(
+                    f"{name} {version} is not newer than {floor}, recorded as imported in the audit "
+                    "log (rollback protection; --allow-downgrade to override)"
+                )
         actor.record("admin.bundle_imported", name=name, version=version, signer=vb.signer_hint)
 
-    return store.import_bundle(folder, trusted, allow_downgrade=allow_downgrade, progress=progress,
-                               before_place=before_place)
+    return store.import_bundle(
+        folder, trusted, allow_downgrade=allow_downgrade, progress=progress, before_place=before_place
+    )
 
 
-def activate_bundle(actor: Actor, store: BundleStore, name: str, version: str,
-                    trusted: list[keys.PublicKey] | None) -> None:
+def activate_bundle(
+    actor: Actor, store: BundleStore, name: str, version: str, trusted: list[keys.PublicKey] | None
+) -> None:
     """Serve `name` at `version`: verified again first (unless `trusted` is None: just verified while
     imported), then recorded, then switched."""
     if trusted is not None:
         store.open(name, version, trusted)
-    record_first(actor, "admin.bundle_activated", lambda: store.mark_active(name, version), name=name,
-                 version=version)
+    record_first(actor, "admin.bundle_activated", lambda: store.mark_active(name, version), name=name, version=version)
 
 
 def remove_bundle(actor: Actor, store: BundleStore, name: str, version: str) -> None:

@@ -71,8 +71,14 @@ def create_key(session: Session, name: str, role: str, expires_at: datetime | No
     if expires_at is not None and as_utc(expires_at) <= now:
         raise ApiKeyError("expiry date is in the past")
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
-    row = ApiKey(key_id=key_id, name=name.strip(), role=role, secret_sha256=_digest(secret), created_at=now,
-                 expires_at=expires_at)
+    row = ApiKey(
+        key_id=key_id,
+        name=name.strip(),
+        role=role,
+        secret_sha256=_digest(secret),
+        created_at=now,
+        expires_at=expires_at,
+    )
     session.add(row)
     session.commit()
     return f"ak-{key_id}.{secret}", key_info(row)
@@ -120,6 +126,11 @@ def as_utc(dt: datetime) -> datetime:
 
 
 def key_info(row: ApiKey) -> KeyInfo:
-    return KeyInfo(row.key_id, row.name, row.role, as_utc(row.created_at),
-                   as_utc(row.expires_at) if row.expires_at else None,
-                   as_utc(row.revoked_at) if row.revoked_at else None)
+    return KeyInfo(
+        row.key_id,
+        row.name,
+        row.role,
+        as_utc(row.created_at),
+        as_utc(row.expires_at) if row.expires_at else None,
+        as_utc(row.revoked_at) if row.revoked_at else None,
+    )

@@ -39,8 +39,10 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         if not isinstance(data, dict):
             raise ApplianceError(f"settings file {path} must hold a mapping")
         if "tls_key_password" in data:  # a file anyone may read must not hold a secret in clear
-            raise ApplianceError(f"settings file {path}: tls_key_password may not be written there; use "
-                                 f"tls_key_password_file or the APPLIANCE_TLS_KEY_PASSWORD environment variable")
+            raise ApplianceError(
+                f"settings file {path}: tls_key_password may not be written there; use "
+                f"tls_key_password_file or the APPLIANCE_TLS_KEY_PASSWORD environment variable"
+            )
         return data
 
 
@@ -71,8 +73,9 @@ class SyslogCollector(BaseModel):
         if self.transport == "tls" and self.ca_file is None:
             raise ValueError(f"collector {self.name}: transport tls needs ca_file (the site CA)")
         if self.transport == "tcp" and (self.ca_file or self.client_cert or self.client_key or self.server_name):
-            raise ValueError(f"collector {self.name}: ca_file, server_name, client_cert and client_key apply to "
-                             f"transport tls only")
+            raise ValueError(
+                f"collector {self.name}: ca_file, server_name, client_cert and client_key apply to transport tls only"
+            )
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError(f"collector {self.name}: client_cert and client_key go together")
         return self
@@ -222,11 +225,14 @@ class Settings(BaseSettings):
         return self
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource,
-                                   dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _YamlFileSource(settings_cls)
 
 

@@ -51,8 +51,13 @@ def authenticate(settings: Settings, user: str, password: str) -> DirectoryUser 
     if not settings.ldap_url or not user or not password:
         return None
     dn = settings.ldap_user_dn.replace("{user}", escape_rdn(user))
-    conn = ldap3.Connection(_server(settings, settings.ldap_url), user=dn, password=password, raise_exceptions=False,
-                            receive_timeout=settings.ldap_timeout_s)
+    conn = ldap3.Connection(
+        _server(settings, settings.ldap_url),
+        user=dn,
+        password=password,
+        raise_exceptions=False,
+        receive_timeout=settings.ldap_timeout_s,
+    )
     try:
         conn.open()
         if not settings.ldap_url.lower().startswith("ldaps://") and not conn.start_tls():
@@ -70,10 +75,18 @@ def authenticate(settings: Settings, user: str, password: str) -> DirectoryUser 
 
 
 def _server(settings: Settings, url: str) -> ldap3.Server:
-    tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
-                    ca_certs_file=str(settings.ldap_ca_file) if settings.ldap_ca_file else None)
-    return ldap3.Server(url, use_ssl=url.lower().startswith("ldaps://"), tls=tls,
-                        connect_timeout=settings.ldap_timeout_s, get_info=ldap3.NONE)
+    tls = ldap3.Tls(
+        validate=ssl.CERT_REQUIRED,
+        version=ssl.PROTOCOL_TLS_CLIENT,
+        ca_certs_file=str(settings.ldap_ca_file) if settings.ldap_ca_file else None,
+    )
+    return ldap3.Server(
+        url,
+        use_ssl=url.lower().startswith("ldaps://"),
+        tls=tls,
+        connect_timeout=settings.ldap_timeout_s,
+        get_info=ldap3.NONE,
+    )
 
 
 def _groups(settings: Settings, conn: ldap3.Connection, dn: str) -> set[str]:

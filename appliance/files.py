@@ -16,8 +16,9 @@ from typing import IO, Any
 
 
 @contextmanager
-def atomic_write(path: Path, *, binary: bool = False, mode: int = 0o600,
-                 newline: str | None = None) -> Iterator[IO[Any]]:
+def atomic_write(
+    path: Path, *, binary: bool = False, mode: int = 0o600, newline: str | None = None
+) -> Iterator[IO[Any]]:
     """Yield a file to write; `path` gets its content only if the block ends without an exception."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

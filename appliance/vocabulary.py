@@ -37,8 +37,9 @@ def vocabulary_bytes() -> bytes:
     try:
         packed = resources.files("bpe_openai").joinpath("data", f"{VOCAB_FILE}.gz").read_bytes()
     except (ModuleNotFoundError, FileNotFoundError) as exc:
-        raise VocabularyError("the bpe-openai==0.1.4 package (it carries the o200k vocabulary) is not installed") \
-            from exc
+        raise VocabularyError(
+            "the bpe-openai==0.1.4 package (it carries the o200k vocabulary) is not installed"
+        ) from exc
     data = gzip.decompress(packed)
     if hashlib.sha256(data).hexdigest() != VOCAB_SHA256:
         raise VocabularyError("the o200k vocabulary inside bpe-openai has an unexpected SHA-256")
@@ -74,8 +75,7 @@ def load_harmony(folder: Path) -> HarmonyEncoding:
         try:
             return load_harmony_encoding(HarmonyEncodingName.HARMONY_GPT_OSS)
         except HarmonyError as exc:
-            raise VocabularyError(f"harmony cannot load the vocabulary in {folder}: {exc}".splitlines()[0]) \
-                from exc
+            raise VocabularyError(f"harmony cannot load the vocabulary in {folder}: {exc}".splitlines()[0]) from exc
         finally:
             if previous is None:
                 os.environ.pop("TIKTOKEN_ENCODINGS_BASE", None)

@@ -29,8 +29,9 @@ class Appliance:
     def client(self, role: str | None = "user", token: str | None = None) -> httpx.AsyncClient:
         token = token or (self.tokens[role] if role else None)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://appliance",
-                                 headers=headers, timeout=120)
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self.app), base_url="http://appliance", headers=headers, timeout=120
+        )
 
     @property
     def app(self):
@@ -42,8 +43,15 @@ class Appliance:
 def make_appliance(data_dir: Path, bundle: Path, publisher_pub: Path | keys.PublicKey, **overrides) -> Appliance:
     """A migrated appliance in `data_dir` serving `bundle` (signed by `publisher_pub`), with a key per role."""
     # Many tests here fail authentication on purpose from one address: the throttle has its own tests.
-    settings = Settings(**{"data_dir": data_dir, "policy_dir": REPO / "tests" / "pack", "hash_workers": 2,
-                           "auth_failure_burst": 100_000, **overrides})
+    settings = Settings(
+        **{
+            "data_dir": data_dir,
+            "policy_dir": REPO / "tests" / "pack",
+            "hash_workers": 2,
+            "auth_failure_burst": 100_000,
+            **overrides,
+        }
+    )
     (settings.trust_dir).mkdir(parents=True, exist_ok=True)
     publisher = keys.load_public_key(publisher_pub) if isinstance(publisher_pub, Path) else publisher_pub
     keys.write_public_key(publisher, settings.trust_dir / "publisher.pub")

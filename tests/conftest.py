@@ -24,8 +24,11 @@ def settings(tmp_path: Path) -> Settings:
 
 def clean_env(data_dir: Path | None = None, **extra: str) -> dict[str, str]:
     """The environment for a subprocess: no pip indexes or find-links, no proxies, our data folder."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PIP_", "APPLIANCE_", "TIKTOKEN_")) and "proxy" not in k.lower()}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIP_", "APPLIANCE_", "TIKTOKEN_")) and "proxy" not in k.lower()
+    }
     env["PIP_CONFIG_FILE"] = os.devnull
     env["PIP_NO_INDEX"] = "1"
     if data_dir is not None:
@@ -49,16 +52,23 @@ def have_unshare() -> bool:
 requires_unshare = pytest.mark.skipif(not have_unshare(), reason="unshare -n is not permitted here")
 
 
-def run_cli(*args: str, data_dir: Path | None = None, offline: bool = True, check: bool = False,
-            env: dict[str, str] | None = None, timeout: float = 600,
-            program: tuple[str, ...] = (APPLIANCE,)) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    data_dir: Path | None = None,
+    offline: bool = True,
+    check: bool = False,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    program: tuple[str, ...] = (APPLIANCE,),
+) -> subprocess.CompletedProcess[str]:
     """Run the real `appliance` console script (or `program`, a wrapper around it), by default inside
     `unshare -n` (the air gap)."""
     argv = [*program, *args]
     if offline and have_unshare():
         argv = offline_argv(argv)
-    proc = subprocess.run(argv, capture_output=True, text=True, env=clean_env(data_dir, **(env or {})),
-                          cwd=REPO, timeout=timeout)
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, env=clean_env(data_dir, **(env or {})), cwd=REPO, timeout=timeout
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"appliance {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
     return proc
@@ -67,21 +77,26 @@ def run_cli(*args: str, data_dir: Path | None = None, offline: bool = True, chec
 def prepare_data(data: Path, bundle: Path, publisher_pub: Path, *more: list[str]) -> str:
     """A data folder as an operator leaves it before `appliance serve`: the publisher trusted, `bundle` imported
     and active, the database upgraded, then `more` commands; returns a new user key."""
-    for args in (["bundle", "trust", str(publisher_pub)], ["bundle", "import", str(bundle), "--activate"],
-                 ["db", "upgrade"], *more):
+    for args in (
+        ["bundle", "trust", str(publisher_pub)],
+        ["bundle", "import", str(bundle), "--activate"],
+        ["db", "upgrade"],
+        *more,
+    ):
         run_cli(*args, data_dir=data, check=True)
     return run_cli("keys", "create", "--name", "client", "--role", "user", data_dir=data, check=True).stdout.strip()
 
 
-def serve_offline(workdir: Path, data: Path, port: int, client: str,
-                  *client_args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+def serve_offline(
+    workdir: Path, data: Path, port: int, client: str, *client_args: str
+) -> tuple[subprocess.CompletedProcess[str], str]:
     """`appliance serve` in the background inside `unshare -n`, the Python source `client` run against it with
     `client_args`, then Ctrl-C for a clean stop. Returns the client's process and the server's log."""
     (workdir / "client.py").write_text(client)
     script = f"""
         {APPLIANCE} serve > {workdir}/serve.log 2>&1 &
         server=$!
-        {sys.executable} {workdir}/client.py {' '.join(client_args)}; rc=$?
+        {sys.executable} {workdir}/client.py {" ".join(client_args)}; rc=$?
         kill -INT $server; wait $server
         exit $rc
     """
@@ -124,8 +139,14 @@ def signed_tiny_bundle(tiny_checkpoint, tmp_path_factory, publisher) -> Path:
     """The tiny checkpoint as a signed cpu-fp32 bundle named `tiny`, version 1.0.0."""
     from appliance.bundles.build import build_bundle
 
-    return build_bundle(tiny_checkpoint, tmp_path_factory.mktemp("api-bundle") / "tiny", profile="cpu-fp32",
-                        name="tiny", version="1.0.0", key=publisher[0])
+    return build_bundle(
+        tiny_checkpoint,
+        tmp_path_factory.mktemp("api-bundle") / "tiny",
+        profile="cpu-fp32",
+        name="tiny",
+        version="1.0.0",
+        key=publisher[0],
+    )
 
 
 @pytest.fixture(scope="session")

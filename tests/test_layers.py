@@ -52,23 +52,35 @@ def test_the_package_table_names_every_unit_and_its_imports_exactly(graph):
     rows = _documented()
     units = {u.split(".")[1] for u in _units(graph)} - {"migrations"}
     assert set(rows) == units, "rows missing or extra in docs/architecture.md's package table"
-    wrong = {unit: {"imports but the table omits": sorted(_imported(graph, unit) - named),
-                    "the table names but it does not import": sorted(named - _imported(graph, unit))}
-             for unit, named in rows.items() if _imported(graph, unit) != named}
+    wrong = {
+        unit: {
+            "imports but the table omits": sorted(_imported(graph, unit) - named),
+            "the table names but it does not import": sorted(named - _imported(graph, unit)),
+        }
+        for unit, named in rows.items()
+        if _imported(graph, unit) != named
+    }
     assert not wrong, wrong
 
 
 def test_no_cycle_between_packages(graph):
     units = _units(graph)
-    cycles = [(a, b) for a, b in itertools.combinations(units, 2)
-              if graph.chain_exists(a, b, as_packages=True) and graph.chain_exists(b, a, as_packages=True)]
+    cycles = [
+        (a, b)
+        for a, b in itertools.combinations(units, 2)
+        if graph.chain_exists(a, b, as_packages=True) and graph.chain_exists(b, a, as_packages=True)
+    ]
     assert not cycles
 
 
 def test_no_two_modules_import_each_other(graph):
-    pairs = [(m, n) for m in graph.modules if m.startswith("appliance.")
-             for n in graph.find_modules_directly_imported_by(m) if m < n and m in
-             graph.find_modules_directly_imported_by(n)]
+    pairs = [
+        (m, n)
+        for m in graph.modules
+        if m.startswith("appliance.")
+        for n in graph.find_modules_directly_imported_by(m)
+        if m < n and m in graph.find_modules_directly_imported_by(n)
+    ]
     assert not pairs
 
 

@@ -69,9 +69,18 @@ class VerifyResult(BaseModel):
 
     @classmethod
     def of(cls, report: VerifyReport) -> VerifyResult:
-        return cls(ok=report.ok, records=report.records, first_seq=report.first_seq, last_seq=report.last_seq,
-                   head_hash=report.head_hash, checkpoints=report.checkpoints, bad_seq=report.bad_seq,
-                   reason=report.reason, uncovered=report.uncovered, uncovered_since=report.uncovered_since)
+        return cls(
+            ok=report.ok,
+            records=report.records,
+            first_seq=report.first_seq,
+            last_seq=report.last_seq,
+            head_hash=report.head_hash,
+            checkpoints=report.checkpoints,
+            bad_seq=report.bad_seq,
+            reason=report.reason,
+            uncovered=report.uncovered,
+            uncovered_since=report.uncovered_since,
+        )
 
 
 class Key(BaseModel):
@@ -85,10 +94,15 @@ class Key(BaseModel):
 
     @classmethod
     def of(cls, info: apikeys.KeyInfo) -> Key:
-        return cls(id=info.key_id, name=info.name, role=info.role, status=info.status,
-                   created_at=info.created_at.isoformat(),
-                   expires_at=info.expires_at.isoformat() if info.expires_at else None,
-                   revoked_at=info.revoked_at.isoformat() if info.revoked_at else None)
+        return cls(
+            id=info.key_id,
+            name=info.name,
+            role=info.role,
+            status=info.status,
+            created_at=info.created_at.isoformat(),
+            expires_at=info.expires_at.isoformat() if info.expires_at else None,
+            revoked_at=info.revoked_at.isoformat() if info.revoked_at else None,
+        )
 
 
 class NewKeyCreated(Key):
@@ -132,8 +146,15 @@ class Bundle(BaseModel):
 
     @classmethod
     def of(cls, b: StoredBundle) -> Bundle:
-        return cls(name=b.name, version=b.version, active=b.active, profile=b.metadata.profile,
-                   variant=b.metadata.variant, size=b.size, created=b.metadata.created.isoformat())
+        return cls(
+            name=b.name,
+            version=b.version,
+            active=b.active,
+            profile=b.metadata.profile,
+            variant=b.metadata.variant,
+            size=b.size,
+            created=b.metadata.created.isoformat(),
+        )
 
 
 class BundleList(BaseModel):

@@ -47,8 +47,14 @@ def create_app(svc: Services, *, owns_services: bool = False) -> FastAPI:
         if owns_services:
             await asyncio.to_thread(svc.close)
 
-    app = FastAPI(title="gpt-oss appliance", version=APPLIANCE_VERSION, docs_url=None, redoc_url=None,
-                  openapi_url=None, lifespan=lifespan)  # the OpenAPI document: routes/health.py, behind a key
+    app = FastAPI(
+        title="gpt-oss appliance",
+        version=APPLIANCE_VERSION,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )  # the OpenAPI document: routes/health.py, behind a key
     app.state.services = svc
     install_error_handlers(app)
     for module in (chat, responses, models, admin_audit, admin_keys, admin_policy, admin_bundles, admin_usage, health):
@@ -74,7 +80,8 @@ class _Limits:
         headers = scope.get("headers", [])
         if sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
             return await ApiError(431, "request headers too large", code="headers_too_large").response()(
-                scope, receive, send)
+                scope, receive, send
+            )
         declared = next((v for k, v in headers if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return await _too_large()(scope, receive, send)

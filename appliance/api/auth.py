@@ -42,8 +42,7 @@ def requires(roles: frozenset[str]):
         svc = services(request)
         principal: Principal | None = getattr(request.state, "principal", None)
         if principal is None:  # the gate lets no unauthenticated request through to a keyed route
-            raise ApiError(401, "missing or invalid API key (send Authorization: Bearer <key>)",
-                           code="invalid_api_key")
+            raise ApiError(401, "missing or invalid API key (send Authorization: Bearer <key>)", code="invalid_api_key")
         rid: str = request.state.request_id
         structlog.contextvars.bind_contextvars(request_id=rid)  # every log line of this request carries it
         matched = request.scope.get("route")
@@ -51,8 +50,17 @@ def requires(roles: frozenset[str]):
         source = request.client.host if request.client else None
         caller = Caller(principal, rid, source, route)
         if principal.role not in roles:
-            await svc.record(AuditEvent(event="denial", request_id=rid, principal=principal, source=source,
-                                        route=route, status=403, error_code="role_forbidden"))
+            await svc.record(
+                AuditEvent(
+                    event="denial",
+                    request_id=rid,
+                    principal=principal,
+                    source=source,
+                    route=route,
+                    status=403,
+                    error_code="role_forbidden",
+                )
+            )
             raise ApiError(403, f"role {principal.role} may not use {route}", code="role_forbidden")
         return caller
 

@@ -67,8 +67,15 @@ class Aggregate:
 class FailureThrottle:
     """Per-source token buckets for failed authentications, and the counts of those turned away."""
 
-    def __init__(self, rate: float, burst: int, window_s: float, *, max_sources: int = MAX_SOURCES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        window_s: float,
+        *,
+        max_sources: int = MAX_SOURCES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.rate, self.burst, self.window_s = rate, burst, window_s
         self._max, self._clock = max_sources, clock
         self._sources: dict[str, _Source] = {}
@@ -142,10 +149,20 @@ class AuthGate:
                 await self._refuse(rid, source, route, cert_subject(scope))
             principal = with_certificate(principal, scope)
             if lacks_required_certificate(self.svc.settings, principal):
-                await self.svc.record(AuditEvent(event="denial", request_id=rid, principal=principal, source=source,
-                                                 route=route, status=403, error_code="client_certificate_required"))
-                raise ApiError(403, f"role {principal.role} must present a client certificate",
-                               code="client_certificate_required")
+                await self.svc.record(
+                    AuditEvent(
+                        event="denial",
+                        request_id=rid,
+                        principal=principal,
+                        source=source,
+                        route=route,
+                        status=403,
+                        error_code="client_certificate_required",
+                    )
+                )
+                raise ApiError(
+                    403, f"role {principal.role} must present a client certificate", code="client_certificate_required"
+                )
         except ApiError as exc:
             return await exc.response()(scope, receive, send)
         state["principal"] = principal
@@ -158,13 +175,24 @@ class AuthGate:
         if wait is not None:
             self.svc.metrics.auth_throttled.inc()
             self._ensure_flusher()
-            raise ApiError(429, "too many failed authentications from this address; retry later",
-                           code="auth_rate_limited", retry_after=wait)
-        await self.svc.record(AuditEvent(event="auth_failure", request_id=rid, source=source, route=route,
-                                         principal=Principal(cert_subject=subject), status=401,
-                                         error_code="invalid_api_key"))
-        raise ApiError(401, "missing or invalid API key (send Authorization: Bearer <key>)",
-                       code="invalid_api_key")
+            raise ApiError(
+                429,
+                "too many failed authentications from this address; retry later",
+                code="auth_rate_limited",
+                retry_after=wait,
+            )
+        await self.svc.record(
+            AuditEvent(
+                event="auth_failure",
+                request_id=rid,
+                source=source,
+                route=route,
+                principal=Principal(cert_subject=subject),
+                status=401,
+                error_code="invalid_api_key",
+            )
+        )
+        raise ApiError(401, "missing or invalid API key (send Authorization: Bearer <key>)", code="invalid_api_key")
 
     async def flush(self, force: bool = False) -> None:
         """Write the aggregated records that are due; a count that cannot be written is kept for later."""
@@ -198,6 +226,16 @@ def route_of(scope) -> str:
 
 
 def aggregate_event(agg: Aggregate, window_s: float) -> AuditEvent:
-    return AuditEvent(event="auth_failure", source=agg.source, status=429, error_code="auth_rate_limited",
-                      detail={"aggregated": "true", "count": str(agg.count), "first": agg.first,
-                              "last": agg.last, "window_s": f"{window_s:g}"})
+    return AuditEvent(
+        event="auth_failure",
+        source=agg.source,
+        status=429,
+        error_code="auth_rate_limited",
+        detail={
+            "aggregated": "true",
+            "count": str(agg.count),
+            "first": agg.first,
+            "last": agg.last,
+            "window_s": f"{window_s:g}",
+        },
+    )

@@ -43,8 +43,9 @@ class ModelBackend(Protocol):
     def stats(self) -> dict[str, int]: ...
 
 
-async def coalesce(events: AsyncIterator[Event], max_events: int = CHUNK_MAX_EVENTS,
-                   max_delay: float = CHUNK_MAX_DELAY_S) -> AsyncIterator[list[Event]]:
+async def coalesce(
+    events: AsyncIterator[Event], max_events: int = CHUNK_MAX_EVENTS, max_delay: float = CHUNK_MAX_DELAY_S
+) -> AsyncIterator[list[Event]]:
     """Group a stream of events into chunks of at most `max_events`, sent at least every `max_delay` s.
 
     The first event goes out alone so time to first token is not delayed; adjacent text of one channel is
@@ -103,8 +104,12 @@ def _merge(batch: list[Event]) -> list[Event]:
     out: list[Event] = []
     for event in batch:
         prev = out[-1] if out else None
-        if (isinstance(event, TextEvent) and isinstance(prev, TextEvent) and prev.channel == event.channel
-                and prev.recipient == event.recipient):
+        if (
+            isinstance(event, TextEvent)
+            and isinstance(prev, TextEvent)
+            and prev.channel == event.channel
+            and prev.recipient == event.recipient
+        ):
             out[-1] = TextEvent(prev.channel, prev.text + event.text, prev.recipient)
         else:
             out.append(event)

@@ -33,15 +33,23 @@ class Exports:
         self.limit, self.deadline_s = limit, deadline_s
         self.running = 0
 
-    async def response(self, audit: AuditLog, fmt: str, filters: AuditFilter | None = None,
-                       filename: str = "audit", record: Callable[[], Awaitable[int]] | None = None,
-                       ) -> StreamingResponse:
+    async def response(
+        self,
+        audit: AuditLog,
+        fmt: str,
+        filters: AuditFilter | None = None,
+        filename: str = "audit",
+        record: Callable[[], Awaitable[int]] | None = None,
+    ) -> StreamingResponse:
         """The export as a download; ApiError 429 when `limit` exports are already running here. `record`
         writes the export's own record once the slot is taken (an export refused here is not recorded) and
         returns its seq, which the export then includes."""
         if self.running >= self.limit:  # checked and taken with no await between: one event loop
-            raise ApiError(429, f"{self.limit} audit exports are already running on this gateway; retry when "
-                                f"one has finished", code="too_many_exports")
+            raise ApiError(
+                429,
+                f"{self.limit} audit exports are already running on this gateway; retry when one has finished",
+                code="too_many_exports",
+            )
         self.running += 1
         try:
             own = await record() if record is not None else None
@@ -49,8 +57,12 @@ class Exports:
         except BaseException:
             self.release()
             raise
-        return _Download(self, handle, media_type="application/x-ndjson" if fmt == "jsonl" else "text/csv",
-                         headers={"Content-Disposition": f'attachment; filename="{filename}.{fmt}"'})
+        return _Download(
+            self,
+            handle,
+            media_type="application/x-ndjson" if fmt == "jsonl" else "text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{filename}.{fmt}"'},
+        )
 
     def release(self) -> None:
         """One export has ended (its file closed)."""

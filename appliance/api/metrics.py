@@ -14,49 +14,83 @@ def _stat(engine_stats: Callable[[], dict[str, int]], key: str) -> Callable[[], 
 
 
 class Metrics:
-    def __init__(self, engine_stats: Callable[[], dict[str, int]],
-                 cert_days_left: Callable[[], float] | None = None,
-                 forward_lag: tuple[list[str], Callable[[], dict[str, int]]] | None = None) -> None:
+    def __init__(
+        self,
+        engine_stats: Callable[[], dict[str, int]],
+        cert_days_left: Callable[[], float] | None = None,
+        forward_lag: tuple[list[str], Callable[[], dict[str, int]]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("appliance_requests", "HTTP requests by route and status", ["route", "status"],
-                                registry=r)
-        self.tokens = Counter("appliance_tokens", "Tokens by kind (prompt, completion, reasoning)", ["kind"],
-                              registry=r)
+        self.requests = Counter(
+            "appliance_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.tokens = Counter(
+            "appliance_tokens", "Tokens by kind (prompt, completion, reasoning)", ["kind"], registry=r
+        )
         # groups come from the policy pack and models from the active bundles: few label values, never keys
-        self.usage_tokens = Counter("appliance_usage_tokens", "Tokens by group (policy pack), model and kind",
-                                    ["group", "model", "kind"], registry=r)
-        self.ttft = Histogram("appliance_time_to_first_token_seconds", "Time to first token", registry=r,
-                              buckets=_LATENCY_BUCKETS)
-        self.latency = Histogram("appliance_request_seconds", "Request latency by route", ["route"], registry=r,
-                                 buckets=_LATENCY_BUCKETS)
-        self.decisions = Counter("appliance_policy_decisions", "Policy decisions by direction and action",
-                                 ["direction", "action"], registry=r)
-        self.audit_append = Histogram("appliance_audit_append_seconds", "Durable audit append latency",
-                                      registry=r, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
-        self.outcome_failures = Counter("appliance_audit_outcome_failures",
-                                        "Requests whose outcome record could not be written", registry=r)
-        self.auth_throttled = Counter("appliance_auth_failures_throttled",
-                                      "Failed authentications answered 429 and recorded in aggregate", registry=r)
+        self.usage_tokens = Counter(
+            "appliance_usage_tokens",
+            "Tokens by group (policy pack), model and kind",
+            ["group", "model", "kind"],
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "appliance_time_to_first_token_seconds", "Time to first token", registry=r, buckets=_LATENCY_BUCKETS
+        )
+        self.latency = Histogram(
+            "appliance_request_seconds", "Request latency by route", ["route"], registry=r, buckets=_LATENCY_BUCKETS
+        )
+        self.decisions = Counter(
+            "appliance_policy_decisions",
+            "Policy decisions by direction and action",
+            ["direction", "action"],
+            registry=r,
+        )
+        self.audit_append = Histogram(
+            "appliance_audit_append_seconds",
+            "Durable audit append latency",
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+        )
+        self.outcome_failures = Counter(
+            "appliance_audit_outcome_failures", "Requests whose outcome record could not be written", registry=r
+        )
+        self.auth_throttled = Counter(
+            "appliance_auth_failures_throttled",
+            "Failed authentications answered 429 and recorded in aggregate",
+            registry=r,
+        )
         occupancy = Gauge("appliance_engine_batch_occupancy", "Sequences in the running batch", registry=r)
         queued = Gauge("appliance_engine_queue_depth", "Requests waiting for a batch slot", registry=r)
         if cert_days_left is not None:
-            expiry = Gauge("appliance_tls_certificate_days_left", "Days until the API's TLS certificate expires",
-                           registry=r)
+            expiry = Gauge(
+                "appliance_tls_certificate_days_left", "Days until the API's TLS certificate expires", registry=r
+            )
             expiry.set_function(cert_days_left)
         if forward_lag is not None:  # (collector names, their lags read from the database at each scrape)
             names, lags = forward_lag
-            lag = Gauge("appliance_audit_forward_lag_records", "Audit records not yet delivered to each syslog "
-                        "collector (head seq minus the collector's cursor)", ["collector"], registry=r)
+            lag = Gauge(
+                "appliance_audit_forward_lag_records",
+                "Audit records not yet delivered to each syslog collector (head seq minus the collector's cursor)",
+                ["collector"],
+                registry=r,
+            )
             for name in names:
                 lag.labels(name).set_function(_stat(lags, name))
         occupancy.set_function(lambda: engine_stats().get("running", 0))
         queued.set_function(lambda: engine_stats().get("waiting", 0))
-        kv = Gauge("appliance_engine_kv_bytes", "KV cache bytes: in_use (held by sequences), reserved (admitted "
-                   "at their longest), budget (admission limit), allocated (slot buffers)", ["kind"], registry=r)
+        kv = Gauge(
+            "appliance_engine_kv_bytes",
+            "KV cache bytes: in_use (held by sequences), reserved (admitted "
+            "at their longest), budget (admission limit), allocated (slot buffers)",
+            ["kind"],
+            registry=r,
+        )
         for kind in ("in_use", "reserved", "budget", "allocated"):
-            kv.labels(kind).set_function(_stat(engine_stats, "kv_budget_bytes" if kind == "budget"
-                                               else f"kv_bytes_{kind}"))
+            kv.labels(kind).set_function(
+                _stat(engine_stats, "kv_budget_bytes" if kind == "budget" else f"kv_bytes_{kind}")
+            )
 
     def observe_outcome(self, usage, output_action: str, group: str, model: str) -> None:
         """The one hook for a finished generation: its tokens (also per group and model) and its output

@@ -41,12 +41,18 @@ _SHARED = {
     "stream": ok("server-sent events"),
     "temperature": ok("0 is greedy; sampled on the engine with the request's own generator"),
     "top_p": ok("nucleus sampling"),
-    "tool_choice": ok("`auto`; `none` (tools not shown, and the grammar forbids a call); `required` or a named "
-                      "function (an instruction, and the grammar allows no final answer before the call)"),
-    "tools": ok("function tools, shown in harmony's tool section; with `strict`, or in any constrained "
-                "request, a call's arguments are constrained to the tool's `parameters` schema"),
-    "parallel_tool_calls": ok("a gpt-oss turn ends at its first call (`<|call|>` stops it), so a response "
-                              "holds at most one call: `false` holds, `true` allows it"),
+    "tool_choice": ok(
+        "`auto`; `none` (tools not shown, and the grammar forbids a call); `required` or a named "
+        "function (an instruction, and the grammar allows no final answer before the call)"
+    ),
+    "tools": ok(
+        "function tools, shown in harmony's tool section; with `strict`, or in any constrained "
+        "request, a call's arguments are constrained to the tool's `parameters` schema"
+    ),
+    "parallel_tool_calls": ok(
+        "a gpt-oss turn ends at its first call (`<|call|>` stops it), so a response "
+        "holds at most one call: `false` holds, `true` allows it"
+    ),
     "metadata": ok("up to 16 string pairs, stored in the request's audit record"),
     "user": ok("the end user the application acts for, stored in the request's audit record"),
     "safety_identifier": ok("the end user the application acts for, stored in the request's audit record"),
@@ -61,8 +67,9 @@ _SHARED = {
 
 CHAT: dict[str, Param] = {
     **_SHARED,
-    "messages": ok("system, developer, user, assistant (with tool calls and reasoning) and tool messages; "
-                   "text content only"),
+    "messages": ok(
+        "system, developer, user, assistant (with tool calls and reasoning) and tool messages; text content only"
+    ),
     "max_tokens": ok("completion token limit (within the policy's limit)"),
     "max_completion_tokens": ok("completion token limit, preferred over max_tokens"),
     "n": ok("only 1 (other values are refused)"),
@@ -73,9 +80,11 @@ CHAT: dict[str, Param] = {
     "presence_penalty": ok("subtracted from the logits of every token already generated"),
     "frequency_penalty": ok("subtracted from a token's logit once per time it was generated"),
     "logit_bias": ok("added to the logits of the named token ids (-100..100) before sampling"),
-    "response_format": ok("`text`, `json_object` or `json_schema` (name, description, schema, strict): shown "
-                          "to the model as harmony's response format and enforced by the grammar on the final "
-                          "channel; a schema that cannot be enforced is a 400 naming the keyword"),
+    "response_format": ok(
+        "`text`, `json_object` or `json_schema` (name, description, schema, strict): shown "
+        "to the model as harmony's response format and enforced by the grammar on the final "
+        "channel; a schema that cannot be enforced is a 400 naming the keyword"
+    ),
     "logprobs": no("log probabilities are not returned yet", False),
     "audio": no("text output only"),
     "modalities": no("text output only", ["text"]),
@@ -92,8 +101,7 @@ RESPONSES: dict[str, Param] = {
     "instructions": ok("a developer message ahead of the input"),
     "max_output_tokens": ok("output token limit (within the policy's limit)"),
     "reasoning": ok("`effort` low, medium or high; a summary is refused"),
-    "text": ok("`format` `text`, `json_object` or `json_schema`, as chat's `response_format`; `verbosity` "
-               "is refused"),
+    "text": ok("`format` `text`, `json_object` or `json_schema`, as chat's `response_format`; `verbosity` is refused"),
     "max_tool_calls": ok("any value >= 1 holds: a response ends at its first call"),
     "stream_options": no("no stream obfuscation", {"include_obfuscation": False}),
     "include": no("no extra output fields (encrypted reasoning, logprobs, sources) yet", []),
@@ -116,8 +124,7 @@ def refused(table: dict[str, Param], body: dict[str, Any]) -> dict[str, Any]:
     for key, value in body.items():
         param = table.get(key)
         if param is None:
-            raise ApiError(400, f"Unrecognized request argument supplied: {key}", code="unknown_parameter",
-                           param=key)
+            raise ApiError(400, f"Unrecognized request argument supplied: {key}", code="unknown_parameter", param=key)
         if param.honoured:
             kept[key] = value
         elif value is not None and value not in param.accepts:

@@ -43,14 +43,19 @@ class PeerGate:
             scope["headers"] = [(k, v) for k, v in headers if k != attest.HEADER]
             if peer is None and not self._warned:
                 self._warned = True
-                log.warning("a peer header that does not verify was ignored (not sent by the TLS front); "
-                            "further ones are ignored silently")
+                log.warning(
+                    "a peer header that does not verify was ignored (not sent by the TLS front); "
+                    "further ones are ignored silently"
+                )
         if peer is not None:
             scope["client"] = (peer.address, 0)
             scope.setdefault("state", {})["cert_subject"] = peer.subject
         elif self.require_front and scope["path"] not in PROBES:
-            return await ApiError(403, "a client certificate is required: connect to the API's TLS address",
-                                  code="client_certificate_required").response()(scope, receive, send)
+            return await ApiError(
+                403,
+                "a client certificate is required: connect to the API's TLS address",
+                code="client_certificate_required",
+            ).response()(scope, receive, send)
         await self.app(scope, receive, send)
 
 

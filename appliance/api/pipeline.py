@@ -79,8 +79,15 @@ class Outcome:
 class AuditedGeneration:
     """A generation whose request record is already durable; iterate it for deltas, then read `outcome`."""
 
-    def __init__(self, svc: Services, caller: Caller, decision: Decision, request: GenerationRequest,
-                 model: ModelInfo, reservation: Reservation | None = None) -> None:
+    def __init__(
+        self,
+        svc: Services,
+        caller: Caller,
+        decision: Decision,
+        request: GenerationRequest,
+        model: ModelInfo,
+        reservation: Reservation | None = None,
+    ) -> None:
         self.svc, self.caller, self.decision, self.request, self.model = svc, caller, decision, request, model
         self.reservation = reservation
         self.outcome = Outcome()
@@ -94,8 +101,10 @@ class AuditedGeneration:
     def headers(self) -> dict[str, str]:
         """Response headers: the request id and the input decision (action, rule ids, policy revision)."""
         d = self.decision
-        return {"x-request-id": self.caller.request_id,
-                "x-appliance-policy": f"{d.action}; rules={','.join(d.rule_ids)}; revision={d.revision[:12]}"}
+        return {
+            "x-request-id": self.caller.request_id,
+            "x-appliance-policy": f"{d.action}; rules={','.join(d.rule_ids)}; revision={d.revision[:12]}",
+        }
 
     async def deltas(self) -> AsyncIterator[Delta]:
         """Deltas as the engine produces them; ends after the completion record is durable."""
@@ -104,8 +113,9 @@ class AuditedGeneration:
         try:
             try:
                 # leaving this block (end, content filter stop, client gone at `yield`) stops the generation
-                stream = cast(AsyncGenerator[list[Event], None],
-                              self.svc.backend.generate(self.model.name, self.request))
+                stream = cast(
+                    AsyncGenerator[list[Event], None], self.svc.backend.generate(self.model.name, self.request)
+                )
                 async with contextlib.aclosing(stream):
                     async for chunk in stream:
                         delta = self._apply(chunk, out_filter)
@@ -126,15 +136,17 @@ class AuditedGeneration:
                 ended = True
                 await self._finish("error", 429 if busy else 400, "engine_busy" if busy else "invalid_request")
                 if busy:
-                    raise ApiError(429, "the engine is at capacity; retry shortly", code="engine_busy",
-                                   retry_after=1) from exc
+                    raise ApiError(
+                        429, "the engine is at capacity; retry shortly", code="engine_busy", retry_after=1
+                    ) from exc
                 raise ApiError(400, str(exc), code="invalid_request") from exc
             except Exception as exc:
                 log.error("generation failed", request_id=self.caller.request_id, error=repr(exc)[:500])
                 ended = True
                 await self._finish("error", 503, "engine_unavailable")
-                raise ApiError(503, "the model is unavailable; retry shortly", code="engine_unavailable",
-                               retry_after=2) from exc
+                raise ApiError(
+                    503, "the model is unavailable; retry shortly", code="engine_unavailable", retry_after=2
+                ) from exc
             if self._tool_calls and self.outcome.finish_reason == "stop":
                 self.outcome.finish_reason = "tool_calls"
             ended = True
@@ -226,8 +238,9 @@ class AuditedGeneration:
     def _count(self, got: FilterOutput) -> None:
         """Note the output findings acted on and the rules that redacted them (for the outcome record)."""
         if got.findings and not got.stopped:
-            rules = (rule_for(self.decision.policy, "output", self.caller.principal.role, f.category)
-                     for f in got.findings)
+            rules = (
+                rule_for(self.decision.policy, "output", self.caller.principal.role, f.category) for f in got.findings
+            )
             self.outcome.count(got.findings, [r.id for r in rules if r is not None and r.action == "redact"])
 
     def _from_filter(self, got: FilterOutput) -> Delta:
@@ -246,16 +259,30 @@ class AuditedGeneration:
         group = group_of(self.decision.policy, self.caller.principal.key_id) or "-"
         self.svc.metrics.observe_outcome(o.usage, o.action, group, self.model.name)
         rule_ids = ((o.rule_id,) if o.rule_id else ()) + tuple(sorted(o.redactions))
-        await self.svc.record(AuditEvent(
-            event=event, request_id=self.caller.request_id, principal=self.caller.principal,
-            source=self.caller.source, route=self.caller.route, model=self.model.name,
-            bundle_version=self.model.version, policy_revision=self.decision.revision,
-            decision=RecordDecision(action=o.action, rule_ids=rule_ids, findings=o.findings),
-            content_mode=mode, content=content_for(mode, raw, shown),
-            usage=RecordUsage(prompt_tokens=o.usage.prompt_tokens, completion_tokens=o.usage.completion_tokens,
-                             reasoning_tokens=o.usage.reasoning_tokens),
-            latency_ms=int(latency * 1000), status=status, error_code=error_code,
-            detail={"finish_reason": o.finish_reason} if event == "completion" else {}))
+        await self.svc.record(
+            AuditEvent(
+                event=event,
+                request_id=self.caller.request_id,
+                principal=self.caller.principal,
+                source=self.caller.source,
+                route=self.caller.route,
+                model=self.model.name,
+                bundle_version=self.model.version,
+                policy_revision=self.decision.revision,
+                decision=RecordDecision(action=o.action, rule_ids=rule_ids, findings=o.findings),
+                content_mode=mode,
+                content=content_for(mode, raw, shown),
+                usage=RecordUsage(
+                    prompt_tokens=o.usage.prompt_tokens,
+                    completion_tokens=o.usage.completion_tokens,
+                    reasoning_tokens=o.usage.reasoning_tokens,
+                ),
+                latency_ms=int(latency * 1000),
+                status=status,
+                error_code=error_code,
+                detail={"finish_reason": o.finish_reason} if event == "completion" else {},
+            )
+        )
 
 
 def _kept(work: Coroutine[Any, Any, None]) -> asyncio.Future:
@@ -270,36 +297,68 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
     """Checks that end in an error before any model work; returns once the request record is durable."""
     model = next((m for m in await models_or_503(svc) if m.name == spec.model), None)
     if model is None:
-        raise ApiError(404, f"model {spec.model!r} does not exist or is not active", code="model_not_found",
-                       param="model")
+        raise ApiError(
+            404, f"model {spec.model!r} does not exist or is not active", code="model_not_found", param="model"
+        )
     grammar = await asyncio.to_thread(_grammar, spec)
-    base: dict[str, Any] = dict(request_id=caller.request_id, principal=caller.principal, source=caller.source,
-                route=caller.route, model=model.name, bundle_version=model.version,
-                policy_revision=svc.policy.current.revision)
+    base: dict[str, Any] = dict(
+        request_id=caller.request_id,
+        principal=caller.principal,
+        source=caller.source,
+        route=caller.route,
+        model=model.name,
+        bundle_version=model.version,
+        policy_revision=svc.policy.current.revision,
+    )
     try:  # the key's per-minute buckets, in the database (one commit serves a batch of admissions)
-        await asyncio.wrap_future(svc.quotas.take_future(caller.principal.key_id or "",
-                                                         svc.policy.rate_for(caller.principal), 0))
+        await asyncio.wrap_future(
+            svc.quotas.take_future(caller.principal.key_id or "", svc.policy.rate_for(caller.principal), 0)
+        )
     except QuotaUnavailable as exc:
         raise _counters_down(exc) from exc
     except RateLimited as exc:
         svc.metrics.decisions.labels("input", "rate_limited").inc()
-        await svc.record(AuditEvent(event="denial", **base, decision=RecordDecision(action="deny",
-                                    rule_ids=(exc.rule_id,)), status=429, error_code="rate_limited"))
+        await svc.record(
+            AuditEvent(
+                event="denial",
+                **base,
+                decision=RecordDecision(action="deny", rule_ids=(exc.rule_id,)),
+                status=429,
+                error_code="rate_limited",
+            )
+        )
         raise ApiError(429, str(exc), code="rate_limited", retry_after=exc.retry_after) from exc
     decision, audit_decision, content = await asyncio.to_thread(_evaluate, svc, caller, spec, model)
     svc.metrics.decisions.labels("input", decision.action).inc()
     if decision.denied:
-        await svc.record(AuditEvent(event="denial", **base, decision=audit_decision, content_mode=content[0],
-                                    content=content[1], status=403, error_code=decision.deny_rule,
-                                    detail=content[2]))
-        raise ApiError(403, f"{decision.message or 'denied by policy'} (rule {decision.deny_rule})",
-                       code=decision.deny_rule)
+        await svc.record(
+            AuditEvent(
+                event="denial",
+                **base,
+                decision=audit_decision,
+                content_mode=content[0],
+                content=content[1],
+                status=403,
+                error_code=decision.deny_rule,
+                detail=content[2],
+            )
+        )
+        raise ApiError(
+            403, f"{decision.message or 'denied by policy'} (rule {decision.deny_rule})", code=decision.deny_rule
+        )
     request = spec.engine_request([m.content for m in decision.messages], decision.max_tokens, grammar)
     reservation = await reserve_quota(svc, caller, decision, request, base)
     try:
-        await svc.record(AuditEvent(event="request", **base, decision=audit_decision, content_mode=content[0],
-                                    content=content[1],
-                                    detail=content[2] | spec.audit | spec.format_detail(bool(grammar))))
+        await svc.record(
+            AuditEvent(
+                event="request",
+                **base,
+                decision=audit_decision,
+                content_mode=content[0],
+                content=content[1],
+                detail=content[2] | spec.audit | spec.format_detail(bool(grammar)),
+            )
+        )
     except BaseException:
         if reservation is not None:  # refused (or cancelled) before the model ran: nothing was used
             _kept(settle_quota(svc, reservation, Amounts()))
@@ -307,8 +366,9 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
     return AuditedGeneration(svc, caller, decision, request, model, reservation)
 
 
-async def reserve_quota(svc: Services, caller: Caller, decision: Decision, request: GenerationRequest,
-                        base: dict[str, Any]) -> Reservation | None:
+async def reserve_quota(
+    svc: Services, caller: Caller, decision: Decision, request: GenerationRequest, base: dict[str, Any]
+) -> Reservation | None:
     """Reserve the request's prompt and `max_tokens` against its day and month quotas (policy pack), or
     record a denial naming the quota and answer 429 `quota_exceeded` (Retry-After when it resets soon)."""
     assert decision.policy is not None
@@ -326,9 +386,16 @@ async def reserve_quota(svc: Services, caller: Caller, decision: Decision, reque
         raise _counters_down(exc) from exc
     except QuotaExceeded as exc:
         svc.metrics.decisions.labels("input", "quota_exceeded").inc()
-        await svc.record(AuditEvent(event="denial", **base, decision=RecordDecision(action="deny",
-                                    rule_ids=(exc.rule_id,)), status=429, error_code="quota_exceeded",
-                                    detail={"resets_at": exc.resets_at.isoformat()}))
+        await svc.record(
+            AuditEvent(
+                event="denial",
+                **base,
+                decision=RecordDecision(action="deny", rule_ids=(exc.rule_id,)),
+                status=429,
+                error_code="quota_exceeded",
+                detail={"resets_at": exc.resets_at.isoformat()},
+            )
+        )
         soon = exc.retry_after if exc.retry_after <= RETRY_AFTER_SOON_S else None
         raise ApiError(429, str(exc), code="quota_exceeded", retry_after=soon) from exc
 
@@ -360,29 +427,33 @@ def _grammar(spec: GenerationSpec) -> str | None:
     return grammar
 
 
-def _evaluate(svc: Services, caller: Caller, spec: GenerationSpec,
-              model: ModelInfo) -> tuple[Decision, RecordDecision, tuple[ContentMode, str, dict[str, str]]]:
+def _evaluate(
+    svc: Services, caller: Caller, spec: GenerationSpec, model: ModelInfo
+) -> tuple[Decision, RecordDecision, tuple[ContentMode, str, dict[str, str]]]:
     """The input decision and what its audit record keeps; run in a worker thread, because scanning and
     serialising a large input takes real time that the gateway's event loop must not lose.
 
     An input over the size limits is refused before anything is scanned (the policy checks limits first),
     and its record keeps sizes and a hash only: nobody's megabytes are redacted, stored or echoed."""
     scanned = [Message(role, text) for role, text in spec.texts()]
-    policy_request = PolicyRequest(model=model.name, messages=scanned, max_tokens=spec.max_tokens,
-                                   reasoning_effort=spec.reasoning_effort or "medium", tools=spec.tools or None)
+    policy_request = PolicyRequest(
+        model=model.name,
+        messages=scanned,
+        max_tokens=spec.max_tokens,
+        reasoning_effort=spec.reasoning_effort or "medium",
+        tools=spec.tools or None,
+    )
     decision = svc.policy.evaluate_input(policy_request, caller.principal)
     findings: dict[str, int] = {}
     for f in decision.findings:
         findings[f.category] = findings.get(f.category, 0) + 1
     audit_decision = RecordDecision(action=decision.action, rule_ids=decision.rule_ids, findings=findings)
-    raw = json.dumps([{"role": m.role, "content": m.content} for m in policy_request.messages],
-                     ensure_ascii=False)
+    raw = json.dumps([{"role": m.role, "content": m.content} for m in policy_request.messages], ensure_ascii=False)
     if decision.denied and decision.deny_rule and decision.deny_rule.startswith("limits."):
         sizes = {"messages": str(len(scanned)), "input_chars": str(sum(len(m.content) for m in scanned))}
         return decision, audit_decision, ("hash", content_for("hash", raw), sizes)
     mode = decision.audit_content
-    redacted = json.dumps([{"role": m.role, "content": m.content} for m in decision.messages],
-                          ensure_ascii=False)
+    redacted = json.dumps([{"role": m.role, "content": m.content} for m in decision.messages], ensure_ascii=False)
     return decision, audit_decision, (mode, content_for(mode, raw, redacted), {})
 
 
@@ -390,5 +461,6 @@ async def models_or_503(svc: Services) -> list[ModelInfo]:
     try:
         return await svc.backend.models()
     except Exception as exc:  # noqa: BLE001 - no model replica reachable yet
-        raise ApiError(503, "no model is available yet; retry shortly", code="engine_unavailable",
-                       retry_after=2) from exc
+        raise ApiError(
+            503, "no model is available yet; retry shortly", code="engine_unavailable", retry_after=2
+        ) from exc

@@ -35,10 +35,16 @@ def record_in_force(svc: Services) -> None:
     (the revision is in force either way, and the next change records again)."""
     revision = svc.policy.current.revision
     try:
-        svc.audit.append(AuditEvent(
-            event="policy.in_force", principal=Principal(name=f"replica:{svc.replica}", role="system"),
-            route="internal", status=200, policy_revision=revision,
-            detail={"replica": svc.replica, "revision": revision}))
+        svc.audit.append(
+            AuditEvent(
+                event="policy.in_force",
+                principal=Principal(name=f"replica:{svc.replica}", role="system"),
+                route="internal",
+                status=200,
+                policy_revision=revision,
+                detail={"replica": svc.replica, "revision": revision},
+            )
+        )
     except Exception as exc:  # noqa: BLE001 - see above
         log.error("policy.in_force not recorded", replica=svc.replica, revision=revision, error=str(exc))
 
@@ -49,8 +55,9 @@ def replicas_in_force(svc: Services, scan: int = 1000) -> list[dict[str, str]]:
     seen: dict[str, dict[str, str]] = {}
     for record in svc.audit.query(AuditFilter(event="policy.in_force"), limit=scan).records:
         replica = record.detail.get("replica", "?")
-        seen.setdefault(replica, {"replica": replica, "revision": record.detail.get("revision", ""),
-                                  "since": record.ts})
+        seen.setdefault(
+            replica, {"replica": replica, "revision": record.detail.get("revision", ""), "since": record.ts}
+        )
     return sorted(seen.values(), key=lambda r: r["replica"])
 
 
@@ -61,8 +68,9 @@ def apply_recorded(svc: Services, refused: set[str]) -> None:
     loaded = PolicySet.from_settings(svc.settings)
     if loaded.revision != want:
         refused.add(want)
-        log.error("recorded policy revision not applied: the folder holds another", recorded=want,
-                  folder=loaded.revision)
+        log.error(
+            "recorded policy revision not applied: the folder holds another", recorded=want, folder=loaded.revision
+        )
         return
     options = load_options(svc.settings)
     svc.policy.install(loaded, require_signed=options["require_signed"], min_version=options["min_version"])

@@ -89,6 +89,17 @@ class FunctionCallArgumentsDone(_Event):
     arguments: str
 
 
-ResponseEvent = (ResponseCreated | ResponseInProgress | ResponseCompleted | ResponseIncomplete | OutputItemAdded
-                 | OutputItemDone | ContentPartAdded | ContentPartDone | OutputTextDelta | OutputTextDone
-                 | FunctionCallArgumentsDelta | FunctionCallArgumentsDone)
+ResponseEvent = (
+    ResponseCreated
+    | ResponseInProgress
+    | ResponseCompleted
+    | ResponseIncomplete
+    | OutputItemAdded
+    | OutputItemDone
+    | ContentPartAdded
+    | ContentPartDone
+    | OutputTextDelta
+    | OutputTextDone
+    | FunctionCallArgumentsDelta
+    | FunctionCallArgumentsDone
+)

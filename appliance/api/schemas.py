@@ -88,8 +88,11 @@ class GenerationBody(RequestBody):
 
     def audit_detail(self) -> dict[str, str]:
         """What the request's audit record keeps about whom and what the application asked for."""
-        detail = {"end_user": self.user, "safety_identifier": self.safety_identifier,
-                  "metadata": json.dumps(self.metadata, ensure_ascii=False, sort_keys=True) if self.metadata else None}
+        detail = {
+            "end_user": self.user,
+            "safety_identifier": self.safety_identifier,
+            "metadata": json.dumps(self.metadata, ensure_ascii=False, sort_keys=True) if self.metadata else None,
+        }
         return {k: v for k, v in detail.items() if v}
 
 
@@ -138,8 +141,12 @@ class TextConfig(_Body):
     @classmethod
     def _no_verbosity(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("verbosity") not in (None, "medium"):
-            raise ApiError(400, "text.verbosity is not supported: gpt-oss has no verbosity setting",
-                           code="unsupported_parameter", param="text.verbosity")
+            raise ApiError(
+                400,
+                "text.verbosity is not supported: gpt-oss has no verbosity setting",
+                code="unsupported_parameter",
+                param="text.verbosity",
+            )
         return data
 
     def answer_format(self) -> AnswerFormat | None:
@@ -209,7 +216,7 @@ class ChatCompletionRequest(GenerationBody):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = Field(default=None, ge=-2**63, lt=2**63)  # OpenAI's int64
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)  # OpenAI's int64
     stop: str | list[str] | None = None
     n: int | None = None
     stream: bool = False
@@ -243,14 +250,22 @@ class ChatCompletionRequest(GenerationBody):
     def to_generation_spec(self) -> GenerationSpec:
         choice = self.tool_choice.model_dump() if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
         return GenerationSpec(
-            model=self.model, messages=[m.to_spec_message(i) for i, m in enumerate(self.messages)],
-            tools=[t.model_dump() for t in self.tools or []], tool_choice=choice,
-            reasoning_effort=self.reasoning_effort, max_tokens=self.max_completion_tokens or self.max_tokens,
-            temperature=self.temperature, top_p=self.top_p, seed=self.seed,
+            model=self.model,
+            messages=[m.to_spec_message(i) for i, m in enumerate(self.messages)],
+            tools=[t.model_dump() for t in self.tools or []],
+            tool_choice=choice,
+            reasoning_effort=self.reasoning_effort,
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
             stop=[self.stop] if isinstance(self.stop, str) else list(self.stop or []),
-            presence_penalty=self.presence_penalty or 0.0, frequency_penalty=self.frequency_penalty or 0.0,
-            logit_bias=dict(self.logit_bias or {}), audit=self.audit_detail(),
-            answer_format=self.response_format.answer_format() if self.response_format else None)
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            logit_bias=dict(self.logit_bias or {}),
+            audit=self.audit_detail(),
+            answer_format=self.response_format.answer_format() if self.response_format else None,
+        )
 
 
 class ResponsesTool(_Body):
@@ -269,9 +284,13 @@ class Reasoning(_Body):
     def _no_summary(cls, data: Any) -> Any:
         for key in ("summary", "generate_summary"):
             if isinstance(data, dict) and data.get(key) is not None:
-                raise ApiError(400, f"reasoning.{key} is not supported: the analysis channel is shown whole "
-                               "to roles allowed to read it, never summarised", code="unsupported_parameter",
-                               param=f"reasoning.{key}")
+                raise ApiError(
+                    400,
+                    f"reasoning.{key} is not supported: the analysis channel is shown whole "
+                    "to roles allowed to read it, never summarised",
+                    code="unsupported_parameter",
+                    param=f"reasoning.{key}",
+                )
         return data
 
 
@@ -300,27 +319,63 @@ class ResponsesRequest(GenerationBody):
         for i, item in enumerate(items):
             kind = item.get("type", "message")
             if kind == "message" and item.get("role") in ("user", "system", "developer", "assistant"):
-                messages.append({"role": item["role"], "content": content_text(item.get("content"),
-                                                                                f"input.{i}.content")})
+                messages.append(
+                    {"role": item["role"], "content": content_text(item.get("content"), f"input.{i}.content")}
+                )
             elif kind == "function_call":
-                messages.append({"role": "assistant", "content": None, "tool_calls": [{
-                    "id": _item_str(item, "call_id", i), "type": "function",
-                    "function": {"name": _item_str(item, "name", i), "arguments": item.get("arguments") or "{}"}}]})
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": _item_str(item, "call_id", i),
+                                "type": "function",
+                                "function": {
+                                    "name": _item_str(item, "name", i),
+                                    "arguments": item.get("arguments") or "{}",
+                                },
+                            }
+                        ],
+                    }
+                )
             elif kind == "function_call_output":
-                messages.append({"role": "tool", "tool_call_id": _item_str(item, "call_id", i),
-                                 "content": content_text(item.get("output"), f"input.{i}.output")})
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": _item_str(item, "call_id", i),
+                        "content": content_text(item.get("output"), f"input.{i}.output"),
+                    }
+                )
             elif kind != "reasoning":
                 raise InvalidRequest(f"input item {i} of type {kind!r} is not supported", f"input.{i}")
         if not messages or all(m["role"] == "developer" for m in messages):
             raise InvalidRequest("input must hold at least one message", "input")
-        tools = [{"type": "function", "function": {"name": t.name, "description": t.description or "",
-                                                   "parameters": t.parameters, "strict": t.strict}}
-                 for t in self.tools or []]
-        return GenerationSpec(model=self.model, messages=messages, tools=tools, tool_choice=self.tool_choice,
-                              reasoning_effort=self.reasoning.effort if self.reasoning else None,
-                              max_tokens=self.max_output_tokens, temperature=self.temperature, top_p=self.top_p,
-                              audit=self.audit_detail(), tool_param="tools[{}].parameters",
-                              answer_format=self.text.answer_format() if self.text else None)
+        tools = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description or "",
+                    "parameters": t.parameters,
+                    "strict": t.strict,
+                },
+            }
+            for t in self.tools or []
+        ]
+        return GenerationSpec(
+            model=self.model,
+            messages=messages,
+            tools=tools,
+            tool_choice=self.tool_choice,
+            reasoning_effort=self.reasoning.effort if self.reasoning else None,
+            max_tokens=self.max_output_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            audit=self.audit_detail(),
+            tool_param="tools[{}].parameters",
+            answer_format=self.text.answer_format() if self.text else None,
+        )
 
 
 def _item_str(item: dict[str, Any], key: str, i: int) -> str:

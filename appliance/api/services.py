@@ -54,8 +54,9 @@ class Services:
     def __post_init__(self) -> None:
         self.cert_expiry = ExpiryWatch(self.settings)
         names = [c.name for c in self.settings.audit_forward]
-        self.metrics = Metrics(self.backend.stats, self.cert_expiry.days_left,
-                               (names, self.forward_lags) if names else None)
+        self.metrics = Metrics(
+            self.backend.stats, self.cert_expiry.days_left, (names, self.forward_lags) if names else None
+        )
         s = self.settings
         self.auth_throttle = FailureThrottle(s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s)
         self.exports = Exports(s.audit_export_concurrency, s.audit_export_deadline_s)
@@ -67,14 +68,14 @@ class Services:
     @classmethod
     def from_settings(cls, settings: Settings, backend: ModelBackend) -> Services:
         policy = PolicyEngine(PolicySet.from_settings(settings), floor_file=floor_file(settings))
-        store = BundleStore(settings.model_store, workers=settings.hash_workers,
-                            max_signature_bytes=settings.max_signature_bytes)
+        store = BundleStore(
+            settings.model_store, workers=settings.hash_workers, max_signature_bytes=settings.max_signature_bytes
+        )
         engine = make_engine(settings.database_url)
         require_tables(engine, "api_keys", "usage_counters")
         audit = AuditLog.from_settings(settings)
         audit.start_writer()
-        return cls(settings, audit, policy, backend,
-                   sessionmaker(engine, expire_on_commit=False), store, engine)
+        return cls(settings, audit, policy, backend, sessionmaker(engine, expire_on_commit=False), store, engine)
 
     def forward_lags(self) -> dict[str, int]:
         """Records each collector has not been delivered yet (read at each /metrics scrape; -1: unknown)."""
@@ -90,8 +91,11 @@ class Services:
         lags = [(name, lag) for name, lag in self.forward_lags().items() if lag > limit]
         if not lags:
             return None
-        return "Audit forwarding is behind: " + "; ".join(f"{name} lacks {lag:,} records" for name, lag in lags) + (
-            " (see `appliance audit forward status`)")
+        return (
+            "Audit forwarding is behind: "
+            + "; ".join(f"{name} lacks {lag:,} records" for name, lag in lags)
+            + (" (see `appliance audit forward status`)")
+        )
 
     def bundle_trust(self) -> list[keys.PublicKey]:
         return trusted_keys(self.settings.trust_dir)
@@ -102,8 +106,9 @@ class Services:
         try:
             return await self.audit.append_async(event)
         except AuditUnavailable as exc:
-            raise ApiError(503, "audit store unavailable; request refused (fail closed)",
-                           code="audit_unavailable") from exc
+            raise ApiError(
+                503, "audit store unavailable; request refused (fail closed)", code="audit_unavailable"
+            ) from exc
         finally:
             self.metrics.audit_append.observe(time.perf_counter() - start)
 
@@ -135,8 +140,12 @@ class Services:
             try:
                 self.audit.append(aggregate_event(agg, self.auth_throttle.window_s))
             except AuditUnavailable as exc:  # the store is down at shutdown: the log line is all that is left
-                log.error("aggregated auth_failure record lost at shutdown", source=agg.source,
-                          count=agg.count, error=str(exc))
+                log.error(
+                    "aggregated auth_failure record lost at shutdown",
+                    source=agg.source,
+                    count=agg.count,
+                    error=str(exc),
+                )
         self.quotas.close()
         self.audit.close()
         self.database.dispose()

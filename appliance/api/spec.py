@@ -86,16 +86,25 @@ class GenerationSpec:
         """What the grammar must guarantee, or None for an unconstrained answer."""
         shown, _ = self._tool_choice()
         choice = self.tool_choice
-        calls: Calls = ("none" if choice == "none" or not shown
-                        else "required" if choice == "required" or isinstance(choice, dict) else "auto")
+        calls: Calls = (
+            "none"
+            if choice == "none" or not shown
+            else "required"
+            if choice == "required" or isinstance(choice, dict)
+            else "auto"
+        )
         answer = self.answer_format.json_schema if self.answer_format else None
         strict = any((t.get("function") or {}).get("strict") for t in self.tools)
         if answer is None and not strict and calls != "required" and not (choice == "none" and self.tools):
             return None
         indexed = [(i, t["function"]) for i, t in enumerate(self.tools) if t in shown]
-        return Constraint(answer, {fn["name"]: fn.get("parameters") or {"type": "object"} for _, fn in indexed},
-                          calls, self.answer_format.param if self.answer_format else "response_format",
-                          tuple(self.tool_param.format(i) for i, _ in indexed))
+        return Constraint(
+            answer,
+            {fn["name"]: fn.get("parameters") or {"type": "object"} for _, fn in indexed},
+            calls,
+            self.answer_format.param if self.answer_format else "response_format",
+            tuple(self.tool_param.format(i) for i, _ in indexed),
+        )
 
     def format_detail(self, constrained: bool) -> dict[str, str]:
         """What the request record keeps about the answer format: its type, the schema's SHA-256, and
@@ -116,12 +125,19 @@ class GenerationSpec:
         except EngineError as exc:
             raise InvalidRequest(str(exc), "tools") from exc
         return GenerationRequest(
-            messages=messages, tools=tools, reasoning_effort=self.reasoning_effort or "medium",  # type: ignore[arg-type]
-            max_tokens=max_tokens, temperature=1.0 if self.temperature is None else self.temperature,
+            messages=messages,
+            tools=tools,
+            reasoning_effort=self.reasoning_effort or "medium",  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
             seed=None if self.seed is None else self.seed % 2**64,  # OpenAI's int64, as the sampler's uint64
-            stop=self.stop, presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
-            logit_bias=self.logit_bias, grammar=grammar)
+            stop=self.stop,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            logit_bias=self.logit_bias,
+            grammar=grammar,
+        )
 
     def _tool_choice(self) -> tuple[list[dict[str, Any]], str | None]:
         """(tools the prompt shows, an instruction to prepend): `none` shows no tools, a named function only

@@ -23,11 +23,15 @@ def stream_response(events: AsyncIterator[str], headers: dict[str, str] | None =
         except ApiError as exc:
             yield event(exc.body(), "error")
         except Exception:  # noqa: BLE001 - the client must see an error, never a cut body
-            yield event(error_body(500, "internal error; the appliance log has the details", code="internal_error"),
-                        "error")
+            yield event(
+                error_body(500, "internal error; the appliance log has the details", code="internal_error"), "error"
+            )
 
-    return StreamingResponse(guarded(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})})
+    return StreamingResponse(
+        guarded(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
+    )
 
 
 async def primed(items: AsyncIterator) -> AsyncIterator:

@@ -27,10 +27,17 @@ class ErrorResponse(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text} for status, text in (
-        (400, "Invalid request"), (401, "Missing or invalid API key"), (403, "Role or policy refuses it"),
-        (404, "No such model or object"), (413, "Body too large"), (429, "Rate limited or busy"),
-        (503, "Audit store or model unavailable"))}
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (400, "Invalid request"),
+        (401, "Missing or invalid API key"),
+        (403, "Role or policy refuses it"),
+        (404, "No such model or object"),
+        (413, "Body too large"),
+        (429, "Rate limited or busy"),
+        (503, "Audit store or model unavailable"),
+    )
+}
 
 
 class FunctionCall(BaseModel):
@@ -69,9 +76,12 @@ class ChatUsage(BaseModel):
 
     @classmethod
     def of(cls, usage: Usage) -> ChatUsage:
-        return cls(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                   total_tokens=usage.total_tokens,
-                   completion_tokens_details=CompletionTokensDetails(reasoning_tokens=usage.reasoning_tokens))
+        return cls(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            completion_tokens_details=CompletionTokensDetails(reasoning_tokens=usage.reasoning_tokens),
+        )
 
 
 class ContentFilterResults(BaseModel):
@@ -131,9 +141,12 @@ class ChatCompletionChunk(BaseModel):
 
     def wire(self) -> dict[str, Any]:
         """The JSON of the event: unset optional fields left out, as OpenAI's stream does."""
-        return self.model_dump(exclude_none=True) | {"choices": [
-            c.model_dump(exclude_none=True) | {"finish_reason": c.finish_reason, "logprobs": None}
-            for c in self.choices]}
+        return self.model_dump(exclude_none=True) | {
+            "choices": [
+                c.model_dump(exclude_none=True) | {"finish_reason": c.finish_reason, "logprobs": None}
+                for c in self.choices
+            ]
+        }
 
 
 class Model(BaseModel):
@@ -186,8 +199,13 @@ class FunctionCallItem(BaseModel):
 
     @classmethod
     def of(cls, call: ToolCallEvent, status: str) -> FunctionCallItem:
-        return cls(id=f"fc_{call.id}", call_id=call.id, name=call.name, status=status,
-                   arguments=call.arguments if status == "completed" else "")
+        return cls(
+            id=f"fc_{call.id}",
+            call_id=call.id,
+            name=call.name,
+            status=status,
+            arguments=call.arguments if status == "completed" else "",
+        )
 
 
 class InputTokensDetails(BaseModel):
@@ -207,9 +225,12 @@ class ResponseUsage(BaseModel):
 
     @classmethod
     def of(cls, usage: Usage) -> ResponseUsage:
-        return cls(input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens,
-                   total_tokens=usage.total_tokens,
-                   output_tokens_details=OutputTokensDetails(reasoning_tokens=usage.reasoning_tokens))
+        return cls(
+            input_tokens=usage.prompt_tokens,
+            output_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            output_tokens_details=OutputTokensDetails(reasoning_tokens=usage.reasoning_tokens),
+        )
 
 
 class IncompleteDetails(BaseModel):

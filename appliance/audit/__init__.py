@@ -13,24 +13,42 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from appliance.audit.chain import VerifyReport
     from appliance.audit.errors import AuditError, AuditTampered, AuditUnavailable
-    from appliance.audit.events import (
-        EVENTS,
-        AuditEvent,
-        AuditRecord,
-        RecordDecision,
-        RecordUsage,
-        content_for,
-    )
+    from appliance.audit.events import EVENTS, AuditEvent, AuditRecord, RecordDecision, RecordUsage, content_for
     from appliance.audit.log import AuditFilter, AuditLog, AuditPage, PruneResult
 
-_HOMES = {"VerifyReport": "chain", "AuditError": "errors", "AuditTampered": "errors",
-          "AuditUnavailable": "errors", "EVENTS": "events", "AuditEvent": "events", "AuditRecord": "events",
-          "RecordDecision": "events", "RecordUsage": "events", "content_for": "events", "AuditFilter": "log",
-          "AuditLog": "log", "AuditPage": "log", "PruneResult": "log"}
+_HOMES = {
+    "VerifyReport": "chain",
+    "AuditError": "errors",
+    "AuditTampered": "errors",
+    "AuditUnavailable": "errors",
+    "EVENTS": "events",
+    "AuditEvent": "events",
+    "AuditRecord": "events",
+    "RecordDecision": "events",
+    "RecordUsage": "events",
+    "content_for": "events",
+    "AuditFilter": "log",
+    "AuditLog": "log",
+    "AuditPage": "log",
+    "PruneResult": "log",
+}
 
-__all__ = ["EVENTS", "AuditError", "AuditEvent", "AuditFilter", "AuditLog", "AuditPage", "AuditRecord",
-           "AuditTampered", "AuditUnavailable", "PruneResult", "RecordDecision", "RecordUsage",
-           "VerifyReport", "content_for"]
+__all__ = [
+    "EVENTS",
+    "AuditError",
+    "AuditEvent",
+    "AuditFilter",
+    "AuditLog",
+    "AuditPage",
+    "AuditRecord",
+    "AuditTampered",
+    "AuditUnavailable",
+    "PruneResult",
+    "RecordDecision",
+    "RecordUsage",
+    "VerifyReport",
+    "content_for",
+]
 
 
 def __getattr__(name: str) -> object:

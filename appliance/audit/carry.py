@@ -23,8 +23,7 @@ def carry_over(current: Path, restored: Path) -> int:
         dst.execute("ATTACH DATABASE ? AS cur", (str(current),))
         names = ", ".join(cols)
         n = dst.execute(
-            f"INSERT INTO audit_records ({names}) SELECT {names} FROM cur.audit_records WHERE seq > ?",
-            (head,),
+            f"INSERT INTO audit_records ({names}) SELECT {names} FROM cur.audit_records WHERE seq > ?", (head,)
         ).rowcount
         # Their checkpoints too: the witness holds them, and verify requires the database to keep them.
         own = {r[1] for r in dst.execute("PRAGMA table_info(audit_checkpoints)")}
@@ -34,7 +33,9 @@ def carry_over(current: Path, restored: Path) -> int:
             dst.execute(
                 f"INSERT INTO audit_checkpoints ({shared}) SELECT {shared} FROM cur.audit_checkpoints c "
                 "WHERE c.seq >= ? AND NOT EXISTS (SELECT 1 FROM main.audit_checkpoints m "
-                "WHERE m.kind = c.kind AND m.seq = c.seq)", (head,))
+                "WHERE m.kind = c.kind AND m.seq = c.seq)",
+                (head,),
+            )
         dst.commit()
         dst.execute("DETACH DATABASE cur")
     dst.close()

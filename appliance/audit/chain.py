@@ -55,7 +55,7 @@ def bounded(column: str, text: str) -> str:
     if limit is None or len(text) <= limit:
         return text
     marker = f"...[truncated from {len(text)} chars]"
-    return (text[:max(limit - len(marker), 0)] + marker)[:limit]
+    return (text[: max(limit - len(marker), 0)] + marker)[:limit]
 
 
 def json_text(value: Any) -> str:
@@ -80,17 +80,31 @@ def flatten(event: AuditEvent | AuditRecord, seq: int, ts: str, *, bound: bool =
     """Column values of `event` as record `seq` made at `ts` (without the chain fields), each in a form its
     column stores: escaped (`storable`) and, unless `bound` is False, cut to the column's length (`bounded`)."""
     values = {
-        "seq": seq, "ts": ts, "event": event.event, "request_id": event.request_id,
-        "principal_key_id": event.principal.key_id, "principal_name": event.principal.name,
-        "principal_role": event.principal.role, "source": event.source, "route": event.route,
-        "model": event.model, "bundle_version": event.bundle_version,
+        "seq": seq,
+        "ts": ts,
+        "event": event.event,
+        "request_id": event.request_id,
+        "principal_key_id": event.principal.key_id,
+        "principal_name": event.principal.name,
+        "principal_role": event.principal.role,
+        "source": event.source,
+        "route": event.route,
+        "model": event.model,
+        "bundle_version": event.bundle_version,
         "policy_revision": event.policy_revision,
-        "action": event.decision.action, "rule_ids": json_text(list(event.decision.rule_ids)),
-        "findings": json_text(event.decision.findings), "content_mode": event.content_mode,
-        "content": event.content, "prompt_tokens": event.usage.prompt_tokens,
-        "completion_tokens": event.usage.completion_tokens, "reasoning_tokens": event.usage.reasoning_tokens,
-        "latency_ms": event.latency_ms, "status": event.status, "error_code": event.error_code,
-        "detail": json_text(event.detail), "principal_cert_subject": event.principal.cert_subject,
+        "action": event.decision.action,
+        "rule_ids": json_text(list(event.decision.rule_ids)),
+        "findings": json_text(event.decision.findings),
+        "content_mode": event.content_mode,
+        "content": event.content,
+        "prompt_tokens": event.usage.prompt_tokens,
+        "completion_tokens": event.usage.completion_tokens,
+        "reasoning_tokens": event.usage.reasoning_tokens,
+        "latency_ms": event.latency_ms,
+        "status": event.status,
+        "error_code": event.error_code,
+        "detail": json_text(event.detail),
+        "principal_cert_subject": event.principal.cert_subject,
     }
     return {k: _stored(k, v, bound) if isinstance(v, str) else v for k, v in values.items()}
 
@@ -109,20 +123,43 @@ def record_row(record: AuditRecord) -> tuple[Any, ...]:
 
 def unflatten(row: Any) -> AuditRecord:
     """A record from a database row mapping (`ROW_COLUMNS` keys)."""
-    return AuditRecord.model_validate({
-        "seq": row["seq"], "ts": row["ts"], "event": row["event"], "request_id": row["request_id"],
-        "principal": {"key_id": row["principal_key_id"], "name": row["principal_name"],
-                      "role": row["principal_role"], "cert_subject": row["principal_cert_subject"]},
-        "source": row["source"], "route": row["route"], "model": row["model"],
-        "bundle_version": row["bundle_version"], "policy_revision": row["policy_revision"],
-        "decision": {"action": row["action"], "rule_ids": json.loads(row["rule_ids"]),
-                     "findings": json.loads(row["findings"])},
-        "content_mode": row["content_mode"], "content": row["content"],
-        "usage": {"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
-                  "reasoning_tokens": row["reasoning_tokens"]},
-        "latency_ms": row["latency_ms"], "status": row["status"], "error_code": row["error_code"],
-        "detail": json.loads(row["detail"]), "prev_hash": row["prev_hash"], "hash": row["hash"],
-    })
+    return AuditRecord.model_validate(
+        {
+            "seq": row["seq"],
+            "ts": row["ts"],
+            "event": row["event"],
+            "request_id": row["request_id"],
+            "principal": {
+                "key_id": row["principal_key_id"],
+                "name": row["principal_name"],
+                "role": row["principal_role"],
+                "cert_subject": row["principal_cert_subject"],
+            },
+            "source": row["source"],
+            "route": row["route"],
+            "model": row["model"],
+            "bundle_version": row["bundle_version"],
+            "policy_revision": row["policy_revision"],
+            "decision": {
+                "action": row["action"],
+                "rule_ids": json.loads(row["rule_ids"]),
+                "findings": json.loads(row["findings"]),
+            },
+            "content_mode": row["content_mode"],
+            "content": row["content"],
+            "usage": {
+                "prompt_tokens": row["prompt_tokens"],
+                "completion_tokens": row["completion_tokens"],
+                "reasoning_tokens": row["reasoning_tokens"],
+            },
+            "latency_ms": row["latency_ms"],
+            "status": row["status"],
+            "error_code": row["error_code"],
+            "detail": json.loads(row["detail"]),
+            "prev_hash": row["prev_hash"],
+            "hash": row["hash"],
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -149,16 +186,29 @@ class Checkpoint:
 
     def to_json(self) -> dict[str, Any]:
         """The form exports and the witness file carry."""
-        out = {"kind": self.kind, "seq": self.seq, "head_hash": self.head_hash, "ts": self.ts,
-               "key_id": self.key_id, "signature": base64.b64encode(self.signature).decode()}
+        out = {
+            "kind": self.kind,
+            "seq": self.seq,
+            "head_hash": self.head_hash,
+            "ts": self.ts,
+            "key_id": self.key_id,
+            "signature": base64.b64encode(self.signature).decode(),
+        }
         return out if self.prev is None else {**out, "prev": self.prev}
 
     @classmethod
     def from_json(cls, obj: Any) -> Checkpoint:
         """Raises KeyError, TypeError or ValueError on anything that is not a checkpoint."""
         prev = obj.get("prev")
-        return cls(str(obj["kind"]), int(obj["seq"]), str(obj["head_hash"]), str(obj["ts"]), str(obj["key_id"]),
-                   base64.b64decode(obj["signature"], validate=True), None if prev is None else str(prev))
+        return cls(
+            str(obj["kind"]),
+            int(obj["seq"]),
+            str(obj["head_hash"]),
+            str(obj["ts"]),
+            str(obj["key_id"]),
+            base64.b64decode(obj["signature"], validate=True),
+            None if prev is None else str(prev),
+        )
 
 
 def checkpoint_message(kind: str, seq: int, head_hash: str, ts: str, prev: str | None = None) -> bytes:
@@ -183,8 +233,13 @@ def chain_problems(checkpoints: list[Checkpoint], from_start: bool = True) -> li
             if from_start and cp.kind != "anchor" and cp.prev != GENESIS:
                 problems.append((cp.seq, f"the checkpoint chain has lost checkpoints before seq {cp.seq}"))
         elif cp.prev not in {before.digest(), before.prev if before.kind == "anchor" else None}:
-            problems.append((cp.seq, f"the checkpoint chain is broken between seq {before.seq} and {cp.seq} "
-                                     f"(a checkpoint was deleted or forged)"))
+            problems.append(
+                (
+                    cp.seq,
+                    f"the checkpoint chain is broken between seq {before.seq} and {cp.seq} "
+                    f"(a checkpoint was deleted or forged)",
+                )
+            )
         before = cp
     return problems
 
@@ -220,11 +275,19 @@ class VerifyReport:
             raise AuditTampered(f"audit log fails verification at seq {self.bad_seq}: {self.reason}")
 
 
-def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint],
-                 trust: dict[str, keys.PublicKey], expect_head: tuple[int, str] | None = None,
-                 progress: Callable[[int], None] | None = None, slice_ok: bool = False, *,
-                 witness: Iterable[Checkpoint] = (), witness_problems: Iterable[tuple[int, str]] = (),
-                 max_uncovered_s: float | None = None, now: datetime | None = None) -> VerifyReport:
+def verify_chain(
+    rows: Iterable[Sequence[Any]],
+    checkpoints: Iterable[Checkpoint],
+    trust: dict[str, keys.PublicKey],
+    expect_head: tuple[int, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    slice_ok: bool = False,
+    *,
+    witness: Iterable[Checkpoint] = (),
+    witness_problems: Iterable[tuple[int, str]] = (),
+    max_uncovered_s: float | None = None,
+    now: datetime | None = None,
+) -> VerifyReport:
     """Recompute the chain over `rows` (ascending seq) and hold it against signed checkpoints.
 
     `trust` maps key ids (`keys.key_hint`) to public keys. Stops at the first broken link, since every
@@ -256,8 +319,9 @@ def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint
             continue
         claims.setdefault(cp.seq, []).append(("the witnessed checkpoint", cp.head_hash))
         if cp.seq > cut and (cp.kind, cp.seq, cp.head_hash) not in stored:
-            report.problems.append((cp.seq, f"the database has lost the witnessed {cp.kind} checkpoint at seq "
-                                            f"{cp.seq}"))
+            report.problems.append(
+                (cp.seq, f"the database has lost the witnessed {cp.kind} checkpoint at seq {cp.seq}")
+            )
     if expect_head is not None:
         claims.setdefault(expect_head[0], []).append(("the expected head", expect_head[1]))
     covered = max((cp.seq for cp in ordered), default=0)
@@ -269,13 +333,24 @@ def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint
             report.first_seq = seq
             want = GENESIS if seq == 1 else anchors.get(seq - 1)
             if want is None:
-                report.problems.append((seq, f"records before seq {seq} are missing and no signed "
-                                             f"{'checkpoint' if slice_ok else 'prune anchor'} covers them"))
+                report.problems.append(
+                    (
+                        seq,
+                        f"records before seq {seq} are missing and no signed "
+                        f"{'checkpoint' if slice_ok else 'prune anchor'} covers them",
+                    )
+                )
                 break
         else:
             if seq != last_seq + 1:
-                report.problems.append((last_seq + 1, f"record {last_seq + 1} is missing" if seq > last_seq
-                                        else f"record {seq} is out of order or duplicated"))
+                report.problems.append(
+                    (
+                        last_seq + 1,
+                        f"record {last_seq + 1} is missing"
+                        if seq > last_seq
+                        else f"record {seq} is out of order or duplicated",
+                    )
+                )
                 break
             want = last_hash
         if prev_hash != want:
@@ -299,16 +374,23 @@ def verify_chain(rows: Iterable[Sequence[Any]], checkpoints: Iterable[Checkpoint
         for seq in sorted(claims):
             if seq > last_seq:
                 label = claims[seq][0][0]
-                report.problems.append((last_seq + 1, f"records after seq {last_seq} are missing "
-                                                      f"({label} names seq {seq})"))
+                report.problems.append(
+                    (last_seq + 1, f"records after seq {last_seq} are missing ({label} names seq {seq})")
+                )
                 break
         if max_uncovered_s is not None and report.uncovered_since is not None:
-            age = ((now or datetime.now(UTC)) - datetime.strptime(report.uncovered_since, TS_FORMAT)
-                   .replace(tzinfo=UTC)).total_seconds()
+            age = (
+                (now or datetime.now(UTC)) - datetime.strptime(report.uncovered_since, TS_FORMAT).replace(tzinfo=UTC)
+            ).total_seconds()
             if age > max_uncovered_s:
-                report.problems.append((covered + 1, f"{report.uncovered} records since seq {covered + 1} are "
-                                                     f"covered by no signature for {age:.0f} s (a writer signs "
-                                                     f"within seconds: checkpoints deleted?)"))
+                report.problems.append(
+                    (
+                        covered + 1,
+                        f"{report.uncovered} records since seq {covered + 1} are "
+                        f"covered by no signature for {age:.0f} s (a writer signs "
+                        f"within seconds: checkpoints deleted?)",
+                    )
+                )
     if progress is not None:
         progress(report.records % 10_000)
     report.last_seq, report.head_hash = (last_seq or None), last_hash

@@ -21,8 +21,9 @@ from appliance.audit.witness import Witness
 from appliance.signing import keys
 
 
-def sign_head(conn: Connection, key: keys.PrivateKey, witness: Witness | None, kind: str, seq: int,
-              head: str, ts: str) -> Checkpoint:
+def sign_head(
+    conn: Connection, key: keys.PrivateKey, witness: Witness | None, kind: str, seq: int, head: str, ts: str
+) -> Checkpoint:
     """Verify the stretch since the last checkpoint, then sign record `seq` (hash `head`) chained to it."""
     last = store.last_checkpoint(conn)
     problem = stretch_problem(conn, last, key.public_key(), witness)
@@ -33,8 +34,9 @@ def sign_head(conn: Connection, key: keys.PrivateKey, witness: Witness | None, k
     return cp
 
 
-def stretch_problem(conn: Connection, last: Checkpoint | None, public: keys.PublicKey,
-                    witness: Witness | None) -> str | None:
+def stretch_problem(
+    conn: Connection, last: Checkpoint | None, public: keys.PublicKey, witness: Witness | None
+) -> str | None:
     """Why the records since `last` must not be signed, or None when they verify."""
     newest = witness.newest() if witness is not None else None
     if newest is not None and (last is None or newest.seq > last.seq or not _stored(conn, newest)):
@@ -55,6 +57,7 @@ def stretch_problem(conn: Connection, last: Checkpoint | None, public: keys.Publ
 
 
 def _stored(conn: Connection, cp: Checkpoint) -> bool:
-    found = conn.execute(select(AuditCheckpointRow.head_hash).where(AuditCheckpointRow.kind == cp.kind,
-                                                                   AuditCheckpointRow.seq == cp.seq)).scalar()
+    found = conn.execute(
+        select(AuditCheckpointRow.head_hash).where(AuditCheckpointRow.kind == cp.kind, AuditCheckpointRow.seq == cp.seq)
+    ).scalar()
     return found == cp.head_hash

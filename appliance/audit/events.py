@@ -14,14 +14,35 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from appliance.principal import Principal
 
-EVENTS = frozenset({
-    "request", "completion", "denial", "auth_failure", "cancelled", "error",
-    "admin.key_created", "admin.key_revoked", "admin.policy_reloaded",
-    "admin.bundle_imported", "admin.bundle_activated", "admin.bundle_removed", "admin.trust_added",
-    "admin.audit_pruned", "admin.backup", "admin.restore", "admin.restored", "admin.tls_installed",
-    "session.signin", "session.signout", "policy.in_force",
-    "audit.viewed", "audit.searched", "audit.exported", "audit.verified",  # the log's readers (audit/readers.py)
-})
+EVENTS = frozenset(
+    {
+        "request",
+        "completion",
+        "denial",
+        "auth_failure",
+        "cancelled",
+        "error",
+        "admin.key_created",
+        "admin.key_revoked",
+        "admin.policy_reloaded",
+        "admin.bundle_imported",
+        "admin.bundle_activated",
+        "admin.bundle_removed",
+        "admin.trust_added",
+        "admin.audit_pruned",
+        "admin.backup",
+        "admin.restore",
+        "admin.restored",
+        "admin.tls_installed",
+        "session.signin",
+        "session.signout",
+        "policy.in_force",
+        "audit.viewed",
+        "audit.searched",
+        "audit.exported",
+        "audit.verified",  # the log's readers (audit/readers.py)
+    }
+)
 ContentMode = Literal["full", "redacted", "hash"]
 
 

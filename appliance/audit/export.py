@@ -24,8 +24,14 @@ from appliance.signing import keys
 FORMATS = ("jsonl", "csv")
 
 
-def write(fmt: str, out_file: Path, checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
-          progress: Callable[[int], None] | None = None, witness: list[Checkpoint] | None = None) -> int:
+def write(
+    fmt: str,
+    out_file: Path,
+    checkpoints: list[Checkpoint],
+    rows: Iterable[Mapping[str, Any]],
+    progress: Callable[[int], None] | None = None,
+    witness: list[Checkpoint] | None = None,
+) -> int:
     """Stream `rows` (ascending seq) to `out_file` in `fmt`; returns how many records were written. A JSONL
     export carries the checkpoints and the witness entries, so it verifies on its own."""
     if fmt not in FORMATS:
@@ -40,15 +46,23 @@ def write(fmt: str, out_file: Path, checkpoints: list[Checkpoint], rows: Iterabl
         return _write_csv(out, checkpoints, rows, progress)
 
 
-def _write_jsonl(out: IO[Any], checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
-                 progress: Callable[[int], None] | None) -> int:
+def _write_jsonl(
+    out: IO[Any],
+    checkpoints: list[Checkpoint],
+    rows: Iterable[Mapping[str, Any]],
+    progress: Callable[[int], None] | None,
+) -> int:
     for cp in checkpoints:
         out.write(json.dumps({"checkpoint": cp.to_json()}) + "\n")
     return _each(rows, lambda row: out.write(unflatten(row).model_dump_json() + "\n"), progress)
 
 
-def _write_csv(out: IO[Any], _checkpoints: list[Checkpoint], rows: Iterable[Mapping[str, Any]],
-               progress: Callable[[int], None] | None) -> int:
+def _write_csv(
+    out: IO[Any],
+    _checkpoints: list[Checkpoint],
+    rows: Iterable[Mapping[str, Any]],
+    progress: Callable[[int], None] | None,
+) -> int:
     writer = csv.writer(out)
     writer.writerow(ROW_COLUMNS)
     return _each(rows, lambda row: writer.writerow([spreadsheet_safe(row[c]) for c in ROW_COLUMNS]), progress)
@@ -65,8 +79,7 @@ def spreadsheet_safe(value: Any) -> Any:
     return value
 
 
-def _each(rows: Iterable[Any], write_one: Callable[[Any], object],
-          progress: Callable[[int], None] | None) -> int:
+def _each(rows: Iterable[Any], write_one: Callable[[Any], object], progress: Callable[[int], None] | None) -> int:
     count = 0
     for row in rows:
         write_one(row)
@@ -78,8 +91,12 @@ def _each(rows: Iterable[Any], write_one: Callable[[Any], object],
     return count
 
 
-def verify_file(path: Path, trust: list[keys.PublicKey], expect_head: tuple[int, str] | None = None,
-                progress: Callable[[int], None] | None = None) -> VerifyReport:
+def verify_file(
+    path: Path,
+    trust: list[keys.PublicKey],
+    expect_head: tuple[int, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VerifyReport:
     """Verify a JSONL export without the database: its chain, and its checkpoints against `trust`.
 
     An export may be a slice of the log (a filtered export): it then starts right after a signed
@@ -88,10 +105,19 @@ def verify_file(path: Path, trust: list[keys.PublicKey], expect_head: tuple[int,
 
     checkpoints = [_checkpoint(obj["checkpoint"], path, n) for n, obj in _lines(path) if "checkpoint" in obj]
     witness = order(_checkpoint(obj["witness"], path, n) for n, obj in _lines(path) if "witness" in obj)
-    records = (record_row(_record(obj, path, n)) for n, obj in _lines(path)
-               if "checkpoint" not in obj and "witness" not in obj)
-    return verify_chain(records, checkpoints, trust_map(trust), expect_head, progress, witness=witness.in_force,
-                        witness_problems=witness.problems, slice_ok=True)
+    records = (
+        record_row(_record(obj, path, n)) for n, obj in _lines(path) if "checkpoint" not in obj and "witness" not in obj
+    )
+    return verify_chain(
+        records,
+        checkpoints,
+        trust_map(trust),
+        expect_head,
+        progress,
+        witness=witness.in_force,
+        witness_problems=witness.problems,
+        slice_ok=True,
+    )
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

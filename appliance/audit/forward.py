@@ -38,8 +38,15 @@ SEND_TIMEOUT_S = 30.0  # a collector that takes no bytes for this long is treate
 RETRY_S = (1.0, 10.0)  # reconnect backoff: first wait, longest wait
 _CURSORS = AuditForwardCursorRow.__table__
 _ROW = [getattr(AuditRecordRow, c) for c in ROW_COLUMNS]
-_CP = (AuditCheckpointRow.kind, AuditCheckpointRow.seq, AuditCheckpointRow.head_hash, AuditCheckpointRow.ts,
-       AuditCheckpointRow.key_id, AuditCheckpointRow.signature, AuditCheckpointRow.prev_checkpoint)
+_CP = (
+    AuditCheckpointRow.kind,
+    AuditCheckpointRow.seq,
+    AuditCheckpointRow.head_hash,
+    AuditCheckpointRow.ts,
+    AuditCheckpointRow.key_id,
+    AuditCheckpointRow.signature,
+    AuditCheckpointRow.prev_checkpoint,
+)
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,16 @@ def states(engine: Engine, names: list[str]) -> list[CollectorState]:
     out = []
     for name in names:
         row = rows.get(name)
-        out.append(CollectorState(name, row.seq if row else 0, head, row.delivered_at if row else None,
-                                  row.attempted_at if row else None, row.error if row else None))
+        out.append(
+            CollectorState(
+                name,
+                row.seq if row else 0,
+                head,
+                row.delivered_at if row else None,
+                row.attempted_at if row else None,
+                row.error if row else None,
+            )
+        )
     return out
 
 
@@ -95,8 +110,11 @@ def load_position(conn: Connection, name: str) -> Position:
     """The stored cursor of `name`, made (at the start of the log) the first time."""
     row = conn.execute(select(_CURSORS).where(_CURSORS.c.collector == name)).first()
     if row is None:
-        conn.execute(insert(AuditForwardCursorRow).values(collector=name, seq=0, checkpoint_ts="",
-                                                          checkpoint_kind="", checkpoint_seq=0))
+        conn.execute(
+            insert(AuditForwardCursorRow).values(
+                collector=name, seq=0, checkpoint_ts="", checkpoint_kind="", checkpoint_seq=0
+            )
+        )
         return Position()
     return Position(row.seq, (row.checkpoint_ts, row.checkpoint_kind, row.checkpoint_seq))
 
@@ -104,29 +122,43 @@ def load_position(conn: Connection, name: str) -> Position:
 def save_position(engine: Engine, name: str, pos: Position) -> None:
     ts, kind, seq = pos.checkpoint
     with engine.begin() as conn:
-        conn.execute(update(AuditForwardCursorRow).where(AuditForwardCursorRow.collector == name).values(
-            seq=pos.seq, checkpoint_ts=ts, checkpoint_kind=kind, checkpoint_seq=seq, delivered_at=store.now_ts(),
-            error=None))
+        conn.execute(
+            update(AuditForwardCursorRow)
+            .where(AuditForwardCursorRow.collector == name)
+            .values(
+                seq=pos.seq,
+                checkpoint_ts=ts,
+                checkpoint_kind=kind,
+                checkpoint_seq=seq,
+                delivered_at=store.now_ts(),
+                error=None,
+            )
+        )
 
 
 def save_error(engine: Engine, name: str, error: str) -> None:
     with engine.begin() as conn:
-        conn.execute(update(AuditForwardCursorRow).where(AuditForwardCursorRow.collector == name).values(
-            attempted_at=store.now_ts(), error=error[:512]))
+        conn.execute(
+            update(AuditForwardCursorRow)
+            .where(AuditForwardCursorRow.collector == name)
+            .values(attempted_at=store.now_ts(), error=error[:512])
+        )
 
 
 def next_batch(conn: Connection, pos: Position, limit: int, host: str) -> tuple[list[bytes], Position]:
     """(messages, the position once they are kept) after `pos`: up to `limit` records
     in seq order, then the checkpoints signed since `pos` whose record is among those sent, in signing
     order (stopping at the first whose record is not sent yet, so none is skipped)."""
-    rows = conn.execute(select(*_ROW).where(AuditRecordRow.seq > pos.seq).order_by(AuditRecordRow.seq)
-                        .limit(limit)).mappings().all()
+    rows = (
+        conn.execute(select(*_ROW).where(AuditRecordRow.seq > pos.seq).order_by(AuditRecordRow.seq).limit(limit))
+        .mappings()
+        .all()
+    )
     out = [record_message(host, unflatten(r)) for r in rows]
     seq = rows[-1]["seq"] if rows else pos.seq
     order = (AuditCheckpointRow.ts, AuditCheckpointRow.kind, AuditCheckpointRow.seq)
     checkpoint = pos.checkpoint
-    for row in conn.execute(select(*_CP).where(tuple_(*order) > tuple_(*checkpoint)).order_by(*order)
-                            .limit(limit)):
+    for row in conn.execute(select(*_CP).where(tuple_(*order) > tuple_(*checkpoint)).order_by(*order).limit(limit)):
         cp = Checkpoint(*row)
         if cp.seq > seq:
             break
@@ -138,8 +170,16 @@ def next_batch(conn: Connection, pos: Position, limit: int, host: str) -> tuple[
 class Forwarder(threading.Thread):
     """Feeds one collector until `stop` is set; never raises (failures are logged, stored, and retried)."""
 
-    def __init__(self, engine: Engine, collector: SyslogCollector, stop: threading.Event, *, batch: int,
-                 confirm_s: float, hostname: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        collector: SyslogCollector,
+        stop: threading.Event,
+        *,
+        batch: int,
+        confirm_s: float,
+        hostname: str,
+    ) -> None:
         super().__init__(name=f"audit-forward-{collector.name}", daemon=True)
         self.engine, self.collector, self.stop = engine, collector, stop
         self.batch, self.confirm_s, self.hostname = batch, confirm_s, hostname
@@ -200,8 +240,15 @@ class Forwarder(threading.Thread):
             self.delivered = True
 
 
-def run(engine: Engine, collectors: list[SyslogCollector], stop: threading.Event, *, batch: int, confirm_s: float,
-        hostname: str | None) -> None:
+def run(
+    engine: Engine,
+    collectors: list[SyslogCollector],
+    stop: threading.Event,
+    *,
+    batch: int,
+    confirm_s: float,
+    hostname: str | None,
+) -> None:
     """Feed every collector until `stop` is set (the CLI sets it on SIGTERM or Ctrl-C)."""
     host = syslog_hostname(hostname)
     threads = [Forwarder(engine, c, stop, batch=batch, confirm_s=confirm_s, hostname=host) for c in collectors]

@@ -75,9 +75,15 @@ class PruneResult:
 class AuditLog:
     """The tamper-evident audit log in the database at `database_url`, signed with the key at `key_path`."""
 
-    def __init__(self, database_url: str, key_path: Path, checkpoint_every: int = 1000,
-                 checkpoint_seconds: float = 1.0, witness_dir: Path | None = None,
-                 uncovered_grace_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        key_path: Path,
+        checkpoint_every: int = 1000,
+        checkpoint_seconds: float = 1.0,
+        witness_dir: Path | None = None,
+        uncovered_grace_s: float = 60.0,
+    ) -> None:
         self.engine = make_engine(database_url)
         self.key_path = key_path
         self.witness = Witness(witness_dir or key_path.parent)
@@ -91,8 +97,14 @@ class AuditLog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuditLog:
-        return cls(settings.database_url, settings.audit_key_path, settings.audit_checkpoint_every,
-                   settings.audit_checkpoint_seconds, settings.audit_witness_dir, settings.audit_uncovered_grace_s)
+        return cls(
+            settings.database_url,
+            settings.audit_key_path,
+            settings.audit_checkpoint_every,
+            settings.audit_checkpoint_seconds,
+            settings.audit_witness_dir,
+            settings.audit_uncovered_grace_s,
+        )
 
     def start_writer(self) -> None:
         """Start the writer now (a server does, at start): it signs a tail left uncovered by a crash within
@@ -140,8 +152,7 @@ class AuditLog:
         with self._reading() as conn:
             return store.read_head(conn)
 
-    def query(self, filters: AuditFilter | None = None, cursor: int | None = None,
-              limit: int = 50) -> AuditPage:
+    def query(self, filters: AuditFilter | None = None, cursor: int | None = None, limit: int = 50) -> AuditPage:
         if not 1 <= limit <= 10_000:
             raise AuditError("limit must be between 1 and 10000")
         stmt = select(*_ROW).order_by(AuditRecordRow.seq.desc()).limit(limit)
@@ -191,8 +202,9 @@ class AuditLog:
             head_seq, _ = store.read_head(conn)
         return newest, head_seq - (newest.seq if newest else 0)
 
-    def activity(self, filters: AuditFilter, since: datetime, until: datetime,
-                 hourly: bool) -> list[tuple[str, int, int, int]]:
+    def activity(
+        self, filters: AuditFilter, since: datetime, until: datetime, hourly: bool
+    ) -> list[tuple[str, int, int, int]]:
         """(hour or day, records, denials, errors) per period of [since, until) under `filters`: one
         grouped query, for the chart."""
         period = func.substr(AuditRecordRow.ts, 1, 13 if hourly else 10)
@@ -204,16 +216,26 @@ class AuditLog:
         with self._reading() as conn:
             return [tuple(row) for row in conn.execute(stmt)]
 
-    def usage(self, since: datetime, until: datetime, by: str, events: Iterable[str]
-              ) -> list[tuple[str | None, int, int, int, int]]:
+    def usage(
+        self, since: datetime, until: datetime, by: str, events: Iterable[str]
+    ) -> list[tuple[str | None, int, int, int, int]]:
         """(key id or model, records, prompt, completion, reasoning tokens) of the `events` records (the
         outcome records, which hold each request's usage) in [since, until): one grouped query."""
         column = AuditRecordRow.principal_key_id if by == "key" else AuditRecordRow.model
-        sums = (func.coalesce(func.sum(c), 0) for c in (AuditRecordRow.prompt_tokens, AuditRecordRow.completion_tokens,
-                                                        AuditRecordRow.reasoning_tokens))
-        stmt = (select(column, func.count(), *sums).where(
-            AuditRecordRow.event.in_(list(events)), AuditRecordRow.ts >= store.format_ts(since),
-            AuditRecordRow.ts < store.format_ts(until)).group_by(column).order_by(column))
+        sums = (
+            func.coalesce(func.sum(c), 0)
+            for c in (AuditRecordRow.prompt_tokens, AuditRecordRow.completion_tokens, AuditRecordRow.reasoning_tokens)
+        )
+        stmt = (
+            select(column, func.count(), *sums)
+            .where(
+                AuditRecordRow.event.in_(list(events)),
+                AuditRecordRow.ts >= store.format_ts(since),
+                AuditRecordRow.ts < store.format_ts(until),
+            )
+            .group_by(column)
+            .order_by(column)
+        )
         with self._reading() as conn:
             return [(row[0], *(int(v or 0) for v in row[1:])) for row in conn.execute(stmt)]  # type: ignore[misc]
 
@@ -222,18 +244,35 @@ class AuditLog:
         with self._reading() as conn:
             return conn.execute(stmt).scalar_one()
 
-    def verify(self, trust: list[keys.PublicKey] | None = None, expect_head: tuple[int, str] | None = None,
-               progress: Callable[[int], None] | None = None) -> VerifyReport:
+    def verify(
+        self,
+        trust: list[keys.PublicKey] | None = None,
+        expect_head: tuple[int, str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> VerifyReport:
         """Recompute the chain and check every checkpoint against `trust` (default: this appliance's key)."""
         trusted = signer.trust_map(trust if trust is not None else self._own_public_keys())
         witnessed = self.witness.read()
         with self._reading(snapshot=True) as conn:
-            return verify_chain(raw_rows(conn), store.load_checkpoints(conn), trusted, expect_head, progress,
-                                witness=witnessed.in_force, witness_problems=witnessed.problems,
-                                max_uncovered_s=self._seconds + self._grace)
+            return verify_chain(
+                raw_rows(conn),
+                store.load_checkpoints(conn),
+                trusted,
+                expect_head,
+                progress,
+                witness=witnessed.in_force,
+                witness_problems=witnessed.problems,
+                max_uncovered_s=self._seconds + self._grace,
+            )
 
-    def export(self, fmt: str, out_file: Path, progress: Callable[[int], None] | None = None,
-               filters: AuditFilter | None = None, also: int | None = None) -> int:
+    def export(
+        self,
+        fmt: str,
+        out_file: Path,
+        progress: Callable[[int], None] | None = None,
+        filters: AuditFilter | None = None,
+        also: int | None = None,
+    ) -> int:
         """Write the log to `out_file` as `jsonl` (verifiable alone) or `csv`; returns the record count.
 
         With `filters`, CSV holds the matching records; JSONL holds the signed slice of the chain around
@@ -259,11 +298,19 @@ class AuditLog:
             elif filters is not None:
                 stmt, checkpoints, witnessed = stmt.where(false()), [], []
             rows = conn.execution_options(yield_per=20_000).execute(stmt)
-            return export.write(fmt, out_file, checkpoints, cast(Iterable[Mapping[str, Any]], rows.mappings()),
-                                progress, witnessed)
+            return export.write(
+                fmt, out_file, checkpoints, cast(Iterable[Mapping[str, Any]], rows.mappings()), progress, witnessed
+            )
 
-    def prune(self, before: datetime, actor: Principal | None = None, *, min_retention_days: int,
-              export_dir: Path | None, forwarded_to: list[str] | None = None) -> PruneResult:
+    def prune(
+        self,
+        before: datetime,
+        actor: Principal | None = None,
+        *,
+        min_retention_days: int,
+        export_dir: Path | None,
+        forwarded_to: list[str] | None = None,
+    ) -> PruneResult:
         """Delete records older than `before`, leaving a signed anchor so what remains still verifies.
 
         `before` may be no later than `min_retention_days` ago (`audit_min_retention_days`): no single
@@ -277,16 +324,27 @@ class AuditLog:
         floor = datetime.now(UTC) - timedelta(days=min_retention_days)
         cutoff = store.format_ts(before)
         if cutoff > store.format_ts(floor):
-            raise AuditError(f"prune refused: {cutoff} is within the minimum retention of {min_retention_days} "
-                             f"days (audit_min_retention_days); the latest cut-off allowed is "
-                             f"{store.format_ts(floor)}")
+            raise AuditError(
+                f"prune refused: {cutoff} is within the minimum retention of {min_retention_days} "
+                f"days (audit_min_retention_days); the latest cut-off allowed is "
+                f"{store.format_ts(floor)}"
+            )
         with self._reading() as conn:
             due = conn.execute(select(AuditRecordRow.seq).where(AuditRecordRow.ts < cutoff).limit(1)).first()
         export_to = None
         if export_dir is not None and due is not None:
             export_to = export_dir / f"audit-pruned-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}.jsonl"
-        marker = self.append(AuditEvent(event="admin.audit_pruned", principal=actor or Principal(), detail={
-            "before": cutoff, "min_retention_days": str(min_retention_days), "export": str(export_to or "none")}))
+        marker = self.append(
+            AuditEvent(
+                event="admin.audit_pruned",
+                principal=actor or Principal(),
+                detail={
+                    "before": cutoff,
+                    "min_retention_days": str(min_retention_days),
+                    "export": str(export_to or "none"),
+                },
+            )
+        )
         key = signer.load_or_create(self.key_path)
         exported = self._export_pruned(export_to, before, key.public_key()) if export_to is not None else None
         with self.witness.ordered():  # held from before the cut until its anchor's line is written
@@ -295,31 +353,43 @@ class AuditLog:
                 self.witness.append(anchor)
         return PruneResult(removed, anchor.seq if anchor is not None else None, export_to)
 
-    def _cut(self, cutoff: str, marker_seq: int, key: keys.PrivateKey, exported: tuple[int, int] | None,
-             export_to: Path | None, forwarded_to: list[str]) -> tuple[int, Checkpoint | None]:
+    def _cut(
+        self,
+        cutoff: str,
+        marker_seq: int,
+        key: keys.PrivateKey,
+        exported: tuple[int, int] | None,
+        export_to: Path | None,
+        forwarded_to: list[str],
+    ) -> tuple[int, Checkpoint | None]:
         """Delete the records before `cutoff` (never the prune's own record) and sign the anchor at the cut;
         refused unless `exported` (the seq range of the export at `export_to`) covers what goes."""
         try:
             with store.write_transaction(self.engine) as conn:
-                problem = checkpoints.stretch_problem(conn, store.last_checkpoint(conn), key.public_key(),
-                                                      self.witness)
+                problem = checkpoints.stretch_problem(conn, store.last_checkpoint(conn), key.public_key(), self.witness)
                 if problem is not None:
                     raise AuditTampered(f"prune refused, the log does not verify: {problem}")
-                cut = conn.execute(select(func.max(AuditRecordRow.seq)).where(AuditRecordRow.ts < cutoff,
-                                                                              AuditRecordRow.seq < marker_seq)
-                                   ).scalar_one()
+                cut = conn.execute(
+                    select(func.max(AuditRecordRow.seq)).where(
+                        AuditRecordRow.ts < cutoff, AuditRecordRow.seq < marker_seq
+                    )
+                ).scalar_one()
                 if cut is None:
                     return 0, None
                 behind = forward.undelivered(conn, forwarded_to, cut) if forwarded_to else []
                 if behind:
                     name, seq = behind[0]
-                    raise AuditError(f"prune refused: collector {name} has been delivered records up to seq {seq} "
-                                     f"only, and the cut at seq {cut} would remove records it never received (see "
-                                     f"`appliance audit forward status`)")
+                    raise AuditError(
+                        f"prune refused: collector {name} has been delivered records up to seq {seq} "
+                        f"only, and the cut at seq {cut} would remove records it never received (see "
+                        f"`appliance audit forward status`)"
+                    )
                 oldest = conn.execute(select(func.min(AuditRecordRow.seq))).scalar_one()
                 if exported is not None and not (exported[0] <= oldest and cut <= exported[1]):
-                    raise AuditError(f"prune refused: {export_to} holds seq {exported[0]}..{exported[1]}, not every "
-                                     f"record to remove ({oldest}..{cut})")
+                    raise AuditError(
+                        f"prune refused: {export_to} holds seq {exported[0]}..{exported[1]}, not every "
+                        f"record to remove ({oldest}..{cut})"
+                    )
                 head = conn.execute(select(AuditRecordRow.hash).where(AuditRecordRow.seq == cut)).scalar_one()
                 # The anchor restarts the checkpoint chain at the cut: it carries the digest that the first
                 # checkpoint after the cut names (that of the newest one removed).
@@ -402,14 +472,14 @@ def raw_rows(conn: Connection) -> Iterator[tuple[Any, ...]]:
 
 
 def _record(event: AuditEvent, values: dict[str, Any]) -> AuditRecord:
-    return AuditRecord.model_construct(**dict(event), seq=values["seq"], ts=values["ts"],
-                                       prev_hash=values["prev_hash"], hash=values["hash"])
+    return AuditRecord.model_construct(
+        **dict(event), seq=values["seq"], ts=values["ts"], prev_hash=values["prev_hash"], hash=values["hash"]
+    )
 
 
 def _slice(conn: Connection, matched: ColumnElement[bool], checkpoints: list[Checkpoint]) -> tuple[int, int] | None:
     """(start, end]: the records between the signed checkpoints around the matches (None: no match)."""
-    first, last = conn.execute(select(func.min(AuditRecordRow.seq), func.max(AuditRecordRow.seq))
-                               .where(matched)).one()
+    first, last = conn.execute(select(func.min(AuditRecordRow.seq), func.max(AuditRecordRow.seq)).where(matched)).one()
     if first is None:
         return None
     start = max((cp.seq for cp in checkpoints if cp.seq < first), default=0)
@@ -427,14 +497,26 @@ def _seq_before(moment: datetime) -> ColumnElement[int]:
     Records are stamped in seq order, so this turns a time range into a seq range the page can walk newest
     first by primary key (one index seek, no sort of the whole range). It stays exact as long as no
     record's clock ran more than CLOCK_SLACK behind an earlier record's; the ts clause still filters."""
-    return func.coalesce(select(AuditRecordRow.seq).where(AuditRecordRow.ts < store.format_ts(moment - CLOCK_SLACK))
-                         .order_by(AuditRecordRow.ts.desc()).limit(1).scalar_subquery(), 0)
+    return func.coalesce(
+        select(AuditRecordRow.seq)
+        .where(AuditRecordRow.ts < store.format_ts(moment - CLOCK_SLACK))
+        .order_by(AuditRecordRow.ts.desc())
+        .limit(1)
+        .scalar_subquery(),
+        0,
+    )
 
 
 def _seq_after(moment: datetime) -> ColumnElement[int]:
     """A seq above every record before `moment` (see `_seq_before`)."""
-    return func.coalesce(select(AuditRecordRow.seq).where(AuditRecordRow.ts >= store.format_ts(moment + CLOCK_SLACK))
-                         .order_by(AuditRecordRow.ts).limit(1).scalar_subquery(), MAX_SEQ)
+    return func.coalesce(
+        select(AuditRecordRow.seq)
+        .where(AuditRecordRow.ts >= store.format_ts(moment + CLOCK_SLACK))
+        .order_by(AuditRecordRow.ts)
+        .limit(1)
+        .scalar_subquery(),
+        MAX_SEQ,
+    )
 
 
 def _where(f: AuditFilter) -> list[ColumnElement[bool]]:
@@ -450,8 +532,12 @@ def _where(f: AuditFilter) -> list[ColumnElement[bool]]:
         clauses.append(AuditRecordRow.event.startswith(f.event[:-1], autoescape=True))
     elif f.event is not None:
         clauses.append(AuditRecordRow.event == f.event)
-    matches: tuple[tuple[Any, Any], ...] = ((AuditRecordRow.action, f.action), (AuditRecordRow.model, f.model),
-                          (AuditRecordRow.policy_revision, f.policy_revision), (AuditRecordRow.status, f.status))
+    matches: tuple[tuple[Any, Any], ...] = (
+        (AuditRecordRow.action, f.action),
+        (AuditRecordRow.model, f.model),
+        (AuditRecordRow.policy_revision, f.policy_revision),
+        (AuditRecordRow.status, f.status),
+    )
     for column, value in matches:
         if value is not None:
             clauses.append(column == value)
@@ -460,5 +546,3 @@ def _where(f: AuditFilter) -> list[ColumnElement[bool]]:
     if f.after_seq is not None:
         clauses.append(AuditRecordRow.seq > f.after_seq)
     return clauses
-
-

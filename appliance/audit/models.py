@@ -12,8 +12,10 @@ class AuditRecordRow(Base):
     """One committed record. Decision lists and maps are stored as their canonical JSON text."""
 
     __tablename__ = "audit_records"
-    __table_args__ = tuple(Index(f"ix_audit_records_{c}_seq", c, "seq") for c in (
-        "event", "principal_key_id", "model", "action", "principal_name", "policy_revision", "status"))
+    __table_args__ = tuple(
+        Index(f"ix_audit_records_{c}_seq", c, "seq")
+        for c in ("event", "principal_key_id", "model", "action", "principal_name", "policy_revision", "status")
+    )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     ts: Mapped[str] = mapped_column(String(27), index=True)
@@ -46,8 +48,9 @@ class AuditRecordRow(Base):
 
 
 # The declared length of each bounded text column: what chain.bounded cuts a value to before it is hashed.
-COLUMN_LIMITS = {c.name: c.type.length for c in AuditRecordRow.__table__.columns
-                 if isinstance(c.type, String) and c.type.length}
+COLUMN_LIMITS = {
+    c.name: c.type.length for c in AuditRecordRow.__table__.columns if isinstance(c.type, String) and c.type.length
+}
 
 
 class AuditCheckpointRow(Base):

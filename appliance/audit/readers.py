@@ -32,8 +32,11 @@ def filter_text(filters: AuditFilter | None) -> str:
 
 def verified_detail(report: VerifyReport) -> dict[str, str]:
     """What an `audit.verified` record says about the verification it records."""
-    detail = {"result": "ok" if report.ok else "failed", "count": str(report.records),
-              "head": f"{report.last_seq}:{report.head_hash}" if report.records else "empty"}
+    detail = {
+        "result": "ok" if report.ok else "failed",
+        "count": str(report.records),
+        "head": f"{report.last_seq}:{report.head_hash}" if report.records else "empty",
+    }
     if not report.ok:
         detail["bad_seq"], detail["reason"] = str(report.bad_seq), (report.reason or "")[:500]
     return detail
@@ -99,8 +102,15 @@ def _key(event: AuditEvent) -> tuple[str, str, str]:
 
 
 def _aggregate(w: _Window, window_s: float) -> AuditEvent:
-    detail = {**w.first_event.detail, "aggregated": "true", "pages": str(w.pages), "count": str(w.count),
-              "first": w.first, "last": w.last, "window_s": f"{window_s:g}"}
+    detail = {
+        **w.first_event.detail,
+        "aggregated": "true",
+        "pages": str(w.pages),
+        "count": str(w.count),
+        "first": w.first,
+        "last": w.last,
+        "window_s": f"{window_s:g}",
+    }
     if w.seqs:
         detail["records"] = ",".join(map(str, w.seqs))
     return w.first_event.model_copy(update={"detail": detail, "request_id": None})

@@ -55,11 +55,18 @@ def locked(conn: Connection) -> Iterator[Connection]:
 
 _PG_LOCK = text("SELECT pg_advisory_xact_lock(:id)")
 _HEAD = select(AuditRecordRow.seq, AuditRecordRow.hash).order_by(AuditRecordRow.seq.desc()).limit(1)
-_CHECKPOINT_COLUMNS = (AuditCheckpointRow.kind, AuditCheckpointRow.seq, AuditCheckpointRow.head_hash,
-                       AuditCheckpointRow.ts, AuditCheckpointRow.key_id, AuditCheckpointRow.signature,
-                       AuditCheckpointRow.prev_checkpoint)
-_LAST_CHECKPOINT = select(*_CHECKPOINT_COLUMNS).order_by(AuditCheckpointRow.seq.desc(),
-                                                         AuditCheckpointRow.kind.desc()).limit(1)
+_CHECKPOINT_COLUMNS = (
+    AuditCheckpointRow.kind,
+    AuditCheckpointRow.seq,
+    AuditCheckpointRow.head_hash,
+    AuditCheckpointRow.ts,
+    AuditCheckpointRow.key_id,
+    AuditCheckpointRow.signature,
+    AuditCheckpointRow.prev_checkpoint,
+)
+_LAST_CHECKPOINT = (
+    select(*_CHECKPOINT_COLUMNS).order_by(AuditCheckpointRow.seq.desc(), AuditCheckpointRow.kind.desc()).limit(1)
+)
 
 
 def read_head(conn: Connection) -> tuple[int, str]:
@@ -89,14 +96,23 @@ def rows_after(conn: Connection, seq: int) -> list[tuple[Any, ...]]:
     from appliance.audit.chain import ROW_COLUMNS
 
     columns = [getattr(AuditRecordRow, c) for c in ROW_COLUMNS]
-    return [tuple(r) for r in conn.execute(select(*columns).where(AuditRecordRow.seq > seq)
-                                           .order_by(AuditRecordRow.seq))]
+    return [
+        tuple(r) for r in conn.execute(select(*columns).where(AuditRecordRow.seq > seq).order_by(AuditRecordRow.seq))
+    ]
 
 
 def insert_checkpoint(conn: Connection, cp: Checkpoint) -> None:
-    conn.execute(insert(AuditCheckpointRow).values(kind=cp.kind, seq=cp.seq, head_hash=cp.head_hash, ts=cp.ts,
-                                                   key_id=cp.key_id, signature=cp.signature,
-                                                   prev_checkpoint=cp.prev))
+    conn.execute(
+        insert(AuditCheckpointRow).values(
+            kind=cp.kind,
+            seq=cp.seq,
+            head_hash=cp.head_hash,
+            ts=cp.ts,
+            key_id=cp.key_id,
+            signature=cp.signature,
+            prev_checkpoint=cp.prev,
+        )
+    )
 
 
 _CHECKPOINT = select(*_CHECKPOINT_COLUMNS)
@@ -108,8 +124,9 @@ def load_checkpoints(conn: Connection) -> list[Checkpoint]:
 
 def covering_checkpoint(conn: Connection, seq: int) -> Checkpoint | None:
     """The first checkpoint at or after `seq`."""
-    row = conn.execute(_CHECKPOINT.where(AuditCheckpointRow.seq >= seq).order_by(AuditCheckpointRow.seq)
-                       .limit(1)).first()
+    row = conn.execute(
+        _CHECKPOINT.where(AuditCheckpointRow.seq >= seq).order_by(AuditCheckpointRow.seq).limit(1)
+    ).first()
     return Checkpoint(*row) if row else None
 
 

@@ -65,13 +65,23 @@ def order(lines: Iterable[Checkpoint]) -> WitnessOrder:
     for n, cp in enumerate(lines, 1):
         digest = cp.digest()
         if digest in seen:
-            out.problems.append((cp.seq, f"witness line {n} repeats line {seen[digest]} (the {cp.kind} checkpoint "
-                                         f"at seq {cp.seq}): a replayed line"))
+            out.problems.append(
+                (
+                    cp.seq,
+                    f"witness line {n} repeats line {seen[digest]} (the {cp.kind} checkpoint "
+                    f"at seq {cp.seq}): a replayed line",
+                )
+            )
             continue
         seen[digest] = n
         if cp.ts < newest_ts:
-            out.problems.append((cp.seq, f"witness line {n} (the {cp.kind} checkpoint at seq {cp.seq}, {cp.ts}) is "
-                                         f"older than a line before it ({newest_ts}): a replayed or foreign line"))
+            out.problems.append(
+                (
+                    cp.seq,
+                    f"witness line {n} (the {cp.kind} checkpoint at seq {cp.seq}, {cp.ts}) is "
+                    f"older than a line before it ({newest_ts}): a replayed or foreign line",
+                )
+            )
             continue
         newest_ts = cp.ts
         if cp.kind == "restore":

@@ -42,8 +42,14 @@ _Item = tuple[AuditEvent, Future[dict[str, Any]]]  # a record to write and the c
 class ChainWriter:
     """The thread that owns appends for one process."""
 
-    def __init__(self, engine: Engine, key: PrivateKey, checkpoint_every: int,
-                 checkpoint_seconds: float, witness: Witness | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        key: PrivateKey,
+        checkpoint_every: int,
+        checkpoint_seconds: float,
+        witness: Witness | None = None,
+    ) -> None:
         self._engine, self._key, self._witness = engine, key, witness
         self._every, self._seconds = checkpoint_every, checkpoint_seconds
         self._refused: str | None = None  # why the last checkpoint was refused (logged once per reason)
@@ -110,7 +116,7 @@ class ChainWriter:
         for i, item in enumerate(batch):
             error = self._commit([item])
             if isinstance(error.__cause__ if error else None, OperationalError):
-                for _, future in batch[i + 1:]:  # the database itself is down: no point trying the rest
+                for _, future in batch[i + 1 :]:  # the database itself is down: no point trying the rest
                     _settle(future, error=error)
                 return
 
@@ -157,8 +163,9 @@ class ChainWriter:
         since the last checkpoint (always at close). A refusal (the log does not verify) is logged once and
         leaves the transaction, and the records in it, as they are."""
         last = store.last_checkpoint(conn)
-        if seq <= (last.seq if last else 0) or not (force or store.checkpoint_due(conn, seq, self._every,
-                                                                                    self._seconds)):
+        if seq <= (last.seq if last else 0) or not (
+            force or store.checkpoint_due(conn, seq, self._every, self._seconds)
+        ):
             return None
         try:
             return checkpoints.sign_head(conn, self._key, self._witness, "periodic", seq, head, ts)
@@ -201,8 +208,9 @@ class ChainWriter:
                 pass
 
 
-def _settle(future: Future[dict[str, Any]], result: dict[str, Any] | None = None,
-            error: BaseException | None = None) -> None:
+def _settle(
+    future: Future[dict[str, Any]], result: dict[str, Any] | None = None, error: BaseException | None = None
+) -> None:
     """Answer a caller's future; one whose caller gave up (cancelled) or was already answered is left alone."""
     if future.done():
         return

@@ -30,8 +30,9 @@ Advance = Callable[[int], None]
 _CHUNK = 1 << 20
 
 
-def write(out: Path, staging: Path, manifest: bytes, signature: bytes, members: list[mf.Member],
-          advance: Advance) -> None:
+def write(
+    out: Path, staging: Path, manifest: bytes, signature: bytes, members: list[mf.Member], advance: Advance
+) -> None:
     """Write the archive `out` atomically from the files under `staging` that `members` lists."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
@@ -71,8 +72,7 @@ def read(archive: Path, staging: Path, trusted: list[keys.PublicKey], advance: A
                 if not info.isreg():
                     raise BackupError(f"the archive member {info.name!r} is not a regular file")
                 if info.size != m.size:
-                    raise BackupError(f"the archive member {m.path} has {info.size} bytes, its manifest says "
-                                      f"{m.size}")
+                    raise BackupError(f"the archive member {m.path} has {info.size} bytes, its manifest says {m.size}")
                 _stage(tar.extractfile(info), staging / m.path, m, advance)
     except FileNotFoundError as exc:
         raise BackupError(f"archive {archive} does not exist") from exc
@@ -111,8 +111,9 @@ def _stage(src: IO[bytes] | None, dest: Path, member: mf.Member, advance: Advanc
         out.flush()
         os.fsync(out.fileno())
     if digest.hexdigest() != member.sha256:
-        raise BackupError(f"the archive member {member.path} does not match its SHA-256 in the manifest "
-                          f"(tampered or damaged)")
+        raise BackupError(
+            f"the archive member {member.path} does not match its SHA-256 in the manifest (tampered or damaged)"
+        )
 
 
 def check_space(folder: Path, need: int, what: str = "the restore") -> None:
@@ -120,8 +121,7 @@ def check_space(folder: Path, need: int, what: str = "the restore") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if free < need:
-        raise BackupError(f"not enough space in {folder}: {what} needs {need >> 20} MiB, "
-                          f"{free >> 20} MiB are free")
+        raise BackupError(f"not enough space in {folder}: {what} needs {need >> 20} MiB, {free >> 20} MiB are free")
 
 
 def _info(name: str, size: int) -> tarfile.TarInfo:

@@ -69,9 +69,15 @@ class Backup:
         key = signer.load_or_create(s.audit_key_path)
         members = mf.describe(self.staging, paths)
         self.manifest = mf.Manifest(
-            created=now_ts(), appliance_version=_version(), database=snapshot.kind(s.database_url),
-            audit_head=head, audit_key_id=keys.key_hint(key.public_key()), bundles=self._bundles(),
-            private_keys=passphrase is not None, members=members)
+            created=now_ts(),
+            appliance_version=_version(),
+            database=snapshot.kind(s.database_url),
+            audit_head=head,
+            audit_key_id=keys.key_hint(key.public_key()),
+            bundles=self._bundles(),
+            private_keys=passphrase is not None,
+            members=members,
+        )
         self._key = key
         return sum(m.size for m in members)
 
@@ -92,8 +98,12 @@ class Backup:
     def _copy_tree(self, root: Path, prefix: str, *, public_only: bool = False) -> list[str]:
         """Regular files under `root` (links, dot files and the witness skipped); `public_only`: public keys
         and certificates only."""
-        return [m for rel, path in _files(root, self.settings) if not public_only or _public(path)
-                for m in self._copy_file(path, f"{prefix}/{rel}")]
+        return [
+            m
+            for rel, path in _files(root, self.settings)
+            if not public_only or _public(path)
+            for m in self._copy_file(path, f"{prefix}/{rel}")
+        ]
 
     def _seal_private_keys(self, passphrase: bytes) -> list[str]:
         """Every other file of the keys folder (audit key, CSRF secret, Ray token, TLS key), sealed."""
@@ -124,8 +134,9 @@ class Backup:
         for sig in sorted(root.glob("*/*/model.sig")) if root.is_dir() else []:
             name, ver = sig.parent.parent.name, sig.parent.name
             if not name.startswith("."):
-                refs.append(mf.BundleRef(name=name, version=ver,
-                                         model_sig_sha256=hashlib.sha256(sig.read_bytes()).hexdigest()))
+                refs.append(
+                    mf.BundleRef(name=name, version=ver, model_sig_sha256=hashlib.sha256(sig.read_bytes()).hexdigest())
+                )
         return refs
 
 
@@ -136,8 +147,12 @@ def _files(root: Path, settings: Settings) -> list[tuple[str, Path]]:
     out = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if (not path.is_symlink() and path.is_file() and path.resolve() != witness
-                and not any(p.startswith(".") for p in rel.split("/"))):
+        if (
+            not path.is_symlink()
+            and path.is_file()
+            and path.resolve() != witness
+            and not any(p.startswith(".") for p in rel.split("/"))
+        ):
             out.append((rel, path))
     return out
 

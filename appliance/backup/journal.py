@@ -37,8 +37,13 @@ def crash_point(name: str) -> None:
 
 
 def replace_step(staged: Path, target: Path, restore_id: str, *, sqlite: bool = False) -> dict[str, Any]:
-    return {"op": "replace", "staged": str(staged), "target": str(target),
-            "previous": str(previous_path(target, restore_id)), "sqlite": sqlite}
+    return {
+        "op": "replace",
+        "staged": str(staged),
+        "target": str(target),
+        "previous": str(previous_path(target, restore_id)),
+        "sqlite": sqlite,
+    }
 
 
 def previous_path(target: Path, restore_id: str) -> Path:

@@ -71,8 +71,10 @@ class Manifest(_Strict):
 
 def sign(manifest: bytes, key: keys.PrivateKey) -> bytes:
     """The signature member: the key id and the signature over the manifest's exact bytes."""
-    return json.dumps({"key_id": keys.key_hint(key.public_key()),
-                       "signature": keys.sign(key, manifest).hex()}).encode() + b"\n"
+    return (
+        json.dumps({"key_id": keys.key_hint(key.public_key()), "signature": keys.sign(key, manifest).hex()}).encode()
+        + b"\n"
+    )
 
 
 def verify(manifest: bytes, signature: bytes, trusted: list[keys.PublicKey]) -> Manifest:
@@ -84,8 +86,10 @@ def verify(manifest: bytes, signature: bytes, trusted: list[keys.PublicKey]) -> 
         raise BackupError("the archive's manifest signature is malformed") from exc
     key = next((k for k in trusted if keys.key_hint(k) == key_id), None)
     if key is None:
-        raise BackupError(f"the archive is signed by audit key {key_id[:16]}, which this appliance does not "
-                          f"trust (pass --trust AUDIT.pub of the appliance that made it)")
+        raise BackupError(
+            f"the archive is signed by audit key {key_id[:16]}, which this appliance does not "
+            f"trust (pass --trust AUDIT.pub of the appliance that made it)"
+        )
     if not keys.verify(key, raw, manifest):
         raise BackupError("the archive's manifest does not match its signature (tampered)")
     try:

@@ -36,16 +36,20 @@ def finish(settings: Settings) -> dict[str, Any] | None:
     return plan
 
 
-
 def _load_postgres(settings: Settings, step: dict[str, Any]) -> None:
     """Load the dump (one transaction) and sign its head; done already if a restore checkpoint over that head
     was signed after this plan was made."""
     engine = make_engine(settings.database_url)
     try:
         with engine.connect() as conn:
-            done = conn.execute(select(AuditCheckpointRow.seq).where(
-                AuditCheckpointRow.kind == "restore", AuditCheckpointRow.seq == step["seq"],
-                AuditCheckpointRow.head_hash == step["hash"], AuditCheckpointRow.ts >= step["after"])).first()
+            done = conn.execute(
+                select(AuditCheckpointRow.seq).where(
+                    AuditCheckpointRow.kind == "restore",
+                    AuditCheckpointRow.seq == step["seq"],
+                    AuditCheckpointRow.head_hash == step["hash"],
+                    AuditCheckpointRow.ts >= step["after"],
+                )
+            ).first()
     finally:
         engine.dispose()
     if done is not None:
@@ -53,7 +57,6 @@ def _load_postgres(settings: Settings, step: dict[str, Any]) -> None:
     snapshot.load_postgres(settings.database_url, Path(step["dump"]))
     key = signer.load_or_create(settings.audit_key_path)
     sign_restore(settings.database_url, key, mf.Head(seq=step["seq"], hash=step["hash"], ts=None))
-
 
 
 def _witness_marker(settings: Settings, step: dict[str, Any]) -> None:
@@ -72,16 +75,18 @@ def _witness_marker(settings: Settings, step: dict[str, Any]) -> None:
         witness.append(marker)
 
 
-
 def _record_restored(settings: Settings, step: dict[str, Any]) -> None:
     with AuditLog.from_settings(settings) as log:
         if log.latest("admin.restored", restore_id=step["restore_id"]) is not None:
             return
-        log.append(AuditEvent(event="admin.restored", principal=console_principal(), route="cli",
-                              detail=step["detail"]))
-
+        log.append(
+            AuditEvent(event="admin.restored", principal=console_principal(), route="cli", detail=step["detail"])
+        )
 
 
 _STEPS: dict[str, Callable[[Settings, dict[str, Any]], None]] = {
-    "replace": lambda _settings, step: journal.replace(step), "postgres": _load_postgres,
-    "witness": _witness_marker, "record": _record_restored}
+    "replace": lambda _settings, step: journal.replace(step),
+    "postgres": _load_postgres,
+    "witness": _witness_marker,
+    "record": _record_restored,
+}

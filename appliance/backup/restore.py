@@ -64,8 +64,15 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-def restore(settings: Settings, archive_path: Path, *, force: bool, passphrase: bytes | None,
-            trust: list[keys.PublicKey], progress: Phases) -> Outcome:
+def restore(
+    settings: Settings,
+    archive_path: Path,
+    *,
+    force: bool,
+    passphrase: bytes | None,
+    trust: list[keys.PublicKey],
+    progress: Phases,
+) -> Outcome:
     """Restore `archive_path` over this appliance's data; `progress(description, total)` starts a bar."""
     replay.finish(settings)
     staging.remove_debris(settings, "*")  # left by a restore killed before its commit point
@@ -73,8 +80,9 @@ def restore(settings: Settings, archive_path: Path, *, force: bool, passphrase: 
     restore_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     work = data / f".restore-{restore_id}"
     try:
-        outcome = _prepare(settings, archive_path, work, restore_id, force=force, passphrase=passphrase,
-                           trust=trust, progress=progress)
+        outcome = _prepare(
+            settings, archive_path, work, restore_id, force=force, passphrase=passphrase, trust=trust, progress=progress
+        )
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         staging.remove_debris(settings, restore_id)
@@ -83,8 +91,17 @@ def restore(settings: Settings, archive_path: Path, *, force: bool, passphrase: 
     return outcome
 
 
-def _prepare(settings: Settings, archive_path: Path, work: Path, restore_id: str, *, force: bool,
-             passphrase: bytes | None, trust: list[keys.PublicKey], progress: Phases) -> Outcome:
+def _prepare(
+    settings: Settings,
+    archive_path: Path,
+    work: Path,
+    restore_id: str,
+    *,
+    force: bool,
+    passphrase: bytes | None,
+    trust: list[keys.PublicKey],
+    progress: Phases,
+) -> Outcome:
     own_pub = signer.public_key_path(settings.audit_key_path)
     trusted = [*([keys.load_public_key(own_pub)] if own_pub.exists() else []), *trust]
     if not trusted:
@@ -102,20 +119,25 @@ def _prepare(settings: Settings, archive_path: Path, work: Path, restore_id: str
     cur_seq, diverged = current[0] if current else 0, False
     if current is not None:
         if cur_seq > head.seq and not force:
-            raise BackupError(f"the archive is older than the data it would replace (its audit head is seq "
-                              f"{head.seq}, the log's is {cur_seq}); --force restores it and removes records "
-                              f"{head.seq + 1}..{cur_seq}")
+            raise BackupError(
+                f"the archive is older than the data it would replace (its audit head is seq "
+                f"{head.seq}, the log's is {cur_seq}); --force restores it and removes records "
+                f"{head.seq + 1}..{cur_seq}"
+            )
         at = min(cur_seq, head.seq)
         diverged = _archived_hash(manifest, root, at) not in (None, current[1])
         if diverged and not force:
-            raise BackupError(f"the archive holds another audit history than this appliance (record {at} "
-                              f"differs); --force replaces it")
+            raise BackupError(
+                f"the archive holds another audit history than this appliance (record {at} "
+                f"differs); --force replaces it"
+            )
 
     archived_witness = root / "witness" / WITNESS_FILE
     _check_staged_chain(manifest, root, key, archived_witness, progress)
     if cur_seq > head.seq or diverged:  # records will be removed: say so in the log first, and keep them
-        outcome.removed, outcome.removed_file = _record_and_export(settings, manifest, restore_id, archive_path,
-                                                                   after=0 if diverged else head.seq)
+        outcome.removed, outcome.removed_file = _record_and_export(
+            settings, manifest, restore_id, archive_path, after=0 if diverged else head.seq
+        )
     journal.crash_point("recorded")
 
     steps: list[dict[str, Any]] = []
@@ -123,10 +145,19 @@ def _prepare(settings: Settings, archive_path: Path, work: Path, restore_id: str
     steps += staging.stage_witness(settings, archived_witness, restore_id, replace_it=diverged or current is None)
     steps += staging.stage_files(settings, manifest, root, private, restore_id, outcome.missing_bundles)
     steps.append({"op": "witness", "seq": head.seq})
-    steps.append({"op": "record", "restore_id": restore_id, "detail": {
-        "restore_id": restore_id, "archive": str(archive_path), "archive_created": manifest.created,
-        "restored_head": f"{head.seq}:{head.hash}",
-        "removed": f"{outcome.removed[0]}..{outcome.removed[1]}" if outcome.removed else "none"}})
+    steps.append(
+        {
+            "op": "record",
+            "restore_id": restore_id,
+            "detail": {
+                "restore_id": restore_id,
+                "archive": str(archive_path),
+                "archive_created": manifest.created,
+                "restored_head": f"{head.seq}:{head.hash}",
+                "removed": f"{outcome.removed[0]}..{outcome.removed[1]}" if outcome.removed else "none",
+            },
+        }
+    )
     outcome.kept = [Path(s["previous"]) for s in steps if s["op"] == "replace" and Path(s["target"]).exists()]
     journal.crash_point("prepared")
     journal.commit(settings.data_dir, {"id": restore_id, "staging": str(work), "steps": steps})
@@ -134,15 +165,15 @@ def _prepare(settings: Settings, archive_path: Path, work: Path, restore_id: str
     return outcome
 
 
-def _private_keys(manifest: mf.Manifest, root: Path, passphrase: bytes | None,
-                  outcome: Outcome) -> dict[str, bytes]:
+def _private_keys(manifest: mf.Manifest, root: Path, passphrase: bytes | None, outcome: Outcome) -> dict[str, bytes]:
     if not manifest.private_keys:
         if passphrase is not None:
             outcome.notes.append("the archive holds no private keys; the passphrase was not needed")
         return {}
     if passphrase is None:
-        outcome.notes.append("the archive's private keys were not restored (no --passphrase-file): this "
-                             "appliance keeps its own")
+        outcome.notes.append(
+            "the archive's private keys were not restored (no --passphrase-file): this appliance keeps its own"
+        )
         return {}
     return sealed.unseal((root / SEALED_KEYS).read_bytes(), passphrase)
 
@@ -159,11 +190,15 @@ def _signing_key(settings: Settings, manifest: mf.Manifest, private: dict[str, b
     elif settings.audit_key_path.exists():
         key = keys.load_private_key(settings.audit_key_path)
     else:
-        raise BackupError("this appliance has no audit key: restore an archive made with --include-private-keys "
-                          "and give --passphrase-file")
+        raise BackupError(
+            "this appliance has no audit key: restore an archive made with --include-private-keys "
+            "and give --passphrase-file"
+        )
     if keys.key_hint(key.public_key()) != manifest.audit_key_id:
-        raise BackupError("the archive was signed by another audit key than the one this appliance would sign "
-                          "with after the restore: give --passphrase-file to restore the archive's keys")
+        raise BackupError(
+            "the archive was signed by another audit key than the one this appliance would sign "
+            "with after the restore: give --passphrase-file to restore the archive's keys"
+        )
     return key
 
 
@@ -197,8 +232,9 @@ def _archived_hash(manifest: mf.Manifest, root: Path, seq: int) -> str | None:
     return row[0] if row else None
 
 
-def _check_staged_chain(manifest: mf.Manifest, root: Path, key: keys.PrivateKey, witness: Path,
-                        progress: Phases) -> None:
+def _check_staged_chain(
+    manifest: mf.Manifest, root: Path, key: keys.PrivateKey, witness: Path, progress: Phases
+) -> None:
     """The archived chain must verify before it replaces anything (SQLite; a dump is verified once loaded)."""
     if manifest.database != "sqlite":
         return
@@ -210,29 +246,38 @@ def _check_staged_chain(manifest: mf.Manifest, root: Path, key: keys.PrivateKey,
         with engine.connect() as conn, conn.begin():
             if store.read_head(conn)[0] != head:
                 raise BackupError("the archived database's audit head is not the one its manifest names")
-            report = verify_chain(raw_rows(conn), store.load_checkpoints(conn),
-                                  signer.trust_map([key.public_key()]), witness=claims,
-                                  witness_problems=witnessed.problems,
-                                  progress=progress("verifying audit chain", head))
+            report = verify_chain(
+                raw_rows(conn),
+                store.load_checkpoints(conn),
+                signer.trust_map([key.public_key()]),
+                witness=claims,
+                witness_problems=witnessed.problems,
+                progress=progress("verifying audit chain", head),
+            )
     finally:
         engine.dispose()
     if not report.ok:
         raise BackupError(f"the archived audit log fails verification at seq {report.bad_seq}: {report.reason}")
 
 
-def _record_and_export(settings: Settings, manifest: mf.Manifest, restore_id: str, archive_path: Path,
-                       after: int) -> tuple[tuple[int, int], Path]:
+def _record_and_export(
+    settings: Settings, manifest: mf.Manifest, restore_id: str, archive_path: Path, after: int
+) -> tuple[tuple[int, int], Path]:
     """Record the restore first in the log it replaces, then export the records after `after`, which it
     removes (the export verifies alone, against the witness lines that name them)."""
     head = manifest.audit_head.seq
     with AuditLog.from_settings(settings) as log:
-        marker = log.append(AuditEvent(event="admin.restore", principal=console_principal(), route="cli", detail={
-            "restore_id": restore_id, "archive": str(archive_path), "archive_head": str(head)}))
+        marker = log.append(
+            AuditEvent(
+                event="admin.restore",
+                principal=console_principal(),
+                route="cli",
+                detail={"restore_id": restore_id, "archive": str(archive_path), "archive_head": str(head)},
+            )
+        )
     # a fresh handle: the closing checkpoint above now covers the restore record, so the export verifies
     out = settings.data_dir / "restores" / restore_id / "removed-records.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     with AuditLog.from_settings(settings) as log:
         log.export("jsonl", out, filters=AuditFilter(after_seq=after))
     return (after + 1, marker.seq), out
-
-

@@ -47,8 +47,21 @@ def seal(files: dict[str, bytes], passphrase: bytes) -> bytes:
             info.size, info.mode = len(data), 0o600
             tar.addfile(info, io.BytesIO(data))
     salt, nonce = os.urandom(16), os.urandom(12)
-    header = MAGIC + json.dumps({"kdf": "scrypt", "n": _N, "r": _R, "p": _P, "salt": salt.hex(),
-                                 "cipher": "AES-256-GCM", "nonce": nonce.hex()}).encode() + b"\n"
+    header = (
+        MAGIC
+        + json.dumps(
+            {
+                "kdf": "scrypt",
+                "n": _N,
+                "r": _R,
+                "p": _P,
+                "salt": salt.hex(),
+                "cipher": "AES-256-GCM",
+                "nonce": nonce.hex(),
+            }
+        ).encode()
+        + b"\n"
+    )
     return header + AESGCM(_derive(passphrase, salt, _N, _R, _P)).encrypt(nonce, buf.getvalue(), header)
 
 
@@ -58,9 +71,8 @@ def unseal(blob: bytes, passphrase: bytes) -> dict[str, bytes]:
         if not blob.startswith(MAGIC):
             raise ValueError("magic")
         end = blob.index(b"\n", len(MAGIC)) + 1
-        header, params = blob[:end], json.loads(blob[len(MAGIC):end])
-        key = _derive(passphrase, bytes.fromhex(params["salt"]), int(params["n"]), int(params["r"]),
-                      int(params["p"]))
+        header, params = blob[:end], json.loads(blob[len(MAGIC) : end])
+        key = _derive(passphrase, bytes.fromhex(params["salt"]), int(params["n"]), int(params["r"]), int(params["p"]))
         plain = AESGCM(key).decrypt(bytes.fromhex(params["nonce"]), blob[end:], header)
     except InvalidTag as exc:
         raise BackupError("wrong passphrase for the archive's private keys (or they are damaged)") from exc

@@ -73,8 +73,21 @@ def _pg_dump(url: str, dest: Path) -> Head:
                 snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
                 row = conn.execute(text(_HEAD_SQL)).first()
                 # the exported snapshot lives as long as this transaction: dump while it is open
-                _run(["pg_dump", "--format=plain", "--clean", "--if-exists", "--no-owner", "--no-privileges",
-                      f"--snapshot={snapshot}", "-f", str(dest)], url, "pg_dump")
+                _run(
+                    [
+                        "pg_dump",
+                        "--format=plain",
+                        "--clean",
+                        "--if-exists",
+                        "--no-owner",
+                        "--no-privileges",
+                        f"--snapshot={snapshot}",
+                        "-f",
+                        str(dest),
+                    ],
+                    url,
+                    "pg_dump",
+                )
     finally:
         engine.dispose()
     return Head(seq=row[0], hash=row[1], ts=row[2]) if row else Head(seq=0, hash="0" * 64, ts=None)

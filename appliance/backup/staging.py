@@ -25,8 +25,9 @@ from appliance.policy.pack import floor_file
 from appliance.signing import keys
 
 
-def stage_database(settings: Settings, manifest: mf.Manifest, root: Path, key: keys.PrivateKey,
-                    restore_id: str) -> list[dict[str, Any]]:
+def stage_database(
+    settings: Settings, manifest: mf.Manifest, root: Path, key: keys.PrivateKey, restore_id: str
+) -> list[dict[str, Any]]:
     head = manifest.audit_head
     target = sqlite_path(settings.database_url)
     if manifest.database == "sqlite":
@@ -46,9 +47,15 @@ def stage_database(settings: Settings, manifest: mf.Manifest, root: Path, key: k
         return [journal.replace_step(dest, target, restore_id, sqlite=True)]
     if target is not None:
         raise BackupError("the archive holds a PostgreSQL dump but this appliance uses SQLite")
-    return [{"op": "postgres", "dump": str(root / snapshot.PG_MEMBER), "seq": head.seq, "hash": head.hash,
-             "after": store.now_ts()}]
-
+    return [
+        {
+            "op": "postgres",
+            "dump": str(root / snapshot.PG_MEMBER),
+            "seq": head.seq,
+            "hash": head.hash,
+            "after": store.now_ts(),
+        }
+    ]
 
 
 def sign_restore(url: str, key: keys.PrivateKey, head: mf.Head) -> None:
@@ -59,7 +66,6 @@ def sign_restore(url: str, key: keys.PrivateKey, head: mf.Head) -> None:
             checkpoints.sign_head(conn, key, None, "restore", head.seq, head.hash, store.now_ts())
     finally:
         engine.dispose()
-
 
 
 def stage_witness(settings: Settings, archived: Path, restore_id: str, *, replace_it: bool) -> list[dict]:
@@ -75,9 +81,14 @@ def stage_witness(settings: Settings, archived: Path, restore_id: str, *, replac
     return [journal.replace_step(dest, live, restore_id)]
 
 
-
-def stage_files(settings: Settings, manifest: mf.Manifest, root: Path, private: dict[str, bytes],
-                restore_id: str, missing: list[str]) -> list[dict[str, Any]]:
+def stage_files(
+    settings: Settings,
+    manifest: mf.Manifest,
+    root: Path,
+    private: dict[str, bytes],
+    restore_id: str,
+    missing: list[str],
+) -> list[dict[str, Any]]:
     """Trust folders, policy pack and floor, model-store state, restored keys: each beside its target."""
     steps = []
     trees = [("trust", settings.trust_dir), ("policy", settings.policy_dir.resolve())]
@@ -108,14 +119,12 @@ def stage_files(settings: Settings, manifest: mf.Manifest, root: Path, private: 
     return steps
 
 
-
 def _beside(staged: Path, target: Path, restore_id: str) -> dict[str, Any]:
     """Move a staged member next to its target (same file system: the switch is then one rename)."""
     dest = target.with_name(f".{target.name}.restore-{restore_id}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(staged, dest)
     return journal.replace_step(dest, target, restore_id)
-
 
 
 def _merged_state(settings: Settings, archived: Path, manifest: mf.Manifest, missing: list[str]) -> dict | None:
@@ -131,21 +140,25 @@ def _merged_state(settings: Settings, archived: Path, manifest: mf.Manifest, mis
             active[name] = ver
         else:
             ref = next((b for b in manifest.bundles if b.name == name and b.version == ver), None)
-            missing.append(f"{name} {ver}" + (f" (model.sig sha256 {ref.model_sig_sha256[:16]})"
-                                                              if ref else ""))
+            missing.append(f"{name} {ver}" + (f" (model.sig sha256 {ref.model_sig_sha256[:16]})" if ref else ""))
     highest = dict(live.get("highest", {}))
     for name, ver in old.get("highest", {}).items():
         highest[name] = max(ver, highest.get(name, ver), key=semver_key)
     return {**live, **old, "active": active, "highest": highest}
 
 
-
 def remove_debris(settings: Settings, restore_id: str) -> None:
     """Debris of a failed or killed preparation (`.restore-ID` in the data folder, `.NAME.restore-ID` beside
     each target); `restore_id` may be `*`."""
-    for folder in {settings.data_dir, settings.model_store, settings.keys_dir, settings.audit_witness_dir,
-                   settings.trust_dir.parent, settings.policy_dir.resolve().parent,
-                   settings.policy_trust_dir.parent, *([p.parent] if (p := sqlite_path(settings.database_url))
-                                                       else [])}:
+    for folder in {
+        settings.data_dir,
+        settings.model_store,
+        settings.keys_dir,
+        settings.audit_witness_dir,
+        settings.trust_dir.parent,
+        settings.policy_dir.resolve().parent,
+        settings.policy_trust_dir.parent,
+        *([p.parent] if (p := sqlite_path(settings.database_url)) else []),
+    }:
         for debris in folder.glob(f".*restore-{restore_id}") if folder.is_dir() else []:
             shutil.rmtree(debris) if debris.is_dir() else debris.unlink()

@@ -77,23 +77,44 @@ def _check_head_is_unambiguous(config: dict[str, Any]) -> None:
     try:
         heads, kv_heads = int(config["num_attention_heads"]), int(config["num_key_value_heads"])
         head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
-        widths = {"q_proj": heads * head_dim, "k_proj and v_proj": kv_heads * head_dim,
-                  "o_proj": int(config["hidden_size"]), "the router": int(config["num_local_experts"])}
+        widths = {
+            "q_proj": heads * head_dim,
+            "k_proj and v_proj": kv_heads * head_dim,
+            "o_proj": int(config["hidden_size"]),
+            "the router": int(config["num_local_experts"]),
+        }
         vocab = int(config["vocab_size"])
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleBuildError(f"config.json lacks a usable gpt-oss shape field ({exc})") from None
     clash = next((name for name, width in widths.items() if width == vocab), None)
     if clash:
-        raise BundleBuildError(f"vocab_size {vocab} equals the output width of {clash}: the model builder would take "
-                               "that projection for the LM head")
+        raise BundleBuildError(
+            f"vocab_size {vocab} equals the output width of {clash}: the model builder would take "
+            "that projection for the LM head"
+        )
 
 
 def _export(hf_dir: Path, dest: Path, profile: BuildProfile) -> None:
     options = [f"{k}={v}" for k, v in {**profile.extra_options, **EXPORT_OPTIONS}.items()]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     with tempfile.TemporaryDirectory(prefix="genai-cache-") as cache:
-        argv = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(dest),
-                "-p", profile.precision, "-e", profile.execution_provider, "-c", cache, "--extra_options", *options]
+        argv = [
+            sys.executable,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(hf_dir),
+            "-o",
+            str(dest),
+            "-p",
+            profile.precision,
+            "-e",
+            profile.execution_provider,
+            "-c",
+            cache,
+            "--extra_options",
+            *options,
+        ]
         proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     if proc.returncode != 0 or not (dest / "model.onnx").is_file():
         lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
@@ -101,8 +122,17 @@ def _export(hf_dir: Path, dest: Path, profile: BuildProfile) -> None:
         raise BundleBuildError(f"the model builder failed: {detail[:300]}")
 
 
-def build_bundle(hf_dir: Path, out: Path, *, profile: str, name: str, version: str, key: PrivateKey | None,
-                 variant: str | None = None, progress: Callable[[int], None] | None = None) -> Path:
+def build_bundle(
+    hf_dir: Path,
+    out: Path,
+    *,
+    profile: str,
+    name: str,
+    version: str,
+    key: PrivateKey | None,
+    variant: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
     """Write a bundle for `profile` at `out` (which must not exist) and sign it when `key` is given."""
     if profile not in PROFILES:
         raise BundleBuildError(f"unknown profile {profile!r} (one of {', '.join(PROFILES)})")
@@ -110,11 +140,13 @@ def build_bundle(hf_dir: Path, out: Path, *, profile: str, name: str, version: s
         raise BundleBuildError(f"{out} already exists; refusing to overwrite it")
     config = _checkpoint_config(hf_dir)
     spec = PROFILES[profile]
-    variant = variant or _KNOWN_VARIANTS.get((int(config.get("num_hidden_layers", 0)),
-                                              int(config.get("num_local_experts", 0))), "custom")
+    variant = variant or _KNOWN_VARIANTS.get(
+        (int(config.get("num_hidden_layers", 0)), int(config.get("num_local_experts", 0))), "custom"
+    )
     try:  # validated before minutes of export
-        metadata = BundleMetadata(name=name, version=version, variant=variant, precision=spec.precision,
-                                  profile=profile)
+        metadata = BundleMetadata(
+            name=name, version=version, variant=variant, precision=spec.precision, profile=profile
+        )
     except ValidationError as exc:
         err = exc.errors()[0]
         raise BundleBuildError(f"bundle {'.'.join(map(str, err['loc']))}: {err['msg']}") from None

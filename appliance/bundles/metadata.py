@@ -89,5 +89,7 @@ class BundleMetadata(BaseModel):
 
     def check_compatible(self) -> None:
         if semver_key(self.min_appliance_version) > semver_key(APPLIANCE_VERSION):
-            raise BundleError(f"bundle {self.name} {self.version} needs appliance >= {self.min_appliance_version}"
-                              f" (this is {APPLIANCE_VERSION})")
+            raise BundleError(
+                f"bundle {self.name} {self.version} needs appliance >= {self.min_appliance_version}"
+                f" (this is {APPLIANCE_VERSION})"
+            )

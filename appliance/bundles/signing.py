@@ -22,12 +22,19 @@ class VerifiedBundle:
     signer_hint: str
 
 
-def sign_bundle(folder: Path, key: keys.PrivateKey, *, shard_size: int | None = None, workers: int = 1,
-                progress: Progress | None = None) -> oms.Manifest:
+def sign_bundle(
+    folder: Path,
+    key: keys.PrivateKey,
+    *,
+    shard_size: int | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> oms.Manifest:
     """Validate `bundle.json`, then write `model.sig` over every file of the folder."""
     BundleMetadata.read(folder)
-    return oms.sign_folder(folder, key, signature_name=SIGNATURE_FILE, shard_size=shard_size, workers=workers,
-                           progress=progress)
+    return oms.sign_folder(
+        folder, key, signature_name=SIGNATURE_FILE, shard_size=shard_size, workers=workers, progress=progress
+    )
 
 
 def read_verified_metadata(folder: Path, manifest: oms.Manifest) -> BundleMetadata:
@@ -48,14 +55,30 @@ def read_verified_metadata(folder: Path, manifest: oms.Manifest) -> BundleMetada
     return BundleMetadata.parse(raw)
 
 
-def verify_bundle(folder: Path, trusted: list[keys.PublicKey], *, workers: int = 1,
-                  progress: Progress | None = None, max_signature_bytes: int = 16 << 20,
-                  copy_to: Path | None = None, held: HeldFiles | None = None) -> VerifiedBundle:
+def verify_bundle(
+    folder: Path,
+    trusted: list[keys.PublicKey],
+    *,
+    workers: int = 1,
+    progress: Progress | None = None,
+    max_signature_bytes: int = 16 << 20,
+    copy_to: Path | None = None,
+    held: HeldFiles | None = None,
+) -> VerifiedBundle:
     """Signature first (cheap), then `bundle.json`, then every byte in parallel (optionally copied, or held
     open for loading: see `BundleStore.loading`)."""
-    manifest, key = oms.read_signature(folder, trusted, signature_name=SIGNATURE_FILE,
-                                       max_signature_bytes=max_signature_bytes)
+    manifest, key = oms.read_signature(
+        folder, trusted, signature_name=SIGNATURE_FILE, max_signature_bytes=max_signature_bytes
+    )
     metadata = read_verified_metadata(folder, manifest)
-    oms.verify_folder(folder, trusted, signature_name=SIGNATURE_FILE, workers=workers, progress=progress,
-                      copy_to=copy_to, manifest=manifest, held=held)
+    oms.verify_folder(
+        folder,
+        trusted,
+        signature_name=SIGNATURE_FILE,
+        workers=workers,
+        progress=progress,
+        copy_to=copy_to,
+        manifest=manifest,
+        held=held,
+    )
     return VerifiedBundle(folder, metadata, manifest, keys.key_hint(key))

@@ -49,16 +49,23 @@ class BundleStore:
         self.max_signature_bytes = max_signature_bytes
 
     # -- changes -------------------------------------------------------------------------------------
-    def import_bundle(self, src: Path, trusted: list[keys.PublicKey], *, allow_downgrade: bool = False,
-                      progress: Progress | None = None,
-                      before_place: Callable[[VerifiedBundle], None] | None = None) -> VerifiedBundle:
+    def import_bundle(
+        self,
+        src: Path,
+        trusted: list[keys.PublicKey],
+        *,
+        allow_downgrade: bool = False,
+        progress: Progress | None = None,
+        before_place: Callable[[VerifiedBundle], None] | None = None,
+    ) -> VerifiedBundle:
         """Verify `src` while copying it in; refuse replays of old versions unless `allow_downgrade`.
 
         `before_place` runs once every byte is verified and before the bundle appears in the store or raises
         the version floor: the audit record goes there, so a record that cannot be written stops the import
         with nothing changed."""
-        manifest, _ = oms.read_signature(src, trusted, signature_name=SIGNATURE_FILE,
-                                         max_signature_bytes=self.max_signature_bytes)
+        manifest, _ = oms.read_signature(
+            src, trusted, signature_name=SIGNATURE_FILE, max_signature_bytes=self.max_signature_bytes
+        )
         meta = read_verified_metadata(src, manifest)
         meta.check_compatible()
         with self._locked() as state:
@@ -67,19 +74,28 @@ class BundleStore:
                 raise BundleError(f"{meta.name} {meta.version} is already in the store")
             highest = self._highest(state, meta.name)
             if highest and semver_key(meta.version) <= semver_key(highest) and not allow_downgrade:
-                raise BundleError(f"{meta.name} {meta.version} is not newer than {highest}, already imported "
-                                  "(rollback protection; --allow-downgrade to override)")
+                raise BundleError(
+                    f"{meta.name} {meta.version} is not newer than {highest}, already imported "
+                    "(rollback protection; --allow-downgrade to override)"
+                )
             _check_room(src, self.root)
             tmp = Path(tempfile.mkdtemp(prefix="import-", dir=self.root / ".tmp"))
             try:
-                verified = verify_bundle(src, trusted, workers=self.workers, progress=progress,
-                                         max_signature_bytes=self.max_signature_bytes, copy_to=tmp)
+                verified = verify_bundle(
+                    src,
+                    trusted,
+                    workers=self.workers,
+                    progress=progress,
+                    max_signature_bytes=self.max_signature_bytes,
+                    copy_to=tmp,
+                )
                 if verified.metadata != meta:
                     raise BundleError(f"{src} changed during import")
                 shutil.copyfile(src / SIGNATURE_FILE, tmp / SIGNATURE_FILE, follow_symlinks=False)
                 # The signature file was re-read: prove the copy is the one whose manifest we checked.
-                copied, _ = oms.read_signature(tmp, trusted, signature_name=SIGNATURE_FILE,
-                                               max_signature_bytes=self.max_signature_bytes)
+                copied, _ = oms.read_signature(
+                    tmp, trusted, signature_name=SIGNATURE_FILE, max_signature_bytes=self.max_signature_bytes
+                )
                 if copied.digests != verified.manifest.digests:
                     raise BundleError(f"{src / SIGNATURE_FILE} changed during import")
                 _fsync_tree(tmp)
@@ -124,16 +140,18 @@ class BundleStore:
                 path.parent.rmdir()
 
     # -- reads ---------------------------------------------------------------------------------------
-    def open(self, name: str, version: str | None, trusted: list[keys.PublicKey],
-             progress: Progress | None = None) -> VerifiedBundle:
+    def open(
+        self, name: str, version: str | None, trusted: list[keys.PublicKey], progress: Progress | None = None
+    ) -> VerifiedBundle:
         """Re-verify every byte of a stored bundle before it is loaded (see docs/architecture.md)."""
         if version is None:
             version = self.active().get(name)
             if version is None:
                 raise BundleError(f"no active version of {name}")
         path = self._require(name, version)
-        verified = verify_bundle(path, trusted, workers=self.workers, progress=progress,
-                                 max_signature_bytes=self.max_signature_bytes)
+        verified = verify_bundle(
+            path, trusted, workers=self.workers, progress=progress, max_signature_bytes=self.max_signature_bytes
+        )
         if (verified.metadata.name, verified.metadata.version) != (name, version):
             raise BundleError(f"{path} holds {verified.metadata.name} {verified.metadata.version}, not its folder name")
         return verified
@@ -152,17 +170,20 @@ class BundleStore:
         with self._load_links() as private:
             held = HeldFiles(private)
             try:
-                verified = verify_bundle(path, trusted, workers=self.workers, held=held,
-                                         max_signature_bytes=self.max_signature_bytes)
+                verified = verify_bundle(
+                    path, trusted, workers=self.workers, held=held, max_signature_bytes=self.max_signature_bytes
+                )
                 if (verified.metadata.name, verified.metadata.version) != (name, version):
-                    raise BundleError(f"{path} holds {verified.metadata.name} {verified.metadata.version}, not "
-                                      "its folder name")
-                yield VerifiedBundle(held.link_dir or path, verified.metadata, verified.manifest,
-                                     verified.signer_hint)
+                    raise BundleError(
+                        f"{path} holds {verified.metadata.name} {verified.metadata.version}, not its folder name"
+                    )
+                yield VerifiedBundle(held.link_dir or path, verified.metadata, verified.manifest, verified.signer_hint)
                 changed = held.changed()
                 if changed is not None:
-                    raise BundleError(f"{path / changed} changed on disk while it was being loaded (written to, "
-                                      "or linked or renamed over)")
+                    raise BundleError(
+                        f"{path / changed} changed on disk while it was being loaded (written to, "
+                        "or linked or renamed over)"
+                    )
             finally:
                 held.close()
 
@@ -207,15 +228,22 @@ class BundleStore:
                 except BundleError:
                     continue
                 size = sum(f.stat().st_size for f in version_dir.rglob("*") if f.is_file())
-                out.append(StoredBundle(name_dir.name, version_dir.name, active.get(name_dir.name) == version_dir.name,
-                                        meta, size))
+                out.append(
+                    StoredBundle(
+                        name_dir.name, version_dir.name, active.get(name_dir.name) == version_dir.name, meta, size
+                    )
+                )
         return out
 
     # -- internals -----------------------------------------------------------------------------------
     def _require(self, name: str, version: str) -> Path:
         path = self.root / name / version
-        if not (_NAME.fullmatch(name) and _is_semver(version)) or not path.is_dir() or path.is_symlink() \
-                or path.parent.is_symlink():
+        if (
+            not (_NAME.fullmatch(name) and _is_semver(version))
+            or not path.is_dir()
+            or path.is_symlink()
+            or path.parent.is_symlink()
+        ):
             raise BundleError(f"{name} {version} is not in the store")
         return path
 

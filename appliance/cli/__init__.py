@@ -25,6 +25,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 def _root() -> None:
     """gpt-oss air-gapped appliance."""  # a callback keeps Typer in group mode with one command registered
 
+
 # command -> (module under appliance.cli, help of its group; None for a single command named like it)
 _COMMANDS: dict[str, tuple[str, str | None]] = {
     "serve": ("serve", None),
@@ -82,8 +83,11 @@ def main() -> None:
             hint = f" (see: appliance {' '.join(known + ['--help'])})"
             typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
             sys.exit(exc.exit_code)
-        typer.echo(f"error: internal error ({type(exc).__name__}: {exc}".splitlines()[0][:300]
-                   + f"); details in {_log_traceback(settings)}", err=True)
+        typer.echo(
+            f"error: internal error ({type(exc).__name__}: {exc}".splitlines()[0][:300]
+            + f"); details in {_log_traceback(settings)}",
+            err=True,
+        )
         sys.exit(70)
     sys.exit(code if isinstance(code, int) else 0)
 
@@ -118,8 +122,11 @@ def _refuse_root_in_foreign_folders(settings, argv: list[str]) -> None:
                 name = pwd.getpwuid(owner).pw_name
             except KeyError:
                 name = str(owner)
-            typer.echo(f"error: refusing to run as root in {folder}, which belongs to {name}: run this as "
-                       f"that account (e.g. sudo -u {name} ...)", err=True)
+            typer.echo(
+                f"error: refusing to run as root in {folder}, which belongs to {name}: run this as "
+                f"that account (e.g. sudo -u {name} ...)",
+                err=True,
+            )
             sys.exit(1)
 
 

@@ -28,8 +28,9 @@ def _append(event: AuditEvent) -> None:
     from appliance.audit import AuditLog
 
     if not _initialised():
-        typer.echo(f"warning: the audit log is not initialised (appliance db upgrade): {event.event} not recorded",
-                   err=True)
+        typer.echo(
+            f"warning: the audit log is not initialised (appliance db upgrade): {event.event} not recorded", err=True
+        )
         return
     with AuditLog.from_settings(get_settings()) as log:
         log.append(event)

@@ -21,8 +21,9 @@ from appliance.config import get_settings
 from appliance.signing import keys
 
 app = typer.Typer(no_args_is_help=True)
-app.add_typer(forward_cli.app, name="forward",
-              help="Forward every record and checkpoint to the site's syslog collectors (SIEM).")
+app.add_typer(
+    forward_cli.app, name="forward", help="Forward every record and checkpoint to the site's syslog collectors (SIEM)."
+)
 
 
 def _log() -> AuditLog:
@@ -42,8 +43,9 @@ def _when(value: str | None, option: str) -> datetime | None:
     try:
         return datetime.fromisoformat(value)
     except ValueError as exc:
-        raise AuditError(f"{option} {value!r} is not an ISO date or time (e.g. 2026-11-28 or "
-                         f"2026-11-28T14:00:00Z)") from exc
+        raise AuditError(
+            f"{option} {value!r} is not an ISO date or time (e.g. 2026-11-28 or 2026-11-28T14:00:00Z)"
+        ) from exc
 
 
 @app.command("list")
@@ -62,13 +64,21 @@ def list_records(
     with _log() as log:
         page = log.query(filters, cursor, limit)
         _read(log, "audit.searched", filter=filter_text(filters), count=str(len(page.records)))
-    table = Table("seq", "time (UTC)", "event", "request", "principal", "route", "model", "action", "status",
-                  "ms")
+    table = Table("seq", "time (UTC)", "event", "request", "principal", "route", "model", "action", "status", "ms")
     for r in page.records:
         who = r.principal.name or r.principal.key_id or "-"
-        table.add_row(str(r.seq), r.ts[:19].replace("T", " "), r.event, r.request_id or "-", who,
-                      r.route or "-", r.model or "-",
-                      r.decision.action or "-", str(r.status or "-"), str(r.latency_ms or "-"))
+        table.add_row(
+            str(r.seq),
+            r.ts[:19].replace("T", " "),
+            r.event,
+            r.request_id or "-",
+            who,
+            r.route or "-",
+            r.model or "-",
+            r.decision.action or "-",
+            str(r.status or "-"),
+            str(r.latency_ms or "-"),
+        )
     print_table(table)
     if page.next_cursor is not None:
         typer.echo(f"more: --cursor {page.next_cursor}")
@@ -96,11 +106,14 @@ def _expected_head(value: str | None) -> tuple[int, str] | None:
 
 @app.command()
 def verify(
-    trust: Annotated[list[Path] | None, typer.Option("--trust", help="Public key to trust for checkpoints "
-                                                     "(repeatable); default: this appliance's audit.pub.")] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--trust", help="Public key to trust for checkpoints (repeatable); default: this appliance's audit.pub."
+        ),
+    ] = None,
     expect_head: Annotated[str | None, typer.Option("--expect-head", help="SEQ:HASH recorded earlier.")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="Verify a JSONL export instead of the database.")]
-    = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Verify a JSONL export instead of the database.")] = None,
 ) -> None:
     """Recompute the hash chain, check checkpoint signatures; names the first bad sequence number."""
     head = _expected_head(expect_head)
@@ -120,16 +133,20 @@ def verify(
                 _read(log, "audit.verified", **verified_detail(report))
     report.raise_if_bad()
     span = f"seq {report.first_seq}..{report.last_seq}" if report.records else "empty"
-    typer.echo(f"ok: {report.records} records ({span}), {report.checkpoints} checkpoints and "
-               f"{report.witnessed} witness entries verified")
+    typer.echo(
+        f"ok: {report.records} records ({span}), {report.checkpoints} checkpoints and "
+        f"{report.witnessed} witness entries verified"
+    )
     if report.records:
         typer.echo(f"head {report.last_seq}:{report.head_hash}")
     since = f" (since {report.uncovered_since})" if report.uncovered_since else ""
     typer.echo(f"not yet covered by a signature: {report.uncovered} records{since}")
     if file is None and removed:
-        typer.echo(f"{len(removed)} witness entries name records a restore removed (seq "
-                   f"{min(cp.seq for cp in removed)}..{max(cp.seq for cp in removed)}): kept in the witness, not "
-                   f"held against the database")
+        typer.echo(
+            f"{len(removed)} witness entries name records a restore removed (seq "
+            f"{min(cp.seq for cp in removed)}..{max(cp.seq for cp in removed)}): kept in the witness, not "
+            f"held against the database"
+        )
 
 
 @app.command()
@@ -150,8 +167,12 @@ def export(
 
 @app.command()
 def prune(
-    before: Annotated[str, typer.Option("--before", help="Delete records older than this date/time (at least "
-                                        "audit_min_retention_days ago).")],
+    before: Annotated[
+        str,
+        typer.Option(
+            "--before", help="Delete records older than this date/time (at least audit_min_retention_days ago)."
+        ),
+    ],
     no_export: Annotated[bool, typer.Option("--no-export", help="Do not export the records first.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
@@ -163,9 +184,13 @@ def prune(
     if not yes:
         typer.confirm(f"Delete audit records older than {before}?", abort=True)
     with _log() as log:
-        result = log.prune(cutoff, console_principal(), min_retention_days=settings.audit_min_retention_days,
-                           forwarded_to=[c.name for c in settings.audit_forward],
-                           export_dir=None if no_export else settings.data_dir / "audit-exports")
+        result = log.prune(
+            cutoff,
+            console_principal(),
+            min_retention_days=settings.audit_min_retention_days,
+            forwarded_to=[c.name for c in settings.audit_forward],
+            export_dir=None if no_export else settings.data_dir / "audit-exports",
+        )
     if result.export is not None:
         typer.echo(f"exported them first to {result.export}")
     where = f"; anchor checkpoint at seq {result.anchor_seq}" if result.anchor_seq else ""

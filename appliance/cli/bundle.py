@@ -19,8 +19,10 @@ from appliance.signing import keys, oms
 
 app = typer.Typer(no_args_is_help=True)
 
-TrustOpt = Annotated[list[Path] | None, typer.Option("--trust", help="Trusted public key (repeatable); "
-                     "default: every *.pub in the trust folder.")]
+TrustOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--trust", help="Trusted public key (repeatable); default: every *.pub in the trust folder."),
+]
 
 
 def _store() -> BundleStore:
@@ -41,10 +43,12 @@ def _total_bytes(folder: Path) -> int:
 
 @app.command()
 def keygen(
-    out: Annotated[Path, typer.Option("--out", help="Private key file to create (mode 0600); the public key "
-                                      "goes to OUT.pub.")],
-    kind: Annotated[str, typer.Option(help="ed25519 or ecdsa-p256 (the latter verifies with model-signing too)")]
-    = "ed25519",
+    out: Annotated[
+        Path, typer.Option("--out", help="Private key file to create (mode 0600); the public key goes to OUT.pub.")
+    ],
+    kind: Annotated[
+        str, typer.Option(help="ed25519 or ecdsa-p256 (the latter verifies with model-signing too)")
+    ] = "ed25519",
     trust: Annotated[bool, typer.Option("--trust", help="Also trust the public key on this appliance.")] = False,
 ) -> None:
     """Create a signing key pair."""
@@ -73,22 +77,34 @@ def _trust(pubkey: Path) -> Path:
 def sign(
     folder: Annotated[Path, typer.Argument(help="Bundle folder holding bundle.json and the model files.")],
     key: Annotated[Path, typer.Option("--key", help="PEM private key.")],
-    shard_size: Annotated[int | None, typer.Option(help="Hash in shards of this many bytes (OMS 'shards' "
-                                                      "method) so one large file spreads over all cores.")] = None,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Hash in shards of this many bytes (OMS 'shards' method) so one large file spreads over all cores."
+        ),
+    ] = None,
 ) -> None:
     """Sign a bundle folder (writes model.sig)."""
     private = keys.load_private_key(key)
     with byte_progress("signing", _total_bytes(folder)) as advance:
-        manifest = sign_bundle(folder, private, shard_size=shard_size, workers=get_settings().hash_workers,
-                               progress=advance)
+        manifest = sign_bundle(
+            folder, private, shard_size=shard_size, workers=get_settings().hash_workers, progress=advance
+        )
     typer.echo(f"signed {len(manifest.files)} files in {folder} with key {keys.key_hint(private.public_key())[:16]}")
 
 
 @app.command()
-def verify(folder: Annotated[Path | None, typer.Argument()] = None, trust: TrustOpt = None,
-           active: Annotated[bool, typer.Option("--active", help="Verify every active bundle in the model "
-                                                "store instead (a Kubernetes pod's init container).")] = False,
-           ) -> None:
+def verify(
+    folder: Annotated[Path | None, typer.Argument()] = None,
+    trust: TrustOpt = None,
+    active: Annotated[
+        bool,
+        typer.Option(
+            "--active",
+            help="Verify every active bundle in the model store instead (a Kubernetes pod's init container).",
+        ),
+    ] = False,
+) -> None:
     """Verify a bundle folder against trusted keys: exit 0 when every byte matches its signature."""
     if (folder is None) == (not active):
         raise BundleError("give either a bundle FOLDER or --active (see --help)")
@@ -107,10 +123,12 @@ def verify(folder: Annotated[Path | None, typer.Argument()] = None, trust: Trust
 def _verify_one(folder: Path, trust: list[Path] | None) -> None:
     s = get_settings()
     with byte_progress("verifying", _total_bytes(folder)) as advance:
-        vb = verify_bundle(folder, _trusted(trust), workers=s.hash_workers, progress=advance,
-                           max_signature_bytes=s.max_signature_bytes)
-    typer.echo(f"OK {vb.metadata.name} {vb.metadata.version} ({len(vb.manifest.files)} files, "
-               f"key {vb.signer_hint[:16]})")
+        vb = verify_bundle(
+            folder, _trusted(trust), workers=s.hash_workers, progress=advance, max_signature_bytes=s.max_signature_bytes
+        )
+    typer.echo(
+        f"OK {vb.metadata.name} {vb.metadata.version} ({len(vb.manifest.files)} files, key {vb.signer_hint[:16]})"
+    )
 
 
 @app.command("import")
@@ -123,8 +141,9 @@ def import_cmd(
     """Verify a bundle while copying it into the model store as NAME/VERSION."""
     actor, store = console_actor(), _store()
     with byte_progress("importing", _total_bytes(folder)) as advance:
-        vb = admin_actions.import_bundle(actor, store, folder, _trusted(trust), allow_downgrade=allow_downgrade,
-                                         progress=advance)
+        vb = admin_actions.import_bundle(
+            actor, store, folder, _trusted(trust), allow_downgrade=allow_downgrade, progress=advance
+        )
     if activate:  # just verified while copied in
         admin_actions.activate_bundle(actor, store, vb.metadata.name, vb.metadata.version, None)
     typer.echo(f"imported {vb.metadata.name} {vb.metadata.version}{' (active)' if activate else ''}")
@@ -135,8 +154,15 @@ def list_cmd() -> None:
     """The bundles in the model store."""
     table = Table("name", "version", "active", "variant", "profile", "size", "created")
     for b in _store().list():
-        table.add_row(b.name, b.version, "*" if b.active else "", b.metadata.variant, b.metadata.profile,
-                      f"{b.size / 2**20:.1f} MiB", b.metadata.created.strftime("%Y-%m-%d %H:%M"))
+        table.add_row(
+            b.name,
+            b.version,
+            "*" if b.active else "",
+            b.metadata.variant,
+            b.metadata.profile,
+            f"{b.size / 2**20:.1f} MiB",
+            b.metadata.created.strftime("%Y-%m-%d %H:%M"),
+        )
     print_table(table)
 
 

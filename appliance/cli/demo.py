@@ -50,8 +50,9 @@ def _demo_bundle(settings: Settings):
     try:
         from appliance.demo.model import ensure_demo_bundle
     except ImportError as exc:
-        raise ApplianceError("the demo model is not part of this install: run `make run` from a checkout "
-                             f"({exc.name} is missing)") from exc
+        raise ApplianceError(
+            f"the demo model is not part of this install: run `make run` from a checkout ({exc.name} is missing)"
+        ) from exc
 
     key_path = settings.keys_dir / "demo-publisher.key"
     if not key_path.exists():

@@ -38,8 +38,14 @@ def run() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         typer.echo(f"forwarding to {', '.join(c.name for c in settings.audit_forward)}")
-        forward.run(engine, settings.audit_forward, stop, batch=settings.audit_forward_batch,
-                    confirm_s=settings.audit_forward_confirm_s, hostname=settings.audit_forward_hostname)
+        forward.run(
+            engine,
+            settings.audit_forward,
+            stop,
+            batch=settings.audit_forward_batch,
+            confirm_s=settings.audit_forward_confirm_s,
+            hostname=settings.audit_forward_hostname,
+        )
     engine.dispose()
 
 
@@ -59,9 +65,14 @@ def status() -> None:
         engine.dispose()
     table = Table("collector", "delivered seq", "head", "lag", "delivered at (UTC)", "error")
     for s in found:
-        table.add_row(s.name, str(s.delivered_seq), str(s.head_seq), str(s.lag),
-                      (s.delivered_at or "never")[:19].replace("T", " "),
-                      f"{s.error} (at {s.attempted_at[:19].replace('T', ' ')})" if s.error and s.attempted_at else "-")
+        table.add_row(
+            s.name,
+            str(s.delivered_seq),
+            str(s.head_seq),
+            str(s.lag),
+            (s.delivered_at or "never")[:19].replace("T", " "),
+            f"{s.error} (at {s.attempted_at[:19].replace('T', ' ')})" if s.error and s.attempted_at else "-",
+        )
     print_table(table)
     bad = [s for s in found if s.error or s.lag > settings.audit_forward_lag_warning]
     for s in bad:

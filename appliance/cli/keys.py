@@ -43,8 +43,14 @@ def list_cmd() -> None:
     table = Table("id", "name", "role", "status", "created", "expires")
     with _session() as session:
         for k in apikeys.list_keys(session):
-            table.add_row(k.key_id, k.name, k.role, k.status, k.created_at.strftime("%Y-%m-%d %H:%M"),
-                          k.expires_at.strftime("%Y-%m-%d") if k.expires_at else "")
+            table.add_row(
+                k.key_id,
+                k.name,
+                k.role,
+                k.status,
+                k.created_at.strftime("%Y-%m-%d %H:%M"),
+                k.expires_at.strftime("%Y-%m-%d") if k.expires_at else "",
+            )
     print_table(table)
 
 

@@ -40,38 +40,25 @@ def parse_size(text: str) -> int:
 
 @app.command()
 def build(
-    out: Annotated[
-        Path, typer.Option("--out", help="Folder to create (the USB stick's root, or a staging folder).")
-    ],
-    release_key: Annotated[
-        Path, typer.Option("--release-key", help="Ed25519 private key that signs the media.")
-    ],
-    bundle: Annotated[
-        list[Path] | None, typer.Option("--bundle", help="Signed bundle folder (repeatable).")
-    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder to create (the USB stick's root, or a staging folder).")],
+    release_key: Annotated[Path, typer.Option("--release-key", help="Ed25519 private key that signs the media.")],
+    bundle: Annotated[list[Path] | None, typer.Option("--bundle", help="Signed bundle folder (repeatable).")] = None,
     bundle_key: Annotated[
         list[Path] | None,
         typer.Option(
             "--bundle-key",
-            help="Publisher public key the "
-            "bundles must verify against (repeatable); it travels on the media.",
+            help="Publisher public key the bundles must verify against (repeatable); it travels on the media.",
         ),
     ] = None,
     split_size: Annotated[
         str, typer.Option(help="Files larger than this travel as parts (FAT32: < 4 GiB).")
     ] = "3.9GiB",
     python: Annotated[str, typer.Option(help="Target CPython versions, comma-separated.")] = "3.11,3.12",
-    gpu: Annotated[
-        bool, typer.Option("--gpu", help="onnxruntime-gpu plus NVIDIA's CUDA/cuDNN wheels.")
-    ] = False,
-    policy_dir: Annotated[
-        Path | None, typer.Option(help="Policy pack (default: the checkout's policies/).")
-    ] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="onnxruntime-gpu plus NVIDIA's CUDA/cuDNN wheels.")] = False,
+    policy_dir: Annotated[Path | None, typer.Option(help="Policy pack (default: the checkout's policies/).")] = None,
     min_upgrade_from: Annotated[
         str | None,
-        typer.Option(
-            help="Oldest installed version this media upgrades (default: MAJOR.0.0 of its own version)."
-        ),
+        typer.Option(help="Oldest installed version this media upgrades (default: MAJOR.0.0 of its own version)."),
     ] = None,
     wheelhouse: Annotated[Path | None, typer.Option(help="Reuse wheels already downloaded here.")] = None,
     source_date_epoch: Annotated[
@@ -114,8 +101,7 @@ def verify(
         Path | None,
         typer.Option(
             "--trust-release-key",
-            help="Release public key "
-            "to check against (default: the one the media carries, fingerprint shown).",
+            help="Release public key to check against (default: the one the media carries, fingerprint shown).",
         ),
     ] = None,
 ) -> None:

@@ -41,15 +41,18 @@ def test(directory: PackDir = None) -> None:
         for failure in result.failures:
             typer.echo(f"  {result.where}: {failure}")
     failed = sum(not r.passed for r in results)
-    typer.echo(f"{'PASS' if not failed else 'FAIL'}: {len(results) - failed}/{len(results)} "
-               f"(revision {policy.revision[:16]})")
+    typer.echo(
+        f"{'PASS' if not failed else 'FAIL'}: {len(results) - failed}/{len(results)} (revision {policy.revision[:16]})"
+    )
     if failed:  # an ApplianceError, not typer.Exit: main() runs click with standalone_mode=False
         raise ApplianceError(f"{failed} of {len(results)} policy tests failed")
 
 
 @app.command()
-def sign(directory: Annotated[Path, typer.Argument(help="Policy pack folder to sign.")],
-         key: Annotated[Path, typer.Option("--key", help="Private key file (PEM).")]) -> None:
+def sign(
+    directory: Annotated[Path, typer.Argument(help="Policy pack folder to sign.")],
+    key: Annotated[Path, typer.Option("--key", help="Private key file (PEM).")],
+) -> None:
     """Validate the pack, then write its OMS signature (policy.sig) with KEY."""
     from appliance.policy import SIGNATURE_NAME, PolicySet
     from appliance.signing import keys, oms
@@ -61,9 +64,10 @@ def sign(directory: Annotated[Path, typer.Argument(help="Policy pack folder to s
 
 
 @app.command()
-def reload(api_key_file: Annotated[Path, typer.Option("--api-key-file", help="File holding an admin API key.")],
-           url: Annotated[str | None, typer.Option(help="Gateway base URL (default: configured host:port).")] = None,
-           ) -> None:
+def reload(
+    api_key_file: Annotated[Path, typer.Option("--api-key-file", help="File holding an admin API key.")],
+    url: Annotated[str | None, typer.Option(help="Gateway base URL (default: configured host:port).")] = None,
+) -> None:
     """Validate the configured pack here, then ask the running gateway to put it in force."""
     import httpx
 
@@ -75,8 +79,9 @@ def reload(api_key_file: Annotated[Path, typer.Option("--api-key-file", help="Fi
         raise ApplianceError(f"cannot read {api_key_file}: {getattr(exc, 'strerror', None) or 'not text'}") from exc
     base = url or f"http://{settings.host}:{settings.port}"
     try:
-        reply = httpx.post(f"{base}/admin/policy/reload", headers={"Authorization": f"Bearer {token}"}, timeout=30,
-                           trust_env=False)  # this host's gateway: never through an http_proxy from the environment
+        reply = httpx.post(
+            f"{base}/admin/policy/reload", headers={"Authorization": f"Bearer {token}"}, timeout=30, trust_env=False
+        )  # this host's gateway: never through an http_proxy from the environment
     except httpx.HTTPError as exc:
         raise ApplianceError(f"cannot reach the gateway at {base}: {exc}") from exc
     if reply.status_code != 200:

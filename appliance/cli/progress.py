@@ -22,9 +22,16 @@ from rich.progress import (
 def byte_progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """A bar over `total` bytes on stderr (hidden when stderr is not a terminal); yields `advance(n)`."""
     console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  TimeRemainingColumn(), console=console, transient=True,
-                  disable=not sys.stderr.isatty()) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
 
@@ -33,9 +40,15 @@ def byte_progress(description: str, total: int) -> Iterator[Callable[[int], None
 def count_progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A bar over `total` items (records, files); yields `advance(n)`."""
     console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeRemainingColumn(), console=console, transient=True,
-                  disable=not sys.stderr.isatty()) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
 
@@ -45,8 +58,15 @@ def phase_progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
     """One display for a job of several phases (a restore reads its archive, then verifies its chain): yields
     `start(description, total)`, which adds a bar and returns its `advance(n)`."""
     console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
-                  console=console, transient=True, disable=not sys.stderr.isatty()) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    ) as progress:
 
         def start(description: str, total: int) -> Callable[[int], None]:
             task = progress.add_task(description, total=total)

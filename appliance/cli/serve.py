@@ -41,8 +41,14 @@ def serve() -> None:
     front = None
     try:
         if listen.tls is not None or listener is not None:  # first: it makes the secret gateways check it with
-            front = Front(listen, settings.tls_client_auth, settings.keys_dir, settings.tls_reload_seconds,
-                          sock=listener, limits=FrontLimits.from_settings(settings))
+            front = Front(
+                listen,
+                settings.tls_client_auth,
+                settings.keys_dir,
+                settings.tls_reload_seconds,
+                sock=listener,
+                limits=FrontLimits.from_settings(settings),
+            )
         ray_serve.start(http_options={"host": listen.serve_host, "port": listen.serve_port})
         ray_serve.run(build_app(), name="appliance", route_prefix="/")
         if front is not None:
@@ -64,10 +70,11 @@ def _private_network(settings: Settings) -> socket.socket | None:
     on it and attests each client's address), or None where Ray stays on the host's network."""
     if settings.ray_address or settings.ray_network == "host":
         if not settings.ray_address:
-            log.warning("Ray runs on the host's network: close its ports below Ray (a firewall, systemd's "
-                        "IPAddressDeny), or any host that reaches them can run code")
+            log.warning(
+                "Ray runs on the host's network: close its ports below Ray (a firewall, systemd's "
+                "IPAddressDeny), or any host that reaches them can run code"
+            )
         return None
     listener = bind_listener(settings.host, settings.port)
     enter_private_network()
     return listener
-

@@ -21,8 +21,9 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("self-signed")
 def self_signed(
     name: Annotated[list[str] | None, typer.Option("--name", help="DNS name (repeat); default: this host's.")] = None,
-    address: Annotated[list[str] | None, typer.Option("--address", help="IP address (repeat); default: this "
-                                                                         "host's.")] = None,
+    address: Annotated[
+        list[str] | None, typer.Option("--address", help="IP address (repeat); default: this host's.")
+    ] = None,
     days: Annotated[int, typer.Option(min=1, max=825)] = 825,
     force: Annotated[bool, typer.Option(help="Replace an installed certificate.")] = False,
 ) -> None:
@@ -51,14 +52,22 @@ def install(
 def _install(cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None, force: bool, kind: str) -> None:
     settings = get_settings()
     if settings.tls_cert is not None:
-        raise ApplianceError(f"tls_cert is set ({settings.tls_cert}): replace that file, or unset it to use "
-                             f"the installed certificate")
+        raise ApplianceError(
+            f"tls_cert is set ({settings.tls_cert}): replace that file, or unset it to use the installed certificate"
+        )
     target = tls_dir(settings)
     if (target / certs.CERT_NAME).exists() and not force:
         raise ApplianceError(f"a certificate is installed in {target}; pass --force to replace it")
     info = certs.describe(certs.parse_certs(cert_pem, "the certificate")[0])  # the very bytes installed
-    record_first(console_actor(), "admin.tls_installed", lambda: certs.install(target, cert_pem, key_pem, ca_pem),
-                 kind=kind, subject=info.subject, fingerprint=info.fingerprint, not_after=info.not_after.isoformat())
+    record_first(
+        console_actor(),
+        "admin.tls_installed",
+        lambda: certs.install(target, cert_pem, key_pem, ca_pem),
+        kind=kind,
+        subject=info.subject,
+        fingerprint=info.fingerprint,
+        not_after=info.not_after.isoformat(),
+    )
     typer.echo(f"installed in {target}: {info.subject}, names {', '.join(info.names) or '-'}", err=True)
     typer.echo(f"SHA-256 fingerprint (clients pin this): {info.fingerprint}")
 
@@ -73,20 +82,26 @@ def show() -> None:
         return
     info = certs.describe(certs.load_certs(files.cert)[0])
     left = info.days_left()
-    for label, value in (("certificate", str(files.cert)), ("subject", info.subject), ("issuer", info.issuer),
-                         ("names", ", ".join(info.names) or "-"), ("sha256", info.fingerprint),
-                         ("not after", f"{info.not_after:%Y-%m-%d %H:%M:%S} UTC"), ("days left", str(left)),
-                         ("client certificates", f"{settings.tls_client_auth}"
-                                                 + (f" (CA {files.client_ca})" if files.client_ca else ""))):
+    for label, value in (
+        ("certificate", str(files.cert)),
+        ("subject", info.subject),
+        ("issuer", info.issuer),
+        ("names", ", ".join(info.names) or "-"),
+        ("sha256", info.fingerprint),
+        ("not after", f"{info.not_after:%Y-%m-%d %H:%M:%S} UTC"),
+        ("days left", str(left)),
+        (
+            "client certificates",
+            f"{settings.tls_client_auth}" + (f" (CA {files.client_ca})" if files.client_ca else ""),
+        ),
+    ):
         typer.echo(f"{label:>20}: {value}")
     if left < settings.tls_expiry_warning_days:
         typer.echo(f"warning: the certificate expires in {left} days; install a new one", err=True)
 
 
 @app.command()
-def front(
-    upstream: Annotated[int, typer.Option(help="Serve's HTTP port on 127.0.0.1.")] = 8000,
-) -> None:
+def front(upstream: Annotated[int, typer.Option(help="Serve's HTTP port on 127.0.0.1.")] = 8000) -> None:
     """Run only the TLS front on host:port, relaying to Serve on 127.0.0.1:UPSTREAM (a sidecar)."""
     import dataclasses
     import threading
@@ -98,7 +113,12 @@ def front(
     listen = dataclasses.replace(plan(settings), serve_host="127.0.0.1", serve_port=upstream)
     if listen.tls is None:
         raise ApplianceError("no certificate installed: the TLS front needs one (appliance tls install)")
-    Front(listen, settings.tls_client_auth, settings.keys_dir, settings.tls_reload_seconds,
-          limits=FrontLimits.from_settings(settings)).start_in_thread()
+    Front(
+        listen,
+        settings.tls_client_auth,
+        settings.keys_dir,
+        settings.tls_reload_seconds,
+        limits=FrontLimits.from_settings(settings),
+    ).start_in_thread()
     typer.echo(f"TLS front on {listen.url} -> http://127.0.0.1:{upstream} (Ctrl-C to stop)", err=True)
     threading.Event().wait()

@@ -29,15 +29,39 @@ _FP4_MIDPOINTS = torch.tensor([(a + b) / 2 for a, b in zip(_FP4_VALUES, _FP4_VAL
 # model keeps its sliding window and experts but narrows it further: `demo.train.SHAPE`);
 # `gpu-check` has gpt-oss-20b's layer shapes with fewer layers.
 SIZES: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_size=64, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=32, num_local_experts=8, num_experts_per_tok=2,
-                 sliding_window=8),
-    "demo": dict(hidden_size=128, intermediate_size=128, num_hidden_layers=4, num_attention_heads=8,
-                 num_key_value_heads=2, head_dim=32, num_local_experts=8, num_experts_per_tok=2,
-                 sliding_window=32),
-    "gpu-check": dict(hidden_size=2880, intermediate_size=2880, num_hidden_layers=4, num_attention_heads=64,
-                      num_key_value_heads=8, head_dim=64, num_local_experts=32, num_experts_per_tok=4,
-                      sliding_window=128),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+        sliding_window=8,
+    ),
+    "demo": dict(
+        hidden_size=128,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=32,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+        sliding_window=32,
+    ),
+    "gpu-check": dict(
+        hidden_size=2880,
+        intermediate_size=2880,
+        num_hidden_layers=4,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        head_dim=64,
+        num_local_experts=32,
+        num_experts_per_tok=4,
+        sliding_window=128,
+    ),
 }
 
 
@@ -46,19 +70,43 @@ def gpt_oss_config(size: str = "tiny", **overrides: Any) -> dict[str, Any]:
     shape = {**SIZES[size], **overrides}
     layers = shape["num_hidden_layers"]
     return {
-        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "attention_bias": True,
-        "attention_dropout": 0.0, "eos_token_id": HARMONY_SPECIALS["<|return|>"],
-        "pad_token_id": HARMONY_SPECIALS["<|endoftext|>"], "hidden_act": "silu",
-        "initial_context_length": 4096, "initializer_range": 0.02,
+        "architectures": ["GptOssForCausalLM"],
+        "model_type": "gpt_oss",
+        "attention_bias": True,
+        "attention_dropout": 0.0,
+        "eos_token_id": HARMONY_SPECIALS["<|return|>"],
+        "pad_token_id": HARMONY_SPECIALS["<|endoftext|>"],
+        "hidden_act": "silu",
+        "initial_context_length": 4096,
+        "initializer_range": 0.02,
         "layer_types": ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)],
-        "max_position_embeddings": 131072, "experts_per_token": shape["num_experts_per_tok"],
-        "output_router_logits": False, "rms_norm_eps": 1e-05,
-        "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0,
-                         "original_max_position_embeddings": 4096, "rope_type": "yarn", "truncate": False},
-        "rope_theta": 150000, "router_aux_loss_coef": 0.9, "swiglu_limit": 7.0, "tie_word_embeddings": False,
-        "use_cache": True, "vocab_size": VOCAB_SIZE,
-        "quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": [
-            "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]},
+        "max_position_embeddings": 131072,
+        "experts_per_token": shape["num_experts_per_tok"],
+        "output_router_logits": False,
+        "rms_norm_eps": 1e-05,
+        "rope_scaling": {
+            "beta_fast": 32.0,
+            "beta_slow": 1.0,
+            "factor": 32.0,
+            "original_max_position_embeddings": 4096,
+            "rope_type": "yarn",
+            "truncate": False,
+        },
+        "rope_theta": 150000,
+        "router_aux_loss_coef": 0.9,
+        "swiglu_limit": 7.0,
+        "tie_word_embeddings": False,
+        "use_cache": True,
+        "vocab_size": VOCAB_SIZE,
+        "quantization_config": {
+            "quant_method": "mxfp4",
+            "modules_to_not_convert": [
+                "model.layers.*.self_attn",
+                "model.layers.*.mlp.router",
+                "model.embed_tokens",
+                "lm_head",
+            ],
+        },
         **shape,
     }
 
@@ -72,7 +120,7 @@ def quantize_mxfp4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if weight.shape[-1] % MXFP4_BLOCK:
         raise ValueError(f"MXFP4 needs an input dimension divisible by {MXFP4_BLOCK}, got {weight.shape[-1]}")
     w = weight.detach().float().contiguous().reshape(*weight.shape[:-1], -1, MXFP4_BLOCK)
-    peak = w.abs().amax(dim=-1, keepdim=True).clamp_min(2.0 ** -126)
+    peak = w.abs().amax(dim=-1, keepdim=True).clamp_min(2.0**-126)
     exponent = torch.ceil(torch.log2(peak / 6.0)).clamp(-127, 127)
     scaled = w / torch.exp2(exponent)
     codes = torch.bucketize(scaled.abs(), _FP4_MIDPOINTS).to(torch.uint8)
@@ -107,21 +155,34 @@ def random_state_dict(config: Mapping[str, Any], seed: int = 0, std: float = 0.0
     def rand(*shape: int, scale: float = std) -> torch.Tensor:
         return torch.randn(*shape, generator=gen) * scale
 
-    state = {"model.embed_tokens.weight": rand(config["vocab_size"], h, scale=1.0),
-             "model.norm.weight": 1.0 + rand(h), "lm_head.weight": rand(config["vocab_size"], h)}
+    state = {
+        "model.embed_tokens.weight": rand(config["vocab_size"], h, scale=1.0),
+        "model.norm.weight": 1.0 + rand(h),
+        "lm_head.weight": rand(config["vocab_size"], h),
+    }
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        state.update({
-            p + "input_layernorm.weight": 1.0 + rand(h), p + "post_attention_layernorm.weight": 1.0 + rand(h),
-            p + "self_attn.q_proj.weight": rand(q, h), p + "self_attn.q_proj.bias": rand(q),
-            p + "self_attn.k_proj.weight": rand(kv, h), p + "self_attn.k_proj.bias": rand(kv),
-            p + "self_attn.v_proj.weight": rand(kv, h), p + "self_attn.v_proj.bias": rand(kv),
-            p + "self_attn.o_proj.weight": rand(h, q), p + "self_attn.o_proj.bias": rand(h),
-            p + "self_attn.sinks": rand(config["num_attention_heads"], scale=1.0),
-            p + "mlp.router.weight": rand(e, h, scale=0.5), p + "mlp.router.bias": rand(e),
-            p + "mlp.experts.gate_up_proj": rand(e, h, 2 * ff), p + "mlp.experts.gate_up_proj_bias": rand(e, 2 * ff),
-            p + "mlp.experts.down_proj": rand(e, ff, h), p + "mlp.experts.down_proj_bias": rand(e, h),
-        })
+        state.update(
+            {
+                p + "input_layernorm.weight": 1.0 + rand(h),
+                p + "post_attention_layernorm.weight": 1.0 + rand(h),
+                p + "self_attn.q_proj.weight": rand(q, h),
+                p + "self_attn.q_proj.bias": rand(q),
+                p + "self_attn.k_proj.weight": rand(kv, h),
+                p + "self_attn.k_proj.bias": rand(kv),
+                p + "self_attn.v_proj.weight": rand(kv, h),
+                p + "self_attn.v_proj.bias": rand(kv),
+                p + "self_attn.o_proj.weight": rand(h, q),
+                p + "self_attn.o_proj.bias": rand(h),
+                p + "self_attn.sinks": rand(config["num_attention_heads"], scale=1.0),
+                p + "mlp.router.weight": rand(e, h, scale=0.5),
+                p + "mlp.router.bias": rand(e),
+                p + "mlp.experts.gate_up_proj": rand(e, h, 2 * ff),
+                p + "mlp.experts.gate_up_proj_bias": rand(e, 2 * ff),
+                p + "mlp.experts.down_proj": rand(e, ff, h),
+                p + "mlp.experts.down_proj_bias": rand(e, h),
+            }
+        )
     return state
 
 
@@ -137,17 +198,20 @@ def published_tensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
     return out
 
 
-def write_checkpoint(out: Path, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] | None = None,
-                     *, seed: int = 0) -> Path:
+def write_checkpoint(
+    out: Path, config: Mapping[str, Any], state_dict: Mapping[str, torch.Tensor] | None = None, *, seed: int = 0
+) -> Path:
     """Write config.json, generation_config.json, model.safetensors and the tokenizer files into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     tensors = published_tensors(state_dict if state_dict is not None else random_state_dict(config, seed))
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(dict(config), indent=2))
-    generation = {"bos_token_id": HARMONY_SPECIALS["<|startoftext|>"], "do_sample": True,
-                  "eos_token_id": [HARMONY_SPECIALS[t] for t in ("<|return|>", "<|endoftext|>", "<|call|>")],
-                  "pad_token_id": HARMONY_SPECIALS["<|endoftext|>"]}
+    generation = {
+        "bos_token_id": HARMONY_SPECIALS["<|startoftext|>"],
+        "do_sample": True,
+        "eos_token_id": [HARMONY_SPECIALS[t] for t in ("<|return|>", "<|endoftext|>", "<|call|>")],
+        "pad_token_id": HARMONY_SPECIALS["<|endoftext|>"],
+    }
     (out / "generation_config.json").write_text(json.dumps(generation, indent=2))
     write_tokenizer_files(out)
     return out
-

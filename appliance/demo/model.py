@@ -68,8 +68,9 @@ def _train_checkpoint(entry: Path, log: Callable[[str], None]) -> Path:
         from appliance.demo.checkpoint import write_checkpoint
         from appliance.demo.train import SEED, train
     except ModuleNotFoundError as exc:
-        raise DemoModelError(f"training the demo model needs the build extra ({exc.name} is missing): "
-                             "pip install 'appliance[build]'") from exc
+        raise DemoModelError(
+            f"training the demo model needs the build extra ({exc.name} is missing): pip install 'appliance[build]'"
+        ) from exc
     result = train(log=log)
     if result.train_exact < 1.0:
         raise DemoModelError(f"the demo model did not learn its conversations ({result.summary()})")
@@ -83,8 +84,7 @@ def _train_checkpoint(entry: Path, log: Callable[[str], None]) -> Path:
     return entry / "checkpoint"
 
 
-def ensure_demo_bundle(cache_dir: Path, key: PrivateKey, *,
-                       log: Callable[[str], None] = lambda line: None) -> Path:
+def ensure_demo_bundle(cache_dir: Path, key: PrivateKey, *, log: Callable[[str], None] = lambda line: None) -> Path:
     """The signed `gpt-oss-demo` bundle folder, trained and built on first use, then taken from the cache."""
     from appliance.bundles.build import build_bundle
 
@@ -105,5 +105,4 @@ def ensure_demo_bundle(cache_dir: Path, key: PrivateKey, *,
             log("training the demo model (first run only, about a minute)")
             _train_checkpoint(entry, log)
         log(f"converting the demo model to a signed {PROFILE} bundle")
-        return build_bundle(checkpoint, bundle, profile=PROFILE, name=BUNDLE_NAME, version=BUNDLE_VERSION,
-                            key=key)
+        return build_bundle(checkpoint, bundle, profile=PROFILE, name=BUNDLE_NAME, version=BUNDLE_VERSION, key=key)

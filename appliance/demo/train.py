@@ -47,8 +47,9 @@ from appliance.engine.harmony import render_prompt
 from appliance.vocabulary import load_harmony, write_vocabulary
 
 SEED = 0
-SHAPE: dict[str, Any] = dict(hidden_size=64, intermediate_size=64, num_hidden_layers=4,
-                             num_attention_heads=4, num_key_value_heads=2, head_dim=32)
+SHAPE: dict[str, Any] = dict(
+    hidden_size=64, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=32
+)
 STEPS = 200  # the learning rate decays to zero here; training normally stops near 120
 LR = 1e-2
 WARMUP = 10
@@ -71,10 +72,12 @@ class TrainResult:
     seconds: float
 
     def summary(self) -> str:
-        return (f"{self.steps} steps in {self.seconds:.0f}s: loss {self.loss:.4f}, smallest margin "
-                f"{self.margin:.2f}, LM head x{self.sharpen}; "
-                f"exact match {self.train_exact:.0%} on the training prompts, "
-                f"{self.held_out_exact:.0%} on the held-out prompts")
+        return (
+            f"{self.steps} steps in {self.seconds:.0f}s: loss {self.loss:.4f}, smallest margin "
+            f"{self.margin:.2f}, LM head x{self.sharpen}; "
+            f"exact match {self.train_exact:.0%} on the training prompts, "
+            f"{self.held_out_exact:.0%} on the held-out prompts"
+        )
 
 
 @dataclass
@@ -90,14 +93,17 @@ def render_example(encoding: HarmonyEncoding, example: Example) -> Tokens:
     prompt = render_prompt(encoding, example.messages, example.tools, example.effort)
     messages = [Message.from_role_and_content(Role.ASSISTANT, example.analysis).with_channel("analysis")]
     if example.call is not None:
-        messages.append(Message.from_role_and_content(Role.ASSISTANT, example.call.arguments_json)
-                        .with_channel("commentary").with_recipient(f"functions.{example.call.name}")
-                        .with_content_type("<|constrain|>json"))
+        messages.append(
+            Message.from_role_and_content(Role.ASSISTANT, example.call.arguments_json)
+            .with_channel("commentary")
+            .with_recipient(f"functions.{example.call.name}")
+            .with_content_type("<|constrain|>json")
+        )
     else:
         messages.append(Message.from_role_and_content(Role.ASSISTANT, example.final).with_channel("final"))
     completion = [t for m in messages for t in encoding.render(m)]
     head = encoding.encode("<|start|>assistant", allowed_special="all")
-    completion = completion[len(head):]  # the prompt already opened the assistant turn
+    completion = completion[len(head) :]  # the prompt already opened the assistant turn
     if example.call is None:  # the turn ends the conversation: <|return|>, not <|end|>
         completion[-1] = encoding.encode("<|return|>", allowed_special="all")[0]
     return Tokens(prompt, completion)
@@ -130,7 +136,7 @@ class _Batch:
             self.ids[row, :n] = torch.tensor(seq[:-1])
             self.targets[row, :n] = torch.tensor(seq[1:])
             self.mask[row, :n] = 1
-            self.scored[row, len(e.prompt) - 1:n] = True
+            self.scored[row, len(e.prompt) - 1 : n] = True
 
 
 def _buckets(examples: Sequence[Tokens], narrow: dict[int, int]) -> list[_Batch]:
@@ -142,8 +148,7 @@ def _buckets(examples: Sequence[Tokens], narrow: dict[int, int]) -> list[_Batch]
 
 
 def _logits(model: torch.nn.Module, params: dict[str, torch.Tensor], batch: _Batch) -> torch.Tensor:
-    return functional_call(model, params, args=(),
-                           kwargs={"input_ids": batch.ids, "attention_mask": batch.mask}).logits
+    return functional_call(model, params, args=(), kwargs={"input_ids": batch.ids, "attention_mask": batch.mask}).logits
 
 
 def _margin(logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -162,8 +167,14 @@ def _hf_config(config: dict[str, Any], **overrides: Any) -> Any:
     return hf
 
 
-def _fit(model: torch.nn.Module, batches: list[_Batch], others: float, steps: int,
-         progress: Callable[[int], None] | None, log: Callable[[str], None]) -> tuple[int, float, float]:
+def _fit(
+    model: torch.nn.Module,
+    batches: list[_Batch],
+    others: float,
+    steps: int,
+    progress: Callable[[int], None] | None,
+    log: Callable[[str], None],
+) -> tuple[int, float, float]:
     """Full-batch AdamW until the margin is reached; returns (steps, loss, margin) of the kept weights."""
     params = dict(model.named_parameters())
     optimiser = torch.optim.AdamW(params.values(), lr=LR, weight_decay=0.0, betas=(0.9, 0.95))
@@ -189,8 +200,7 @@ def _fit(model: torch.nn.Module, batches: list[_Batch], others: float, steps: in
         if progress:
             progress(1)
         if step % 10 == 0:
-            log(f"step {step}: loss {loss_value:.4f}, smallest margin {margin:.2f}, "
-                f"{time.monotonic() - started:.0f}s")
+            log(f"step {step}: loss {loss_value:.4f}, smallest margin {margin:.2f}, {time.monotonic() - started:.0f}s")
 
 
 @torch.no_grad()
@@ -211,8 +221,13 @@ def _sharpening(model: torch.nn.Module, batches: list[_Batch], others: float) ->
     return scale
 
 
-def train(seed: int = SEED, *, steps: int = STEPS, progress: Callable[[int], None] | None = None,
-          log: Callable[[str], None] = print) -> TrainResult:
+def train(
+    seed: int = SEED,
+    *,
+    steps: int = STEPS,
+    progress: Callable[[int], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
     """Train on the conversations and return the full-vocabulary, rounded weights with their scores."""
     from transformers import GptOssForCausalLM
 
@@ -266,8 +281,8 @@ def exact_match(config: dict[str, Any], state: dict[str, torch.Tensor], examples
     hits = 0
     for e in examples:
         seq = torch.tensor([e.prompt + e.completion])
-        hidden = model.model(input_ids=seq[:, :-1]).last_hidden_state[0, len(e.prompt) - 1:]
-        hits += bool((model.lm_head(hidden).argmax(-1) == seq[0, len(e.prompt):]).all())
+        hidden = model.model(input_ids=seq[:, :-1]).last_hidden_state[0, len(e.prompt) - 1 :]
+        hits += bool((model.lm_head(hidden).argmax(-1) == seq[0, len(e.prompt) :]).all())
     return hits / max(len(examples), 1)
 
 

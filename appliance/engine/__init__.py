@@ -6,17 +6,31 @@ Plain Python with no Ray or FastAPI import; the serving layer wraps `Engine` in 
 from appliance.engine.engine import Engine, collect
 from appliance.engine.harmony import HarmonyStream, render_prompt
 from appliance.engine.types import (
-                                    EngineBusy,
-                                    EngineError,
-                                    Event,
-                                    FinishEvent,
-                                    GenerationRequest,
-                                    TextEvent,
-                                    ToolCallEvent,
-                                    Usage,
+    EngineBusy,
+    EngineError,
+    Event,
+    FinishEvent,
+    GenerationRequest,
+    TextEvent,
+    ToolCallEvent,
+    Usage,
 )
 from appliance.vocabulary import VOCAB_FILE, load_harmony, write_vocabulary
 
-__all__ = ["VOCAB_FILE", "Engine", "EngineBusy", "EngineError", "Event", "FinishEvent", "GenerationRequest",
-           "HarmonyStream", "TextEvent", "ToolCallEvent", "Usage", "collect", "load_harmony", "render_prompt",
-           "write_vocabulary"]
+__all__ = [
+    "VOCAB_FILE",
+    "Engine",
+    "EngineBusy",
+    "EngineError",
+    "Event",
+    "FinishEvent",
+    "GenerationRequest",
+    "HarmonyStream",
+    "TextEvent",
+    "ToolCallEvent",
+    "Usage",
+    "collect",
+    "load_harmony",
+    "render_prompt",
+    "write_vocabulary",
+]

@@ -43,12 +43,23 @@ class Engine:
     cancellation).
     """
 
-    def __init__(self, folder: Path, *, max_batch_size: int = 8, max_tokens_in_flight: int = 65536,
-                 max_queue: int = 32, providers: Sequence[str] | None = None, threads: int = 0,
-                 kv_budget_bytes: int = 0, prefill_chunk: int = 512) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        max_batch_size: int = 8,
+        max_tokens_in_flight: int = 65536,
+        max_queue: int = 32,
+        providers: Sequence[str] | None = None,
+        threads: int = 0,
+        kv_budget_bytes: int = 0,
+        prefill_chunk: int = 512,
+    ) -> None:
         if max_batch_size < 1 or max_queue < 0 or max_tokens_in_flight < 2 or prefill_chunk < 1 or kv_budget_bytes < 0:
-            raise EngineError("max_batch_size must be >= 1, max_queue >= 0, max_tokens_in_flight >= 2, "
-                              "prefill_chunk >= 1 and kv_budget_bytes >= 0")
+            raise EngineError(
+                "max_batch_size must be >= 1, max_queue >= 0, max_tokens_in_flight >= 2, "
+                "prefill_chunk >= 1 and kv_budget_bytes >= 0"
+            )
         self.metadata = BundleMetadata.read(folder)
         try:
             genai = json.loads((folder / "genai_config.json").read_text())["model"]
@@ -63,13 +74,20 @@ class Engine:
         self._call_id = self.encoding.encode("<|call|>", allowed_special="all")[0]
         self._health_prompt = render_prompt(self.encoding, [{"role": "user", "content": "ping"}], [], "low")
         window = (decoder.get("sliding_window") or {}).get("window_size")
-        runner = ModelRunner(folder / decoder.get("filename", "model.onnx"), decoder["num_key_value_heads"],
-                             decoder["head_size"], providers, threads, window)
+        runner = ModelRunner(
+            folder / decoder.get("filename", "model.onnx"),
+            decoder["num_key_value_heads"],
+            decoder["head_size"],
+            providers,
+            threads,
+            window,
+        )
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self._vocab_size = runner.vocab_size
         budget = kv_budget_bytes or kv_budget(runner.device)
-        capacity = slot_capacity(runner.layout, max_batch_size, min(self.context_length, max_tokens_in_flight),
-                                 budget, runner.device)
+        capacity = slot_capacity(
+            runner.layout, max_batch_size, min(self.context_length, max_tokens_in_flight), budget, runner.device
+        )
         if capacity < 2:
             raise EngineError(f"a KV budget of {budget} bytes holds no sequence of {max_batch_size} slots")
         self.max_tokens_in_flight = capacity  # the longest sequence (prompt + max_tokens) one slot holds
@@ -128,8 +146,10 @@ class Engine:
         if any(not 0 <= t < self._vocab_size for t in request.logit_bias):
             raise EngineError(f"logit_bias names a token id outside the vocabulary (0..{self._vocab_size - 1})")
         if len(prompt) + request.max_tokens > self.max_tokens_in_flight:
-            raise EngineError(f"prompt ({len(prompt)} tokens) plus max_tokens ({request.max_tokens}) exceeds "
-                              f"the limit of {self.max_tokens_in_flight} tokens")
+            raise EngineError(
+                f"prompt ({len(prompt)} tokens) plus max_tokens ({request.max_tokens}) exceeds "
+                f"the limit of {self.max_tokens_in_flight} tokens"
+            )
         return prompt
 
     def _admit(self, bounded: bool) -> None:
@@ -162,8 +182,14 @@ class Engine:
                     if seq is not None:
                         seq.cancelled = True
 
-            seq = _Seq(prompt, request.max_tokens, self._stop_ids | frozenset(request.stop_token_ids),
-                       Sampler.of(request), deliver, guide)
+            seq = _Seq(
+                prompt,
+                request.max_tokens,
+                self._stop_ids | frozenset(request.stop_token_ids),
+                Sampler.of(request),
+                deliver,
+                guide,
+            )
             stream = HarmonyStream(self.encoding, request.stop)
             stream.prime(prompt)
             tokens: list[int] = []

@@ -32,10 +32,17 @@ from appliance.vocabulary import packaged_harmony, vocabulary_bytes
 
 VOCAB = 201_088  # the gpt-oss LM head's width; ids at and beyond it are never sampled
 # tiktoken's o200k_base pre-tokenisation pattern (llguidance tokenises forced text with it).
-O200K_PATTERN = "|".join([
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
-    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
-    r"\p{N}{1,3}", r" ?[^\s\p{L}\p{N}]+[\r\n/]*", r"\s*[\r\n]+", r"\s+(?!\S)", r"\s+"])
+O200K_PATTERN = "|".join(
+    [
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"\p{N}{1,3}",
+        r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
+        r"\s*[\r\n]+",
+        r"\s+(?!\S)",
+        r"\s+",
+    ]
+)
 MAX_SCHEMA_BYTES = 64 * 1024  # a schema is a prompt too: bigger ones are refused before compiling
 MAX_DEPTH = 32  # nesting of a schema's JSON
 _CACHE_SIZE = 256
@@ -69,14 +76,15 @@ def tokenizer() -> llguidance.LLTokenizer:
 
 @lru_cache(maxsize=1)
 def _tokenizer() -> llguidance.LLTokenizer:
-    ranks = {base64.b64decode(tok): int(rank)
-             for tok, rank in (line.split() for line in vocabulary_bytes().splitlines() if line)}
+    ranks = {
+        base64.b64decode(tok): int(rank)
+        for tok, rank in (line.split() for line in vocabulary_bytes().splitlines() if line)
+    }
     enc = packaged_harmony()
-    specials = {name: i for name in enc.special_tokens_set
-                if (i := enc.encode(name, allowed_special="all")[0]) < VOCAB}
+    specials = {name: i for name in enc.special_tokens_set if (i := enc.encode(name, allowed_special="all")[0]) < VOCAB}
     return llguidance.LLTokenizer.from_tiktoken(  # type: ignore[attr-defined]  # missing from its stubs
-        encoder=ranks, special_tokens=specials, pattern=O200K_PATTERN,
-                                                eos_token=_special("<|return|>"), n_vocab=VOCAB)
+        encoder=ranks, special_tokens=specials, pattern=O200K_PATTERN, eos_token=_special("<|return|>"), n_vocab=VOCAB
+    )
 
 
 def _depth(value: Any) -> int:
@@ -91,11 +99,13 @@ def schema_json(schema: dict[str, Any], param: str) -> str:
     """The schema as compact JSON for `%json`, with the appliance's JSON options; refused if too big."""
     if not isinstance(schema, dict):
         raise GrammarError(f"{param} must be a JSON schema object", param)
-    text = json.dumps({**schema, "x-guidance": _JSON_OPTIONS}, separators=(",", ":"), ensure_ascii=False,
-                      sort_keys=True)
+    text = json.dumps(
+        {**schema, "x-guidance": _JSON_OPTIONS}, separators=(",", ":"), ensure_ascii=False, sort_keys=True
+    )
     if len(text.encode()) > MAX_SCHEMA_BYTES or _depth(schema) > MAX_DEPTH:
-        raise GrammarError(f"{param} is larger than the appliance compiles ({MAX_SCHEMA_BYTES // 1024} KiB, "
-                           f"{MAX_DEPTH} levels)", param)
+        raise GrammarError(
+            f"{param} is larger than the appliance compiles ({MAX_SCHEMA_BYTES // 1024} KiB, {MAX_DEPTH} levels)", param
+        )
     return text
 
 
@@ -116,8 +126,11 @@ class Constraint:
         c, m, end, start = (f"<[{_special(n)}]>" for n in ("<|channel|>", "<|message|>", "<|end|>", "<|start|>"))
         ret, constrain, call = (f"<[{_special(n)}]>" for n in ("<|return|>", "<|constrain|>", "<|call|>"))
         endings = []
-        rules = ["start: analysis* ending", f'analysis: {c} "analysis" {m} TEXT {end} {start} "assistant"',
-                 "TEXT: /(?s:.*)/"]
+        rules = [
+            "start: analysis* ending",
+            f'analysis: {c} "analysis" {m} TEXT {end} {start} "assistant"',
+            "TEXT: /(?s:.*)/",
+        ]
         if self.calls != "required":
             endings.append("final")
             rules.append(f'final: {c} "final" {m} answer {ret}')

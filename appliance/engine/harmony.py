@@ -53,8 +53,12 @@ def _tool_descriptions(tools: list[dict[str, Any]]) -> list[ToolDescription]:
     return out
 
 
-def render_prompt(encoding: HarmonyEncoding, messages: list[dict[str, Any]], tools: list[dict[str, Any]],
-                  reasoning_effort: str = "medium") -> list[int]:
+def render_prompt(
+    encoding: HarmonyEncoding,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    reasoning_effort: str = "medium",
+) -> list[int]:
     """Token ids of the conversation, ending with `<|start|>assistant` for the model to continue.
 
     OpenAI's system and developer messages become harmony's developer instructions (harmony's own system
@@ -69,8 +73,11 @@ def render_prompt(encoding: HarmonyEncoding, messages: list[dict[str, Any]], too
         developer = developer.with_instructions("\n\n".join(instructions))
     if tools:
         developer = developer.with_function_tools(_tool_descriptions(tools))
-    rendered = [Message.from_role_and_content(Role.SYSTEM,
-                                              SystemContent.new().with_reasoning_effort(_EFFORTS[reasoning_effort]))]
+    rendered = [
+        Message.from_role_and_content(
+            Role.SYSTEM, SystemContent.new().with_reasoning_effort(_EFFORTS[reasoning_effort])
+        )
+    ]
     if instructions or tools:
         rendered.append(Message.from_role_and_content(Role.DEVELOPER, developer))
     call_names: dict[str, str] = {}
@@ -86,9 +93,13 @@ def render_prompt(encoding: HarmonyEncoding, messages: list[dict[str, Any]], too
             name = call_names.get(message.get("tool_call_id", ""), message.get("name"))
             if not name:
                 raise EngineError("a tool message must answer an earlier assistant tool call (tool_call_id)")
-            rendered.append(Message.from_author_and_content(Author.new(Role.TOOL, f"functions.{name}"),
-                                                            content_text(message.get("content")))
-                            .with_recipient("assistant").with_channel("commentary"))
+            rendered.append(
+                Message.from_author_and_content(
+                    Author.new(Role.TOOL, f"functions.{name}"), content_text(message.get("content"))
+                )
+                .with_recipient("assistant")
+                .with_channel("commentary")
+            )
         else:
             raise EngineError(f"unsupported message role {role!r}")
     return encoding.render_conversation_for_completion(Conversation.from_messages(rendered), Role.ASSISTANT)
@@ -123,8 +134,13 @@ def prompt_texts(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) ->
             fn = call.get("function") or {}
             out.append((role, str(fn.get("name", "")), ("messages", i, "tool_calls", j, "function", "name")))
             arguments = fn.get("arguments", "{}")
-            out.append((role, arguments if isinstance(arguments, str) else json.dumps(arguments),
-                        ("messages", i, "tool_calls", j, "function", "arguments")))
+            out.append(
+                (
+                    role,
+                    arguments if isinstance(arguments, str) else json.dumps(arguments),
+                    ("messages", i, "tool_calls", j, "function", "arguments"),
+                )
+            )
         if role == "tool" and isinstance(message.get("name"), str):
             out.append((role, message["name"], ("messages", i, "name")))
     for k, tool in enumerate(tools):
@@ -133,13 +149,15 @@ def prompt_texts(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) ->
             if isinstance(fn.get(key), str):
                 out.append(("tools", fn[key], ("tools", k, "function", key)))
         if fn.get("parameters") is not None:
-            out.append(("tools", json.dumps(fn["parameters"], ensure_ascii=False),
-                        ("tools", k, "function", "parameters")))
+            out.append(
+                ("tools", json.dumps(fn["parameters"], ensure_ascii=False), ("tools", k, "function", "parameters"))
+            )
     return out
 
 
-def with_texts(messages: list[dict[str, Any]], tools: list[dict[str, Any]], pieces: list[tuple[str, str, Place]],
-               texts: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def with_texts(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]], pieces: list[tuple[str, str, Place]], texts: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Copies of `messages` and `tools` with `texts` (rewritten `pieces`, same order) in their places.
 
     Parameters go back as JSON; redaction only replaces text inside strings, so it stays JSON, and a
@@ -178,8 +196,12 @@ def _assistant_messages(message: dict[str, Any], call_names: dict[str, str]) -> 
         call_names[call.get("id", "")] = name
         if not isinstance(arguments, str):
             arguments = json.dumps(arguments)
-        out.append(Message.from_role_and_content(Role.ASSISTANT, arguments).with_channel("commentary")
-                   .with_recipient(f"functions.{name}").with_content_type("<|constrain|>json"))
+        out.append(
+            Message.from_role_and_content(Role.ASSISTANT, arguments)
+            .with_channel("commentary")
+            .with_recipient(f"functions.{name}")
+            .with_content_type("<|constrain|>json")
+        )
     return out
 
 
@@ -192,8 +214,10 @@ class HarmonyStream:
 
     def __init__(self, encoding: HarmonyEncoding, stop: list[str] | None = None) -> None:
         self._enc = encoding
-        self._ids = {name: encoding.encode(name, allowed_special="all")[0] for name in
-                     ("<|start|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>")}
+        self._ids = {
+            name: encoding.encode(name, allowed_special="all")[0]
+            for name in ("<|start|>", "<|message|>", "<|end|>", "<|return|>", "<|call|>")
+        }
         self._stop = [s for s in stop or [] if s]
         self._hold = max((len(s) for s in self._stop), default=1) - 1
         self.stopped = False
@@ -235,7 +259,7 @@ class HarmonyStream:
     def prime(self, prompt: list[int]) -> None:
         """Read the prompt's open assistant turn (after its last `<|start|>`), e.g. a forced channel."""
         start = self._ids["<|start|>"]
-        tail = prompt[len(prompt) - prompt[::-1].index(start):] if start in prompt else []
+        tail = prompt[len(prompt) - prompt[::-1].index(start) :] if start in prompt else []
         for token in tail:
             self.feed(token)
         self._message_tokens = 0
@@ -259,8 +283,9 @@ class HarmonyStream:
             self.reasoning_tokens += self._message_tokens
         if complete and self._recipient and self._recipient.startswith("functions.") and not self.stopped:
             self.tool_calls += 1
-            events.append(ToolCallEvent(f"call_{uuid.uuid4().hex[:24]}", self._recipient[len("functions."):],
-                                        self._body))
+            events.append(
+                ToolCallEvent(f"call_{uuid.uuid4().hex[:24]}", self._recipient[len("functions.") :], self._body)
+            )
         self._in_content, self._message_tokens, self._recipient = False, 0, None
         return events
 
@@ -284,5 +309,5 @@ class HarmonyStream:
             emit, self._final_buffer = buffer, ""
         else:
             keep = min(self._hold, len(buffer))
-            emit, self._final_buffer = buffer[:len(buffer) - keep], buffer[len(buffer) - keep:]
+            emit, self._final_buffer = buffer[: len(buffer) - keep], buffer[len(buffer) - keep :]
         return [TextEvent("final", emit)] if emit else []

@@ -21,8 +21,11 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 _ITEMSIZE: dict[int, int] = {TensorProto.FLOAT: 4, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2}
-_RAW: dict[int, type] = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16,
-                         TensorProto.BFLOAT16: np.uint16}
+_RAW: dict[int, type] = {
+    TensorProto.FLOAT: np.float32,
+    TensorProto.FLOAT16: np.float16,
+    TensorProto.BFLOAT16: np.uint16,
+}
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,12 @@ class KVLayout:
 
 def copy_graph(elem_type: int) -> bytes:
     """A one-node graph that copies `src` into a bound `dst` on the device (slot moves; the GPU bench's bandwidth)."""
-    graph = helper.make_graph([helper.make_node("Identity", ["src"], ["dst"])], "kv_copy",
-                              [helper.make_tensor_value_info("src", elem_type, None)],
-                              [helper.make_tensor_value_info("dst", elem_type, None)])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["src"], ["dst"])],
+        "kv_copy",
+        [helper.make_tensor_value_info("src", elem_type, None)],
+        [helper.make_tensor_value_info("dst", elem_type, None)],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
 
 
@@ -74,11 +80,13 @@ class SlotCache:
             self._arrays = [np.zeros(shape, _RAW[layout.elem_type]) for shape in shapes]
             self._ptrs = [a.ctypes.data for a in self._arrays]
         else:
-            self._values = [ort.OrtValue.ortvalue_from_shape_and_type(shape, layout.elem_type, device)
-                            for shape in shapes]
+            self._values = [
+                ort.OrtValue.ortvalue_from_shape_and_type(shape, layout.elem_type, device) for shape in shapes
+            ]
             self._ptrs = [v.data_ptr() for v in self._values]
-            self._copier = ort.InferenceSession(copy_graph(layout.elem_type),
-                                                providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+            self._copier = ort.InferenceSession(
+                copy_graph(layout.elem_type), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+            )
         self._row_bytes = [depth * layout.bytes_per_position for depth in self.depths]
 
     @property
@@ -92,8 +100,9 @@ class SlotCache:
             shape = [rows, self.layout.kv_heads, depth, self.layout.head_size]
             address = ptr + start * row
             binding.bind_input(name, kind, 0, self.layout.elem_type, shape, address)
-            binding.bind_output(name.replace("past_key_values.", "present."), kind, 0, self.layout.elem_type,
-                                shape, address)
+            binding.bind_output(
+                name.replace("past_key_values.", "present."), kind, 0, self.layout.elem_type, shape, address
+            )
 
     def move(self, src: int, dst: int, used: int) -> None:
         """Copy slot `src` into slot `dst` (`used` positions matter on full layers; windows move whole)."""
@@ -114,12 +123,21 @@ def layout_of(session: ort.InferenceSession, kv_heads: int, head_size: int, wind
     """The KV layout of a builder export: windowed tensors are those whose past axis is `past_sliding_length`
     (a full-KV export, `windowed_kv_cache=false`, has none and every layer keeps the whole context)."""
     inputs = {i.name: i for i in session.get_inputs()}
-    names = sorted((n for n in inputs if n.startswith("past_key_values.")),
-                   key=lambda n: (int(n.split(".")[1]), n.endswith("value")))
+    names = sorted(
+        (n for n in inputs if n.startswith("past_key_values.")),
+        key=lambda n: (int(n.split(".")[1]), n.endswith("value")),
+    )
     windowed = [inputs[n].shape[2] == "past_sliding_length" for n in names]
     if any(windowed) and not window:
         raise ValueError("the export has windowed KV but genai_config.json names no window size")
     per_tensor = tuple(window if w else None for w in windowed)
-    elem = {"tensor(float)": TensorProto.FLOAT, "tensor(float16)": TensorProto.FLOAT16,
-            "tensor(bfloat16)": TensorProto.BFLOAT16}[inputs[names[0]].type] if names else TensorProto.FLOAT
+    elem = (
+        {
+            "tensor(float)": TensorProto.FLOAT,
+            "tensor(float16)": TensorProto.FLOAT16,
+            "tensor(bfloat16)": TensorProto.BFLOAT16,
+        }[inputs[names[0]].type]
+        if names
+        else TensorProto.FLOAT
+    )
     return KVLayout(tuple(names), per_tensor, kv_heads, head_size, elem)

@@ -28,8 +28,12 @@ def free_memory(device: str) -> int:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return 0
-    proc = subprocess.run([smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", "0"],
-                          capture_output=True, text=True, timeout=20)
+    proc = subprocess.run(
+        [smi, "--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", "0"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     try:
         return int(proc.stdout.split()[0]) * 2**20
     except (IndexError, ValueError):

@@ -17,8 +17,16 @@ _CANDIDATES = 4096  # nucleus search looks at the top candidates first; full sor
 
 
 class Sampler:
-    def __init__(self, temperature: float, top_p: float, seed: int | None, *, presence_penalty: float = 0.0,
-                 frequency_penalty: float = 0.0, logit_bias: dict[int, float] | None = None) -> None:
+    def __init__(
+        self,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        *,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logit_bias: dict[int, float] | None = None,
+    ) -> None:
         self.temperature = temperature
         self.top_p = top_p
         self.rng = np.random.default_rng(seed)
@@ -30,8 +38,14 @@ class Sampler:
 
     @classmethod
     def of(cls, request: GenerationRequest) -> Sampler:
-        return cls(request.temperature, request.top_p, request.seed, presence_penalty=request.presence_penalty,
-                   frequency_penalty=request.frequency_penalty, logit_bias=request.logit_bias)
+        return cls(
+            request.temperature,
+            request.top_p,
+            request.seed,
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
+            logit_bias=request.logit_bias,
+        )
 
     def __call__(self, logits: np.ndarray, mask: TokenMask | None = None) -> int:
         shifted = self._shifted(logits)

@@ -56,8 +56,9 @@ class Sequence:
 
 
 class Scheduler:
-    def __init__(self, runner: ModelRunner, max_batch_size: int, capacity: int, kv_budget_bytes: int,
-                 prefill_chunk: int) -> None:
+    def __init__(
+        self, runner: ModelRunner, max_batch_size: int, capacity: int, kv_budget_bytes: int, prefill_chunk: int
+    ) -> None:
         self.runner = runner
         self.layout = runner.layout
         self.cache = runner.allocate(max_batch_size, capacity)
@@ -71,8 +72,9 @@ class Scheduler:
         self.failing = False  # the last step raised; cleared by the next one that succeeds
         self.steps = 0
         self.generated_tokens = 0
-        self._masks = ThreadPoolExecutor(max_workers=min(max_batch_size, os.cpu_count() or 1),
-                                         thread_name_prefix="engine-mask")
+        self._masks = ThreadPoolExecutor(
+            max_workers=min(max_batch_size, os.cpu_count() or 1), thread_name_prefix="engine-mask"
+        )
         self._thread = threading.Thread(target=self._loop, name="engine-scheduler", daemon=True)
         self._thread.start()
 
@@ -96,16 +98,20 @@ class Scheduler:
     def stats(self) -> dict[str, int]:
         with self._wake:
             holding = self._holding()
-            return {"running": sum(not s.gone for s in self._running),
-                    "prefilling": int(self._prefilling is not None and not self._prefilling.gone),
-                    "waiting": sum(not s.cancelled for s in self._waiting),
-                    "max_batch_size": self.max_batch_size,
-                    "tokens_in_flight": sum(s.reserved for s in holding),
-                    "kv_bytes_in_use": sum(self.layout.bytes_for(s.cached) for s in holding),
-                    "kv_bytes_reserved": sum(self.reserved_bytes(s) for s in holding),
-                    "kv_budget_bytes": self.kv_budget_bytes,
-                    "kv_bytes_allocated": self.cache.bytes_allocated, "prefill_chunk": self.prefill_chunk,
-                    "steps": self.steps, "generated_tokens": self.generated_tokens}
+            return {
+                "running": sum(not s.gone for s in self._running),
+                "prefilling": int(self._prefilling is not None and not self._prefilling.gone),
+                "waiting": sum(not s.cancelled for s in self._waiting),
+                "max_batch_size": self.max_batch_size,
+                "tokens_in_flight": sum(s.reserved for s in holding),
+                "kv_bytes_in_use": sum(self.layout.bytes_for(s.cached) for s in holding),
+                "kv_bytes_reserved": sum(self.reserved_bytes(s) for s in holding),
+                "kv_budget_bytes": self.kv_budget_bytes,
+                "kv_bytes_allocated": self.cache.bytes_allocated,
+                "prefill_chunk": self.prefill_chunk,
+                "steps": self.steps,
+                "generated_tokens": self.generated_tokens,
+            }
 
     @property
     def alive(self) -> bool:
@@ -185,7 +191,7 @@ class Scheduler:
 
     def _prefill_chunk(self, seq: Sequence) -> None:
         end = min(seq.cached + self.prefill_chunk, len(seq.prompt) - 1)
-        self.runner.prefill(self.cache, self._prefill_slot, seq.prompt[seq.cached:end], seq.cached)
+        self.runner.prefill(self.cache, self._prefill_slot, seq.prompt[seq.cached : end], seq.cached)
         seq.cached = end
         if end == len(seq.prompt) - 1:
             self._promote(seq)
@@ -193,7 +199,8 @@ class Scheduler:
     def _step(self) -> None:
         running = list(self._running)
         masks: dict[Sequence, Future[TokenMask]] = {
-            s: self._masks.submit(s.guide.mask) for s in running if s.guide is not None and not s.cancelled}
+            s: self._masks.submit(s.guide.mask) for s in running if s.guide is not None and not s.cancelled
+        }
         logits = self.runner.step(self.cache, [s.next_token for s in running], [s.cached for s in running])
         self.steps += 1
         for row, seq in enumerate(running):

@@ -26,8 +26,16 @@ class ModelLoadError(ApplianceError):
 class ModelRunner:
     """Prefill and decode over a `SlotCache`; not thread-safe (one scheduler owns it)."""
 
-    def __init__(self, model_path: Path, kv_heads: int, head_size: int, providers: Sequence[str] | None = None,
-                 threads: int = 0, window: int | None = None, options: ort.SessionOptions | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        kv_heads: int,
+        head_size: int,
+        providers: Sequence[str] | None = None,
+        threads: int = 0,
+        window: int | None = None,
+        options: ort.SessionOptions | None = None,
+    ) -> None:
         # `options` lets a bench profile the very session the engine would run (enable_profiling).
         options = options or ort.SessionOptions()
         options.log_severity_level = 3

@@ -34,8 +34,9 @@ def content_text(content: Any, param: str = "content") -> str:
         return ""
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type", "text") in TEXT_PARTS
-                                         and isinstance(p.get("text"), str) for p in content):
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type", "text") in TEXT_PARTS and isinstance(p.get("text"), str) for p in content
+    ):
         return "".join(p["text"] for p in content)
     raise InvalidRequest(f"{param} must be text or a list of text parts (only text is supported)", param)
 

@@ -14,15 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.media import wheelhouse
-from appliance.media.manifest import (
-    MANIFEST,
-    RELEASE_KEY,
-    Manifest,
-    MediaError,
-    MediaFile,
-    Part,
-    write_signature,
-)
+from appliance.media.manifest import MANIFEST, RELEASE_KEY, Manifest, MediaError, MediaFile, Part, write_signature
 from appliance.media.sbom import write_sbom
 from appliance.signing import keys
 from appliance.signing.hashing import Piece, Progress, hash_pieces
@@ -61,9 +53,7 @@ def build_media(out: Path, inp: BuildInputs, *, workers: int, progress: Progress
         keys.write_public_key(inp.release_key.public_key(), stage / RELEASE_KEY)
         listing = _listing(stage)
         digests = _hash(stage, {p: (0, s) for p, s in listing.items()}, workers, progress)
-        write_sbom(
-            stage, digests, version=version, bundles=bundle_ids, source_date_epoch=inp.source_date_epoch
-        )
+        write_sbom(stage, digests, version=version, bundles=bundle_ids, source_date_epoch=inp.source_date_epoch)
         listing = _listing(stage)
         files = _split(stage, listing, inp.split_size, workers, progress)
         manifest = Manifest(
@@ -140,12 +130,8 @@ def _listing(root: Path) -> dict[str, int]:
     return {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _hash(
-    root: Path, ranges: dict[str, tuple[int, int]], workers: int, progress: Progress | None
-) -> dict[str, str]:
-    digests = hash_pieces(
-        root, [Piece(p, 0, s) for p, (_, s) in ranges.items()], workers=workers, progress=progress
-    )
+def _hash(root: Path, ranges: dict[str, tuple[int, int]], workers: int, progress: Progress | None) -> dict[str, str]:
+    digests = hash_pieces(root, [Piece(p, 0, s) for p, (_, s) in ranges.items()], workers=workers, progress=progress)
     return {piece.path: d for piece, d in digests.items()}
 
 

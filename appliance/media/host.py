@@ -22,8 +22,9 @@ from appliance.media.manifest import MediaError
 READY_SECONDS = 300
 
 
-def start_detached(appliance: Path, env: dict[str, str], pid_file: Path, log: Path,
-                   account: Account | None = None) -> int:
+def start_detached(
+    appliance: Path, env: dict[str, str], pid_file: Path, log: Path, account: Account | None = None
+) -> int:
     """`appliance serve` in a session of its own, as `account` when given (the root installer never runs
     Ray and the server as root); its pid and start time go to `pid_file`, for `stop_detached` to check."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -89,8 +90,13 @@ def is_ours(pid: int, started: int | None, uid: int) -> bool:
         argv = (proc / "cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError, IndexError):
         return False
-    return (int(stat[2]) == pid and (started is None or int(stat[19]) == started) and owner == uid
-            and b"serve" in argv and any(Path(a.decode(errors="replace")).name == "appliance" for a in argv))
+    return (
+        int(stat[2]) == pid
+        and (started is None or int(stat[19]) == started)
+        and owner == uid
+        and b"serve" in argv
+        and any(Path(a.decode(errors="replace")).name == "appliance" for a in argv)
+    )
 
 
 def _started(pid: int) -> int:
@@ -100,7 +106,7 @@ def _started(pid: int) -> int:
 def _stat_fields(pid: int) -> list[str]:
     """/proc/PID/stat after the command name (which may hold spaces): state is [0], pgrp [2], start [19]."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2:].split()
+    return text[text.rindex(")") + 2 :].split()
 
 
 def wait_ready(base: str, log: Path | None = None, context: ssl.SSLContext | None = None) -> None:
@@ -114,8 +120,7 @@ def wait_ready(base: str, log: Path | None = None, context: ssl.SSLContext | Non
             pass
         time.sleep(0.5)
     raise MediaError(
-        f"the appliance did not become ready at {base} within {READY_SECONDS} s"
-        + (f" (see {log})" if log else "")
+        f"the appliance did not become ready at {base} within {READY_SECONDS} s" + (f" (see {log})" if log else "")
     )
 
 
@@ -130,16 +135,15 @@ def first_answer(base: str, token: str, model: str, context: ssl.SSLContext | No
     reply, headers = _call(base, "/v1/chat/completions", token, body, context)
     request_id = headers.get("x-request-id")
     records, _ = _call(base, "/admin/audit?limit=50", token, context=context)
-    seqs = [
-        r["seq"] for r in records["data"] if r.get("request_id") == request_id and r["event"] == "completion"
-    ]
+    seqs = [r["seq"] for r in records["data"] if r.get("request_id") == request_id and r["event"] == "completion"]
     if not seqs:
         raise MediaError(f"the answer to request {request_id} has no audit record")
     return reply["choices"][0]["message"]["content"], seqs[0]
 
 
-def _call(base: str, route: str, token: str, body: dict | None = None,
-          context: ssl.SSLContext | None = None) -> tuple[dict, dict]:
+def _call(
+    base: str, route: str, token: str, body: dict | None = None, context: ssl.SSLContext | None = None
+) -> tuple[dict, dict]:
     req = urllib.request.Request(
         base + route,
         data=json.dumps(body).encode() if body is not None else None,

@@ -12,9 +12,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="install.sh", description="Install the appliance from this media.")
     p.add_argument("--prefix", type=Path, default=Path("/opt/appliance"))
     p.add_argument("--data-dir", type=Path, help="default: PREFIX/data")
-    p.add_argument(
-        "--no-systemd", action="store_true", help="run `appliance serve` detached instead of units"
-    )
+    p.add_argument("--no-systemd", action="store_true", help="run `appliance serve` detached instead of units")
     p.add_argument("--trust-release-key", type=Path, help="release public key to trust (fingerprint shown)")
     p.add_argument("--yes", action="store_true", help="do not ask before changing anything")
     p.add_argument("--verify-only", action="store_true", help="check the media and stop; writes nothing")
@@ -22,14 +20,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--allow-downgrade", action="store_true")
     p.add_argument("--no-start", action="store_true", help="install but do not start or call the appliance")
     p.add_argument("--stop", action="store_true", help="stop an appliance started with --no-systemd")
-    p.add_argument("--user", help="with --no-systemd, run the appliance as this account (made when missing; "
-                   "default appliance; root only on purpose). Ignored without root: it runs as you")
+    p.add_argument(
+        "--user",
+        help="with --no-systemd, run the appliance as this account (made when missing; "
+        "default appliance; root only on purpose). Ignored without root: it runs as you",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     tls = p.add_mutually_exclusive_group()
     tls.add_argument("--tls-cert", type=Path, help="the site CA's server certificate (PEM; with --tls-key)")
-    tls.add_argument("--tls-self-signed", action="store_true",
-                     help="make a self-signed certificate for this host (its fingerprint is printed, to pin)")
+    tls.add_argument(
+        "--tls-self-signed",
+        action="store_true",
+        help="make a self-signed certificate for this host (its fingerprint is printed, to pin)",
+    )
     p.add_argument("--tls-key", type=Path, help="the key of --tls-cert (PEM, mode 0600)")
     p.add_argument("--tls-ca", type=Path, help="CA bundle for client certificates (mTLS)")
     args = p.parse_args(argv)

@@ -188,9 +188,7 @@ class Installer:
         except FileNotFoundError:
             return {}
         except ValueError:
-            raise MediaError(
-                f"{self.state_file} is corrupt; move it away to start the install afresh"
-            ) from None
+            raise MediaError(f"{self.state_file} is corrupt; move it away to start the install afresh") from None
 
     def save_state(self, state: dict) -> None:
         with atomic_write(self.state_file, mode=0o644) as f:

@@ -19,9 +19,7 @@ from appliance.signing import keys
 
 MANIFEST = "MANIFEST.json"
 SIGNATURE = "MANIFEST.sig"
-RELEASE_KEY = (
-    "release.pub"  # the signer's public key, for showing its fingerprint; trust comes from elsewhere
-)
+RELEASE_KEY = "release.pub"  # the signer's public key, for showing its fingerprint; trust comes from elsewhere
 FORMAT = "appliance-media/1"
 MAX_MANIFEST_BYTES = 64 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -105,10 +103,7 @@ class Manifest:
     def _check(self) -> None:
         seen: set[str] = set()
         for f in self.files:
-            for path, size, digest in [
-                (f.path, f.size, f.sha256),
-                *[(p.path, p.size, p.sha256) for p in f.parts],
-            ]:
+            for path, size, digest in [(f.path, f.size, f.sha256), *[(p.path, p.size, p.sha256) for p in f.parts]]:
                 check_relative(path)
                 if size < 0 or not _HEX64.match(digest):
                     raise MediaError(f"{MANIFEST} lists {path} with a bad size or digest")
@@ -125,12 +120,7 @@ class Manifest:
 def check_relative(path: str) -> None:
     """A manifest path must stay inside the media folder: relative, no `..`, no empty parts."""
     p = PurePosixPath(path)
-    if (
-        not path
-        or p.is_absolute()
-        or any(part in ("", ".", "..") for part in path.split("/"))
-        or "\\" in path
-    ):
+    if not path or p.is_absolute() or any(part in ("", ".", "..") for part in path.split("/")) or "\\" in path:
         raise MediaError(f"{MANIFEST} names an unsafe path {path!r}")
 
 
@@ -144,10 +134,7 @@ def version_key(version: str) -> tuple:
 
 def write_signature(root: Path, raw: bytes, key: keys.PrivateKey) -> None:
     """MANIFEST.sig: the signer's key fingerprint and its signature over MANIFEST.json's bytes."""
-    sig = {
-        "key": keys.key_hint(key.public_key()),
-        "signature": base64.b64encode(keys.sign(key, raw)).decode(),
-    }
+    sig = {"key": keys.key_hint(key.public_key()), "signature": base64.b64encode(keys.sign(key, raw)).decode()}
     (root / SIGNATURE).write_text(json.dumps(sig, sort_keys=True) + "\n")
     keys.write_public_key(key.public_key(), root / RELEASE_KEY)
 

@@ -37,9 +37,7 @@ def check_gpu(manifest: Manifest) -> str | None:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         raise MediaError("this is GPU media but the NVIDIA driver is not installed (nvidia-smi not found)")
-    proc = subprocess.run(
-        [smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
-    )
+    proc = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise MediaError(f"nvidia-smi found no working GPU: {(proc.stderr or proc.stdout).strip()[:200]}")
     return proc.stdout.split()[0]

@@ -34,9 +34,7 @@ def write_sbom(
     SBOM describes (the media, or the OCI image built from the same wheels)."""
     bom = Bom()
     bom.metadata.timestamp = datetime.fromtimestamp(source_date_epoch, tz=UTC)
-    bom.metadata.component = Component(
-        name=name, version=version, type=ComponentType.APPLICATION, bom_ref=name
-    )
+    bom.metadata.component = Component(name=name, version=version, type=ComponentType.APPLICATION, bom_ref=name)
     models = {
         folder: Component(
             name=name, version=ver, type=ComponentType.MACHINE_LEARNING_MODEL, bom_ref=f"bundle:{name}@{ver}"
@@ -68,9 +66,7 @@ def write_sbom(
                 Component(name=path, type=ComponentType.FILE, hashes=sha, bom_ref=f"file:{path}")
             )
         else:
-            bom.components.add(
-                Component(name=path, type=ComponentType.FILE, hashes=sha, bom_ref=f"file:{path}")
-            )
+            bom.components.add(Component(name=path, type=ComponentType.FILE, hashes=sha, bom_ref=f"file:{path}"))
     for model in models.values():
         bom.components.add(model)
     bom.register_dependency(bom.metadata.component, list(bom.components))

@@ -32,12 +32,7 @@ def trust_release_key(t: Target, verified: VerifiedMedia) -> None:
 
 
 def write_config(t: Target) -> None:
-    config = {
-        "data_dir": str(t.data),
-        "policy_dir": str(t.data / "policies"),
-        "host": t.args.host,
-        "port": t.args.port,
-    }
+    config = {"data_dir": str(t.data), "policy_dir": str(t.data / "policies"), "host": t.args.host, "port": t.args.port}
     with atomic_write(t.prefix / "etc" / "appliance.yaml", mode=0o644) as f:
         f.write("".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items()))
 
@@ -164,7 +159,5 @@ def _tree_digest(root: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
         if p.is_file():
-            h.update(
-                p.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest()
-            )
+            h.update(p.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()

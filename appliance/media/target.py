@@ -109,8 +109,13 @@ class Target:
         base = f"{'https' if context else 'http'}://{self.args.host}:{self.args.port}"
         log = self.prefix / "logs" / "serve.log"
         if self.args.no_systemd:
-            host.start_detached(release / "venv" / "bin" / "appliance", self.env(), self.prefix / "run" / "serve.pid",
-                                log, self.service())
+            host.start_detached(
+                release / "venv" / "bin" / "appliance",
+                self.env(),
+                self.prefix / "run" / "serve.pid",
+                log,
+                self.service(),
+            )
         else:
             from appliance.media.units import start_units
 
@@ -120,9 +125,7 @@ class Target:
             return
         token, temporary = self.token, self.token is None
         if temporary:  # an upgrade or a resumed install: the first admin key was printed earlier
-            token = self.appliance(
-                release, "keys", "create", "--name", "installer-check", "--role", "admin"
-            ).strip()
+            token = self.appliance(release, "keys", "create", "--name", "installer-check", "--role", "admin").strip()
         assert token is not None  # printed by this install, or the temporary one just made
         try:
             model = self.first_model(base, token, context)

@@ -62,14 +62,10 @@ def verify_media(
         if present[path] != size:
             how = "truncated" if present[path] < size else "longer than listed"
             raise MediaError(f"{_what(path)} {path} is {how} ({present[path]} bytes, expected {size})")
-    digests = hash_pieces(
-        root, [Piece(p, 0, s) for p, (s, _) in expected.items()], workers=workers, progress=progress
-    )
+    digests = hash_pieces(root, [Piece(p, 0, s) for p, (s, _) in expected.items()], workers=workers, progress=progress)
     for piece, digest in sorted(digests.items()):
         if digest != expected[piece.path][1]:
-            raise MediaError(
-                f"{_what(piece.path)} {piece.path} does not match its SHA-256 (changed or corrupt)"
-            )
+            raise MediaError(f"{_what(piece.path)} {piece.path} does not match its SHA-256 (changed or corrupt)")
     return media
 
 

@@ -24,13 +24,7 @@ PLATFORMS = (  # NVIDIA tags its cuDNN wheels manylinux_2_27; llguidance (struct
     "manylinux_2_17_x86_64",
     "manylinux2014_x86_64",
 )
-TOOLS = (
-    "pip",
-    "setuptools",
-    "wheel",
-    "uv",
-    "virtualenv",
-)  # uv: the installer's venv builder; virtualenv: its fallback
+TOOLS = ("pip", "setuptools", "wheel", "uv", "virtualenv")  # uv: the installer's venv builder; virtualenv: its fallback
 GPU_EXTRA = "gpu"
 CPU_EXTRA = "cpu"
 SOURCE_FILES = ("pyproject.toml", "README.md")  # what pyproject.toml reads besides the package
@@ -91,9 +85,7 @@ def download(dest: Path, requirements: list[str], pythons: list[str]) -> None:
         _pip(args + requirements + list(TOOLS), {}, f"downloading wheels for Python {py}")
     bad = sorted(p.name for p in dest.glob("*.whl") if p.name.split("-")[0].lower() in NEVER)
     if bad:
-        raise MediaError(
-            f"the serving install pulled in {bad[0]}: torch and transformers never go on the media"
-        )
+        raise MediaError(f"the serving install pulled in {bad[0]}: torch and transformers never go on the media")
 
 
 def _pip(args: list[str], extra_env: dict[str, str], what: str) -> None:

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from functools import cache
 
 # Look-alikes NFKC leaves alone: dashes, dots and slashes used as separators inside numbers.
-_SEPARATORS = {**dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\u2796\ufe58\u02d7", "-"),
-               **dict.fromkeys("\u00b7\u2022\u2027\u2219\u22c5\u30fb\u3002\u0387\u2e31", "."),
-               **dict.fromkeys("\u2044\u2215\u29f8", "/")}
+_SEPARATORS = {
+    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\u2796\ufe58\u02d7", "-"),
+    **dict.fromkeys("\u00b7\u2022\u2027\u2219\u22c5\u30fb\u3002\u0387\u2e31", "."),
+    **dict.fromkeys("\u2044\u2215\u29f8", "/"),
+}
 
 # Removed characters that hide text whatever their count (see `_hidden_runs` for the others).
 _ALWAYS_HIDDEN = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -37,11 +39,19 @@ _FLAG_TAGS = re.compile("\U0001f3f4[\U000e0061-\U000e007a]{2,6}\U000e007f")  # s
 def _ignorable(ch: str) -> bool:
     """Unicode Default_Ignorable_Code_Point, plus every other format (Cf) character."""
     code = ord(ch)
-    return (unicodedata.category(ch) == "Cf" or code in (0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5,
-                                                          0x3164, 0xFFA0)
-            or 0x180B <= code <= 0x180F or 0x200B <= code <= 0x200F or 0x202A <= code <= 0x202E
-            or 0x2060 <= code <= 0x206F or 0xFE00 <= code <= 0xFE0F or 0xFFF0 <= code <= 0xFFF8
-            or 0x1BCA0 <= code <= 0x1BCA3 or 0x1D173 <= code <= 0x1D17A or 0xE0000 <= code <= 0xE0FFF)
+    return (
+        unicodedata.category(ch) == "Cf"
+        or code in (0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFFA0)
+        or 0x180B <= code <= 0x180F
+        or 0x200B <= code <= 0x200F
+        or 0x202A <= code <= 0x202E
+        or 0x2060 <= code <= 0x206F
+        or 0xFE00 <= code <= 0xFE0F
+        or 0xFFF0 <= code <= 0xFFF8
+        or 0x1BCA0 <= code <= 0x1BCA3
+        or 0x1D173 <= code <= 0x1D17A
+        or 0xE0000 <= code <= 0xE0FFF
+    )
 
 
 @cache
@@ -66,8 +76,10 @@ def _tables() -> tuple[re.Pattern[str], dict[str, str]]:
         else:
             nfkc = unicodedata.normalize("NFKC", ch)
             if nfkc != ch:
-                change[ch] = "".join(_SEPARATORS.get(c, str(unicodedata.decimal(c)) if c.isdecimal() and
-                                                     not c.isascii() else c) for c in nfkc)
+                change[ch] = "".join(
+                    _SEPARATORS.get(c, str(unicodedata.decimal(c)) if c.isdecimal() and not c.isascii() else c)
+                    for c in nfkc
+                )
     ranges: list[list[int]] = []
     for code in sorted(ord(c) for c in change):
         if ranges and ranges[-1][1] == code - 1:
@@ -171,8 +183,14 @@ def canonical(text: str) -> View:
         pos = end
         m = pattern.search(text, pos)
     segment(pos, len(text), text[pos:], True)
-    return View("".join(out), tuple(canon), tuple(orig), tuple(orig_end), tuple(s for s, _ in hidden),
-                tuple(_hidden_runs(text, hidden)))
+    return View(
+        "".join(out),
+        tuple(canon),
+        tuple(orig),
+        tuple(orig_end),
+        tuple(s for s, _ in hidden),
+        tuple(_hidden_runs(text, hidden)),
+    )
 
 
 _LOW_SURROGATE = re.compile(r"\\u[dD][c-fC-F][0-9A-Fa-f]{2}")
@@ -181,9 +199,9 @@ _LOW_SURROGATE = re.compile(r"\\u[dD][c-fC-F][0-9A-Fa-f]{2}")
 def _escape(text: str, start: int) -> tuple[str, int]:
     """The character of the JSON `\\uXXXX` escape at `start` and where the escape ends (a surrogate pair
     takes two escapes; a lone surrogate reads as U+FFFD, as a lenient JSON decoder would)."""
-    code = int(text[start + 2:start + 6], 16)
+    code = int(text[start + 2 : start + 6], 16)
     if 0xD800 <= code <= 0xDBFF and _LOW_SURROGATE.match(text, start + 6):
-        low = int(text[start + 8:start + 12], 16)
+        low = int(text[start + 8 : start + 12], 16)
         return chr(0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)), start + 12
     if 0xD800 <= code <= 0xDFFF:
         return "\ufffd", start + 6
@@ -206,13 +224,17 @@ def _hidden_runs(text: str, hidden: list[tuple[int, int]]) -> list[tuple[int, in
         while j + 1 < len(hidden) and hidden[j + 1][0] == hidden[j][1]:
             j += 1
         start, end = hidden[i][0], hidden[j][1]
-        chars = "".join(_dropped(text, s, e) for s, e in hidden[i:j + 1])
+        chars = "".join(_dropped(text, s, e) for s, e in hidden[i : j + 1])
         count = j - i + 1
         flag = _TAG.match(chars) is not None and _FLAG_TAGS.fullmatch(text, max(0, start - 1), end) is not None
-        if not flag and (any(ch in _ALWAYS_HIDDEN for ch in chars) or _TAG.search(chars)
-                         or len(_VARIATION.findall(chars)) >= 2 or ("\ufeff" in chars and start > 0)
-                         or (count >= 2 and all(ch in _ZERO_WIDTH or ch == "\u00ad" for ch in chars))
-                         or count >= 3):
+        if not flag and (
+            any(ch in _ALWAYS_HIDDEN for ch in chars)
+            or _TAG.search(chars)
+            or len(_VARIATION.findall(chars)) >= 2
+            or ("\ufeff" in chars and start > 0)
+            or (count >= 2 and all(ch in _ZERO_WIDTH or ch == "\u00ad" for ch in chars))
+            or count >= 3
+        ):
             runs.append((start, end))
         i = j + 1
     return runs

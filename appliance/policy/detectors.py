@@ -22,11 +22,30 @@ from appliance.policy.phrases import INJECTION_PATTERNS, INJECTION_PHRASES, ROLE
 from appliance.policy.phraseset import PhraseSet
 from appliance.policy.triggers import CASELESS, SOM, UTF8, Triggers, decimal_class
 
-PII = ("pii.email", "pii.phone", "pii.payment_card", "pii.iban", "pii.us_ssn", "pii.ip_address", "pii.uk_nino",
-       "pii.de_tax_id", "pii.fr_nir", "pii.it_fiscal_code", "pii.es_dni")
-SECRETS = ("secret.private_key", "secret.aws_access_key", "secret.google_api_key", "secret.github_token",
-           "secret.slack_token", "secret.stripe_key", "secret.jwt", "secret.url_password",
-           "secret.password_assignment")
+PII = (
+    "pii.email",
+    "pii.phone",
+    "pii.payment_card",
+    "pii.iban",
+    "pii.us_ssn",
+    "pii.ip_address",
+    "pii.uk_nino",
+    "pii.de_tax_id",
+    "pii.fr_nir",
+    "pii.it_fiscal_code",
+    "pii.es_dni",
+)
+SECRETS = (
+    "secret.private_key",
+    "secret.aws_access_key",
+    "secret.google_api_key",
+    "secret.github_token",
+    "secret.slack_token",
+    "secret.stripe_key",
+    "secret.jwt",
+    "secret.url_password",
+    "secret.password_assignment",
+)
 HIDDEN = "injection.hidden_text"
 INJECTION = ("injection.control_token", "injection.override", "injection.roleplay", HIDDEN)
 CATEGORIES = PII + SECRETS + INJECTION
@@ -47,8 +66,13 @@ class Finding:
 
     def as_dict(self) -> dict[str, object]:
         """The audit/API form: detector, category, span and message index."""
-        return {"detector": self.detector, "category": self.category, "start": self.start, "end": self.end,
-                "message": self.message}
+        return {
+            "detector": self.detector,
+            "category": self.category,
+            "start": self.start,
+            "end": self.end,
+            "message": self.message,
+        }
 
 
 Emit = Callable[[str, int, int], None]
@@ -56,16 +80,22 @@ Emit = Callable[[str, int, int], None]
 # --- numbers: one trigger pass over digit runs, then exact shapes on the few runs found -------------
 _DIGIT_TRIGGER = re.compile(r"\d[\d .\-/()]{5,}\d|\d\d ?[A-Z]")
 _SSN = re.compile(r"(?<![\w\-.])(\d{3})([-. ])(\d{2})\2(\d{4})(?![\w\-]|\.\d)")
-_CARD = re.compile(r"(?<![\w+\-.])(?:\d{4}([ .-])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ .-])\d{6}\2\d{4,5}"
-                   r"|\d{12,19})(?![\w\-]|[.,]\d)")
-_IPV4 = re.compile(r"(?<![\w.\-])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
-                   r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w\-]|\.\d)")
+_CARD = re.compile(
+    r"(?<![\w+\-.])(?:\d{4}([ .-])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ .-])\d{6}\2\d{4,5}"
+    r"|\d{12,19})(?![\w\-]|[.,]\d)"
+)
+_IPV4 = re.compile(
+    r"(?<![\w.\-])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+    r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w\-]|\.\d)"
+)
 _EXTENSION = re.compile(r"[ \t]*(?:ext\.?|extension|x|#)[ \t]*\d{1,6}(?![\w\-])", re.IGNORECASE)
 # shapes that are never phone numbers even when their own check fails: SSN and card look-alikes, dates
-_NOT_PHONE = re.compile(r"\d{3}([-. ])\d{2}\1\d{4}|\d{4}([ .-])\d{4}\2\d{4}\2\d{4}|\d{4}[./-]\d{1,2}[./-]\d{1,2}"
-                        r"|\d{1,2}([./-])\d{1,2}\3(?:\d{2}|\d{4})|(?:\d{1,3}\.){3}\d{1,3}"
-                        r"|(?:97[89]-)?\d{1,5}-\d{1,7}-\d{1,7}-\d"  # hyphenated ISBN
-                        r"|.*[-./]{2}.*")
+_NOT_PHONE = re.compile(
+    r"\d{3}([-. ])\d{2}\1\d{4}|\d{4}([ .-])\d{4}\2\d{4}\2\d{4}|\d{4}[./-]\d{1,2}[./-]\d{1,2}"
+    r"|\d{1,2}([./-])\d{1,2}\3(?:\d{2}|\d{4})|(?:\d{1,3}\.){3}\d{1,3}"
+    r"|(?:97[89]-)?\d{1,5}-\d{1,7}-\d{1,7}-\d"  # hyphenated ISBN
+    r"|.*[-./]{2}.*"
+)
 _PHONE_AFTER = frozenset("-._/:")  # a run glued to a word by one of these is a code, not a number
 _IBAN = re.compile(r"[A-Z]{2}\d\d(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
 _IBAN_SPACED = re.compile(r"[A-Z]{2}\d\d(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?(?![A-Za-z0-9])")
@@ -76,20 +106,32 @@ def _digit_triggers() -> list[tuple[str, int]]:
     separators (one hit per run: the run must end), and each "12A"/"12 A" of its second branch;
     then one trigger per `_SHAPE_TRIGGERS` entry."""
     d = f"[{decimal_class()}]"
-    return [(rf"{d}[{d[1:-1]} .\-/()]{{5,}}{d}[ .\-/()]*(?:[^{d[1:-1]} .\-/()]|\z)", UTF8 | SOM),
-            (rf"{d}{d} ?[A-Z]", UTF8 | SOM | CASELESS),
-            *((shape.replace("D", d), UTF8) for _, shape in _SHAPE_TRIGGERS)]
+    return [
+        (rf"{d}[{d[1:-1]} .\-/()]{{5,}}{d}[ .\-/()]*(?:[^{d[1:-1]} .\-/()]|\z)", UTF8 | SOM),
+        (rf"{d}{d} ?[A-Z]", UTF8 | SOM | CASELESS),
+        *((shape.replace("D", d), UTF8) for _, shape in _SHAPE_TRIGGERS),
+    ]
 
 
 # (index in `_NUMBER_SHAPES`, a part of that shape without lookarounds, D a digit): every match of the
 # shape holds a match of the part, so a run where no part ends is not searched for the shape
-_SHAPE_TRIGGERS = ((0, r"D{3}[-. ]D{2}[-. ]D{4}"), (1, r"D{12}"), (1, r"D{4}[ .-]D{4}[ .-]D{4}[ .-]D{4}"),
-                   (1, r"D{4}[ .-]D{6}[ .-]D{4}"), (2, r"D{1,3}\.D{1,3}\.D{1,3}\.D"))
+_SHAPE_TRIGGERS = (
+    (0, r"D{3}[-. ]D{2}[-. ]D{4}"),
+    (1, r"D{12}"),
+    (1, r"D{4}[ .-]D{4}[ .-]D{4}[ .-]D{4}"),
+    (1, r"D{4}[ .-]D{6}[ .-]D{4}"),
+    (2, r"D{1,3}\.D{1,3}\.D{1,3}\.D"),
+)
 _SHAPES_END = 2 + len(_SHAPE_TRIGGERS)  # trigger index after the digit triggers
 
 
-def _numbers(text: str, hits: list[tuple[int, int]], shape_hits: list[list[tuple[int, int]]], emit: Emit,
-             taken: list[tuple[int, int]]) -> None:
+def _numbers(
+    text: str,
+    hits: list[tuple[int, int]],
+    shape_hits: list[list[tuple[int, int]]],
+    emit: Emit,
+    taken: list[tuple[int, int]],
+) -> None:
     """`shape_hits`: the shape triggers' hits; a run is only searched for the shapes that end in it.
     A run that is no SSN, card or address is a phone candidate; runs inside `taken` (national IDs) are skipped."""
     by_end = sorted((end, _SHAPE_TRIGGERS[i][0]) for i, spans in enumerate(shape_hits) for _, end in spans)
@@ -99,7 +141,7 @@ def _numbers(text: str, hits: list[tuple[int, int]], shape_hits: list[list[tuple
         start, end = m.span()
         if start < covered or any(s < end and start < e for s, e in taken):
             continue
-        if start >= 2 and text[start - 2:start].isupper() and text[start - 2:start].isalpha():
+        if start >= 2 and text[start - 2 : start].isupper() and text[start - 2 : start].isalpha():
             covered = _iban(text, start - 2, emit)
             if covered:
                 continue
@@ -192,8 +234,9 @@ _NATIONAL = (
     ("pii.it_fiscal_code", r"[A-Z]{6}[0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]"),
     ("pii.es_dni", r"(?:\d{8}|[XYZ] ?-?\d{7}) ?-?[A-Z]"),
 )
-_NATIONAL_RE = tuple((category, re.compile(rf"(?<![\w+\-.]){shape}(?![\w\-]|[.,]\d)", re.IGNORECASE))
-                     for category, shape in _NATIONAL)
+_NATIONAL_RE = tuple(
+    (category, re.compile(rf"(?<![\w+\-.]){shape}(?![\w\-]|[.,]\d)", re.IGNORECASE)) for category, shape in _NATIONAL
+)
 _NATIONAL_REACH = 24  # characters an identifier extends before or after a digit trigger's hit
 
 
@@ -208,8 +251,11 @@ def _national_ids(text: str, hits: list[tuple[int, int]], emit: Emit) -> list[tu
             continue
         for category, pattern in _NATIONAL_RE:
             for m in pattern.finditer(text, first, last):
-                if (m.end() < last or last == len(text)) and m.span() not in taken and \
-                        validators.NATIONAL_IDS[category]("".join(ch for ch in m.group() if ch.isalnum())):
+                if (
+                    (m.end() < last or last == len(text))
+                    and m.span() not in taken
+                    and validators.NATIONAL_IDS[category]("".join(ch for ch in m.group() if ch.isalnum()))
+                ):
                     emit(category, m.start(), m.end())
                     taken.append(m.span())
         pos = max(pos, start)
@@ -232,7 +278,7 @@ def _emails(text: str, hits: list[tuple[int, int]], emit: Emit) -> None:
 
 
 def _in_url_authority(text: str, start: int) -> bool:
-    """"user:pass@host" inside a URL is a credential (reported as such), not an e-mail address."""
+    """ "user:pass@host" inside a URL is a credential (reported as such), not an e-mail address."""
     if not start or text[start - 1] != ":":
         return False
     word_start = max(text.rfind(" ", 0, start), text.rfind("\n", 0, start)) + 1
@@ -265,13 +311,21 @@ def _ipv6(text: str, hits: list[tuple[int, int]], emit: Emit) -> None:
 
 # --- secrets with a recognisable prefix: each pattern starts with a literal, its trigger -------------
 _PREFIXED = (
-    ("secret.private_key", "-----BEGIN ", re.compile(
-        r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----"
-        r"(?:[\s\S]{0,16384}?-----END \1PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s:,\-]*)")),
+    (
+        "secret.private_key",
+        "-----BEGIN ",
+        re.compile(
+            r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----"
+            r"(?:[\s\S]{0,16384}?-----END \1PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s:,\-]*)"
+        ),
+    ),
     ("secret.aws_access_key", "A(?:KIA|SIA|BIA|CCA)", re.compile(r"A(?:KIA|SIA|BIA|CCA)[A-Z2-7]{16}(?![A-Za-z0-9])")),
     ("secret.google_api_key", "AIza", re.compile(r"AIza[0-9A-Za-z_\-]{35}(?![A-Za-z0-9_\-])")),
-    ("secret.github_token", "gh(?:[pousr]_|ithub_pat_)",
-     re.compile(r"gh(?:[pousr]_[A-Za-z0-9]{36}|ithub_pat_[A-Za-z0-9_]{60,})(?![A-Za-z0-9_])")),
+    (
+        "secret.github_token",
+        "gh(?:[pousr]_|ithub_pat_)",
+        re.compile(r"gh(?:[pousr]_[A-Za-z0-9]{36}|ithub_pat_[A-Za-z0-9_]{60,})(?![A-Za-z0-9_])"),
+    ),
     ("secret.slack_token", "xox[abposr]-", re.compile(r"xox[abposr]-[A-Za-z0-9]{1,}-[A-Za-z0-9\-]{8,}")),
     ("secret.stripe_key", "k_live_", re.compile(r"k_live_[0-9A-Za-z]{16,}")),  # "sk_"/"rk_": checked after
     ("secret.jwt", "eyJ", re.compile(r"eyJ[A-Za-z0-9_\-]{6,}\.eyJ[A-Za-z0-9_\-]{6,}(?:\.[A-Za-z0-9_\-]*)?")),
@@ -292,11 +346,27 @@ def _prefixed_secret(category: str, text: str, m: re.Match[str], emit: Emit) -> 
 
 
 # --- phrases on the lower-cased text: one trie-triggered pass for injection, assignments and topics ---
-_ASSIGNMENT_KEYS = ("password", "passwd", "passphrase", "pwd", "secret", "secret_key", "client_secret", "api_key",
-                    "apikey", "api-key", "access_key", "auth_token", "access_token", "token")
-_ASSIGNMENT_VALUE = (r"[\"']?\s{0,3}(?::|=>?)\s{0,3}[\"']?"
-                     r"(?![\"'*<{$%]|x{4}|\.\.\.|none\b|null\b|true\b|false\b|redacted|changeme\b|your)"
-                     r"([^\s\"',;)}\]]{6,128})")
+_ASSIGNMENT_KEYS = (
+    "password",
+    "passwd",
+    "passphrase",
+    "pwd",
+    "secret",
+    "secret_key",
+    "client_secret",
+    "api_key",
+    "apikey",
+    "api-key",
+    "access_key",
+    "auth_token",
+    "access_token",
+    "token",
+)
+_ASSIGNMENT_VALUE = (
+    r"[\"']?\s{0,3}(?::|=>?)\s{0,3}[\"']?"
+    r"(?![\"'*<{$%]|x{4}|\.\.\.|none\b|null\b|true\b|false\b|redacted|changeme\b|your)"
+    r"([^\s\"',;)}\]]{6,128})"
+)
 CONTROL_TOKEN = re.compile(r"<\|[^|<>\s]{1,64}\|>")
 
 
@@ -308,8 +378,9 @@ def _base_phrases(phrases: PhraseSet) -> PhraseSet:
     for phrase in ROLEPLAY_PHRASES:
         phrases.add_phrase("injection.roleplay", phrase)
     for key in _ASSIGNMENT_KEYS:
-        phrases.add_pattern("secret.password_assignment", key, rf"(?<![\w-]){re.escape(key)}{_ASSIGNMENT_VALUE}",
-                            group=1)
+        phrases.add_pattern(
+            "secret.password_assignment", key, rf"(?<![\w-]){re.escape(key)}{_ASSIGNMENT_VALUE}", group=1
+        )
     return phrases
 
 
@@ -321,8 +392,16 @@ def lowered(text: str) -> str:
 @cache
 def _triggers() -> Triggers:
     """The text triggers, in the order `Scanner.scan` unpacks them, then one per `_PREFIXED` entry."""
-    return Triggers([*_digit_triggers(), ("@[A-Za-z0-9]", SOM), (_IPV6_TRIGGER, SOM), (r"<\|", SOM), ("://", SOM),
-                     *((literal, SOM) for _, literal, _ in _PREFIXED)])
+    return Triggers(
+        [
+            *_digit_triggers(),
+            ("@[A-Za-z0-9]", SOM),
+            (_IPV6_TRIGGER, SOM),
+            (r"<\|", SOM),
+            ("://", SOM),
+            *((literal, SOM) for _, literal, _ in _PREFIXED),
+        ]
+    )
 
 
 def finditer_at(pattern: re.Pattern[str], text: str, hits: list[tuple[int, int]]) -> Iterator[re.Match[str]]:

@@ -85,9 +85,15 @@ def evaluate(policy: PolicySet, request: PolicyRequest, principal: Principal) ->
     grant = effective_grant(policy, principal)
     cap = grant.max_tokens if grant else 0
     base: dict[str, Any] = dict(
-        findings=(), request=request, revision=policy.revision, policy=policy, principal=principal,
+        findings=(),
+        request=request,
+        revision=policy.revision,
+        policy=policy,
+        principal=principal,
         reasoning_visible=bool(grant and grant.reasoning_visible),
-        max_tokens=min(request.max_tokens or cap, cap), audit_content=audit_mode(policy, principal.role))
+        max_tokens=min(request.max_tokens or cap, cap),
+        audit_content=audit_mode(policy, principal.role),
+    )
     denial = _access_denial(policy, request, principal, grant)
     if denial:
         rule_id, message = denial
@@ -115,19 +121,28 @@ def evaluate(policy: PolicySet, request: PolicyRequest, principal: Principal) ->
                 hidden.append(finding)
         messages.append(Message(msg.role, redact(msg.content, hidden)))
     ordered = sorted(fired, key=lambda rule_id: _SEVERITY[fired[rule_id]], reverse=True)
-    return Decision(action=action, rule_ids=tuple(ordered), message=message,
-                    **{**base, "findings": tuple(findings), "request": replace(request, messages=messages,
-                                                                               max_tokens=base["max_tokens"])})
+    return Decision(
+        action=action,
+        rule_ids=tuple(ordered),
+        message=message,
+        **{
+            **base,
+            "findings": tuple(findings),
+            "request": replace(request, messages=messages, max_tokens=base["max_tokens"]),
+        },
+    )
 
 
 def _fully_redacted(policy: PolicySet, request: PolicyRequest) -> PolicyRequest:
     """Every finding redacted, whatever the rules say: what a denied request may leave in the audit log."""
-    return replace(request, messages=[Message(m.role, redact(m.content, policy.scanner.scan(m.content)))
-                                      for m in request.messages])
+    return replace(
+        request, messages=[Message(m.role, redact(m.content, policy.scanner.scan(m.content))) for m in request.messages]
+    )
 
 
-def _access_denial(policy: PolicySet, request: PolicyRequest, principal: Principal,
-                   grant: Grant | None) -> tuple[str, str] | None:
+def _access_denial(
+    policy: PolicySet, request: PolicyRequest, principal: Principal, grant: Grant | None
+) -> tuple[str, str] | None:
     override = policy.pack.access.keys.get(principal.key_id or "")
     limits = policy.pack.input.limits
     if grant is None:
@@ -150,8 +165,9 @@ def _access_denial(policy: PolicySet, request: PolicyRequest, principal: Princip
 class PolicyEngine:
     """The pack in force, its atomic reload, input decisions and per-key rate limits."""
 
-    def __init__(self, policy_set: PolicySet, *, clock: Callable[[], float] = time.monotonic,
-                 floor_file: Path | None = None) -> None:
+    def __init__(
+        self, policy_set: PolicySet, *, clock: Callable[[], float] = time.monotonic, floor_file: Path | None = None
+    ) -> None:
         self._current = policy_set
         self._lock = threading.Lock()
         self.limiter: Limiter = RateLimiter(clock)  # the gateway puts the database's buckets here
@@ -163,12 +179,24 @@ class PolicyEngine:
     def current(self) -> PolicySet:
         return self._current
 
-    def reload(self, directory: Path, *, require_signed: bool = False, trust: list[keys.PublicKey] | None = None,
-               min_version: int = 0, max_signature_bytes: int = 16 << 20) -> PolicySet:
+    def reload(
+        self,
+        directory: Path,
+        *,
+        require_signed: bool = False,
+        trust: list[keys.PublicKey] | None = None,
+        min_version: int = 0,
+        max_signature_bytes: int = 16 << 20,
+    ) -> PolicySet:
         """Load `directory` and put it in force; on any error raise and keep the pack in force."""
         floor = max(self._current.version, min_version) if require_signed else 0
-        loaded = PolicySet.load(directory, require_signed=require_signed, trust=trust, min_version=floor,
-                                max_signature_bytes=max_signature_bytes)
+        loaded = PolicySet.load(
+            directory,
+            require_signed=require_signed,
+            trust=trust,
+            min_version=floor,
+            max_signature_bytes=max_signature_bytes,
+        )
         return self.install(loaded, require_signed=require_signed, min_version=min_version)
 
     def install(self, loaded: PolicySet, *, require_signed: bool = False, min_version: int = 0) -> PolicySet:

@@ -21,8 +21,11 @@ def effective_grant(policy: PolicySet, principal: Principal) -> Grant | None:
     override = policy.pack.access.keys.get(principal.key_id or "")
     if grant is None or override is None:
         return grant
-    changes = {name: getattr(override, name) for name in ("models", "max_tokens", "rate", "quotas")
-               if getattr(override, name) is not None}
+    changes = {
+        name: getattr(override, name)
+        for name in ("models", "max_tokens", "rate", "quotas")
+        if getattr(override, name) is not None
+    }
     return grant.model_copy(update=changes)
 
 

@@ -29,13 +29,21 @@ from appliance.signing.dsse import SignatureError
 
 SIGNATURE_NAME = "policy.sig"
 MAX_PACK_BYTES = 8 * 1024 * 1024
-BUILTIN_RULES = ("access.role", "access.key_disabled", "access.model", "access.reasoning_effort", "access.tools",
-                 "limits.input_chars", "limits.messages", "rate.requests", "rate.tokens")
+BUILTIN_RULES = (
+    "access.role",
+    "access.key_disabled",
+    "access.model",
+    "access.reasoning_effort",
+    "access.tools",
+    "limits.input_chars",
+    "limits.messages",
+    "rate.requests",
+    "rate.tokens",
+)
 
 
 if TYPE_CHECKING:
     from appliance.config import Settings
-
 
 
 # The pack this checkout ships (the repository's policies/); a wheel install has none: the installer writes
@@ -84,8 +92,15 @@ class PolicySet:
         return cls.load(directory or seeded(settings), **load_options(settings))
 
     @classmethod
-    def load(cls, directory: Path, *, require_signed: bool = False, trust: list[keys.PublicKey] | None = None,
-             min_version: int = 0, max_signature_bytes: int = 16 << 20) -> PolicySet:
+    def load(
+        cls,
+        directory: Path,
+        *,
+        require_signed: bool = False,
+        trust: list[keys.PublicKey] | None = None,
+        min_version: int = 0,
+        max_signature_bytes: int = 16 << 20,
+    ) -> PolicySet:
         """Read, verify and validate the pack in `directory`; any problem is one `PolicyError`.
 
         With `require_signed`, the pack must carry `policy.sig` from a key in `trust` covering every file,
@@ -96,10 +111,14 @@ class PolicySet:
         if not directory.is_dir():
             raise PolicyError(f"{directory}: policy pack folder does not exist")
         signed = require_signed or (bool(trust) and (directory / SIGNATURE_NAME).exists())
-        files, signed_by = _read_verified(directory, trust or [], max_signature_bytes) if signed \
-            else (_read_plain(directory), None)
-        docs = [YamlDoc(raw, f"{directory / name}") for name, raw in sorted(files.items())
-                if "/" not in name and name.endswith((".yaml", ".yml"))]
+        files, signed_by = (
+            _read_verified(directory, trust or [], max_signature_bytes) if signed else (_read_plain(directory), None)
+        )
+        docs = [
+            YamlDoc(raw, f"{directory / name}")
+            for name, raw in sorted(files.items())
+            if "/" not in name and name.endswith((".yaml", ".yml"))
+        ]
         if not docs:
             raise PolicyError(f"{directory}: no .yaml files in the policy pack")
         data, where = _merge(docs)
@@ -115,8 +134,10 @@ class PolicySet:
             raise doc.error(loc, f"{path}: {err['msg']}") from None
         _cross_check(pack, where)
         if pack.pack.version < min_version:
-            raise where["pack"].error(["pack", "version"], f"pack version {pack.pack.version} is older than the "
-                                                   f"version {min_version} in force; refused")
+            raise where["pack"].error(
+                ["pack", "version"],
+                f"pack version {pack.pack.version} is older than the version {min_version} in force; refused",
+            )
         return cls(pack, _revision(pack), directory, signed_by)
 
 
@@ -142,14 +163,16 @@ def _read_all(directory: Path, sizes: dict[str, int]) -> dict[str, bytes]:
         raise PolicyError(f"{directory}: cannot read {exc.filename}: {exc.strerror}") from exc
 
 
-def _read_verified(directory: Path, trust: list[keys.PublicKey], max_signature_bytes: int
-                   ) -> tuple[dict[str, bytes], str]:
+def _read_verified(
+    directory: Path, trust: list[keys.PublicKey], max_signature_bytes: int
+) -> tuple[dict[str, bytes], str]:
     """Every file, each compared with the signed digest of exactly the bytes returned (no re-read race)."""
     if not trust:
         raise PolicyError(f"{directory}: signed policy packs are required but no trusted key is configured")
     try:
-        manifest, key = oms.read_signature(directory, trust, signature_name=SIGNATURE_NAME,
-                                           max_signature_bytes=max_signature_bytes)
+        manifest, key = oms.read_signature(
+            directory, trust, signature_name=SIGNATURE_NAME, max_signature_bytes=max_signature_bytes
+        )
         sizes = oms.scan_folder(directory, {SIGNATURE_NAME, *manifest.ignore_paths})
         oms.check_file_set(manifest, sizes)
     except (SignatureError, OSError) as exc:
@@ -183,20 +206,24 @@ def _cross_check(pack: Pack, where: dict[str, YamlDoc]) -> None:
     """References the schema alone cannot check: rule ids, roles and category patterns."""
     roles = set(pack.access.roles)
     categories = CATEGORIES + tuple(f"topic.{name}" for name in pack.input.topics)
-    sections: tuple[tuple[str, Sequence[InputRule | OutputRule]], ...] = (("input", pack.input.rules),
-                                                                        ("output", pack.output.rules))
+    sections: tuple[tuple[str, Sequence[InputRule | OutputRule]], ...] = (
+        ("input", pack.input.rules),
+        ("output", pack.output.rules),
+    )
     for section, rules in sections:
         seen: set[str] = set()
         for i, rule in enumerate(rules):
             doc = where[section]
             if rule.id in seen or rule.id in BUILTIN_RULES:
-                raise doc.error([section, "rules", i, "id"],
-                                f"{section}.rules[{i}]: rule id {rule.id!r} is already used")
+                raise doc.error(
+                    [section, "rules", i, "id"], f"{section}.rules[{i}]: rule id {rule.id!r} is already used"
+                )
             seen.add(rule.id)
             for j, pattern in enumerate(rule.match):
                 if not fnmatch.filter(categories, pattern):
-                    raise doc.error([section, "rules", i, "match", j],
-                                    f"{section}.rules[{i}]: {pattern!r} matches no category")
+                    raise doc.error(
+                        [section, "rules", i, "match", j], f"{section}.rules[{i}]: {pattern!r} matches no category"
+                    )
             for j, role in enumerate(rule.roles or []):
                 if role not in roles:
                     raise doc.error([section, "rules", i, "roles", j], f"{section}.rules[{i}]: unknown role {role!r}")
@@ -210,10 +237,12 @@ def load_options(settings: Settings) -> dict[str, Any]:
     from appliance.policy.floor import read_floor
 
     floor = floor_file(settings)
-    return {"require_signed": settings.require_signed_policy,
-            "trust": keys.trusted_keys(settings.policy_trust_dir),
-            "min_version": read_floor(floor) if settings.require_signed_policy else 0,
-            "max_signature_bytes": settings.max_signature_bytes}
+    return {
+        "require_signed": settings.require_signed_policy,
+        "trust": keys.trusted_keys(settings.policy_trust_dir),
+        "min_version": read_floor(floor) if settings.require_signed_policy else 0,
+        "max_signature_bytes": settings.max_signature_bytes,
+    }
 
 
 def floor_file(settings: Settings) -> Path:

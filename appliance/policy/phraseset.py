@@ -39,8 +39,9 @@ class PhraseSet:
             body = rf"(?<!\w){body}(?!\w)"
         self.add_pattern(category, max(words, key=len), body, before=4 * len(phrase), lead=words[0])
 
-    def add_pattern(self, category: str, anchor: str, pattern: str, *, group: int = 0, before: int = 0,
-                    lead: str = "") -> None:
+    def add_pattern(
+        self, category: str, anchor: str, pattern: str, *, group: int = 0, before: int = 0, lead: str = ""
+    ) -> None:
         """`pattern` contains `anchor` at most `before` characters after its start; `group` is the span kept.
 
         `lead` is a literal every match starts with: the window is only searched when it holds one.
@@ -53,8 +54,9 @@ class PhraseSet:
         anchors = sorted(self._by_anchor)
         self._needs_boundary = [_bounded(a) for a in anchors]
         # the longest anchor at a position also answers for the anchors that prefix it
-        self._lookup = [[e for b, entries in self._by_anchor.items() if a.startswith(b) for e in entries]
-                        for a in anchors]
+        self._lookup = [
+            [e for b, entries in self._by_anchor.items() if a.startswith(b) for e in entries] for a in anchors
+        ]
         self._triggers = Triggers([(re.escape(a), SOM) for a in anchors])
 
     def finditer(self, low: str) -> Iterator[tuple[str, int, int]]:

@@ -31,7 +31,7 @@ def redact(text: str, findings: Iterable[Finding]) -> str:
         if finding.end <= pos:
             continue
         if finding.start >= pos:
-            out.append(text[pos:finding.start])
+            out.append(text[pos : finding.start])
             out.append(placeholder(finding.category))
         pos = max(pos, finding.end)
     out.append(text[pos:])

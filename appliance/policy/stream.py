@@ -144,7 +144,7 @@ def _hold_start(buf: str) -> int:
     JSON escape still being written is judged as the character it will become)."""
     partial = _PARTIAL_ESCAPE.search(buf, max(0, len(buf) - 6))
     if partial is not None:
-        return min(partial.start(), _hold_start(buf[:partial.start()] + "0"))
+        return min(partial.start(), _hold_start(buf[: partial.start()] + "0"))
     view = canonical(buf)
     text = view.text
     word = _WORD_TAIL.search(text)

@@ -110,24 +110,46 @@ def run_case(policy: PolicySet, case: Case) -> tuple[str, ...]:
     got: dict[str, object] = {}
     if case.request is not None:
         req = case.request
-        decision = evaluate(policy, PolicyRequest(req.model, [Message(m.role, m.content) for m in req.messages],
-                                                  req.max_tokens, req.reasoning_effort, req.tools), principal)
-        got = {"action": decision.action, "rule_ids": sorted(decision.rule_ids), "max_tokens": decision.max_tokens,
-               "reasoning_visible": decision.reasoning_visible,
-               "quotas": sorted(f"{scope}/{q.id}" for scope, q in quotas_for(policy, principal, req.model))}
+        decision = evaluate(
+            policy,
+            PolicyRequest(
+                req.model,
+                [Message(m.role, m.content) for m in req.messages],
+                req.max_tokens,
+                req.reasoning_effort,
+                req.tools,
+            ),
+            principal,
+        )
+        got = {
+            "action": decision.action,
+            "rule_ids": sorted(decision.rule_ids),
+            "max_tokens": decision.max_tokens,
+            "reasoning_visible": decision.reasoning_visible,
+            "quotas": sorted(f"{scope}/{q.id}" for scope, q in quotas_for(policy, principal, req.model)),
+        }
         text = "\n".join(m.content for m in decision.messages)
     else:
         stream = OutputFilter(policy, principal)
         pieces = [stream.feed(p.channel, p.text) for p in case.output or []] + [stream.finish()]
         text = "".join(p.text for p in pieces)
         got = {"stopped": stream.stopped, "rule_id": stream.rule_id}
-    want = {"action": exp.action, "rule_ids": sorted(exp.rule_ids) if exp.rule_ids is not None else None,
-            "max_tokens": exp.max_tokens, "reasoning_visible": exp.reasoning_visible, "stopped": exp.stopped,
-            "rule_id": exp.rule_id, "text": exp.text,
-            "quotas": sorted(exp.quotas) if exp.quotas is not None else None}
+    want = {
+        "action": exp.action,
+        "rule_ids": sorted(exp.rule_ids) if exp.rule_ids is not None else None,
+        "max_tokens": exp.max_tokens,
+        "reasoning_visible": exp.reasoning_visible,
+        "stopped": exp.stopped,
+        "rule_id": exp.rule_id,
+        "text": exp.text,
+        "quotas": sorted(exp.quotas) if exp.quotas is not None else None,
+    }
     got["text"] = text
-    failures = [f"{key}: expected {value!r}, got {got.get(key)!r}" for key, value in want.items()
-                if value is not None and got.get(key) != value]
+    failures = [
+        f"{key}: expected {value!r}, got {got.get(key)!r}"
+        for key, value in want.items()
+        if value is not None and got.get(key) != value
+    ]
     failures += [f"text lacks {s!r}" for s in exp.contains if s not in text]
     failures += [f"text still holds {s!r}" for s in exp.absent if s in text]
     return tuple(failures)

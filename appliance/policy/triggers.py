@@ -50,8 +50,9 @@ class Triggers:
         """`patterns`: (Hyperscan expression, flags); hits start at 0 unless the flags hold `SOM`."""
         self._count = len(patterns)
         self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._db.compile(expressions=[p.encode() for p, _ in patterns], ids=list(range(self._count)),
-                         flags=[f for _, f in patterns])
+        self._db.compile(
+            expressions=[p.encode() for p, _ in patterns], ids=list(range(self._count)), flags=[f for _, f in patterns]
+        )
         self._local = threading.local()  # Hyperscan scratch space is per thread
 
     def scan(self, text: str) -> Hits:
@@ -69,8 +70,9 @@ class Triggers:
             scratch = self._local.scratch = hyperscan.Scratch(self._db)
         data = text.encode("utf-8", "replace")
         found: list[tuple[int, int, int]] = []
-        self._db.scan(data, match_event_handler=lambda i, start, end, _f, _c: found.append((i, start, end)),
-                      scratch=scratch)
+        self._db.scan(
+            data, match_event_handler=lambda i, start, end, _f, _c: found.append((i, start, end)), scratch=scratch
+        )
         if len(data) == len(text) or not found:
             return found
         chars = _char_offsets(data, {o for _, start, end in found for o in (start, end)})

@@ -26,8 +26,12 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     llm = LLMServer.options(  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
         ray_actor_options={"num_gpus": gpus, "num_cpus": 1},
         max_ongoing_requests=settings.serve_max_ongoing_requests,
-        autoscaling_config={"min_replicas": 1, "max_replicas": settings.serve_replicas_max,
-                            "target_ongoing_requests": max(1, settings.engine_max_batch_size)},
+        autoscaling_config={
+            "min_replicas": 1,
+            "max_replicas": settings.serve_replicas_max,
+            "target_ongoing_requests": max(1, settings.engine_max_batch_size),
+        },
     ).bind(shared)
-    return Gateway.options(ray_actor_options={"num_cpus": 0.5},  # type: ignore[attr-defined]
-                           max_ongoing_requests=4 * settings.serve_max_ongoing_requests).bind(llm, shared)
+    return Gateway.options(  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
+        ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4 * settings.serve_max_ongoing_requests
+    ).bind(llm, shared)

@@ -22,8 +22,13 @@ from appliance.serving.local_backend import LocalBackend, load_active
 log = structlog.get_logger()
 
 
-@serve.deployment(name="llm", health_check_period_s=2, health_check_timeout_s=60, graceful_shutdown_wait_loop_s=1,
-                  graceful_shutdown_timeout_s=30)
+@serve.deployment(
+    name="llm",
+    health_check_period_s=2,
+    health_check_timeout_s=60,
+    graceful_shutdown_wait_loop_s=1,
+    graceful_shutdown_timeout_s=30,
+)
 class LLMServer:
     """Loads every active bundle (verified byte for byte first) and streams coalesced generations.
 
@@ -44,8 +49,12 @@ class LLMServer:
             yield chunk
 
     async def describe(self) -> dict:
-        return {"models": await self.backend.models(), "stats": self.backend.stats(), "pid": os.getpid(),
-                "ready": await self.backend.ready()}
+        return {
+            "models": await self.backend.models(),
+            "stats": self.backend.stats(),
+            "pid": os.getpid(),
+            "ready": await self.backend.ready(),
+        }
 
     async def check_health(self) -> None:
         try:
@@ -58,8 +67,11 @@ class LLMServer:
     async def _follow_activation(self) -> None:
         store = BundleStore(self.settings.model_store)
         loaded = self.backend.loaded_versions()
-        changed = [(name, version) for name, version in store.active().items()
-                   if loaded.get(name) not in (None, version) and (name, version) not in self._refused]
+        changed = [
+            (name, version)
+            for name, version in store.active().items()
+            if loaded.get(name) not in (None, version) and (name, version) not in self._refused
+        ]
         for name, version in changed:
             try:
                 engine = (await asyncio.to_thread(load_active, self.settings, [name]))[0]
@@ -71,8 +83,9 @@ class LLMServer:
             log.info("switched bundle", bundle=name, version=engine.info.version)
 
 
-@serve.deployment(name="gateway", health_check_period_s=2, graceful_shutdown_wait_loop_s=1,
-                  graceful_shutdown_timeout_s=30)
+@serve.deployment(
+    name="gateway", health_check_period_s=2, graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=30
+)
 @serve.ingress()
 class Gateway:
     """Auth, policy and audit in front of the LLM deployment; the FastAPI app is built per replica."""

@@ -21,12 +21,15 @@ class _Loaded:
 
 
 def open_engine(settings: Settings, bundle: VerifiedBundle) -> _Loaded:
-    engine = Engine.from_bundle(bundle.path, max_batch_size=settings.engine_max_batch_size,
-                                max_queue=settings.engine_max_queue,
-                                max_tokens_in_flight=settings.engine_max_tokens_in_flight,
-                                threads=settings.engine_threads,
-                                kv_budget_bytes=settings.engine_kv_budget_bytes,
-                                prefill_chunk=settings.engine_prefill_chunk)
+    engine = Engine.from_bundle(
+        bundle.path,
+        max_batch_size=settings.engine_max_batch_size,
+        max_queue=settings.engine_max_queue,
+        max_tokens_in_flight=settings.engine_max_tokens_in_flight,
+        threads=settings.engine_threads,
+        kv_budget_bytes=settings.engine_kv_budget_bytes,
+        prefill_chunk=settings.engine_prefill_chunk,
+    )
     m = bundle.metadata
     return _Loaded(ModelInfo(m.name, m.version, m.profile, int(m.created.timestamp())), engine)
 
@@ -44,9 +47,11 @@ def checked_active(settings: Settings, names: list[str] | None = None) -> dict[s
         for name in wanted:
             recorded = audit.latest("admin.bundle_activated", name=name)
             if recorded is not None and recorded.detail.get("version") != active.get(name):
-                raise BundleError(f"the store's state.json makes {name} {active.get(name)} active, but the audit "
-                                  f"log's last activation of {name} is {recorded.detail.get('version')} (record "
-                                  f"{recorded.seq}): refusing to load a change made outside the appliance")
+                raise BundleError(
+                    f"the store's state.json makes {name} {active.get(name)} active, but the audit "
+                    f"log's last activation of {name} is {recorded.detail.get('version')} (record "
+                    f"{recorded.seq}): refusing to load a change made outside the appliance"
+                )
             if name not in active:
                 raise BundleError(f"no active version of {name}")
     finally:
@@ -56,8 +61,9 @@ def checked_active(settings: Settings, names: list[str] | None = None) -> dict[s
 
 def load_active(settings: Settings, names: list[str] | None = None) -> list[_Loaded]:
     """An engine per active bundle (or per one named), loaded from exactly the bytes just verified."""
-    store = BundleStore(settings.model_store, workers=settings.hash_workers,
-                        max_signature_bytes=settings.max_signature_bytes)
+    store = BundleStore(
+        settings.model_store, workers=settings.hash_workers, max_signature_bytes=settings.max_signature_bytes
+    )
     trusted = trusted_keys(settings.trust_dir)
     loaded: list[_Loaded] = []
     try:

@@ -26,8 +26,10 @@ CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
-HOW_TO_OPT_OUT = ("run as root or allow unprivileged user namespaces, or set APPLIANCE_RAY_NETWORK=host and "
-                  "firewall Ray's ports below Ray (the installer's systemd units do)")
+HOW_TO_OPT_OUT = (
+    "run as root or allow unprivileged user namespaces, or set APPLIANCE_RAY_NETWORK=host and "
+    "firewall Ray's ports below Ray (the installer's systemd units do)"
+)
 
 
 def bind_listener(host: str, port: int) -> socket.socket:

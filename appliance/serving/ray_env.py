@@ -23,8 +23,12 @@ BOOTSTRAP = "provider: {type: local}\n"
 
 def airgap_environment(settings: Settings, home: Path) -> dict[str, str]:
     """The variables Ray (and its workers, which inherit them) must see; writes the files they name."""
-    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",
-           "RAY_AUTH_MODE": settings.ray_auth_mode, "RAY_DASHBOARD_ENABLED": "0"}
+    env = {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",
+        "RAY_AUTH_MODE": settings.ray_auth_mode,
+        "RAY_DASHBOARD_ENABLED": "0",
+    }
     if not settings.ray_address:
         # The embedded head is one node on loopback. Without this, Ray's processes that start before the node
         # is known (the driver, the runtime-env agent) learn "their" address by opening a UDP socket towards
@@ -52,8 +56,8 @@ def start_ray(settings: Settings, home: Path) -> None:
     if settings.ray_auth_mode == "disabled":
         log.warning("Ray token authentication is disabled: any process that reaches a Ray port can run code")
     import ray
+
     if settings.ray_address:
         ray.init(address=settings.ray_address, log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1",
-                 num_cpus=os.cpu_count())
+        ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1", num_cpus=os.cpu_count())

@@ -32,8 +32,15 @@ class Piece:
     end: int
 
 
-def hash_pieces(root: Path, pieces: Iterable[Piece], *, workers: int, progress: Progress | None = None,
-                copy_to: Path | None = None, held: HeldFiles | None = None) -> dict[Piece, str]:
+def hash_pieces(
+    root: Path,
+    pieces: Iterable[Piece],
+    *,
+    workers: int,
+    progress: Progress | None = None,
+    copy_to: Path | None = None,
+    held: HeldFiles | None = None,
+) -> dict[Piece, str]:
     """SHA-256 hex of every piece, largest first so the pool drains evenly.
 
     With `copy_to`, each piece is also written at the same offset of the same relative path there (files
@@ -114,8 +121,9 @@ def link_inode(fd: int, dest: Path) -> None:
     raise OSError(err, os.strerror(err), str(dest))
 
 
-def _hash_piece(root: Path, piece: Piece, progress: Progress | None, copy_to: Path | None,
-                fds: Mapping[str, int] | None) -> str:
+def _hash_piece(
+    root: Path, piece: Piece, progress: Progress | None, copy_to: Path | None, fds: Mapping[str, int] | None
+) -> str:
     h = hashlib.sha256()
     buf = bytearray(min(CHUNK, max(piece.end - piece.start, 1)))
     view = memoryview(buf)

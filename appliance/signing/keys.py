@@ -41,8 +41,7 @@ def write_private_key(key: PrivateKey, path: Path) -> None:
     """Write unencrypted PKCS#8 PEM atomically with mode 0600; never replaces an existing key."""
     if path.exists():
         raise KeyFileError(f"{path} already exists; refusing to overwrite a key")
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     _write(path, pem, 0o600)
 
 
@@ -107,14 +106,16 @@ def verify(key: PublicKey, signature: bytes, message: bytes) -> bool:
 
 def _private_kind(key: object, path: Path) -> PrivateKey:
     if isinstance(key, ed25519.Ed25519PrivateKey) or (
-            isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in _EC_CURVES):
+        isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in _EC_CURVES
+    ):
         return key
     raise _unsupported(path)
 
 
 def _public_kind(key: object, path: Path) -> PublicKey:
     if isinstance(key, ed25519.Ed25519PublicKey) or (
-            isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in _EC_CURVES):
+        isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in _EC_CURVES
+    ):
         return key
     raise _unsupported(path)
 

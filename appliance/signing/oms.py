@@ -56,24 +56,40 @@ class Manifest:
 GIT_PATHS = frozenset({".git", ".gitattributes", ".github", ".gitignore"})
 
 
-def sign_folder(folder: Path, key: keys.PrivateKey, *, signature_name: str = "model.sig",
-                shard_size: int | None = None, workers: int = 1, progress: Progress | None = None) -> Manifest:
+def sign_folder(
+    folder: Path,
+    key: keys.PrivateKey,
+    *,
+    signature_name: str = "model.sig",
+    shard_size: int | None = None,
+    workers: int = 1,
+    progress: Progress | None = None,
+) -> Manifest:
     """Hash every file of `folder` and write its OMS signature as `folder/signature_name` (atomically)."""
     ignore = [signature_name]
     sizes = scan_folder(folder, set(ignore))
     if not sizes:
         raise SignatureError(f"{folder} holds no files to sign")
     pieces = _pieces(sizes, shard_size)
-    manifest = Manifest("shards" if shard_size else "files", hash_pieces(folder, pieces, workers=workers,
-                        progress=progress), ignore, shard_size)
+    manifest = Manifest(
+        "shards" if shard_size else "files",
+        hash_pieces(folder, pieces, workers=workers, progress=progress),
+        ignore,
+        shard_size,
+    )
     payload = json.dumps(_statement(folder.name, manifest), indent=2).encode()
     with atomic_write(folder / signature_name, mode=0o644) as f:
         f.write(json.dumps(dsse.seal(payload, key), indent=2))
     return manifest
 
 
-def read_signature(folder: Path, trusted: list[keys.PublicKey], *, signature_name: str = "model.sig",
-                   max_signature_bytes: int = 16 << 20) -> tuple[Manifest, keys.PublicKey]:
+def read_signature(
+    folder: Path,
+    trusted: list[keys.PublicKey],
+    *,
+    signature_name: str = "model.sig",
+    max_signature_bytes: int = 16 << 20,
+) -> tuple[Manifest, keys.PublicKey]:
     """The manifest a trusted key signed for `folder`, without hashing any file yet."""
     _check_folder(folder)
     sig_path = folder / signature_name
@@ -92,10 +108,18 @@ def read_signature(folder: Path, trusted: list[keys.PublicKey], *, signature_nam
     return parse_statement(payload, signature_name), key
 
 
-def verify_folder(folder: Path, trusted: list[keys.PublicKey], *, signature_name: str = "model.sig",
-                  max_signature_bytes: int = 16 << 20, workers: int = 1, progress: Progress | None = None,
-                  copy_to: Path | None = None, manifest: Manifest | None = None,
-                  held: HeldFiles | None = None) -> Manifest:
+def verify_folder(
+    folder: Path,
+    trusted: list[keys.PublicKey],
+    *,
+    signature_name: str = "model.sig",
+    max_signature_bytes: int = 16 << 20,
+    workers: int = 1,
+    progress: Progress | None = None,
+    copy_to: Path | None = None,
+    manifest: Manifest | None = None,
+    held: HeldFiles | None = None,
+) -> Manifest:
     """Check that `folder` is exactly what a trusted key signed; with `copy_to`, copy it while hashing; with
     `held`, open every file into it and hash through those descriptors (for loading through them after).
 
@@ -103,8 +127,9 @@ def verify_folder(folder: Path, trusted: list[keys.PublicKey], *, signature_name
     re-reading the signature.
     """
     if manifest is None:
-        manifest, _ = read_signature(folder, trusted, signature_name=signature_name,
-                                     max_signature_bytes=max_signature_bytes)
+        manifest, _ = read_signature(
+            folder, trusted, signature_name=signature_name, max_signature_bytes=max_signature_bytes
+        )
     sizes = scan_folder(folder, {signature_name, *manifest.ignore_paths})
     check_file_set(manifest, sizes)
     pieces = list(manifest.digests) if manifest.method == "shards" else [Piece(p, 0, s) for p, s in sizes.items()]
@@ -116,8 +141,11 @@ def verify_folder(folder: Path, trusted: list[keys.PublicKey], *, signature_name
         except OSError as exc:
             raise SignatureError(f"cannot open the files of {folder}: {exc}") from exc
     actual = hash_pieces(folder, pieces, workers=workers, progress=progress, copy_to=copy_to, held=held)
-    expected = manifest.digests if manifest.method == "shards" else {Piece(p.path, 0, sizes[p.path]): d
-                                                                       for p, d in manifest.digests.items()}
+    expected = (
+        manifest.digests
+        if manifest.method == "shards"
+        else {Piece(p.path, 0, sizes[p.path]): d for p, d in manifest.digests.items()}
+    )
     for piece in sorted(expected):
         if actual.get(piece) != expected[piece]:
             raise SignatureError(f"file {piece.path} does not match its signed digest (changed or corrupt)")
@@ -182,8 +210,10 @@ def parse_statement(payload: bytes, signature_name: str = "model.sig") -> Manife
         ignore = [str(p) for p in ser.get("ignore_paths", [])]
         excluded = sorted(set(ignore) - {signature_name, *GIT_PATHS})
         if excluded:  # a file excluded from the digests would be loaded unverified
-            raise SignatureError(f"signature excludes {', '.join(excluded)} from verification; only "
-                                 f"{signature_name} (and model-signing's git files) may be excluded")
+            raise SignatureError(
+                f"signature excludes {', '.join(excluded)} from verification; only "
+                f"{signature_name} (and model-signing's git files) may be excluded"
+            )
         root_hash = hashlib.sha256()
         digests: dict[Piece, str] = {}
         for res in resources:
@@ -227,8 +257,15 @@ def _piece(name: str, method: str, signature_name: str) -> Piece:
 def safe_relpath(name: str) -> str:
     """`name` if it is a plain relative POSIX path that stays inside its folder, else a SignatureError."""
     parts = PurePosixPath(name).parts
-    if (not name or name.startswith("/") or "\\" in name or "\0" in name or not parts
-            or any(p in ("..", ".") for p in name.split("/")) or "" in name.split("/")):
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or "\0" in name
+        or not parts
+        or any(p in ("..", ".") for p in name.split("/"))
+        or "" in name.split("/")
+    ):
         raise SignatureError(f"signature lists an unsafe path {name!r} (absolute, empty or with ..)")
     return name
 
@@ -248,8 +285,11 @@ def _check_shards(manifest: Manifest) -> None:
 def _pieces(sizes: dict[str, int], shard_size: int | None) -> list[Piece]:
     if not shard_size:
         return [Piece(p, 0, s) for p, s in sizes.items()]
-    return [Piece(p, start, min(start + shard_size, s)) for p, s in sizes.items()
-            for start in (range(0, s, shard_size) if s else [0])]
+    return [
+        Piece(p, start, min(start + shard_size, s))
+        for p, s in sizes.items()
+        for start in (range(0, s, shard_size) if s else [0])
+    ]
 
 
 def _algorithm(shard_size: int | None) -> str:
@@ -260,14 +300,28 @@ def _algorithm(shard_size: int | None) -> str:
 def _statement(name: str, manifest: Manifest) -> dict[str, Any]:
     ordered = sorted(manifest.digests.items(), key=lambda kv: (PurePosixPath(kv[0].path).parts, kv[0].start))
     root = hashlib.sha256(b"".join(bytes.fromhex(d) for _, d in ordered)).hexdigest()
-    serialization: dict[str, Any] = {"method": manifest.method, "hash_type": "sha256", "allow_symlinks": False,
-                           "ignore_paths": manifest.ignore_paths}
+    serialization: dict[str, Any] = {
+        "method": manifest.method,
+        "hash_type": "sha256",
+        "allow_symlinks": False,
+        "ignore_paths": manifest.ignore_paths,
+    }
     if manifest.method == "shards":
         serialization["shard_size"] = manifest.shard_size
-    resources = [{"name": f"{p.path}:{p.start}:{p.end}" if manifest.method == "shards" else p.path,
-                  "algorithm": _algorithm(manifest.shard_size), "digest": d} for p, d in ordered]
-    return {"_type": STATEMENT_TYPE, "subject": [{"name": name, "digest": {"sha256": root}}],
-            "predicateType": PREDICATE_TYPE, "predicate": {"serialization": serialization, "resources": resources}}
+    resources = [
+        {
+            "name": f"{p.path}:{p.start}:{p.end}" if manifest.method == "shards" else p.path,
+            "algorithm": _algorithm(manifest.shard_size),
+            "digest": d,
+        }
+        for p, d in ordered
+    ]
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": root}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {"serialization": serialization, "resources": resources},
+    }
 
 
 def _check_folder(folder: Path) -> None:

@@ -63,8 +63,9 @@ def _mac(secret: bytes, address: str, subject: str) -> str:
 
 def header_value(secret: bytes, peer: Peer) -> bytes:
     subject = peer.subject or ""
-    return (f"v1;{quote(peer.address, safe='')};{quote(subject, safe='')};"
-            f"{_mac(secret, peer.address, subject)}").encode("ascii")
+    return (
+        f"v1;{quote(peer.address, safe='')};{quote(subject, safe='')};{_mac(secret, peer.address, subject)}"
+    ).encode("ascii")
 
 
 def verify(secret: bytes, value: bytes) -> Peer | None:

@@ -61,22 +61,33 @@ def self_signed(names: list[str], addresses: list[str], days: int = 825) -> tupl
     """A self-signed server certificate and its unencrypted PKCS#8 key, both PEM. 825 days is the longest
     validity Apple and browsers accept for a server certificate."""
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (names or addresses or ["appliance"])[0][:64]),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "gpt-oss appliance")])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, (names or addresses or ["appliance"])[0][:64]),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "gpt-oss appliance"),
+        ]
+    )
     try:
         sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     except ValueError as exc:
         raise CertificateError(f"not an IP address: {exc}") from exc
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(key, hashes.SHA256()))
-    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return cert.public_bytes(serialization.Encoding.PEM), pem_key
 
 
@@ -103,12 +114,18 @@ def describe(cert: x509.Certificate) -> CertInfo:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = tuple(san.get_values_for_type(x509.DNSName)) + tuple(
-            str(a) for a in san.get_values_for_type(x509.IPAddress))
+            str(a) for a in san.get_values_for_type(x509.IPAddress)
+        )
     except x509.ExtensionNotFound:
         names = ()
-    return CertInfo(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), names,
-                    fingerprint(cert.public_bytes(serialization.Encoding.DER)), cert.not_valid_before_utc,
-                    cert.not_valid_after_utc)
+    return CertInfo(
+        cert.subject.rfc4514_string(),
+        cert.issuer.rfc4514_string(),
+        names,
+        fingerprint(cert.public_bytes(serialization.Encoding.DER)),
+        cert.not_valid_before_utc,
+        cert.not_valid_after_utc,
+    )
 
 
 def fingerprint(der: bytes) -> str:
@@ -127,17 +144,20 @@ def check_key_mode(path: Path) -> None:
         raise CertificateError(f"cannot read the TLS key {path}: {exc.strerror}") from exc
     mode = st.st_mode
     if stat.S_IMODE(mode) & (0o037 if st.st_gid == os.getgid() else 0o077):
-        raise CertificateError(f"the TLS key {path} has mode {stat.S_IMODE(mode):04o}; it must be 0600 or "
-                               f"stricter (chmod 600 {path})")
+        raise CertificateError(
+            f"the TLS key {path} has mode {stat.S_IMODE(mode):04o}; it must be 0600 or stricter (chmod 600 {path})"
+        )
 
 
 def _parse_key(pem: bytes, password: bytes | None, path: Path) -> ec.EllipticCurvePrivateKey | object:
     try:
         return serialization.load_pem_private_key(pem, password)
     except TypeError as exc:
-        raise CertificateError(f"the TLS key {path} is encrypted: set tls_key_password_file or "
-                               f"APPLIANCE_TLS_KEY_PASSWORD" if password is None else
-                               f"the TLS key {path} is not encrypted but a password was given") from exc
+        raise CertificateError(
+            f"the TLS key {path} is encrypted: set tls_key_password_file or APPLIANCE_TLS_KEY_PASSWORD"
+            if password is None
+            else f"the TLS key {path} is not encrypted but a password was given"
+        ) from exc
     except ValueError as exc:
         raise CertificateError(f"cannot load the TLS key {path} (wrong password or not a PEM key)") from exc
 

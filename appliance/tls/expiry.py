@@ -48,5 +48,7 @@ class ExpiryWatch:
             return None
         left = info.days_left()
         when = "has EXPIRED" if left < 0 else f"expires in {left} days"
-        return (f"The API's TLS certificate {when} ({info.not_after:%Y-%m-%d}); install a new one with "
-                f"appliance tls install.")
+        return (
+            f"The API's TLS certificate {when} ({info.not_after:%Y-%m-%d}); install a new one with "
+            f"appliance tls install."
+        )

@@ -66,8 +66,12 @@ class FrontLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FrontLimits:
-        return cls(settings.front_idle_timeout_s, settings.front_header_timeout_s, settings.front_max_connections,
-                   settings.front_max_connections_per_client)
+        return cls(
+            settings.front_idle_timeout_s,
+            settings.front_header_timeout_s,
+            settings.front_max_connections,
+            settings.front_max_connections_per_client,
+        )
 
 
 @dataclass
@@ -90,8 +94,16 @@ class Front:
     """Accepts TLS (plain HTTP where `listen.tls` is None) on `listen.host:port`; relays to
     `listen.serve_host:serve_port`."""
 
-    def __init__(self, listen: Listen, client_auth: str, keys_dir: Path, reload_seconds: float = 30.0, *,
-                 limits: FrontLimits, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        listen: Listen,
+        client_auth: str,
+        keys_dir: Path,
+        reload_seconds: float = 30.0,
+        *,
+        limits: FrontLimits,
+        sock: socket.socket | None = None,
+    ) -> None:
         """`sock`: a listening socket bound beforehand (in the host's network namespace, before the process
         entered Ray's private one: serving/netns.py); else the front binds listen.host:port itself."""
         self.sock = sock
@@ -110,11 +122,18 @@ class Front:
         self._stamp = _stamp(self.files) if self.files is not None else ()
 
     async def start(self) -> None:
-        where = {"sock": self.sock} if self.sock is not None else {"host": self.listen.host, "port": self.listen.port,
-                                                                  "reuse_address": True}
+        where = (
+            {"sock": self.sock}
+            if self.sock is not None
+            else {"host": self.listen.host, "port": self.listen.port, "reuse_address": True}
+        )
         self._server = await asyncio.start_server(
-            self._connection, limit=READ, ssl=self.ctx,
-            ssl_handshake_timeout=HANDSHAKE_S if self.ctx is not None else None, **where)
+            self._connection,
+            limit=READ,
+            ssl=self.ctx,
+            ssl_handshake_timeout=HANDSHAKE_S if self.ctx is not None else None,
+            **where,
+        )
         if self.files is not None:
             asyncio.get_running_loop().create_task(self._follow_rotation(self.files))
 
@@ -180,17 +199,22 @@ class Front:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = str((writer.get_extra_info("peername") or ("unknown",))[0])
-        if sum(self._open.values()) >= self.limits.max_connections or \
-                self._open.get(address, 0) >= self.limits.max_per_client:
+        if (
+            sum(self._open.values()) >= self.limits.max_connections
+            or self._open.get(address, 0) >= self.limits.max_per_client
+        ):
             log.warning("connection refused: too many open", client=address)
-            await _refuse(writer, b"503 Service Unavailable", "too_many_connections",
-                          "too many open connections; try again later")
+            await _refuse(
+                writer, b"503 Service Unavailable", "too_many_connections", "too many open connections; try again later"
+            )
             return
         self._open[address] = self._open.get(address, 0) + 1
         link = _Link(asyncio.get_running_loop().create_future(), asyncio.get_running_loop().time())
         peer = attest.Peer(address, self._subject(writer))
-        tasks = [asyncio.ensure_future(self._requests(reader, writer, link, peer)),
-                 asyncio.ensure_future(_relay(link, writer))]
+        tasks = [
+            asyncio.ensure_future(self._requests(reader, writer, link, peer)),
+            asyncio.ensure_future(_relay(link, writer)),
+        ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -207,8 +231,9 @@ class Front:
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None and self.verifies_clients else None
         return x509.load_der_x509_certificate(der).subject.rfc4514_string() if der else None
 
-    async def _requests(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link,
-                        peer: attest.Peer) -> None:
+    async def _requests(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link, peer: attest.Peer
+    ) -> None:
         """Parse the client's requests; forward each head with the attested peer header and the scheme,
         relay bodies. The upstream connection is opened at the first request."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
@@ -317,10 +342,13 @@ async def _relay(link: _Link, sink: asyncio.StreamWriter) -> None:
 
 async def _refuse(writer: asyncio.StreamWriter, status: bytes, code: str, message: str) -> None:
     """An OpenAI-shaped error from the front itself, then the connection is closed."""
-    body = json.dumps({"error": {"message": message, "type": "service_unavailable", "param": None,
-                                 "code": code}}).encode()
-    writer.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                 b"connection: close\r\n\r\n%s" % (status, len(body), body))
+    body = json.dumps(
+        {"error": {"message": message, "type": "service_unavailable", "param": None, "code": code}}
+    ).encode()
+    writer.write(
+        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n%s" % (status, len(body), body)
+    )
     await _close(writer)
 
 

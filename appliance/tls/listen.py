@@ -73,8 +73,9 @@ def key_password(settings: Settings) -> bytes | None:
     try:
         return read_small(settings.tls_key_password_file, 4096).rstrip(b"\r\n")
     except OSError as exc:
-        raise ApplianceError(f"cannot read tls_key_password_file {settings.tls_key_password_file}: "
-                             f"{exc.strerror}") from exc
+        raise ApplianceError(
+            f"cannot read tls_key_password_file {settings.tls_key_password_file}: {exc.strerror}"
+        ) from exc
 
 
 def tls_files(settings: Settings) -> TlsFiles | None:
@@ -82,8 +83,10 @@ def tls_files(settings: Settings) -> TlsFiles | None:
     cert = settings.tls_cert or (tls_dir(settings) / certs.CERT_NAME)
     if settings.tls_cert is None and not cert.exists():
         if settings.tls_client_auth != "off" or settings.tls_roles_require_client_cert:
-            raise ApplianceError("client certificates (tls_client_auth, tls_roles_require_client_cert) need TLS: "
-                                 "install a server certificate first (appliance tls install)")
+            raise ApplianceError(
+                "client certificates (tls_client_auth, tls_roles_require_client_cert) need TLS: "
+                "install a server certificate first (appliance tls install)"
+            )
         return None
     if not cert.exists():
         raise ApplianceError(f"tls_cert {cert} does not exist")
@@ -94,8 +97,10 @@ def tls_files(settings: Settings) -> TlsFiles | None:
     elif ca.exists():
         client_ca = ca
     else:
-        raise ApplianceError(f"tls_client_auth is {settings.tls_client_auth} but the client CA bundle {ca} does "
-                             f"not exist (set tls_client_ca, or appliance tls install --ca)")
+        raise ApplianceError(
+            f"tls_client_auth is {settings.tls_client_auth} but the client CA bundle {ca} does "
+            f"not exist (set tls_client_ca, or appliance tls install --ca)"
+        )
     return TlsFiles(cert, key, client_ca, key_password(settings))
 
 
@@ -105,17 +110,26 @@ def plan(settings: Settings) -> Listen:
     if files is None:
         if not is_loopback(settings.host):
             if not settings.allow_plain_http:
-                raise ApplianceError(f"refusing plain HTTP on the non-loopback address {settings.host}: install a "
-                                     f"certificate (appliance tls install, or tls self-signed), or set "
-                                     f"allow_plain_http to accept unencrypted traffic")
-            log.warning("serving plain HTTP off loopback: API keys and content cross the network in clear",
-                        host=settings.host, port=settings.port)
+                raise ApplianceError(
+                    f"refusing plain HTTP on the non-loopback address {settings.host}: install a "
+                    f"certificate (appliance tls install, or tls self-signed), or set "
+                    f"allow_plain_http to accept unencrypted traffic"
+                )
+            log.warning(
+                "serving plain HTTP off loopback: API keys and content cross the network in clear",
+                host=settings.host,
+                port=settings.port,
+            )
         return Listen(settings.host, settings.port, settings.host, settings.port, None)
     info = certs.check_pair(files.cert, files.key, files.password)
     left = info.days_left()
     if left < settings.tls_expiry_warning_days:
-        log.warning("the TLS certificate expires soon", days_left=left, not_after=info.not_after.isoformat(),
-                    subject=info.subject)
+        log.warning(
+            "the TLS certificate expires soon",
+            days_left=left,
+            not_after=info.not_after.isoformat(),
+            subject=info.subject,
+        )
     internal = settings.tls_internal_port or settings.port + 1
     if internal == settings.port:
         raise ApplianceError("tls_internal_port must differ from port")

@@ -69,14 +69,25 @@ class Amounts:
 class QuotaExceeded(ApplianceError):
     """A request that would take a quota past its cap; names the quota and when it resets."""
 
-    def __init__(self, scope: str, quota: Quota, amount: str, taken: int, wanted: int, cap: int,
-                 resets_at: datetime, now: datetime) -> None:
+    def __init__(
+        self,
+        scope: str,
+        quota: Quota,
+        amount: str,
+        taken: int,
+        wanted: int,
+        cap: int,
+        resets_at: datetime,
+        now: datetime,
+    ) -> None:
         self.rule_id = f"quota.{quota.id}"
         self.resets_at = resets_at
         self.retry_after = max(0.0, (resets_at - now).total_seconds())
-        super().__init__(f"quota {quota.id} ({scope}: {amount.replace('_', ' ')} per {quota.period}) exceeded: "
-                         f"{taken} of {cap} used or reserved and this request needs {wanted}; it resets at "
-                         f"{resets_at.isoformat()}")
+        super().__init__(
+            f"quota {quota.id} ({scope}: {amount.replace('_', ' ')} per {quota.period}) exceeded: "
+            f"{taken} of {cap} used or reserved and this request needs {wanted}; it resets at "
+            f"{resets_at.isoformat()}"
+        )
 
 
 class QuotaUnavailable(ApplianceError):
@@ -299,8 +310,9 @@ class _Batch:
                 for a in AMOUNTS:
                     self.state[key][f"used_{a}"] += op.used.of(a)
         expired = sum(1 for _, amounts in given_back if amounts["expired"])
-        self._lock_buckets(sorted({(op.key_id, kind) for op in ops if isinstance(op, _Take | _Charge)
-                                   for kind in KINDS}))
+        self._lock_buckets(
+            sorted({(op.key_id, kind) for op in ops if isinstance(op, _Take | _Charge) for kind in KINDS})
+        )
         results = [self._apply_one(op, expired) for op in ops]
         self._write_back()
         return results
@@ -335,8 +347,11 @@ class _Batch:
         for _ in range(2):
             if fresh:
                 self.conn.execute(create[self.conn.dialect.name], [dict(zip(names, k, strict=True)) for k in fresh])
-            rows = [row for start in range(0, len(keys), 500)  # bounded IN lists
-                    for row in self.conn.execute(lock, {"keys": keys[start:start + 500]}).mappings()]
+            rows = [
+                row
+                for start in range(0, len(keys), 500)  # bounded IN lists
+                for row in self.conn.execute(lock, {"keys": keys[start : start + 500]}).mappings()
+            ]
             if len(rows) == len(keys):
                 break
             fresh = keys
@@ -351,8 +366,13 @@ class _Batch:
         statement = (_TAKE_BOTH if sweep else _TAKE_IDS) if ids else _TAKE_EXPIRED
         rows = self.conn.execute(statement, {"ids": ids, "now": self.now}).mappings()
         settled = set(ids)
-        return [((row["scope"], row["quota_id"], row["period"]),
-                 {**{a: row[a] for a in AMOUNTS}, "expired": row["reservation"] not in settled}) for row in rows]
+        return [
+            (
+                (row["scope"], row["quota_id"], row["period"]),
+                {**{a: row[a] for a in AMOUNTS}, "expired": row["reservation"] not in settled},
+            )
+            for row in rows
+        ]
 
     def _lock(self, keys: list[CounterKey]) -> None:
         """Create the missing counter rows, then lock them all (in key order) and read them."""
@@ -373,20 +393,33 @@ class _Batch:
         for key in keys:
             for a in AMOUNTS:
                 self.state[key][f"reserved_{a}"] += op.want.of(a)
-            self.new_reservations.append({"reservation": rid, "scope": key[0], "quota_id": key[1],
-                                          "period": key[2], "expires_at": self.now + self.ttl_s,
-                                          **{a: op.want.of(a) for a in AMOUNTS}})
+            self.new_reservations.append(
+                {
+                    "reservation": rid,
+                    "scope": key[0],
+                    "quota_id": key[1],
+                    "period": key[2],
+                    "expires_at": self.now + self.ttl_s,
+                    **{a: op.want.of(a) for a in AMOUNTS},
+                }
+            )
         return Reservation(rid, tuple(keys))
 
     def _write_back(self) -> None:
-        changed = [{"k_scope": k[0], "k_quota_id": k[1], "k_period": k[2], **v}
-                   for k, v in sorted(self.state.items()) if v != self.before[k]]
+        changed = [
+            {"k_scope": k[0], "k_quota_id": k[1], "k_period": k[2], **v}
+            for k, v in sorted(self.state.items())
+            if v != self.before[k]
+        ]
         if changed:
             self.conn.execute(_WRITE_BACK, changed)
         if self.new_reservations:
             self.conn.execute(_RESERVE, self.new_reservations)
-        refilled = [{"k_key_id": k[0], "k_kind": k[1], "level": b[0], "stamp": b[1]}
-                    for k, b in sorted(self.buckets.items()) if b is not None and b != self.buckets_before[k]]
+        refilled = [
+            {"k_key_id": k[0], "k_kind": k[1], "level": b[0], "stamp": b[1]}
+            for k, b in sorted(self.buckets.items())
+            if b is not None and b != self.buckets_before[k]
+        ]
         if refilled:
             self.conn.execute(_WRITE_BUCKETS, refilled)
 
@@ -399,22 +432,43 @@ _EXPIRED = _r.expires_at < bindparam("now")
 _TAKE_IDS = delete(reservations).where(_BY_ID).returning(*_TAKEN)
 _TAKE_EXPIRED = delete(reservations).where(_EXPIRED).returning(*_TAKEN)
 _TAKE_BOTH = delete(reservations).where(or_(_BY_ID, _EXPIRED)).returning(*_TAKEN)
-_CREATE = {"sqlite": sqlite.insert(counters).on_conflict_do_nothing(),
-           "postgresql": postgresql.insert(counters).on_conflict_do_nothing()}
-_LOCK = (select(counters).where(tuple_(counters.c.scope, counters.c.quota_id, counters.c.period).in_(
-    bindparam("keys", expanding=True))).order_by(counters.c.scope, counters.c.quota_id, counters.c.period)
-    .with_for_update())
-_WRITE_BACK = update(counters).where(and_(
-    counters.c.scope == bindparam("k_scope"), counters.c.quota_id == bindparam("k_quota_id"),
-    counters.c.period == bindparam("k_period"))).values({c: bindparam(c) for c in _COLUMNS})
+_CREATE = {
+    "sqlite": sqlite.insert(counters).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(counters).on_conflict_do_nothing(),
+}
+_LOCK = (
+    select(counters)
+    .where(tuple_(counters.c.scope, counters.c.quota_id, counters.c.period).in_(bindparam("keys", expanding=True)))
+    .order_by(counters.c.scope, counters.c.quota_id, counters.c.period)
+    .with_for_update()
+)
+_WRITE_BACK = (
+    update(counters)
+    .where(
+        and_(
+            counters.c.scope == bindparam("k_scope"),
+            counters.c.quota_id == bindparam("k_quota_id"),
+            counters.c.period == bindparam("k_period"),
+        )
+    )
+    .values({c: bindparam(c) for c in _COLUMNS})
+)
 _RESERVE = reservations.insert()
-_CREATE_BUCKETS = {"sqlite": sqlite.insert(buckets).on_conflict_do_nothing(),
-                   "postgresql": postgresql.insert(buckets).on_conflict_do_nothing()}
-_LOCK_BUCKETS = (select(buckets).where(tuple_(buckets.c.key_id, buckets.c.kind).in_(
-    bindparam("keys", expanding=True))).order_by(buckets.c.key_id, buckets.c.kind).with_for_update())
-_WRITE_BUCKETS = update(buckets).where(and_(buckets.c.key_id == bindparam("k_key_id"),
-                                            buckets.c.kind == bindparam("k_kind"))).values(
-    level=bindparam("level"), stamp=bindparam("stamp"))
+_CREATE_BUCKETS = {
+    "sqlite": sqlite.insert(buckets).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(buckets).on_conflict_do_nothing(),
+}
+_LOCK_BUCKETS = (
+    select(buckets)
+    .where(tuple_(buckets.c.key_id, buckets.c.kind).in_(bindparam("keys", expanding=True)))
+    .order_by(buckets.c.key_id, buckets.c.kind)
+    .with_for_update()
+)
+_WRITE_BUCKETS = (
+    update(buckets)
+    .where(and_(buckets.c.key_id == bindparam("k_key_id"), buckets.c.kind == bindparam("k_kind")))
+    .values(level=bindparam("level"), stamp=bindparam("stamp"))
+)
 
 
 def _done() -> Future:

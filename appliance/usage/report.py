@@ -65,15 +65,21 @@ def _moment(value: str, zone: tzinfo, name: str, days_after: int) -> datetime:
             return datetime.combine(date.fromisoformat(value) + timedelta(days=days_after), time(0), tzinfo=zone)
         moment = datetime.fromisoformat(value)
     except (ValueError, OverflowError):
-        raise ApplianceError(f"{name} {value!r} is not an ISO date or time (e.g. 2026-12-01 or "
-                             f"2026-12-01T08:00:00+01:00)") from None
+        raise ApplianceError(
+            f"{name} {value!r} is not an ISO date or time (e.g. 2026-12-01 or 2026-12-01T08:00:00+01:00)"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
 
 
 def render(rows: list[UsageRow], fmt: Literal["csv", "json"], by: By, since: datetime, until: datetime) -> str:
     if fmt == "json":
-        return json.dumps({"by": by, "from": since.isoformat(), "to": until.isoformat(),
-                           "data": [asdict(r) for r in rows]}, indent=2) + "\n"
+        return (
+            json.dumps(
+                {"by": by, "from": since.isoformat(), "to": until.isoformat(), "data": [asdict(r) for r in rows]},
+                indent=2,
+            )
+            + "\n"
+        )
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([by, "requests", "input_tokens", "output_tokens", "reasoning_tokens"])

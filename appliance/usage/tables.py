@@ -9,7 +9,8 @@ from appliance.db import Base
 AMOUNTS = ("input_tokens", "output_tokens", "requests")
 
 counters = Table(
-    "usage_counters", Base.metadata,
+    "usage_counters",
+    Base.metadata,
     Column("scope", String(160), primary_key=True),  # key:<key id> or group:<name>
     Column("quota_id", String(64), primary_key=True),
     Column("period", String(10), primary_key=True),  # 2026-12-04 (day) or 2026-12 (month), site time
@@ -18,7 +19,8 @@ counters = Table(
 )
 
 reservations = Table(
-    "usage_reservations", Base.metadata,
+    "usage_reservations",
+    Base.metadata,
     Column("reservation", String(32), primary_key=True),
     Column("scope", String(160), primary_key=True),
     Column("quota_id", String(64), primary_key=True),
@@ -28,7 +30,8 @@ reservations = Table(
 )
 
 buckets = Table(
-    "rate_buckets", Base.metadata,
+    "rate_buckets",
+    Base.metadata,
     Column("key_id", String(160), primary_key=True),
     Column("kind", String(16), primary_key=True),  # rate.requests or rate.tokens
     Column("level", Float),  # NULL: full

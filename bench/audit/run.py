@@ -38,13 +38,21 @@ INSERT = f"INSERT INTO audit_records ({', '.join(ROW_COLUMNS)}) VALUES ({', '.jo
 def event(i: int) -> AuditEvent:
     """A typical ~500-byte completion record."""
     return AuditEvent(
-        event="completion", request_id=f"req-{i:012d}", source="10.1.2.3", route="/v1/chat/completions",
+        event="completion",
+        request_id=f"req-{i:012d}",
+        source="10.1.2.3",
+        route="/v1/chat/completions",
         principal={"key_id": f"key{i % 50:04d}", "name": f"analyst-{i % 50}", "role": "user"},
-        model="gpt-oss-20b", bundle_version="2026.11.0", policy_revision="9f2c" * 16,
+        model="gpt-oss-20b",
+        bundle_version="2026.11.0",
+        policy_revision="9f2c" * 16,
         decision={"action": "redact", "rule_ids": ["pii.email", "secrets"], "findings": {"pii.email": 2}},
-        content_mode="hash", content=f"sha256:{i:064x}",
+        content_mode="hash",
+        content=f"sha256:{i:064x}",
         usage={"prompt_tokens": 812, "completion_tokens": 230, "reasoning_tokens": 95},
-        latency_ms=1234, status=200)
+        latency_ms=1234,
+        status=200,
+    )
 
 
 def rows(start: int, count: int, prev: str = GENESIS) -> list[tuple]:
@@ -60,8 +68,10 @@ def rows(start: int, count: int, prev: str = GENESIS) -> list[tuple]:
 
 
 def _chained_writer(url: str, key: str, events: list[AuditEvent], seconds: float = 1.0) -> None:
-    with AuditLog(url, Path(key), checkpoint_every=1000, checkpoint_seconds=seconds) as log, \
-            ThreadPoolExecutor(CALLERS) as pool:
+    with (
+        AuditLog(url, Path(key), checkpoint_every=1000, checkpoint_seconds=seconds) as log,
+        ThreadPoolExecutor(CALLERS) as pool,
+    ):
         list(pool.map(log.append, events))
 
 
@@ -71,7 +81,7 @@ def _plain_writer(path: str, batch: int, prepared: list[tuple]) -> None:
     conn.execute("PRAGMA synchronous=FULL")
     for i in range(0, len(prepared), batch):
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(INSERT, prepared[i:i + batch])
+        conn.executemany(INSERT, prepared[i : i + batch])
         conn.execute("COMMIT")
     conn.close()
 
@@ -172,29 +182,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--appends", type=int, default=20_000)
     parser.add_argument("--verify-records", type=int, default=1_000_000)
-    parser.add_argument("--dir", type=Path, default=None,
-                        help="Folder for the databases (default: a temp one).")
+    parser.add_argument("--dir", type=Path, default=None, help="Folder for the databases (default: a temp one).")
     args = parser.parse_args()
     lines = [f"audit bench: SQLite WAL synchronous=FULL, {CALLERS} concurrent callers per chained writer"]
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         folder = Path(tmp)
         for writers in (1, 4) if args.appends else ():
             r = bench_appends(folder, args.appends, writers)
-            lines.append(f"{writers} writer(s): chained {r['chained']:,.0f}/s | same with checkpoints every 60 s "
-                         f"{r['chained_60s']:,.0f}/s (ratio {r['chained'] / r['chained_60s']:.2f}x) | "
-                         f"plain 1 row/commit "
-                         f"{r['plain_1']:,.0f}/s (ratio {r['chained'] / r['plain_1']:.2f}x) | "
-                         f"plain 32 rows/commit "
-                         f"{r['plain_32']:,.0f}/s (ratio {r['chained'] / r['plain_32']:.2f}x)")
+            lines.append(
+                f"{writers} writer(s): chained {r['chained']:,.0f}/s | same with checkpoints every 60 s "
+                f"{r['chained_60s']:,.0f}/s (ratio {r['chained'] / r['chained_60s']:.2f}x) | "
+                f"plain 1 row/commit "
+                f"{r['plain_1']:,.0f}/s (ratio {r['chained'] / r['plain_1']:.2f}x) | "
+                f"plain 32 rows/commit "
+                f"{r['plain_32']:,.0f}/s (ratio {r['chained'] / r['plain_32']:.2f}x)"
+            )
             print(lines[-1], flush=True)
         if args.verify_records:
             v = bench_verify(folder, args.verify_records)
-            lines.append(f"verify {args.verify_records:,} records with 1 checkpoint per 1,000 and its witness: "
-                         f"{v['verify_s']:.1f} s wall, "
-                         f"{v['verify_cpu']:.1f} s CPU "
-                         f"({args.verify_records / v['verify_s']:,.0f}/s); "
-                         f"plain full scan {v['scan_s']:.1f} s "
-                         f"(ratio {v['verify_s'] / v['scan_s']:.1f}x)")
+            lines.append(
+                f"verify {args.verify_records:,} records with 1 checkpoint per 1,000 and its witness: "
+                f"{v['verify_s']:.1f} s wall, "
+                f"{v['verify_cpu']:.1f} s CPU "
+                f"({args.verify_records / v['verify_s']:,.0f}/s); "
+                f"plain full scan {v['scan_s']:.1f} s "
+                f"(ratio {v['verify_s'] / v['scan_s']:.1f}x)"
+            )
             print(lines[-1], flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")

@@ -106,8 +106,11 @@ def main() -> None:
         t_read = _timed(lambda: archive.read(out, folder / "read-only", trust, lambda n: None))
         shutil.rmtree(folder / "read-only")
         _drop(out)
-        t_restore = _timed(lambda: restore(settings, out, force=True, passphrase=None, trust=[],
-                                           progress=lambda _d, _t: lambda n: None))
+        t_restore = _timed(
+            lambda: restore(
+                settings, out, force=True, passphrase=None, trust=[], progress=lambda _d, _t: lambda n: None
+            )
+        )
         _drop(folder / "copy.db")
         t_copy_back = _timed(lambda: _copy(folder / "copy.db", folder / "back.db"))
 

@@ -49,7 +49,9 @@ def main() -> None:
                 for _ in range(per_file // (64 << 20)):
                     f.write(os.urandom(64 << 20))
                 f.write(os.urandom(per_file % (64 << 20)))
-        BundleMetadata(name="bench", version="1.0.0", variant="bench", precision="fp32", profile="cpu-fp32").write(folder)
+        BundleMetadata(name="bench", version="1.0.0", variant="bench", precision="fp32", profile="cpu-fp32").write(
+            folder
+        )
         key = keys.generate_private_key("ecdsa-p256")
         keys.write_private_key(key, work / "k.pem")
         keys.write_public_key(key.public_key(), work / "k.pub")
@@ -59,17 +61,29 @@ def main() -> None:
         env = {**os.environ, "APPLIANCE_DATA_DIR": str(work / "var")}
 
         def ours() -> None:
-            subprocess.run([appliance, "bundle", "verify", str(folder), "--trust", str(work / "k.pub")],
-                           check=True, env=env, capture_output=True)
+            subprocess.run(
+                [appliance, "bundle", "verify", str(folder), "--trust", str(work / "k.pub")],
+                check=True,
+                env=env,
+                capture_output=True,
+            )
 
         def model_signing() -> None:
-            subprocess.run([sys.executable, "-c", "import model_signing,sys; model_signing.verifying.Config()"
-                            ".use_elliptic_key_verifier(public_key=sys.argv[1]).verify(sys.argv[2], sys.argv[3])",
-                            str(work / "k.pub"), str(folder), str(folder / "model.sig")], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "import model_signing,sys; model_signing.verifying.Config()"
+                    ".use_elliptic_key_verifier(public_key=sys.argv[1]).verify(sys.argv[2], sys.argv[3])",
+                    str(work / "k.pub"),
+                    str(folder),
+                    str(folder / "model.sig"),
+                ],
+                check=True,
+            )
 
         def sha256sum() -> None:
-            subprocess.run(["sha256sum", *sorted(str(p) for p in folder.iterdir())], check=True,
-                           capture_output=True)
+            subprocess.run(["sha256sum", *sorted(str(p) for p in folder.iterdir())], check=True, capture_output=True)
 
         buf = os.urandom(256 << 20)
         one_core = best(lambda: hashlib.sha256(buf).digest(), args.repeat)
@@ -79,20 +93,26 @@ def main() -> None:
             verify_bundle(folder, [key.public_key()], workers=cores)
 
         ours()  # warm the page cache
-        results = {"appliance bundle verify": best(ours, args.repeat),
-                   "verify_bundle() in-process": best(ours_in_process, args.repeat),
-                   "model-signing (key verify)": best(model_signing, args.repeat),
-                   "sha256sum": best(sha256sum, args.repeat)}
-        lines = [f"bundle: {total / 2**30:.2f} GiB in 4 files, {cores} cores, best of {args.repeat}",
-                 f"hashing limit ({cores} x OpenSSL {len(buf) / one_core / 1e9:.2f} GB/s): {limit:.2f} s"]
+        results = {
+            "appliance bundle verify": best(ours, args.repeat),
+            "verify_bundle() in-process": best(ours_in_process, args.repeat),
+            "model-signing (key verify)": best(model_signing, args.repeat),
+            "sha256sum": best(sha256sum, args.repeat),
+        }
+        lines = [
+            f"bundle: {total / 2**30:.2f} GiB in 4 files, {cores} cores, best of {args.repeat}",
+            f"hashing limit ({cores} x OpenSSL {len(buf) / one_core / 1e9:.2f} GB/s): {limit:.2f} s",
+        ]
         for name, t in results.items():
             lines.append(f"{name:28s} {t:6.2f} s  {total / t / 1e9:5.2f} GB/s")
         o = results["appliance bundle verify"]
         ip = results["verify_bundle() in-process"]
-        lines += [f"ratio model-signing / ours: {results['model-signing (key verify)'] / o:.2f}x (goal >= 2x)",
-                  f"in-process vs hashing limit: {limit / ip:.2f}x of the limit (no CLI start-up)",
-                  f"ratio sha256sum / ours:     {results['sha256sum'] / o:.2f}x",
-                  f"ours vs hashing limit:      {limit / o:.2f}x of the limit (goal >= 0.9x)"]
+        lines += [
+            f"ratio model-signing / ours: {results['model-signing (key verify)'] / o:.2f}x (goal >= 2x)",
+            f"in-process vs hashing limit: {limit / ip:.2f}x of the limit (no CLI start-up)",
+            f"ratio sha256sum / ours:     {results['sha256sum'] / o:.2f}x",
+            f"ours vs hashing limit:      {limit / o:.2f}x of the limit (goal >= 0.9x)",
+        ]
         text = "\n".join(lines)
         print(text)
         out = Path(__file__).resolve().parents[1] / "results" / "bundle_verify.txt"

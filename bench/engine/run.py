@@ -40,8 +40,7 @@ async def ours(engine: Engine, batch: list[list[int]], tokens: int, stagger: flo
         await asyncio.sleep(i * stagger)
         start = time.perf_counter()
         first = True
-        async for event in engine.generate(GenerationRequest(prompt_tokens=prompt, max_tokens=tokens,
-                                                             temperature=0)):
+        async for event in engine.generate(GenerationRequest(prompt_tokens=prompt, max_tokens=tokens, temperature=0)):
             if first and isinstance(event, TextEvent):
                 ttft.append(time.perf_counter() - start)
                 first = False
@@ -57,8 +56,7 @@ async def ours(engine: Engine, batch: list[list[int]], tokens: int, stagger: flo
 async def ours_sequential(engine: Engine, batch: list[list[int]], tokens: int) -> float:
     start, total = time.perf_counter(), 0
     for prompt in batch:
-        async for event in engine.generate(GenerationRequest(prompt_tokens=prompt, max_tokens=tokens,
-                                                             temperature=0)):
+        async for event in engine.generate(GenerationRequest(prompt_tokens=prompt, max_tokens=tokens, temperature=0)):
             if hasattr(event, "usage"):
                 total += event.usage.completion_tokens
     return total / (time.perf_counter() - start)
@@ -94,8 +92,14 @@ def transformers_generate(checkpoint: Path, batch: list[list[int]], tokens: int,
     start = time.perf_counter()
     time.sleep(stagger * (len(batch) - 1))
     with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=tokens, min_new_tokens=tokens,
-                             do_sample=False, pad_token_id=199_999)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            pad_token_id=199_999,
+        )
     return (out.shape[1] - width) * len(batch) / (time.perf_counter() - start)
 
 
@@ -106,11 +110,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = write_checkpoint(Path(tmp) / "demo", gpt_oss_config("demo"))
-        bundle = build_bundle(checkpoint, Path(tmp) / "bundle", profile="cpu-fp32", name="demo", version="0.1.0",
-                              key=None)
+        bundle = build_bundle(
+            checkpoint, Path(tmp) / "bundle", profile="cpu-fp32", name="demo", version="0.1.0", key=None
+        )
         engine = Engine.from_bundle(bundle, max_batch_size=8)
-        batch = prompts(engine.encoding.encode("<|start|>assistant<|channel|>final<|message|>",
-                                               allowed_special="all"))
+        batch = prompts(engine.encoding.encode("<|start|>assistant<|channel|>final<|message|>", allowed_special="all"))
         asyncio.run(ours(engine, batch[:2], 4, 0))  # warm-up
         concurrent, ttft = asyncio.run(ours(engine, batch, args.tokens, args.stagger))
         single = asyncio.run(ours_sequential(engine, batch, args.tokens))

@@ -41,12 +41,18 @@ def bench_config(layers: int) -> dict:
 
 def _tensors(config: dict, layer: int | None, seed: int) -> dict[str, torch.Tensor]:
     """The published tensors of one layer (or, for None, embedding, final norm and head) alone in memory."""
-    part = {**config, "num_hidden_layers": 0 if layer is None else 1, "vocab_size": config["vocab_size"] if layer
-            is None else 1}
+    part = {
+        **config,
+        "num_hidden_layers": 0 if layer is None else 1,
+        "vocab_size": config["vocab_size"] if layer is None else 1,
+    }
     state = random_state_dict(part, seed=seed, std=STD)
     if layer is not None:
-        state = {k.replace("model.layers.0.", f"model.layers.{layer}."): v for k, v in state.items()
-                 if k.startswith("model.layers.0.")}
+        state = {
+            k.replace("model.layers.0.", f"model.layers.{layer}."): v
+            for k, v in state.items()
+            if k.startswith("model.layers.0.")
+        }
     return published_tensors(state)
 
 

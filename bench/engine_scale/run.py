@@ -66,8 +66,14 @@ def _runner(bundle: Path, device: str, options=None):
 
     decoder = json.loads((bundle / "genai_config.json").read_text())["model"]["decoder"]
     window = (decoder.get("sliding_window") or {}).get("window_size")
-    return ModelRunner(bundle / "model.onnx", decoder["num_key_value_heads"], decoder["head_size"],
-                       _providers(device), window=window, options=options)
+    return ModelRunner(
+        bundle / "model.onnx",
+        decoder["num_key_value_heads"],
+        decoder["head_size"],
+        _providers(device),
+        window=window,
+        options=options,
+    )
 
 
 def bandwidth(args: argparse.Namespace) -> dict:
@@ -141,11 +147,19 @@ def ours(args: argparse.Namespace) -> dict:
         elapsed = min(spent)
         out["rates"][f"{batch}x{context}"] = batch / elapsed
         out["step_s"][f"{batch}x{context}"] = elapsed
-        print(f"ours batch {batch} context {context}: {batch / elapsed:.1f} tok/s ({elapsed * 1000:.1f} ms/step)",
-              flush=True)
+        print(
+            f"ours batch {batch} context {context}: {batch / elapsed:.1f} tok/s ({elapsed * 1000:.1f} ms/step)",
+            flush=True,
+        )
     layout = runner.layout
-    out["kv"] = {str(c): {"ours": layout.bytes_for(c), "need": layout.architecture_need(c),
-                          "full_kv": len(layout.names) * c * layout.bytes_per_position} for c in contexts}
+    out["kv"] = {
+        str(c): {
+            "ours": layout.bytes_for(c),
+            "need": layout.architecture_need(c),
+            "full_kv": len(layout.names) * c * layout.bytes_per_position,
+        }
+        for c in contexts
+    }
     out["weights"] = _weight_bytes(bundle, config)
     out["invariance"] = _invariance(runner)
     return out
@@ -177,8 +191,7 @@ def profile(args: argparse.Namespace) -> dict:
     trace = Path(runner.session.end_profiling())
     events = json.loads(trace.read_text())
     trace.unlink()
-    runs = sorted((e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"),
-                  key=lambda e: e["ts"])
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"), key=lambda e: e["ts"])
     nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
     out: dict = {}
     for batch, context in shapes:
@@ -194,8 +207,11 @@ def profile(args: argparse.Namespace) -> dict:
         per_op = {op: float(np.median([ops.get(op, 0.0) for ops in per_run])) for op in per_run[0]}
         key = f"{batch}x{context}"
         out[key] = {"step_s": float(np.median([r["dur"] for r in timed])) / 1e6, "per_op_s": per_op}
-        print(f"profile {key}: " + ", ".join(
-            f"{op} {t * 1000:.1f} ms" for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])[:4]), flush=True)
+        print(
+            f"profile {key}: "
+            + ", ".join(f"{op} {t * 1000:.1f} ms" for op, t in sorted(per_op.items(), key=lambda kv: -kv[1])[:4]),
+            flush=True,
+        )
     return out
 
 
@@ -208,7 +224,7 @@ def _invariance(runner) -> dict:
         cache = runner.allocate(len(rows), 512)
         for slot, prompt in enumerate(rows):
             for start in range(0, len(prompt) - 1, 64):
-                runner.prefill(cache, slot, prompt[start:min(start + 64, len(prompt) - 1)], start)
+                runner.prefill(cache, slot, prompt[start : min(start + 64, len(prompt) - 1)], start)
         lengths, nxt, out = [len(p) - 1 for p in rows], [p[-1] for p in rows], [[] for _ in rows]
         for _ in range(steps):
             logits = runner.step(cache, nxt, lengths)
@@ -235,15 +251,17 @@ def _og_prefilled(model, batch: int, context: int, extra: int, rng: np.random.Ge
     config = bench_config(1)
     scores = 4 * batch * config["num_attention_heads"] * context * (context + extra)
     if device == "cpu" and batch > 1 and scores > free_memory("cpu") // 2:
-        return None, (f"og needs its {batch}x{context} prompt in one append_tokens, whose attention scores alone "
-                      f"are {scores / 2**30:.0f} GiB")
+        return None, (
+            f"og needs its {batch}x{context} prompt in one append_tokens, whose attention scores alone "
+            f"are {scores / 2**30:.0f} GiB"
+        )
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=context + extra, batch_size=batch, do_sample=False)
     generator = og.Generator(model, params)
     prompt = rng.integers(0, 199_998, size=(batch, context - 1), dtype=np.int32)
     step = OG_CHUNK if batch == 1 else context
     for at in range(0, context - 1, step):
-        generator.append_tokens(prompt[:, at:at + step])
+        generator.append_tokens(prompt[:, at : at + step])
     return generator, ""
 
 
@@ -315,8 +333,9 @@ def hf(args: argparse.Namespace) -> dict:
     need = 4 * sum(f.stat().st_size for f in checkpoint.glob("*.safetensors"))  # MXFP4 experts become bf16
     if device == "cpu" and need > free_memory("cpu"):
         raise SystemExit(f"transformers: needs ~{need / 2**30:.0f} GiB, more than is free here; skipped")
-    model = transformers.AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.bfloat16,
-                                                              device_map=device).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        checkpoint, dtype=torch.bfloat16, device_map=device
+    ).eval()
     rng = np.random.default_rng(0)
     out: dict = {"rates": {}, "prefill_s": {}}
     points = [(1, int(c)) for c in args.og_contexts.split(",")] + [(8, 512)]
@@ -325,7 +344,7 @@ def hf(args: argparse.Namespace) -> dict:
             ids = torch.tensor(rng.integers(0, 199_998, size=(batch, context)), device=device)
             start, past = time.perf_counter(), None
             for at in range(0, context, OG_CHUNK):  # chunks: eager attention holds heads x chunk x context scores
-                past = model(ids[:, at:at + OG_CHUNK], past_key_values=past, use_cache=True).past_key_values
+                past = model(ids[:, at : at + OG_CHUNK], past_key_values=past, use_cache=True).past_key_values
             out["prefill_s"][f"{batch}x{context}"] = time.perf_counter() - start
             token = ids[:, -1:]
             times = []
@@ -346,8 +365,13 @@ def stall(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(2)
     out: dict = {}
     for chunk in (args.chunk, args.stall_prompt):
-        engine = Engine.from_bundle(bundle, max_batch_size=8, prefill_chunk=chunk, providers=_providers(args.device),
-                                    max_tokens_in_flight=args.stall_prompt + 64)
+        engine = Engine.from_bundle(
+            bundle,
+            max_batch_size=8,
+            prefill_chunk=chunk,
+            providers=_providers(args.device),
+            max_tokens_in_flight=args.stall_prompt + 64,
+        )
         gaps: list[float] = []
         before: list[float] = []
         long_prompt = rng.integers(0, 199_998, size=args.stall_prompt).tolist()
@@ -355,23 +379,33 @@ def stall(args: argparse.Namespace) -> dict:
         used = engine.stats()["prefill_chunk"]
         engine.close()
         steady = float(np.median(before))
-        out[str(chunk)] = {"max_gap_s": max(gaps, default=0.0), "median_gap_s": float(np.median(gaps)),
-                           "steady_s": steady, "join_s": joined,
-                           "chunks": -(-(args.stall_prompt - 1) // used), "chunk_used": used}
-        print(f"stall chunk {chunk}: max gap {max(gaps, default=0) * 1000:.0f} ms, steady {steady * 1000:.0f} ms, "
-              f"join {joined:.1f} s", flush=True)
+        out[str(chunk)] = {
+            "max_gap_s": max(gaps, default=0.0),
+            "median_gap_s": float(np.median(gaps)),
+            "steady_s": steady,
+            "join_s": joined,
+            "chunks": -(-(args.stall_prompt - 1) // used),
+            "chunk_used": used,
+        }
+        print(
+            f"stall chunk {chunk}: max gap {max(gaps, default=0) * 1000:.0f} ms, steady {steady * 1000:.0f} ms, "
+            f"join {joined:.1f} s",
+            flush=True,
+        )
     return out
 
 
-async def _join_scenario(engine, long_prompt: list[int], gaps: list[float], steady: list[float],
-                         rng: np.random.Generator) -> float:
+async def _join_scenario(
+    engine, long_prompt: list[int], gaps: list[float], steady: list[float], rng: np.random.Generator
+) -> float:
     """4 rows decode; once steady, `long_prompt` joins. Records the time between decode steps meanwhile (each
     step gives each decoding row its next token; the harmony stream of random tokens shows no text to time)."""
     from appliance.engine import GenerationRequest
 
     async def decode(prompt: list[int]) -> None:
-        request = GenerationRequest(prompt_tokens=prompt, max_tokens=engine.max_tokens_in_flight - len(prompt),
-                                    temperature=0)
+        request = GenerationRequest(
+            prompt_tokens=prompt, max_tokens=engine.max_tokens_in_flight - len(prompt), temperature=0
+        )
         async for _ in engine.generate(request):
             pass
 
@@ -408,10 +442,12 @@ async def _join_scenario(engine, long_prompt: list[int], gaps: list[float], stea
 def report(args: argparse.Namespace) -> list[str]:
     got = {p: json.loads((args.out / f"{p}.json").read_text()) for p in PARTS if (args.out / f"{p}.json").is_file()}
     config = bench_config(args.layers)
-    lines = [f"engine_scale: gpt-oss-20b shapes (hidden {config['hidden_size']}, {config['num_attention_heads']}/"
-             f"{config['num_key_value_heads']} heads of {config['head_dim']}, {config['num_local_experts']} experts "
-             f"top-{config['num_experts_per_tok']}, window {config['sliding_window']}, vocab {config['vocab_size']}), "
-             f"{args.layers} layers, random weights, {args.profile}, device {args.device}, {os.cpu_count()} cores"]
+    lines = [
+        f"engine_scale: gpt-oss-20b shapes (hidden {config['hidden_size']}, {config['num_attention_heads']}/"
+        f"{config['num_key_value_heads']} heads of {config['head_dim']}, {config['num_local_experts']} experts "
+        f"top-{config['num_experts_per_tok']}, window {config['sliding_window']}, vocab {config['vocab_size']}), "
+        f"{args.layers} layers, random weights, {args.profile}, device {args.device}, {os.cpu_count()} cores"
+    ]
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
@@ -427,51 +463,68 @@ def report(args: argparse.Namespace) -> list[str]:
         ratio = ours_d["step_s"][f"8x{hi}"] / ours_d["step_s"][f"8x{lo}"]
         lines.append(f"step time batch 8, context {hi} vs {lo}: {ratio:.2f}x (goal <= 1.3x: {verdict(ratio <= 1.3)})")
         scale = rates[f"8x{lo}"] / rates[f"1x{lo}"]
-        lines.append(f"aggregate batch 8 vs batch 1 (context {lo}): {scale:.2f}x (goal >= 2.5x: {verdict(scale >= 2.5)})")
+        lines.append(
+            f"aggregate batch 8 vs batch 1 (context {lo}): {scale:.2f}x (goal >= 2.5x: {verdict(scale >= 2.5)})"
+        )
     for context, kv in ours_d.get("kv", {}).items():
         ratio = kv["ours"] / kv["need"]
-        lines.append(f"KV bytes per sequence at {context}: ours {kv['ours'] / 2**20:.1f} MiB, architecture needs "
-                     f"{kv['need'] / 2**20:.1f} MiB ({ratio:.3f}x, goal <= 1.1x: {verdict(ratio <= 1.1)}); full KV on "
-                     f"every layer (before) {kv['full_kv'] / 2**20:.1f} MiB")
+        lines.append(
+            f"KV bytes per sequence at {context}: ours {kv['ours'] / 2**20:.1f} MiB, architecture needs "
+            f"{kv['need'] / 2**20:.1f} MiB ({ratio:.3f}x, goal <= 1.1x: {verdict(ratio <= 1.1)}); full KV on "
+            f"every layer (before) {kv['full_kv'] / 2**20:.1f} MiB"
+        )
     if "invariance" in ours_d:
         inv = ours_d["invariance"]
-        lines.append(f"batch invariance at this shape ({inv['rows']} ragged rows, greedy, in-place slots): "
-                     f"{'identical' if inv['same'] else 'DIFFERENT'}")
+        lines.append(
+            f"batch invariance at this shape ({inv['rows']} ragged rows, greedy, in-place slots): "
+            f"{'identical' if inv['same'] else 'DIFFERENT'}"
+        )
     prof = got.get("profile", {})
     if len(prof) == 3:
-        (one, one_p), (lo_k, lo_p), (hi_k, hi_p) = sorted(prof.items(), key=lambda kv: (int(kv[0].split("x")[1]),
-                                                                                      int(kv[0].split("x")[0])))
+        (one, one_p), (lo_k, lo_p), (hi_k, hi_p) = sorted(
+            prof.items(), key=lambda kv: (int(kv[0].split("x")[1]), int(kv[0].split("x")[0]))
+        )
 
         def ms(p: dict, op: str) -> float:
             return p["per_op_s"].get(op, 0.0) * 1000
 
         attn, gemm = "GroupQueryAttention", "MatMulNBits"
         rest_lo, rest_hi = lo_p["step_s"] * 1000 - ms(lo_p, attn), hi_p["step_s"] * 1000 - ms(hi_p, attn)
-        lines.append(f"where a step goes (ONNX Runtime profiler, median ms), {lo_k} vs {hi_k}: attention kernel "
-                     f"{ms(lo_p, attn):.0f} vs {ms(hi_p, attn):.0f}; everything else {rest_lo:.0f} vs {rest_hi:.0f} "
-                     f"({rest_hi / rest_lo:.2f}x: no per-step KV copy left; the growth is the attention kernel's)")
-        lines.append(f"where a step goes, {one} vs {lo_k}: step {one_p['step_s'] * 1000:.0f} vs "
-                     f"{lo_p['step_s'] * 1000:.0f}; int4 GEMMs (MatMulNBits, the 201,088-row LM head most) "
-                     f"{ms(one_p, gemm):.0f} vs {ms(lo_p, gemm):.0f} ({ms(lo_p, gemm) / max(ms(one_p, gemm), 1e-9):.1f}x"
-                     f" for 8x the rows); experts (QMoE) {ms(one_p, 'QMoE'):.0f} vs {ms(lo_p, 'QMoE'):.0f}")
+        lines.append(
+            f"where a step goes (ONNX Runtime profiler, median ms), {lo_k} vs {hi_k}: attention kernel "
+            f"{ms(lo_p, attn):.0f} vs {ms(hi_p, attn):.0f}; everything else {rest_lo:.0f} vs {rest_hi:.0f} "
+            f"({rest_hi / rest_lo:.2f}x: no per-step KV copy left; the growth is the attention kernel's)"
+        )
+        lines.append(
+            f"where a step goes, {one} vs {lo_k}: step {one_p['step_s'] * 1000:.0f} vs "
+            f"{lo_p['step_s'] * 1000:.0f}; int4 GEMMs (MatMulNBits, the 201,088-row LM head most) "
+            f"{ms(one_p, gemm):.0f} vs {ms(lo_p, gemm):.0f} ({ms(lo_p, gemm) / max(ms(one_p, gemm), 1e-9):.1f}x"
+            f" for 8x the rows); experts (QMoE) {ms(one_p, 'QMoE'):.0f} vs {ms(lo_p, 'QMoE'):.0f}"
+        )
     og_d = got.get("og", {})
     for key, theirs in og_d.get("rates", {}).items():
         if key in rates:
             ratio = rates[key] / theirs
-            lines.append(f"og.Generator static batch {key}: {theirs:7.1f} tok/s (its prefill {og_d['prefill_s'][key]:.0f}"
-                         f" s); ours {ratio:.2f}x (goal >= 1.0x: {verdict(ratio >= 1.0)})")
+            lines.append(
+                f"og.Generator static batch {key}: {theirs:7.1f} tok/s (its prefill {og_d['prefill_s'][key]:.0f}"
+                f" s); ours {ratio:.2f}x (goal >= 1.0x: {verdict(ratio >= 1.0)})"
+            )
     for key, why in og_d.get("skipped", {}).items():
         lines.append(f"og.Generator static batch {key}: not run: {why}, more than half of this machine's free memory")
     duel_d = got.get("duel", {})
     for key, theirs in duel_d.get("og", {}).items():
         ratio = duel_d["ours"][key] / theirs
-        lines.append(f"same process, steps alternating, {key}: ours {duel_d['ours'][key]:7.1f} vs og {theirs:7.1f} "
-                     f"tok/s: {ratio:.2f}x (goal >= 1.0x: {verdict(ratio >= 1.0)})")
+        lines.append(
+            f"same process, steps alternating, {key}: ours {duel_d['ours'][key]:7.1f} vs og {theirs:7.1f} "
+            f"tok/s: {ratio:.2f}x (goal >= 1.0x: {verdict(ratio >= 1.0)})"
+        )
     hf_d = got.get("hf", {})
     for key, theirs in hf_d.get("rates", {}).items():
         if key in rates:
-            lines.append(f"transformers eager bf16 {key}: {theirs:7.2f} tok/s (its prefill "
-                         f"{hf_d['prefill_s'][key]:.0f} s); ours {rates[key] / theirs:.2f}x")
+            lines.append(
+                f"transformers eager bf16 {key}: {theirs:7.2f} tok/s (its prefill "
+                f"{hf_d['prefill_s'][key]:.0f} s); ours {rates[key] / theirs:.2f}x"
+            )
     bw = got.get("bandwidth", {}).get("bytes_per_s")
     weights = ours_d.get("weights")
     if bw and weights and rates:
@@ -479,24 +532,31 @@ def report(args: argparse.Namespace) -> list[str]:
         for batch, context in ((1, lo), (8, lo), (8, contexts[-1])):
             # the share of experts a batch of distinct tokens reads: each row picks k of E
             experts_read = 1 - (1 - config["num_experts_per_tok"] / config["num_local_experts"]) ** batch
-            read = (weights["active_per_token"] - weights["experts"] * config["num_experts_per_tok"]
-                    / config["num_local_experts"] + weights["experts"] * experts_read)
+            read = (
+                weights["active_per_token"]
+                - weights["experts"] * config["num_experts_per_tok"] / config["num_local_experts"]
+                + weights["experts"] * experts_read
+            )
             kv_read = batch * ours_d["kv"][str(context)]["need"] if str(context) in ours_d["kv"] else 0
             bound = batch * bw / (read + kv_read)
             got_rate = rates.get(f"{batch}x{context}", 0)
-            lines.append(f"bandwidth bound b{batch} ctx {context}: {bound:8.1f} tok/s ({(read + kv_read) / 2**20:.0f} "
-                         f"MiB read per step at {bw / 1e9:.1f} GB/s); ours {got_rate:.1f} = {got_rate / bound:.0%} of it")
+            lines.append(
+                f"bandwidth bound b{batch} ctx {context}: {bound:8.1f} tok/s ({(read + kv_read) / 2**20:.0f} "
+                f"MiB read per step at {bw / 1e9:.1f} GB/s); ours {got_rate:.1f} = {got_rate / bound:.0%} of it"
+            )
     st = got.get("stall")
     if st:
         chunked, whole = st[str(args.chunk)], st[str(args.stall_prompt)]
         per_chunk = max(0.0, chunked["median_gap_s"] - chunked["steady_s"])
         ok = chunked["max_gap_s"] <= chunked["steady_s"] + 1.5 * per_chunk
-        lines.append(f"decode stall while a {args.stall_prompt}-token prompt joins 4 decoding rows (time between "
-                     f"their tokens): chunk {chunked['chunk_used']}: max {chunked['max_gap_s'] * 1000:.0f} ms; unchunked: "
-                     f"max {whole['max_gap_s'] * 1000:.0f} ms ({whole['max_gap_s'] / chunked['max_gap_s']:.1f}x "
-                     f"longer); steady step {chunked['steady_s'] * 1000:.0f} ms, one chunk's prefill ~"
-                     f"{per_chunk * 1000:.0f} ms (goal: max <= step + one chunk, 1.5x slack for the later chunks' "
-                     f"longer attention: {verdict(ok)})")
+        lines.append(
+            f"decode stall while a {args.stall_prompt}-token prompt joins 4 decoding rows (time between "
+            f"their tokens): chunk {chunked['chunk_used']}: max {chunked['max_gap_s'] * 1000:.0f} ms; unchunked: "
+            f"max {whole['max_gap_s'] * 1000:.0f} ms ({whole['max_gap_s'] / chunked['max_gap_s']:.1f}x "
+            f"longer); steady step {chunked['steady_s'] * 1000:.0f} ms, one chunk's prefill ~"
+            f"{per_chunk * 1000:.0f} ms (goal: max <= step + one chunk, 1.5x slack for the later chunks' "
+            f"longer attention: {verdict(ok)})"
+        )
     return lines
 
 

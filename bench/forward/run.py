@@ -105,8 +105,12 @@ def main() -> None:
         build_log(settings.database_url, settings.data_dir / "appliance.db", settings.keys_dir, args.records)
         rsyslog.start()
         env = clean_env(settings.data_dir, APPLIANCE_AUDIT_FORWARD=json.dumps(collectors))
-        forwarder = subprocess.Popen([APPLIANCE, "audit", "forward", "run"], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=(folder / "forward.log").open("w"))
+        forwarder = subprocess.Popen(
+            [APPLIANCE, "audit", "forward", "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / "forward.log").open("w"),
+        )
         try:
             startup_s, throughput = drain_rate(settings, lag(settings))
             with AuditLog.from_settings(settings) as log:

@@ -1,7 +1,6 @@
 """The two apps the gateway bench compares, and their set-up: the same shape, with and without the
 appliance's auth, policy and audit. The model is a zero-cost stand-in that emits tokens as fast as it can."""
 
-
 import json
 import shutil
 from collections.abc import AsyncIterator
@@ -64,11 +63,13 @@ class BareIngress:
         gen = GenerationRequest(messages=body["messages"], max_tokens=body.get("max_tokens", 16))
         chunks = self.llm.generate.remote(body["model"], gen)
         if body.get("stream"):
+
             async def sse():
                 async for chunk in chunks:
                     text = "".join(e.text for e in chunk if isinstance(e, TextEvent))
                     yield "data: " + json.dumps({"choices": [{"delta": {"content": text}}]}) + "\n\n"
                 yield "data: [DONE]\n\n"
+
             return StreamingResponse(sse(), media_type="text/event-stream")
         text = []
         async for chunk in chunks:

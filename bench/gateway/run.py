@@ -47,8 +47,13 @@ def ray_cpu() -> dict[str, float]:
             cmd = " ".join(p.info["cmdline"] or [])
             if not ("ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "ray/_private" in cmd):
                 continue
-            role = "proxy" if "ProxyActor" in cmd else cmd.split("ServeReplica:")[1].split()[0] \
-                if "ServeReplica:" in cmd else "ray internals"
+            role = (
+                "proxy"
+                if "ProxyActor" in cmd
+                else cmd.split("ServeReplica:")[1].split()[0]
+                if "ServeReplica:" in cmd
+                else "ray internals"
+            )
             t = p.cpu_times()
             out[role] = out.get(role, 0.0) + t.user + t.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -58,6 +63,7 @@ def ray_cpu() -> dict[str, float]:
 
 def load(url: str, headers: dict, body: dict, n: int, clients: int, stream: bool) -> tuple[list[float], float]:
     """Latencies of n requests from `clients` threads, and the wall time of the whole run."""
+
     def one(_: int) -> float:
         t = time.perf_counter()
         with httpx.Client(timeout=120) as c:
@@ -129,17 +135,23 @@ def run(args, work: Path) -> None:
     q_bare = measure(base + "/bare/v1/chat/completions", auth, short, n, 16, False)
     lines = [f"gateway bench: {n} short requests and {n // 4} streams of {TOKENS} tokens per app, 2 cores (shared)"]
     per_tok = s_full["cpu"] / (s_full["n"] * TOKENS) * 1000
-    lines.append(f"1. CPU per streamed token, full path: {per_tok:.3f} ms (bare app: "
-                 f"{s_bare['cpu'] / (s_bare['n'] * TOKENS) * 1000:.3f} ms; goal <= 0.25 ms)")
+    lines.append(
+        f"1. CPU per streamed token, full path: {per_tok:.3f} ms (bare app: "
+        f"{s_bare['cpu'] / (s_bare['n'] * TOKENS) * 1000:.3f} ms; goal <= 0.25 ms)"
+    )
     cpu_full, cpu_bare = q_full["cpu"] / n * 1000, q_bare["cpu"] / n * 1000
     p50f, p50b = pct(q_full["lat"], 50) * 1000, pct(q_bare["lat"], 50) * 1000
     p99f, p99b = pct(q_full["lat"], 99) * 1000, pct(q_bare["lat"], 99) * 1000
-    lines.append(f"2. short request CPU: full {cpu_full:.2f} ms, bare {cpu_bare:.2f} ms -> added {cpu_full - cpu_bare:.2f}"
-                 f" ms (goal <= 2); p50 full {p50f:.1f} / bare {p50b:.1f} -> added {p50f - p50b:.1f} ms (goal <= 3);"
-                 f" p99 full {p99f:.1f} / bare {p99b:.1f}")
+    lines.append(
+        f"2. short request CPU: full {cpu_full:.2f} ms, bare {cpu_bare:.2f} ms -> added {cpu_full - cpu_bare:.2f}"
+        f" ms (goal <= 2); p50 full {p50f:.1f} / bare {p50b:.1f} -> added {p50f - p50b:.1f} ms (goal <= 3);"
+        f" p99 full {p99f:.1f} / bare {p99b:.1f}"
+    )
     lines.append(f"   CPU ms per short request by process: full [{breakdown(q_full)}]; bare [{breakdown(q_bare)}]")
     rps_f, rps_b = n / q_full["wall"], n / q_bare["wall"]
-    lines.append(f"3. short requests/s, 16 clients: full {rps_f:.0f}, bare {rps_b:.0f} -> {rps_f / rps_b:.2f}x (goal >= 0.8x)")
+    lines.append(
+        f"3. short requests/s, 16 clients: full {rps_f:.0f}, bare {rps_b:.0f} -> {rps_f / rps_b:.2f}x (goal >= 0.8x)"
+    )
     serve.delete("full")
     serve.delete("bare")
     if not args.no_demo:
@@ -169,8 +181,9 @@ def end_to_end(settings: Settings, base: str) -> str:
     body = {"model": name, "messages": msg, "max_tokens": 64, "temperature": 0}
 
     async def engine_alone() -> tuple[float, float, int]:
-        engine = Engine.from_bundle(settings.model_store / name / json.loads(
-            (bundle / "bundle.json").read_text())["version"])
+        engine = Engine.from_bundle(
+            settings.model_store / name / json.loads((bundle / "bundle.json").read_text())["version"]
+        )
         t0 = time.perf_counter()
         ttft, n = None, 0
         async for ev in engine.generate(GenerationRequest(messages=msg, max_tokens=64, temperature=0)):
@@ -187,8 +200,13 @@ def end_to_end(settings: Settings, base: str) -> str:
     httpx.post(url, headers=headers, json=body, timeout=120)  # warm
     t0 = time.perf_counter()
     ttft_a = None
-    with httpx.stream("POST", url, headers=headers, json={**body, "stream": True, "stream_options":
-                                                            {"include_usage": True}}, timeout=120) as r:
+    with httpx.stream(
+        "POST",
+        url,
+        headers=headers,
+        json={**body, "stream": True, "stream_options": {"include_usage": True}},
+        timeout=120,
+    ) as r:
         for line in r.iter_lines():
             if line.startswith("data: {") and '"usage"' in line:
                 n_a = json.loads(line[6:])["usage"]["completion_tokens"]
@@ -197,9 +215,11 @@ def end_to_end(settings: Settings, base: str) -> str:
     total_a = time.perf_counter() - t0
     serve.delete("e2e")
     tps_e, tps_a = n_e / total_e, n_a / total_a
-    return (f"4. end to end ({name}, {n_a} tokens, greedy, one request): engine alone TTFT {ttft_e * 1000:.0f} ms, {tps_e:.0f} tok/s; "
-            f"through the API TTFT {(ttft_a or total_a) * 1000:.0f} ms, {tps_a:.0f} tok/s -> {tps_a / tps_e:.2f}x "
-            f"(goal >= 0.9x)")
+    return (
+        f"4. end to end ({name}, {n_a} tokens, greedy, one request): engine alone TTFT {ttft_e * 1000:.0f} ms, {tps_e:.0f} tok/s; "
+        f"through the API TTFT {(ttft_a or total_a) * 1000:.0f} ms, {tps_a:.0f} tok/s -> {tps_a / tps_e:.2f}x "
+        f"(goal >= 0.9x)"
+    )
 
 
 if __name__ == "__main__":

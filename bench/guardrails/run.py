@@ -33,10 +33,18 @@ from appliance.policy.detectors import Scanner  # noqa: E402
 from appliance.principal import Principal  # noqa: E402
 from tests.policy import corpus, generated  # noqa: E402
 
-PRESIDIO_TO_OURS = {"EMAIL_ADDRESS": "pii.email", "PHONE_NUMBER": "pii.phone", "CREDIT_CARD": "pii.payment_card",
-                    "IBAN_CODE": "pii.iban", "US_SSN": "pii.us_ssn", "IP_ADDRESS": "pii.ip_address",
-                    "UK_NINO": "pii.uk_nino", "IT_FISCAL_CODE": "pii.it_fiscal_code", "ES_NIF": "pii.es_dni",
-                    "ES_NIE": "pii.es_dni"}
+PRESIDIO_TO_OURS = {
+    "EMAIL_ADDRESS": "pii.email",
+    "PHONE_NUMBER": "pii.phone",
+    "CREDIT_CARD": "pii.payment_card",
+    "IBAN_CODE": "pii.iban",
+    "US_SSN": "pii.us_ssn",
+    "IP_ADDRESS": "pii.ip_address",
+    "UK_NINO": "pii.uk_nino",
+    "IT_FISCAL_CODE": "pii.it_fiscal_code",
+    "ES_NIF": "pii.es_dni",
+    "ES_NIE": "pii.es_dni",
+}
 Scan = Callable[[str], Iterable[tuple[str, int, int]]]
 Labelled = list[tuple[str, list[corpus.Span]]]
 
@@ -57,8 +65,11 @@ def presidio_scan() -> Scan:
     registry.load_predefined_recognizers(nlp_engine=nlp)
     analyzer = AnalyzerEngine(nlp_engine=nlp, registry=registry, supported_languages=["en"])
     analyzer.analyze("warm up jane@example.org", language="en")
-    return lambda text: ((PRESIDIO_TO_OURS[r.entity_type], r.start, r.end)
-                         for r in analyzer.analyze(text, language="en") if r.entity_type in PRESIDIO_TO_OURS)
+    return lambda text: (
+        (PRESIDIO_TO_OURS[r.entity_type], r.start, r.end)
+        for r in analyzer.analyze(text, language="en")
+        if r.entity_type in PRESIDIO_TO_OURS
+    )
 
 
 def score(docs: Labelled, scan: Scan, categories: tuple[str, ...]) -> dict[str, tuple[float, float, int]]:
@@ -72,13 +83,16 @@ def score(docs: Labelled, scan: Scan, categories: tuple[str, ...]) -> dict[str, 
         for c, a, b in found:
             fired[c] += 1
             right[c] += any(c == s.category and a < s.end and s.start < b for s in spans)
-    return {c: (hit[c] / gold[c] if gold[c] else 1.0, right[c] / fired[c] if fired[c] else 1.0, gold[c])
-            for c in categories}
+    return {
+        c: (hit[c] / gold[c] if gold[c] else 1.0, right[c] / fired[c] if fired[c] else 1.0, gold[c]) for c in categories
+    }
 
 
 def table(title: str, ours: dict, theirs: dict, note: str) -> None:
     print(f"\n{title} ({note})")
-    print(f"  {'category':20s} {'n':>6s} {'ours recall':>11s} {'precision':>9s} | {'presidio recall':>15s} {'precision':>9s}")
+    print(
+        f"  {'category':20s} {'n':>6s} {'ours recall':>11s} {'precision':>9s} | {'presidio recall':>15s} {'precision':>9s}"
+    )
     for cat, (r, p, n) in ours.items():
         if n:
             pr, pp, _ = theirs.get(cat, (0.0, 1.0, 0))
@@ -108,22 +122,26 @@ def speed(args: argparse.Namespace, ours: Scanner, p_scan: Scan) -> None:
     dense, _ = corpus.generate(size, seed=2026, secrets=False)
     prose = corpus.prose(size)
     r = random.Random(4)
-    sparse = "".join(prose[i:i + 2000] + corpus.PII_MAKERS[r.choice(sorted(corpus.PII_MAKERS))](r) + " "
-                     for i in range(0, size, 2000))
+    sparse = "".join(
+        prose[i : i + 2000] + corpus.PII_MAKERS[r.choice(sorted(corpus.PII_MAKERS))](r) + " "
+        for i in range(0, size, 2000)
+    )
     foreign = "\n".join(line.text for line in generated.lines()) * 2
 
     def chunks(text: str, n: int) -> list[str]:
-        return [text[i:i + n] for i in range(0, len(text), n)]
+        return [text[i : i + n] for i in range(0, len(text), n)]
 
     scan = ours.scan
     print("\nspeed, one core (CPU seconds; goals: >= 50 MB/s long documents, >= 10 MB/s short prompts)")
-    rows = [("long: plain prose, 100 KB documents", chunks(prose, 100_000)),
-            ("long: an entity every ~2 KB, 100 KB documents", chunks(sparse, 100_000)),
-            ("long: dense labelled corpus (entity every ~240 chars)", chunks(dense, 100_000)),
-            ("long: generated lines, 7 locales, non-ASCII", chunks(foreign, 100_000)),
-            ("short: ~200-byte prompts of plain prose", chunks(prose[:2_000_000], 200)),
-            ("short: ~200-byte prompts, an entity every ~2 KB", chunks(sparse[:2_000_000], 200)),
-            ("short: ~200-byte prompts of the dense corpus", chunks(dense[:1_000_000], 200))]
+    rows = [
+        ("long: plain prose, 100 KB documents", chunks(prose, 100_000)),
+        ("long: an entity every ~2 KB, 100 KB documents", chunks(sparse, 100_000)),
+        ("long: dense labelled corpus (entity every ~240 chars)", chunks(dense, 100_000)),
+        ("long: generated lines, 7 locales, non-ASCII", chunks(foreign, 100_000)),
+        ("short: ~200-byte prompts of plain prose", chunks(prose[:2_000_000], 200)),
+        ("short: ~200-byte prompts, an entity every ~2 KB", chunks(sparse[:2_000_000], 200)),
+        ("short: ~200-byte prompts of the dense corpus", chunks(dense[:1_000_000], 200)),
+    ]
     p_docs = {rows[1][0]: chunks(sparse[:200_000], 100_000), rows[4][0]: chunks(prose[:100_000], 200)}
     for name, docs in rows:
         line = f"  {name:55s} ours {mb_per_s(docs, scan):9.2f} MB/s"
@@ -146,8 +164,10 @@ def latency() -> None:
         samples.append(time.perf_counter() - t0)
     samples.sort()
     p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
-    print(f"\ndecision latency, 2 KB prompt (goal p99 < 1 ms): p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us "
-          f"(mean {statistics.fmean(samples) * 1e6:.0f} us)")
+    print(
+        f"\ndecision latency, 2 KB prompt (goal p99 < 1 ms): p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us "
+        f"(mean {statistics.fmean(samples) * 1e6:.0f} us)"
+    )
 
 
 def main() -> None:
@@ -162,8 +182,11 @@ def main() -> None:
     hand_text, hand_spans = corpus.generate(1_000_000, seed=2026, secrets=False)
     hand: Labelled = []
     for line_start, line in _lines(hand_text):
-        spans = [corpus.Span(s.category, s.start - line_start, s.end - line_start) for s in hand_spans
-                 if line_start <= s.start < line_start + len(line)]
+        spans = [
+            corpus.Span(s.category, s.start - line_start, s.end - line_start)
+            for s in hand_spans
+            if line_start <= s.start < line_start + len(line)
+        ]
         hand.append((line, spans))
     gen: Labelled = [(line.text, list(line.spans)) for line in generated.lines()]
     evasion = list(generated.evasion_lines())
@@ -172,17 +195,31 @@ def main() -> None:
 
     out = io.StringIO()
     with redirect_stdout(out):
-        print("guardrails bench: ours vs presidio-analyzer 2.2.366 (pattern recognizers, blank spaCy); "
-              "recall/precision per category, a finding counts when it overlaps a planted value of its category")
-        table("hand-written corpus (tests/policy/corpus.py)", score(hand, ours_scan, corpus.STRUCTURED),
-              score(hand[:n * 4], p_scan, corpus.STRUCTURED), f"{len(hand)} lines; presidio on the first {n * 4}")
-        table("generated corpus (Faker, 7 locales, look-alikes)", score(gen, ours_scan, cats),
-              score(gen[:n], p_scan, cats), f"{len(gen)} lines; presidio on the first {n}")
+        print(
+            "guardrails bench: ours vs presidio-analyzer 2.2.366 (pattern recognizers, blank spaCy); "
+            "recall/precision per category, a finding counts when it overlaps a planted value of its category"
+        )
+        table(
+            "hand-written corpus (tests/policy/corpus.py)",
+            score(hand, ours_scan, corpus.STRUCTURED),
+            score(hand[: n * 4], p_scan, corpus.STRUCTURED),
+            f"{len(hand)} lines; presidio on the first {n * 4}",
+        )
+        table(
+            "generated corpus (Faker, 7 locales, look-alikes)",
+            score(gen, ours_scan, cats),
+            score(gen[:n], p_scan, cats),
+            f"{len(gen)} lines; presidio on the first {n}",
+        )
         stride = max(1, len(evasion) // n)
         ev = [(line.text, list(line.spans)) for _, line in evasion]
         ev_cats = tuple(sorted({s.category for _, spans in ev for s in spans}))
-        table("evasion corpus (every planted value in every obfuscated form)", score(ev, ours_scan, ev_cats),
-              score(ev[::stride], p_scan, ev_cats), f"{len(ev)} lines; presidio on every {stride}th")
+        table(
+            "evasion corpus (every planted value in every obfuscated form)",
+            score(ev, ours_scan, ev_cats),
+            score(ev[::stride], p_scan, ev_cats),
+            f"{len(ev)} lines; presidio on every {stride}th",
+        )
         ours_forms, p_forms = per_form(evasion, ours_scan), per_form(evasion[::stride], p_scan)
         print(f"\n  {'obfuscation':32s} {'ours recall':>11s} | {'presidio recall':>15s}")
         for form, recall in ours_forms.items():

@@ -97,9 +97,7 @@ def main() -> None:
         total = sum(p.end for p in stored)
         cores = os.cpu_count() or 1
         verify = best(
-            lambda: appliance(
-                "media", "verify", str(media), "--trust-release-key", str(work / "release.key.pub")
-            ),
+            lambda: appliance("media", "verify", str(media), "--trust-release-key", str(work / "release.key.pub")),
             args.repeat,
         )
         limit = best(lambda: hash_pieces(media, stored, workers=cores), args.repeat)
@@ -111,14 +109,22 @@ def main() -> None:
         mnt, prefix = work / "usb", work / "opt"
         mnt.mkdir()
         t = time.perf_counter()
-        proc = airgapped(media, mnt, "--prefix", str(prefix), "--no-systemd", "--yes", "--port", "8977",
-                         "--trust-release-key", str(work / "release.key.pub"))
+        proc = airgapped(
+            media,
+            mnt,
+            "--prefix",
+            str(prefix),
+            "--no-systemd",
+            "--yes",
+            "--port",
+            "8977",
+            "--trust-release-key",
+            str(work / "release.key.pub"),
+        )
         assert proc.returncode == 0, proc.stderr
         install = time.perf_counter() - t
         subprocess.run(
-            [str(media / "install.sh"), "--prefix", str(prefix), "--stop"],
-            env=clean_env(),
-            capture_output=True,
+            [str(media / "install.sh"), "--prefix", str(prefix), "--stop"], env=clean_env(), capture_output=True
         )
         lines.append(
             f"install from media to the first audited answer (no network): {install:.1f} s "

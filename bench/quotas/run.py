@@ -48,8 +48,10 @@ from appliance.policy.schema import Quota  # noqa: E402
 from appliance.usage import Amounts, QuotaLedger  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "quotas.txt"
-QUOTAS = ("      quotas: [{id: user.daily, period: day, output_tokens: 1000000000},\n"
-          "               {id: user.monthly, period: month, output_tokens: 1000000000%s}]\n")
+QUOTAS = (
+    "      quotas: [{id: user.daily, period: day, output_tokens: 1000000000},\n"
+    "               {id: user.monthly, period: month, output_tokens: 1000000000%s}]\n"
+)
 
 
 def admissions(url: str, workers: int, seconds: float, settle: bool) -> float:
@@ -66,8 +68,9 @@ def admissions(url: str, workers: int, seconds: float, settle: bool) -> float:
         n = 0
         while time.perf_counter() < stop:
             key = (i * 7919 + n) % 50
-            reservation = ledgers[i % 2].reserve([(f"key:k{key}", key_quota), (f"group:g{key % 5}", group_quota)],
-                                             Amounts(800, 256, 1))
+            reservation = ledgers[i % 2].reserve(
+                [(f"key:k{key}", key_quota), (f"group:g{key % 5}", group_quota)], Amounts(800, 256, 1)
+            )
             if settle and reservation is not None:  # as the gateway does: nobody waits on a settlement
                 pending.append(ledgers[i % 2].settle_future(reservation, Amounts(800, 100, 1)))
             n += 1
@@ -125,8 +128,9 @@ def gateway_cpu(root: Path, quotas: str | None, requests: int) -> float:
     app = create_app(services)
 
     async def go() -> float:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://a",
-                                     headers={"Authorization": f"Bearer {token}"}) as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://a", headers={"Authorization": f"Bearer {token}"}
+        ) as c:
             body = {"model": "tiny", "max_tokens": 64, "messages": [{"role": "user", "content": "Say ok."}]}
             for _ in range(20):  # warm: imports, vocabulary, connection pool
                 assert (await c.post("/v1/chat/completions", json=body)).status_code == 200
@@ -147,8 +151,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
-    lines = [f"quotas bench: {os.cpu_count()} cores (shared), {args.seconds:.0f} s per admission run, "
-             f"{args.requests} requests per gateway run"]
+    lines = [
+        f"quotas bench: {os.cpu_count()} cores (shared), {args.seconds:.0f} s per admission run, "
+        f"{args.requests} requests per gateway run"
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         urls = {"sqlite": f"sqlite:///{tmp}/bench.db"}
         pg = os.environ.get("APPLIANCE_TEST_PG_URL")
@@ -163,23 +169,31 @@ def main() -> None:
             for workers in (1, 8, 32):
                 pair = admissions(url, workers, args.seconds, settle=True)
                 only = admissions(url, workers, args.seconds, settle=False)
-                lines.append(f"1. {name}, {workers} client(s) on 2 replicas: {pair:.0f} admissions/s reserved and "
-                             f"settled; reserve only {only:.0f}/s")
+                lines.append(
+                    f"1. {name}, {workers} client(s) on 2 replicas: {pair:.0f} admissions/s reserved and "
+                    f"settled; reserve only {only:.0f}/s"
+                )
                 print(lines[-1], flush=True)
         if pg:
             with admin.connect() as conn:
                 conn.execute(text("DROP DATABASE IF EXISTS bench_quotas WITH (FORCE)"))
         runs: dict[str, list[float]] = {"bare": [], "off": [], "output": [], "input": []}
         for round_ in range(3):  # interleaved, the least of three: other work on shared cores only adds
-            for label, quotas in (("bare", ""), ("off", None), ("output", QUOTAS % ""),
-                                  ("input", QUOTAS % ", input_tokens: 1000000000")):
+            for label, quotas in (
+                ("bare", ""),
+                ("off", None),
+                ("output", QUOTAS % ""),
+                ("input", QUOTAS % ", input_tokens: 1000000000"),
+            ):
                 runs[label].append(gateway_cpu(Path(tmp) / f"{label}{round_}", quotas, args.requests))
         cpu = {label: min(values) for label, values in runs.items()}
-    lines.append(f"2. gateway CPU per short request (SQLite): quotas off {cpu['off']:.2f} ms, on (day + month, "
-                 f"output tokens) {cpu['output']:.2f} ms -> +{cpu['output'] - cpu['off']:.2f} ms; with an "
-                 f"input-token quota too {cpu['input']:.2f} ms -> +{cpu['input'] - cpu['off']:.2f} ms "
-                 f"(goal <= +0.5 ms); neither quotas nor rate limits (no database work at admission) "
-                 f"{cpu['bare']:.2f} ms")
+    lines.append(
+        f"2. gateway CPU per short request (SQLite): quotas off {cpu['off']:.2f} ms, on (day + month, "
+        f"output tokens) {cpu['output']:.2f} ms -> +{cpu['output'] - cpu['off']:.2f} ms; with an "
+        f"input-token quota too {cpu['input']:.2f} ms -> +{cpu['input'] - cpu['off']:.2f} ms "
+        f"(goal <= +0.5 ms); neither quotas nor rate limits (no database work at admission) "
+        f"{cpu['bare']:.2f} ms"
+    )
     print(lines[-1])
     RESULTS.write_text("\n".join(lines) + "\n")
 

@@ -37,9 +37,16 @@ from tests.api.schema_corpus import CORPUS, HOSTILE  # noqa: E402
 from tests.conftest import DEMO_CACHE, DEMO_KEY  # noqa: E402  (the demo bundle the tests use)
 
 RESULTS = REPO / "bench" / "results" / "structured.txt"
-QUESTIONS = ["What is the capital of France?", "What is the weather in Paris?", "Who are you?",
-             "How many legs does a spider have?", "What is 12 times 7?", "Hello!", "What is the capital of Japan?",
-             "At what temperature does water boil?"]
+QUESTIONS = [
+    "What is the capital of France?",
+    "What is the weather in Paris?",
+    "Who are you?",
+    "How many legs does a spider have?",
+    "What is 12 times 7?",
+    "Hello!",
+    "What is the capital of Japan?",
+    "At what temperature does water boil?",
+]
 NO_STOP = {200002: -100.0, 200012: -100.0}  # <|return|>, <|call|>: every row writes all its tokens
 
 
@@ -95,9 +102,16 @@ def mask_times(steps: int) -> tuple[list[float], list[float]]:
 
 async def decode(engine: Engine, batch: int, tokens: int, grammar: str | None) -> float:
     """Seconds per decode step with `batch` rows writing `tokens` tokens each."""
-    requests = [GenerationRequest(messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
-                                  max_tokens=tokens, temperature=0, logit_bias=NO_STOP, grammar=grammar)
-                for i in range(batch)]
+    requests = [
+        GenerationRequest(
+            messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+            max_tokens=tokens,
+            temperature=0,
+            logit_bias=NO_STOP,
+            grammar=grammar,
+        )
+        for i in range(batch)
+    ]
     steps = engine.stats()["steps"]
     start = time.perf_counter()
     await asyncio.gather(*[collect(engine.generate(r)) for r in requests])
@@ -109,15 +123,24 @@ async def validity(engine: Engine) -> tuple[int, int, int]:
     answers = stopped = valid = 0
     for temperature in (0.0, 1.0):
         for i, schema in enumerate(CORPUS.values()):
-            out = await collect(engine.generate(GenerationRequest(
-                messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], max_tokens=400,
-                temperature=temperature, seed=i, grammar=Constraint(schema, {}, "none").grammar())))
+            out = await collect(
+                engine.generate(
+                    GenerationRequest(
+                        messages=[{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+                        max_tokens=400,
+                        temperature=temperature,
+                        seed=i,
+                        grammar=Constraint(schema, {}, "none").grammar(),
+                    )
+                )
+            )
             answers += 1
             if out["finish"].finish_reason == "stop":
                 stopped += 1
                 try:
-                    jsonschema.validate(json.loads(str(out["final"])), schema,
-                                        format_checker=jsonschema.FormatChecker())
+                    jsonschema.validate(
+                        json.loads(str(out["final"])), schema, format_checker=jsonschema.FormatChecker()
+                    )
                     valid += 1
                 except (ValueError, jsonschema.ValidationError):
                     pass
@@ -153,19 +176,21 @@ def main() -> None:
     lines = [
         f"structured outputs bench: llguidance {version('llguidance')}, o200k_harmony (201,088 ids), demo model on CPU; tokenizer built from the shipped vocabulary in "
         f"{build:.1f} s (once per process)",
-        f"compile (fresh, {len(CORPUS)} corpus schemas x5): p50 {pct(compiles, .5) * ms:.2f} ms  p99 "
-        f"{pct(compiles, .99) * ms:.2f} ms   (MaskBench: p50 ~1 ms, p99 18 ms)",
+        f"compile (fresh, {len(CORPUS)} corpus schemas x5): p50 {pct(compiles, 0.5) * ms:.2f} ms  p99 "
+        f"{pct(compiles, 0.99) * ms:.2f} ms   (MaskBench: p50 ~1 ms, p99 18 ms)",
         f"corpus compiled: {compiled}/{len(CORPUS)}; hostile refused with a reason: "
         f"{sum(not r.endswith('COMPILED') for r in refused)}/{len(HOSTILE)}",
         *(f"  {r}" for r in refused),
-        f"mask per token ({len(raw)} steps): llguidance p50 {pct(raw, .5) * us:.1f} us  p99 {pct(raw, .99) * us:.1f} us"
+        f"mask per token ({len(raw)} steps): llguidance p50 {pct(raw, 0.5) * us:.1f} us  p99 {pct(raw, 0.99) * us:.1f} us"
         f"   (MaskBench: p50 46 us, p99 533 us)",
-        f"  engine per row (mask, its id list, a greedy choice under it): p50 {pct(row, .5) * us:.1f} us  p99 "
-        f"{pct(row, .99) * us:.1f} us",
+        f"  engine per row (mask, its id list, a greedy choice under it): p50 {pct(row, 0.5) * us:.1f} us  p99 "
+        f"{pct(row, 0.99) * us:.1f} us",
         f"decode step, {args.tokens} tokens per row, median of {args.rounds} interleaved runs:",
-        *(f"  batch {b}: free {steps[(b, False)] * ms:.2f} ms   with schema {steps[(b, True)] * ms:.2f} ms   "
-          f"{(steps[(b, True)] / steps[(b, False)] - 1) * 100:+.1f}%" + ("  (goal <= +5%)" if b == 8 else "")
-          for b in (1, 8)),
+        *(
+            f"  batch {b}: free {steps[(b, False)] * ms:.2f} ms   with schema {steps[(b, True)] * ms:.2f} ms   "
+            f"{(steps[(b, True)] / steps[(b, False)] - 1) * 100:+.1f}%" + ("  (goal <= +5%)" if b == 8 else "")
+            for b in (1, 8)
+        ),
         f"answers over the corpus at temperature 0 and 1: {answers}, stopped {stopped}, stopped and valid {valid} "
         f"({valid / max(stopped, 1) * 100:.0f}%; goal 100%)",
         f"(one run on {os.cpu_count()} cores shared with other jobs, load average {os.getloadavg()[0]:.1f}: step "

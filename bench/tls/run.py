@@ -56,6 +56,7 @@ def server_cpu() -> float:
 
 def load(url: str, headers: dict, body: dict, n: int, verify, keep_alive: bool) -> None:
     """n short requests from CLIENTS threads; each thread keeps one connection unless `keep_alive` is off."""
+
     def worker(count: int) -> None:
         limits = httpx.Limits(max_keepalive_connections=1 if keep_alive else 0)
         with httpx.Client(verify=verify, timeout=120, limits=limits) as c:
@@ -102,8 +103,9 @@ def run(args, work: Path) -> None:
     serve.start(http_options={"host": "127.0.0.1", "port": SERVE_PORT})
     serve.run(full_app(settings), name="full", route_prefix="/")
     env = {**os.environ, "APPLIANCE_DATA_DIR": str(settings.data_dir), "APPLIANCE_PORT": str(TLS_PORT)}
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("appliance")), "tls", "front", "--upstream",
-                             str(SERVE_PORT)], env=env)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("appliance")), "tls", "front", "--upstream", str(SERVE_PORT)], env=env
+    )
     try:
         front = psutil.Process(proc.pid)
         pinned = ssl.create_default_context(cadata=cert.decode())
@@ -114,8 +116,9 @@ def run(args, work: Path) -> None:
         body = {"model": "standin", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
         measure(plain, headers, body, 40, True, True)  # warm up both paths
         measure(tls, headers, body, 40, pinned, True)
-        results: dict[str, list[float]] = {k: [] for k in ("plain", "tls", "front", "plain_new", "tls_new",
-                                                             "front_new")}
+        results: dict[str, list[float]] = {
+            k: [] for k in ("plain", "tls", "front", "plain_new", "tls_new", "front_new")
+        }
         n = args.requests
         for _ in range(args.rounds):
             results["plain"].append(measure(plain, headers, body, n, True, True))

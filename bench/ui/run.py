@@ -38,8 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results" / "ui.txt"
 INSERT = f"INSERT INTO audit_records ({', '.join(ROW_COLUMNS)}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})"
 CP_INSERT = "INSERT INTO audit_checkpoints (kind, seq, head_hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)"
-EVENTS = ("request", "completion", "request", "completion", "denial", "error", "auth_failure",
-          "admin.key_created")
+EVENTS = ("request", "completion", "request", "completion", "denial", "error", "auth_failure", "admin.key_created")
 WORDS = ("invoice", "weather", "contract", "password", "travel", "salary", "roadmap", "recipe")
 
 
@@ -56,17 +55,38 @@ def build(settings: Settings, records: int) -> None:
     for seq in range(1, records + 1):
         i = seq // 2  # request/outcome pairs share a request id
         event = EVENTS[seq % len(EVENTS)]
-        action = ("deny" if event == "denial" else "redact" if i % 5 == 0 else "allow") \
-            if event in ("request", "completion", "denial") else None
+        action = (
+            ("deny" if event == "denial" else "redact" if i % 5 == 0 else "allow")
+            if event in ("request", "completion", "denial")
+            else None
+        )
         ts = (start + step * seq).strftime(TS_FORMAT)
-        flat = [seq, ts, event, f"req_{i:010d}", f"key{i % 50:013d}", f"analyst-{i % 50}",
-                "admin" if event.startswith("admin.") else "user", "10.1.2.3", "POST /v1/chat/completions",
-                f"gpt-oss-{('20b', '120b', 'mini')[i % 3]}", "2026.11.0", f"rev{i // 100_000:02d}" + "0" * 58,
-                action, json_text(["pii.email"]) if action == "redact" else empty_list,
-                json_text({"pii.email": 1}) if action == "redact" else empty_map, "redacted",
-                f"please summarise the {WORDS[i % 8]} number {i} for [EMAIL]", 812, 230, 95, 1234,
-                {"denial": 403, "error": 500, "auth_failure": 401}.get(event, 200), None,
-                json_text({"finish_reason": "stop"}) if event == "completion" else empty_map]
+        flat = [
+            seq,
+            ts,
+            event,
+            f"req_{i:010d}",
+            f"key{i % 50:013d}",
+            f"analyst-{i % 50}",
+            "admin" if event.startswith("admin.") else "user",
+            "10.1.2.3",
+            "POST /v1/chat/completions",
+            f"gpt-oss-{('20b', '120b', 'mini')[i % 3]}",
+            "2026.11.0",
+            f"rev{i // 100_000:02d}" + "0" * 58,
+            action,
+            json_text(["pii.email"]) if action == "redact" else empty_list,
+            json_text({"pii.email": 1}) if action == "redact" else empty_map,
+            "redacted",
+            f"please summarise the {WORDS[i % 8]} number {i} for [EMAIL]",
+            812,
+            230,
+            95,
+            1234,
+            {"denial": 403, "error": 500, "auth_failure": 401}.get(event, 200),
+            None,
+            json_text({"finish_reason": "stop"}) if event == "completion" else empty_map,
+        ]
         assert len(flat) == len(CHAIN_COLUMNS)
         digest = link(prev, canonical(flat))
         batch.append((*flat, prev, digest))
@@ -136,20 +156,32 @@ async def measure(svc: Services, token: str, records: int, runs: int, db: Path) 
         cases = [
             ("first page", "", "1=1", ()),
             ("10,000 records deep (keyset)", f"cursor={deep + 1}", f"seq < {deep + 1}", ()),
-            ("filter: time range (1 day; peer: naive SQL)", f"since={mid}&until={day}", "ts >= ? AND ts < ?",
-             (mid + ".000000Z", day + ".000000Z")),
+            (
+                "filter: time range (1 day; peer: naive SQL)",
+                f"since={mid}&until={day}",
+                "ts >= ? AND ts < ?",
+                (mid + ".000000Z", day + ".000000Z"),
+            ),
             ("filter: principal", "principal=analyst-7", "principal_name = ?", ("analyst-7",)),
             ("filter: event", "event=denial", "event = ?", ("denial",)),
             ("filter: admin changes", "event=admin.*", "event LIKE 'admin.%'", ()),
             ("filter: action", "action=redact", "action = ?", ("redact",)),
             ("filter: model", "model=gpt-oss-120b", "model = ?", ("gpt-oss-120b",)),
-            ("filter: policy revision", f"policy_revision=rev03{'0' * 58}", "policy_revision = ?",
-             (f"rev03{'0' * 58}",)),
+            (
+                "filter: policy revision",
+                f"policy_revision=rev03{'0' * 58}",
+                "policy_revision = ?",
+                (f"rev03{'0' * 58}",),
+            ),
             ("filter: status", "status=500", "status = ?", (500,)),
             ("filter: text (common)", "text=contract", "content LIKE ?", ("%contract%",)),
             ("filter: text (rare)", "text=number 4242 ", "content LIKE ?", ("%number 4242 %",)),
-            ("filter: principal + action, deep", f"principal=analyst-6&action=deny&cursor={deep}",
-             "principal_name = ? AND action = ?", ("analyst-6", "deny")),
+            (
+                "filter: principal + action, deep",
+                f"principal=analyst-6&action=deny&cursor={deep}",
+                "principal_name = ? AND action = ?",
+                ("analyst-6", "deny"),
+            ),
         ]
         lines.append(f"{'view':44} {'p50 ms':>8} {'p95 ms':>8} {'bare SQL p50':>13} {'ratio':>6}")
         for name, query, where, args in cases:
@@ -157,12 +189,16 @@ async def measure(svc: Services, token: str, records: int, runs: int, db: Path) 
             peer = bare(where, args, cursor=(deep + 1) if "deep" in name else None)
             lines.append(f"{name:44} {p50:8.1f} {p95:8.1f} {peer:12.1f}  {p50 / max(peer, 1e-3):5.1f}x")
         offset = bare(offset=10_000)
-        lines.append(f"{'peer: OFFSET 10000 (no cursor), bare':44} {'':8} {'':8} {offset:12.1f}  "
-                     f"(keyset page above is {offset / max(bare(cursor=deep + 1), 1e-3):.1f}x faster bare)")
-        for name, url in (("record detail", f"/admin/ui/audit/{records // 2}"),
-                          ("chart (24 h, SVG)", "/admin/ui/audit/chart.svg"),
-                          ("chart (1 day filter)", f"/admin/ui/audit/chart.svg?since={mid}&until={day}"),
-                          ("integrity panel", "/admin/ui/integrity")):
+        lines.append(
+            f"{'peer: OFFSET 10000 (no cursor), bare':44} {'':8} {'':8} {offset:12.1f}  "
+            f"(keyset page above is {offset / max(bare(cursor=deep + 1), 1e-3):.1f}x faster bare)"
+        )
+        for name, url in (
+            ("record detail", f"/admin/ui/audit/{records // 2}"),
+            ("chart (24 h, SVG)", "/admin/ui/audit/chart.svg"),
+            ("chart (1 day filter)", f"/admin/ui/audit/chart.svg?since={mid}&until={day}"),
+            ("integrity panel", "/admin/ui/integrity"),
+        ):
             p50, p95 = await timed(url)
             lines.append(f"{name:44} {p50:8.1f} {p95:8.1f}")
 
@@ -173,13 +209,16 @@ async def measure(svc: Services, token: str, records: int, runs: int, db: Path) 
                 async for block in r.aiter_bytes():
                     size += len(block)
             wall = time.perf_counter() - t
-            lines.append(f"export {fmt} (all {records:,}): {wall:.1f} s, {records / wall:,.0f} records/s, "
-                         f"{size / wall / 1e6:.0f} MB/s")
+            lines.append(
+                f"export {fmt} (all {records:,}): {wall:.1f} s, {records / wall:,.0f} records/s, "
+                f"{size / wall / 1e6:.0f} MB/s"
+            )
         t = time.perf_counter()
         n = sum(1 for _ in raw.execute(f"SELECT {cols} FROM audit_records ORDER BY seq"))
         scan = time.perf_counter() - t
-        lines.append(f"peer: bare full scan {n / scan:,.0f} records/s (export costs {n / scan / (records / wall):.1f}x "
-                     f"a scan)")
+        lines.append(
+            f"peer: bare full scan {n / scan:,.0f} records/s (export costs {n / scan / (records / wall):.1f}x a scan)"
+        )
     return lines
 
 
@@ -206,8 +245,10 @@ def main() -> None:
         lines = asyncio.run(measure(svc, token, args.records, args.runs, db))
     finally:
         svc.close()
-    header = (f"ui bench: {args.records:,} audit records, SQLite WAL, server time in-process (ASGI), "
-              f"{args.runs} runs per view, goal p95 < 100 ms")
+    header = (
+        f"ui bench: {args.records:,} audit records, SQLite WAL, server time in-process (ASGI), "
+        f"{args.runs} runs per view, goal p95 < 100 ms"
+    )
     text = "\n".join([header, *lines]) + "\n"
     print(text)
     RESULTS.write_text(text)

@@ -49,6 +49,7 @@ async def token_of(c: httpx.AsyncClient, path: str, headers: dict[str, str] | No
 
 async def sign_in(appliance, c: httpx.AsyncClient, role: str, subject: str | None = None) -> None:
     token = await token_of(c, "/signin", peer(appliance, subject))
-    response = await c.post(f"{PAGE}/signin", data={"key": appliance.tokens[role], "csrf_token": token},
-                            headers=peer(appliance, subject))
+    response = await c.post(
+        f"{PAGE}/signin", data={"key": appliance.tokens[role], "csrf_token": token}, headers=peer(appliance, subject)
+    )
     assert response.status_code == 303 and response.headers["location"].endswith("/audit"), response.text

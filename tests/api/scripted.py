@@ -39,10 +39,16 @@ class ScriptedBackend:
 
 def answer(final: str, analysis: str = "thinking", prompt: int = 20) -> list[list]:
     n = len(final.split()) + len(analysis.split())
-    return [[TextEvent("analysis", analysis)], [TextEvent("final", final)],
-            [FinishEvent("stop", Usage(prompt, n, len(analysis.split())))]]
+    return [
+        [TextEvent("analysis", analysis)],
+        [TextEvent("final", final)],
+        [FinishEvent("stop", Usage(prompt, n, len(analysis.split())))],
+    ]
 
 
 def tool_call(name: str, arguments: str) -> list[list]:
-    return [[TextEvent("analysis", "need a tool")], [ToolCallEvent("call_1", name, arguments)],
-            [FinishEvent("tool_calls", Usage(30, 9, 3))]]
+    return [
+        [TextEvent("analysis", "need a tool")],
+        [ToolCallEvent("call_1", name, arguments)],
+        [FinishEvent("tool_calls", Usage(30, 9, 3))],
+    ]

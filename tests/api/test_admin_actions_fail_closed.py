@@ -54,8 +54,11 @@ async def test_the_api_changes_nothing_without_the_record(appliance):
     victim = next(k for k, s in keys_of(appliance).items() if s == "active")
     before = keys_of(appliance)
     async with appliance.client("admin") as c:
-        with audit_table_gone(appliance), spy(svc.policy, "install") as installs, \
-                spy(svc.store, "mark_active") as switches:
+        with (
+            audit_table_gone(appliance),
+            spy(svc.policy, "install") as installs,
+            spy(svc.store, "mark_active") as switches,
+        ):
             created = await c.post("/admin/keys", json={"name": "ghost", "role": "admin"})
             revoked = await c.delete(f"/admin/keys/{victim}")
             reloaded = await c.post("/admin/policy/reload")

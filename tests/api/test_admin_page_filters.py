@@ -9,9 +9,16 @@ import pytest
 from tests.api.helpers import PAGE, browser, sign_in
 
 pytestmark = pytest.mark.asyncio
-REFUSED = [("text", "a\x00b"), ("principal", "\x00"), ("model", "m\x1b[31m"), ("event", "e" * 300),
-           ("since", "0001-01-01"), ("until", "0001-01-01T00:00"), ("since", "9999-12-31T23:59-01:00"),
-           ("since", "yesterday")]
+REFUSED = [
+    ("text", "a\x00b"),
+    ("principal", "\x00"),
+    ("model", "m\x1b[31m"),
+    ("event", "e" * 300),
+    ("since", "0001-01-01"),
+    ("until", "0001-01-01T00:00"),
+    ("since", "9999-12-31T23:59-01:00"),
+    ("since", "yesterday"),
+]
 
 
 @pytest.mark.parametrize(("field", "value"), REFUSED)
@@ -31,6 +38,8 @@ async def test_the_page_refuses_what_the_api_refuses(db_appliance, field, value)
 async def test_values_the_api_takes_filter_the_page(db_appliance):
     async with browser(db_appliance) as c:
         await sign_in(db_appliance, c, "auditor")
-        page = await c.get(f"{PAGE}/audit", params={"since": "2026-12-01T10:00", "until": "2999-01-01",
-                                                    "principal": "test-admin", "text": "é"})
+        page = await c.get(
+            f"{PAGE}/audit",
+            params={"since": "2026-12-01T10:00", "until": "2999-01-01", "principal": "test-admin", "text": "é"},
+        )
         assert page.status_code == 200

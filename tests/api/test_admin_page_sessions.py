@@ -16,8 +16,12 @@ pytestmark = pytest.mark.asyncio
 
 @pytest.fixture(scope="module")
 def appliance(tmp_path_factory, signed_tiny_bundle, publisher):
-    a = make_appliance(tmp_path_factory.mktemp("page") / "var", signed_tiny_bundle, publisher[1],
-                       tls_roles_require_client_cert=["admin"])
+    a = make_appliance(
+        tmp_path_factory.mktemp("page") / "var",
+        signed_tiny_bundle,
+        publisher[1],
+        tls_roles_require_client_cert=["admin"],
+    )
     yield a
     a.services.backend.close()
     a.services.close()
@@ -62,13 +66,13 @@ async def test_an_anonymous_csrf_pair_with_an_admin_session_creates_nothing(appl
         anon_cookie = anonymous.cookies[CSRF_COOKIE]
         forged = {"cookie": f"{SESSION_COOKIE}={c.cookies[SESSION_COOKIE]}; {CSRF_COOKIE}={anon_cookie}", **admin}
         async with browser(appliance) as attacker:
-            response = await attacker.post(f"{PAGE}/keys", headers=forged, data={
-                "csrf_token": anon_token, "name": "planted", "role": "admin"})
+            response = await attacker.post(
+                f"{PAGE}/keys", headers=forged, data={"csrf_token": anon_token, "name": "planted", "role": "admin"}
+            )
         assert response.status_code == 403 and "CSRF" in response.text
         assert keys_named(appliance, "planted") == []
         own = await token_of(c, "/keys", admin)  # the session's own token still works
-        response = await c.post(f"{PAGE}/keys", headers=admin, data={"csrf_token": own, "name": "made",
-                                                                     "role": "user"})
+        response = await c.post(f"{PAGE}/keys", headers=admin, data={"csrf_token": own, "name": "made", "role": "user"})
         assert response.status_code == 201 and len(keys_named(appliance, "made")) == 1
 
 

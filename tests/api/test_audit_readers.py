@@ -15,8 +15,12 @@ from tests.audit.conftest import request_event
 
 @pytest.fixture(scope="module")
 def appliance(tmp_path_factory, signed_tiny_bundle, publisher):
-    a = make_appliance(tmp_path_factory.mktemp("appliance") / "var", signed_tiny_bundle, publisher[1],
-                       audit_forward=[{"name": "siem", "host": "127.0.0.1", "port": 9, "transport": "tcp"}])
+    a = make_appliance(
+        tmp_path_factory.mktemp("appliance") / "var",
+        signed_tiny_bundle,
+        publisher[1],
+        audit_forward=[{"name": "siem", "host": "127.0.0.1", "port": 9, "transport": "tcp"}],
+    )
     yield a
     a.services.backend.close()
     a.services.close()
@@ -38,12 +42,15 @@ async def test_paging_a_search_is_one_record_then_one_aggregate(appliance):
         await c.get("/admin/audit", params={"event": "denial"})  # another filter: a record of its own
     searched = reads(appliance, "audit.searched")
     assert [(r.principal.name, r.detail["filter"], r.detail["count"]) for r in searched] == [
-        ("test-auditor", '{"event":"request"}', "2"), ("test-auditor", '{"event":"denial"}', "0")]
+        ("test-auditor", '{"event":"request"}', "2"),
+        ("test-auditor", '{"event":"denial"}', "0"),
+    ]
     for agg in appliance.services.reads.due(force=True):  # the window ends (here: forced, as at shutdown)
         appliance.services.audit.append(agg)
     aggregated = [r for r in reads(appliance, "audit.searched") if r.detail.get("aggregated") == "true"]
     assert [(r.detail["filter"], r.detail["pages"], r.detail["count"]) for r in aggregated] == [
-        ('{"event":"request"}', "2", "4")]
+        ('{"event":"request"}', "2", "4")
+    ]
 
 
 async def test_views_verifications_and_exports_are_recorded(appliance):
@@ -74,5 +81,6 @@ def test_forward_warning_past_the_threshold(appliance, monkeypatch):
     assert appliance.services.forward_warning() is None  # behind, but by fewer than 10,000 records
     monkeypatch.setattr(appliance.services.settings, "audit_forward_lag_warning", 1)
     head = appliance.services.audit.head()[0]
-    assert appliance.services.forward_warning() == (f"Audit forwarding is behind: siem lacks {head:,} records "
-                                                    "(see `appliance audit forward status`)")
+    assert appliance.services.forward_warning() == (
+        f"Audit forwarding is behind: siem lacks {head:,} records (see `appliance audit forward status`)"
+    )

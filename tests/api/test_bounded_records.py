@@ -28,8 +28,9 @@ async def test_a_failed_authentication_with_a_10_kb_path_is_a_401_and_recorded(d
 async def test_a_10_kb_model_name_is_a_404(db_appliance):
     """An unknown model is refused before any record is due (the bound on recorded values: tests/audit)."""
     async with db_appliance.client("user") as c:
-        response = await c.post("/v1/chat/completions", json={"model": "m" * 10_000,
-                                                             "messages": [{"role": "user", "content": "hi"}]})
+        response = await c.post(
+            "/v1/chat/completions", json={"model": "m" * 10_000, "messages": [{"role": "user", "content": "hi"}]}
+        )
     assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
 
 

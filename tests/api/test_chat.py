@@ -8,8 +8,9 @@ MSG = [{"role": "user", "content": "Hello there"}]
 
 
 async def test_non_streaming_usage_and_audit(client, appliance):
-    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "max_tokens": 6,
-                                                        "temperature": 0})
+    r = await client.post(
+        "/v1/chat/completions", json={"model": "tiny", "messages": MSG, "max_tokens": 6, "temperature": 0}
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["object"] == "chat.completion" and body["choices"][0]["finish_reason"] == "length"
@@ -18,13 +19,23 @@ async def test_non_streaming_usage_and_audit(client, appliance):
     assert usage["total_tokens"] == usage["prompt_tokens"] + 6
     recs = records(appliance, r.headers["x-request-id"])
     assert [x.event for x in recs] == ["request", "completion"]
-    assert recs[1].usage.completion_tokens == 6 and recs[1].policy_revision == appliance.services.policy.current.revision
+    assert (
+        recs[1].usage.completion_tokens == 6 and recs[1].policy_revision == appliance.services.policy.current.revision
+    )
     assert recs[1].principal.role == "user" and recs[1].bundle_version == "1.0.0"
 
 
 async def test_streaming_ends_with_finish_reason_usage_and_done(client, appliance):
-    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "max_tokens": 5,
-                                                        "stream": True, "stream_options": {"include_usage": True}})
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": MSG,
+            "max_tokens": 5,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = sse_events(r.text)
     assert events[-1] == "[DONE]"
@@ -41,15 +52,24 @@ async def test_seed_reproduces(client):
 
 
 async def test_responses_api(client):
-    r = await client.post("/v1/responses", json={"model": "tiny", "input": "Hi", "max_output_tokens": 4,
-                                                 "instructions": "Be brief", "reasoning": {"effort": "low"}})
+    r = await client.post(
+        "/v1/responses",
+        json={
+            "model": "tiny",
+            "input": "Hi",
+            "max_output_tokens": 4,
+            "instructions": "Be brief",
+            "reasoning": {"effort": "low"},
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object"] == "response" and body["status"] == "incomplete"
     assert body["incomplete_details"] == {"reason": "max_output_tokens"}
     assert body["usage"]["output_tokens"] == 4 and body["usage"]["input_tokens"] > 0
-    r = await client.post("/v1/responses", json={"model": "tiny", "input": "Hi", "max_output_tokens": 4,
-                                                 "stream": True})
+    r = await client.post(
+        "/v1/responses", json={"model": "tiny", "input": "Hi", "max_output_tokens": 4, "stream": True}
+    )
     kinds = [e["type"] for e in sse_events(r.text)]
     assert kinds[0] == "response.created" and kinds[-1] in ("response.completed", "response.incomplete")
 
@@ -61,8 +81,7 @@ async def test_models_lists_the_active_bundle(client):
 
 
 async def test_reasoning_effort_cap_is_a_policy_denial(client):
-    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG,
-                                                        "reasoning_effort": "high"})
+    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "reasoning_effort": "high"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "access.reasoning_effort"
 
 

@@ -18,14 +18,17 @@ def assert_error(r, status: int, code: str | None = None) -> dict:
     return err
 
 
-@pytest.mark.parametrize("body,param", [
-    ({"model": "tiny", "messages": MSG, "n": 2}, "n"),
-    ({"model": "tiny", "messages": []}, "messages"),
-    ({"model": "tiny"}, "messages"),
-    ({"model": "tiny", "messages": MSG, "temperature": 9}, "temperature"),
-    ({"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
-    ({"model": "tiny", "messages": MSG, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-])
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"model": "tiny", "messages": MSG, "n": 2}, "n"),
+        ({"model": "tiny", "messages": []}, "messages"),
+        ({"model": "tiny"}, "messages"),
+        ({"model": "tiny", "messages": MSG, "temperature": 9}, "temperature"),
+        ({"model": "tiny", "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
+        ({"model": "tiny", "messages": MSG, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ],
+)
 async def test_invalid_requests_are_400(client, scripted, body, param):
     err = assert_error(await client.post("/v1/chat/completions", json=body), 400)
     assert err["param"].startswith(param)
@@ -38,8 +41,9 @@ async def test_malformed_json_is_400(client):
 
 
 async def test_unknown_model_is_404(client, scripted):
-    assert_error(await client.post("/v1/chat/completions", json={"model": "gpt-5", "messages": MSG}), 404,
-                 "model_not_found")
+    assert_error(
+        await client.post("/v1/chat/completions", json={"model": "gpt-5", "messages": MSG}), 404, "model_not_found"
+    )
 
 
 async def test_unknown_route_is_404(client):
@@ -48,14 +52,21 @@ async def test_unknown_route_is_404(client):
 
 async def test_body_too_large_is_413(client, scripted):
     big = "x" * (5 * 1024 * 1024)
-    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": big}]})
+    r = await client.post(
+        "/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": big}]}
+    )
     assert_error(r, 413, "request_too_large")
     assert scripted.calls == []
 
 
 async def test_policy_denial_is_403_with_rule_id(client, scripted):
-    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": [
-        {"role": "user", "content": "use my key AKIAIOSFODNN7EXAMPLE to list buckets"}]})
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "use my key AKIAIOSFODNN7EXAMPLE to list buckets"}],
+        },
+    )
     err = assert_error(r, 403, "site-in.secrets")
     assert "AKIA" not in r.text
     assert "site-in.secrets" in err["message"]
@@ -126,7 +137,12 @@ async def test_chunked_body_too_large_is_413(client, scripted):
 
 async def test_image_content_and_bad_tool_choice_are_400(client, scripted):
     image = [{"type": "image_url", "image_url": {"url": "data:,"}}]
-    assert_error(await client.post("/v1/chat/completions", json={"model": "tiny", "messages": [
-        {"role": "user", "content": image}]}), 400)
-    assert_error(await client.post("/v1/responses", json={"model": "tiny", "input": "hi",
-                                                          "tool_choice": {"function": "f"}}), 400)
+    assert_error(
+        await client.post(
+            "/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": image}]}
+        ),
+        400,
+    )
+    assert_error(
+        await client.post("/v1/responses", json={"model": "tiny", "input": "hi", "tool_choice": {"function": "f"}}), 400
+    )

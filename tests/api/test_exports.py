@@ -22,8 +22,9 @@ pytestmark = pytest.mark.asyncio
 
 @pytest.fixture(scope="module")
 def appliance(tmp_path_factory, signed_tiny_bundle, publisher):
-    a = make_appliance(tmp_path_factory.mktemp("exports") / "var", signed_tiny_bundle, publisher[1],
-                       audit_export_concurrency=1)
+    a = make_appliance(
+        tmp_path_factory.mktemp("exports") / "var", signed_tiny_bundle, publisher[1], audit_export_concurrency=1
+    )
     for i in range(3):  # something to export
         a.services.audit.append(AuditEvent(event="admin.key_created", request_id=f"seed-{i}", status=200))
     yield a
@@ -52,10 +53,20 @@ class StalledClient:
         self.status: int | None = None
 
     async def run(self) -> None:
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-                 "scheme": "http", "path": "/admin/audit/export", "raw_path": b"/admin/audit/export",
-                 "query_string": b"format=jsonl", "root_path": "", "client": ("10.0.0.5", 5000),
-                 "server": ("appliance", 80), "headers": [(b"authorization", f"Bearer {self.token}".encode())]}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/admin/audit/export",
+            "raw_path": b"/admin/audit/export",
+            "query_string": b"format=jsonl",
+            "root_path": "",
+            "client": ("10.0.0.5", 5000),
+            "server": ("appliance", 80),
+            "headers": [(b"authorization", f"Bearer {self.token}".encode())],
+        }
         sent_request = False
 
         async def receive():

@@ -18,10 +18,14 @@ def _normalised(events: list) -> str:
 
 async def test_responses_event_stream(client, scripted):
     scripted.chunks = answer("Paris is the capital.")[:2] + tool_call("get_weather", '{"city":"Paris"}')
-    r = await client.post("/v1/responses", json={"model": "tiny", "input": "Weather in Paris?", "stream": True,
-                                                 "tools": [{"type": "function", "name": "get_weather",
-                                                            "parameters": {"type": "object"}}]})
+    r = await client.post(
+        "/v1/responses",
+        json={
+            "model": "tiny",
+            "input": "Weather in Paris?",
+            "stream": True,
+            "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+        },
+    )
     assert r.status_code == 200
     check_golden("responses_stream.json", _normalised(sse_events(r.text)))
-
-

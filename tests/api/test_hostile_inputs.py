@@ -29,8 +29,10 @@ async def test_negative_and_huge_seeds_never_wedge_the_engine(client, appliance)
         r = await client.post("/v1/chat/completions", json=chat(seed=seed))
         assert r.status_code == 400 and r.json()["error"]["param"] == "seed"
     limit = settings.engine_max_batch_size + settings.engine_max_queue
-    answers = await asyncio.gather(*(client.post("/v1/chat/completions", json=chat(seed=-1 - i, temperature=1))
-                                     for i in range(limit + 5)), return_exceptions=True)
+    answers = await asyncio.gather(
+        *(client.post("/v1/chat/completions", json=chat(seed=-1 - i, temperature=1)) for i in range(limit + 5)),
+        return_exceptions=True,
+    )
     assert all(isinstance(a, httpx.Response) and a.status_code in (200, 429) for a in answers)
     assert appliance.services.backend.stats()["live_requests"] == 0
     assert (await client.post("/v1/chat/completions", json=chat())).status_code == 200
@@ -62,8 +64,11 @@ async def test_lone_surrogates_are_a_400_in_every_field(client, appliance, where
     else:
         body["tools"] = [{"type": "function", "function": {"name": "f", "description": bad}}]
     before = appliance.services.audit.head()[0]
-    r = await client.post("/v1/chat/completions", content=json.dumps(body),  # ASCII: "\\ud800" escapes
-                          headers={"content-type": "application/json"})
+    r = await client.post(
+        "/v1/chat/completions",
+        content=json.dumps(body),  # ASCII: "\\ud800" escapes
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400, r.text
     assert "not valid Unicode" in r.json()["error"]["message"]
     assert appliance.services.audit.head()[0] == before  # refused before anything was recorded
@@ -72,8 +77,9 @@ async def test_lone_surrogates_are_a_400_in_every_field(client, appliance, where
 async def test_surrogate_requests_do_not_fail_their_neighbours(client, appliance, scripted):
     scripted.chunks = answer("Fine.")
     bad = '{"model": "tiny", "messages": [{"role": "user", "content": "hi\\ud800"}]}'
-    sent = [client.post("/v1/chat/completions", content=bad, headers={"content-type": "application/json"})
-            for _ in range(3)] + [client.post("/v1/chat/completions", json=chat()) for _ in range(5)]
+    sent = [
+        client.post("/v1/chat/completions", content=bad, headers={"content-type": "application/json"}) for _ in range(3)
+    ] + [client.post("/v1/chat/completions", json=chat()) for _ in range(5)]
     statuses = [r.status_code for r in await asyncio.gather(*sent)]
     assert statuses == [400] * 3 + [200] * 5
 
@@ -121,8 +127,9 @@ async def test_policy_runs_off_the_event_loop(client, appliance, scripted, monke
     assert threads and threads[0] is not threading.main_thread()
 
 
-async def test_a_stream_whose_completion_record_fails_ends_in_error_with_one_outcome(client, appliance, scripted,
-                                                                                    monkeypatch):
+async def test_a_stream_whose_completion_record_fails_ends_in_error_with_one_outcome(
+    client, appliance, scripted, monkeypatch
+):
     scripted.chunks = answer("Fine.")
     audit = appliance.services.audit
     real = audit.append_async
@@ -130,6 +137,7 @@ async def test_a_stream_whose_completion_record_fails_ends_in_error_with_one_out
     async def no_completion(event):
         if event.event == "completion":
             from appliance.audit import AuditUnavailable
+
             raise AuditUnavailable("disk full")
         return await real(event)
 
@@ -138,8 +146,9 @@ async def test_a_stream_whose_completion_record_fails_ends_in_error_with_one_out
     r = await client.post("/v1/chat/completions", json=chat(stream=True))
     events = sse_events(r.text)
     assert "[DONE]" not in events and "error" in r.text
-    assert [e.get("choices", [{}])[0].get("finish_reason") for e in events if isinstance(e, dict) and
-            e.get("choices")].count("stop") == 0
+    assert [
+        e.get("choices", [{}])[0].get("finish_reason") for e in events if isinstance(e, dict) and e.get("choices")
+    ].count("stop") == 0
     outcome = [x for x in records(appliance, r.headers["x-request-id"]) if x.event != "request"]
     assert [(x.event, x.error_code) for x in outcome] == [("error", "audit_unavailable")]
     assert appliance.services.metrics.outcome_failures._value.get() == failures + 1
@@ -157,10 +166,20 @@ async def test_bad_keys_are_refused_before_the_body_is_read(appliance):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
-             "query_string": b"", "headers": [(b"authorization", b"Bearer nope"), (b"content-length", b"4000000")],
-             "client": ("10.9.9.9", 1234), "server": ("appliance", 80), "scheme": "http", "http_version": "1.1",
-             "root_path": "", "app": appliance.app}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"authorization", b"Bearer nope"), (b"content-length", b"4000000")],
+        "client": ("10.9.9.9", 1234),
+        "server": ("appliance", 80),
+        "scheme": "http",
+        "http_version": "1.1",
+        "root_path": "",
+        "app": appliance.app,
+    }
     await asyncio.wait_for(appliance.app(scope, receive, send), 10)
     assert sent[0]["status"] == 401 and not read
 
@@ -168,8 +187,9 @@ async def test_bad_keys_are_refused_before_the_body_is_read(appliance):
 async def test_failed_authentications_are_throttled_and_aggregated(tmp_path, signed_tiny_bundle, publisher):
     from tests.appliance import make_appliance
 
-    a = make_appliance(tmp_path / "var", signed_tiny_bundle, publisher[1], auth_failure_burst=3,
-                       auth_failure_rate=0.001)
+    a = make_appliance(
+        tmp_path / "var", signed_tiny_bundle, publisher[1], auth_failure_burst=3, auth_failure_rate=0.001
+    )
     try:
         async with a.client(None, token="wrong") as c:
             statuses = [(await c.get("/v1/models")).status_code for _ in range(10)]
@@ -190,8 +210,16 @@ async def test_failed_authentications_are_throttled_and_aggregated(tmp_path, sig
         a.services.audit.close()
 
 
-@pytest.mark.parametrize("query", ["since=0001-01-01T00:00:00%2B01:00", "since=0999-12-31T00:00:00Z",
-                                   "until=9999-12-31T23:59:59-01:00", "principal=a%00b", "event=" + "x" * 300])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=0001-01-01T00:00:00%2B01:00",
+        "since=0999-12-31T00:00:00Z",
+        "until=9999-12-31T23:59:59-01:00",
+        "principal=a%00b",
+        "event=" + "x" * 300,
+    ],
+)
 async def test_audit_query_parameters_are_validated(appliance, query):
     async with appliance.client("auditor") as c:
         r = await c.get(f"/admin/audit?{query}")

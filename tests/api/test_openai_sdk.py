@@ -15,8 +15,10 @@ MSG = [{"role": "user", "content": "Hello"}]
 def sdk(appliance):
     def make(role: str = "user") -> openai.AsyncOpenAI:
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=appliance.app), base_url="http://appliance/v1")
-        return openai.AsyncOpenAI(api_key=appliance.tokens[role], base_url="http://appliance/v1", http_client=http,
-                                  max_retries=0)
+        return openai.AsyncOpenAI(
+            api_key=appliance.tokens[role], base_url="http://appliance/v1", http_client=http, max_retries=0
+        )
+
     return make
 
 
@@ -24,8 +26,12 @@ async def test_chat_and_stream_with_the_real_engine(sdk):
     client = sdk()
     done = await client.chat.completions.create(model="tiny", messages=MSG, max_tokens=4, reasoning_effort="low")
     assert done.usage.completion_tokens == 4 and done.choices[0].finish_reason == "length"
-    chunks = [c async for c in await client.chat.completions.create(
-        model="tiny", messages=MSG, max_tokens=4, stream=True, stream_options={"include_usage": True})]
+    chunks = [
+        c
+        async for c in await client.chat.completions.create(
+            model="tiny", messages=MSG, max_tokens=4, stream=True, stream_options={"include_usage": True}
+        )
+    ]
     assert chunks[-1].usage.completion_tokens == 4
     assert [m.id async for m in client.models.list()] == ["tiny"]
 
@@ -47,8 +53,11 @@ async def test_tool_calls_and_responses(sdk, scripted):
     resp = await client.responses.create(model="tiny", input="Hi")
     assert resp.output_text == "Hello from the appliance."
     scripted.chunks = tool_call("get_weather", '{"city":"Oslo"}')
-    resp = await client.responses.create(model="tiny", input="Weather?", tools=[
-        {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}])
+    resp = await client.responses.create(
+        model="tiny",
+        input="Weather?",
+        tools=[{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}],
+    )
     assert resp.output[0].type == "function_call" and resp.output[0].name == "get_weather"
     scripted.chunks = answer("Streamed.")
     events = [e async for e in await client.responses.create(model="tiny", input="Hi", stream=True)]
@@ -57,8 +66,9 @@ async def test_tool_calls_and_responses(sdk, scripted):
 
 async def test_errors_raise_the_sdk_exceptions(sdk):
     with pytest.raises(openai.AuthenticationError):
-        await openai.AsyncOpenAI(api_key="wrong", base_url="http://appliance/v1", max_retries=0,
-                                 http_client=sdk()._client).models.list()
+        await openai.AsyncOpenAI(
+            api_key="wrong", base_url="http://appliance/v1", max_retries=0, http_client=sdk()._client
+        ).models.list()
     with pytest.raises(openai.NotFoundError):
         await sdk().chat.completions.create(model="nope", messages=MSG)
     with pytest.raises(openai.BadRequestError):

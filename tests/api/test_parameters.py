@@ -16,8 +16,10 @@ from tests.api.helpers import records
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api-parameters.md"
 MSG = [{"role": "user", "content": "Hello"}]
-ROUTES = {"chat": ("/v1/chat/completions", {"model": "tiny", "messages": MSG}, CHAT),
-          "responses": ("/v1/responses", {"model": "tiny", "input": "Hello"}, RESPONSES)}
+ROUTES = {
+    "chat": ("/v1/chat/completions", {"model": "tiny", "messages": MSG}, CHAT),
+    "responses": ("/v1/responses", {"model": "tiny", "input": "Hello"}, RESPONSES),
+}
 
 
 def sdk_parameters(params: object) -> set[str]:
@@ -26,8 +28,10 @@ def sdk_parameters(params: object) -> set[str]:
     return {name for member in members for name in typing.get_type_hints(member)}
 
 
-@pytest.mark.parametrize(("table", "params"), [(CHAT, completion_create_params.CompletionCreateParams),
-                                               (RESPONSES, response_create_params.ResponseCreateParams)])
+@pytest.mark.parametrize(
+    ("table", "params"),
+    [(CHAT, completion_create_params.CompletionCreateParams), (RESPONSES, response_create_params.ResponseCreateParams)],
+)
 def test_every_sdk_parameter_is_decided(table, params):
     sdk = sdk_parameters(params)
     assert sdk - set(table) == set(), "new SDK parameters: decide them in appliance/api/parameters.py"
@@ -52,8 +56,9 @@ def write_doc() -> None:
 def test_the_doc_shows_the_code_tables():
     doc = DOC.read_text()
     for table in (CHAT, RESPONSES):
-        assert markdown_table(table) in doc, "run: python -c 'from tests.api.test_parameters import write_doc; " \
-                                             "write_doc()'"
+        assert markdown_table(table) in doc, (
+            "run: python -c 'from tests.api.test_parameters import write_doc; write_doc()'"
+        )
     assert "docs/api-parameters.md" in (DOC.parents[1] / "README.md").read_text()
     assert "api-parameters.md" in (DOC.parent / "architecture.md").read_text()
 
@@ -65,13 +70,14 @@ async def test_an_unknown_parameter_is_refused_by_name(client, scripted, route):
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["message"] == "Unrecognized request argument supplied: respnse_format"
-    assert (err["type"], err["code"], err["param"]) == ("invalid_request_error", "unknown_parameter",
-                                                         "respnse_format")
+    assert (err["type"], err["code"], err["param"]) == ("invalid_request_error", "unknown_parameter", "respnse_format")
     assert scripted.calls == []
 
 
-@pytest.mark.parametrize(("route", "name"), [(route, name) for route, (_, _, table) in ROUTES.items()
-                                             for name, p in sorted(table.items()) if not p.honoured])
+@pytest.mark.parametrize(
+    ("route", "name"),
+    [(route, name) for route, (_, _, table) in ROUTES.items() for name, p in sorted(table.items()) if not p.honoured],
+)
 async def test_each_refused_parameter_is_a_400_naming_it(client, scripted, route, name):
     path, body, _ = ROUTES[route]
     r = await client.post(path, json=body | {name: {"asks": "for something"}})
@@ -86,19 +92,40 @@ async def test_values_that_ask_for_nothing_are_accepted(client, scripted):
     from tests.api.scripted import answer
 
     scripted.chunks = answer("ok")
-    r = await client.post("/v1/chat/completions", json={
-        "model": "tiny", "messages": MSG, "store": False, "logprobs": False, "n": 1, "modalities": ["text"],
-        "service_tier": "auto", "top_logprobs": None, "parallel_tool_calls": False})
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": MSG,
+            "store": False,
+            "logprobs": False,
+            "n": 1,
+            "modalities": ["text"],
+            "service_tier": "auto",
+            "top_logprobs": None,
+            "parallel_tool_calls": False,
+        },
+    )
     assert r.status_code == 200, r.text
-    r = await client.post("/v1/responses", json={
-        "model": "tiny", "input": "Hi", "store": False, "include": [], "truncation": "disabled",
-        "background": False, "max_tool_calls": 1})
+    r = await client.post(
+        "/v1/responses",
+        json={
+            "model": "tiny",
+            "input": "Hi",
+            "store": False,
+            "include": [],
+            "truncation": "disabled",
+            "background": False,
+            "max_tool_calls": 1,
+        },
+    )
     assert r.status_code == 200, r.text
 
 
 async def test_reasoning_summary_is_refused_by_name(client, scripted):
-    r = await client.post("/v1/responses", json={"model": "tiny", "input": "Hi",
-                                                  "reasoning": {"effort": "low", "summary": "auto"}})
+    r = await client.post(
+        "/v1/responses", json={"model": "tiny", "input": "Hi", "reasoning": {"effort": "low", "summary": "auto"}}
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "reasoning.summary"
 
 
@@ -106,17 +133,25 @@ async def test_end_user_and_metadata_are_in_the_request_record(client, scripted,
     from tests.api.scripted import answer
 
     scripted.chunks = answer("ok")
-    r = await client.post("/v1/chat/completions", json={
-        "model": "tiny", "messages": MSG, "user": "u-42", "safety_identifier": "hash-9",
-        "metadata": {"ticket": "T-1"}})
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": MSG,
+            "user": "u-42",
+            "safety_identifier": "hash-9",
+            "metadata": {"ticket": "T-1"},
+        },
+    )
     assert r.status_code == 200
     detail = records(appliance, r.headers["x-request-id"])[0].detail
     assert detail == {"end_user": "u-42", "safety_identifier": "hash-9", "metadata": '{"ticket": "T-1"}'}
     scripted.chunks = answer("ok")
     r = await client.post("/v1/responses", json={"model": "tiny", "input": "Hi", "user": "u-7"})
     assert records(appliance, r.headers["x-request-id"])[0].detail == {"end_user": "u-7"}
-    r = await client.post("/v1/chat/completions", json={
-        "model": "tiny", "messages": MSG, "metadata": {f"k{i}": "v" for i in range(17)}})
+    r = await client.post(
+        "/v1/chat/completions", json={"model": "tiny", "messages": MSG, "metadata": {f"k{i}": "v" for i in range(17)}}
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "metadata"
 
 
@@ -124,9 +159,16 @@ async def test_penalties_and_logit_bias_reach_the_engine(client, scripted):
     from tests.api.scripted import answer
 
     scripted.chunks = answer("ok")
-    r = await client.post("/v1/chat/completions", json={
-        "model": "tiny", "messages": MSG, "presence_penalty": 0.5, "frequency_penalty": 1.5,
-        "logit_bias": {"1234": -100, "99": 5}})
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": MSG,
+            "presence_penalty": 0.5,
+            "frequency_penalty": 1.5,
+            "logit_bias": {"1234": -100, "99": 5},
+        },
+    )
     assert r.status_code == 200
     request = scripted.calls[-1]
     assert (request.presence_penalty, request.frequency_penalty) == (0.5, 1.5)

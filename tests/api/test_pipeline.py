@@ -12,8 +12,15 @@ from tests.api.helpers import records, sse_events
 from tests.api.scripted import answer, tool_call
 
 MSG = [{"role": "user", "content": "What is the weather in Oslo?"}]
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
 
 
 async def test_tool_call_shape(client, scripted):
@@ -21,19 +28,28 @@ async def test_tool_call_shape(client, scripted):
     body = (await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "tools": TOOLS})).json()
     choice = body["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
-    assert choice["message"]["tool_calls"] == [{"id": "call_1", "type": "function", "function": {
-        "name": "get_weather", "arguments": '{"city": "Oslo"}'}}]
+    assert choice["message"]["tool_calls"] == [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    ]
     assert "reasoning_content" not in choice["message"]  # users never see the chain of thought
     assert body["usage"]["completion_tokens_details"]["reasoning_tokens"] == 3
 
 
 async def test_tool_choice_none_hides_tools_from_the_model(client, scripted):
     scripted.chunks = answer("fine")
-    await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "tools": TOOLS,
-                                                    "tool_choice": "none"})
+    await client.post(
+        "/v1/chat/completions", json={"model": "tiny", "messages": MSG, "tools": TOOLS, "tool_choice": "none"}
+    )
     assert scripted.calls[-1].tools == []
-    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "tools": TOOLS,
-                                                        "tool_choice": {"type": "function", "function": {"name": "x"}}})
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": MSG,
+            "tools": TOOLS,
+            "tool_choice": {"type": "function", "function": {"name": "x"}},
+        },
+    )
     assert r.status_code == 400
 
 
@@ -49,13 +65,19 @@ async def test_reasoning_shown_to_admin_only(appliance, scripted):
 
 
 async def test_output_pii_is_redacted_and_secret_stops_stream(client, scripted, appliance):
-    scripted.chunks = [[TextEvent("final", "Mail jane.doe@")], [TextEvent("final", "example.com now.")],
-                       [FinishEvent("stop", Usage(10, 6, 0))]]
+    scripted.chunks = [
+        [TextEvent("final", "Mail jane.doe@")],
+        [TextEvent("final", "example.com now.")],
+        [FinishEvent("stop", Usage(10, 6, 0))],
+    ]
     r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, "stream": True})
     text = "".join(e["choices"][0]["delta"].get("content", "") for e in sse_events(r.text)[:-1] if e["choices"])
     assert "jane.doe" not in text and "now." in text
-    scripted.chunks = [[TextEvent("final", "The key is AKIAIOSFOD")], [TextEvent("final", "NN7EXAMPLE and more")],
-                       [FinishEvent("stop", Usage(10, 6, 0))]]
+    scripted.chunks = [
+        [TextEvent("final", "The key is AKIAIOSFOD")],
+        [TextEvent("final", "NN7EXAMPLE and more")],
+        [FinishEvent("stop", Usage(10, 6, 0))],
+    ]
     r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG})
     choice = r.json()["choices"][0]
     assert choice["finish_reason"] == "content_filter"
@@ -67,8 +89,13 @@ async def test_output_pii_is_redacted_and_secret_stops_stream(client, scripted, 
 
 async def test_input_pii_is_redacted_before_the_model(client, scripted, appliance):
     scripted.chunks = answer("ok")
-    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": [
-        {"role": "user", "content": "My card is 4111 1111 1111 1111, is it valid?"}]})
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "My card is 4111 1111 1111 1111, is it valid?"}],
+        },
+    )
     assert r.status_code == 200 and "redact" in r.headers["x-appliance-policy"]
     assert "4111" not in scripted.calls[-1].messages[-1]["content"]
     rec = records(appliance, r.headers["x-request-id"])[0]
@@ -86,19 +113,35 @@ async def test_client_disconnect_cancels_and_is_audited(appliance, scripted, mon
     async def receive():
         if not sent:
             sent.append(1)
-            return {"type": "http.request", "body": b'{"model":"tiny","stream":true,"messages":[{"role":"user",'
-                                                    b'"content":"hi"}]}', "more_body": False}
+            return {
+                "type": "http.request",
+                "body": b'{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}',
+                "more_body": False,
+            }
         await asyncio.sleep(0.2)
         return {"type": "http.disconnect"}
 
     async def send(message):
         pass
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
-             "query_string": b"", "headers": [(b"authorization", f"Bearer {appliance.tokens['user']}".encode()),
-                                              (b"content-type", b"application/json"), (b"x-request-id", b"req-gone")],
-             "client": ("127.0.0.1", 1), "server": ("appliance", 80), "scheme": "http", "http_version": "1.1",
-             "root_path": "", "asgi": {"version": "3.0"}}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [
+            (b"authorization", f"Bearer {appliance.tokens['user']}".encode()),
+            (b"content-type", b"application/json"),
+            (b"x-request-id", b"req-gone"),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("appliance", 80),
+        "scheme": "http",
+        "http_version": "1.1",
+        "root_path": "",
+        "asgi": {"version": "3.0"},
+    }
     await asyncio.wait_for(app(scope, receive, send), 30)
     await asyncio.sleep(0.1)
     assert [r.event for r in records(appliance, "req-gone")] == ["request", "cancelled"]
@@ -138,8 +181,14 @@ async def test_output_guardrails_cover_tool_call_arguments(client, scripted):
 
 
 async def test_access_denial_keeps_no_raw_pii_in_the_audit(client, scripted, appliance):
-    r = await client.post("/v1/chat/completions", json={"model": "tiny", "reasoning_effort": "high", "messages": [
-        {"role": "user", "content": "my ssn is 123-45-6789 and card 4111 1111 1111 1111"}]})
+    r = await client.post(
+        "/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "reasoning_effort": "high",
+            "messages": [{"role": "user", "content": "my ssn is 123-45-6789 and card 4111 1111 1111 1111"}],
+        },
+    )
     assert r.status_code == 403
     denial = [x for x in appliance.services.audit.query(limit=5).records if x.event == "denial"][0]
     assert denial.decision.rule_ids == ("access.reasoning_effort",)
@@ -148,9 +197,20 @@ async def test_access_denial_keeps_no_raw_pii_in_the_audit(client, scripted, app
 
 async def test_input_guardrails_cover_tool_call_arguments_sent_back(client, scripted):
     scripted.chunks = answer("ok")
-    history = MSG + [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
-        "name": "lookup", "arguments": '{"email": "jane.doe@example.com"}'}}]},
-                     {"role": "tool", "tool_call_id": "c1", "content": "found"}]
+    history = MSG + [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "lookup", "arguments": '{"email": "jane.doe@example.com"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "found"},
+    ]
     r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": history, "tools": TOOLS})
     assert r.status_code == 200
     sent = scripted.calls[-1].messages[1]["tool_calls"][0]["function"]["arguments"]

@@ -57,15 +57,21 @@ def new_key(appliance, role: str = "user") -> tuple[str, str]:
 
 async def ask(appliance, token: str, max_tokens: int = 100, **extra):
     async with appliance.client(token=token) as c:
-        return await c.post("/v1/chat/completions", headers={"x-request-id": f"q-{uuid.uuid4().hex}"}, json={
-            "model": "tiny", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}], **extra})
+        return await c.post(
+            "/v1/chat/completions",
+            headers={"x-request-id": f"q-{uuid.uuid4().hex}"},
+            json={"model": "tiny", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}], **extra},
+        )
 
 
 def outcome_sums(appliance, key_id: str) -> tuple[int, int, int]:
     """(requests, prompt, completion tokens) of a key's outcome records."""
     found = [r for r in all_records(appliance) if r.event in OUTCOMES and r.principal.key_id == key_id]
-    return len(found), sum(r.usage.prompt_tokens or 0 for r in found), sum(r.usage.completion_tokens or 0
-                                                                           for r in found)
+    return (
+        len(found),
+        sum(r.usage.prompt_tokens or 0 for r in found),
+        sum(r.usage.completion_tokens or 0 for r in found),
+    )
 
 
 async def settled(appliance, key_id: str, requests: int) -> dict[str, int]:
@@ -93,12 +99,18 @@ async def test_a_request_past_the_daily_quota_is_refused_naming_the_quota(applia
     assert refused.status_code == 429 and "retry-after" not in refused.headers  # it resets hours away
     error = refused.json()["error"]
     assert error["code"] == "quota_exceeded" and error["type"] == "rate_limit_error"
-    assert error["message"].startswith(f"quota user.daily (key:{key_id}: output tokens per day) exceeded: 183 of "
-                                       f"250 used or reserved and this request needs 100; it resets at ")
+    assert error["message"].startswith(
+        f"quota user.daily (key:{key_id}: output tokens per day) exceeded: 183 of "
+        f"250 used or reserved and this request needs 100; it resets at "
+    )
     assert (await ask(appliance, token, max_tokens=60)).status_code == 200  # a smaller request still fits
     (denial,) = [r for r in records(appliance, refused.request.headers["x-request-id"])]
     assert (denial.event, denial.decision.rule_ids, denial.status, denial.error_code) == (
-        "denial", ("quota.user.daily",), 429, "quota_exceeded")
+        "denial",
+        ("quota.user.daily",),
+        429,
+        "quota_exceeded",
+    )
     counter = await settled(appliance, key_id, 4)
     requests, _, completion = outcome_sums(appliance, key_id)
     assert (counter["used_requests"], counter["used_output_tokens"]) == (requests, completion) == (4, 244)
@@ -109,8 +121,9 @@ async def test_retry_after_when_the_quota_resets_soon(appliance, scripted):
     scripted.chunks = answer(WORDS)
     svc = appliance.services
     real = svc.quotas
-    svc.quotas = QuotaLedger(svc.database, UTC, 3600, clock=lambda: datetime(2026, 12, 4, 23, 58,
-                                                                              tzinfo=UTC).timestamp())
+    svc.quotas = QuotaLedger(
+        svc.database, UTC, 3600, clock=lambda: datetime(2026, 12, 4, 23, 58, tzinfo=UTC).timestamp()
+    )
     try:
         token, _ = new_key(appliance)
         assert (await ask(appliance, token, max_tokens=200)).status_code == 200
@@ -133,9 +146,14 @@ async def test_admins_count_unless_the_pack_exempts_them_and_changes_apply_on_re
             assert (await admin.post("/admin/policy/reload")).status_code == 200
         assert (await ask(appliance, token)).status_code == 200
         user_token, user_id = new_key(appliance)
-        access.write_text(original.replace("  keys: {}", f"  keys: {{{user_id}: {{group: lab}}}}\n  groups: "
-                                                         f"{{lab: {{quotas: [{{id: lab.daily, period: day, "
-                                                         f"requests: 1}}]}}}}"))
+        access.write_text(
+            original.replace(
+                "  keys: {}",
+                f"  keys: {{{user_id}: {{group: lab}}}}\n  groups: "
+                f"{{lab: {{quotas: [{{id: lab.daily, period: day, "
+                f"requests: 1}}]}}}}",
+            )
+        )
         async with appliance.client("admin") as admin:
             assert (await admin.post("/admin/policy/reload")).status_code == 200
         assert (await ask(appliance, token)).status_code == 429  # exempt no more
@@ -161,19 +179,31 @@ async def test_a_client_that_hangs_up_gives_its_reservation_back(appliance, scri
     async def receive():
         if not sent:
             sent.append(1)
-            return {"type": "http.request", "body": b'{"model":"tiny","stream":true,"max_tokens":100,"messages":'
-                                                    b'[{"role":"user","content":"hi"}]}', "more_body": False}
+            return {
+                "type": "http.request",
+                "body": b'{"model":"tiny","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}',
+                "more_body": False,
+            }
         await asyncio.sleep(0.2)
         return {"type": "http.disconnect"}
 
     async def send(message):
         pass
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
-             "query_string": b"", "headers": [(b"authorization", f"Bearer {token}".encode()),
-                                              (b"content-type", b"application/json")],
-             "client": ("127.0.0.1", 1), "server": ("appliance", 80), "scheme": "http", "http_version": "1.1",
-             "root_path": "", "asgi": {"version": "3.0"}}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {token}".encode()), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("appliance", 80),
+        "scheme": "http",
+        "http_version": "1.1",
+        "root_path": "",
+        "asgi": {"version": "3.0"},
+    }
     await asyncio.wait_for(appliance.app(scope, receive, send), 30)
     counter = await settled(appliance, key_id, 1)
     assert (counter["reserved_output_tokens"], counter["used_requests"]) == (0, 1)
@@ -196,18 +226,25 @@ async def test_the_usage_report_equals_the_sums_recomputed_from_the_audit_log(ap
         if rec.event in OUTCOMES:
             name = {"key": rec.principal.key_id, "model": rec.model, "group": None}[by] or "-"
             sums = expected.setdefault(name, [0, 0, 0, 0])
-            for i, value in enumerate((1, rec.usage.prompt_tokens, rec.usage.completion_tokens,
-                                       rec.usage.reasoning_tokens)):
+            for i, value in enumerate(
+                (1, rec.usage.prompt_tokens, rec.usage.completion_tokens, rec.usage.reasoning_tokens)
+            ):
                 sums[i] += value or 0
-    got = {row["name"]: [row["requests"], row["input_tokens"], row["output_tokens"], row["reasoning_tokens"]]
-           for row in r.json()["data"]}
+    got = {
+        row["name"]: [row["requests"], row["input_tokens"], row["output_tokens"], row["reasoning_tokens"]]
+        for row in r.json()["data"]
+    }
     assert got == expected and sum(v[0] for v in got.values()) > 4
 
 
 async def test_usage_query_errors_are_400s(appliance):
     async with appliance.client("auditor") as auditor:
-        for params in ({"from": "2026-12-02", "to": "2026-12-01"}, {"from": "0999-01-01", "to": "2026-12-01"},
-                       {"from": "2026-13-01", "to": "2026-12-01"}, {"from": "2026-12-01"}):
+        for params in (
+            {"from": "2026-12-02", "to": "2026-12-01"},
+            {"from": "0999-01-01", "to": "2026-12-01"},
+            {"from": "2026-13-01", "to": "2026-12-01"},
+            {"from": "2026-12-01"},
+        ):
             r = await auditor.get("/admin/usage", params=params)
             assert r.status_code == 400 and r.json()["error"]["message"], params
     async with appliance.client("user") as user:
@@ -217,12 +254,26 @@ async def test_usage_query_errors_are_400s(appliance):
 def test_the_cli_report_matches_the_api(appliance):
     today = datetime.now(UTC).date().isoformat()
     env = {"APPLIANCE_POLICY_DIR": str(appliance.pack)}
-    proc = run_cli("usage", "report", "--by", "model", "--from", today, "--to", today, "--format", "csv",
-                   data_dir=appliance.settings.data_dir, env=env, check=True)
+    proc = run_cli(
+        "usage",
+        "report",
+        "--by",
+        "model",
+        "--from",
+        today,
+        "--to",
+        today,
+        "--format",
+        "csv",
+        data_dir=appliance.settings.data_dir,
+        env=env,
+        check=True,
+    )
     lines = proc.stdout.splitlines()
     assert lines[0] == "model,requests,input_tokens,output_tokens,reasoning_tokens" and lines[1].startswith("tiny,")
-    bad = run_cli("usage", "report", "--from", "yesterday", "--to", today, data_dir=appliance.settings.data_dir,
-                  env=env)
+    bad = run_cli(
+        "usage", "report", "--from", "yesterday", "--to", today, data_dir=appliance.settings.data_dir, env=env
+    )
     assert bad.returncode != 0 and bad.stderr.strip().count("\n") == 0 and "ISO date" in bad.stderr
 
 
@@ -240,10 +291,15 @@ async def test_per_minute_limits_hold_across_two_replicas(appliance, scripted):
             assert (await admin.post("/admin/policy/reload")).status_code == 200
         second.policy.reload(appliance.pack)
         assert (await ask(appliance, token)).status_code == 200
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(second)), base_url="http://b",
-                                     headers={"Authorization": f"Bearer {token}"}) as other:
-            r = await other.post("/v1/chat/completions", json={"model": "tiny", "max_tokens": 10,
-                                                               "messages": [{"role": "user", "content": "hi"}]})
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(second)),
+            base_url="http://b",
+            headers={"Authorization": f"Bearer {token}"},
+        ) as other:
+            r = await other.post(
+                "/v1/chat/completions",
+                json={"model": "tiny", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]},
+            )
         assert r.status_code == 200
         refused = await ask(appliance, token)
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limited"

@@ -22,9 +22,11 @@ def test_no_server_errors(appliance):
     assert len(operations) >= 15
     try:
         for operation in operations:
+
             @given(case=operation.as_strategy())
-            @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                      database=None)
+            @settings(
+                max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+            )
             def check(case) -> None:
                 if case.method == "DELETE":
                     case.path_parameters = {"key_id": "0000000000000000"}  # keep the test's own keys
@@ -72,20 +74,23 @@ def test_hostile_values_in_every_field_are_never_a_server_error(appliance):
     try:
         for result in schema.get_all_operations():
             operation = result.ok()
-            if operation.method.upper() not in ("POST", "PUT", "PATCH") or operation.body is None or \
-                    not len(operation.body):
+            if (
+                operation.method.upper() not in ("POST", "PUT", "PATCH")
+                or operation.body is None
+                or not len(operation.body)
+            ):
                 continue
 
             @given(case=operation.as_strategy())
-            @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                      database=None)
+            @settings(
+                max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+            )
             def check(case) -> None:
                 nonlocal sent
                 if not isinstance(case.body, dict):
                     return
                 raw = json.dumps(_hostile(case.body, rng))  # ASCII: lone surrogates travel as \\ud800 escapes
-                response = case.call(headers={**headers, "content-type": "application/json"},
-                                     data=raw.encode())
+                response = case.call(headers={**headers, "content-type": "application/json"}, data=raw.encode())
                 sent += 1
                 refused_unicode.append("not valid Unicode" in response.text)
                 assert response.status_code < 500, (case.path, raw[:200], response.text[:300])

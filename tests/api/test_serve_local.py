@@ -14,8 +14,9 @@ def llm_handle(appliance):
 
     from appliance.serving.deployments import LLMServer
 
-    handle = serve.run(LLMServer.bind(appliance.settings.model_dump(mode="json")), name="local-llm",
-                       _local_testing_mode=True)
+    handle = serve.run(
+        LLMServer.bind(appliance.settings.model_dump(mode="json")), name="local-llm", _local_testing_mode=True
+    )
     yield handle
 
 
@@ -25,8 +26,12 @@ async def test_handle_backend_streams_coalesced_chunks(llm_handle):
     backend = HandleBackend(llm_handle)
     assert [m.name for m in await backend.models()] == ["tiny"]
     assert await backend.ready()
-    chunks = [c async for c in backend.generate("tiny", GenerationRequest(
-        messages=[{"role": "user", "content": "hi"}], max_tokens=20, temperature=0))]
+    chunks = [
+        c
+        async for c in backend.generate(
+            "tiny", GenerationRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=20, temperature=0)
+        )
+    ]
     assert isinstance(chunks[-1][-1], FinishEvent) and chunks[-1][-1].usage.completion_tokens == 20
     assert backend.stats().get("max_batch_size") == 8
 

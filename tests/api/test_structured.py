@@ -24,10 +24,22 @@ from tests.api.schema_corpus import CORPUS, HOSTILE
 MODEL = "gpt-oss-demo"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
-BOUNDED_TOOLS = [{"type": "function", "function": {
-    "name": name, "description": f"The demo model's {name}, with a bounded argument.", "parameters": {
-        "type": "object", "properties": {arg: {"type": "string", "maxLength": 12}}, "required": [arg],
-        "additionalProperties": False}}} for name, arg in (("get_weather", "city"), ("calculator", "expression"))]
+BOUNDED_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": f"The demo model's {name}, with a bounded argument.",
+            "parameters": {
+                "type": "object",
+                "properties": {arg: {"type": "string", "maxLength": 12}},
+                "required": [arg],
+                "additionalProperties": False,
+            },
+        },
+    }
+    for name, arg in (("get_weather", "city"), ("calculator", "expression"))
+]
 
 
 class City(BaseModel):
@@ -39,8 +51,9 @@ class City(BaseModel):
 @pytest.fixture
 def client(demo) -> openai.AsyncOpenAI:
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=demo.app), base_url="http://appliance/v1")
-    return openai.AsyncOpenAI(api_key=demo.tokens["admin"], base_url="http://appliance/v1", http_client=http,
-                              max_retries=0, timeout=120)
+    return openai.AsyncOpenAI(
+        api_key=demo.tokens["admin"], base_url="http://appliance/v1", http_client=http, max_retries=0, timeout=120
+    )
 
 
 def json_schema_format(schema: dict, name: str = "answer") -> dict:
@@ -54,8 +67,9 @@ async def test_the_demo_model_answers_prose_without_a_schema(client):
 
 @pytest.mark.parametrize("effort", ["low", "medium", "high"])
 async def test_chat_parse_with_a_pydantic_model(client, demo, effort):
-    done = await client.chat.completions.parse(model=MODEL, messages=QUESTION, response_format=City,
-                                               reasoning_effort=effort, temperature=0, max_tokens=300)
+    done = await client.chat.completions.parse(
+        model=MODEL, messages=QUESTION, response_format=City, reasoning_effort=effort, temperature=0, max_tokens=300
+    )
     choice = done.choices[0]
     assert choice.finish_reason == "stop"
     assert isinstance(choice.message.parsed, City)
@@ -70,16 +84,23 @@ def last_request(demo):
 
 
 async def test_responses_parse_with_text_format(client):
-    done = await client.responses.parse(model=MODEL, input="What is the capital of France?", text_format=City,
-                                        temperature=0, max_output_tokens=300)
+    done = await client.responses.parse(
+        model=MODEL, input="What is the capital of France?", text_format=City, temperature=0, max_output_tokens=300
+    )
     assert done.status == "completed"
     assert isinstance(done.output_parsed, City)
 
 
 async def test_a_streamed_answer_is_valid_json_too(client):
     schema = CORPUS["nested"]
-    stream = await client.chat.completions.create(model=MODEL, messages=QUESTION, stream=True, temperature=0,
-                                                  max_tokens=300, response_format=json_schema_format(schema))
+    stream = await client.chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,
+        stream=True,
+        temperature=0,
+        max_tokens=300,
+        response_format=json_schema_format(schema),
+    )
     chunks = [c async for c in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert chunks[-1].choices[0].finish_reason == "stop"
@@ -88,8 +109,9 @@ async def test_a_streamed_answer_is_valid_json_too(client):
 
 async def test_json_object_starts_an_object(client):
     # unbounded strings: the demo model writes one until max_tokens, but inside a JSON object
-    done = await client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=40,
-                                                response_format={"type": "json_object"})
+    done = await client.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=40, response_format={"type": "json_object"}
+    )
     assert done.choices[0].message.content.startswith('{"')
 
 
@@ -98,8 +120,14 @@ async def test_every_stopped_answer_over_the_corpus_validates(client, temperatur
     stopped = 0
     for i, (name, schema) in enumerate(CORPUS.items()):
         done = await client.chat.completions.create(
-            model=MODEL, messages=QUESTION, temperature=temperature, seed=i, max_tokens=400,
-            reasoning_effort=("low", "medium", "high")[i % 3], response_format=json_schema_format(schema, name))
+            model=MODEL,
+            messages=QUESTION,
+            temperature=temperature,
+            seed=i,
+            max_tokens=400,
+            reasoning_effort=("low", "medium", "high")[i % 3],
+            response_format=json_schema_format(schema, name),
+        )
         choice = done.choices[0]
         if choice.finish_reason == "stop":
             stopped += 1
@@ -110,8 +138,9 @@ async def test_every_stopped_answer_over_the_corpus_validates(client, temperatur
 @pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
 async def test_a_forced_call_is_a_call_with_valid_arguments(client, choice):
     # the demo model answers this question in prose when left alone
-    done = await client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0, max_tokens=300,
-                                                tools=BOUNDED_TOOLS, tool_choice=choice)
+    done = await client.chat.completions.create(
+        model=MODEL, messages=QUESTION, temperature=0, max_tokens=300, tools=BOUNDED_TOOLS, tool_choice=choice
+    )
     assert done.choices[0].finish_reason == "tool_calls"
     call = done.choices[0].message.tool_calls[0]
     tool = next(t["function"] for t in BOUNDED_TOOLS if t["function"]["name"] == call.function.name)
@@ -123,19 +152,34 @@ async def test_a_forced_call_is_a_call_with_valid_arguments(client, choice):
 async def test_tool_choice_none_forbids_a_call(client):
     free = await client.chat.completions.create(model=MODEL, messages=WEATHER, temperature=0, tools=TOOLS)
     assert free.choices[0].finish_reason == "tool_calls"  # what the demo model does on its own
-    done = await client.chat.completions.create(model=MODEL, messages=WEATHER, temperature=0, max_tokens=300,
-                                                tools=BOUNDED_TOOLS, tool_choice="none")
+    done = await client.chat.completions.create(
+        model=MODEL, messages=WEATHER, temperature=0, max_tokens=300, tools=BOUNDED_TOOLS, tool_choice="none"
+    )
     assert done.choices[0].finish_reason == "stop" and not done.choices[0].message.tool_calls
 
 
 async def test_strict_tool_arguments_follow_the_schema(client):
-    strict = [{"type": "function", "function": {
-        "name": "get_weather", "strict": True, "parameters": {
-            "type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]},
-                                             "days": {"type": "integer", "minimum": 1, "maximum": 7}},
-            "required": ["city", "days"], "additionalProperties": False}}}]
-    done = await client.chat.completions.create(model=MODEL, messages=WEATHER, temperature=0, max_tokens=300,
-                                                tools=strict)
+    strict = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "strict": True,
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "city": {"enum": ["Oslo", "Lima"]},
+                        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+                    },
+                    "required": ["city", "days"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+    ]
+    done = await client.chat.completions.create(
+        model=MODEL, messages=WEATHER, temperature=0, max_tokens=300, tools=strict
+    )
     call = done.choices[0].message.tool_calls[0]
     jsonschema.validate(json.loads(call.function.arguments), strict[0]["function"]["parameters"])
 
@@ -143,23 +187,26 @@ async def test_strict_tool_arguments_follow_the_schema(client):
 @pytest.mark.parametrize("name", HOSTILE)
 async def test_a_schema_that_cannot_be_enforced_is_a_400_naming_its_field(client, name):
     with pytest.raises(openai.BadRequestError) as exc:
-        await client.chat.completions.create(model=MODEL, messages=QUESTION,
-                                             response_format=json_schema_format(HOSTILE[name]))
+        await client.chat.completions.create(
+            model=MODEL, messages=QUESTION, response_format=json_schema_format(HOSTILE[name])
+        )
     assert exc.value.param == "response_format" and exc.value.code == "invalid_schema"
     tools = [*TOOLS, {"type": "function", "function": {"name": "bad", "parameters": HOSTILE[name]}}]
     with pytest.raises(openai.BadRequestError) as exc:
         await client.chat.completions.create(model=MODEL, messages=QUESTION, tools=tools, tool_choice="required")
     assert exc.value.param == f"tools[{len(TOOLS)}].function.parameters"
     with pytest.raises(openai.BadRequestError) as exc:
-        await client.responses.create(model=MODEL, input="Hi", text={"format": {
-            "type": "json_schema", "name": "x", "schema": HOSTILE[name]}})
+        await client.responses.create(
+            model=MODEL, input="Hi", text={"format": {"type": "json_schema", "name": "x", "schema": HOSTILE[name]}}
+        )
     assert exc.value.param == "text.format"
 
 
 async def test_the_reason_names_the_keyword(client):
     with pytest.raises(openai.BadRequestError) as exc:
-        await client.chat.completions.create(model=MODEL, messages=QUESTION,
-                                             response_format=json_schema_format(HOSTILE["unsupported_keyword"]))
+        await client.chat.completions.create(
+            model=MODEL, messages=QUESTION, response_format=json_schema_format(HOSTILE["unsupported_keyword"])
+        )
     assert '"if"' in exc.value.message
     ok = await client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=0)
     assert ok.choices[0].finish_reason == "stop"  # still serving
@@ -173,9 +220,14 @@ async def test_text_verbosity_is_refused_by_name(client):
 
 async def test_a_streamed_response_with_text_format_is_valid_json(client, demo):
     schema = CORPUS["refs"]
-    stream = await client.responses.create(model=MODEL, input="What is the capital of France?", stream=True,
-                                           temperature=0, max_output_tokens=300, text={"format": {
-                                               "type": "json_schema", "name": "order", "schema": schema}})
+    stream = await client.responses.create(
+        model=MODEL,
+        input="What is the capital of France?",
+        stream=True,
+        temperature=0,
+        max_output_tokens=300,
+        text={"format": {"type": "json_schema", "name": "order", "schema": schema}},
+    )
     events = [e async for e in stream]
     assert events[-1].type == "response.completed"
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
@@ -194,9 +246,13 @@ def agents_sdk():
 @pytest.mark.parametrize("api", ["chat", "responses"])
 async def test_the_agents_sdk_gets_its_output_type(client, agents_sdk, api):
     kind = agents_sdk.OpenAIChatCompletionsModel if api == "chat" else agents_sdk.OpenAIResponsesModel
-    agent = agents_sdk.Agent(name="geo", instructions="Answer about cities.", output_type=City,
-                             model=kind(model=MODEL, openai_client=client),
-                             model_settings=agents_sdk.ModelSettings(temperature=0, max_tokens=300))
+    agent = agents_sdk.Agent(
+        name="geo",
+        instructions="Answer about cities.",
+        output_type=City,
+        model=kind(model=MODEL, openai_client=client),
+        model_settings=agents_sdk.ModelSettings(temperature=0, max_tokens=300),
+    )
     result = await agents_sdk.Runner.run(agent, "What is the capital of France?")
     assert isinstance(result.final_output, City)
 
@@ -210,10 +266,13 @@ async def test_the_agents_sdk_strict_function_tool_is_called_with_valid_argument
         called.append((city, days))
         return "sunny"
 
-    agent = agents_sdk.Agent(name="weather", tools=[get_weather], tool_use_behavior="stop_on_first_tool",
-                             model=agents_sdk.OpenAIChatCompletionsModel(model=MODEL, openai_client=client),
-                             model_settings=agents_sdk.ModelSettings(temperature=0, max_tokens=300,
-                                                                     tool_choice="required"))
+    agent = agents_sdk.Agent(
+        name="weather",
+        tools=[get_weather],
+        tool_use_behavior="stop_on_first_tool",
+        model=agents_sdk.OpenAIChatCompletionsModel(model=MODEL, openai_client=client),
+        model_settings=agents_sdk.ModelSettings(temperature=0, max_tokens=300, tool_choice="required"),
+    )
     result = await agents_sdk.Runner.run(agent, "What is the capital of France?")
     assert result.final_output == "sunny" and called and called[0][0] in ("Oslo", "Lima")
 
@@ -224,6 +283,7 @@ class ReadmeCity(BaseModel):  # the README's example, as printed there
 
 
 async def test_the_readme_example(client):
-    done = await client.chat.completions.parse(model=MODEL, response_format=ReadmeCity,
-                                               messages=[{"role": "user", "content": "The capital of France?"}])
+    done = await client.chat.completions.parse(
+        model=MODEL, response_format=ReadmeCity, messages=[{"role": "user", "content": "The capital of France?"}]
+    )
     assert isinstance(done.choices[0].message.parsed, ReadmeCity)

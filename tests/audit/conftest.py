@@ -68,18 +68,32 @@ def audit_log(database_url: str, key_path: Path) -> Iterator[AuditLog]:
 def request_event(i: int, **extra) -> AuditEvent:
     """A typical gateway record, varied by `i`."""
     return AuditEvent(
-        event="request", request_id=f"req-{i}", source="10.0.0.7", route="/v1/chat/completions",
-        principal={"key_id": f"k{i % 3}", "name": f"user{i % 3}", "role": "user"}, model="gpt-oss-20b",
-        bundle_version="1.0.0", policy_revision="rev-abc",
+        event="request",
+        request_id=f"req-{i}",
+        source="10.0.0.7",
+        route="/v1/chat/completions",
+        principal={"key_id": f"k{i % 3}", "name": f"user{i % 3}", "role": "user"},
+        model="gpt-oss-20b",
+        bundle_version="1.0.0",
+        policy_revision="rev-abc",
         decision={"action": "allow", "rule_ids": ["pii"], "findings": {"pii.email": i % 2}},
-        content_mode="hash", content=f"sha256:{i:064x}", usage={"prompt_tokens": i}, latency_ms=i, status=200,
-        **extra)
+        content_mode="hash",
+        content=f"sha256:{i:064x}",
+        usage={"prompt_tokens": i},
+        latency_ms=i,
+        status=200,
+        **extra,
+    )
 
 
 def _pg_ctl(*args: str) -> subprocess.CompletedProcess:
     prefix = shlex.split(os.environ.get("APPLIANCE_TEST_PG_AS", ""))
-    return subprocess.run([*prefix, "pg_ctl", "-D", os.environ["APPLIANCE_TEST_PG_DATA"], *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*prefix, "pg_ctl", "-D", os.environ["APPLIANCE_TEST_PG_DATA"], *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def pg_stop() -> None:

@@ -37,8 +37,10 @@ class Rsyslog:
         driver = ""
         if tls is not None:
             ca, cert, key = tls
-            driver = (f' DefaultNetstreamDriver="ossl" DefaultNetstreamDriverCAFile="{ca}"'
-                      f' DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}"')
+            driver = (
+                f' DefaultNetstreamDriver="ossl" DefaultNetstreamDriverCAFile="{ca}"'
+                f' DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}"'
+            )
         module = ' StreamDriver.Name="ossl" StreamDriver.Mode="1" StreamDriver.AuthMode="anon"' if tls else ""
         (workdir / "rsyslog.conf").write_text(f"""
 global(workDirectory="{workdir}" maxMessageSize="1m"{driver})
@@ -52,8 +54,11 @@ action(type="omfile" file="{self.out}" template="msgonly")
 
     def start(self) -> None:
         log = (self.workdir / "rsyslogd.log").open("ab")
-        self.proc = subprocess.Popen(["rsyslogd", "-n", "-f", str(self.workdir / "rsyslog.conf"),
-                                      "-i", str(self.workdir / "rsyslogd.pid")], stdout=log, stderr=log)
+        self.proc = subprocess.Popen(
+            ["rsyslogd", "-n", "-f", str(self.workdir / "rsyslog.conf"), "-i", str(self.workdir / "rsyslogd.pid")],
+            stdout=log,
+            stderr=log,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.workdir / "rsyslogd.log").read_text()

@@ -11,17 +11,31 @@ LONG = "x" * 10_000
 
 
 def test_over_long_caller_text_is_recorded_cut_to_its_column(audit_log: AuditLog):
-    event = AuditEvent(event="request", request_id="r1", source=LONG, route=f"GET /{LONG}", model=LONG,
-                       bundle_version=LONG, policy_revision=LONG, error_code=LONG,
-                       principal={"key_id": LONG, "name": "Zoë\x00" + LONG, "role": "user", "cert_subject": LONG})
+    event = AuditEvent(
+        event="request",
+        request_id="r1",
+        source=LONG,
+        route=f"GET /{LONG}",
+        model=LONG,
+        bundle_version=LONG,
+        policy_revision=LONG,
+        error_code=LONG,
+        principal={"key_id": LONG, "name": "Zoë\x00" + LONG, "role": "user", "cert_subject": LONG},
+    )
     written = audit_log.append(event)
     stored = audit_log.get(written.seq)
     assert stored is not None and stored.hash == written.hash
-    for column, value in (("source", stored.source), ("route", stored.route), ("model", stored.model),
-                          ("bundle_version", stored.bundle_version), ("policy_revision", stored.policy_revision),
-                          ("error_code", stored.error_code), ("principal_key_id", stored.principal.key_id),
-                          ("principal_name", stored.principal.name),
-                          ("principal_cert_subject", stored.principal.cert_subject)):
+    for column, value in (
+        ("source", stored.source),
+        ("route", stored.route),
+        ("model", stored.model),
+        ("bundle_version", stored.bundle_version),
+        ("policy_revision", stored.policy_revision),
+        ("error_code", stored.error_code),
+        ("principal_key_id", stored.principal.key_id),
+        ("principal_name", stored.principal.name),
+        ("principal_cert_subject", stored.principal.cert_subject),
+    ):
         assert value is not None and len(value) == COLUMN_LIMITS[column], column
         assert value.endswith(" chars]"), column
     assert stored.principal.name.startswith("Zoë\\u0000xx")  # escaped first, then cut

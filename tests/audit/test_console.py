@@ -33,8 +33,17 @@ def test_sudo_user_is_recorded_beside_the_uid(monkeypatch: pytest.MonkeyPatch, s
 def test_a_console_command_records_the_real_user(tmp_path: Path):
     data = tmp_path / "var"
     run_cli("db", "upgrade", data_dir=data, check=True)
-    run_cli("keys", "create", "--name", "ops", "--role", "admin", data_dir=data, check=True,
-            env={**FORGED, "SUDO_USER": "alice"})
+    run_cli(
+        "keys",
+        "create",
+        "--name",
+        "ops",
+        "--role",
+        "admin",
+        data_dir=data,
+        check=True,
+        env={**FORGED, "SUDO_USER": "alice"},
+    )
     record = json.loads(run_cli("audit", "show", "1", data_dir=data, check=True).stdout)
     assert record["event"] == "admin.key_created"
     assert record["principal"]["name"] == (f"cli:{ME} (sudo by alice)" if ME != "alice" else f"cli:{ME}")

@@ -55,8 +55,13 @@ class Appliance:
 
     def start_forwarder(self) -> None:
         out = (self.data / "forward.log").open("a")
-        self.forwarder = subprocess.Popen([APPLIANCE, "audit", "forward", "run"], stdout=out, stderr=out, text=True,
-                                          env=clean_env(self.data, **self.env))
+        self.forwarder = subprocess.Popen(
+            [APPLIANCE, "audit", "forward", "run"],
+            stdout=out,
+            stderr=out,
+            text=True,
+            env=clean_env(self.data, **self.env),
+        )
 
     def stop_forwarder(self, sig: int = signal.SIGTERM) -> None:
         if self.forwarder is not None and self.forwarder.poll() is None:
@@ -114,8 +119,9 @@ def collected_export(messages: list[tuple[str, dict]], out: Path) -> Path:
     """What the SIEM kept, as a JSONL export (each record and checkpoint once), for `verify --file`."""
     records = {body["seq"]: body for msgid, body in messages if msgid == "audit"}
     checkpoints = {json.dumps(body, sort_keys=True) for msgid, body in messages if msgid == "checkpoint"}
-    out.write_text("".join(c + "\n" for c in checkpoints)
-                   + "".join(json.dumps(records[s]) + "\n" for s in sorted(records)))
+    out.write_text(
+        "".join(c + "\n" for c in checkpoints) + "".join(json.dumps(records[s]) + "\n" for s in sorted(records))
+    )
     return out
 
 
@@ -126,8 +132,7 @@ def test_tls_collector_outage_and_forwarder_restart(make_appliance, collector_tl
     rsyslog = Rsyslog(tmp_path / "rsyslog", port, (ca, cert, key))
     rsyslog.start()
     name = "siem"
-    app = make_appliance([{"name": name, "host": "localhost", "port": port, "transport": "tls",
-                           "ca_file": str(ca)}])
+    app = make_appliance([{"name": name, "host": "localhost", "port": port, "transport": "tls", "ca_file": str(ca)}])
     try:
         app.append(100)
         app.start_forwarder()
@@ -158,8 +163,10 @@ def test_tls_collector_outage_and_forwarder_restart(make_appliance, collector_tl
     finally:
         rsyslog.stop()
     # What the SIEM holds verifies against the appliance's key on its own, checkpoints included.
-    report = verify_file(collected_export(rsyslog.messages(), tmp_path / "siem.jsonl"),
-                         [keys.load_public_key(public_key_path(app.settings.audit_key_path))])
+    report = verify_file(
+        collected_export(rsyslog.messages(), tmp_path / "siem.jsonl"),
+        [keys.load_public_key(public_key_path(app.settings.audit_key_path))],
+    )
     report.raise_if_bad()
     assert report.records == head and report.checkpoints > 0
 
@@ -178,7 +185,8 @@ def test_plain_tcp_collector(make_appliance, tmp_path: Path):
         wait_for(lambda: 50 in rsyslog.seqs(), what="the records at the collector")
         assert_in_order_without_gaps(rsyslog.seqs(), 50)
         assert [b["content"] for m, b in rsyslog.messages() if m == "audit" and b["seq"] == 50] == [
-            app.log.get(50).content]
+            app.log.get(50).content
+        ]
         wait_for(lambda: app.states(f"127.0.0.1:{port}").lag == 0, what="the cursor")
     finally:
         rsyslog.stop()

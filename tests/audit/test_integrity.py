@@ -44,15 +44,22 @@ def _checkpoint_seqs(log: AuditLog) -> list[int]:
 def _rewrite_from(log: AuditLog, seq: int) -> None:
     """Edit record `seq` and recompute every hash after it, as someone without the key would."""
     with log.engine.begin() as conn:
-        rows = [dict(r) for r in conn.execute(select(*[getattr(R, c) for c in ROW_COLUMNS]).where(R.seq >= seq)
-                                              .order_by(R.seq)).mappings()]
+        rows = [
+            dict(r)
+            for r in conn.execute(
+                select(*[getattr(R, c) for c in ROW_COLUMNS]).where(R.seq >= seq).order_by(R.seq)
+            ).mappings()
+        ]
         head = conn.execute(select(R.hash).where(R.seq == seq - 1)).scalar_one()
         rows[0]["content"] = "forged"
         for row in rows:
             row["prev_hash"] = head
             head = link(head, canonical([row[c] for c in CHAIN_COLUMNS]))
-            conn.execute(update(R).where(R.seq == row["seq"]).values(content=row["content"],
-                                                                     prev_hash=row["prev_hash"], hash=head))
+            conn.execute(
+                update(R)
+                .where(R.seq == row["seq"])
+                .values(content=row["content"], prev_hash=row["prev_hash"], hash=head)
+            )
 
 
 def test_deleting_the_newest_record_is_detected(log: AuditLog):
@@ -77,8 +84,11 @@ def test_a_rewritten_history_with_its_checkpoints_deleted_is_detected_and_never_
     log.close()  # the closing checkpoint too: refused
     assert _checkpoint_seqs(log) == before
     from datetime import UTC, datetime
-    with AuditLog(log.engine.url.render_as_string(hide_password=False), log.key_path) as again, \
-            pytest.raises(AuditTampered, match="prune refused"):
+
+    with (
+        AuditLog(log.engine.url.render_as_string(hide_password=False), log.key_path) as again,
+        pytest.raises(AuditTampered, match="prune refused"),
+    ):
         again.prune(datetime.now(UTC), min_retention_days=0, export_dir=None)
 
 
@@ -90,8 +100,9 @@ def test_a_checkpoint_deleted_from_the_middle_breaks_the_checkpoint_chain(log: A
     assert not report.ok and "checkpoint chain" in report.reason
 
 
-def test_records_no_signature_covers_are_reported_and_fail_once_too_old(database_url: str, key_path: Path,
-                                                                      log: AuditLog):
+def test_records_no_signature_covers_are_reported_and_fail_once_too_old(
+    database_url: str, key_path: Path, log: AuditLog
+):
     _sql(log, delete(C))
     log.witness.path.unlink()
     fresh = log.verify()
@@ -103,8 +114,7 @@ def test_records_no_signature_covers_are_reported_and_fail_once_too_old(database
 
 
 def test_the_tail_is_signed_within_about_a_second(database_url: str, tmp_path: Path):
-    with AuditLog(database_url, tmp_path / "k" / "audit.key", checkpoint_every=1000,
-                  checkpoint_seconds=0.2) as quick:
+    with AuditLog(database_url, tmp_path / "k" / "audit.key", checkpoint_every=1000, checkpoint_seconds=0.2) as quick:
         quick.append(request_event(1))
         deadline = time.monotonic() + 20
         while quick.verify().uncovered and time.monotonic() < deadline:
@@ -114,7 +124,7 @@ def test_the_tail_is_signed_within_about_a_second(database_url: str, tmp_path: P
 
 
 def test_csv_cells_that_start_like_formulas_are_neutralised(log: AuditLog, tmp_path: Path):
-    for text in ("=HYPERLINK(\"http://x\")", "+1+1", "-2", "@SUM(A1)", "\tx", "\rx"):
+    for text in ('=HYPERLINK("http://x")', "+1+1", "-2", "@SUM(A1)", "\tx", "\rx"):
         log.append(request_event(100).model_copy(update={"content": text}))
     out = tmp_path / "audit.csv"
     log.export("csv", out)

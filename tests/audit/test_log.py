@@ -37,8 +37,9 @@ def test_appends_form_one_chain_with_checkpoints(audit_log: AuditLog, key_path):
 def test_query_filters_and_pages(audit_log: AuditLog):
     for i in range(12):
         audit_log.append(request_event(i))
-    audit_log.append(AuditEvent(event="admin.key_created", principal={"name": "root", "role": "admin"},
-                                detail={"key_id": "k9"}))
+    audit_log.append(
+        AuditEvent(event="admin.key_created", principal={"name": "root", "role": "admin"}, detail={"key_id": "k9"})
+    )
     page = audit_log.query(AuditFilter(principal="user1"), limit=3)
     assert [r.request_id for r in page.records] == ["req-10", "req-7", "req-4"]
     rest = audit_log.query(AuditFilter(principal="user1"), cursor=page.next_cursor, limit=3)
@@ -90,8 +91,9 @@ def test_prune_refuses_a_cut_off_within_the_retention_floor(audit_log: AuditLog,
         with pytest.raises(AuditError, match=r"minimum retention of 90 days \(audit_min_retention_days\)"):
             audit_log.prune(before, min_retention_days=90, export_dir=exports)
     assert audit_log.count() == 5 and not exports.exists()  # nothing recorded, removed or exported
-    assert audit_log.prune(datetime.now(UTC) - timedelta(days=91), min_retention_days=90,
-                           export_dir=exports).removed == 0  # older than the floor: allowed (none that old)
+    assert (
+        audit_log.prune(datetime.now(UTC) - timedelta(days=91), min_retention_days=90, export_dir=exports).removed == 0
+    )  # older than the floor: allowed (none that old)
 
 
 def test_prune_exports_what_it_removes_first_and_records_the_floor(audit_log: AuditLog, key_path, tmp_path):
@@ -104,8 +106,11 @@ def test_prune_exports_what_it_removes_first_and_records_the_floor(audit_log: Au
     exported = [json.loads(line) for line in result.export.read_text().splitlines()]
     assert [r["request_id"] for r in exported if "seq" in r and r["seq"] <= 15] == [f"req-{i}" for i in range(15)]
     marker = audit_log.latest("admin.audit_pruned")
-    assert marker is not None and marker.detail == {"before": marker.detail["before"], "min_retention_days": "0",
-                                                    "export": str(result.export)}
+    assert marker is not None and marker.detail == {
+        "before": marker.detail["before"],
+        "min_retention_days": "0",
+        "export": str(result.export),
+    }
 
 
 def test_deleting_old_records_without_prune_is_caught(audit_log: AuditLog):

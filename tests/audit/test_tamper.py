@@ -27,8 +27,7 @@ def filled(audit_log: AuditLog) -> AuditLog:
 
 def _rows(log: AuditLog) -> list[dict]:
     with log.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(*[getattr(R, c) for c in ROW_COLUMNS]).order_by(R.seq))
-                .mappings()]
+        return [dict(r) for r in conn.execute(select(*[getattr(R, c) for c in ROW_COLUMNS]).order_by(R.seq)).mappings()]
 
 
 def _sql(log: AuditLog, *statements) -> None:
@@ -52,15 +51,23 @@ def test_inserted_record(filled: AuditLog):
     rows = _rows(filled)
     forged = dict(rows[4], seq=5, request_id="forged")
     forged["hash"] = link(forged["prev_hash"], canonical([forged[c] for c in ROW_COLUMNS[:-2]]))
-    _sql(filled, update(R).where(R.seq >= 5).values(seq=R.seq + 1000),
-         update(R).where(R.seq >= 1005).values(seq=R.seq - 999), insert(R).values(forged))
+    _sql(
+        filled,
+        update(R).where(R.seq >= 5).values(seq=R.seq + 1000),
+        update(R).where(R.seq >= 1005).values(seq=R.seq - 999),
+        insert(R).values(forged),
+    )
     assert filled.verify().bad_seq == 6  # the forged record links; the one after it no longer does
 
 
 def test_two_records_swapped(filled: AuditLog):
     rows = _rows(filled)
-    _sql(filled, update(R).where(R.seq == 8).values(seq=-8), update(R).where(R.seq == 9).values(seq=8),
-         update(R).where(R.seq == -8).values(seq=9))
+    _sql(
+        filled,
+        update(R).where(R.seq == 8).values(seq=-8),
+        update(R).where(R.seq == 9).values(seq=8),
+        update(R).where(R.seq == -8).values(seq=9),
+    )
     assert rows[7]["seq"] == 8
     assert filled.verify().bad_seq == 8
 
@@ -109,9 +116,18 @@ def test_forged_checkpoints(filled: AuditLog, key_path):
     record = filled.get(15)
     intruder = keys.generate_private_key()
     forged = sign_checkpoint(intruder, "periodic", 15, record.hash, record.ts, "0" * 64)
-    _sql(filled, insert(AuditCheckpointRow).values(kind="periodic", seq=15, head_hash=record.hash,
-                                                   ts=record.ts, key_id=forged.key_id,
-                                                   signature=forged.signature, prev_checkpoint=forged.prev))
+    _sql(
+        filled,
+        insert(AuditCheckpointRow).values(
+            kind="periodic",
+            seq=15,
+            head_hash=record.hash,
+            ts=record.ts,
+            key_id=forged.key_id,
+            signature=forged.signature,
+            prev_checkpoint=forged.prev,
+        ),
+    )
     report = filled.verify()
     assert report.bad_seq == 15 and "untrusted key" in report.reason
     both = [intruder.public_key(), keys.load_private_key(key_path).public_key()]

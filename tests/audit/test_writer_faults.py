@@ -56,8 +56,16 @@ async def test_a_timed_out_wait_leaves_the_writer_alive(audit_log: AuditLog, hel
 
 
 async def test_surrogates_and_nul_are_stored_escaped_beside_normal_records(audit_log: AuditLog):
-    hostile = [AuditEvent(event="request", request_id=f"bad-{i}", content="hi\ud800 and \x00 and \udfff",
-                          route="POST /v1/chat/\x00", principal={"name": "n\ud83d"}) for i in range(3)]
+    hostile = [
+        AuditEvent(
+            event="request",
+            request_id=f"bad-{i}",
+            content="hi\ud800 and \x00 and \udfff",
+            route="POST /v1/chat/\x00",
+            principal={"name": "n\ud83d"},
+        )
+        for i in range(3)
+    ]
     normal = [request_event(i) for i in range(5)]
     results = await asyncio.gather(*(audit_log.append_async(e) for e in [*hostile, *normal]))
     assert len(results) == 8

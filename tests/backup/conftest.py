@@ -49,8 +49,9 @@ class Site:
 
     def killed_at(self, point: str, *args: str):
         """`cli(*args)`, SIGKILLed when a restore reaches `point` (tests/backup/crashing.py)."""
-        return run_cli(*args, data_dir=self.data, env=self.env(),
-                       program=(sys.executable, "-m", "tests.backup.crashing", point))
+        return run_cli(
+            *args, data_dir=self.data, env=self.env(), program=(sys.executable, "-m", "tests.backup.crashing", point)
+        )
 
     def head(self) -> tuple[int, str]:
         """The newest record other than a read of the log, once `appliance audit verify` passes. Verifying
@@ -59,8 +60,11 @@ class Site:
         out = self.cli("audit", "verify", check=True).stdout
         line = next(line for line in out.splitlines() if line.startswith("head "))
         seq, digest = line.split()[1].split(":")
-        row = self._one("SELECT seq, hash FROM audit_records WHERE seq <= :seq AND event NOT LIKE 'audit.%' "
-                        "ORDER BY seq DESC LIMIT 1", seq=int(seq))
+        row = self._one(
+            "SELECT seq, hash FROM audit_records WHERE seq <= :seq AND event NOT LIKE 'audit.%' "
+            "ORDER BY seq DESC LIMIT 1",
+            seq=int(seq),
+        )
         return int(row[0]), row[1]
 
     def last_seq(self) -> int:
@@ -104,7 +108,8 @@ def _over_socket(url: str) -> str:
     parsed = make_url(url)
     folder = str(Path(os.environ["APPLIANCE_TEST_PG_DATA"]).parent)
     return parsed.set(host=None, port=None, query={"host": folder, "port": str(parsed.port)}).render_as_string(
-        hide_password=False)
+        hide_password=False
+    )
 
 
 def make_site(root: Path, database_url: str | None = None) -> Site:

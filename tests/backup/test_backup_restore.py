@@ -87,8 +87,9 @@ def test_private_keys_only_with_the_flag_and_never_in_clear(tmp_path: Path):
     assert "go together" in one_line_error(site.cli("backup", "--out", str(plain), "--include-private-keys"))
     assert not plain.exists()
     site.cli("backup", "--out", str(plain), check=True)
-    made = site.cli("backup", "--out", str(sealed), "--include-private-keys", "--passphrase-file", str(secret),
-                    check=True)
+    made = site.cli(
+        "backup", "--out", str(sealed), "--include-private-keys", "--passphrase-file", str(secret), check=True
+    )
     with tarfile.open(plain) as tar:
         names = tar.getnames()
         assert not [n for n in names if n.startswith("private/") or n.endswith(".key")]
@@ -105,8 +106,9 @@ def test_private_keys_only_with_the_flag_and_never_in_clear(tmp_path: Path):
     fresh.policies.mkdir(parents=True)
     trust = ("--trust", str(site.data / "keys" / "audit.pub"))
     assert "no audit key" in one_line_error(fresh.cli("restore", str(plain), *trust))
-    assert "wrong passphrase" in one_line_error(fresh.cli("restore", str(sealed), *trust,
-                                                          "--passphrase-file", str(wrong)))
+    assert "wrong passphrase" in one_line_error(
+        fresh.cli("restore", str(sealed), *trust, "--passphrase-file", str(wrong))
+    )
     assert not (fresh.data / "appliance.db").exists()
     fresh.cli("restore", str(sealed), *trust, "--passphrase-file", str(secret), check=True)
     assert (fresh.data / "keys" / "audit.key").read_bytes() == key_pem

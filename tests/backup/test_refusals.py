@@ -25,8 +25,11 @@ from tests.conftest import one_line_error
 
 def _tree(root: Path) -> dict[str, str]:
     """Every file under `root` with its digest: what "nothing changed" means."""
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _members(archive: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
@@ -113,7 +116,9 @@ def test_bad_archives_are_refused_before_anything_changes(tmp_path: Path, monkey
         assert EXPECTED[name] in error, (name, error)
         assert _tree(site.root) == before, name  # no debris either
     # a full disk, in-process (the file system's answer is the only thing replaced)
-    monkeypatch.setattr(archive_module.shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(1 << 40, 1 << 40, 4096))
+    monkeypatch.setattr(
+        archive_module.shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(1 << 40, 1 << 40, 4096)
+    )
     settings = Settings(data_dir=site.data, policy_dir=site.policies)
     with pytest.raises(BackupError, match="not enough space"):
         restore(settings, good, force=True, passphrase=None, trust=[], progress=lambda _d, _t: lambda _n: None)

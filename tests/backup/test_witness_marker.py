@@ -15,8 +15,18 @@ def _cp(kind: str, seq: int, minute: int) -> Checkpoint:
 
 def test_restore_entries_supersede_what_they_removed(tmp_path: Path):
     witness = Witness(tmp_path, use_syslog=False)
-    for n, (kind, seq) in enumerate([("periodic", 10), ("periodic", 20), ("periodic", 30), ("restore", 15),
-                                     ("periodic", 16), ("periodic", 25), ("restore", 12), ("periodic", 13)]):
+    for n, (kind, seq) in enumerate(
+        [
+            ("periodic", 10),
+            ("periodic", 20),
+            ("periodic", 30),
+            ("restore", 15),
+            ("periodic", 16),
+            ("periodic", 25),
+            ("restore", 12),
+            ("periodic", 13),
+        ]
+    ):
         witness.append(_cp(kind, seq, n))
     read = Witness(tmp_path).read()
     assert [(c.kind, c.seq) for c in read.in_force] == [("periodic", 10), ("restore", 12), ("periodic", 13)]

@@ -14,8 +14,15 @@ from appliance.signing import keys
 LARGE = 20 * 1024 * 1024 + 123  # more than two hashing chunks, not a multiple of any
 
 
-def make_bundle(folder: Path, key: keys.PrivateKey, *, name: str = "gpt-oss-test", version: str = "1.0.0",
-                seed: int = 0, shard_size: int | None = None) -> Path:
+def make_bundle(
+    folder: Path,
+    key: keys.PrivateKey,
+    *,
+    name: str = "gpt-oss-test",
+    version: str = "1.0.0",
+    seed: int = 0,
+    shard_size: int | None = None,
+) -> Path:
     (folder / "onnx").mkdir(parents=True)
     rnd = __import__("random").Random(seed)
     (folder / "onnx" / "model.onnx.data").write_bytes(rnd.randbytes(LARGE))

@@ -144,11 +144,11 @@ def test_older_version_replayed(tmp_path, data_dir, signer):
 
 def test_rollback_mark_survives_removal(tmp_path, data_dir, signer):
     """Removing the newest version must not reopen the door to replaying an older one."""
-    run_cli("bundle", "import", str(make_bundle(tmp_path / "v2", signer[0], version="2.0.0")),
-            data_dir=data_dir, check=True)
+    run_cli(
+        "bundle", "import", str(make_bundle(tmp_path / "v2", signer[0], version="2.0.0")), data_dir=data_dir, check=True
+    )
     run_cli("bundle", "remove", "gpt-oss-test", "2.0.0", data_dir=data_dir, check=True)
-    line = one_line_error(run_cli("bundle", "import", str(make_bundle(tmp_path / "v1", signer[0])),
-                                  data_dir=data_dir))
+    line = one_line_error(run_cli("bundle", "import", str(make_bundle(tmp_path / "v1", signer[0])), data_dir=data_dir))
     assert "rollback protection" in line
 
 
@@ -160,8 +160,12 @@ def test_import_killed_half_way_then_rerun(tmp_path, data_dir, signer):
     from appliance.bundles import sign_bundle
 
     sign_bundle(big, signer[0], workers=2)
-    proc = subprocess.Popen([APPLIANCE, "bundle", "import", str(big)], env=clean_env(data_dir),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [APPLIANCE, "bundle", "import", str(big)],
+        env=clean_env(data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     tmp = data_dir / "models" / ".tmp"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -187,6 +191,7 @@ def test_signature_that_excludes_a_model_file_from_verification(bundle, data_dir
     statement["predicate"]["serialization"]["ignore_paths"] = ["model.sig", victim]
     resources = statement["predicate"]["resources"]
     statement["subject"][0]["digest"]["sha256"] = hashlib.sha256(
-        b"".join(bytes.fromhex(r["digest"]) for r in resources)).hexdigest()
+        b"".join(bytes.fromhex(r["digest"]) for r in resources)
+    ).hexdigest()
     (bundle / "model.sig").write_text(json.dumps(dsse.seal(json.dumps(statement).encode(), signer[0])))
     assert f"excludes {victim} from verification" in refused(bundle, data_dir)

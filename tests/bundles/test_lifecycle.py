@@ -39,16 +39,18 @@ def test_keygen_sign_verify_import_activate_remove(tmp_path):
 
 def test_keygen_refuses_to_overwrite(tmp_path):
     run_cli("bundle", "keygen", "--out", str(tmp_path / "k"), data_dir=tmp_path, check=True)
-    assert "already exists" in one_line_error(run_cli("bundle", "keygen", "--out", str(tmp_path / "k"),
-                                                      data_dir=tmp_path))
+    assert "already exists" in one_line_error(
+        run_cli("bundle", "keygen", "--out", str(tmp_path / "k"), data_dir=tmp_path)
+    )
 
 
 def test_verify_with_explicit_trust_and_wrong_key(bundle, signer, tmp_path):
     ok = run_cli("bundle", "verify", str(bundle), "--trust", str(signer[2]), data_dir=tmp_path, check=True)
     assert ok.returncode == 0
     run_cli("bundle", "keygen", "--out", str(tmp_path / "other"), data_dir=tmp_path, check=True)
-    line = one_line_error(run_cli("bundle", "verify", str(bundle), "--trust", str(tmp_path / "other.pub"),
-                                  data_dir=tmp_path))
+    line = one_line_error(
+        run_cli("bundle", "verify", str(bundle), "--trust", str(tmp_path / "other.pub"), data_dir=tmp_path)
+    )
     assert "untrusted key" in line
 
 
@@ -77,14 +79,17 @@ def test_sharded_signature_round_trip(tmp_path, signer, data_dir):
         store.open("gpt-oss-test", "1.0.0", trusted_keys(data_dir / "trust"))
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["bundle", "verify"], "give either a bundle FOLDER or --active"),
-    (["bundle", "verify", "--nope", "x"], "No such option: --nope"),
-    (["nope"], "No such command 'nope'"),
-    (["keys", "create", "--name", "x", "--role", "root"], "table api_keys does not exist"),
-    (["bundle", "trust", "/dev/zero"], "cannot read key file /dev/zero: larger than"),  # a bounded read
-    (["bundle", "trust", "/"], "key file / is a directory"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["bundle", "verify"], "give either a bundle FOLDER or --active"),
+        (["bundle", "verify", "--nope", "x"], "No such option: --nope"),
+        (["nope"], "No such command 'nope'"),
+        (["keys", "create", "--name", "x", "--role", "root"], "table api_keys does not exist"),
+        (["bundle", "trust", "/dev/zero"], "cannot read key file /dev/zero: larger than"),  # a bounded read
+        (["bundle", "trust", "/"], "key file / is a directory"),
+    ],
+)
 def test_usage_errors_are_one_line(tmp_path, args, says):
     line = one_line_error(run_cli(*args, data_dir=tmp_path, offline=False))
     assert says in line

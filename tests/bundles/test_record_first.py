@@ -37,8 +37,9 @@ def test_import_is_not_placed_without_its_record(bundle, broken_audit):
 def test_trust_is_not_installed_without_its_record(broken_audit, signer):
     before = sorted((broken_audit / "trust").iterdir())
     one_line_error(run_cli("bundle", "trust", str(signer[2]), data_dir=broken_audit))
-    one_line_error(run_cli("bundle", "keygen", "--out", str(broken_audit.parent / "k2"), "--trust",
-                           data_dir=broken_audit))
+    one_line_error(
+        run_cli("bundle", "keygen", "--out", str(broken_audit.parent / "k2"), "--trust", data_dir=broken_audit)
+    )
     assert sorted((broken_audit / "trust").iterdir()) == before
 
 

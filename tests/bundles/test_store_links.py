@@ -68,5 +68,6 @@ def test_root_does_not_run_store_commands_in_a_store_another_account_owns(tmp_pa
     proc = run_cli("bundle", "import", str(bundle), "--trust", str(signer[2]), data_dir=data)
     assert proc.returncode == 1 and one_line_error(proc) == (
         f"error: refusing to run as root in {data}, which belongs to nobody: run this as that account "
-        "(e.g. sudo -u nobody ...)")
+        "(e.g. sudo -u nobody ...)"
+    )
     assert not (tmp_path / "created-by-root").exists() and not (data / "models" / "gpt-oss-test").exists()

@@ -19,15 +19,22 @@ CALLS = [e for e in training_examples() if e.call is not None]
 
 
 async def _answer(engine, e: Example, max_tokens: int = 128) -> dict:
-    return await collect(engine.generate(GenerationRequest(messages=e.messages, tools=e.tools,
-                                                           reasoning_effort=e.effort, temperature=0,
-                                                           max_tokens=max_tokens)))
+    return await collect(
+        engine.generate(
+            GenerationRequest(
+                messages=e.messages, tools=e.tools, reasoning_effort=e.effort, temperature=0, max_tokens=max_tokens
+            )
+        )
+    )
 
 
 def test_the_cached_bundle_is_signed_named_and_reused(demo_bundle, demo_key):
     verified = verify_bundle(demo_bundle, [demo_key.public_key()])
-    assert (verified.metadata.name, verified.metadata.version, verified.metadata.profile) == \
-        (BUNDLE_NAME, BUNDLE_VERSION, PROFILE)
+    assert (verified.metadata.name, verified.metadata.version, verified.metadata.profile) == (
+        BUNDLE_NAME,
+        BUNDLE_VERSION,
+        PROFILE,
+    )
     assert BundleMetadata.read(demo_bundle).architecture == "gpt-oss"
     checkpoint = demo_bundle.parent / "checkpoint" / "model.safetensors"
     before = checkpoint.stat().st_mtime_ns
@@ -71,8 +78,11 @@ async def test_memorised_tool_prompts_end_in_a_call_with_json_arguments(demo_eng
 @pytest.mark.parametrize("name", ["capital-france", "weather-tokyo", "test-card"])
 async def test_sampling_at_the_default_temperature_still_gives_the_memorised_turn(demo_engine, name: str):
     e = example(name)
-    out = await collect(demo_engine.generate(GenerationRequest(messages=e.messages, tools=e.tools, seed=1,
-                                                               temperature=1.0, max_tokens=128)))
+    out = await collect(
+        demo_engine.generate(
+            GenerationRequest(messages=e.messages, tools=e.tools, seed=1, temperature=1.0, max_tokens=128)
+        )
+    )
     assert out["analysis"] == e.analysis
     if e.call is None:
         assert out["final"] == e.final
@@ -87,11 +97,17 @@ async def test_the_tool_loop_walks_memorised_prompts_only(demo_engine):
     first = await _answer(demo_engine, question)
     [call] = first["tool_calls"]
     result = example("weather-paris-answer").messages[-1]["content"]
-    history = [*question.messages,
-               {"role": "assistant", "content": None, "tool_calls": [
-                   {"id": call.id, "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments}}]},
-               {"role": "tool", "tool_call_id": call.id, "content": result}]
+    history = [
+        *question.messages,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call.id, "content": result},
+    ]
     request = GenerationRequest(messages=history, tools=TOOLS, temperature=0)
     answer = await collect(demo_engine.generate(request))
     assert answer["final"] == "It is 18 °C and cloudy in Paris right now."
@@ -135,8 +151,11 @@ async def test_held_out_prompts_give_well_formed_harmony_or_a_clean_length_stop(
 
 async def test_sampled_output_never_breaks_the_parser(demo_engine):
     for seed in range(4):
-        out = await collect(demo_engine.generate(GenerationRequest(
-            messages=example("who").messages, temperature=1.5, seed=seed, max_tokens=48)))
+        out = await collect(
+            demo_engine.generate(
+                GenerationRequest(messages=example("who").messages, temperature=1.5, seed=seed, max_tokens=48)
+            )
+        )
         assert out["finish"].finish_reason in ("stop", "tool_calls", "length")
         assert all("<|" not in out[c] for c in ("analysis", "commentary", "final"))
 

@@ -40,24 +40,36 @@ overlay ppolicy
 ppolicy_default "cn=default,ou=policies,{suffix}"
 """
 
-PEOPLE = {"alice": ["auditors"], "bob": ["admins", "auditors"], "carol": [], "locked": ["admins"],
-          "o'brien": ["auditors"]}
+PEOPLE = {
+    "alice": ["auditors"],
+    "bob": ["admins", "auditors"],
+    "carol": [],
+    "locked": ["admins"],
+    "o'brien": ["auditors"],
+}
 
 
 def _entries() -> str:
     out = [f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: site\ndc: site\n"]
-    out += [f"dn: ou={ou},{SUFFIX}\nobjectClass: organizationalUnit\nou: {ou}\n"
-            for ou in ("people", "groups", "policies")]
-    out.append(f"dn: cn=default,ou=policies,{SUFFIX}\nobjectClass: pwdPolicy\nobjectClass: device\ncn: default\n"
-               "pwdAttribute: userPassword\npwdLockout: TRUE\n")
+    out += [
+        f"dn: ou={ou},{SUFFIX}\nobjectClass: organizationalUnit\nou: {ou}\n" for ou in ("people", "groups", "policies")
+    ]
+    out.append(
+        f"dn: cn=default,ou=policies,{SUFFIX}\nobjectClass: pwdPolicy\nobjectClass: device\ncn: default\n"
+        "pwdAttribute: userPassword\npwdLockout: TRUE\n"
+    )
     for user in PEOPLE:
         lock = "pwdAccountLockedTime: 000001010000Z\n" if user == "locked" else ""
-        out.append(f"dn: {user_dn(user)}\nobjectClass: inetOrgPerson\nuid: {user}\ncn: {user}\nsn: {user}\n"
-                   f"userPassword: {password(user)}\n{lock}")
+        out.append(
+            f"dn: {user_dn(user)}\nobjectClass: inetOrgPerson\nuid: {user}\ncn: {user}\nsn: {user}\n"
+            f"userPassword: {password(user)}\n{lock}"
+        )
     for group in ("auditors", "admins", "others"):
         members = [u for u, groups in PEOPLE.items() if group in groups] or ["carol"]
-        out.append(f"dn: cn={group},ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: {group}\n"
-                   + "".join(f"member: {user_dn(u)}\n" for u in members))
+        out.append(
+            f"dn: cn={group},ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: {group}\n"
+            + "".join(f"member: {user_dn(u)}\n" for u in members)
+        )
     return "\n".join(out)
 
 
@@ -80,9 +92,14 @@ class Directory:
     ca: SiteCA
 
     def settings(self, url: str | None = None, **extra) -> dict:
-        return {"ldap_url": url or self.ldaps, "ldap_ca_file": self.ca.pem_path,
-                "ldap_user_dn": f"uid={{user}},ou=people,{SUFFIX}", "ldap_group_base": f"ou=groups,{SUFFIX}",
-                "ldap_group_roles": {group_dn("auditors"): "auditor", group_dn("admins"): "admin"}, **extra}
+        return {
+            "ldap_url": url or self.ldaps,
+            "ldap_ca_file": self.ca.pem_path,
+            "ldap_user_dn": f"uid={{user}},ou=people,{SUFFIX}",
+            "ldap_group_base": f"ou=groups,{SUFFIX}",
+            "ldap_group_roles": {group_dn("auditors"): "auditor", group_dn("admins"): "admin"},
+            **extra,
+        }
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +115,11 @@ def slapd(tmp_path_factory) -> Iterator[Directory]:
     (root / "data.ldif").write_text(_entries())
     subprocess.run([SLAPADD, "-f", str(conf), "-l", str(root / "data.ldif")], check=True, capture_output=True)
     plain, secure = free_port(), free_port()
-    proc = subprocess.Popen([SLAPD, "-f", str(conf), "-h", f"ldap://127.0.0.1:{plain}/ ldaps://127.0.0.1:{secure}/",
-                             "-d", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [SLAPD, "-f", str(conf), "-h", f"ldap://127.0.0.1:{plain}/ ldaps://127.0.0.1:{secure}/", "-d", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait(secure)
         yield Directory(f"ldaps://127.0.0.1:{secure}", f"ldap://127.0.0.1:{plain}", ca)

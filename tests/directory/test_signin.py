@@ -33,8 +33,10 @@ def _last(appliance, event: str):
     return appliance.services.audit.query(AuditFilter(event=event), limit=1).records[0]
 
 
-@pytest.mark.parametrize(("user", "role", "group"), [("alice", "auditor", "auditors"), ("bob", "admin", "admins"),
-                                                     ("o'brien", "auditor", "auditors")])
+@pytest.mark.parametrize(
+    ("user", "role", "group"),
+    [("alice", "auditor", "auditors"), ("bob", "admin", "admins"), ("o'brien", "auditor", "auditors")],
+)
 async def test_a_group_grants_the_role_and_records_carry_the_directory_identity(appliance, user, role, group):
     async with browser(appliance) as c:
         response = await _sign_in(appliance, c, user, password(user))
@@ -50,11 +52,20 @@ async def test_a_group_grants_the_role_and_records_carry_the_directory_identity(
         assert _last(appliance, "session.signout").principal.key_id == signin.principal.key_id
 
 
-@pytest.mark.parametrize(("user", "secret"), [
-    ("alice", "wrong"), ("locked", password("locked")), ("carol", password("carol")), ("alice", ""),
-    ("nobody", "x"), ("*", "x"), ("alice,ou=people", password("alice")), ("alice)(uid=*", "x"),
-    ("\u0430lice", password("alice")),  # a Cyrillic а: another name
-])
+@pytest.mark.parametrize(
+    ("user", "secret"),
+    [
+        ("alice", "wrong"),
+        ("locked", password("locked")),
+        ("carol", password("carol")),
+        ("alice", ""),
+        ("nobody", "x"),
+        ("*", "x"),
+        ("alice,ou=people", password("alice")),
+        ("alice)(uid=*", "x"),
+        ("\u0430lice", password("alice")),  # a Cyrillic а: another name
+    ],
+)
 async def test_wrong_locked_unmapped_empty_or_injected_credentials_are_refused(appliance, user, secret):
     async with browser(appliance) as c:
         response = await _sign_in(appliance, c, user, secret)
@@ -64,8 +75,9 @@ async def test_wrong_locked_unmapped_empty_or_injected_credentials_are_refused(a
         assert failure.error_code == "invalid_directory_credentials" and failure.detail == {"user": user.strip()}
 
 
-async def test_an_unreachable_or_untrusted_directory_is_a_clear_503(slapd, tmp_path_factory, signed_tiny_bundle,
-                                                                    publisher, tmp_path):
+async def test_an_unreachable_or_untrusted_directory_is_a_clear_503(
+    slapd, tmp_path_factory, signed_tiny_bundle, publisher, tmp_path
+):
     from tests.tls.conftest import make_ca
 
     other_ca = make_ca(tmp_path / "other").pem_path  # the directory's certificate is not signed by it
@@ -101,7 +113,10 @@ def test_plain_ldap_and_half_settings_are_refused_by_name(slapd):
 
     from appliance.config import Settings
 
-    for bad, word in (({"ldap_url": "http://x"}, "ldaps://"), ({"ldap_user_dn": "uid=x"}, "{user}"),
-                      ({"ldap_group_roles": {}}, "ldap_group_roles")):
+    for bad, word in (
+        ({"ldap_url": "http://x"}, "ldaps://"),
+        ({"ldap_user_dn": "uid=x"}, "{user}"),
+        ({"ldap_group_roles": {}}, "ldap_group_roles"),
+    ):
         with pytest.raises(ValidationError, match=word.replace("{", r"\{").replace("}", r"\}")):
             Settings(**{**slapd.settings(), **bad})

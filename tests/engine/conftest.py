@@ -12,8 +12,14 @@ from appliance.engine import Engine
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_bundle(tiny_checkpoint, tmp_path_factory.mktemp("bundles") / "tiny-fp32", profile="cpu-fp32",
-                        name="tiny", version="0.1.0", key=None)
+    return build_bundle(
+        tiny_checkpoint,
+        tmp_path_factory.mktemp("bundles") / "tiny-fp32",
+        profile="cpu-fp32",
+        name="tiny",
+        version="0.1.0",
+        key=None,
+    )
 
 
 @pytest.fixture

@@ -49,8 +49,14 @@ def test_the_bundle_holds_model_vocabulary_and_metadata(tiny_bundle):
     import hashlib
 
     names = {p.name for p in tiny_bundle.iterdir()}
-    assert {"model.onnx", "model.onnx.data", "genai_config.json", "tokenizer.json", "o200k_base.tiktoken",
-            "bundle.json"} <= names
+    assert {
+        "model.onnx",
+        "model.onnx.data",
+        "genai_config.json",
+        "tokenizer.json",
+        "o200k_base.tiktoken",
+        "bundle.json",
+    } <= names
     assert hashlib.sha256((tiny_bundle / "o200k_base.tiktoken").read_bytes()).hexdigest() == VOCAB_SHA256
     metadata = BundleMetadata.read(tiny_bundle)
     assert (metadata.architecture, metadata.precision, metadata.profile) == ("gpt-oss", "fp32", "cpu-fp32")
@@ -65,8 +71,9 @@ def test_bad_builds_are_refused_before_export_and_leave_nothing(tmp_path, tiny_c
     }
     for message, args in cases.items():
         with pytest.raises(BundleError, match=message):
-            build_bundle(args["hf_dir"], tmp_path / "out", profile=args["profile"], name="t",
-                         version=args["version"], key=key)
+            build_bundle(
+                args["hf_dir"], tmp_path / "out", profile=args["profile"], name="t", version=args["version"], key=key
+            )
     dense = tmp_path / "dense"
     shutil.copytree(tiny_checkpoint, dense)
     config = json.loads((dense / "config.json").read_text())

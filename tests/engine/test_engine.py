@@ -28,8 +28,10 @@ async def test_greedy_output_is_the_same_alone_and_in_a_batch_joined_mid_flight(
     """Rows join mid-flight (prefilled in `chunk`-token pieces between decode steps) and leave (the last row
     moves into the freed slot); every row's tokens stay those it produces alone."""
     engine = make_engine(max_batch_size=4, prefill_chunk=chunk)
-    requests = [GenerationRequest(prompt_tokens=_prompt(n, n), max_tokens=m, temperature=0)
-                for n, m in ((12, 24), (3, 10), (30, 16), (7, 20), (18, 12))]
+    requests = [
+        GenerationRequest(prompt_tokens=_prompt(n, n), max_tokens=m, temperature=0)
+        for n, m in ((12, 24), (3, 10), (30, 16), (7, 20), (18, 12))
+    ]
     alone = [await _tokens(engine, r) for r in requests]
     together = await asyncio.gather(*[_tokens(engine, r, delay_steps=3 * i) for i, r in enumerate(requests)])
     assert list(together) == alone
@@ -60,8 +62,9 @@ def _open_final(engine, text: str = "hi") -> list[int]:
 
 async def test_cancelling_a_stream_frees_its_slot_at_once(make_engine):
     engine = make_engine(max_batch_size=1, max_queue=0)
-    task = asyncio.create_task(collect(engine.generate(
-        GenerationRequest(prompt_tokens=_prompt(5, 2), max_tokens=10_000, temperature=0))))
+    task = asyncio.create_task(
+        collect(engine.generate(GenerationRequest(prompt_tokens=_prompt(5, 2), max_tokens=10_000, temperature=0)))
+    )
     while engine.stats()["generated_tokens"] < 3:
         await asyncio.sleep(0.001)
     with pytest.raises(EngineBusy):
@@ -88,10 +91,17 @@ async def test_a_consumer_that_stops_reading_releases_the_request(make_engine):
 async def test_random_output_never_leaks_control_tokens(make_engine):
     engine = make_engine()
     for seed in range(3):
-        result = await collect(engine.generate(GenerationRequest(
-            prompt_tokens=_open_final(engine), max_tokens=200, temperature=1.5, seed=seed)))
-        texts = [result["analysis"], result["commentary"], result["final"],
-                 *[c.name + c.arguments for c in result["tool_calls"]]]
+        result = await collect(
+            engine.generate(
+                GenerationRequest(prompt_tokens=_open_final(engine), max_tokens=200, temperature=1.5, seed=seed)
+            )
+        )
+        texts = [
+            result["analysis"],
+            result["commentary"],
+            result["final"],
+            *[c.name + c.arguments for c in result["tool_calls"]],
+        ]
         assert not any("<|" in t for t in texts)
         assert result["final"] and result["finish"].finish_reason in ("length", "stop", "tool_calls")
 
@@ -111,11 +121,14 @@ async def test_stop_token_ids_end_generation_with_stop_and_usage_counts_tokens(m
     greedy = GenerationRequest(prompt_tokens=_prompt(6, 4), max_tokens=8, temperature=0)
     tokens = await _tokens(engine, greedy)
     stop_at = tokens[3]
-    result = await collect(engine.generate(GenerationRequest(prompt_tokens=_prompt(6, 4), max_tokens=8,
-                                                             temperature=0, stop_token_ids=[stop_at])))
+    result = await collect(
+        engine.generate(
+            GenerationRequest(prompt_tokens=_prompt(6, 4), max_tokens=8, temperature=0, stop_token_ids=[stop_at])
+        )
+    )
     finish: FinishEvent = result["finish"]
     assert finish.finish_reason == "stop"
-    assert finish.token_ids == tokens[:tokens.index(stop_at) + 1]
+    assert finish.token_ids == tokens[: tokens.index(stop_at) + 1]
     assert finish.usage.prompt_tokens == 6 and finish.usage.completion_tokens == len(finish.token_ids)
 
 

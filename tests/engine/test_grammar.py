@@ -11,10 +11,20 @@ from appliance.engine import Engine, GenerationRequest, collect
 from appliance.engine.grammar import Constraint, GrammarError, Guide, tokenizer
 from appliance.vocabulary import packaged_harmony
 
-ANSWER = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 99}}, "required": ["n"],
-          "additionalProperties": False}
-TOOLS = {"get_weather": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10}},
-                         "required": ["city"], "additionalProperties": False}}
+ANSWER = {
+    "type": "object",
+    "properties": {"n": {"type": "integer", "maximum": 99}},
+    "required": ["n"],
+    "additionalProperties": False,
+}
+TOOLS = {
+    "get_weather": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 10}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+}
 REASONING = "<|channel|>analysis<|message|>Free text, even <b>tags</b> and {braces}.<|end|><|start|>assistant"
 FINAL = '<|channel|>final<|message|>{"n":42}<|return|>'
 CALL_AFTER = ' to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>{"city":"Oslo"}<|call|>'
@@ -36,20 +46,23 @@ def test_the_tokenizer_is_built_from_the_shipped_vocabulary():
     assert tokenizer().is_special_token(200005)
 
 
-@pytest.mark.parametrize(("calls", "text", "ok"), [
-    ("auto", REASONING + FINAL, True),
-    ("auto", FINAL, True),
-    ("auto", REASONING + "<|channel|>final<|message|>The answer is 42.<|return|>", False),
-    ("auto", '<|channel|>final<|message|>{"n": 42}<|return|>', False),  # no free whitespace
-    ("auto", REASONING + CALL_AFTER, True),
-    ("auto", CALL_BEFORE, True),
-    ("auto", CALL_BEFORE.replace("get_weather", "delete_all"), False),
-    ("auto", CALL_BEFORE.replace('"Oslo"', "42"), False),
-    ("required", REASONING + FINAL, False),
-    ("required", REASONING + CALL_AFTER, True),
-    ("none", CALL_BEFORE, False),
-    ("none", REASONING + FINAL, True),
-])
+@pytest.mark.parametrize(
+    ("calls", "text", "ok"),
+    [
+        ("auto", REASONING + FINAL, True),
+        ("auto", FINAL, True),
+        ("auto", REASONING + "<|channel|>final<|message|>The answer is 42.<|return|>", False),
+        ("auto", '<|channel|>final<|message|>{"n": 42}<|return|>', False),  # no free whitespace
+        ("auto", REASONING + CALL_AFTER, True),
+        ("auto", CALL_BEFORE, True),
+        ("auto", CALL_BEFORE.replace("get_weather", "delete_all"), False),
+        ("auto", CALL_BEFORE.replace('"Oslo"', "42"), False),
+        ("required", REASONING + FINAL, False),
+        ("required", REASONING + CALL_AFTER, True),
+        ("none", CALL_BEFORE, False),
+        ("none", REASONING + FINAL, True),
+    ],
+)
 def test_reasoning_is_free_and_the_ending_is_what_the_request_allows(calls, text, ok):
     assert accepts(Constraint(ANSWER, TOOLS, calls), text) is ok
 
@@ -77,15 +90,27 @@ def demo_engine(demo_bundle):
 
 
 async def test_constrained_and_free_rows_are_independent_in_a_batch(demo_engine):
-    schemas = [ANSWER, {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
-                        "additionalProperties": False},
-               {"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 1, "maxItems": 2}]
+    schemas = [
+        ANSWER,
+        {
+            "type": "object",
+            "properties": {"ok": {"type": "boolean"}},
+            "required": ["ok"],
+            "additionalProperties": False,
+        },
+        {"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 1, "maxItems": 2},
+    ]
     messages = [{"role": "user", "content": "What is the capital of France?"}]
-    requests = [GenerationRequest(messages=messages, max_tokens=200, temperature=0,
-                                  grammar=Constraint(s, {}, "none").grammar()) for s in schemas]
-    requests += [GenerationRequest(messages=messages, max_tokens=200, temperature=0),
-                 GenerationRequest(messages=messages, max_tokens=200, temperature=0.8, seed=3,
-                                   grammar=Constraint(ANSWER, {}, "none").grammar())]
+    requests = [
+        GenerationRequest(messages=messages, max_tokens=200, temperature=0, grammar=Constraint(s, {}, "none").grammar())
+        for s in schemas
+    ]
+    requests += [
+        GenerationRequest(messages=messages, max_tokens=200, temperature=0),
+        GenerationRequest(
+            messages=messages, max_tokens=200, temperature=0.8, seed=3, grammar=Constraint(ANSWER, {}, "none").grammar()
+        ),
+    ]
     alone = [await collect(demo_engine.generate(r)) for r in requests]
     together = await asyncio.gather(*[collect(demo_engine.generate(r)) for r in requests])
     assert [t["finish"].token_ids for t in together] == [a["finish"].token_ids for a in alone]
@@ -93,4 +118,3 @@ async def test_constrained_and_free_rows_are_independent_in_a_batch(demo_engine)
         assert out["finish"].finish_reason == "stop"
         json.loads(str(out["final"]))
     assert alone[3]["final"] == "The capital of France is Paris."
-

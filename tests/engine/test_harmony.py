@@ -10,9 +10,14 @@ from openai_harmony import Role
 from appliance.engine import EngineError, HarmonyStream, TextEvent, ToolCallEvent, load_harmony, render_prompt
 from appliance.vocabulary import VocabularyError
 
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather",
-                                            "parameters": {"type": "object",
-                                                           "properties": {"city": {"type": "string"}}}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +35,26 @@ def test_a_chat_with_tools_and_tool_results_renders_as_harmony(enc):
     messages = [
         {"role": "system", "content": "Answer briefly."},
         {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 21}'},
     ]
     text = enc.decode(render_prompt(enc, messages, [WEATHER], "high"))
     assert "Reasoning: high" in text
     assert "# Instructions\n\nAnswer briefly." in text and "type get_weather = (_: {" in text
-    assert ('<|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>'
-            '{"city":"Paris"}<|call|>') in text
+    assert (
+        "<|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>"
+        '{"city":"Paris"}<|call|>'
+    ) in text
     assert '<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>{"temp_c": 21}<|end|>' in text
     assert text.endswith("<|start|>assistant")
 
@@ -59,30 +75,34 @@ def test_bad_chats_are_refused_with_one_clear_error(enc):
 
 
 def test_analysis_tool_call_and_final_parse_like_harmony_does(enc):
-    completion = ('<|channel|>analysis<|message|>Need the weather.<|end|>'
-                  '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>'
-                  '{"city": "Zürich"}<|call|>')
+    completion = (
+        "<|channel|>analysis<|message|>Need the weather.<|end|>"
+        "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
+        '{"city": "Zürich"}<|call|>'
+    )
     events, stream = _events(enc, completion)
-    reference = enc.parse_messages_from_completion_tokens(enc.encode(completion, allowed_special="all"),
-                                                          Role.ASSISTANT)
+    reference = enc.parse_messages_from_completion_tokens(enc.encode(completion, allowed_special="all"), Role.ASSISTANT)
     analysis = "".join(e.text for e in events if isinstance(e, TextEvent) and e.channel == "analysis")
     calls = [e for e in events if isinstance(e, ToolCallEvent)]
     assert analysis == reference[0].content[0].text
     assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Zürich"})]
     assert reference[1].recipient == "functions." + calls[0].name
     assert stream.tool_calls == 1 and stream.reasoning_tokens == len(
-        enc.encode("<|channel|>analysis<|message|>Need the weather.<|end|>", allowed_special="all"))
+        enc.encode("<|channel|>analysis<|message|>Need the weather.<|end|>", allowed_special="all")
+    )
 
     events, _ = _events(enc, "<|channel|>final<|message|>Bonjour 日本 😀<|return|>")
     assert {e.channel for e in events} == {"final"} and "".join(e.text for e in events) == "Bonjour 日本 😀"
 
 
 def test_malformed_and_truncated_output_never_raises_or_leaks_control_tokens(enc):
-    cases = ["<|channel|>final<|message|>Hi<|channel|><|constrain|><|reserved_200013|> there<|end|>",
-             "<|message|><|message|>text with no header<|end|>garbage<|return|>",
-             "<|channel|>commentary to=functions.get<|call|>weather<|message|>{\"a\":",  # truncated call
-             "<|start|><|start|>assistant<|channel|>nonsense<|message|>secret<|end|>",
-             "<|end|><|return|><|call|><|endoftext|>"]
+    cases = [
+        "<|channel|>final<|message|>Hi<|channel|><|constrain|><|reserved_200013|> there<|end|>",
+        "<|message|><|message|>text with no header<|end|>garbage<|return|>",
+        '<|channel|>commentary to=functions.get<|call|>weather<|message|>{"a":',  # truncated call
+        "<|start|><|start|>assistant<|channel|>nonsense<|message|>secret<|end|>",
+        "<|end|><|return|><|call|><|endoftext|>",
+    ]
     for case in cases:
         events, _ = _events(enc, case)
         for event in events:

@@ -27,7 +27,12 @@ asyncio.run(main())
 @requires_unshare
 def test_a_bundle_serves_tokens_inside_an_air_gap(tiny_bundle, tmp_path):
     env = clean_env(tmp_path, HF_HOME=str(tmp_path / "hf"), HOME=str(tmp_path))
-    proc = subprocess.run(offline_argv([sys.executable, "-c", SCRIPT, str(tiny_bundle)]), capture_output=True,
-                          text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        offline_argv([sys.executable, "-c", SCRIPT, str(tiny_bundle)]),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["length", "12"]

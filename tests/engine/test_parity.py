@@ -27,13 +27,19 @@ def reference(tiny_checkpoint: Path):
     return model.eval()
 
 
-def _decode_against(runner: ModelRunner, expected: list[np.ndarray], sequences: list[list[int]],
-                    prompts: list[int], chunk: int, capacity: int) -> float:
+def _decode_against(
+    runner: ModelRunner,
+    expected: list[np.ndarray],
+    sequences: list[list[int]],
+    prompts: list[int],
+    chunk: int,
+    capacity: int,
+) -> float:
     """Prefill each prompt into its slot in `chunk`-token pieces, then decode all rows teacher-forced."""
     cache = runner.allocate(len(sequences), capacity)
     for slot, (seq, n) in enumerate(zip(sequences, prompts)):
         for start in range(0, n - 1, chunk):
-            runner.prefill(cache, slot, seq[start:min(start + chunk, n - 1)], start)
+            runner.prefill(cache, slot, seq[start : min(start + chunk, n - 1)], start)
     cached = [n - 1 for n in prompts]
     worst = 0.0
     while all(c < len(s) for c, s in zip(cached, sequences)):
@@ -76,8 +82,15 @@ def attention_20b(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     from appliance.demo.checkpoint import gpt_oss_config, write_checkpoint
 
     root = tmp_path_factory.mktemp("attention-20b")
-    config = gpt_oss_config("gpu-check", num_hidden_layers=2, num_local_experts=4, num_experts_per_tok=2,
-                            vocab_size=3000, pad_token_id=2999, eos_token_id=2998)
+    config = gpt_oss_config(
+        "gpu-check",
+        num_hidden_layers=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        vocab_size=3000,
+        pad_token_id=2999,
+        eos_token_id=2998,
+    )
     checkpoint = write_checkpoint(root / "hf", config, seed=0)
     bundle = build_bundle(checkpoint, root / "bundle", profile="cpu-fp32", name="a20b", version="0.1.0", key=None)
     return checkpoint, bundle
@@ -98,5 +111,5 @@ def test_ragged_rows_at_20b_attention_shapes_match_transformers_and_themselves_a
     worst = _decode_against(runner, expected, sequences, [280, 140], chunk=100, capacity=512)
     assert worst <= 1e-3 * scale, (worst, scale)
     for row, (seq, n) in enumerate(zip(sequences, [280, 140])):
-        alone = _decode_against(runner, [expected[row]], [seq[:n + 20]], [n], chunk=100, capacity=512)
+        alone = _decode_against(runner, [expected[row]], [seq[: n + 20]], [n], chunk=100, capacity=512)
         assert alone <= 1e-3 * scale

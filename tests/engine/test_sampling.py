@@ -50,12 +50,12 @@ def test_a_mask_gives_the_same_draw_as_a_row_with_the_rest_at_minus_infinity(tem
 async def test_logit_bias_through_the_engine(make_engine):
     engine = make_engine(max_batch_size=2)
     prompt = list(range(1000, 1012))
-    forced = await collect(engine.generate(GenerationRequest(prompt_tokens=prompt, max_tokens=6, temperature=0,
-                                                             logit_bias={4321: 100})))
+    forced = await collect(
+        engine.generate(GenerationRequest(prompt_tokens=prompt, max_tokens=6, temperature=0, logit_bias={4321: 100}))
+    )
     assert forced["finish"].token_ids == (4321,) * 6
     with pytest.raises(EngineError, match="logit_bias"):
-        await collect(engine.generate(GenerationRequest(prompt_tokens=prompt, max_tokens=2,
-                                                        logit_bias={10**7: 1})))
+        await collect(engine.generate(GenerationRequest(prompt_tokens=prompt, max_tokens=2, logit_bias={10**7: 1})))
 
 
 async def test_a_frequency_penalty_breaks_a_forced_repetition(make_engine):

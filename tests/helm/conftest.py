@@ -18,10 +18,13 @@ import yaml
 from tests.conftest import REPO
 
 CHART = REPO / "helm" / "appliance"
-PROFILES = {"default": None, "cpu-test": CHART / "values-cpu-test.yaml", "20b": CHART / "values-20b.yaml",
-            "120b": CHART / "values-120b.yaml"}
-SITE = ["--set", "global.imageRegistry=registry.site.local:5000",
-        "--set", "image.digest=sha256:" + "ab" * 32]
+PROFILES = {
+    "default": None,
+    "cpu-test": CHART / "values-cpu-test.yaml",
+    "20b": CHART / "values-20b.yaml",
+    "120b": CHART / "values-120b.yaml",
+}
+SITE = ["--set", "global.imageRegistry=registry.site.local:5000", "--set", "image.digest=sha256:" + "ab" * 32]
 
 
 def kuberay_crds() -> Path | None:
@@ -45,14 +48,27 @@ def helm_binary() -> str | None:
 
 
 HELM = helm_binary()
-requires_helm = pytest.mark.skipif(HELM is None, reason="no helm binary: run `bash scripts/helm.sh` (CI setup "
-                                   "does) to fetch the pinned, checksum-checked helm into var/tools/")
+requires_helm = pytest.mark.skipif(
+    HELM is None,
+    reason="no helm binary: run `bash scripts/helm.sh` (CI setup "
+    "does) to fetch the pinned, checksum-checked helm into var/tools/",
+)
 
 
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([HELM, *args], check=False, capture_output=True, text=True, timeout=120, cwd=REPO,
-                          env={"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
-                               "HELM_CACHE_HOME": "/tmp/appliance-helm-cache"})
+    proc = subprocess.run(
+        [HELM, *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "HELM_CACHE_HOME": "/tmp/appliance-helm-cache",
+        },
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed: {proc.stderr}")
     return proc
@@ -60,8 +76,20 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def template_args(profile: str, *extra: str) -> list[str]:
     values = PROFILES[profile]
-    return ["template", "appliance", str(CHART), "--namespace", "gpt-oss", "--kube-version", KUBE_VERSION,
-            "--api-versions", "ray.io/v1", *(["-f", str(values)] if values else []), *SITE, *extra]
+    return [
+        "template",
+        "appliance",
+        str(CHART),
+        "--namespace",
+        "gpt-oss",
+        "--kube-version",
+        KUBE_VERSION,
+        "--api-versions",
+        "ray.io/v1",
+        *(["-f", str(values)] if values else []),
+        *SITE,
+        *extra,
+    ]
 
 
 def render(profile: str, *extra: str) -> list[dict]:
@@ -104,8 +132,11 @@ def _closed(schema: dict) -> dict:
     """The CRD's schema with every object that lists its properties closed to others (misspellings fail)."""
     if isinstance(schema, dict):
         schema = {k: _closed(v) for k, v in schema.items()}
-        if ("properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
     elif isinstance(schema, list):
         schema = [_closed(v) for v in schema]

@@ -104,8 +104,9 @@ def test_secrets_are_referenced_never_rendered(rendered):
 
 
 def _policies(objects):
-    return {o["metadata"]["name"].removeprefix("appliance-"): o["spec"] for o in objects
-            if o["kind"] == "NetworkPolicy"}
+    return {
+        o["metadata"]["name"].removeprefix("appliance-"): o["spec"] for o in objects if o["kind"] == "NetworkPolicy"
+    }
 
 
 def test_network_policies_default_deny(rendered):
@@ -118,8 +119,12 @@ def test_network_policies_default_deny(rendered):
     egress = pols["ray"]["egress"]
     assert len(egress) == 2  # own pods, DNS (no database named)
     assert egress[0]["to"] == [{"podSelector": {"matchLabels": own}}]
-    assert egress[1]["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+    assert egress[1]["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
     assert {p["port"] for p in egress[1]["ports"]} == {53}
     ray_ports = {p["port"] for p in egress[0]["ports"]}
     assert 8265 not in ray_ports and 8000 not in ray_ports  # dashboard and API are not Ray-internal
@@ -127,16 +132,25 @@ def test_network_policies_default_deny(rendered):
     assert dash["podSelector"]["matchLabels"]["appliance/role"] == "head"
     (rule,) = dash["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": 8265}]
-    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}},
-                             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}]
+    assert rule["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}},
+        }
+    ]
 
 
 @pytest.mark.parametrize("profile_name", ["default"])
 def test_network_policies_api_and_database_from_values(profile_name):
-    objects = render(profile_name, "--set", "database.urlSecret=appliance-db",
-                     "--set-json", 'database.networkPeers=[{"ipBlock":{"cidr":"10.20.0.5/32"}}]',
-                     "--set-json", 'networkPolicy.apiFrom=[{"namespaceSelector":{"matchLabels":'
-                                   '{"kubernetes.io/metadata.name":"apps"}}}]')
+    objects = render(
+        profile_name,
+        "--set",
+        "database.urlSecret=appliance-db",
+        "--set-json",
+        'database.networkPeers=[{"ipBlock":{"cidr":"10.20.0.5/32"}}]',
+        "--set-json",
+        'networkPolicy.apiFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"apps"}}}]',
+    )
     pols = _policies(objects)
     (rule,) = pols["api"]["ingress"]
     assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "apps"}}}]

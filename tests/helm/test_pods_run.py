@@ -38,7 +38,6 @@ HEAD_IP, WORKER_IP = "10.231.7.1", "10.231.7.2"
 VENV_BIN = str(Path(sys.executable).parent)
 
 
-
 def _pod_user() -> str:
     """setpriv's arguments for the pods' UID/GID, where that user can run this Python: on machines whose
     interpreter lives in a private folder (e.g. pyenv under /root) the processes keep this test's user."""
@@ -50,12 +49,19 @@ def _pod_user() -> str:
 
 AS_POD_USER = _pod_user()
 
-pytestmark = [requires_helm, pytest.mark.slow,
-              pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("setpriv"),
-                                 reason="needs root, ip netns and setpriv to play the kubelet"),
-              # The pods mount an emptyDir on /tmp, which would hide a checkout or venv living under it.
-              pytest.mark.skipif(any(str(p).startswith("/tmp/") for p in (REPO, VENV_BIN)),
-                                 reason="this checkout lives under /tmp, which the pods' /tmp emptyDir hides")]
+pytestmark = [
+    requires_helm,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("setpriv"),
+        reason="needs root, ip netns and setpriv to play the kubelet",
+    ),
+    # The pods mount an emptyDir on /tmp, which would hide a checkout or venv living under it.
+    pytest.mark.skipif(
+        any(str(p).startswith("/tmp/") for p in (REPO, VENV_BIN)),
+        reason="this checkout lives under /tmp, which the pods' /tmp emptyDir hides",
+    ),
+]
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -87,16 +93,31 @@ class Pod:
             if "subPath" in m:
                 src = src / m["subPath"]
             kind = "-f" if src.is_file() else "-d"
-            binds.append(f"[ {kind} {m['mountPath']} ] || {'touch' if kind == '-f' else 'mkdir -p'} "
-                         f"{m['mountPath']}; mount --bind {src} {m['mountPath']}"
-                         + (f" && mount -o remount,bind,ro {m['mountPath']}" if m.get("readOnly") else ""))
+            binds.append(
+                f"[ {kind} {m['mountPath']} ] || {'touch' if kind == '-f' else 'mkdir -p'} "
+                f"{m['mountPath']}; mount --bind {src} {m['mountPath']}"
+                + (f" && mount -o remount,bind,ro {m['mountPath']}" if m.get("readOnly") else "")
+            )
         env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
         env.update(extra_env, PATH=f"{VENV_BIN}:/usr/bin:/bin", PYTHONPATH=str(REPO))
         # KubeRay's command is `ulimit -n ...; ray start ...` under bash -lc; the kubelet's mounts come first.
-        script = "; ".join(binds) + f"; exec setpriv {AS_POD_USER} --no-new-privs " \
-                 f"env -i {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} bash -c {shlex.quote(command)}"
-        return ["ip", "netns", "exec", self.name, "unshare", "-m", "--propagation", "private", "bash", "-c",
-                script], env
+        script = (
+            "; ".join(binds) + f"; exec setpriv {AS_POD_USER} --no-new-privs "
+            f"env -i {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} bash -c {shlex.quote(command)}"
+        )
+        return [
+            "ip",
+            "netns",
+            "exec",
+            self.name,
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            script,
+        ], env
 
     def run(self, container: dict, command: str, extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         argv, _ = self.argv(container, command, extra_env)
@@ -127,8 +148,11 @@ def ray_start(node: str, params: dict[str, str], resources: dict) -> str:
         params["memory"] = str(int(limits["memory"][:-2]) * units[limits["memory"][-2:]])
     # convertParamMap: "true" is a bare switch, "false" is dropped, except for a few boolean-valued flags.
     valued = {"log-color", "include-dashboard", "include-log-monitor"}
-    flags = " ".join(f"--{k}" if v.lower() == "true" and k not in valued else f"--{k}={v}"
-                     for k, v in sorted(params.items()) if v.lower() != "false" or k in valued)
+    flags = " ".join(
+        f"--{k}" if v.lower() == "true" and k not in valued else f"--{k}={v}"
+        for k, v in sorted(params.items())
+        if v.lower() != "false" or k in valued
+    )
     return f"ulimit -n ${{RAY_START_ULIMIT_OPEN_FILES:-65536}}; ray start {'--head ' if node == 'head' else ''}{flags}"
 
 
@@ -157,8 +181,16 @@ def cluster(tmp_path, signed_tiny_bundle, publisher):
         configmaps[cm["metadata"]["name"]] = d
     data = root / "pvc"
     data.mkdir()
-    run_cli("bundle", "import", str(signed_tiny_bundle), "--activate", "--trust", str(publisher[1]),
-            data_dir=data, check=True)
+    run_cli(
+        "bundle",
+        "import",
+        str(signed_tiny_bundle),
+        "--activate",
+        "--trust",
+        str(publisher[1]),
+        data_dir=data,
+        check=True,
+    )
     for p in [root, *root.rglob("*")]:
         os.chown(p, UID, UID)
     volumes = {}
@@ -170,15 +202,30 @@ def cluster(tmp_path, signed_tiny_bundle, publisher):
         elif "secret" in v:
             volumes[v["name"]] = {"appliance-trust": trust, "appliance-audit-key": audit}[v["secret"]["secretName"]]
     suffix = str(os.getpid())
-    pods = {"head": Pod(f"aph{suffix}", HEAD_IP, templates["head"], volumes, root),
-            "worker": Pod(f"apw{suffix}", WORKER_IP, templates["worker/cpu"], volumes, root)}
+    pods = {
+        "head": Pod(f"aph{suffix}", HEAD_IP, templates["head"], volumes, root),
+        "worker": Pod(f"apw{suffix}", WORKER_IP, templates["worker/cpu"], volumes, root),
+    }
     veth = (f"vh{suffix}", f"vw{suffix}")
     try:
         for pod in pods.values():
             sh("ip", "netns", "add", pod.name)
             sh("ip", "-n", pod.name, "link", "set", "lo", "up")
-        sh("ip", "link", "add", veth[0], "netns", pods["head"].name, "type", "veth", "peer", "name", veth[1],
-           "netns", pods["worker"].name)
+        sh(
+            "ip",
+            "link",
+            "add",
+            veth[0],
+            "netns",
+            pods["head"].name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            veth[1],
+            "netns",
+            pods["worker"].name,
+        )
         for pod, dev in zip(pods.values(), veth):
             sh("ip", "-n", pod.name, "addr", "add", f"{pod.ip}/24", "dev", dev)
             sh("ip", "-n", pod.name, "link", "set", dev, "up")
@@ -187,8 +234,15 @@ def cluster(tmp_path, signed_tiny_bundle, publisher):
         for pod in pods.values():
             pod.stop()
             sh("ip", "netns", "del", pod.name, check=False)
-        for path in ("/etc/appliance/trust", "/etc/appliance/policies", "/etc/appliance", "/var/lib/appliance",
-                     "/var/run/appliance/keys", "/var/run/appliance", "/home/appliance"):
+        for path in (
+            "/etc/appliance/trust",
+            "/etc/appliance/policies",
+            "/etc/appliance",
+            "/var/lib/appliance",
+            "/var/run/appliance/keys",
+            "/var/run/appliance",
+            "/home/appliance",
+        ):
             if os.path.isdir(path) and not os.path.ismount(path):
                 try:
                     os.rmdir(path)  # the empty mount points left on this host; never anything with content
@@ -197,9 +251,17 @@ def cluster(tmp_path, signed_tiny_bundle, publisher):
 
 
 def _kuberay_env(pod: Pod, node: str, token: str) -> dict[str, str]:
-    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_CLUSTER_NAME": "appliance-test",
-           "RAY_CLUSTER_NAMESPACE": "gpt-oss", "RAY_USAGE_STATS_KUBERAY_IN_USE": "1", "RAY_PORT": "6379",
-           "FQ_RAY_IP": HEAD_IP, "RAY_IP": HEAD_IP, "RAY_NODE_TYPE_NAME": node}
+    env = {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "RAY_CLUSTER_NAME": "appliance-test",
+        "RAY_CLUSTER_NAMESPACE": "gpt-oss",
+        "RAY_USAGE_STATS_KUBERAY_IN_USE": "1",
+        "RAY_PORT": "6379",
+        "FQ_RAY_IP": HEAD_IP,
+        "RAY_IP": HEAD_IP,
+        "RAY_NODE_TYPE_NAME": node,
+    }
     env["RAY_ADDRESS"] = "127.0.0.1:6379" if node == "headgroup" else f"{HEAD_IP}:6379"
     if node == "headgroup":
         env.update(RAY_SERVE_KV_TIMEOUT_S="5", RAY_GCS_SERVER_REQUEST_TIMEOUT_SECONDS="5")
@@ -208,9 +270,14 @@ def _kuberay_env(pod: Pod, node: str, token: str) -> dict[str, str]:
 
 def _in_head(pods, code: str) -> subprocess.CompletedProcess[str]:
     """Python run in the head pod's network (as the operator's client or an API caller would)."""
-    return subprocess.run(["ip", "netns", "exec", pods["head"].name, sys.executable, "-c", code], check=False,
-                          capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]})
+    return subprocess.run(
+        ["ip", "netns", "exec", pods["head"].name, sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(REPO), "PATH": os.environ["PATH"]},
+    )
 
 
 def test_rendered_pods_serve_an_audited_answer(cluster):
@@ -262,8 +329,11 @@ print(json.dumps({{"status": app.get("status"), "message": app.get("message", ""
     state = json.loads(_in_head(pods, status).stdout.strip().splitlines()[-1])
     assert state["status"] == "RUNNING", state["message"] + _logs(pods)
 
-    key = pods["worker"].run(pods["worker"].spec["containers"][0],
-                             "appliance keys create --name k8s-test --role user", _kuberay_env(pods["worker"], "cpu", token))
+    key = pods["worker"].run(
+        pods["worker"].spec["containers"][0],
+        "appliance keys create --name k8s-test --role user",
+        _kuberay_env(pods["worker"], "cpu", token),
+    )
     assert key.returncode == 0, key.stderr
     api_key = key.stdout.strip().splitlines()[-1]
     ask = f"""
@@ -279,12 +349,16 @@ print(json.dumps({{"status": r.status_code, "request_id": r.headers.get("x-reque
     assert json.loads(reply["body"])["object"] == "chat.completion"
     # Serve's proxy may add its own x-request-id beside the appliance's: httpx joins them with commas.
     request_ids = [r.strip() for r in (reply["request_id"] or "").split(",") if r.strip()]
-    audit = pods["worker"].run(pods["worker"].spec["containers"][0], "appliance audit list --limit 20",
-                               {**_kuberay_env(pods["worker"], "cpu", token), "COLUMNS": "400"})
+    audit = pods["worker"].run(
+        pods["worker"].spec["containers"][0],
+        "appliance audit list --limit 20",
+        {**_kuberay_env(pods["worker"], "cpu", token), "COLUMNS": "400"},
+    )
     mine = [line for line in audit.stdout.splitlines() if any(r in line for r in request_ids)]
     assert any(" request " in line for line in mine) and any(" completion " in line for line in mine), audit.stdout
-    verified = pods["worker"].run(pods["worker"].spec["containers"][0], "appliance audit verify",
-                                  _kuberay_env(pods["worker"], "cpu", token))
+    verified = pods["worker"].run(
+        pods["worker"].spec["containers"][0], "appliance audit verify", _kuberay_env(pods["worker"], "cpu", token)
+    )
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
@@ -303,5 +377,6 @@ for _ in range(90):
 
 
 def _logs(pods) -> str:
-    return "".join(f"\n--- {p.name}/{f.name}\n" + f.read_text()[-3000:] for p in pods.values()
-                   for f in p.dir.glob("*.log"))
+    return "".join(
+        f"\n--- {p.name}/{f.name}\n" + f.read_text()[-3000:] for p in pods.values() for f in p.dir.glob("*.log")
+    )

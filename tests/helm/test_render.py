@@ -42,8 +42,13 @@ def test_kubernetes_schemas_strict(rendered, tmp_path):
     builtin = [o for o in rendered if o["apiVersion"] != "ray.io/v1"]
     path = tmp_path / "rendered.yaml"
     path.write_text(yaml.safe_dump_all(builtin))
-    proc = subprocess.run([_kubernetes_validate(), "--strict", "-k", KUBE_VERSION, str(path)],
-                          check=False, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [_kubernetes_validate(), "--strict", "-k", KUBE_VERSION, str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -53,8 +58,13 @@ def test_kubernetes_validate_refuses_a_wrong_field(rendered, tmp_path):
     pvc["spec"]["acessModes"] = pvc["spec"].pop("accessModes")
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(pvc))
-    proc = subprocess.run([_kubernetes_validate(), "--strict", "-k", KUBE_VERSION, str(path)],
-                          check=False, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [_kubernetes_validate(), "--strict", "-k", KUBE_VERSION, str(path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "acessModes" in proc.stdout + proc.stderr
 
 

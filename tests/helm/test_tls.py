@@ -12,9 +12,20 @@ from tests.helm.conftest import helm, one, pod_templates, render, requires_helm,
 
 pytestmark = requires_helm
 
-FRONT = ["--set", "tls.termination=front", "--set", "tls.secretName=api-tls", "--set", "tls.peerSecretName=api-peer",
-         "--set", "tls.clientAuth=required", "--set-json", 'tls.rolesRequireClientCert=["admin"]',
-         "--set-json", 'networkPolicy.apiFrom=[{"namespaceSelector":{"matchLabels":{"team":"apps"}}}]']
+FRONT = [
+    "--set",
+    "tls.termination=front",
+    "--set",
+    "tls.secretName=api-tls",
+    "--set",
+    "tls.peerSecretName=api-peer",
+    "--set",
+    "tls.clientAuth=required",
+    "--set-json",
+    'tls.rolesRequireClientCert=["admin"]',
+    "--set-json",
+    'networkPolicy.apiFrom=[{"namespaceSelector":{"matchLabels":{"team":"apps"}}}]',
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +33,15 @@ def front():
     return render("cpu-test", *FRONT)
 
 
-@pytest.mark.parametrize("check", [hardening.test_pod_security_context, hardening.test_container_security_context,
-                                   hardening.test_only_emptydirs_and_the_data_volume_are_writable,
-                                   hardening.test_verify_before_ray_starts])
+@pytest.mark.parametrize(
+    "check",
+    [
+        hardening.test_pod_security_context,
+        hardening.test_container_security_context,
+        hardening.test_only_emptydirs_and_the_data_volume_are_writable,
+        hardening.test_verify_before_ray_starts,
+    ],
+)
 def test_front_mode_keeps_every_hardening_promise(front, check):
     check(front)
 
@@ -54,11 +71,14 @@ def test_ingress_mode_is_the_default_and_adds_nothing():
     assert {p["name"] for p in rs["spec"]["serveService"]["spec"]["ports"]} == {"serve"}
 
 
-@pytest.mark.parametrize("extra, named", [
-    (["--set", "tls.termination=front"], "needs tls.secretName"),
-    (["--set", "tls.clientAuth=required"], "need tls.termination=front"),
-    (["--set", "tls.termination=nginx"], "/tls/termination"),
-])
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--set", "tls.termination=front"], "needs tls.secretName"),
+        (["--set", "tls.clientAuth=required"], "need tls.termination=front"),
+        (["--set", "tls.termination=nginx"], "/tls/termination"),
+    ],
+)
 def test_wrong_tls_values_fail_naming_them(extra, named):
     proc = helm(*template_args("default", *extra), check=False)
     assert proc.returncode != 0 and named in proc.stderr, proc.stderr

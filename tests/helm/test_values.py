@@ -15,16 +15,19 @@ def _fails(*extra: str) -> str:
     return proc.stderr
 
 
-@pytest.mark.parametrize("setting, named", [
-    ("worker.gpu=1", "'gpu' not allowed"),                 # misspelt key
-    ("upgradeStrategy.typ=None", "'typ' not allowed"),
-    ("serv.port=8000", "'serv' not allowed"),               # misspelt section
-    ("worker.gpus=one", "/worker/gpus"),                    # wrong type
-    ("persistence.size=lots", "/persistence/size"),
-    ("upgradeStrategy.type=Recreate", "/upgradeStrategy/type"),
-    ("image.pullPolicy=Always", "/image/pullPolicy"),       # would pull from outside the site's control
-    ("image.digest=latest", "/image/digest"),               # tags are never accepted
-])
+@pytest.mark.parametrize(
+    "setting, named",
+    [
+        ("worker.gpu=1", "'gpu' not allowed"),  # misspelt key
+        ("upgradeStrategy.typ=None", "'typ' not allowed"),
+        ("serv.port=8000", "'serv' not allowed"),  # misspelt section
+        ("worker.gpus=one", "/worker/gpus"),  # wrong type
+        ("persistence.size=lots", "/persistence/size"),
+        ("upgradeStrategy.type=Recreate", "/upgradeStrategy/type"),
+        ("image.pullPolicy=Always", "/image/pullPolicy"),  # would pull from outside the site's control
+        ("image.digest=latest", "/image/digest"),  # tags are never accepted
+    ],
+)
 def test_wrong_values_fail_naming_them(setting, named):
     assert named in _fails("--set", setting)
 
@@ -42,14 +45,21 @@ def test_sqlite_allows_one_worker_pod():
 def test_incremental_upgrade_needs_its_gateway_and_api_server():
     assert "gatewayClassName is required" in _fails("--set", "upgradeStrategy.type=NewClusterWithIncrementalUpgrade")
     assert "networkPolicy.apiServer is required" in _fails(
-        "--set", "upgradeStrategy.type=NewClusterWithIncrementalUpgrade", "--set", "upgradeStrategy.gatewayClassName=gw")
+        "--set", "upgradeStrategy.type=NewClusterWithIncrementalUpgrade", "--set", "upgradeStrategy.gatewayClassName=gw"
+    )
 
 
 @pytest.mark.parametrize("strategy", ["None", "NewCluster", "NewClusterWithIncrementalUpgrade"])
 def test_upgrade_strategies_render_valid_rayservices(strategy, rayservice_schema):
-    objects = render("default", "--set", f"upgradeStrategy.type={strategy}",
-                     "--set", "upgradeStrategy.gatewayClassName=site-gateway",
-                     "--set-json", 'networkPolicy.apiServer=[{"ipBlock":{"cidr":"10.0.0.1/32"}}]')
+    objects = render(
+        "default",
+        "--set",
+        f"upgradeStrategy.type={strategy}",
+        "--set",
+        "upgradeStrategy.gatewayClassName=site-gateway",
+        "--set-json",
+        'networkPolicy.apiServer=[{"ipBlock":{"cidr":"10.0.0.1/32"}}]',
+    )
     rs = one(objects, "RayService")
     rayservice_schema.validate(rs)
     spec = rs["spec"]

@@ -20,8 +20,11 @@ def init_container() -> dict:
 @pytest.fixture
 def pod(tmp_path, init_container, signed_tiny_bundle, publisher):
     """The pod's paths under tmp_path: trust keys where the Secret is mounted, a bundle imported and active."""
-    env = {e["name"]: tmp_path.as_posix() + e["value"] for e in init_container["env"]
-           if e["name"] in ("APPLIANCE_DATA_DIR", "APPLIANCE_TRUST_DIR")}
+    env = {
+        e["name"]: tmp_path.as_posix() + e["value"]
+        for e in init_container["env"]
+        if e["name"] in ("APPLIANCE_DATA_DIR", "APPLIANCE_TRUST_DIR")
+    }
     trust = tmp_path / "etc/appliance/trust"
     trust.mkdir(parents=True)
     shutil.copy(publisher[1], trust / "publisher.pub")
@@ -36,7 +39,9 @@ def test_verified_bundles_let_the_pod_start(init_container, pod):
 
 def test_a_tampered_bundle_stops_the_pod_with_one_line(init_container, pod, tmp_path):
     stored = tmp_path / "var/lib/appliance/models/tiny/1.0.0"
-    victim = max((p for p in stored.rglob("*") if p.is_file() and p.name != "model.sig"), key=lambda p: p.stat().st_size)
+    victim = max(
+        (p for p in stored.rglob("*") if p.is_file() and p.name != "model.sig"), key=lambda p: p.stat().st_size
+    )
     with open(victim, "r+b") as f:
         f.write(b"\x00" * 16)
     line = one_line_error(run_cli(*init_container["command"][1:], env=pod))

@@ -38,9 +38,17 @@ OUTCOMES = {"completion", "cancelled", "error"}
 @pytest.fixture(scope="module")
 def hostile_served(ray_session, tmp_path_factory, demo_bundle, demo_key):
     data = tmp_path_factory.mktemp("hostile") / "var"
-    with deployed(data, demo_bundle, demo_key.public_key(), ray_session, engine_max_batch_size=4,
-                  engine_max_queue=4, auth_failure_burst=5, auth_failure_rate=0.5,
-                  auth_failure_window_s=2) as a:
+    with deployed(
+        data,
+        demo_bundle,
+        demo_key.public_key(),
+        ray_session,
+        engine_max_batch_size=4,
+        engine_max_queue=4,
+        auth_failure_burst=5,
+        auth_failure_rate=0.5,
+        auth_failure_window_s=2,
+    ) as a:
         with Session(make_engine(a.settings.database_url)) as session:
             a.tokens["hostile"], _ = apikeys.create_key(session, "hostile", "user")
         a.model = BundleMetadata.read(demo_bundle).name
@@ -53,11 +61,19 @@ def _normal(a, client: int) -> list[tuple[str, str]]:
     for i in range(NORMAL_REQUESTS):
         rid = f"normal-{client}-{i}"
         try:
-            with httpx.stream("POST", f"{a.base_url}/v1/chat/completions", timeout=120,
-                              headers={"Authorization": f"Bearer {a.tokens['admin']}", "x-request-id": rid},
-                              json={"model": a.model, "stream": True, "max_tokens": 24, "temperature": 0,
-                                    "messages": [{"role": "user", "content": "What is the capital of France?"}]}
-                              ) as r:
+            with httpx.stream(
+                "POST",
+                f"{a.base_url}/v1/chat/completions",
+                timeout=120,
+                headers={"Authorization": f"Bearer {a.tokens['admin']}", "x-request-id": rid},
+                json={
+                    "model": a.model,
+                    "stream": True,
+                    "max_tokens": 24,
+                    "temperature": 0,
+                    "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                },
+            ) as r:
                 if r.status_code in (429, 503):
                     out.append((rid, "retryable"))
                     continue
@@ -88,24 +104,48 @@ def _hostile_bodies(model: str) -> list[tuple[str, str]]:
             ({**base, "messages": [{"role": "user", "content": bad}]}, "content"),
             ({**base, "messages": [{"role": "user", "content": "x", "name": bad}]}, "name"),
             ({**base, "stop": [bad]}, "stop"),
-            ({**base, "tools": [{"type": "function", "function": {"name": "f", "description": bad,
-                                                                   "parameters": {bad: bad}}}]}, "tool"),
-            ({**base, "messages": [*msg, {"role": "assistant", "tool_calls": [
-                {"id": bad, "type": "function", "function": {"name": bad, "arguments": bad}}]},
-                {"role": "tool", "tool_call_id": bad, "content": bad}]}, "tool call"),
+            (
+                {
+                    **base,
+                    "tools": [
+                        {"type": "function", "function": {"name": "f", "description": bad, "parameters": {bad: bad}}}
+                    ],
+                },
+                "tool",
+            ),
+            (
+                {
+                    **base,
+                    "messages": [
+                        *msg,
+                        {
+                            "role": "assistant",
+                            "tool_calls": [
+                                {"id": bad, "type": "function", "function": {"name": bad, "arguments": bad}}
+                            ],
+                        },
+                        {"role": "tool", "tool_call_id": bad, "content": bad},
+                    ],
+                },
+                "tool call",
+            ),
         ]
-    cases += [({**base, "messages": [{"role": "user", "content": "a" * 200_001}]}, "input_chars + 1"),
-              ({**base, "messages": [{"role": "user", "content": "a"}] * 257}, "messages + 1"),
-              ({**base, "messages": [{"role": "user", "content": "a" * (4 * 1024 * 1024)}]}, "body + 1")]
+    cases += [
+        ({**base, "messages": [{"role": "user", "content": "a" * 200_001}]}, "input_chars + 1"),
+        ({**base, "messages": [{"role": "user", "content": "a"}] * 257}, "messages + 1"),
+        ({**base, "messages": [{"role": "user", "content": "a" * (4 * 1024 * 1024)}]}, "body + 1"),
+    ]
     return [(json.dumps(body), what) for body, what in cases]
 
 
 def _hostile_json(a, stop: threading.Event) -> Counter:
     seen: Counter = Counter()
     bodies = _hostile_bodies(a.model)
-    with httpx.Client(base_url=a.base_url, timeout=60,
-                      headers={"Authorization": f"Bearer {a.tokens['hostile']}",
-                               "content-type": "application/json"}) as c:
+    with httpx.Client(
+        base_url=a.base_url,
+        timeout=60,
+        headers={"Authorization": f"Bearer {a.tokens['hostile']}", "content-type": "application/json"},
+    ) as c:
         while not stop.is_set():
             for raw, what in bodies:
                 r = c.post("/v1/chat/completions", content=raw)
@@ -121,8 +161,11 @@ def _bad_keys(a, stop: threading.Event) -> Counter:
     with httpx.Client(base_url=a.base_url, timeout=30) as c:
         while not stop.is_set():
             for _ in range(20):
-                r = c.post("/v1/chat/completions", headers={"Authorization": "Bearer sk-wrong"},
-                           json={"model": a.model, "messages": [{"role": "user", "content": "x"}]})
+                r = c.post(
+                    "/v1/chat/completions",
+                    headers={"Authorization": "Bearer sk-wrong"},
+                    json={"model": a.model, "messages": [{"role": "user", "content": "x"}]},
+                )
                 seen[r.status_code] += 1
                 assert r.status_code in (401, 429), r.text
             time.sleep(0.5)
@@ -141,10 +184,18 @@ def _readyz_flood(a, stop: threading.Event) -> Counter:
 def _abandon(a, stop: threading.Event) -> Counter:
     """Requests the client gives up at a random point, on raw sockets."""
     port = int(a.base_url.rsplit(":", 1)[1])
-    body = json.dumps({"model": a.model, "stream": True, "max_tokens": 48,
-                       "messages": [{"role": "user", "content": "Tell me about Paris."}]}).encode()
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.tokens['hostile']}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    body = json.dumps(
+        {
+            "model": a.model,
+            "stream": True,
+            "max_tokens": 48,
+            "messages": [{"role": "user", "content": "Tell me about Paris."}],
+        }
+    ).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.tokens['hostile']}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     rng = random.Random(7)
     seen: Counter = Counter()
     while not stop.is_set():
@@ -220,19 +271,35 @@ def test_normal_clients_survive_hostile_ones(hostile_served):
         if what == "ok":
             assert events["request"] == 1 and events["completion"] == 1, (rid, events)
         assert sum(events[e] for e in OUTCOMES) == events["request"], (rid, events)
-    verify = run_cli("audit", "verify", env={"APPLIANCE_DATABASE_URL": a.settings.database_url,
-                                             "APPLIANCE_AUDIT_KEY_PATH": str(a.settings.audit_key_path)},
-                     data_dir=a.settings.data_dir)
+    verify = run_cli(
+        "audit",
+        "verify",
+        env={
+            "APPLIANCE_DATABASE_URL": a.settings.database_url,
+            "APPLIANCE_AUDIT_KEY_PATH": str(a.settings.audit_key_path),
+        },
+        data_dir=a.settings.data_dir,
+    )
     assert verify.returncode == 0, verify.stderr
 
 
 def _hang_up_after_first_chunk(a, rid: str, headers: str = "") -> None:
     port = int(a.base_url.rsplit(":", 1)[1])
-    body = json.dumps({"model": a.model, "stream": True, "max_tokens": 1500, "temperature": 1.5, "seed": 7,
-                       "messages": [{"role": "user", "content": "Tell me a long story."}]}).encode()
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.tokens['hostile']}\r\n"
-            f"Content-Type: application/json\r\nx-request-id: {rid}\r\n{headers}"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    body = json.dumps(
+        {
+            "model": a.model,
+            "stream": True,
+            "max_tokens": 1500,
+            "temperature": 1.5,
+            "seed": 7,
+            "messages": [{"role": "user", "content": "Tell me a long story."}],
+        }
+    ).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a.tokens['hostile']}\r\n"
+        f"Content-Type: application/json\r\nx-request-id: {rid}\r\n{headers}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(head + body)
         got = b""

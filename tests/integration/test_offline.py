@@ -49,8 +49,7 @@ def test_serve_inside_unshare(tmp_path, signed_tiny_bundle, publisher, monkeypat
         proc, log = serve_offline(tmp_path, data, port, CLIENT, f"http://127.0.0.1:{port}", token)
         assert proc.returncode == 0 and "CLIENT OK" in proc.stdout, (proc.stdout, proc.stderr, log[-3000:])
         # No Ray process tried to learn its address from the outside (ray_env): the log of every one is clean.
-        probes = [p for p in ray_tmp.rglob("*") if p.is_file() and not p.is_symlink()
-                  and b"8.8.8.8" in p.read_bytes()]
+        probes = [p for p in ray_tmp.rglob("*") if p.is_file() and not p.is_symlink() and b"8.8.8.8" in p.read_bytes()]
         assert not probes and "8.8.8.8" not in log, probes
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -91,8 +90,9 @@ def test_readme_run_command_inside_unshare(tmp_path, demo_bundle):
         exit $rc
     """
     env = clean_env(tmp_path / "var", HOME=str(tmp_path))
-    proc = subprocess.run(offline_argv(["bash", "-c", script]), env=env, capture_output=True, text=True, timeout=600,
-                          cwd=REPO)
+    proc = subprocess.run(
+        offline_argv(["bash", "-c", script]), env=env, capture_output=True, text=True, timeout=600, cwd=REPO
+    )
     log = (tmp_path / "demo.log").read_text()
     assert proc.returncode == 0, (proc.stdout, proc.stderr, log[-3000:])
     assert "8.8.8.8" not in log

@@ -53,8 +53,13 @@ def unprivileged(argv: list[str]) -> list[str]:
 def test_a_server_in_the_private_network_answers_through_the_front():
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen(unprivileged([sys.executable, "-c", INSIDE, str(port)]), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        unprivileged([sys.executable, "-c", INSIDE, str(port)]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         interfaces = proc.stdout.readline()
         if not interfaces.startswith("INTERFACES"):
@@ -64,8 +69,10 @@ def test_a_server_in_the_private_network_answers_through_the_front():
         assert interfaces.strip() == "INTERFACES ['lo']"
         assert proc.stdout.readline().strip() == "READY"
         with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
-            client.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-request-disconnect-disabled: ?1\r\n"
-                           b"x-appliance-peer: forged\r\n\r\n")
+            client.sendall(
+                b"GET /v1/models HTTP/1.1\r\nHost: x\r\nx-request-disconnect-disabled: ?1\r\n"
+                b"x-appliance-peer: forged\r\n\r\n"
+            )
             answer = b""
             while b"\r\n\r\n" not in answer.partition(b"\r\n\r\n")[2] and len(answer) < 8192:
                 answer += client.recv(8192)

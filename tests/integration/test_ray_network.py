@@ -20,8 +20,9 @@ from tests.conftest import clean_env, run_cli
 from tests.integration.conftest import free_port
 from tests.integration.test_offline import WAIT_READY
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
-                                reason="network namespaces and veth pairs need root and iproute2")
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("ip"), reason="network namespaces and veth pairs need root and iproute2"
+)
 
 HOST_SIDE, SITE_SIDE = "10.213.77.1", "10.213.77.2"
 
@@ -93,8 +94,11 @@ def listening_ports(pid: int) -> set[int]:
 def test_no_ray_port_is_reachable_from_the_site_network(tmp_path, signed_tiny_bundle, publisher, namespaces):
     appliance_ns, site_ns = namespaces
     data = tmp_path / "var"
-    for args in (["bundle", "trust", str(publisher[1])], ["bundle", "import", str(signed_tiny_bundle), "--activate"],
-                 ["db", "upgrade"]):
+    for args in (
+        ["bundle", "trust", str(publisher[1])],
+        ["bundle", "import", str(signed_tiny_bundle), "--activate"],
+        ["db", "upgrade"],
+    ):
         run_cli(*args, data_dir=data, check=True)
     port = free_port()
     env = clean_env(data, APPLIANCE_PORT=str(port), HOME=str(tmp_path))
@@ -102,26 +106,52 @@ def test_no_ray_port_is_reachable_from_the_site_network(tmp_path, signed_tiny_bu
     (tmp_path / "probe.py").write_text(PROBE)
     (tmp_path / "no_token.py").write_text(NO_TOKEN)
     appliance = sys.executable.replace("python", "appliance")
-    server = subprocess.Popen(["ip", "netns", "exec", appliance_ns, appliance, "serve"], env=env,
-                              stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT)
-    control = subprocess.Popen(["ip", "netns", "exec", appliance_ns, sys.executable, "-c",
-                                "import socket, time; s = socket.create_server(('0.0.0.0', 7999)); time.sleep(600)"])
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", appliance_ns, appliance, "serve"],
+        env=env,
+        stdout=(tmp_path / "serve.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    control = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            appliance_ns,
+            sys.executable,
+            "-c",
+            "import socket, time; s = socket.create_server(('0.0.0.0', 7999)); time.sleep(600)",
+        ]
+    )
     try:
-        ready = in_ns(appliance_ns, sys.executable, str(tmp_path / "ready.py"), f"http://127.0.0.1:{port}", env=env,
-                      timeout=300)
+        ready = in_ns(
+            appliance_ns, sys.executable, str(tmp_path / "ready.py"), f"http://127.0.0.1:{port}", env=env, timeout=300
+        )
         assert "READY" in ready.stdout, (ready.stdout, ready.stderr, (tmp_path / "serve.log").read_text()[-3000:])
         raylet = next(p for p in psutil.Process(server.pid).children(recursive=True) if p.name() == "raylet")
         ports = listening_ports(raylet.pid)  # Ray's namespace: everything in it is Ray's
         assert len(ports) >= 5, ports  # the GCS, raylets, workers, Serve's proxy and controller: all still there
-        probed = in_ns(site_ns, sys.executable, str(tmp_path / "probe.py"), HOST_SIDE, "7999", str(port),
-                       *map(str, sorted(ports)), timeout=600).stdout.splitlines()
+        probed = in_ns(
+            site_ns,
+            sys.executable,
+            str(tmp_path / "probe.py"),
+            HOST_SIDE,
+            "7999",
+            str(port),
+            *map(str, sorted(ports)),
+            timeout=600,
+        ).stdout.splitlines()
         assert probed[0] == "OPEN 7999", probed  # the control: an open port is seen as open
         assert [line for line in probed[1:] if line.startswith("OPEN")] == []
         # Inside Ray's own namespace, a client without the token is refused.
         gcs = next(a for a in raylet.cmdline() if a.startswith("--gcs-address=")).split("=", 1)[1]
-        refused = subprocess.run(["nsenter", "-t", str(raylet.pid), "-n", sys.executable, str(tmp_path / "no_token.py"),
-                                  gcs], env={**env, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
-                                 timeout=180)
+        refused = subprocess.run(
+            ["nsenter", "-t", str(raylet.pid), "-n", sys.executable, str(tmp_path / "no_token.py"), gcs],
+            env={**env, "RAY_AUTH_MODE": "disabled"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert "REFUSED" in refused.stdout, (refused.stdout, refused.stderr[-2000:])
     finally:
         control.kill()

@@ -22,8 +22,11 @@ def test_openai_sdk_over_http(served):
     client = openai.OpenAI(api_key=served.tokens["user"], base_url=f"{served.base_url}/v1", max_retries=0)
     done = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=5)
     assert done.usage.completion_tokens == 5
-    chunks = list(client.chat.completions.create(model="tiny", messages=MSG, max_tokens=5, stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny", messages=MSG, max_tokens=5, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].usage.completion_tokens == 5
     assert [m.id for m in client.models.list()] == ["tiny"]
     assert httpx.get(f"{served.base_url}/readyz").status_code == 200
@@ -33,9 +36,13 @@ def test_openai_sdk_over_http(served):
 def _stream_one(base_url: str, token: str, i: int) -> str:
     """'ok' for a full answer, 'error' for a clean error event or status; anything else is a failure."""
     try:
-        with httpx.stream("POST", f"{base_url}/v1/chat/completions", timeout=120,
-                          headers={"Authorization": f"Bearer {token}", "x-request-id": f"load-{i}" if i >= 0 else "after"},
-                          json={"model": "tiny", "messages": MSG, "max_tokens": 32, "stream": True}) as r:
+        with httpx.stream(
+            "POST",
+            f"{base_url}/v1/chat/completions",
+            timeout=120,
+            headers={"Authorization": f"Bearer {token}", "x-request-id": f"load-{i}" if i >= 0 else "after"},
+            json={"model": "tiny", "messages": MSG, "max_tokens": 32, "stream": True},
+        ) as r:
             if r.status_code != 200:
                 return "error" if "error" in json.loads(r.read()) else f"bad status {r.status_code}"
             body = "".join(r.iter_text())
@@ -87,6 +94,8 @@ def test_load_with_replica_killed(served):
             per_request.setdefault(r.request_id, []).append(r.event)
     assert len(per_request) == total
     for rid, events in per_request.items():
-        assert sorted(events) in (["completion", "request"], ["error", "request"], ["cancelled", "request"]), (rid,
-                                                                                                             events)
+        assert sorted(events) in (["completion", "request"], ["error", "request"], ["cancelled", "request"]), (
+            rid,
+            events,
+        )
     assert served.services.audit.verify().ok

@@ -107,36 +107,17 @@ def media_v2(tmp_path_factory, release, bundle, demo_pub, media_v1) -> Path:
     )
 
 
-AIRGAP = (
-    'ip link set lo up && mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && shift 2 && exec "$@"'
-)
+AIRGAP = 'ip link set lo up && mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && shift 2 && exec "$@"'
 
 
 def airgapped(
-    media: Path,
-    mnt: Path,
-    *args: str,
-    tmpfs: Path | None = None,
-    timeout: float = 600,
-    background: bool = False,
+    media: Path, mnt: Path, *args: str, tmpfs: Path | None = None, timeout: float = 600, background: bool = False
 ):
     """`install.sh ARGS` from `media` bind-mounted read-only at `mnt`, with no network and no pip config;
     with `tmpfs`, a 100 MiB tmpfs is mounted there first (the too-little-space case)."""
     mnt.mkdir(parents=True, exist_ok=True)
     script = AIRGAP if tmpfs is None else f'mount -t tmpfs -o size=100m tmpfs "{tmpfs}" && {AIRGAP}'
-    argv = [
-        "unshare",
-        "-n",
-        "-m",
-        "bash",
-        "-c",
-        script,
-        "airgap",
-        str(media),
-        str(mnt),
-        str(mnt / "install.sh"),
-        *args,
-    ]
+    argv = ["unshare", "-n", "-m", "bash", "-c", script, "airgap", str(media), str(mnt), str(mnt / "install.sh"), *args]
     env = clean_env()
     if background:
         return subprocess.Popen(

@@ -58,8 +58,9 @@ def test_only_root_drops_and_only_to_the_account():
 def test_a_pid_file_naming_another_process_is_not_signalled(tmp_path, shared):
     pid_file = tmp_path / "serve.pid"
     foreign = subprocess.Popen(["sleep", "120"], start_new_session=True)
-    ours = host.start_detached(shared / "appliance", {"HOME": str(shared), "PATH": "/usr/bin:/bin"}, pid_file,
-                               tmp_path / "serve.log")
+    ours = host.start_detached(
+        shared / "appliance", {"HOME": str(shared), "PATH": "/usr/bin:/bin"}, pid_file, tmp_path / "serve.log"
+    )
     started = pid_file.read_text().split()[1]
     try:
         for forged in (f"{foreign.pid}\n", f"{foreign.pid} {started}\n", f"{ours} 1\n"):
@@ -84,8 +85,9 @@ def test_root_starts_the_server_as_the_account(tmp_path, shared):
     nobody = pwd.getpwnam("nobody")
     account = Account("nobody", nobody.pw_uid, nobody.pw_gid)
     pid_file = tmp_path / "serve.pid"
-    pid = host.start_detached(shared / "appliance", {"HOME": str(shared), "PATH": "/usr/bin:/bin"}, pid_file,
-                              tmp_path / "serve.log", account)
+    pid = host.start_detached(
+        shared / "appliance", {"HOME": str(shared), "PATH": "/usr/bin:/bin"}, pid_file, tmp_path / "serve.log", account
+    )
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]

@@ -34,14 +34,20 @@ def refused(proc: subprocess.CompletedProcess[str]) -> str:
 def install_args(prefix: Path, release: tuple[Path, Path]) -> list[str]:
     """As the user running the tests (root on purpose when that is root: the media and prefix live under
     pytest's private 0700 folders, which the appliance's own account could not enter)."""
-    return ["--prefix", str(prefix), "--no-systemd", "--trust-release-key", str(release[1]), "--yes",
-            "--user", pwd.getpwuid(os.geteuid()).pw_name]
+    return [
+        "--prefix",
+        str(prefix),
+        "--no-systemd",
+        "--trust-release-key",
+        str(release[1]),
+        "--yes",
+        "--user",
+        pwd.getpwuid(os.geteuid()).pw_name,
+    ]
 
 
 def installed_cli(prefix: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = clean_env(
-        APPLIANCE_CONFIG=str(prefix / "etc" / "appliance.yaml"), HOME=str(prefix / "data" / "home")
-    )
+    env = clean_env(APPLIANCE_CONFIG=str(prefix / "etc" / "appliance.yaml"), HOME=str(prefix / "data" / "home"))
     return subprocess.run(
         [str(prefix / "current" / "venv" / "bin" / "appliance"), *args],
         env=env,
@@ -57,9 +63,7 @@ def test_verify_install_and_audited_answer(tmp_path, media_v1, release):
     verify = airgapped(media_v1, mnt, "--verify-only")
     assert verify.returncode == 0, verify.stderr
     assert "release key fingerprint" in verify.stderr
-    proc = airgapped(
-        media_v1, mnt, *install_args(prefix, release), "--port", str(port),
-    )
+    proc = airgapped(media_v1, mnt, *install_args(prefix, release), "--port", str(port))
     try:
         assert proc.returncode == 0, proc.stderr + proc.stdout
         token = re.search(r"First admin API key \(shown once, store it now\): (\S+)", proc.stdout).group(1)
@@ -148,9 +152,7 @@ def test_refusals_change_nothing(case, tmp_path, media_v1, media_v2, release):
     if case == "too little free space":
         prefix.mkdir()
         tmpfs = prefix
-    proc = airgapped(
-        media, tmp_path / "usb", "--prefix", str(prefix), "--no-systemd", *trust, "--yes", tmpfs=tmpfs
-    )
+    proc = airgapped(media, tmp_path / "usb", "--prefix", str(prefix), "--no-systemd", *trust, "--yes", tmpfs=tmpfs)
     line = refused(proc)
     assert expected in line, line
     if case == "too little free space":
@@ -179,23 +181,28 @@ def test_resume_upgrade_downgrade_rollback(tmp_path, media_v1, media_v2, release
     assert up.returncode == 0, up.stderr
     assert "upgrading 0.1.0 -> 0.2.0" in up.stderr and os.readlink(prefix / "current") == "releases/0.2.0"
     assert "First admin API key" not in up.stdout
-    assert (
-        installed_cli(prefix, "keys", "create", "--name", "after-upgrade", "--role", "user").returncode == 0
-    )
+    assert installed_cli(prefix, "keys", "create", "--name", "after-upgrade", "--role", "user").returncode == 0
     head = _head(installed_cli(prefix, "audit", "verify"))
 
     older = airgapped(media_v1, mnt, *args)
     assert "older than the installed 0.2.0" in refused(older)
 
-    back = airgapped(media_v1, mnt, "--prefix", str(prefix), "--rollback", "--no-systemd", "--no-start",
-                     "--user", pwd.getpwuid(os.geteuid()).pw_name)
+    back = airgapped(
+        media_v1,
+        mnt,
+        "--prefix",
+        str(prefix),
+        "--rollback",
+        "--no-systemd",
+        "--no-start",
+        "--user",
+        pwd.getpwuid(os.geteuid()).pw_name,
+    )
     assert back.returncode == 0, back.stderr
     assert os.readlink(prefix / "current") == "releases/0.1.0"
     # records written since carried over, and the first verification's own record (`audit.verified`)
     assert _head(installed_cli(prefix, "audit", "verify")) == head + 1
-    assert (
-        "after-upgrade" not in installed_cli(prefix, "keys", "list").stdout
-    )  # the data as before the upgrade
+    assert "after-upgrade" not in installed_cli(prefix, "keys", "list").stdout  # the data as before the upgrade
 
 
 def _head(verify: subprocess.CompletedProcess[str]) -> int:
@@ -208,7 +215,6 @@ def test_build_is_reproducible(tmp_path, media_v1, release, bundle, demo_pub):
     from tests.conftest import REPO
     from tests.media.conftest import build
 
-    again = build(tmp_path / "again", REPO, release[0], bundle, demo_pub,
-                  "--wheelhouse", str(media_v1 / "wheels"))
+    again = build(tmp_path / "again", REPO, release[0], bundle, demo_pub, "--wheelhouse", str(media_v1 / "wheels"))
     assert (again / "MANIFEST.json").read_bytes() == (media_v1 / "MANIFEST.json").read_bytes()
     assert (again / "sbom.cdx.json").read_bytes() == (media_v1 / "sbom.cdx.json").read_bytes()

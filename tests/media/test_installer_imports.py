@@ -23,6 +23,12 @@ import appliance.media.installer
 
 
 def test_the_installer_imports_only_what_the_bootstrap_provides():
-    proc = subprocess.run([sys.executable, "-c", REFUSE_OTHERS], cwd=REPO, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(REPO)}, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", REFUSE_OTHERS],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr

@@ -62,10 +62,15 @@ def feed_all(stream: OutputFilter, pieces: list[tuple[str, str]]) -> str:
     return "".join(stream.feed(c, t).text for c, t in pieces) + stream.finish().text
 
 
-@pytest.mark.parametrize("entity,category", [
-    ("jane.doe@example.org", "pii.email"), ("(415) 555-2671", "pii.phone"),
-    ("4111 1111 1111 1111", "pii.payment_card"), ("GB82 WEST 1234 5698 7654 32", "pii.iban"),
-])
+@pytest.mark.parametrize(
+    "entity,category",
+    [
+        ("jane.doe@example.org", "pii.email"),
+        ("(415) 555-2671", "pii.phone"),
+        ("4111 1111 1111 1111", "pii.payment_card"),
+        ("GB82 WEST 1234 5698 7654 32", "pii.iban"),
+    ],
+)
 def test_stream_redacts_entities_split_anywhere(policy: PolicySet, entity: str, category: str) -> None:
     text = f"Reach {entity} today."
     for cut in range(1, len(text)):

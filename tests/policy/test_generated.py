@@ -47,5 +47,6 @@ def test_obfuscated_values_with_invisible_characters_are_hidden_text() -> None:
             span = line.spans[0]
             found = SCANNER.scan(line.text)
             if any(_overlap(f, span) for f in found):
-                assert any(f.category == "injection.hidden_text" and f.start < span.end and span.start < f.end
-                           for f in found), (form, line.text)
+                assert any(
+                    f.category == "injection.hidden_text" and f.start < span.end and span.start < f.end for f in found
+                ), (form, line.text)

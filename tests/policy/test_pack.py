@@ -33,14 +33,25 @@ def test_revision_ignores_comments_and_tracks_meaning(pack: Path) -> None:
     assert PolicySet.load(pack).revision != base
 
 
-@pytest.mark.parametrize("old,new,line,words", [
-    ("max_tokens: 2048", "max_tokens: lots", 13, "max_tokens"),
-    ("    tools: true\n      rate: {requests_per_minute: 60", "    tool: true\n      rate: {requests_per_minute: 60",
-     16, "tool"),
-    ("match: [\"pii.*\"]\n      action: redact", "match: [\"pi.*\"]\n      action: redact", 31, "matches no category"),
-    ("reasoning_visible: false            # the", "reasoning_visible: false\n      reasoning_visible: true #", 16,
-     "duplicate key"),
-])
+@pytest.mark.parametrize(
+    "old,new,line,words",
+    [
+        ("max_tokens: 2048", "max_tokens: lots", 13, "max_tokens"),
+        (
+            "    tools: true\n      rate: {requests_per_minute: 60",
+            "    tool: true\n      rate: {requests_per_minute: 60",
+            16,
+            "tool",
+        ),
+        ('match: ["pii.*"]\n      action: redact', 'match: ["pi.*"]\n      action: redact', 31, "matches no category"),
+        (
+            "reasoning_visible: false            # the",
+            "reasoning_visible: false\n      reasoning_visible: true #",
+            16,
+            "duplicate key",
+        ),
+    ],
+)
 def test_errors_name_file_and_line(pack: Path, old: str, new: str, line: int, words: str) -> None:
     target = pack / ("guardrails.yaml" if "pii" in old else "access.yaml")
     edit(target, old, new)
@@ -97,7 +108,8 @@ def test_cli_check_test_and_errors(pack: Path, tmp_path: Path) -> None:
     assert proc.stdout.strip().endswith(")") and "FAIL" not in proc.stdout
     edit(pack / "access.yaml", "max_tokens: 2048", "max_tokens: -1")
     assert one_line_error(run_cli("policy", "check", str(pack), data_dir=tmp_path / "var")).startswith(
-        f"error: {pack / 'access.yaml'}:13: ")
+        f"error: {pack / 'access.yaml'}:13: "
+    )
     edit(pack / "access.yaml", "max_tokens: -1", "max_tokens: 2048")
     edit(pack / "tests" / "access.yaml", "max_tokens: 2048, reasoning_visible", "max_tokens: 99, reasoning_visible")
     proc = run_cli("policy", "test", str(pack), data_dir=tmp_path / "var")
@@ -110,8 +122,10 @@ def test_cli_sign_then_required(pack: Path, tmp_path: Path) -> None:
     keys.write_public_key(key.public_key(), tmp_path / "var" / "trust" / "policy" / "site.pub")
     run_cli("policy", "sign", str(pack), "--key", str(tmp_path / "policy.key"), check=True)
     env = {"APPLIANCE_REQUIRE_SIGNED_POLICY": "true"}
-    assert "signed by key" in run_cli("policy", "check", str(pack), data_dir=tmp_path / "var", env=env,
-                                      check=True).stdout
+    assert (
+        "signed by key" in run_cli("policy", "check", str(pack), data_dir=tmp_path / "var", env=env, check=True).stdout
+    )
     (pack / "access.yaml").write_text((pack / "access.yaml").read_text() + "\n# tampered\n")
     assert "policy signature refused" in one_line_error(
-        run_cli("policy", "check", str(pack), data_dir=tmp_path / "var", env=env))
+        run_cli("policy", "check", str(pack), data_dir=tmp_path / "var", env=env)
+    )

@@ -29,9 +29,12 @@ def pack(tmp_path: Path) -> Path:
     pack = Path(shutil.copytree(PACK, tmp_path / "pack"))
     edit(pack / "access.yaml", "  keys: {}", KEYS)
     edit(pack / "access.yaml", "  groups: {}", GROUPS)
-    edit(pack / "access.yaml", "      rate: {requests_per_minute: 60, tokens_per_minute: 60000}",
-         "      rate: {requests_per_minute: 60, tokens_per_minute: 60000}\n"
-         "      quotas: [{id: user.daily, period: day, requests: 100}]")
+    edit(
+        pack / "access.yaml",
+        "      rate: {requests_per_minute: 60, tokens_per_minute: 60000}",
+        "      rate: {requests_per_minute: 60, tokens_per_minute: 60000}\n"
+        "      quotas: [{id: user.daily, period: day, requests: 100}]",
+    )
     return pack
 
 
@@ -44,8 +47,11 @@ def test_keys_count_against_their_own_and_their_groups_quotas(pack: Path) -> Non
     assert scoped(policy, "k-other") == ["key:k-other/user.daily"]
     assert scoped(policy, "k-lab") == ["group:lab/lab.daily", "key:k-lab/user.daily"]
     assert scoped(policy, "k-own") == ["group:lab/lab.daily", "key:k-own/own.monthly"]  # replaces the role's
-    assert scoped(policy, "k-lab", model="gpt-oss-120b") == ["group:lab/lab.big", "group:lab/lab.daily",
-                                                             "key:k-lab/user.daily"]
+    assert scoped(policy, "k-lab", model="gpt-oss-120b") == [
+        "group:lab/lab.big",
+        "group:lab/lab.daily",
+        "key:k-lab/user.daily",
+    ]
     assert scoped(policy, "k-lab", role="admin") == ["group:lab/lab.daily"]  # admins count by default
 
 
@@ -56,16 +62,22 @@ def test_a_role_is_exempt_only_when_the_pack_says_so(pack: Path) -> None:
     assert scoped(policy, "k-lab") == ["group:lab/lab.daily", "key:k-lab/user.daily"]
 
 
-@pytest.mark.parametrize("old,new,words", [
-    ("{group: lab}", "{group: labs}", "group 'labs', which access.groups lacks"),
-    ("output_tokens: 500}", "output_tokens: 500, tokens: 5}", "tokens"),
-    ("period: day, output_tokens: 500}", "period: week, output_tokens: 500}", "period"),
-    ("output_tokens: 500}", "output_token: 500}", "output_token"),
-    ("{id: lab.daily, period: day, output_tokens: 500}", "{id: lab.daily, period: day}", "caps nothing"),
-    ("{id: lab.daily, period: day, output_tokens: 500}", "{id: lab.big, period: day, output_tokens: 500}",
-     "quota ids repeat"),
-    ("output_tokens: 500}", "output_tokens: -1}", "greater than or equal to 0"),
-])
+@pytest.mark.parametrize(
+    "old,new,words",
+    [
+        ("{group: lab}", "{group: labs}", "group 'labs', which access.groups lacks"),
+        ("output_tokens: 500}", "output_tokens: 500, tokens: 5}", "tokens"),
+        ("period: day, output_tokens: 500}", "period: week, output_tokens: 500}", "period"),
+        ("output_tokens: 500}", "output_token: 500}", "output_token"),
+        ("{id: lab.daily, period: day, output_tokens: 500}", "{id: lab.daily, period: day}", "caps nothing"),
+        (
+            "{id: lab.daily, period: day, output_tokens: 500}",
+            "{id: lab.big, period: day, output_tokens: 500}",
+            "quota ids repeat",
+        ),
+        ("output_tokens: 500}", "output_tokens: -1}", "greater than or equal to 0"),
+    ],
+)
 def test_mistakes_are_refused_by_name(pack: Path, old: str, new: str, words: str) -> None:
     edit(pack / "access.yaml", old, new)
     with pytest.raises(PolicyError, match=words):

@@ -22,21 +22,39 @@ def test_install_checks_the_pair_and_the_key_mode_and_show_reports_it(tmp_path, 
     line = one_line_error(run_cli("tls", "install", "--cert", str(cert), "--key", str(other_key), data_dir=data))
     assert "does not belong to the certificate" in line
     key.chmod(0o644)
-    assert "must be 0600" in one_line_error(run_cli("tls", "install", "--cert", str(cert), "--key", str(key),
-                                                    data_dir=data))
+    assert "must be 0600" in one_line_error(
+        run_cli("tls", "install", "--cert", str(cert), "--key", str(key), data_dir=data)
+    )
     key.chmod(0o600)
-    for endless in (["--cert", "/dev/zero", "--key", str(key)], ["--cert", str(cert), "--key", str(key), "--ca",
-                                                                 "/dev/zero"]):  # bounded reads, nothing installed
+    for endless in (
+        ["--cert", "/dev/zero", "--key", str(key)],
+        ["--cert", str(cert), "--key", str(key), "--ca", "/dev/zero"],
+    ):  # bounded reads, nothing installed
         assert "/dev/zero: larger than" in one_line_error(run_cli("tls", "install", *endless, data_dir=data))
     assert not (data / "keys" / "tls").exists()
-    done = run_cli("tls", "install", "--cert", str(cert), "--key", str(key), "--ca", str(site_ca.pem_path),
-                   data_dir=data, check=True)
+    done = run_cli(
+        "tls",
+        "install",
+        "--cert",
+        str(cert),
+        "--key",
+        str(key),
+        "--ca",
+        str(site_ca.pem_path),
+        data_dir=data,
+        check=True,
+    )
     fingerprint = done.stdout.strip().rsplit(" ", 1)[-1]
     show = run_cli("tls", "show", data_dir=data, check=True)
     assert "CN=api.site.test" in show.stdout and fingerprint in show.stdout and "days left: 19" in show.stdout
     assert "expires in 19 days" in show.stderr  # within the 30-day warning
-    line = one_line_error(run_cli("serve", data_dir=data, env={"APPLIANCE_TLS_CLIENT_AUTH": "required",
-                                                               "APPLIANCE_TLS_CLIENT_CA": str(tmp_path / "no.pem")}))
+    line = one_line_error(
+        run_cli(
+            "serve",
+            data_dir=data,
+            env={"APPLIANCE_TLS_CLIENT_AUTH": "required", "APPLIANCE_TLS_CLIENT_CA": str(tmp_path / "no.pem")},
+        )
+    )
     assert "client CA bundle" in line
 
 
@@ -60,8 +78,10 @@ def test_the_installer_pins_the_certificate_it_installed(tmp_path, site_ca):
     cert, key = site_ca.issue(tmp_path, "api.site.test", server=True)
     with running_front(tmp_path / "keys", free_port(), cert, key) as url:
         port = int(url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock, \
-                pinned_context(cert).wrap_socket(sock) as tls:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+            pinned_context(cert).wrap_socket(sock) as tls,
+        ):
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
         other, _ = site_ca.issue(tmp_path / "other", "other", server=True)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock, pytest.raises(ssl.SSLError):

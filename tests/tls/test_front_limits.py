@@ -18,8 +18,10 @@ from appliance.tls.front import Front, FrontLimits
 from appliance.tls.listen import Listen
 from tests.integration.conftest import free_port
 
-REQUEST = b"GET /x HTTP/1.1\r\nhost: a\r\nx-forwarded-proto: https\r\nforwarded: proto=https\r\n" \
-          b"x-forwarded-for: 10.9.9.9\r\n\r\n"
+REQUEST = (
+    b"GET /x HTTP/1.1\r\nhost: a\r\nx-forwarded-proto: https\r\nforwarded: proto=https\r\n"
+    b"x-forwarded-for: 10.9.9.9\r\n\r\n"
+)
 
 
 class _Echo(socketserver.ThreadingTCPServer):
@@ -54,8 +56,12 @@ def front(tmp_path: Path, **limits: float) -> Iterator[tuple[int, _Echo]]:
     threading.Thread(target=echo.serve_forever, daemon=True).start()
     port = free_port()
     settings = {"idle_s": 0.3, "header_s": 0.3, "max_connections": 100, "max_per_client": 100, **limits}
-    f = Front(Listen("127.0.0.1", port, "127.0.0.1", echo.server_address[1], None), "off", tmp_path,
-              limits=FrontLimits(**settings))  # type: ignore[arg-type]
+    f = Front(
+        Listen("127.0.0.1", port, "127.0.0.1", echo.server_address[1], None),
+        "off",
+        tmp_path,
+        limits=FrontLimits(**settings),
+    )  # type: ignore[arg-type]
     f.start_in_thread()
     try:
         yield port, echo

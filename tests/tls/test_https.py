@@ -32,8 +32,14 @@ def front(served, cert: Path, key: Path, *, client_auth: str = "off", ca: Path |
 @pytest.fixture(scope="module")
 def served(ray_session, tmp_path_factory, signed_tiny_bundle, publisher, site_ca):
     data = tmp_path_factory.mktemp("tls") / "var"
-    with deployed(data, signed_tiny_bundle, publisher[1], ray_session, tls_client_auth="required",
-                  tls_roles_require_client_cert=["admin"]) as a:
+    with deployed(
+        data,
+        signed_tiny_bundle,
+        publisher[1],
+        ray_session,
+        tls_client_auth="required",
+        tls_roles_require_client_cert=["admin"],
+    ) as a:
         a.serve_port = ray_session
         # the site CA's server certificate, installed where the gateway looks (the expiry gauge reads it)
         cert, key = site_ca.issue(data.parent / "server", "localhost", server=True, days=10)
@@ -56,8 +62,7 @@ def _records(served, headers):
 
 def test_openai_sdk_over_https_with_the_site_ca_records_the_client_subject(served, site_ca, mtls_url):
     http = httpx.Client(verify=site_ca.client_context(served.client_cert), timeout=60)
-    client = openai.OpenAI(base_url=mtls_url + "/v1", api_key=served.tokens["user"], http_client=http,
-                           max_retries=0)
+    client = openai.OpenAI(base_url=mtls_url + "/v1", api_key=served.tokens["user"], http_client=http, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(**CHAT)
     assert raw.parse().usage.completion_tokens == 3
     events = {r.event: r for r in _records(served, raw.headers)}
@@ -72,8 +77,12 @@ def test_openai_sdk_over_https_with_the_site_ca_records_the_client_subject(serve
 
 def test_mtls_required_refuses_clients_without_a_site_certificate(served, site_ca, tmp_path, mtls_url):
     with pytest.raises((httpx.TransportError, ssl.SSLError)):
-        httpx.get(mtls_url + "/v1/models", verify=site_ca.client_context(), timeout=10,
-                  headers={"Authorization": f"Bearer {served.tokens['user']}"})
+        httpx.get(
+            mtls_url + "/v1/models",
+            verify=site_ca.client_context(),
+            timeout=10,
+            headers={"Authorization": f"Bearer {served.tokens['user']}"},
+        )
     other = make_ca(tmp_path / "other", "Another CA")  # a certificate the site CA did not issue
     stranger = other.issue(tmp_path / "stranger", "stranger", server=False)
     ctx = site_ca.client_context()
@@ -90,8 +99,10 @@ def test_plain_http_is_refused_on_the_tls_port(mtls_url):
 def test_the_peer_header_cannot_be_forged_on_the_loopback_port(served, site_ca, mtls_url):
     """A local process talking to Serve directly is refused (mTLS required), whatever header it sends; a
     client of the front cannot smuggle its own copy through either."""
-    forged = {"x-appliance-peer": "v1;10.9.9.9;CN%3Dadmin;" + "0" * 64,
-              "Authorization": f"Bearer {served.tokens['admin']}"}
+    forged = {
+        "x-appliance-peer": "v1;10.9.9.9;CN%3Dadmin;" + "0" * 64,
+        "Authorization": f"Bearer {served.tokens['admin']}",
+    }
     r = httpx.get(f"http://127.0.0.1:{served.serve_port}/admin/keys", headers=forged, timeout=10)
     assert r.status_code == 403 and r.json()["error"]["code"] == "client_certificate_required"
     with httpx.Client(verify=site_ca.client_context(served.client_cert), timeout=30) as c:
@@ -109,8 +120,15 @@ def test_a_role_may_require_a_client_certificate(served, tmp_path, mtls_url, sit
         r = httpx.get(plain_tls + "/admin/keys", headers=admin, verify=site_ca.client_context(), timeout=30)
         assert r.status_code == 403 and r.json()["error"]["code"] == "client_certificate_required"
         assert [rec.event for rec in _records(served, r.headers)] == ["denial"]
-        assert httpx.get(plain_tls + "/v1/models", headers={"Authorization": f"Bearer {served.tokens['user']}"},
-                         verify=site_ca.client_context(), timeout=30).status_code == 200
+        assert (
+            httpx.get(
+                plain_tls + "/v1/models",
+                headers={"Authorization": f"Bearer {served.tokens['user']}"},
+                verify=site_ca.client_context(),
+                timeout=30,
+            ).status_code
+            == 200
+        )
     with httpx.Client(verify=site_ca.client_context(served.client_cert), timeout=30, headers=admin) as c:
         assert c.get(mtls_url + "/admin/keys").status_code == 200
         metrics = c.get(mtls_url + "/metrics").text
@@ -122,22 +140,30 @@ def test_a_pinned_self_signed_certificate_and_its_rotation(served, tmp_path):
     """`appliance tls self-signed` prints the fingerprint a client pins; the openai SDK trusts exactly that
     certificate. A new pair installed under a running front is served to new connections."""
     home = tmp_path / "var"
-    out = run_cli("tls", "self-signed", "--name", "localhost", "--address", "127.0.0.1", data_dir=home,
-                  check=True, offline=False).stdout
+    out = run_cli(
+        "tls", "self-signed", "--name", "localhost", "--address", "127.0.0.1", data_dir=home, check=True, offline=False
+    ).stdout
     printed = out.strip().rsplit(" ", 1)[-1]
     cert, key = home / "keys" / "tls" / certs.CERT_NAME, home / "keys" / "tls" / certs.KEY_NAME
     assert key.stat().st_mode & 0o777 == 0o600
     with front(served, cert, key) as url:
         pinned = ssl.create_default_context(cadata=cert.read_text())
         assert _served_fingerprint(url, pinned) == printed
-        client = openai.OpenAI(base_url=url + "/v1", api_key=served.tokens["user"], max_retries=0,
-                               http_client=httpx.Client(verify=pinned, timeout=60))
+        client = openai.OpenAI(
+            base_url=url + "/v1",
+            api_key=served.tokens["user"],
+            max_retries=0,
+            http_client=httpx.Client(verify=pinned, timeout=60),
+        )
         assert client.chat.completions.create(**CHAT).usage.completion_tokens == 3
         with pytest.raises(openai.APIConnectionError):  # the system trust store does not know it
             openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0).models.list()
 
-        new = run_cli("tls", "self-signed", "--name", "localhost", "--force", data_dir=home, check=True,
-                      offline=False).stdout.strip().rsplit(" ", 1)[-1]
+        new = (
+            run_cli("tls", "self-signed", "--name", "localhost", "--force", data_dir=home, check=True, offline=False)
+            .stdout.strip()
+            .rsplit(" ", 1)[-1]
+        )
         assert new != printed
         deadline = time.monotonic() + 30
         while _served_fingerprint(url, _trust_any()) != new and time.monotonic() < deadline:
@@ -155,7 +181,9 @@ def _served_fingerprint(url: str, ctx: ssl.SSLContext) -> str:
     import socket
 
     host, port = url.removeprefix("https://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock, \
-            ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as sock,
+        ctx.wrap_socket(sock, server_hostname="localhost") as tls,
+    ):
         der = tls.getpeercert(binary_form=True)
     return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())

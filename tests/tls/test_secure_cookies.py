@@ -27,8 +27,10 @@ def test_cookies_over_tls_are_secure(tmp_path, signed_tiny_bundle, publisher, ce
     certs.install(where, cert, key)
     pem: Path = where / certs.CERT_NAME
     try:
-        with LiveServer(a.app) as server, \
-                running_front(a.settings.keys_dir, server.port, pem, where / certs.KEY_NAME) as url:
+        with (
+            LiveServer(a.app) as server,
+            running_front(a.settings.keys_dir, server.port, pem, where / certs.KEY_NAME) as url,
+        ):
             with httpx.Client(verify=str(pem), timeout=60) as c:
                 r = c.get(url + "/admin/ui/signin", headers=SPOOFED)
         assert r.status_code == 200

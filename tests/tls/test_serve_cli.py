@@ -38,11 +38,13 @@ CLIENT = textwrap.dedent("""
 @requires_unshare
 def test_appliance_serve_over_tls_with_a_pinned_certificate(tmp_path, signed_tiny_bundle, publisher):
     data = tmp_path / "var"
-    token = prepare_data(data, signed_tiny_bundle, publisher[1],
-                         ["tls", "self-signed", "--name", "localhost", "--address", "127.0.0.1"])
+    token = prepare_data(
+        data, signed_tiny_bundle, publisher[1], ["tls", "self-signed", "--name", "localhost", "--address", "127.0.0.1"]
+    )
     port = free_port()
-    proc, log = serve_offline(tmp_path, data, port, CLIENT, f"https://127.0.0.1:{port}", token,
-                              f"{data}/keys/tls/server.crt")
+    proc, log = serve_offline(
+        tmp_path, data, port, CLIENT, f"https://127.0.0.1:{port}", token, f"{data}/keys/tls/server.crt"
+    )
     assert proc.returncode == 0 and "CLIENT OK" in proc.stdout, (proc.stdout, proc.stderr, log[-3000:])
     assert f"appliance serving on https://127.0.0.1:{port}" in log
     listing = run_cli("audit", "list", data_dir=data, check=True).stdout

@@ -54,8 +54,9 @@ def test_sign_in_filter_and_page_to_the_end(page, server, appliance):
     shot(page, "audit-filtered")
 
     page.goto(f"{UI}/audit?text=invoices&policy_revision=rev-a&event=request")
-    want = appliance.services.audit.query(AuditFilter(text="invoices", policy_revision="rev-a", event="request"),
-                                          limit=1000).records
+    want = appliance.services.audit.query(
+        AuditFilter(text="invoices", policy_revision="rev-a", event="request"), limit=1000
+    ).records
     assert seqs(page) == [r.seq for r in want] and want
     page.goto(f"{UI}/audit?status=500")
     assert page.locator("#records .badge.error").count() == len(seqs(page)) > 0
@@ -185,12 +186,16 @@ def test_session_cookie_and_sign_out(page, server, appliance):
 def test_posts_without_their_csrf_token_are_refused(page, server, appliance):
     sign_in(page, appliance.tokens["admin"])
     before = appliance.services.audit.head()
-    for path, form in ((f"{UI}/keys", {"name": "sneaky", "role": "admin"}), (f"{UI}/signout", {}),
-                       (f"{UI}/integrity/verify", {})):
+    for path, form in (
+        (f"{UI}/keys", {"name": "sneaky", "role": "admin"}),
+        (f"{UI}/signout", {}),
+        (f"{UI}/integrity/verify", {}),
+    ):
         response = page.request.post(path, form=form, max_redirects=0)
         assert response.status == 403 and "CSRF" in response.text()
-    wrong = page.request.post(f"{UI}/keys", form={"name": "sneaky", "role": "admin", "csrf_token": "forged"},
-                              max_redirects=0)
+    wrong = page.request.post(
+        f"{UI}/keys", form={"name": "sneaky", "role": "admin", "csrf_token": "forged"}, max_redirects=0
+    )
     assert wrong.status == 403
     assert appliance.services.audit.head() == before  # nothing happened, nothing recorded
     page.goto(f"{UI}/keys")

@@ -12,8 +12,10 @@ from tests.ui.test_integrity import verify
 from tests.ui.test_pages import UI
 
 # a collector nothing feeds here (no forwarder runs in the tests' gateway): every record is behind
-SETTINGS = {"audit_forward": [{"name": "siem", "host": "127.0.0.1", "port": 9, "transport": "tcp"}],
-            "audit_forward_lag_warning": 10}
+SETTINGS = {
+    "audit_forward": [{"name": "siem", "host": "127.0.0.1", "port": 9, "transport": "tcp"}],
+    "audit_forward_lag_warning": 10,
+}
 
 
 def recorded(appliance, event: str) -> list:
@@ -37,8 +39,10 @@ def test_reads_from_the_page_are_recorded(page, server, appliance, tmp_path):
 
     searched = [r for r in recorded(appliance, "audit.searched") if r.principal.name == "test-auditor"]
     assert [(r.detail["filter"], r.detail["count"], r.route) for r in searched] == [  # the landing page first
-        ("{}", "50", "GET /admin/ui/audit"), ('{"event":"completion"}', "50", "GET /admin/ui/audit"),
-        ('{"principal":"bob"}', "50", "GET /admin/ui/audit")]
+        ("{}", "50", "GET /admin/ui/audit"),
+        ('{"event":"completion"}', "50", "GET /admin/ui/audit"),
+        ('{"principal":"bob"}', "50", "GET /admin/ui/audit"),
+    ]
     assert [r.detail["seq"] for r in recorded(appliance, "audit.viewed")] == ["3"]  # 4: in the window
     own = [json.loads(line) for line in exported.read_text().splitlines() if '"audit.exported"' in line]
     assert len(own) == 1 and own[0]["detail"]["filter"] == '{"principal":"bob"}'

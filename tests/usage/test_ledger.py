@@ -114,9 +114,13 @@ def test_day_and_month_boundaries_in_the_site_time_zone(engines):
     assert refused.value.resets_at == datetime(2027, 1, 1, tzinfo=BERLIN)
     clock.set(datetime(2026, 12, 31, 23, 0, tzinfo=UTC))  # January 1st in Berlin
     ledger.reserve([("key:k", day), ("key:k", month)], Amounts(0, 0, 1))
-    assert set(ledger.counters("key:k")) == {("lab.daily", "2026-12-30"), ("lab.daily", "2026-12-31"),
-                                             ("lab.daily", "2027-01-01"), ("lab.monthly", "2026-12"),
-                                             ("lab.monthly", "2027-01")}
+    assert set(ledger.counters("key:k")) == {
+        ("lab.daily", "2026-12-30"),
+        ("lab.daily", "2026-12-31"),
+        ("lab.daily", "2027-01-01"),
+        ("lab.monthly", "2026-12"),
+        ("lab.monthly", "2027-01"),
+    }
 
 
 def test_a_crashed_replicas_reservation_expires(engines):
@@ -146,8 +150,11 @@ def test_a_settle_after_expiry_still_counts_the_usage_once(engines):
 def test_a_refused_admission_reserves_nothing(engines):
     ledger = QuotaLedger(engines(), UTC, 600)
     scoped = [("key:k", quota(output_tokens=100)), ("group:g", quota(input_tokens=10))]
-    with pytest.raises(QuotaExceeded, match=r"group:g: input tokens per day\) exceeded: 0 of 10 used or "
-                                            r"reserved and this request needs 11"):
+    with pytest.raises(
+        QuotaExceeded,
+        match=r"group:g: input tokens per day\) exceeded: 0 of 10 used or "
+        r"reserved and this request needs 11",
+    ):
         ledger.reserve(scoped, Amounts(11, 50, 1))
     assert all(c["reserved_output_tokens"] == 0 for c in ledger.counters("key:k").values())
 

@@ -23,11 +23,18 @@ router = APIRouter(prefix="/admin", responses=ERRORS)
 
 
 @router.get("/audit")
-async def audit_list(caller: AuditorCaller, svc: ServicesDep,
-                     since: Moment = None, until: Moment = None, principal: Term = None,
-                     event: Term = None, action: Term = None, model: Term = None,
-                     cursor: int | None = Query(None, ge=0, le=MAX_SEQ),
-                     limit: int = Query(50, ge=1, le=1000)) -> wire.AuditList:
+async def audit_list(
+    caller: AuditorCaller,
+    svc: ServicesDep,
+    since: Moment = None,
+    until: Moment = None,
+    principal: Term = None,
+    event: Term = None,
+    action: Term = None,
+    model: Term = None,
+    cursor: int | None = Query(None, ge=0, le=MAX_SEQ),
+    limit: int = Query(50, ge=1, le=1000),
+) -> wire.AuditList:
     filters = AuditFilter(since, until, principal, event, action, model)
     page = await asyncio.to_thread(svc.audit.query, filters, cursor, limit)
     count = len(page.records)
@@ -42,19 +49,25 @@ async def audit_verify(caller: AuditorCaller, svc: ServicesDep) -> wire.VerifyRe
     return wire.VerifyResult.of(report)
 
 
-@router.get("/audit/export", response_class=StreamingResponse, responses={200: {
-    "content": {"application/x-ndjson": {}, "text/csv": {}}, "description": "Every record, oldest first"}})
-async def audit_export(caller: AuditorCaller, svc: ServicesDep,
-                       format: Literal["jsonl", "csv"] = "jsonl") -> StreamingResponse:
+@router.get(
+    "/audit/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/x-ndjson": {}, "text/csv": {}}, "description": "Every record, oldest first"}
+    },
+)
+async def audit_export(
+    caller: AuditorCaller, svc: ServicesDep, format: Literal["jsonl", "csv"] = "jsonl"
+) -> StreamingResponse:
     return await recorded_export(svc, caller, format)
 
 
 @router.get("/audit/{seq}")
-async def audit_show(seq: Annotated[int, Path(ge=0, le=MAX_SEQ)], caller: AuditorCaller,
-                     svc: ServicesDep) -> AuditRecord:
+async def audit_show(
+    seq: Annotated[int, Path(ge=0, le=MAX_SEQ)], caller: AuditorCaller, svc: ServicesDep
+) -> AuditRecord:
     record = await asyncio.to_thread(svc.audit.get, seq)
-    await svc.record_read(audit_event(caller, "audit.viewed", filter="{}", seq=str(seq)), int(record is not None),
-                          seq)
+    await svc.record_read(audit_event(caller, "audit.viewed", filter="{}", seq=str(seq)), int(record is not None), seq)
     if record is None:
         raise ApiError(404, f"no audit record {seq}", code="not_found")
     return record

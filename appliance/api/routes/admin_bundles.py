@@ -25,8 +25,9 @@ async def bundles_list(caller: AdminCaller, svc: ServicesDep) -> wire.BundleList
 @router.post("/bundles/activate")
 async def bundles_activate(body: wire.Activation, caller: AdminCaller, svc: ServicesDep) -> wire.Activated:
     try:
-        await asyncio.to_thread(admin_actions.activate_bundle, actor(svc, caller), svc.store, body.name,
-                                body.version, svc.bundle_trust())
+        await asyncio.to_thread(
+            admin_actions.activate_bundle, actor(svc, caller), svc.store, body.name, body.version, svc.bundle_trust()
+        )
     except ApplianceError as exc:
         raise ApiError(400, str(exc), code="invalid_bundle") from exc
     return wire.Activated(name=body.name, version=body.version)

@@ -24,10 +24,15 @@ async def policy_show(caller: AdminCaller, svc: ServicesDep) -> wire.PolicyState
     current = svc.policy.current
     recorded = await asyncio.to_thread(recorded_revision, svc)
     replicas = await asyncio.to_thread(replicas_in_force, svc)
-    return wire.PolicyState(revision=current.revision, version=current.version,
-                            directory=str(svc.settings.policy_dir), recorded_revision=recorded,
-                            in_force_here=recorded in (None, current.revision), replica=svc.replica,
-                            replicas=[wire.ReplicaPolicy(**r) for r in replicas])
+    return wire.PolicyState(
+        revision=current.revision,
+        version=current.version,
+        directory=str(svc.settings.policy_dir),
+        recorded_revision=recorded,
+        in_force_here=recorded in (None, current.revision),
+        replica=svc.replica,
+        replicas=[wire.ReplicaPolicy(**r) for r in replicas],
+    )
 
 
 @router.post("/policy/reload")
@@ -37,11 +42,16 @@ async def policy_reload(caller: AdminCaller, svc: ServicesDep) -> wire.PolicyRel
     try:  # validated first, then recorded, then put in force
         candidate = await asyncio.to_thread(PolicySet.from_settings, s)
         loaded = await asyncio.to_thread(
-            admin_actions.reload_policy, actor(svc, caller), candidate.revision,
-            lambda: svc.policy.install(candidate, require_signed=options["require_signed"],
-                                       min_version=options["min_version"]))
+            admin_actions.reload_policy,
+            actor(svc, caller),
+            candidate.revision,
+            lambda: svc.policy.install(
+                candidate, require_signed=options["require_signed"], min_version=options["min_version"]
+            ),
+        )
         await asyncio.to_thread(record_in_force, svc)
     except ApplianceError as exc:
-        raise ApiError(400, f"policy not reloaded, the previous one stays in force: {exc}",
-                       code="invalid_policy") from exc
+        raise ApiError(
+            400, f"policy not reloaded, the previous one stays in force: {exc}", code="invalid_policy"
+        ) from exc
     return wire.PolicyReloaded(revision=loaded.revision, version=loaded.version)

@@ -18,10 +18,13 @@ ISO_DATE = r"^[0-9T:.+\-Z ]+$"
 
 
 @router.get("/usage")
-async def usage(caller: AuditorCaller, svc: ServicesDep,
-                start: Annotated[str, Query(alias="from", max_length=40, pattern=ISO_DATE)],
-                end: Annotated[str, Query(alias="to", max_length=40, pattern=ISO_DATE)],
-                by: Literal["key", "group", "model"] = "key") -> wire.UsageReport:
+async def usage(
+    caller: AuditorCaller,
+    svc: ServicesDep,
+    start: Annotated[str, Query(alias="from", max_length=40, pattern=ISO_DATE)],
+    end: Annotated[str, Query(alias="to", max_length=40, pattern=ISO_DATE)],
+    by: Literal["key", "group", "model"] = "key",
+) -> wire.UsageReport:
     """Dates are whole days in the site's time zone (`to` included); the totals are the audit log's outcome
     records, summed."""
     since, until = bounds(start, end, site_zone(svc.settings.site_timezone))

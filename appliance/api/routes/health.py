@@ -28,7 +28,10 @@ async def openapi(request: Request, _: AnyCaller) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
-@router.get("/metrics", response_class=PlainTextResponse,
-            responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format 0.0.4"}})
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format 0.0.4"}},
+)
 async def metrics(_: AuditorCaller, svc: ServicesDep) -> Response:
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -30,9 +30,16 @@ from appliance.engine.types import ToolCallEvent
 router = APIRouter(responses=ERRORS)
 
 
-@router.post("/v1/responses", response_model=ResponseObject, responses={
-    200: {"content": {"text/event-stream": {}}, "description": "A response, or with `stream` its `response.*` "
-          "events as server-sent events"}})
+@router.post(
+    "/v1/responses",
+    response_model=ResponseObject,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "A response, or with `stream` its `response.*` events as server-sent events",
+        }
+    },
+)
 async def create_response(body: ResponsesRequest, caller: UserCaller, svc: ServicesDep) -> Response:
     gen = await start_generation(svc, caller, body.to_generation_spec())
     rid = f"resp_{uuid.uuid4().hex}"
@@ -74,10 +81,14 @@ class _Accumulator:
         incomplete = {"length": "max_output_tokens", "content_filter": "content_filter"}.get(o.finish_reason)
         done = phase == "done"
         return ResponseObject(
-            id=self.rid, created_at=self.created, model=gen.model.name,
+            id=self.rid,
+            created_at=self.created,
+            model=gen.model.name,
             status=("incomplete" if incomplete else "completed") if done else "in_progress",
             incomplete_details=IncompleteDetails(reason=incomplete) if done and incomplete else None,
-            output=self.output() if done else [], usage=ResponseUsage.of(o.usage) if done else None)
+            output=self.output() if done else [],
+            usage=ResponseUsage.of(o.usage) if done else None,
+        )
 
 
 async def _sse(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]) -> AsyncIterator[str]:

@@ -38,25 +38,36 @@ def svg(labels: list[str], rows: list[tuple[str, int, int, int]]) -> str:
     n = max(len(labels), 1)
     slot = (WIDTH - 2 * PAD) / n
     bar = max(slot / len(SERIES) - 1, 1)
-    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-              f'height="{HEIGHT}" role="img" aria-label="records, denials and errors over time">'),
-             (f'<title>records, denials and errors per {"hour" if len(labels[0]) > 10 else "day"} '
-              f'(highest: {top})</title>') if labels else "<title>no data</title>",
-             f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#888"/>',
-             f'<text x="{PAD}" y="{PAD - 8}" font-size="11" fill="#444">{top}</text>']
+    parts = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
+            f'height="{HEIGHT}" role="img" aria-label="records, denials and errors over time">'
+        ),
+        (f"<title>records, denials and errors per {'hour' if len(labels[0]) > 10 else 'day'} (highest: {top})</title>")
+        if labels
+        else "<title>no data</title>",
+        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#888"/>',
+        f'<text x="{PAD}" y="{PAD - 8}" font-size="11" fill="#444">{top}</text>',
+    ]
     for i, (label, value) in enumerate(zip(labels, values)):
         for j, ((name, color), count) in enumerate(zip(SERIES, value)):
             h = (HEIGHT - 2 * PAD) * count / top
             x = PAD + i * slot + j * bar
-            parts.append(f'<rect x="{x:.1f}" y="{HEIGHT - PAD - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
-                         f'fill="{color}"><title>{escape(label)}: {count} {name}</title></rect>')
+            parts.append(
+                f'<rect x="{x:.1f}" y="{HEIGHT - PAD - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
+                f'fill="{color}"><title>{escape(label)}: {count} {name}</title></rect>'
+            )
     if labels:
         parts.append(f'<text x="{PAD}" y="{HEIGHT - 6}" font-size="11" fill="#444">{escape(labels[0])}</text>')
-        parts.append(f'<text x="{WIDTH - PAD}" y="{HEIGHT - 6}" font-size="11" fill="#444" '
-                     f'text-anchor="end">{escape(labels[-1])}</text>')
+        parts.append(
+            f'<text x="{WIDTH - PAD}" y="{HEIGHT - 6}" font-size="11" fill="#444" '
+            f'text-anchor="end">{escape(labels[-1])}</text>'
+        )
     for k, (name, color) in enumerate(SERIES):
         x = WIDTH - PAD - 240 + k * 80
-        parts.append(f'<rect x="{x}" y="6" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{x + 14}" y="15" font-size="11" fill="#444">{name}</text>')
+        parts.append(
+            f'<rect x="{x}" y="6" width="10" height="10" fill="{color}"/>'
+            f'<text x="{x + 14}" y="15" font-size="11" fill="#444">{name}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)

@@ -30,8 +30,9 @@ class Form:
 
     def query(self, **extra: object) -> str:
         """The query string of these filters (plus `extra`), for links that keep them."""
-        return urlencode({**{k: v for k, v in self.values.items() if v}, **{k: v for k, v in extra.items()
-                                                                              if v is not None}})
+        return urlencode(
+            {**{k: v for k, v in self.values.items() if v}, **{k: v for k, v in extra.items() if v is not None}}
+        )
 
 
 def parse(params: QueryParams) -> Form:
@@ -40,8 +41,11 @@ def parse(params: QueryParams) -> Form:
     reaches a query from the page either."""
     values = {name: params.get(name, "").strip() for name in FIELDS}
     errors: list[str] = []
-    checked = {name: _checked(_MOMENT if name in ("since", "until") else _TERM, name, values[name], errors)
-               for name in FIELDS if name != "status"}
+    checked = {
+        name: _checked(_MOMENT if name in ("since", "until") else _TERM, name, values[name], errors)
+        for name in FIELDS
+        if name != "status"
+    }
     status = None
     if values["status"]:
         if values["status"].isdigit() and len(values["status"]) == 3:

@@ -74,8 +74,9 @@ class Integrity:
 
     def last(self) -> AuditVerificationRow | None:
         with self.sessions() as session:
-            return session.scalars(select(AuditVerificationRow).order_by(AuditVerificationRow.id.desc())
-                                   .limit(1)).first()
+            return session.scalars(
+                select(AuditVerificationRow).order_by(AuditVerificationRow.id.desc()).limit(1)
+            ).first()
 
     def banner(self) -> Banner | None:
         """What every page must say while the chain is broken or has gone unproven too long."""
@@ -100,8 +101,14 @@ class Integrity:
         try:
             report = self.audit.verify(progress=advance)
             self._record(by, verified_detail(report))
-            row = AuditVerificationRow(ok=report.ok, records=report.records, last_seq=report.last_seq,
-                                       head_hash=report.head_hash, bad_seq=report.bad_seq, reason=report.reason)
+            row = AuditVerificationRow(
+                ok=report.ok,
+                records=report.records,
+                last_seq=report.last_seq,
+                head_hash=report.head_hash,
+                bad_seq=report.bad_seq,
+                reason=report.reason,
+            )
         except AuditError as exc:  # the store itself failed: that is a failed verification too
             row = AuditVerificationRow(ok=False, records=0, reason=str(exc))
         row.started_at, row.finished_at, row.by_key_id = started, datetime.now(UTC), by.key_id
@@ -112,12 +119,12 @@ class Integrity:
         finally:
             self._progress = Progress(False, total, total)
 
-
     def _record(self, by: Principal, detail: dict[str, str]) -> None:
         """The verification on the log (`audit.verified`); the panel's own row is written regardless."""
         try:
-            self.audit.append(AuditEvent(event="audit.verified", principal=by, route=f"POST {PREFIX}/integrity/verify",
-                                         detail=detail))
+            self.audit.append(
+                AuditEvent(event="audit.verified", principal=by, route=f"POST {PREFIX}/integrity/verify", detail=detail)
+            )
         except AuditError as exc:
             log.error("audit.verified record not written", error=str(exc))
 

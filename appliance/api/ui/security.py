@@ -18,17 +18,29 @@ PREFIX = "/admin/ui"
 SESSION_COOKIE = "appliance_ui_session"
 CSRF_COOKIE = "appliance_ui_csrf"
 CSRF_FIELD = "csrf_token"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
-HEADERS = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
-           (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY"),
-           (b"cache-control", b"no-store"), (b"cross-origin-opener-policy", b"same-origin")]
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+)
+HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cache-control", b"no-store"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
 
 
 @CsrfProtect.load_config
 def _csrf_config() -> list[tuple[str, object]]:
-    return [("token_location", "body"), ("token_key", CSRF_FIELD), ("cookie_key", CSRF_COOKIE),
-            ("cookie_samesite", "strict"), ("max_age", int(ABSOLUTE.total_seconds()))]
+    return [
+        ("token_location", "body"),
+        ("token_key", CSRF_FIELD),
+        ("cookie_key", CSRF_COOKIE),
+        ("cookie_samesite", "strict"),
+        ("max_age", int(ABSOLUTE.total_seconds())),
+    ]
 
 
 class SecurityHeaders:
@@ -70,14 +82,16 @@ class Csrf:
             await self._protect.validate_csrf(request, secret_key=self._secret)
         except CsrfProtectError:
             return False
-        return session_token is None or (isinstance(given, str) and
-                                         secrets.compare_digest(given.encode(), session_token.encode()))
+        return session_token is None or (
+            isinstance(given, str) and secrets.compare_digest(given.encode(), session_token.encode())
+        )
 
 
 def set_cookie(response: Response, request: Request, name: str, value: str, max_age: int | None = None) -> None:
     """HttpOnly, SameSite=Strict, scoped to the page, Secure whenever the page is served over TLS."""
-    response.set_cookie(name, value, max_age=max_age, path=PREFIX, httponly=True, samesite="strict",
-                        secure=_secure(request))
+    response.set_cookie(
+        name, value, max_age=max_age, path=PREFIX, httponly=True, samesite="strict", secure=_secure(request)
+    )
 
 
 def clear_cookie(response: Response, request: Request, name: str) -> None:

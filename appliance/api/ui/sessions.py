@@ -57,9 +57,18 @@ def start(session: Session, principal: Principal, csrf_token: str, replaces: str
     now = datetime.now(UTC)
     session.execute(delete(UiSession).where(UiSession.last_seen < now - IDLE))  # sweep the expired
     sid = secrets.token_urlsafe(32)
-    session.add(UiSession(id_sha256=_digest(sid), key_id=principal.key_id, name=principal.name,
-                          role=principal.role, csrf_token=csrf_token, cert_subject=principal.cert_subject,
-                          created_at=now, last_seen=now))
+    session.add(
+        UiSession(
+            id_sha256=_digest(sid),
+            key_id=principal.key_id,
+            name=principal.name,
+            role=principal.role,
+            csrf_token=csrf_token,
+            cert_subject=principal.cert_subject,
+            created_at=now,
+            last_seen=now,
+        )
+    )
     session.commit()
     return sid
 
@@ -89,14 +98,18 @@ def lookup(session: Session, sid: str | None, cert_subject: str | None) -> Signe
         session.delete(row)
         session.commit()
         if stolen:
-            raise WrongCertificate(Principal(key_id=row.key_id, name=row.name, role=row.role,
-                                             cert_subject=cert_subject))
+            raise WrongCertificate(
+                Principal(key_id=row.key_id, name=row.name, role=row.role, cert_subject=cert_subject)
+            )
         return None
     if now - seen > TOUCH_EVERY:
         row.last_seen = now
         session.commit()
-    return SignedIn(Principal(key_id=row.key_id, name=row.name, role=row.role, cert_subject=row.cert_subject),
-                    created, row.csrf_token)
+    return SignedIn(
+        Principal(key_id=row.key_id, name=row.name, role=row.role, cert_subject=row.cert_subject),
+        created,
+        row.csrf_token,
+    )
 
 
 def _key_active(session: Session, key_id: str) -> bool:

@@ -22,14 +22,7 @@ from appliance.api.errors import ApiError
 from appliance.api.peer import cert_subject, lacks_required_certificate, with_certificate
 from appliance.api.services import Services
 from appliance.api.ui import chart, filters, sessions
-from appliance.api.ui.security import (
-    CSRF_COOKIE,
-    CSRF_FIELD,
-    PREFIX,
-    SESSION_COOKIE,
-    clear_cookie,
-    set_cookie,
-)
+from appliance.api.ui.security import CSRF_COOKIE, CSRF_FIELD, PREFIX, SESSION_COOKIE, clear_cookie, set_cookie
 from appliance.audit import EVENTS, AuditEvent, AuditFilter, AuditLog, AuditPage
 from appliance.audit.log import MAX_SEQ
 from appliance.audit.readers import filter_text
@@ -68,14 +61,20 @@ def install_error_pages(ui: FastAPI) -> None:
 
     @ui.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        return _error(request, exc.status_code, {404: "no such page", 405: "method not allowed"}
-                      .get(exc.status_code, str(exc.detail)))
+        return _error(
+            request,
+            exc.status_code,
+            {404: "no such page", 405: "method not allowed"}.get(exc.status_code, str(exc.detail)),
+        )
 
 
 def _error(request: Request, status: int, message: str) -> Response:
-    return templates.TemplateResponse(request, "error.html", {"status": status, "message": message,
-                                                              "who": None, "banner": None, "prefix": PREFIX},
-                                      status_code=status)
+    return templates.TemplateResponse(
+        request,
+        "error.html",
+        {"status": status, "message": message, "who": None, "banner": None, "prefix": PREFIX},
+        status_code=status,
+    )
 
 
 # -- who is asking ------------------------------------------------------------------------------------
@@ -85,8 +84,12 @@ def _svc(request: Request) -> Services:
 
 def _caller(request: Request, principal: Principal) -> Caller:
     route = f"{request.method} {PREFIX}{request.scope['route'].path}"
-    return Caller(with_certificate(principal, request.scope), f"req_{uuid.uuid4().hex}",
-                  request.client.host if request.client else None, route)
+    return Caller(
+        with_certificate(principal, request.scope),
+        f"req_{uuid.uuid4().hex}",
+        request.client.host if request.client else None,
+        route,
+    )
 
 
 async def signed_in(request: Request) -> sessions.SignedIn:
@@ -102,11 +105,20 @@ async def signed_in(request: Request) -> sessions.SignedIn:
         who = await asyncio.to_thread(find)
     except sessions.WrongCertificate as exc:
         caller = _caller(request, exc.principal)
-        await svc.record(AuditEvent(event="denial", request_id=caller.request_id, principal=caller.principal,
-                                    source=caller.source, route=caller.route, status=403,
-                                    error_code="session_certificate_mismatch"))
-        raise PageError(403, "this session was signed in with another client certificate; it has been ended, "
-                             "sign in again") from exc
+        await svc.record(
+            AuditEvent(
+                event="denial",
+                request_id=caller.request_id,
+                principal=caller.principal,
+                source=caller.source,
+                route=caller.route,
+                status=403,
+                error_code="session_certificate_mismatch",
+            )
+        )
+        raise PageError(
+            403, "this session was signed in with another client certificate; it has been ended, sign in again"
+        ) from exc
     if who is None:
         raise SignInRequired()
     return who
@@ -133,19 +145,30 @@ async def _csrf(request: Request, session_token: str | None) -> None:
         raise PageError(403, "the form's CSRF token is missing or wrong; reload the page and try again")
 
 
-async def _page(request: Request, template: str, who: sessions.SignedIn | None, status: int = 200,
-                **context) -> Response:
+async def _page(
+    request: Request, template: str, who: sessions.SignedIn | None, status: int = 200, **context
+) -> Response:
     """A page with the integrity banner and the CSRF token for its forms: the session's own, or, before
     sign-in, a fresh one whose signed twin goes into the cookie."""
     banner = await asyncio.to_thread(request.app.state.integrity.banner) if who else None
     cert_warning = _svc(request).cert_expiry.warning() if who else None
     forward_warning = await asyncio.to_thread(_svc(request).forward_warning) if who else None
     token, signed = (who.csrf_token, None) if who else request.app.state.csrf.issue()
-    response = templates.TemplateResponse(request, template, {"who": who and who.principal, "banner": banner,
-                                                              "cert_warning": cert_warning,
-                                                              "forward_warning": forward_warning,
-                                                              "csrf": token, "csrf_field": CSRF_FIELD,
-                                                              "prefix": PREFIX, **context}, status_code=status)
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {
+            "who": who and who.principal,
+            "banner": banner,
+            "cert_warning": cert_warning,
+            "forward_warning": forward_warning,
+            "csrf": token,
+            "csrf_field": CSRF_FIELD,
+            "prefix": PREFIX,
+            **context,
+        },
+        status_code=status,
+    )
     if signed:
         set_cookie(response, request, CSRF_COOKIE, signed, int(sessions.ABSOLUTE.total_seconds()))
     return response
@@ -163,8 +186,12 @@ async def signin_form(request: Request) -> Response:
 
 
 @router.post("/signin", dependencies=[Depends(csrf_checked)])  # no session yet
-async def signin(request: Request, key: str = Form("", max_length=512), username: str = Form("", max_length=256),
-                 password: str = Form("", max_length=1024)) -> Response:
+async def signin(
+    request: Request,
+    key: str = Form("", max_length=512),
+    username: str = Form("", max_length=256),
+    password: str = Form("", max_length=1024),
+) -> Response:
     """An auditor or admin API key, or a directory user whose group grants one of those roles."""
     svc = _svc(request)
     caller = _caller(request, Principal())
@@ -172,8 +199,13 @@ async def signin(request: Request, key: str = Form("", max_length=512), username
     if by_directory and not svc.settings.ldap_url:
         return await _page(request, "signin.html", None, 400, error="directory sign-in is not configured here")
     if not by_directory and not svc.settings.ui_key_signin:
-        return await _page(request, "signin.html", None, 403, error="sign-in with an API key is turned off here; "
-                                                                    "use your directory account")
+        return await _page(
+            request,
+            "signin.html",
+            None,
+            403,
+            error="sign-in with an API key is turned off here; use your directory account",
+        )
     detail: dict[str, str] = {}
     try:
         if by_directory:
@@ -183,31 +215,73 @@ async def signin(request: Request, key: str = Form("", max_length=512), username
         else:
             principal = await asyncio.to_thread(_key_principal, svc, key.strip())
     except directory.DirectoryUnavailable as exc:
-        await svc.record(AuditEvent(event="auth_failure", request_id=caller.request_id, source=caller.source,
-                                    route=caller.route, status=503, error_code="directory_unavailable",
-                                    detail={"user": username.strip(), "error": str(exc)}))
+        await svc.record(
+            AuditEvent(
+                event="auth_failure",
+                request_id=caller.request_id,
+                source=caller.source,
+                route=caller.route,
+                status=503,
+                error_code="directory_unavailable",
+                detail={"user": username.strip(), "error": str(exc)},
+            )
+        )
         return await _page(request, "signin.html", None, 503, error="the directory cannot be reached; try again")
     if principal is None:  # the API's own budget of failures per address, shared with it
         wait = svc.auth_throttle.admit(caller.source or "unknown")
         if wait is not None:  # counted, and recorded in the throttle's aggregated record
-            response = await _page(request, "signin.html", None, 429,
-                                   error=f"too many failed sign-ins from this address; try again in {wait:.0f} s")
+            response = await _page(
+                request,
+                "signin.html",
+                None,
+                429,
+                error=f"too many failed sign-ins from this address; try again in {wait:.0f} s",
+            )
             response.headers["Retry-After"] = str(max(1, round(wait + 0.499)))
             return response
-        await svc.record(AuditEvent(event="auth_failure", request_id=caller.request_id, source=caller.source,
-                                    route=caller.route, status=401, detail=detail,
-                                    error_code="invalid_directory_credentials" if by_directory else "invalid_api_key"))
-        return await _page(request, "signin.html", None, 401, error="wrong name or password, or no group of yours "
-                           "grants the auditor or admin role" if by_directory else "that key is not valid")
+        await svc.record(
+            AuditEvent(
+                event="auth_failure",
+                request_id=caller.request_id,
+                source=caller.source,
+                route=caller.route,
+                status=401,
+                detail=detail,
+                error_code="invalid_directory_credentials" if by_directory else "invalid_api_key",
+            )
+        )
+        return await _page(
+            request,
+            "signin.html",
+            None,
+            401,
+            error="wrong name or password, or no group of yours grants the auditor or admin role"
+            if by_directory
+            else "that key is not valid",
+        )
     principal = with_certificate(principal, request.scope)
     if principal.role not in ("auditor", "admin") or lacks_required_certificate(svc.settings, principal):
         no_cert = principal.role in ("auditor", "admin")
-        await svc.record(AuditEvent(event="denial", request_id=caller.request_id, principal=principal,
-                                    source=caller.source, route=caller.route, status=403,
-                                    error_code="client_certificate_required" if no_cert else "role_forbidden"))
-        return await _page(request, "signin.html", None, 403,
-                           error=f"the {principal.role} role must present a client certificate" if no_cert else
-                           "only auditor and admin keys may sign in to the admin page")
+        await svc.record(
+            AuditEvent(
+                event="denial",
+                request_id=caller.request_id,
+                principal=principal,
+                source=caller.source,
+                route=caller.route,
+                status=403,
+                error_code="client_certificate_required" if no_cert else "role_forbidden",
+            )
+        )
+        return await _page(
+            request,
+            "signin.html",
+            None,
+            403,
+            error=f"the {principal.role} role must present a client certificate"
+            if no_cert
+            else "only auditor and admin keys may sign in to the admin page",
+        )
     caller = Caller(principal, caller.request_id, caller.source, caller.route)
     await svc.record(audit_event(caller, "session.signin", **detail))  # recorded first: fail closed
 
@@ -254,15 +328,30 @@ async def audit_list(request: Request, who: sessions.SignedIn = Depends(signed_i
     if not form.errors:
         page, older, searched = await asyncio.to_thread(_audit_page, _svc(request).audit, form.filters, cursor)
         count = len(page.records)
-        await _svc(request).record_read(audit_event(_caller(request, who.principal), "audit.searched",
-                                                          filter=filter_text(form.filters), count=str(count)), count)
-    return await _page(request, "audit_list.html", who, 400 if form.errors else 200, form=form, page=page,
-                       cursor=cursor, older=older, searched=searched, events=sorted(EVENTS),
-                       actions=filters.ACTIONS)
+        await _svc(request).record_read(
+            audit_event(
+                _caller(request, who.principal), "audit.searched", filter=filter_text(form.filters), count=str(count)
+            ),
+            count,
+        )
+    return await _page(
+        request,
+        "audit_list.html",
+        who,
+        400 if form.errors else 200,
+        form=form,
+        page=page,
+        cursor=cursor,
+        older=older,
+        searched=searched,
+        events=sorted(EVENTS),
+        actions=filters.ACTIONS,
+    )
 
 
-def _audit_page(audit: AuditLog, wanted: AuditFilter,
-                cursor: int | None) -> tuple[AuditPage, int | None, tuple[int, int] | None]:
+def _audit_page(
+    audit: AuditLog, wanted: AuditFilter, cursor: int | None
+) -> tuple[AuditPage, int | None, tuple[int, int] | None]:
     """(page, cursor of the next older page, searched range or None).
 
     Free text has no index, so without a time range each page scans at most TEXT_WINDOW records back from
@@ -294,8 +383,13 @@ async def audit_export(request: Request, who: sessions.SignedIn = Depends(signed
     if form.errors or fmt not in ("jsonl", "csv"):
         raise PageError(400, "; ".join(form.errors) or "format must be jsonl or csv")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return await recorded_export(_svc(request), _caller(request, who.principal), fmt,
-                                 form.filters if form.active else None, filename=f"audit-{stamp}")
+    return await recorded_export(
+        _svc(request),
+        _caller(request, who.principal),
+        fmt,
+        form.filters if form.active else None,
+        filename=f"audit-{stamp}",
+    )
 
 
 @router.get("/audit/{seq}")
@@ -304,8 +398,11 @@ async def audit_record(request: Request, seq: int, who: sessions.SignedIn = Depe
     if not 0 <= seq <= MAX_SEQ:
         raise PageError(404, f"no audit record {seq}")
     record = await asyncio.to_thread(audit.get, seq)
-    await _svc(request).record_read(audit_event(_caller(request, who.principal), "audit.viewed", filter="{}",
-                                                      seq=str(seq)), int(record is not None), seq)
+    await _svc(request).record_read(
+        audit_event(_caller(request, who.principal), "audit.viewed", filter="{}", seq=str(seq)),
+        int(record is not None),
+        seq,
+    )
     if record is None:
         raise PageError(404, f"no audit record {seq}")
     rid, key_id = record.request_id, record.principal.key_id  # a keyless record (a bad key) is one request
@@ -329,8 +426,9 @@ async def integrity(request: Request, who: sessions.SignedIn = Depends(signed_in
     progress = state.progress  # before `last`: a run that ends in between must not leave the old result shown
     last = await asyncio.to_thread(state.last)
     checkpoint, uncovered = await asyncio.to_thread(_svc(request).audit.coverage)
-    return await _page(request, "integrity.html", who, last=last, checkpoint=checkpoint, uncovered=uncovered,
-                       progress=progress)
+    return await _page(
+        request, "integrity.html", who, last=last, checkpoint=checkpoint, uncovered=uncovered, progress=progress
+    )
 
 
 @router.post("/integrity/verify", dependencies=[Depends(session_csrf)])
@@ -346,8 +444,13 @@ async def keys_page(request: Request, who: sessions.SignedIn = Depends(admin_onl
 
 
 @router.post("/keys", dependencies=[Depends(session_csrf)])
-async def keys_create(request: Request, who: sessions.SignedIn = Depends(admin_only), name: str = Form(""),
-                      role: str = Form(""), expires_at: str = Form("")) -> Response:
+async def keys_create(
+    request: Request,
+    who: sessions.SignedIn = Depends(admin_only),
+    name: str = Form(""),
+    role: str = Form(""),
+    expires_at: str = Form(""),
+) -> Response:
     try:
         body = admin_wire.NewKey.model_validate({"name": name, "role": role, "expires_at": expires_at or None})
     except ValidationError as exc:
@@ -370,8 +473,9 @@ async def _keys(request: Request, who: sessions.SignedIn, status: int = 200, **c
         with _svc(request).sessions() as session:
             return apikeys.list_keys(session)
 
-    return await _page(request, "keys.html", who, status, keys=await asyncio.to_thread(listed),
-                       roles=apikeys.ROLES, **context)
+    return await _page(
+        request, "keys.html", who, status, keys=await asyncio.to_thread(listed), roles=apikeys.ROLES, **context
+    )
 
 
 def _first_error(exc: ValidationError) -> str:
