@@ -96,6 +96,7 @@ class AuditedGeneration:
         self._shown_final: list[str] = []
         self._tool_calls: list[ToolCallEvent] = []
         self._first_token_at: float | None = None
+        self._engine_failed = False  # refused or failed by the engine: no tokens were used for this answer
 
     @property
     def headers(self) -> dict[str, str]:
@@ -133,7 +134,7 @@ class AuditedGeneration:
                 if isinstance(exc, ApiError):
                     raise
                 busy = isinstance(exc, EngineBusy)
-                ended = True
+                ended = self._engine_failed = True
                 await self._finish("error", 429 if busy else 400, "engine_busy" if busy else "invalid_request")
                 if busy:
                     raise ApiError(
@@ -142,7 +143,7 @@ class AuditedGeneration:
                 raise ApiError(400, str(exc), code="invalid_request") from exc
             except Exception as exc:
                 log.error("generation failed", request_id=self.caller.request_id, error=repr(exc)[:500])
-                ended = True
+                ended = self._engine_failed = True
                 await self._finish("error", 503, "engine_unavailable")
                 raise ApiError(
                     503, "the model is unavailable; retry shortly", code="engine_unavailable", retry_after=2
@@ -173,21 +174,26 @@ class AuditedGeneration:
             raise
 
     async def _charge(self) -> None:
-        """Token rate limit: the usage the engine reported, or, when a generation ended before reporting it
-        (client gone, content filter stop), its whole allowance and its prompt as the tokenizer counts it, so
-        stopping early never saves budget. Counted in a thread: a long prompt must not stall the loop."""
+        """Token rate limit and quotas: the usage the engine reported, or, when a generation ended before
+        reporting it (client gone, content filter stop), its whole allowance and its prompt as the tokenizer
+        counts it, so hanging up early never saves budget. Counted in a thread: a long prompt must not stall
+        the loop."""
         u = self.outcome.usage
         if u.completion_tokens:
-            used = u.total_tokens
+            charged = Amounts(u.prompt_tokens, u.completion_tokens, 1)  # exactly what the outcome record holds
+        elif self._engine_failed:  # the engine refused or failed it: a request, and no tokens, against quotas
+            charged = Amounts(0, 0, 1)
         else:
             try:
-                used = self.request.max_tokens + await asyncio.to_thread(prompt_size, self.request)
+                prompt = await asyncio.to_thread(prompt_size, self.request)
             except Exception as exc:  # noqa: BLE001 - a prompt the engine refused: its allowance alone
                 log.warning("prompt not counted", request_id=self.caller.request_id, error=str(exc)[:200])
-                used = self.request.max_tokens
-        self.svc.policy.charge_tokens(self.caller.principal, used)
-        if self.reservation is not None:  # exactly what the outcome record holds; off the response's path
-            _kept(settle_quota(self.svc, self.reservation, Amounts(u.prompt_tokens, u.completion_tokens, 1)))
+                prompt = 0
+            charged = Amounts(prompt, self.request.max_tokens, 1)
+        rate_charge = self.request.max_tokens if self._engine_failed else charged.input_tokens + charged.output_tokens
+        self.svc.policy.charge_tokens(self.caller.principal, rate_charge)
+        if self.reservation is not None:  # off the response's path
+            _kept(settle_quota(self.svc, self.reservation, charged))
 
     def _first_token(self) -> None:
         if self._first_token_at is None:

@@ -170,7 +170,8 @@ async def test_admins_count_unless_the_pack_exempts_them_and_changes_apply_on_re
             assert (await admin.post("/admin/policy/reload")).status_code == 200
 
 
-async def test_a_client_that_hangs_up_gives_its_reservation_back(appliance, scripted):
+async def test_a_client_that_hangs_up_is_charged_its_whole_allowance(appliance, scripted):
+    """Hanging up before the engine reports usage never saves budget: the reservation settles in full."""
     scripted.chunks = [[TextEvent("final", f"word{i} ")] for i in range(200)]
     scripted.delay = 0.01
     token, key_id = new_key(appliance)
@@ -206,7 +207,7 @@ async def test_a_client_that_hangs_up_gives_its_reservation_back(appliance, scri
     }
     await asyncio.wait_for(appliance.app(scope, receive, send), 30)
     counter = await settled(appliance, key_id, 1)
-    assert (counter["reserved_output_tokens"], counter["used_requests"]) == (0, 1)
+    assert (counter["reserved_output_tokens"], counter["used_output_tokens"], counter["used_requests"]) == (0, 100, 1)
     assert outcome_sums(appliance, key_id)[0] == 1
 
 
