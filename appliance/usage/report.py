@@ -44,6 +44,23 @@ def usage_report(log: AuditLog, policy: PolicySet, by: By, since: datetime, unti
     return [UsageRow(name, *sums) for name, sums in sorted(totals.items())]
 
 
+MAX_DAYS = 62  # the page's span: one grouped query per day
+
+
+def daily(
+    log: AuditLog, policy: PolicySet, by: By, since: datetime, until: datetime
+) -> list[tuple[str, list[UsageRow]]]:
+    """`usage_report` for each calendar day of [since, until) in since's time zone (DST-safe: wall-clock days),
+    at most MAX_DAYS of them, each labelled YYYY-MM-DD."""
+    days: list[tuple[str, list[UsageRow]]] = []
+    start = since
+    while start < until and len(days) < MAX_DAYS:
+        end = min(datetime.combine(start.date() + timedelta(days=1), time(0), tzinfo=start.tzinfo), until)
+        days.append((start.date().isoformat(), usage_report(log, policy, by, start, end)))
+        start = end
+    return days
+
+
 def bounds(start: str, end: str, zone: tzinfo) -> tuple[datetime, datetime]:
     """`--from`/`--to`: dates are whole days in the site's zone (`to` included), times are ISO 8601 (in the
     site's zone unless they name one)."""

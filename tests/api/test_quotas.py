@@ -331,3 +331,23 @@ async def test_a_request_refused_before_the_model_gives_its_reservation_back(app
             break
         await asyncio.sleep(0.025)
     assert counter["reserved_output_tokens"] == counter["used_requests"] == counter["used_output_tokens"] == 0
+
+
+async def test_the_admin_page_shows_usage_per_day_as_the_report_sums_it(appliance, scripted):
+    from tests.api.helpers import PAGE, browser, sign_in
+
+    scripted.chunks = answer("a short answer")
+    token, key_id = new_key(appliance)
+    await ask(appliance, token)
+    today = datetime.now(UTC).date().isoformat()  # the fixture's site zone
+    async with appliance.client("auditor") as auditor:
+        api = (await auditor.get("/admin/usage", params={"by": "key", "from": today, "to": today})).json()
+    row = next(r for r in api["data"] if r["name"] == key_id)
+    async with browser(appliance) as c:
+        await sign_in(appliance, c, "auditor")
+        page = await c.get(f"{PAGE}/usage", params={"by": "key", "from": today, "to": today})
+        assert page.status_code == 200 and "<svg" in page.text
+        cells = f"<td>{today}</td><td>{key_id}</td><td>{row['requests']}</td><td>{row['input_tokens']}</td>"
+        assert cells in page.text
+        for bad in ({"from": "x"}, {"by": "nobody"}, {"from": "2026-01-01", "to": "2026-12-31"}):
+            assert (await c.get(f"{PAGE}/usage", params=bad)).status_code == 400

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from appliance.api.services import Services
-from appliance.api.ui import views
+from appliance.api.ui import usage, views
 from appliance.api.ui.integrity import Integrity
 from appliance.api.ui.security import Csrf, SecurityHeaders
 
@@ -25,6 +25,7 @@ def create_ui(svc: Services) -> FastAPI:
     ui.state.csrf = Csrf(svc.settings.keys_dir / "ui-csrf.secret")
     ui.state.integrity = Integrity(svc.audit, svc.sessions)
     ui.include_router(views.router)
+    ui.include_router(usage.router)
     ui.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     views.install_error_pages(ui)
     ui.add_middleware(SecurityHeaders)

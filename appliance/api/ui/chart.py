@@ -31,26 +31,32 @@ def periods(start: datetime, end: datetime, hourly: bool) -> list[str]:
     return labels
 
 
-def svg(labels: list[str], rows: list[tuple[str, int, int, int]]) -> str:
+def svg(
+    labels: list[str],
+    rows: list[tuple],
+    series: tuple[tuple[str, str], ...] = SERIES,
+    what: str = "records, denials and errors",
+) -> str:
+    """Bars of each of `series` (name, colour) per label; `rows` are (label, *one count per series)."""
     counts = {row[0]: row[1:] for row in rows}
-    values = [counts.get(label, (0, 0, 0)) for label in labels]
+    values = [counts.get(label, (0,) * len(series)) for label in labels]
     top = max([v[0] for v in values] + [1])
     n = max(len(labels), 1)
     slot = (WIDTH - 2 * PAD) / n
-    bar = max(slot / len(SERIES) - 1, 1)
+    bar = max(slot / len(series) - 1, 1)
     parts = [
         (
             f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-            f'height="{HEIGHT}" role="img" aria-label="records, denials and errors over time">'
+            f'height="{HEIGHT}" role="img" aria-label="{what} over time">'
         ),
-        (f"<title>records, denials and errors per {'hour' if len(labels[0]) > 10 else 'day'} (highest: {top})</title>")
+        (f"<title>{what} per {'hour' if len(labels[0]) > 10 else 'day'} (highest: {top})</title>")
         if labels
         else "<title>no data</title>",
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#888"/>',
         f'<text x="{PAD}" y="{PAD - 8}" font-size="11" fill="#444">{top}</text>',
     ]
     for i, (label, value) in enumerate(zip(labels, values)):
-        for j, ((name, color), count) in enumerate(zip(SERIES, value)):
+        for j, ((name, color), count) in enumerate(zip(series, value)):
             h = (HEIGHT - 2 * PAD) * count / top
             x = PAD + i * slot + j * bar
             parts.append(
@@ -63,8 +69,8 @@ def svg(labels: list[str], rows: list[tuple[str, int, int, int]]) -> str:
             f'<text x="{WIDTH - PAD}" y="{HEIGHT - 6}" font-size="11" fill="#444" '
             f'text-anchor="end">{escape(labels[-1])}</text>'
         )
-    for k, (name, color) in enumerate(SERIES):
-        x = WIDTH - PAD - 240 + k * 80
+    for k, (name, color) in enumerate(series):
+        x = WIDTH - PAD - 80 * len(series) + k * 80
         parts.append(
             f'<rect x="{x}" y="6" width="10" height="10" fill="{color}"/>'
             f'<text x="{x + 14}" y="15" font-size="11" fill="#444">{name}</text>'
