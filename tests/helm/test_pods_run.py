@@ -48,6 +48,9 @@ def _pod_user() -> str:
 
 
 AS_POD_USER = _pod_user()
+# The volumes belong to the account the pods' processes run as: 10001, or this test's root where 10001 cannot
+# run the interpreter (the appliance refuses to work as root in a folder another account owns).
+OWNER = UID if AS_POD_USER else os.geteuid()
 
 pytestmark = [
     requires_helm,
@@ -79,9 +82,9 @@ class Pod:
             if "emptyDir" in v:  # each pod gets its own emptyDirs
                 self.volumes[v["name"]] = self.dir / "emptydir" / v["name"]
                 self.volumes[v["name"]].mkdir(parents=True)
-        os.chown(self.dir / "emptydir", UID, UID)
+        os.chown(self.dir / "emptydir", OWNER, OWNER)
         for p in (self.dir / "emptydir").iterdir():
-            os.chown(p, UID, UID)
+            os.chown(p, OWNER, OWNER)
         self.procs: list[subprocess.Popen] = []
 
     def argv(self, container: dict, command: str, extra_env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
@@ -192,7 +195,7 @@ def cluster(tmp_path, signed_tiny_bundle, publisher):
         check=True,
     )
     for p in [root, *root.rglob("*")]:
-        os.chown(p, UID, UID)
+        os.chown(p, OWNER, OWNER)
     volumes = {}
     for v in templates["head"]["spec"]["volumes"]:
         if "persistentVolumeClaim" in v:
