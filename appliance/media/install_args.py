@@ -39,6 +39,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         p.error("--tls-cert and --tls-key go together")
-    if args.user not in (None, account.USER) and not args.no_systemd:
-        p.error(f"--user goes with --no-systemd (the systemd units run as {account.USER})")
+    if args.user not in (None, account.USER) and not (args.no_systemd or args.stop):
+        p.error(f"--user goes with --no-systemd or --stop (the systemd units run as {account.USER})")
     return args

@@ -75,7 +75,8 @@ def test_verify_install_and_audited_answer(tmp_path, media_v1, release):
         assert token.startswith("ak-")
         assert "- wheels" in proc.stderr and (prefix / "current").is_symlink()
     finally:
-        airgapped(media_v1, mnt, "--prefix", str(prefix), "--stop", "--user", pwd.getpwuid(os.geteuid()).pw_name)
+        stop = airgapped(media_v1, mnt, "--prefix", str(prefix), "--stop", "--user", pwd.getpwuid(os.geteuid()).pw_name)
+    assert stop.returncode == 0 and "stopped" in stop.stderr + stop.stdout, stop.stderr  # nothing left running
     assert sorted((p.relative_to(media_v1), p.stat().st_mtime_ns) for p in media_v1.rglob("*")) == listing
 
 
