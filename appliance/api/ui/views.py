@@ -179,6 +179,20 @@ def _key_principal(svc: Services, key: str) -> Principal | None:
         return apikeys.authenticate(session, key)
 
 
+async def _failed_sign_in(svc: Services, caller: Caller, status: int, code: str, detail: dict[str, str]) -> None:
+    await svc.record(
+        AuditEvent(
+            event="auth_failure",
+            request_id=caller.request_id,
+            source=caller.source,
+            route=caller.route,
+            status=status,
+            error_code=code,
+            detail=detail,
+        )
+    )
+
+
 # -- sign-in ------------------------------------------------------------------------------------------
 @router.get("/signin")
 async def signin_form(request: Request) -> Response:
@@ -215,17 +229,7 @@ async def signin(
         else:
             principal = await asyncio.to_thread(_key_principal, svc, key.strip())
     except directory.DirectoryUnavailable as exc:
-        await svc.record(
-            AuditEvent(
-                event="auth_failure",
-                request_id=caller.request_id,
-                source=caller.source,
-                route=caller.route,
-                status=503,
-                error_code="directory_unavailable",
-                detail={"user": username.strip(), "error": str(exc)},
-            )
-        )
+        await _failed_sign_in(svc, caller, 503, "directory_unavailable", {"user": username.strip(), "error": str(exc)})
         return await _page(request, "signin.html", None, 503, error="the directory cannot be reached; try again")
     if principal is None:  # the API's own budget of failures per address, shared with it
         wait = svc.auth_throttle.admit(caller.source or "unknown")
@@ -239,17 +243,8 @@ async def signin(
             )
             response.headers["Retry-After"] = str(max(1, round(wait + 0.499)))
             return response
-        await svc.record(
-            AuditEvent(
-                event="auth_failure",
-                request_id=caller.request_id,
-                source=caller.source,
-                route=caller.route,
-                status=401,
-                detail=detail,
-                error_code="invalid_directory_credentials" if by_directory else "invalid_api_key",
-            )
-        )
+        code = "invalid_directory_credentials" if by_directory else "invalid_api_key"
+        await _failed_sign_in(svc, caller, 401, code, detail)
         return await _page(
             request,
             "signin.html",
