@@ -40,8 +40,11 @@ class Appliance:
         return self._app
 
 
-def make_appliance(data_dir: Path, bundle: Path, publisher_pub: Path | keys.PublicKey, **overrides) -> Appliance:
-    """A migrated appliance in `data_dir` serving `bundle` (signed by `publisher_pub`), with a key per role."""
+def make_appliance(
+    data_dir: Path, bundle: Path, publisher_pub: Path | keys.PublicKey, also: tuple[Path, ...] = (), **overrides
+) -> Appliance:
+    """A migrated appliance in `data_dir` serving `bundle` and those in `also` (signed by `publisher_pub`),
+    with a key per role."""
     # Many tests here fail authentication on purpose from one address: the throttle has its own tests.
     settings = Settings(
         **{
@@ -56,8 +59,9 @@ def make_appliance(data_dir: Path, bundle: Path, publisher_pub: Path | keys.Publ
     publisher = keys.load_public_key(publisher_pub) if isinstance(publisher_pub, Path) else publisher_pub
     keys.write_public_key(publisher, settings.trust_dir / "publisher.pub")
     store = BundleStore(settings.model_store, workers=2)
-    meta = store.import_bundle(bundle, [publisher]).metadata
-    store.activate(meta.name, meta.version, [publisher])
+    for each in (bundle, *also):
+        meta = store.import_bundle(each, [publisher]).metadata
+        store.activate(meta.name, meta.version, [publisher])
     upgrade(settings.database_url)
     tokens = {}
     with Session(make_engine(settings.database_url)) as session:

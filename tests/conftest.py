@@ -175,7 +175,8 @@ def ray_session(tmp_path_factory):
 # The trained demo bundle, built once per machine: the cache under var/cache/demo survives test sessions.
 # The first session trains (about a minute on 2 cores) and converts; later ones, and the serving tests,
 # find the signed bundle in the cache. The signing key beside the cache is a test key.
-DEMO_CACHE = REPO / "var" / "cache" / "demo"
+# where the trained demo models are kept between runs; a worktree may point elsewhere (one cache per key)
+DEMO_CACHE = Path(os.environ.get("APPLIANCE_TEST_DEMO_CACHE") or REPO / "var" / "cache" / "demo")
 DEMO_KEY = REPO / "var" / "cache" / "demo-test-signing.key"
 
 
@@ -197,3 +198,11 @@ def demo_bundle(demo_key) -> Path:
     from appliance.demo.model import ensure_demo_bundle
 
     return ensure_demo_bundle(DEMO_CACHE, demo_key, log=print)
+
+
+@pytest.fixture(scope="session")
+def demo_classifier_bundle(demo_key) -> Path:
+    """The demo classifier (appliance/demo/safeguard.py), trained and signed like the demo model."""
+    from appliance.demo.model import CLASSIFIER, ensure_demo_bundle
+
+    return ensure_demo_bundle(DEMO_CACHE, demo_key, model=CLASSIFIER, log=print)

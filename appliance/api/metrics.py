@@ -53,6 +53,13 @@ class Metrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
         )
+        # rule ids come from the policy pack: few label values
+        self.classifier_verdicts = Counter(
+            "appliance_classifier_verdicts",
+            "Classifier rule verdicts by rule, side, verdict (violation, safe, error) and whether cached",
+            ["rule", "side", "verdict", "cached"],
+            registry=r,
+        )
         self.outcome_failures = Counter(
             "appliance_audit_outcome_failures", "Requests whose outcome record could not be written", registry=r
         )

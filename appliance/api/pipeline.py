@@ -22,6 +22,7 @@ import structlog
 from appliance.api.auth import Caller
 from appliance.api.backend import ModelInfo
 from appliance.api.errors import ApiError
+from appliance.api.judge import judged, verdict_detail
 from appliance.api.services import Services
 from appliance.api.spec import GenerationSpec
 from appliance.audit import AuditEvent, RecordDecision, RecordUsage, content_for
@@ -39,6 +40,7 @@ from appliance.engine.types import (
     Usage,
 )
 from appliance.policy import Decision, FilterOutput, Message, PolicyRequest, RateLimited
+from appliance.policy.classifier import Verdict, rules_for
 from appliance.policy.grants import group_of, quotas_for, rule_for
 from appliance.usage import Amounts, QuotaExceeded, QuotaUnavailable, Reservation
 
@@ -65,6 +67,7 @@ class Outcome:
     rule_id: str | None = None  # the output rule that stopped the answer
     findings: dict[str, int] = field(default_factory=dict)  # output findings acted on, per category
     redactions: set[str] = field(default_factory=set)  # ids of output rules that redacted
+    verdicts: list[Verdict] = field(default_factory=list)  # of the output classifier rules
 
     @property
     def action(self) -> str:
@@ -97,6 +100,9 @@ class AuditedGeneration:
         self._tool_calls: list[ToolCallEvent] = []
         self._first_token_at: float | None = None
         self._engine_failed = False  # refused or failed by the engine: no tokens were used for this answer
+        # output classifier rules judge the whole answer before any of it leaves: deltas are held till then
+        assert decision.policy is not None
+        self._held: list[Delta] | None = [] if rules_for(decision.policy, "output", caller.principal.role) else None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -120,7 +126,9 @@ class AuditedGeneration:
                 async with contextlib.aclosing(stream):
                     async for chunk in stream:
                         delta = self._apply(chunk, out_filter)
-                        if delta is not None:
+                        if delta is not None and self._held is not None:
+                            self._held.append(delta)
+                        elif delta is not None:
                             self._first_token()
                             yield delta
                         if out_filter.stopped and self.outcome.rule_id is None:
@@ -128,8 +136,13 @@ class AuditedGeneration:
                         if self.outcome.finish_reason == "content_filter":
                             break
                 tail = out_filter.finish()
-                if tail.chunks:
+                if tail.chunks and self._held is not None:
+                    self._held.append(self._from_filter(tail))
+                elif tail.chunks:
                     yield self._from_filter(tail)
+                for delta in await self._judge_output():
+                    self._first_token()
+                    yield delta
             except (EngineBusy, EngineError, ApiError) as exc:
                 if isinstance(exc, ApiError):
                     raise
@@ -158,6 +171,22 @@ class AuditedGeneration:
                 with contextlib.suppress(ApiError):  # nobody is left to tell; counted and logged
                     await asyncio.shield(self._finish("cancelled", 499, "client_disconnected"))
             await asyncio.shield(charging)
+
+    async def _judge_output(self) -> list[Delta]:
+        """The held deltas once the output classifier rules found the answer clean; none when one blocks it."""
+        if self._held is None:
+            return []
+        held, self._held = self._held, None
+        verdicts = await judged(
+            self.svc.classifiers, self.svc.metrics, "output", self.decision, ["".join(self._shown_final)]
+        )
+        self.outcome.verdicts = verdicts
+        blocking = next((v for v in verdicts if v.blocks), None)
+        if blocking is None:
+            return held
+        self.outcome.finish_reason, self.outcome.rule_id = "content_filter", blocking.rule.id
+        self._shown_final.clear()  # nothing of it was shown
+        return []
 
     async def _finish(self, event: str, status: int, error_code: str | None) -> None:
         """The request's one outcome record. When it cannot be written, an `error` record naming the audit
@@ -286,7 +315,8 @@ class AuditedGeneration:
                 latency_ms=int(latency * 1000),
                 status=status,
                 error_code=error_code,
-                detail={"finish_reason": o.finish_reason} if event == "completion" else {},
+                detail=({"finish_reason": o.finish_reason} if event == "completion" else {})
+                | verdict_detail(o.verdicts),
             )
         )
 
@@ -335,6 +365,12 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
         )
         raise ApiError(429, str(exc), code="rate_limited", retry_after=exc.retry_after) from exc
     decision, audit_decision, content = await asyncio.to_thread(_evaluate, svc, caller, spec, model)
+    verdicts: list[Verdict] = []
+    if not decision.denied:
+        verdicts = await judged(
+            svc.classifiers, svc.metrics, "input", decision, [m.content for m in decision.messages if m.role in _JUDGED]
+        )
+        decision, audit_decision = _classified(decision, audit_decision, verdicts)
     svc.metrics.decisions.labels("input", decision.action).inc()
     if decision.denied:
         await svc.record(
@@ -346,7 +382,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
                 content=content[1],
                 status=403,
                 error_code=decision.deny_rule,
-                detail=content[2],
+                detail=content[2] | verdict_detail(verdicts),
             )
         )
         raise ApiError(
@@ -362,7 +398,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
                 decision=audit_decision,
                 content_mode=content[0],
                 content=content[1],
-                detail=content[2] | spec.audit | spec.format_detail(bool(grammar)),
+                detail=content[2] | spec.audit | spec.format_detail(bool(grammar)) | verdict_detail(verdicts),
             )
         )
     except BaseException:
@@ -370,6 +406,28 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
             _kept(settle_quota(svc, reservation, Amounts()))
         raise
     return AuditedGeneration(svc, caller, decision, request, model, reservation)
+
+
+_JUDGED = ("user", "tool")  # the messages input classifier rules judge: what callers and tools wrote
+
+
+def _classified(
+    decision: Decision, audit_decision: RecordDecision, verdicts: list[Verdict]
+) -> tuple[Decision, RecordDecision]:
+    """The input decision after the classifier rules: a denial naming the first rule that blocks, if any."""
+    blocking = next((v for v in verdicts if v.blocks), None)
+    if blocking is None:
+        return decision, audit_decision
+    rule_ids = (blocking.rule.id, *decision.rule_ids)
+    message = blocking.rule.message or (
+        "The request was refused by the site's content policy."
+        if blocking.violation
+        else "The site's content classifier could not judge the request, so it was refused (fail closed)."
+    )
+    return (
+        replace(decision, action="deny", rule_ids=rule_ids, message=message),
+        audit_decision.model_copy(update={"action": "deny", "rule_ids": rule_ids}),
+    )
 
 
 async def reserve_quota(

@@ -16,6 +16,7 @@ from appliance.api.authgate import FailureThrottle, aggregate_event
 from appliance.api.backend import ModelBackend
 from appliance.api.errors import ApiError
 from appliance.api.exports import Exports
+from appliance.api.judge import backend_judge
 from appliance.api.metrics import Metrics
 from appliance.audit import AuditEvent, AuditLog, AuditRecord, AuditUnavailable, forward
 from appliance.audit.readers import ReadWindows
@@ -23,6 +24,7 @@ from appliance.bundles import BundleStore, trusted_keys
 from appliance.config import Settings
 from appliance.db import make_engine, require_tables
 from appliance.policy import PolicyEngine, PolicySet
+from appliance.policy.classifier import Classifiers
 from appliance.policy.pack import floor_file
 from appliance.signing import keys
 from appliance.tls.expiry import ExpiryWatch
@@ -48,6 +50,7 @@ class Services:
     reads: ReadWindows = field(init=False)  # views and searches of the log, aggregated per window
     # the policy's day and month quotas and per-minute rate buckets, counted in `database`
     quotas: QuotaLedger = field(init=False)
+    classifiers: Classifiers = field(init=False)  # the pack's classifier rules, run on `backend`, verdicts cached
     # Names this gateway replica in its `policy.in_force` records (GET /admin/policy lists every replica's)
     replica: str = field(init=False)
 
@@ -63,6 +66,7 @@ class Services:
         self.reads = ReadWindows(s.audit_read_window_s)
         self.quotas = QuotaLedger(self.database, site_zone(s.site_timezone), s.quota_reservation_ttl_s)
         self.policy.limiter = self.quotas  # per-minute buckets in the database: shared by every replica
+        self.classifiers = Classifiers(backend_judge(self.backend))
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
     @classmethod

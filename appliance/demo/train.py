@@ -27,6 +27,7 @@ weights bit for bit (CPUs with other vector units may still round matrix product
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import tempfile
 import time
@@ -41,7 +42,7 @@ from openai_harmony import HarmonyEncoding, Message, Role
 from torch.func import functional_call
 
 from appliance.demo.checkpoint import gpt_oss_config, mxfp4_round_trip, write_checkpoint
-from appliance.demo.conversations import Example, held_out_examples, training_examples
+from appliance.demo.conversations import Example
 from appliance.demo.tokenizer import VOCAB_SIZE
 from appliance.engine.harmony import render_prompt
 from appliance.vocabulary import load_harmony, write_vocabulary
@@ -224,11 +225,13 @@ def _sharpening(model: torch.nn.Module, batches: list[_Batch], others: float) ->
 def train(
     seed: int = SEED,
     *,
+    examples: str = "conversations",
     steps: int = STEPS,
     progress: Callable[[int], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Train on the conversations and return the full-vocabulary, rounded weights with their scores."""
+    """Train on the conversations of module `appliance.demo.<examples>` (its `training_examples` and
+    `held_out_examples`) and return the full-vocabulary, rounded weights with their scores."""
     from transformers import GptOssForCausalLM
 
     started = time.monotonic()
@@ -238,8 +241,9 @@ def train(
         with tempfile.TemporaryDirectory(prefix="harmony-vocab-") as folder:
             write_vocabulary(Path(folder))
             encoding = load_harmony(Path(folder))
-        train_set = [render_example(encoding, e) for e in training_examples()]
-        held_set = [render_example(encoding, e) for e in held_out_examples()]
+        source = importlib.import_module(f"appliance.demo.{examples}")
+        train_set = [render_example(encoding, e) for e in source.training_examples()]
+        held_set = [render_example(encoding, e) for e in source.held_out_examples()]
         used = sorted({t for e in train_set for t in e.prompt + e.completion})
         narrow = {t: i for i, t in enumerate(used)}
         config = gpt_oss_config("demo", **SHAPE)
@@ -291,8 +295,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the checkpoint (published layout) into this folder")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--examples", choices=("conversations", "safeguard"), default="conversations")
     args = parser.parse_args(argv)
-    result = train(args.seed, steps=args.steps)
+    result = train(args.seed, examples=args.examples, steps=args.steps)
     if args.out:
         write_checkpoint(args.out, result.config, result.state_dict)
 

@@ -194,7 +194,9 @@ def _merge(docs: list[YamlDoc]) -> tuple[dict[str, Any], dict[str, YamlDoc]]:
         if doc.data is None:
             continue
         if not isinstance(doc.data, dict):
-            raise doc.error([], "a policy file must be a mapping of sections (pack, access, input, output, audit)")
+            raise doc.error(
+                [], "a policy file must be a mapping of sections (pack, access, input, output, classifiers, audit)"
+            )
         for section, value in doc.data.items():
             if section in where:
                 raise doc.error([section], f"section {section!r} is already defined in {where[section].display}")
@@ -227,6 +229,16 @@ def _cross_check(pack: Pack, where: dict[str, YamlDoc]) -> None:
             for j, role in enumerate(rule.roles or []):
                 if role not in roles:
                     raise doc.error([section, "rules", i, "roles", j], f"{section}.rules[{i}]: unknown role {role!r}")
+    for i, classifier in enumerate(pack.classifiers):
+        if classifier.id in BUILTIN_RULES:
+            raise where["classifiers"].error(
+                ["classifiers", i, "id"], f"classifiers[{i}]: id {classifier.id!r} is taken"
+            )
+        for j, role in enumerate(classifier.roles or []):
+            if role not in roles:
+                raise where["classifiers"].error(
+                    ["classifiers", i, "roles", j], f"classifiers[{i}]: unknown role {role!r}"
+                )
     for role in pack.audit.roles:
         if role not in roles:
             raise where["audit"].error(["audit", "roles", role], f"audit.roles: unknown role {role!r}")

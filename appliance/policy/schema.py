@@ -149,6 +149,36 @@ class OutputPolicy(_Strict):
     rules: list[OutputRule] = []
 
 
+class ClassifierRule(_Strict):
+    """Text judged by a classifier model (gpt-oss-safeguard on a site) against a policy in plain language.
+
+    The policy is the classifier's developer message, and it must ask for a verdict the appliance can read:
+    `1` (violates) or `0` (safe), or a JSON object whose `violation` is 1/0 or true/false. On input, every
+    user and tool message is judged on its own (a chat's earlier turns are then verdict-cache hits); on
+    output, the whole final answer, before any of it leaves (`stream: end`).
+    """
+
+    id: RuleId
+    model: Name = Field(description="The classifier bundle the appliance serves, by name.")
+    policy: str = Field(min_length=1, max_length=65536)
+    applies_to: list[Literal["input", "output"]] = Field(min_length=1)
+    mode: Literal["enforce", "monitor"] = "enforce"  # monitor: the verdict is recorded, nothing is stopped
+    roles: list[Name] | None = None
+    effort: Effort = "low"
+    max_tokens: int = Field(default=512, ge=1, le=8192)
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    on_error: Literal["deny", "allow"] = "deny"  # a timeout, a missing model or an unreadable verdict
+    stream: Literal["end"] = "end"  # streamed answers are held until the verdict (per window: not built)
+    message: str = ""
+
+
+def _unique_classifiers(rules: list[ClassifierRule]) -> list[ClassifierRule]:
+    ids = [r.id for r in rules]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"classifier ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+    return rules
+
+
 class AuditPolicy(_Strict):
     content: AuditContent = "redacted"
     roles: dict[Name, AuditContent] = {}
@@ -159,4 +189,5 @@ class Pack(_Strict):
     access: Access
     input: InputPolicy = InputPolicy()
     output: OutputPolicy = OutputPolicy()
+    classifiers: Annotated[list[ClassifierRule], AfterValidator(_unique_classifiers)] = []
     audit: AuditPolicy = AuditPolicy()
