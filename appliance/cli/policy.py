@@ -28,14 +28,33 @@ def check(directory: PackDir = None) -> None:
 
 
 @app.command()
-def test(directory: PackDir = None) -> None:
+def test(
+    directory: PackDir = None,
+    classifiers: Annotated[
+        bool,
+        typer.Option(
+            "--classifiers", help="Also run the classifier rules, on the active bundles they name in the model store."
+        ),
+    ] = False,
+) -> None:
     """Run the test cases under DIR/tests against the pack, like `opa test`."""
     from appliance.policy.testing import run_tests
 
     settings = get_settings()
     directory = directory or seeded(settings)
     policy = PolicySet.from_settings(settings, directory)
-    results = run_tests(policy, directory)
+    if classifiers:
+        from appliance.api.judge import backend_judge
+        from appliance.serving.local_backend import LocalBackend
+
+        names = sorted({rule.model for rule in policy.pack.classifiers})
+        backend = LocalBackend.from_store(settings, names) if names else LocalBackend([])
+        try:
+            results = run_tests(policy, directory, backend_judge(backend))
+        finally:
+            backend.close()
+    else:
+        results = run_tests(policy, directory)
     for result in results:
         typer.echo(f"{'PASS' if result.passed else 'FAIL'}: {result.name}")
         for failure in result.failures:

@@ -15,6 +15,7 @@ import pytest
 from appliance.demo.safeguard import BUNDLE_NAME, POLICY, SAFE_ANALYSIS, VIOLATION_ANALYSIS
 from tests.api.helpers import records, sse_events
 from tests.appliance import REPO, make_appliance
+from tests.conftest import run_cli
 
 MASCOT_QUESTION = "What is the name of the appliance mascot?"
 
@@ -173,3 +174,38 @@ async def test_a_classifier_nobody_serves_fails_closed_unless_the_rule_says_open
             assert r.json()["error"]["code"] == "absent" and "fail closed" in r.json()["error"]["message"]
     finally:
         judged.services.policy.reload(judged.pack)
+
+
+def test_the_packs_own_tests_check_classifier_verdicts_against_the_served_classifier(judged, tmp_path):
+    pack = tmp_path / "policies"
+    shutil.copytree(judged.pack, pack)
+    shutil.rmtree(pack / "tests", ignore_errors=True)
+    (pack / "tests").mkdir()
+    cases = [
+        {
+            "name": "a question about the mascot is refused",
+            "principal": {"role": "user"},
+            "request": {"messages": [{"content": MASCOT_QUESTION}]},
+            "expect": {"action": "deny", "rule_ids": ["mascot"], "verdicts": {"mascot": "violation"}},
+        },
+        {
+            "name": "a question about Hamlet is not",
+            "principal": {"role": "user"},
+            "request": {"messages": [{"content": "Who wrote Hamlet?"}]},
+            "expect": {"action": "allow", "verdicts": {"mascot": "safe"}},
+        },
+        {
+            "name": "an answer naming the mascot is stopped for admins",
+            "principal": {"role": "admin"},
+            "output": [{"text": "The appliance mascot is a lighthouse keeper named Orla."}],
+            "expect": {"stopped": True, "rule_id": "mascot.answers", "verdicts": {"mascot.answers": "violation"}},
+        },
+    ]
+    (pack / "tests" / "classifiers.yaml").write_text(json.dumps({"cases": cases}))
+    data = judged.settings.data_dir
+    ran = run_cli("policy", "test", str(pack), "--classifiers", data_dir=data)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "PASS: 3/3" in ran.stdout
+    without = run_cli("policy", "test", str(pack), data_dir=data)
+    assert without.returncode == 1 and "expects classifier verdicts: run with --classifiers" in without.stdout
+    assert without.stderr.count("\n") == 1 and "Traceback" not in without.stderr
