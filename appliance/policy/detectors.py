@@ -97,7 +97,6 @@ _NOT_PHONE = re.compile(
     r"|.*[-./]{2}.*"
 )
 _PHONE_AFTER = frozenset("-._/:")  # a run glued to a word by one of these is a code, not a number
-_TEL = re.compile(r"(?<![\w\-.])tel:\Z", re.IGNORECASE)  # ... except RFC 3966's "tel:+1-201-555-0123"
 _IBAN = re.compile(r"[A-Z]{2}\d\d(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
 # grouped by fours with one separator (the canonical view has turned every dash into "-", every space into " ")
 _IBAN_GROUPED = re.compile(r"[A-Z]{2}\d\d([ ./-])[A-Z0-9]{4}(?:\1[A-Z0-9]{4}){1,6}(?:\1[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
@@ -106,23 +105,25 @@ _IBAN_GROUPED = re.compile(r"[A-Z]{2}\d\d([ ./-])[A-Z0-9]{4}(?:\1[A-Z0-9]{4}){1,
 def _digit_triggers() -> list[tuple[str, int]]:
     """Where `_DIGIT_TRIGGER` can match: the first digit of each long enough run of digits and
     separators (one hit per run: the run must end), and each "12A"/"12 A" of its second branch;
-    then one trigger per `_SHAPE_TRIGGERS` entry."""
+    then one trigger per `_SHAPE_TRIGGERS` entry (ASCII digits: the canonical view has no others)."""
     d = f"[{decimal_class()}]"
     return [
         (rf"{d}[{d[1:-1]} .\-/()]{{5,}}{d}[ .\-/()]*(?:[^{d[1:-1]} .\-/()]|\z)", UTF8 | SOM),
-        (rf"{d}{d}[ ./\-]?[A-Z]", UTF8 | SOM | CASELESS),
-        *((shape.replace("D", d), UTF8) for _, shape in _SHAPE_TRIGGERS),
+        (rf"{d}{d}[ ./\-]?[A-Z]", UTF8 | SOM),
+        *((shape.replace("D", "[0-9]"), 0) for _, shape in _SHAPE_TRIGGERS),  # ASCII \b: no UCP
     ]
 
 
 # (index in `_NUMBER_SHAPES`, a part of that shape without lookarounds, D a digit): every match of the
 # shape holds a match of the part, so a run where no part ends is not searched for the shape
+# shape, as its lookarounds allow only at word boundaries (\b): one hit per candidate, not one per digit of
+# every longer run (Hyperscan reports every end, and each hit costs Python a call)
 _SHAPE_TRIGGERS = (
-    (0, r"D{3}[-. /]D{2}[-. /]D{4}"),
-    (1, r"D{12}"),
-    (1, r"D{4}[ ./\-]D{4}[ ./\-]D{4}[ ./\-]D{4}"),
-    (1, r"D{4}[ ./\-]D{6}[ ./\-]D{4}"),
-    (2, r"D{1,3}\.D{1,3}\.D{1,3}\.D"),
+    (0, r"\bD{3}[-. /]D{2}[-. /]D{4}\b"),
+    (1, r"\bD{12,19}\b"),
+    (1, r"\bD{4}[ ./\-]D{4}[ ./\-]D{4}[ ./\-]D{4}\b"),
+    (1, r"\bD{4}[ ./\-]D{6}[ ./\-]D{4}"),
+    (2, r"\bD{1,3}\.D{1,3}\.D{1,3}\.D"),
 )
 _SHAPES_END = 2 + len(_SHAPE_TRIGGERS)  # trigger index after the digit triggers
 
@@ -163,7 +164,8 @@ def _numbers(
 
 def _phone(text: str, start: int, end: int, emit: Emit) -> bool:
     """The run `[start, end)` (and an extension after it) when libphonenumber takes it for a number."""
-    if start and (text[start - 1].isalnum() or text[start - 1] in _PHONE_AFTER) and not _TEL.search(text, 0, start):
+    tel = text[max(0, start - 4) : start].lower() == "tel:"  # RFC 3966: "tel:+1-201-555-0123"
+    if start and (text[start - 1].isalnum() or text[start - 1] in _PHONE_AFTER) and not tel:
         return False
     if end < len(text) and (text[end].isalnum() and text[end] not in "xX" or text[end] in "-:"):
         return False
@@ -234,27 +236,28 @@ def _shape_ok(kind: str, m: re.Match[str]) -> bool:
 _NUMBER_SHAPES = (("pii.us_ssn", _SSN), ("pii.payment_card", _CARD), ("pii.ip_address", _IPV4))
 
 # --- national identifiers: each shape is a Hyperscan trigger of its own, stdnum decides -------------------
-# (category, exact shape, trigger: the shape without back-references, # a digit, ~ an optional separator).
+# (category, exact shape, trigger: the shape without back-references, between word boundaries as its
+# lookarounds require, # a digit, ~ an optional separator).
 # Groups are written with one separator throughout: none, a space, "-", "." or "/" (the canonical view
 # has turned every dash, every space and every look-alike dot or slash into these).
 _S = r"([ ./\-]?)"
 _NATIONAL = (
-    ("pii.uk_nino", rf"[A-Z]{{2}}{_S}\d\d\1\d\d\1\d\d\1[A-D]", r"[A-Z]{2}~##~##~##~[A-D]"),
-    ("pii.de_tax_id", rf"[1-9]\d{_S}\d{{3}}\1\d{{3}}\1\d{{3}}", r"[1-9]#~#{3}~#{3}~#{3}"),
+    ("pii.uk_nino", rf"[A-Z]{{2}}{_S}\d\d\1\d\d\1\d\d\1[A-D]", r"\b[A-Z]{2}~##~##~##~[A-D]\b"),
+    ("pii.de_tax_id", rf"[1-9]\d{_S}\d{{3}}\1\d{{3}}\1\d{{3}}", r"\b[1-9]#~#{3}~#{3}~#{3}\b"),
     (
         "pii.fr_nir",
         rf"[12]{_S}\d\d\1\d\d\1(?:\d\d|2[AB])\1\d{{3}}\1\d{{3}}\1\d\d",
-        r"[12]~##~##~(?:##|2[AB])~#{3}~#{3}~##",
+        r"\b[12]~##~##~(?:##|2[AB])~#{3}~#{3}~##\b",
     ),
     (
         "pii.it_fiscal_code",
         r"[A-Z]{6}[0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]",
-        r"[A-Z]{6}#[0-9LMNPQRSTUV][A-Z][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]",  # the year's first digit
+        r"\b[A-Z]{6}#[0-9LMNPQRSTUV][A-Z][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]\b",  # the year's first digit
     ),
     (
         "pii.es_dni",
         r"(?:\d{8}|\d\d\.\d{3}\.\d{3}|[XYZ][ ./\-]?\d{7})[ ./\-]?[A-Z]",
-        r"(?:#{8}|##\.#{3}\.#{3}|[XYZ]~#{7})~[A-Z]",
+        r"\b(?:#{8}|##\.#{3}\.#{3}|[XYZ]~#{7})~[A-Z]\b",
     ),
 )
 _NATIONAL_RE = tuple(
