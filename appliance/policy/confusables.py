@@ -2,8 +2,8 @@
 
 `exаmple.it` with a Cyrillic "а", `АKIA...` with a Cyrillic "А", `paѕsword:` with a Macedonian "ѕ": NFKC leaves
 them alone because they are different letters, not compatibility forms. Unicode's answer is the confusable
-*skeleton* of UTS #39; ICU's spoof checker (`icu.SpoofChecker.getSkeleton`, shipped with its own copy of the
-Unicode data in the icukit-pyicu wheel, so nothing is read or downloaded at run time) computes it. A letter is
+*skeleton* of UTS #39; ICU's spoof checker (`icu.SpoofChecker.getSkeleton`, ICU 77.1 with its own copy of
+the Unicode 16 data in the pyicu-wheels wheel, so nothing is read or downloaded at run time) computes it. A letter is
 folded to the ASCII letter or digit with the same skeleton (the one of its case when several share it, e.g.
 Cyrillic "І" -> "I", palochka "ӏ" -> "l"), so one character stays one character and offsets do not move.
 

@@ -153,7 +153,11 @@ def speed(args: argparse.Namespace, ours: Scanner, p_scan: Scan) -> None:
         ("short: ~200-byte prompts, an entity every ~2 KB", chunks(sparse[:2_000_000], 200)),
         ("short: ~200-byte prompts of the dense corpus", chunks(dense[:1_000_000], 200)),
     ]
-    p_docs = {rows[1][0]: chunks(sparse[:200_000], 100_000), rows[4][0]: chunks(prose[:100_000], 200)}
+    p_docs = {
+        rows[1][0]: chunks(sparse[:200_000], 100_000),
+        rows[4][0]: chunks(cyrillic[:100_000], 50_000),
+        rows[5][0]: chunks(prose[:100_000], 200),
+    }
     for name, docs in rows:
         line = f"  {name:55s} ours {mb_per_s(docs, scan):9.2f} MB/s"
         if name in p_docs:
@@ -162,22 +166,27 @@ def speed(args: argparse.Namespace, ours: Scanner, p_scan: Scan) -> None:
 
 
 def latency() -> None:
-    """evaluate_input on a typical 2 KB prompt (one e-mail to redact) with the default pack."""
+    """evaluate_input on a typical 2 KB prompt (one e-mail to redact) with the default pack: wall time, and
+    the thread's CPU time per decision (what the decision itself costs; on a shared machine the wall
+    time's tail is mostly waiting for a core)."""
     engine = PolicyEngine(PolicySet.load(ROOT / "policies"))
     prose, _ = corpus.generate(4000, seed=5, secrets=False)
     prompt = ("You are a helpful assistant for the operations team.", prose[:1900] + " Reply to ops@example.com.")
     request = PolicyRequest("gpt-oss-demo", [Message("system", prompt[0]), Message("user", prompt[1])], 512)
     principal = Principal(key_id="k1", name="alice", role="user")
-    samples = []
+    wall, cpu = [], []
     for _ in range(3000):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         engine.evaluate_input(request, principal)
-        samples.append(time.perf_counter() - t0)
-    samples.sort()
-    p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+        cpu.append(time.thread_time() - c0)
+        wall.append(time.perf_counter() - t0)
+
+    def p(samples: list[float], q: float) -> float:
+        return sorted(samples)[int(len(samples) * q)] * 1e6
+
     print(
-        f"\ndecision latency, 2 KB prompt (goal p99 < 1 ms): p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us "
-        f"(mean {statistics.fmean(samples) * 1e6:.0f} us)"
+        f"\ndecision latency, 2 KB prompt (goal p99 < 1 ms): wall p50 {p(wall, 0.5):.0f} us, p99 {p(wall, 0.99):.0f} us"
+        f" (mean {statistics.fmean(wall) * 1e6:.0f} us); CPU p50 {p(cpu, 0.5):.0f} us, p99 {p(cpu, 0.99):.0f} us"
     )
 
 
