@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from appliance.policy import validators
-from appliance.policy.canon import canonical
+from appliance.policy.canon import canonical, warm
 from appliance.policy.phrases import INJECTION_PATTERNS, INJECTION_PHRASES, ROLEPLAY_PHRASES
 from appliance.policy.phraseset import PhraseSet
 from appliance.policy.triggers import CASELESS, SOM, UTF8, Triggers, decimal_class
@@ -459,6 +459,7 @@ class Scanner:
             self._patterns.extend((f"topic.{name}", re.compile(pattern)) for pattern in patterns)
         self._phrases.compile()
         self._triggers = _triggers()
+        warm()  # the canonical view's tables, once per process: not on the first non-ASCII request
 
     def scan(self, text: str) -> list[Finding]:
         """Every finding in `text`, ordered by start, spans in `text`; overlapping findings are all kept.
