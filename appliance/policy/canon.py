@@ -4,26 +4,34 @@ An attacker slips past exact patterns with characters nobody sees or that look l
 space inside a card number, an en-dash or ideographic space as separator, fullwidth "＠" and digits, a
 JSON `\\u002d` escape in tool-call arguments. The canonical view decodes `\\uXXXX` escapes, applies
 Unicode NFKC, drops default-ignorable and invisible formatting code points, and maps look-alike
-separators and every decimal digit to ASCII. Each canonical character remembers the original
-characters it came from, so a finding maps back to exactly the original span (redaction then replaces
-the hidden characters too). Plain ASCII text without escapes is its own view and costs nothing.
+separators (every dash, every space) and every decimal digit to ASCII, then folds the look-alike letters
+of mixed-script tokens to the Latin letters they imitate (confusables.py: UTS #39 skeletons). Each
+canonical character remembers the original characters it came from, so a finding maps back to exactly
+the original span (redaction then replaces the hidden characters too). Plain ASCII text without escapes
+is its own view and costs nothing; other text is searched for the few characters that change with one
+regex, never walked character by character in Python.
 
 The dropped characters are also reported: hidden text is what a human reviewer of the prompt cannot
 see but the model reads (tag characters and variation-selector runs can carry whole ASCII messages).
+So are folded look-alikes inside a detected value: a reviewer reads `exаmple.it` as the Latin address.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import re
 import sys
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
 
-# Look-alikes NFKC leaves alone: dashes, dots and slashes used as separators inside numbers.
+from appliance.policy import confusables
+
+# Look-alikes NFKC leaves alone: dashes, dots and slashes used as separators inside numbers (every dash
+# punctuation (Pd) and every space separator (Zs) are added from Python's tables in `_tables`).
 _SEPARATORS = {
-    **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\u2796\ufe58\u02d7", "-"),
+    **dict.fromkeys("\u2043\u2212\u2796\ufe58\u02d7", "-"),
     **dict.fromkeys("\u00b7\u2022\u2027\u2219\u22c5\u30fb\u3002\u0387\u2e31", "."),
     **dict.fromkeys("\u2044\u2215\u29f8", "/"),
 }
@@ -58,17 +66,25 @@ def _ignorable(ch: str) -> bool:
 def _tables() -> tuple[re.Pattern[str], dict[str, str]]:
     """The pattern of every character the view changes, and what each becomes ("" when dropped).
 
-    Built once from Python's own Unicode tables (about a second), so both stay in step with `re`.
+    Built once from Python's own Unicode tables (about a second), so both stay in step with `re`. The
+    pattern spells out the changed characters of the BMP only and takes every astral character (and
+    every backslash, for escapes) as a candidate `canonical` checks: `re` tests a class with astral
+    ranges range by range, hundreds of times slower than the BMP bitmap.
     """
     change: dict[str, str] = {}
     for code in range(0x80, sys.maxunicode + 1):
         if 0xD800 <= code <= 0xDFFF:
             continue
         ch = chr(code)
+        category = unicodedata.category(ch)
         if _ignorable(ch):
             change[ch] = ""
         elif ch in _SEPARATORS:
             change[ch] = _SEPARATORS[ch]
+        elif category == "Pd":
+            change[ch] = "-"
+        elif category == "Zs":
+            change[ch] = " "
         elif ch.isdecimal():
             change[ch] = str(unicodedata.decimal(ch))
         elif unicodedata.combining(ch):
@@ -80,19 +96,14 @@ def _tables() -> tuple[re.Pattern[str], dict[str, str]]:
                     _SEPARATORS.get(c, str(unicodedata.decimal(c)) if c.isdecimal() and not c.isascii() else c)
                     for c in nfkc
                 )
-    ranges: list[list[int]] = []
-    for code in sorted(ord(c) for c in change):
-        if ranges and ranges[-1][1] == code - 1:
-            ranges[-1][1] = code
-        else:
-            ranges.append([code, code])
-    body = "".join(f"\\U{a:08x}-\\U{b:08x}" if a != b else f"\\U{a:08x}" for a, b in ranges)
-    return re.compile(rf"\\u[0-9A-Fa-f]{{4}}|[{body}]"), change
+    body = "".join(re.escape(c) for c in sorted(change) if ord(c) <= 0xFFFF)
+    return re.compile(f"[{body}\\\\\U00010000-\U0010ffff]"), change
 
 
 def warm() -> None:
     """Build the tables now (at pack load) rather than on the first non-ASCII request."""
     _tables()
+    confusables.fold("a\u0430")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +112,8 @@ class View:
 
     `_canon[i]`, `_orig[i]`, `_orig_end[i]`: segment i starts at canonical offset `_canon[i]` and original
     offset `_orig[i]`; it is copied one for one when `_orig_end[i]` is -1, otherwise all its characters
-    came from original `[_orig[i], _orig_end[i])`. `hidden` holds original offsets of dropped characters.
+    came from original `[_orig[i], _orig_end[i])`. `hidden` holds original offsets of dropped characters,
+    `lookalike` those of folded look-alike letters (one for one: they move no offset).
     """
 
     text: str
@@ -110,10 +122,12 @@ class View:
     _orig_end: tuple[int, ...] = ()
     hidden: tuple[int, ...] = ()
     hidden_spans: tuple[tuple[int, int], ...] = ()  # runs of hidden text worth reporting on their own
+    lookalike: tuple[int, ...] = ()
 
     @property
     def identity(self) -> bool:
-        return not self._canon
+        """The text is the original: nothing to map back or report."""
+        return not self._canon and not self.lookalike
 
     def start(self, pos: int) -> int:
         """Original offset of canonical offset `pos` as a span start."""
@@ -132,18 +146,29 @@ class View:
         return self._orig[i] + (pos - self._canon[i]) if self._orig_end[i] < 0 else self._orig_end[i]
 
     def hides(self, start: int, end: int) -> bool:
-        """Whether original `[start, end)` holds a dropped character."""
-        i = bisect.bisect_left(self.hidden, start)
-        return i < len(self.hidden) and self.hidden[i] < end
+        """Whether original `[start, end)` holds a dropped character or a folded look-alike."""
+        return any(
+            (i := bisect.bisect_left(offsets, start)) < len(offsets) and offsets[i] < end
+            for offsets in (self.hidden, self.lookalike)
+        )
 
 
 def canonical(text: str) -> View:
     if text.isascii() and "\\u" not in text:
         return View(text)
+    view = _normalised(text)
+    folded, offsets = confusables.fold(view.text)
+    if not offsets:
+        return view
+    return dataclasses.replace(view, text=folded, lookalike=tuple(view.start(o) for o in offsets))
+
+
+_ESCAPE = re.compile(r"\\u[0-9A-Fa-f]{4}")
+
+
+def _normalised(text: str) -> View:
+    """The view before look-alikes are folded: escapes decoded, NFKC, invisible characters dropped."""
     pattern, change = _tables()
-    m = pattern.search(text)
-    if m is None:
-        return View(text)
     out: list[str] = []
     canon: list[int] = []
     orig: list[int] = []
@@ -160,14 +185,19 @@ def canonical(text: str) -> View:
             out.append(value)
             size += len(value)
 
+    m = pattern.search(text)
     while m is not None:
-        start, end = m.span()
-        segment(pos, start, text[pos:start], True)
-        if m.group()[0] == "\\":
+        start = m.start()
+        char = m.group()
+        if char == "\\" and _ESCAPE.match(text, start):
             char, end = _escape(text, start)
             value = change.get(char, char)
-        else:
-            value = change[m.group()]
+        elif char in change:
+            end, value = start + 1, change[char]
+        else:  # a backslash that starts no escape, an astral character that does not change
+            m = pattern.search(text, start + 1)
+            continue
+        segment(pos, start, text[pos:start], True)
         if not value:
             hidden.append((start, end))
         elif unicodedata.combining(value[0]) and out:
@@ -182,6 +212,8 @@ def canonical(text: str) -> View:
             segment(start, end, value, False)
         pos = end
         m = pattern.search(text, pos)
+    if pos == 0:  # nothing changed
+        return View(text)
     segment(pos, len(text), text[pos:], True)
     return View(
         "".join(out),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from appliance.policy import validators
-from appliance.policy.canon import canonical
+from appliance.policy.canon import canonical, warm
 from appliance.policy.phrases import INJECTION_PATTERNS, INJECTION_PHRASES, ROLEPLAY_PHRASES
 from appliance.policy.phraseset import PhraseSet
 from appliance.policy.triggers import CASELESS, SOM, UTF8, Triggers, decimal_class
@@ -78,11 +78,11 @@ class Finding:
 Emit = Callable[[str, int, int], None]
 
 # --- numbers: one trigger pass over digit runs, then exact shapes on the few runs found -------------
-_DIGIT_TRIGGER = re.compile(r"\d[\d .\-/()]{5,}\d|\d\d ?[A-Z]")
-_SSN = re.compile(r"(?<![\w\-.])(\d{3})([-. ])(\d{2})\2(\d{4})(?![\w\-]|\.\d)")
+_DIGIT_TRIGGER = re.compile(r"\d[\d .\-/()]{5,}\d|\d\d[ ./\-]?[A-Z]")
+_SSN = re.compile(r"(?<![\w\-./])(\d{3})([-. /])(\d{2})\2(\d{4})(?![\w\-/]|\.\d)")
 _CARD = re.compile(
-    r"(?<![\w+\-.])(?:\d{4}([ .-])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ .-])\d{6}\2\d{4,5}"
-    r"|\d{12,19})(?![\w\-]|[.,]\d)"
+    r"(?<![\w+\-./])(?:\d{4}([ ./-])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ ./-])\d{6}\2\d{4,5}"
+    r"|\d{12,19})(?![\w\-/]|[.,]\d)"
 )
 _IPV4 = re.compile(
     r"(?<![\w.\-])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
@@ -91,36 +91,40 @@ _IPV4 = re.compile(
 _EXTENSION = re.compile(r"[ \t]*(?:ext\.?|extension|x|#)[ \t]*\d{1,6}(?![\w\-])", re.IGNORECASE)
 # shapes that are never phone numbers even when their own check fails: SSN and card look-alikes, dates
 _NOT_PHONE = re.compile(
-    r"\d{3}([-. ])\d{2}\1\d{4}|\d{4}([ .-])\d{4}\2\d{4}\2\d{4}|\d{4}[./-]\d{1,2}[./-]\d{1,2}"
+    r"\d{3}([-. /])\d{2}\1\d{4}|\d{4}([ ./-])\d{4}\2\d{4}\2\d{4}|\d{4}[./-]\d{1,2}[./-]\d{1,2}"
     r"|\d{1,2}([./-])\d{1,2}\3(?:\d{2}|\d{4})|(?:\d{1,3}\.){3}\d{1,3}"
     r"|(?:97[89]-)?\d{1,5}-\d{1,7}-\d{1,7}-\d"  # hyphenated ISBN
     r"|.*[-./]{2}.*"
 )
 _PHONE_AFTER = frozenset("-._/:")  # a run glued to a word by one of these is a code, not a number
+_SEPARATOR = re.compile(r"[^A-Za-z0-9]")  # what a compact identifier leaves out (a regex: no loop in Python)
 _IBAN = re.compile(r"[A-Z]{2}\d\d(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
-_IBAN_SPACED = re.compile(r"[A-Z]{2}\d\d(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+# grouped by fours with one separator (the canonical view has turned every dash into "-", every space into " ")
+_IBAN_GROUPED = re.compile(r"[A-Z]{2}\d\d([ ./-])[A-Z0-9]{4}(?:\1[A-Z0-9]{4}){1,6}(?:\1[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
 
 
 def _digit_triggers() -> list[tuple[str, int]]:
     """Where `_DIGIT_TRIGGER` can match: the first digit of each long enough run of digits and
     separators (one hit per run: the run must end), and each "12A"/"12 A" of its second branch;
-    then one trigger per `_SHAPE_TRIGGERS` entry."""
+    then one trigger per `_SHAPE_TRIGGERS` entry (ASCII digits: the canonical view has no others)."""
     d = f"[{decimal_class()}]"
     return [
         (rf"{d}[{d[1:-1]} .\-/()]{{5,}}{d}[ .\-/()]*(?:[^{d[1:-1]} .\-/()]|\z)", UTF8 | SOM),
-        (rf"{d}{d} ?[A-Z]", UTF8 | SOM | CASELESS),
-        *((shape.replace("D", d), UTF8) for _, shape in _SHAPE_TRIGGERS),
+        (rf"{d}{d}[ ./\-]?[A-Z]", UTF8 | SOM),
+        *((shape.replace("D", "[0-9]"), 0) for _, shape in _SHAPE_TRIGGERS),  # ASCII \b: no UCP
     ]
 
 
 # (index in `_NUMBER_SHAPES`, a part of that shape without lookarounds, D a digit): every match of the
 # shape holds a match of the part, so a run where no part ends is not searched for the shape
+# shape, as its lookarounds allow only at word boundaries (\b): one hit per candidate, not one per digit of
+# every longer run (Hyperscan reports every end, and each hit costs Python a call)
 _SHAPE_TRIGGERS = (
-    (0, r"D{3}[-. ]D{2}[-. ]D{4}"),
-    (1, r"D{12}"),
-    (1, r"D{4}[ .-]D{4}[ .-]D{4}[ .-]D{4}"),
-    (1, r"D{4}[ .-]D{6}[ .-]D{4}"),
-    (2, r"D{1,3}\.D{1,3}\.D{1,3}\.D"),
+    (0, r"\bD{3}[-. /]D{2}[-. /]D{4}\b"),
+    (1, r"\bD{12,19}\b"),
+    (1, r"\bD{4}[ ./\-]D{4}[ ./\-]D{4}[ ./\-]D{4}\b"),
+    (1, r"\bD{4}[ ./\-]D{6}[ ./\-]D{4}"),
+    (2, r"\bD{1,3}\.D{1,3}\.D{1,3}\.D"),
 )
 _SHAPES_END = 2 + len(_SHAPE_TRIGGERS)  # trigger index after the digit triggers
 
@@ -137,9 +141,11 @@ def _numbers(
     by_end = sorted((end, _SHAPE_TRIGGERS[i][0]) for i, spans in enumerate(shape_hits) for _, end in spans)
     ends = [end for end, _ in by_end]
     covered = 0  # end of the last IBAN: its digit groups are not phone numbers
+    taken_ends = [e for _, e in taken]
     for m in finditer_at(_DIGIT_TRIGGER, text, hits):
         start, end = m.span()
-        if start < covered or any(s < end and start < e for s, e in taken):
+        i = bisect.bisect_right(taken_ends, start)  # the first identifier ending after the run starts
+        if start < covered or (i < len(taken) and taken[i][0] < end):
             continue
         if start >= 2 and text[start - 2 : start].isupper() and text[start - 2 : start].isalpha():
             covered = _iban(text, start - 2, emit)
@@ -149,23 +155,27 @@ def _numbers(
             continue
         if start and text[start - 1] in "+(":
             start -= 1
+        if text[start] == "+" and _phone(text, start, end, emit):
+            continue  # "+" names a country: "+688 90 1234" is Tuvalu, not an SSN
         first, last = bisect.bisect_right(ends, start), bisect.bisect_right(ends, end)
         kinds = {shape for _, shape in by_end[first:last]}
         if not (kinds and _number_run(text, start, end, [s for i, s in enumerate(_NUMBER_SHAPES) if i in kinds], emit)):
             _phone(text, start, end, emit)
 
 
-def _phone(text: str, start: int, end: int, emit: Emit) -> None:
+def _phone(text: str, start: int, end: int, emit: Emit) -> bool:
     """The run `[start, end)` (and an extension after it) when libphonenumber takes it for a number."""
-    if start and (text[start - 1].isalnum() or text[start - 1] in _PHONE_AFTER):
-        return
+    tel = text[max(0, start - 4) : start].lower() == "tel:"  # RFC 3966: "tel:+1-201-555-0123"
+    if start and (text[start - 1].isalnum() or text[start - 1] in _PHONE_AFTER) and not tel:
+        return False
     if end < len(text) and (text[end].isalnum() and text[end] not in "xX" or text[end] in "-:"):
-        return
+        return False
     number = text[start:end]
     if _NOT_PHONE.fullmatch(number) or not validators.phone_ok(number):
-        return
+        return False
     extension = _EXTENSION.match(text, end)
     emit("pii.phone", start, extension.end() if extension else end)
+    return True
 
 
 def _iban(text: str, start: int, emit: Emit) -> int:
@@ -175,10 +185,10 @@ def _iban(text: str, start: int, emit: Emit) -> int:
     """
     if start and text[start - 1].isalnum():
         return 0
-    for pattern in (_IBAN_SPACED, _IBAN):
+    for pattern in (_IBAN_GROUPED, _IBAN):
         m = pattern.match(text, start)
         if m:
-            compact = m.group().replace(" ", "")
+            compact = _SEPARATOR.sub("", m.group())
             # the greedy match may swallow a following word; cut it to the country's length
             length = validators.IBAN_LENGTHS.get(compact[:2], 0)
             if len(compact) >= length and validators.iban_ok(compact[:length]):
@@ -190,10 +200,10 @@ def _iban(text: str, start: int, emit: Emit) -> int:
 
 
 def _span_end(text: str, start: int, alnum_count: int) -> int:
-    """End of the span that holds `alnum_count` letters and digits from `start` (spaces skipped)."""
+    """End of the span that holds `alnum_count` letters and digits from `start` (separators skipped)."""
     i = start
     while alnum_count:
-        if text[i] != " ":
+        if text[i].isalnum():
             alnum_count -= 1
         i += 1
     return i
@@ -226,40 +236,62 @@ def _shape_ok(kind: str, m: re.Match[str]) -> bool:
 
 _NUMBER_SHAPES = (("pii.us_ssn", _SSN), ("pii.payment_card", _CARD), ("pii.ip_address", _IPV4))
 
-# --- national identifiers: found from the digit triggers (each holds a digit run or "12A"), stdnum decides ---
+# --- national identifiers: each shape is a Hyperscan trigger of its own, stdnum decides -------------------
+# (category, exact shape, trigger: the shape without back-references, between word boundaries as its
+# lookarounds require, # a digit, ~ an optional separator).
+# Groups are written with one separator throughout: none, a space, "-", "." or "/" (the canonical view
+# has turned every dash, every space and every look-alike dot or slash into these).
+_S = r"([ ./\-]?)"
 _NATIONAL = (
-    ("pii.uk_nino", r"[A-Z]{2} ?\d\d ?\d\d ?\d\d ?[A-D]"),
-    ("pii.de_tax_id", r"[1-9]\d ?\d{3} ?\d{3} ?\d{3}"),
-    ("pii.fr_nir", r"[12] ?\d\d ?\d\d ?(?:\d\d|2[AB]) ?\d{3} ?\d{3} ?\d\d"),
-    ("pii.it_fiscal_code", r"[A-Z]{6}[0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]"),
-    ("pii.es_dni", r"(?:\d{8}|[XYZ] ?-?\d{7}) ?-?[A-Z]"),
+    ("pii.uk_nino", rf"[A-Z]{{2}}{_S}\d\d\1\d\d\1\d\d\1[A-D]", r"\b[A-Z]{2}~##~##~##~[A-D]\b"),
+    ("pii.de_tax_id", rf"[1-9]\d{_S}\d{{3}}\1\d{{3}}\1\d{{3}}", r"\b[1-9]#~#{3}~#{3}~#{3}\b"),
+    (
+        "pii.fr_nir",
+        rf"[12]{_S}\d\d\1\d\d\1(?:\d\d|2[AB])\1\d{{3}}\1\d{{3}}\1\d\d",
+        r"\b[12]~##~##~(?:##|2[AB])~#{3}~#{3}~##\b",
+    ),
+    (
+        "pii.it_fiscal_code",
+        r"[A-Z]{6}[0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]",
+        r"\b[A-Z]{6}#[0-9LMNPQRSTUV][A-Z][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]\b",  # the year's first digit
+    ),
+    (
+        "pii.es_dni",
+        r"(?:\d{8}|\d\d\.\d{3}\.\d{3}|[XYZ][ ./\-]?\d{7})[ ./\-]?[A-Z]",
+        r"\b(?:#{8}|##\.#{3}\.#{3}|[XYZ]~#{7})~[A-Z]\b",
+    ),
 )
 _NATIONAL_RE = tuple(
-    (category, re.compile(rf"(?<![\w+\-.]){shape}(?![\w\-]|[.,]\d)", re.IGNORECASE)) for category, shape in _NATIONAL
+    (category, re.compile(rf"(?<![\w+\-./]){shape}(?![\w\-]|[.,]\d)", re.IGNORECASE))
+    for category, shape, _ in _NATIONAL
 )
-_NATIONAL_REACH = 24  # characters an identifier extends before or after a digit trigger's hit
+_NATIONAL_END = _SHAPES_END + len(_NATIONAL)  # trigger index after the national identifiers' triggers
+_NATIONAL_REACH = 24  # characters an identifier can hold: its match ends where its trigger's does
 
 
-def _national_ids(text: str, hits: list[tuple[int, int]], emit: Emit) -> list[tuple[int, int]]:
-    """Spans of the valid national identifiers near the digit hits; the digit runs inside them are
-    nothing else. (Six or more letters as a trigger of their own would slow Hyperscan's whole pass.)"""
+def _national_triggers() -> list[tuple[str, int]]:
+    """ASCII digits are enough: the canonical view has turned every other script's digits into them."""
+    return [(trigger.replace("#", "[0-9]").replace("~", r"[ ./\-]?"), CASELESS) for _, _, trigger in _NATIONAL]
+
+
+def _national_ids(text: str, hits: list[list[tuple[int, int]]], emit: Emit) -> list[tuple[int, int]]:
+    """Spans of the valid national identifiers ending where their triggers hit; the digit runs inside
+    them are nothing else."""
     taken: list[tuple[int, int]] = []
-    pos = 0
-    for start, end in sorted(hits):
-        first, last = max(pos, start - _NATIONAL_REACH), min(len(text), end + _NATIONAL_REACH)
-        if first >= last:
-            continue
-        for category, pattern in _NATIONAL_RE:
+    for (category, pattern), spans in zip(_NATIONAL_RE, hits):
+        pos = 0
+        for _, end in spans:  # in order of their ends: one search per window not already searched
+            if end <= pos:
+                continue
+            first, last = max(pos, end - _NATIONAL_REACH), min(len(text), end + 2)
             for m in pattern.finditer(text, first, last):
-                if (
-                    (m.end() < last or last == len(text))
-                    and m.span() not in taken
-                    and validators.NATIONAL_IDS[category]("".join(ch for ch in m.group() if ch.isalnum()))
+                if (m.end() < last or last == len(text)) and validators.NATIONAL_IDS[category](
+                    _SEPARATOR.sub("", m.group())
                 ):
                     emit(category, m.start(), m.end())
                     taken.append(m.span())
-        pos = max(pos, start)
-    return taken
+            pos = end
+    return sorted(taken, key=lambda span: span[1])
 
 
 # --- e-mail: find "@" (a literal: fast), then the local part backwards and the domain forwards -------
@@ -287,6 +319,7 @@ def _in_url_authority(text: str, start: int) -> bool:
 
 # --- IPv6: a ":" literal, then the hex-and-colon run around it, checked by ipaddress ---------------
 _IPV6_TRIGGER = r":[0-9A-Fa-f]{0,4}:"  # one match per starting ":"
+_DIGIT = re.compile(r"\d")
 _HEXCOLON = frozenset("0123456789abcdefABCDEF:.")
 
 
@@ -303,7 +336,7 @@ def _ipv6(text: str, hits: list[tuple[int, int]], emit: Emit) -> None:
             end += 1
         candidate = text[start:end].strip(".")
         boundary = (start == 0 or not text[start - 1].isalnum()) and (end >= len(text) or not text[end].isalnum())
-        has_digit = any(ch.isdigit() for ch in candidate)  # "a::b" in code is not an address
+        has_digit = _DIGIT.search(candidate) is not None  # "a::b" in code is not an address
         if boundary and has_digit and validators.ipv6_ok(candidate):
             emit("pii.ip_address", start, start + len(candidate))
         pos = end
@@ -395,6 +428,7 @@ def _triggers() -> Triggers:
     return Triggers(
         [
             *_digit_triggers(),
+            *_national_triggers(),
             ("@[A-Za-z0-9]", SOM),
             (_IPV6_TRIGGER, SOM),
             (r"<\|", SOM),
@@ -425,6 +459,7 @@ class Scanner:
             self._patterns.extend((f"topic.{name}", re.compile(pattern)) for pattern in patterns)
         self._phrases.compile()
         self._triggers = _triggers()
+        warm()  # the canonical view's tables, once per process: not on the first non-ASCII request
 
     def scan(self, text: str) -> list[Finding]:
         """Every finding in `text`, ordered by start, spans in `text`; overlapping findings are all kept.
@@ -451,9 +486,9 @@ class Scanner:
 
         hits = self._triggers.scan(text)
         digit_run, digit_letter, shapes = hits[0], hits[1], hits[2:_SHAPES_END]
-        at, colons, control, url, *prefixed = hits[_SHAPES_END:]
+        at, colons, control, url, *prefixed = hits[_NATIONAL_END:]
         if digit_run or digit_letter:
-            taken = _national_ids(text, digit_run + digit_letter, emit)
+            taken = _national_ids(text, hits[_SHAPES_END:_NATIONAL_END], emit)
             _numbers(text, digit_run + digit_letter, shapes, emit, taken)
         _emails(text, at, emit)
         _ipv6(text, colons, emit)

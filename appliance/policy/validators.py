@@ -5,6 +5,9 @@ A regex alone flags order numbers and timestamps; these checks are why a match i
 `python-stdnum` decides checksummed identifiers. What no library covers stays here: card issuer
 prefixes (stdnum has the Luhn check, not the issuers), the UK National Insurance number (not in
 stdnum), and IPv6 through `ipaddress`.
+
+Each check is cached by its candidate text: libphonenumber's parse costs tens of microseconds, and the
+same numbers, dates and references recur across requests, streamed windows and retried prompts.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 import phonenumbers
 from stdnum import iban, luhn
@@ -35,6 +39,7 @@ _CARDS = (
 )
 _CARD_LENGTHS = {prefix: lengths for prefixes, lengths in _CARDS for prefix in prefixes}
 _CARD_PREFIX_SIZES = sorted({len(p) for p in _CARD_LENGTHS}, reverse=True)
+_CACHED = lru_cache(maxsize=1 << 16)  # candidates per check kept: a few MB at most
 
 # Account-number length of each IBAN country (ISO 13616 registry): where an unspaced IBAN ends.
 IBAN_LENGTHS = {
@@ -117,10 +122,14 @@ IBAN_LENGTHS = {
 }
 
 
+_NOT_DIGIT = re.compile(r"\D")
+
+
 def digits_of(text: str) -> str:
-    return "".join(ch for ch in text if ch.isdigit())
+    return _NOT_DIGIT.sub("", text)
 
 
+@_CACHED
 def card_ok(digits: str) -> bool:
     """A known issuer prefix, a length that issuer uses and the Luhn check digit (stdnum)."""
     for size in _CARD_PREFIX_SIZES:
@@ -130,12 +139,14 @@ def card_ok(digits: str) -> bool:
     return False
 
 
+@_CACHED
 def iban_ok(compact: str) -> bool:
     """Country length and format and the ISO 7064 mod-97 check (stdnum); national account checksums are
     not required: mod-97 already catches a mistyped IBAN, and generated test IBANs rarely pass them."""
     return iban.is_valid(compact, check_country=False)
 
 
+@_CACHED
 def ssn_ok(compact: str) -> bool:
     """SSA rules (no area 000, 666 or 9xx, no group 00, no serial 0000) and the numbers known to be
     published examples (stdnum)."""
@@ -145,6 +156,7 @@ def ssn_ok(compact: str) -> bool:
 _NINO = re.compile(r"(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]\d{6}[A-D]")
 
 
+@_CACHED
 def nino_ok(compact: str) -> bool:
     """HMRC's allocation rules for a National Insurance number: D, F, I, Q, U, V never used, O not
     second, seven prefixes (and the temporary ZZ) not allocated, suffix A-D."""
@@ -153,10 +165,10 @@ def nino_ok(compact: str) -> bool:
 
 NATIONAL_IDS: dict[str, Callable[[str], bool]] = {
     "pii.uk_nino": nino_ok,
-    "pii.de_tax_id": idnr.is_valid,
-    "pii.fr_nir": nir.is_valid,
-    "pii.it_fiscal_code": codicefiscale.is_valid,
-    "pii.es_dni": lambda v: dni.is_valid(v) or nie.is_valid(v),
+    "pii.de_tax_id": _CACHED(idnr.is_valid),
+    "pii.fr_nir": _CACHED(nir.is_valid),
+    "pii.it_fiscal_code": _CACHED(codicefiscale.is_valid),
+    "pii.es_dni": _CACHED(lambda v: dni.is_valid(v) or nie.is_valid(v)),
 }
 
 # Regions tried for a number written nationally: with a trunk "0" (most of Europe), and without one
@@ -170,6 +182,7 @@ _PLAIN_SHAPES: dict[str, Callable[[str], bool]] = {
 }
 
 
+@_CACHED
 def phone_ok(number: str) -> bool:
     """A phone number by libphonenumber's plan for the region its prefix implies (extension not included).
 

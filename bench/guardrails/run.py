@@ -1,12 +1,16 @@
 """Guardrail quality and speed: our detectors beside presidio-analyzer's pattern recognizers, same text.
 
-Three corpora in one run: the hand-written one (tests/policy/corpus.py, written by the detectors'
-authors), the Faker-generated one in seven locales with look-alikes (tests/policy/generated.py), and the
-evasion corpus (every planted value in every obfuscated form). Presidio runs with a blank spaCy
+The corpora: the hand-written one (tests/policy/corpus.py, written by the detectors' authors), the
+Faker-generated one in seven locales with look-alikes (tests/policy/generated.py), the evasion corpus
+(every planted value in every obfuscated form), the look-alike-letter corpus (values disguised with
+letters ICU's confusables data gives), the separator corpus (identifiers grouped with every dash and
+space Unicode has, dots, slashes or none), libphonenumber's example numbers in each of its formats, and
+non-Latin prose (Faker ru_RU, el_GR, uk_UA, bg_BG) where nothing may fire. Presidio runs with a blank spaCy
 pipeline (no model download) and its predefined recognizers, on a prefix of each corpus (it is slow).
 Then speed on one core (CPU seconds): long documents (100 KB: the dense labelled corpus, documents
-with an entity every ~2 KB, plain prose, the generated non-ASCII lines) and ~200-byte prompts, and the
-decision latency of a 2 KB prompt against the default pack. Output also goes to bench/results/guardrails.txt.
+with an entity every ~2 KB, plain prose, the generated non-ASCII lines, Cyrillic and Greek prose) and
+~200-byte prompts, and the decision latency of a 2 KB prompt against the default pack. The machine's
+load average is printed with the speeds: on a shared machine they are lower bounds. Output also goes to bench/results/guardrails.txt.
 
     .venv/bin/pip install '.[bench,dev]'; .venv/bin/python bench/guardrails/run.py [--mb 4]
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import random
 import statistics
 import sys
@@ -131,18 +136,28 @@ def speed(args: argparse.Namespace, ours: Scanner, p_scan: Scan) -> None:
     def chunks(text: str, n: int) -> list[str]:
         return [text[i : i + n] for i in range(0, len(text), n)]
 
+    cyrillic = "\n".join(line for _, line in generated.prose_lines())
     scan = ours.scan
-    print("\nspeed, one core (CPU seconds; goals: >= 50 MB/s long documents, >= 10 MB/s short prompts)")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        "\nspeed, one core (CPU seconds; goals: >= 50 MB/s long documents with an entity every ~2 KB, >= 20 MB/s"
+        f" dense and non-ASCII text; load average {load} on {os.cpu_count()} cores)"
+    )
     rows = [
         ("long: plain prose, 100 KB documents", chunks(prose, 100_000)),
         ("long: an entity every ~2 KB, 100 KB documents", chunks(sparse, 100_000)),
         ("long: dense labelled corpus (entity every ~240 chars)", chunks(dense, 100_000)),
         ("long: generated lines, 7 locales, non-ASCII", chunks(foreign, 100_000)),
+        ("long: Cyrillic and Greek prose (4 locales)", chunks(cyrillic, 100_000)),
         ("short: ~200-byte prompts of plain prose", chunks(prose[:2_000_000], 200)),
         ("short: ~200-byte prompts, an entity every ~2 KB", chunks(sparse[:2_000_000], 200)),
         ("short: ~200-byte prompts of the dense corpus", chunks(dense[:1_000_000], 200)),
     ]
-    p_docs = {rows[1][0]: chunks(sparse[:200_000], 100_000), rows[4][0]: chunks(prose[:100_000], 200)}
+    p_docs = {
+        rows[1][0]: chunks(sparse[:200_000], 100_000),
+        rows[4][0]: chunks(cyrillic[:100_000], 50_000),
+        rows[5][0]: chunks(prose[:100_000], 200),
+    }
     for name, docs in rows:
         line = f"  {name:55s} ours {mb_per_s(docs, scan):9.2f} MB/s"
         if name in p_docs:
@@ -151,22 +166,27 @@ def speed(args: argparse.Namespace, ours: Scanner, p_scan: Scan) -> None:
 
 
 def latency() -> None:
-    """evaluate_input on a typical 2 KB prompt (one e-mail to redact) with the default pack."""
+    """evaluate_input on a typical 2 KB prompt (one e-mail to redact) with the default pack: wall time, and
+    the thread's CPU time per decision (what the decision itself costs; on a shared machine the wall
+    time's tail is mostly waiting for a core)."""
     engine = PolicyEngine(PolicySet.load(ROOT / "policies"))
     prose, _ = corpus.generate(4000, seed=5, secrets=False)
     prompt = ("You are a helpful assistant for the operations team.", prose[:1900] + " Reply to ops@example.com.")
     request = PolicyRequest("gpt-oss-demo", [Message("system", prompt[0]), Message("user", prompt[1])], 512)
     principal = Principal(key_id="k1", name="alice", role="user")
-    samples = []
+    wall, cpu = [], []
     for _ in range(3000):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         engine.evaluate_input(request, principal)
-        samples.append(time.perf_counter() - t0)
-    samples.sort()
-    p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+        cpu.append(time.thread_time() - c0)
+        wall.append(time.perf_counter() - t0)
+
+    def p(samples: list[float], q: float) -> float:
+        return sorted(samples)[int(len(samples) * q)] * 1e6
+
     print(
-        f"\ndecision latency, 2 KB prompt (goal p99 < 1 ms): p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us "
-        f"(mean {statistics.fmean(samples) * 1e6:.0f} us)"
+        f"\ndecision latency, 2 KB prompt (goal p99 < 1 ms): wall p50 {p(wall, 0.5):.0f} us, p99 {p(wall, 0.99):.0f} us"
+        f" (mean {statistics.fmean(wall) * 1e6:.0f} us); CPU p50 {p(cpu, 0.5):.0f} us, p99 {p(cpu, 0.99):.0f} us"
     )
 
 
@@ -224,6 +244,34 @@ def main() -> None:
         print(f"\n  {'obfuscation':32s} {'ours recall':>11s} | {'presidio recall':>15s}")
         for form, recall in ours_forms.items():
             print(f"  {form:32s} {recall:11.4f} | {p_forms.get(form, float('nan')):15.4f}")
+        for title, lines in (
+            (
+                "look-alike letter corpus (ICU confusables in values, keys, labels, phrases)",
+                generated.lookalike_lines(),
+            ),
+            ("separator corpus (every dash and space, dots, slashes, none)", generated.separator_lines()),
+            (
+                "libphonenumber's example numbers, every region, E.164/international/RFC 3966/national",
+                generated.phone_lines(),
+            ),
+        ):
+            docs = [(line.text, list(line.spans)) for _, line in lines]
+            cats = tuple(sorted({s.category for _, spans in docs for s in spans}))
+            stride = max(1, len(docs) // n)
+            table(
+                title,
+                score(docs, ours_scan, cats),
+                score(docs[::stride], p_scan, cats),
+                f"{len(docs)} lines; presidio on every {stride}th",
+            )
+        prose_lines = generated.prose_lines()
+        print(f"\nnon-Latin prose: lines with any finding (goal <= 0.1%), {len(prose_lines)} lines")
+        for locale in generated.PROSE_LOCALES:
+            mine = [line for loc, line in prose_lines if loc == locale]
+            ours_fp = sum(1 for line in mine if ours.scan(line)) / len(mine)
+            theirs = mine[: n // 2]
+            p_fp = sum(1 for line in theirs if list(p_scan(line))) / len(theirs)
+            print(f"  {locale}  ours {ours_fp:7.2%} of {len(mine)} | presidio {p_fp:7.2%} of {len(theirs)}")
         speed(args, ours, p_scan)
         latency()
     sys.stdout.write(out.getvalue())

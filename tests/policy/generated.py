@@ -15,14 +15,17 @@ digits, other scripts' digits and JSON escapes. Faker is a dev/bench dependency,
 from __future__ import annotations
 
 import random
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
+import phonenumbers
 from faker import Faker
 from stdnum.de import idnr
 from stdnum.iso7064 import mod_11_10
 
+from appliance.policy import confusables
 from tests.policy import corpus
 from tests.policy.corpus import Span
 
@@ -246,4 +249,186 @@ def evasion_lines() -> tuple[tuple[str, Line], ...]:
                 out.append(
                     (name, Line(before + changed + after, (Span(category, len(before), len(before) + len(changed)),)))
                 )
+    return tuple(out)
+
+
+# --- look-alike letters (issue 29): the substitutes come from ICU's confusables data, not from a hand list ---
+@cache
+def _lookalikes_of() -> dict[str, list[str]]:
+    """ASCII letter or digit -> the letters of other scripts that imitate it (confusables.table inverted)."""
+    out: dict[str, list[str]] = {}
+    for code, ascii_ in sorted(confusables.table().items()):
+        out.setdefault(ascii_, []).append(chr(code))
+    return out
+
+
+def _disguised(value: str, r: random.Random, every: int) -> str | None:
+    """`value` with one letter (`every` 0) or every `every`-th replaceable letter swapped for a look-alike."""
+    subs = _lookalikes_of()
+    places = [i for i, c in enumerate(value) if c.isalpha() and c in subs]
+    if not places:
+        return None
+    chosen = [r.choice(places)] if not every else places[r.randrange(every) :: every]
+    chars = list(value)
+    for i in chosen:
+        chars[i] = r.choice(subs[chars[i]])
+    return "".join(chars)
+
+
+LOOKALIKE_FORMS: dict[str, int] = {"one look-alike letter": 0, "every third letter a look-alike": 3}
+# the detectors that decide on letters (digits-only values have nothing to disguise)
+LETTER_CATEGORIES = (
+    "pii.email",
+    "pii.iban",
+    "pii.uk_nino",
+    "pii.it_fiscal_code",
+    "pii.es_dni",
+    *corpus.SECRET_MAKERS,
+    "injection.override",
+    "injection.roleplay",
+)
+PASSWORD_LABELS = ("password", "passwd", "api_key", "secret", "access_token")
+
+
+@cache
+def lookalike_lines() -> tuple[tuple[str, Line], ...]:
+    """(form, line) for each planted value that holds letters, in each look-alike form; then password
+    labels disguised the same way (the value after them is the finding)."""
+    r = random.Random(29)
+    out: list[tuple[str, Line]] = []
+    for category, before, value, after in _planted():
+        if category not in LETTER_CATEGORIES:
+            continue
+        for name, every in LOOKALIKE_FORMS.items():
+            changed = _disguised(value, r, every)
+            if changed is not None and changed != value:
+                out.append(
+                    (name, Line(before + changed + after, (Span(category, len(before), len(before) + len(changed)),)))
+                )
+    for label in PASSWORD_LABELS:
+        for name, every in LOOKALIKE_FORMS.items():
+            for _ in range(10):
+                before = f"the config sets {_disguised(label, r, every)}: "
+                value = corpus._b64(r, 14)
+                out.append(
+                    (
+                        name,
+                        Line(
+                            f"{before}{value} for now",
+                            (Span("secret.password_assignment", len(before), len(before) + len(value)),),
+                        ),
+                    )
+                )
+    return tuple(out)
+
+
+# --- every separator (issue 29): all dashes and spaces Unicode has, dots, slashes, or none -----------------
+SEPARATORS = (
+    "",
+    "-",
+    ".",
+    "/",
+    *sorted({chr(c) for c in range(0x80, 0x110000) if unicodedata.category(chr(c)) in ("Pd", "Zs")}),
+    "\u2212",  # minus sign (Sm), the dash spreadsheets print
+)
+# how each identifier is grouped when written with separators (group sizes; the last group takes the rest)
+_GROUPS: dict[str, tuple[int, ...]] = {
+    "pii.payment_card": (4, 4, 4, 4, 4),
+    "pii.iban": (4, 4, 4, 4, 4, 4, 4, 4),
+    "pii.us_ssn": (3, 2, 4),
+    "pii.uk_nino": (2, 2, 2, 2, 1),
+    "pii.de_tax_id": (2, 3, 3, 3),
+    "pii.fr_nir": (1, 2, 2, 2, 3, 3, 2),
+    "pii.es_dni": (8, 1),
+}
+
+
+def regrouped(category: str, value: str, sep: str) -> str:
+    """`value` compacted, then grouped as its kind is written, `sep` between the groups (cards of 14 or 15
+    digits as 4-6-4 or 4-6-5, other lengths but 16 and 19 bare)."""
+    compact = "".join(c for c in value if c.isalnum())
+    sizes = _GROUPS[category]
+    if category == "pii.payment_card" and len(compact) not in (16, 19):  # as `_grouped`: 4-6-5, 4-6-4 or bare
+        sizes = (4, 6, 5) if len(compact) in (14, 15) else (len(compact),)
+    groups, pos = [], 0
+    for size in sizes:
+        if pos < len(compact):
+            groups.append(compact[pos : pos + size])
+            pos += size
+    return sep.join(groups)
+
+
+@cache
+def separator_lines(per_value: int = 3) -> tuple[tuple[str, Line], ...]:
+    """(separator, line) for each planted grouped identifier, written with `per_value` separators drawn
+    at random from `SEPARATORS` (the property test in test_lookalikes.py draws from all of them)."""
+    r = random.Random(2910)
+    out: list[tuple[str, Line]] = []
+    for category, before, value, after in _planted():
+        if category not in _GROUPS or (category == "pii.us_ssn" and not value[:3].isdigit()):
+            continue
+        for sep in r.sample(SEPARATORS, per_value):
+            changed = regrouped(category, value, sep)
+            if category == "pii.us_ssn" and not sep:
+                continue  # nine bare digits are no SSN to anyone
+            out.append(
+                (
+                    f"U+{ord(sep):04X}" if sep else "none",
+                    Line(before + changed + after, (Span(category, len(before), len(before) + len(changed)),)),
+                )
+            )
+    return tuple(out)
+
+
+# --- phone numbers in every format libphonenumber writes, for every region it knows -----------------------
+# written nationally (no country code) a number names no country: only the regions the detector tries
+NATIONAL_REGIONS = ("GB", "DE", "FR", "IT", "NL", "BE", "AT", "CH", "US", "ES")
+
+
+@cache
+def phone_lines() -> tuple[tuple[str, Line], ...]:
+    """(format, line): libphonenumber's example mobile and fixed-line number of each region, written
+    E.164, international, RFC 3966 and (for `NATIONAL_REGIONS`) national."""
+    fmt = phonenumbers.PhoneNumberFormat
+    formats = {"E164": fmt.E164, "INTERNATIONAL": fmt.INTERNATIONAL, "RFC3966": fmt.RFC3966, "NATIONAL": fmt.NATIONAL}
+    out: list[tuple[str, Line]] = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is None:
+                continue
+            for name, form in formats.items():
+                if name == "NATIONAL" and region not in NATIONAL_REGIONS:
+                    continue
+                value = phonenumbers.format_number(number, form)
+                before = "call me on "
+                out.append(
+                    (
+                        name,
+                        Line(f"{before}{value} tomorrow", (Span("pii.phone", len(before), len(before) + len(value)),)),
+                    )
+                )
+    return tuple(out)
+
+
+# --- prose that is just Cyrillic or Greek: nothing may fire on it -----------------------------------------
+PROSE_LOCALES = ("ru_RU", "el_GR", "uk_UA", "bg_BG")
+
+
+@cache
+def prose_lines(count: int = 4000, seed: int = 2029) -> tuple[tuple[str, str], ...]:
+    """(locale, line): Faker's sentences in each locale (bg_BG has no word list of its own, so its lines
+    are its names, addresses, companies and jobs), and addresses in every locale (house numbers, postcodes)."""
+    out: list[tuple[str, str]] = []
+    for i, locale in enumerate(PROSE_LOCALES):
+        f = Faker(locale)
+        f.seed_instance(seed + i)
+        for n in range(count // len(PROSE_LOCALES)):
+            if n % 4 == 3:
+                line = f.address().replace("\n", ", ")
+            elif locale == "bg_BG":
+                line = f"{f.name()}, {f.job()}, {f.company()}, {f.city()}."
+            else:
+                line = f.paragraph(nb_sentences=3)
+            out.append((locale, line))
     return tuple(out)

@@ -20,7 +20,12 @@ from tests.policy import corpus, generated
 PACK = Path(__file__).resolve().parents[2] / "policies"
 USER = Principal(key_id="k-user", name="alice", role="user")
 POLICY = PolicySet.load(PACK)
-LINES = [line.text for line in generated.lines()] + [line.text for _, line in generated.evasion_lines()[::5]]
+LINES = (
+    [line.text for line in generated.lines()]
+    + [line.text for _, line in generated.evasion_lines()[::5]]
+    + [line.text for _, line in generated.lookalike_lines()[::5]]
+    + [line.text for _, line in generated.separator_lines()[::5]]
+)
 
 
 def streamed(text: str, cuts: list[int]) -> tuple[str, bool]:
