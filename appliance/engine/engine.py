@@ -13,6 +13,7 @@ from typing import cast
 from appliance.bundles.metadata import BundleMetadata
 from appliance.engine.grammar import VOCAB, Guide
 from appliance.engine.harmony import HarmonyStream, render_prompt
+from appliance.engine.logprobs import token_bytes
 from appliance.engine.memory import kv_budget, prefill_chunk_limit, slot_capacity
 from appliance.engine.sampling import Sampler, Score
 from appliance.engine.scheduler import Scheduler
@@ -130,6 +131,8 @@ class Engine:
     def _prepare(self, request: GenerationRequest) -> tuple[list[int], Guide | None]:
         """The prompt's tokens and the request's constraint, compiled (a cache hit for a known grammar)."""
         prompt = self._prompt(request)
+        if request.logprobs is not None:
+            token_bytes()  # the alternatives' bytes: built once, here in a worker thread
         if request.grammar is None:
             return prompt, None
         if self._vocab_size != VOCAB:

@@ -32,8 +32,9 @@ Edit = tuple[int, int, str]  # a raw [start, end) span of the channel's text and
 
 
 @lru_cache(maxsize=1)
-def _token_bytes() -> dict[int, bytes]:
-    """Every ordinary token's exact bytes, from the shipped vocabulary (built on the first request that asks)."""
+def token_bytes() -> dict[int, bytes]:
+    """Every ordinary token's exact bytes, from the shipped vocabulary: built (about a second) off the event
+    loop by the first request that asks for log probabilities (`Engine._prepare`)."""
     lines = vocabulary_bytes().splitlines()
     return {int(rank): base64.b64decode(tok) for tok, rank in (line.split() for line in lines if line)}
 
@@ -43,7 +44,7 @@ def entry(encoding: HarmonyEncoding, text: str, scores: list[Score]) -> TokenLog
     spans tokens): their joint log probability, and the first token's alternatives."""
     top = []
     for token, logprob in scores[0].top:
-        raw = _token_bytes().get(token)
+        raw = token_bytes().get(token)
         if raw is None:  # a special token: its name
             raw = encoding.decode([token]).encode()
         top.append(Alternative(raw.decode("utf-8", "replace"), raw, logprob))

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from appliance.engine import Engine, GenerationRequest, TextEvent
 from appliance.engine.grammar import TokenMask
 from appliance.engine.logprobs import REPLACED, Aligner
-from appliance.engine.sampling import Sampler
+from appliance.engine.sampling import Sampler, _largest
 from appliance.engine.types import Alternative, TokenLogprob
 from appliance.policy.detectors import Finding
 from appliance.policy.redact import redacted
@@ -37,6 +37,13 @@ def test_scores_are_the_log_softmax_of_the_row_sampled_from():
     assert [i for i, _ in score.top] == list(np.argsort(-reference)[:5])
     assert [lp for _, lp in score.top] == pytest.approx(sorted(reference, reverse=True)[:5], abs=1e-5)
     assert Sampler(0, 1.0, None).pick(logits.copy())[1] is None  # rows that did not ask are not scored
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([-np.inf, -3.0, 0.0, 0.5, 2.0]), min_size=1, max_size=9000), st.integers(1, 20))
+def test_the_top_k_is_a_stable_sort_even_over_a_row_of_ties(values, k):
+    row = np.array(values, np.float32)  # an untrained model's rows hold few distinct values
+    assert list(_largest(row, k)) == list(np.argsort(-row, kind="stable")[:k])
 
 
 @pytest.mark.parametrize("shape", ["allowed", "forbidden"])
