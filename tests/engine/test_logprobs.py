@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.engine import Engine, GenerationRequest, TextEvent
+from appliance.engine import Engine, GenerationRequest, TextEvent, sampling
 from appliance.engine.grammar import TokenMask
 from appliance.engine.logprobs import REPLACED, Aligner
 from appliance.engine.sampling import Sampler, _largest
+from appliance.engine.sampling import score as real_score
 from appliance.engine.types import Alternative, TokenLogprob
 from appliance.policy.detectors import Finding
 from appliance.policy.redact import redacted
@@ -162,13 +163,16 @@ async def test_a_stop_string_cuts_the_entries_with_the_text(demo_engine):
     assert kept[-1].token == " P" and kept[-1].logprob == REPLACED  # " Paris" was cut: its shown part
 
 
-async def test_rows_with_and_without_logprobs_share_a_batch_independently(demo_engine):
+async def test_rows_with_and_without_logprobs_share_a_batch_independently(demo_engine, monkeypatch):
+    scored = []
+    monkeypatch.setattr(sampling, "score", lambda *a: scored.append(a[2]) or real_score(*a))
     asks = [None, 0, 5, None, 20, None, 3, None]
     together = await asyncio.gather(
         *(answer(demo_engine, logprobs=k, temperature=0.8, seed=i) for i, k in enumerate(asks))
     )
     alone = [await answer(demo_engine, logprobs=None, temperature=0.8, seed=i) for i in range(len(asks))]
     assert [t for t, _, _ in together] == [t for t, _, _ in alone]
+    assert set(scored) == {0, 5, 20, 3}  # only the rows that asked were scored: the others pay nothing
     for k, (text, entries, _) in zip(asks, together):
         assert entries == [] if k is None else ("".join(e.token for e in entries) == text)
         assert all(len(e.top) == k for e in entries)
