@@ -110,7 +110,9 @@ def _merge(batch: list[Event]) -> list[Event]:
             and prev.channel == event.channel
             and prev.recipient == event.recipient
         ):
-            out[-1] = TextEvent(prev.channel, prev.text + event.text, prev.recipient)
+            both = (prev.logprobs, event.logprobs)
+            entries = None if both == (None, None) else (prev.logprobs or ()) + (event.logprobs or ())
+            out[-1] = TextEvent(prev.channel, prev.text + event.text, prev.recipient, entries)
         else:
             out.append(event)
     return out

@@ -62,7 +62,6 @@ _SHARED = {
     "prompt_cache_retention": no("no prompt cache"),
     "prompt_cache_options": no("no prompt cache"),
     "moderation": no("moderation is the appliance's own policy, set by its operator, not per request"),
-    "top_logprobs": no("log probabilities are not returned yet", 0),
 }
 
 CHAT: dict[str, Param] = {
@@ -85,7 +84,12 @@ CHAT: dict[str, Param] = {
         "to the model as harmony's response format and enforced by the grammar on the final "
         "channel; a schema that cannot be enforced is a 400 naming the keyword"
     ),
-    "logprobs": no("log probabilities are not returned yet", False),
+    "logprobs": ok(
+        "log probabilities of the final answer's tokens (never of the reasoning or of tool calls), "
+        "streamed with the text they belong to; a span the output filter rewrote is one entry "
+        "with the shown text, logprob -9999 and no alternatives; none for an answer the filter stopped"
+    ),
+    "top_logprobs": ok("0 to 20 most likely alternatives per entry; needs `logprobs: true`"),
     "audio": no("text output only"),
     "modalities": no("text output only", ["text"]),
     "prediction": no("no predicted-output decoding"),
@@ -104,7 +108,11 @@ RESPONSES: dict[str, Param] = {
     "text": ok("`format` `text`, `json_object` or `json_schema`, as chat's `response_format`; `verbosity` is refused"),
     "max_tool_calls": ok("any value >= 1 holds: a response ends at its first call"),
     "stream_options": no("no stream obfuscation", {"include_obfuscation": False}),
-    "include": no("no extra output fields (encrypted reasoning, logprobs, sources) yet", []),
+    "include": ok(
+        "`message.output_text.logprobs` only: the answer's log probabilities, as chat's `logprobs` "
+        "(encrypted reasoning and sources are refused by name)"
+    ),
+    "top_logprobs": ok("0 to 20 most likely alternatives per entry; needs `message.output_text.logprobs` in `include`"),
     "previous_response_id": no("responses are not stored: send the whole conversation as input"),
     "conversation": no("conversations are not stored: send the whole conversation as input"),
     "background": no("no background responses", False),

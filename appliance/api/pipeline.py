@@ -29,6 +29,7 @@ from appliance.audit import AuditEvent, RecordDecision, RecordUsage, content_for
 from appliance.audit.events import ContentMode
 from appliance.engine.grammar import GrammarError, compile_grammar
 from appliance.engine.harmony import prompt_size
+from appliance.engine.logprobs import Aligner
 from appliance.engine.types import (
     EngineBusy,
     EngineError,
@@ -36,6 +37,7 @@ from appliance.engine.types import (
     FinishEvent,
     GenerationRequest,
     TextEvent,
+    TokenLogprob,
     ToolCallEvent,
     Usage,
 )
@@ -51,11 +53,13 @@ _PENDING: set[asyncio.Future] = set()  # charges and settlements still running a
 
 @dataclass
 class Delta:
-    """What the client may see from one chunk: visible reasoning, answer text, complete tool calls."""
+    """What the client may see from one chunk: visible reasoning, answer text, complete tool calls, and
+    when asked for, the log probabilities of exactly that answer text (logprobs.py)."""
 
     reasoning: str = ""
     content: str = ""
     tool_calls: list[ToolCallEvent] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +107,7 @@ class AuditedGeneration:
         # output classifier rules judge the whole answer before any of it leaves: deltas are held till then
         assert decision.policy is not None
         self._held: list[Delta] | None = [] if rules_for(decision.policy, "output", caller.principal.role) else None
+        self._aligner = None if request.logprobs is None else Aligner()  # answer entries through the filter
 
     @property
     def headers(self) -> dict[str, str]:
@@ -135,11 +140,11 @@ class AuditedGeneration:
                             self.outcome.finish_reason, self.outcome.rule_id = "content_filter", out_filter.rule_id
                         if self.outcome.finish_reason == "content_filter":
                             break
-                tail = out_filter.finish()
-                if tail.chunks and self._held is not None:
-                    self._held.append(self._from_filter(tail))
-                elif tail.chunks:
-                    yield self._from_filter(tail)
+                tail = self._from_filter(out_filter.finish())
+                if (tail.reasoning or tail.content) and self._held is not None:
+                    self._held.append(tail)
+                elif tail.reasoning or tail.content:
+                    yield tail
                 for delta in await self._judge_output():
                     self._first_token()
                     yield delta
@@ -230,7 +235,7 @@ class AuditedGeneration:
             self.svc.metrics.ttft.observe(self._first_token_at - self.started)
 
     def _apply(self, chunk: list, out_filter) -> Delta | None:
-        reasoning, content, calls = [], [], []
+        reasoning, content, calls, entries = [], [], [], []
         for event in chunk:
             if isinstance(event, TextEvent):
                 if event.recipient is not None:
@@ -238,10 +243,14 @@ class AuditedGeneration:
                 channel = "final" if event.channel == "final" else "analysis"
                 if channel == "final":
                     self._raw_final.append(event.text)
+                    if self._aligner is not None:
+                        self._aligner.add(event.logprobs or ())
                 got = out_filter.feed(channel, event.text)
                 self._count(got)
                 reasoning.append(got.text_of("analysis"))
-                content.append(got.text_of("final"))
+                text, aligned = self._final(got)
+                content.append(text)
+                entries += aligned
                 if got.stopped:
                     break
             elif isinstance(event, ToolCallEvent):
@@ -254,9 +263,27 @@ class AuditedGeneration:
                 self.outcome.usage = event.usage
                 if event.finish_reason in ("length", "tool_calls"):
                     self.outcome.finish_reason = event.finish_reason
-        delta = Delta("".join(reasoning), "".join(content), calls)
+        delta = Delta("".join(reasoning), "".join(content), calls, entries)
         self._shown_final.append(delta.content)
         return delta if (delta.reasoning or delta.content or delta.tool_calls) else None
+
+    def _final(self, got: FilterOutput, end: bool = False) -> tuple[str, list[TokenLogprob]]:
+        """The answer text `got` releases and, when log probabilities were asked for, its entries: the
+        aligner holds text back until its tokens are whole, and at the end (or a stop) lets the rest go."""
+        if self._aligner is None:
+            return got.text_of("final"), []
+        text: list[str] = []
+        entries: list[TokenLogprob] = []
+        for (channel, shown), release in zip(got.chunks, got.releases):
+            if channel == "final":
+                piece, aligned = self._aligner.release(release.end, shown, release.edits)
+                text.append(piece)
+                entries += aligned
+        if end or got.stopped:
+            piece, aligned = self._aligner.close()
+            text.append(piece)
+            entries += aligned
+        return "".join(text), entries
 
     def _checked_call(self, call: ToolCallEvent) -> ToolCallEvent | None:
         """Output guardrails on a tool call's arguments too: redacted in place, or the answer stopped (None)."""
@@ -280,7 +307,8 @@ class AuditedGeneration:
 
     def _from_filter(self, got: FilterOutput) -> Delta:
         self._count(got)
-        delta = Delta(got.text_of("analysis"), got.text_of("final"))
+        text, entries = self._final(got, end=True)
+        delta = Delta(got.text_of("analysis"), text, logprobs=entries)
         self._shown_final.append(delta.content)
         return delta
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from appliance.api.wire import FunctionCallItem, OutputMessage, OutputText, ResponseObject
+from appliance.api.wire import FunctionCallItem, LogprobEntry, OutputMessage, OutputText, ResponseObject
 
 
 class _Event(BaseModel):
@@ -66,13 +66,13 @@ class ContentPartDone(_Part):
 class OutputTextDelta(_Part):
     type: Literal["response.output_text.delta"] = "response.output_text.delta"
     delta: str
-    logprobs: list[float] = Field(default_factory=list)
+    logprobs: list[LogprobEntry] = Field(default_factory=list)  # this delta's entries, when included
 
 
 class OutputTextDone(_Part):
     type: Literal["response.output_text.done"] = "response.output_text.done"
     text: str
-    logprobs: list[float] = Field(default_factory=list)
+    logprobs: list[LogprobEntry] = Field(default_factory=list)  # the whole text's entries, when included
 
 
 class FunctionCallArgumentsDelta(_Event):

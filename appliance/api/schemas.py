@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from appliance.api.errors import ApiError
 from appliance.api.parameters import CHAT, RESPONSES, Param, refused
 from appliance.api.spec import AnswerFormat, GenerationSpec
-from appliance.engine.types import content_text
+from appliance.engine.types import MAX_TOP_LOGPROBS, content_text
 from appliance.errors import InvalidRequest
 
 Effort = Literal["low", "medium", "high"]
+OUTPUT_LOGPROBS = "message.output_text.logprobs"  # the one Responses `include` value the appliance honours
 
 
 class _Body(BaseModel):
@@ -73,6 +74,7 @@ class GenerationBody(RequestBody):
     user: str | None = None
     safety_identifier: str | None = Field(default=None, max_length=64)
     parallel_tool_calls: bool | None = None
+    top_logprobs: StrictInt | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     @model_validator(mode="before")
     @classmethod
@@ -86,14 +88,23 @@ class GenerationBody(RequestBody):
             raise ValueError("metadata holds at most 16 pairs, keys up to 64 and values up to 512 characters")
         return v
 
-    def audit_detail(self) -> dict[str, str]:
-        """What the request's audit record keeps about whom and what the application asked for."""
+    def audit_detail(self, logprobs: int | None = None) -> dict[str, str]:
+        """What the request's audit record keeps about whom and what the application asked for (log
+        probabilities: the alternatives asked for per token)."""
         detail = {
             "end_user": self.user,
             "safety_identifier": self.safety_identifier,
             "metadata": json.dumps(self.metadata, ensure_ascii=False, sort_keys=True) if self.metadata else None,
+            "logprobs": None if logprobs is None else f"top_logprobs={logprobs}",
         }
         return {k: v for k, v in detail.items() if v}
+
+    def logprobs_asked(self, asked: bool, needs: str) -> int | None:
+        """The engine's `logprobs`: None, or the alternatives asked for. `top_logprobs` without what asks for
+        log probabilities (`needs`) is refused by name rather than ignored."""
+        if self.top_logprobs is not None and not asked:
+            raise ApiError(400, f"top_logprobs needs {needs}", code="invalid_request", param="top_logprobs")
+        return (self.top_logprobs or 0) if asked else None
 
 
 class FunctionDef(_Body):
@@ -225,6 +236,7 @@ class ChatCompletionRequest(GenerationBody):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     logit_bias: dict[int, float] | None = None
     response_format: ResponseFormat | None = None
+    logprobs: StrictBool | None = None
 
     @field_validator("logit_bias")
     @classmethod
@@ -249,6 +261,7 @@ class ChatCompletionRequest(GenerationBody):
 
     def to_generation_spec(self) -> GenerationSpec:
         choice = self.tool_choice.model_dump() if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
+        logprobs = self.logprobs_asked(bool(self.logprobs), "logprobs: true")
         return GenerationSpec(
             model=self.model,
             messages=[m.to_spec_message(i) for i, m in enumerate(self.messages)],
@@ -263,8 +276,9 @@ class ChatCompletionRequest(GenerationBody):
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
             logit_bias=dict(self.logit_bias or {}),
-            audit=self.audit_detail(),
+            audit=self.audit_detail(logprobs),
             answer_format=self.response_format.answer_format() if self.response_format else None,
+            logprobs=logprobs,
         )
 
 
@@ -309,9 +323,24 @@ class ResponsesRequest(GenerationBody):
     stream: bool = False
     max_tool_calls: int | None = Field(default=None, ge=1)
     text: TextConfig | None = None
+    include: list[str] | None = None
+
+    @field_validator("include")
+    @classmethod
+    def _included(cls, v: list[str] | None) -> list[str] | None:
+        for value in v or []:
+            if value != OUTPUT_LOGPROBS:
+                raise ApiError(
+                    400,
+                    f"include {value!r} is not supported: only {OUTPUT_LOGPROBS!r} is",
+                    code="unsupported_parameter",
+                    param="include",
+                )
+        return v
 
     def to_generation_spec(self) -> GenerationSpec:
         """Responses input items as chat-shaped messages (instructions first, as a developer message)."""
+        logprobs = self.logprobs_asked(OUTPUT_LOGPROBS in (self.include or []), f"include {OUTPUT_LOGPROBS!r}")
         messages: list[dict[str, Any]] = []
         if self.instructions:
             messages.append({"role": "developer", "content": self.instructions})
@@ -372,9 +401,10 @@ class ResponsesRequest(GenerationBody):
             max_tokens=self.max_output_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
-            audit=self.audit_detail(),
+            audit=self.audit_detail(logprobs),
             tool_param="tools[{}].parameters",
             answer_format=self.text.answer_format() if self.text else None,
+            logprobs=logprobs,
         )
 
 

@@ -69,6 +69,7 @@ class GenerationSpec:
     audit: dict[str, str] = field(default_factory=dict)  # end user and metadata, for the request record
     answer_format: AnswerFormat | None = None
     tool_param: str = "tools[{}].function.parameters"  # where a tool's schema sits in this route's body
+    logprobs: int | None = None  # the answer's log probabilities with this many alternatives; None: not asked
 
     def texts(self) -> list[tuple[str, str]]:
         """(role, text) of every piece of client text the engine's prompt will hold (engine.harmony's
@@ -137,6 +138,7 @@ class GenerationSpec:
             frequency_penalty=self.frequency_penalty,
             logit_bias=self.logit_bias,
             grammar=grammar,
+            logprobs=self.logprobs,
         )
 
     def _tool_choice(self) -> tuple[list[dict[str, Any]], str | None]:

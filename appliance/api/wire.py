@@ -10,7 +10,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from appliance.engine.types import ToolCallEvent, Usage
+from appliance.engine.types import Alternative, TokenLogprob, ToolCallEvent, Usage
+
+
+def unset() -> Any:
+    """An optional field left out of the JSON while it is None (OpenAI omits these; `logprobs` it sends as null)."""
+    return Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ErrorDetail(BaseModel):
@@ -91,16 +96,51 @@ class ContentFilterResults(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
-    tool_calls: list[ToolCall] | None = None
-    reasoning_content: str | None = None  # only for roles whose policy shows the chain of thought
+    tool_calls: list[ToolCall] | None = unset()
+    reasoning_content: str | None = unset()  # only for roles whose policy shows the chain of thought
+
+
+class TopLogprob(BaseModel):
+    """An alternative at one position of the answer: a single token (its UTF-8 bytes exact)."""
+
+    token: str
+    bytes: list[int]
+    logprob: float
+
+    @classmethod
+    def of(cls, alt: Alternative) -> TopLogprob:
+        return cls(token=alt.token, bytes=list(alt.raw), logprob=alt.logprob)
+
+
+class LogprobEntry(BaseModel):
+    """One piece of the answer as sent (the entries concatenate to the content) and its alternatives."""
+
+    token: str
+    bytes: list[int]
+    logprob: float
+    top_logprobs: list[TopLogprob]
+
+    @classmethod
+    def of(cls, entry: TokenLogprob) -> LogprobEntry:
+        top = [TopLogprob.of(a) for a in entry.top]
+        return cls(token=entry.token, bytes=list(entry.token.encode()), logprob=entry.logprob, top_logprobs=top)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[LogprobEntry] | None
+    refusal: None = None
+
+    @classmethod
+    def of(cls, entries: list[TokenLogprob] | None) -> ChoiceLogprobs | None:
+        return None if entries is None else cls(content=[LogprobEntry.of(e) for e in entries])
 
 
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: str
-    logprobs: None = None
-    content_filter_results: ContentFilterResults | None = None
+    logprobs: ChoiceLogprobs | None = None  # null unless asked for (and none for an answer the filter stopped)
+    content_filter_results: ContentFilterResults | None = unset()
 
 
 class ChatCompletion(BaseModel):
@@ -114,18 +154,18 @@ class ChatCompletion(BaseModel):
 
 
 class ChunkDelta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    reasoning_content: str | None = None
-    tool_calls: list[StreamToolCall] | None = None
+    role: Literal["assistant"] | None = unset()
+    content: str | None = unset()
+    reasoning_content: str | None = unset()
+    tool_calls: list[StreamToolCall] | None = unset()
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: ChunkDelta
     finish_reason: str | None = None
-    logprobs: None = None
-    content_filter_results: ContentFilterResults | None = None
+    logprobs: ChoiceLogprobs | None = None  # the entries of this chunk's content, when asked for
+    content_filter_results: ContentFilterResults | None = unset()
 
 
 class ChatCompletionChunk(BaseModel):
@@ -135,18 +175,9 @@ class ChatCompletionChunk(BaseModel):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
     model: str
-    system_fingerprint: str | None = None
+    system_fingerprint: str | None = unset()
     choices: list[ChunkChoice]
-    usage: ChatUsage | None = None
-
-    def wire(self) -> dict[str, Any]:
-        """The JSON of the event: unset optional fields left out, as OpenAI's stream does."""
-        return self.model_dump(exclude_none=True) | {
-            "choices": [
-                c.model_dump(exclude_none=True) | {"finish_reason": c.finish_reason, "logprobs": None}
-                for c in self.choices
-            ]
-        }
+    usage: ChatUsage | None = unset()
 
 
 class Model(BaseModel):
@@ -167,6 +198,7 @@ class OutputText(BaseModel):
     type: Literal["output_text"] = "output_text"
     text: str
     annotations: list[Any] = Field(default_factory=list)
+    logprobs: list[LogprobEntry] | None = unset()  # with include "message.output_text.logprobs"
 
 
 class OutputMessage(BaseModel):

@@ -8,12 +8,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import cast
 
 from appliance.bundles.metadata import BundleMetadata
 from appliance.engine.grammar import VOCAB, Guide
 from appliance.engine.harmony import HarmonyStream, render_prompt
+from appliance.engine.logprobs import token_bytes
 from appliance.engine.memory import kv_budget, prefill_chunk_limit, slot_capacity
-from appliance.engine.sampling import Sampler
+from appliance.engine.sampling import Sampler, Score
 from appliance.engine.scheduler import Scheduler
 from appliance.engine.scheduler import Sequence as _Seq
 from appliance.engine.session import ModelLoadError, ModelRunner
@@ -129,6 +131,8 @@ class Engine:
     def _prepare(self, request: GenerationRequest) -> tuple[list[int], Guide | None]:
         """The prompt's tokens and the request's constraint, compiled (a cache hit for a known grammar)."""
         prompt = self._prompt(request)
+        if request.logprobs is not None:
+            token_bytes()  # the alternatives' bytes: built once, here in a worker thread
         if request.grammar is None:
             return prompt, None
         if self._vocab_size != VOCAB:
@@ -190,7 +194,7 @@ class Engine:
                 deliver,
                 guide,
             )
-            stream = HarmonyStream(self.encoding, request.stop)
+            stream = HarmonyStream(self.encoding, request.stop, request.logprobs is not None)
             stream.prime(prompt)
             tokens: list[int] = []
             self._scheduler.submit(seq)
@@ -203,9 +207,9 @@ class Engine:
                         yield event
                     reason: FinishReason = "length" if value == "length" else "stop"
                     break
-                token = int(value)  # type: ignore[call-overload]  # "token" carries an int
+                token, score = cast(tuple[int, Score | None], value)  # what "token" carries
                 tokens.append(token)
-                for event in stream.feed(token):
+                for event in stream.feed(token, score):
                     yield event
                 if stream.stopped:
                     reason = "stop"

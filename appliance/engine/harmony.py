@@ -26,12 +26,15 @@ from openai_harmony import (
     ToolDescription,
 )
 
+from appliance.engine.logprobs import Aligner, entry
+from appliance.engine.sampling import Score
 from appliance.engine.types import (
     Channel,
     EngineError,
     Event,
     GenerationRequest,
     TextEvent,
+    TokenLogprob,
     ToolCallEvent,
     content_text,
 )
@@ -209,10 +212,12 @@ class HarmonyStream:
     """Turns the model's token ids, one at a time, into channel text and tool calls.
 
     Text is decoded incrementally with a hold-back for UTF-8 sequences split across tokens; stop strings
-    cut final-channel text (with a hold-back of the longest stop string) and flag `stopped`.
+    cut final-channel text (with a hold-back of the longest stop string) and flag `stopped`. With `logprobs`,
+    each final-channel event carries the entries of its text (logprobs.py): one per piece of text decoded
+    at once, aligned through the stop strings' hold-back and cut.
     """
 
-    def __init__(self, encoding: HarmonyEncoding, stop: list[str] | None = None) -> None:
+    def __init__(self, encoding: HarmonyEncoding, stop: list[str] | None = None, logprobs: bool = False) -> None:
         self._enc = encoding
         self._ids = {
             name: encoding.encode(name, allowed_special="all")[0]
@@ -228,11 +233,15 @@ class HarmonyStream:
         self._channel: Channel = "analysis"
         self._recipient: str | None = None
         self._pending: list[int] = []
+        self._scores: list[Score] = []  # of the pending tokens, when log probabilities were asked for
+        self._logprobs = logprobs
+        self._aligner = Aligner() if logprobs and self._stop else None
+        self._final_out = 0  # final-channel characters released past the stop strings' hold-back
         self._message_tokens = 0
         self._body = ""
         self._final_buffer = ""
 
-    def feed(self, token: int) -> list[Event]:
+    def feed(self, token: int, score: Score | None = None) -> list[Event]:
         if self.stopped:
             return []
         self._message_tokens += 1
@@ -254,6 +263,8 @@ class HarmonyStream:
         if self._enc.is_special_token(token):
             return []
         self._pending.append(token)
+        if score is not None:
+            self._scores.append(score)
         return self._flush(final=False)
 
     def prime(self, prompt: list[int]) -> None:
@@ -293,13 +304,16 @@ class HarmonyStream:
         text = self._enc.decode(self._pending) if self._pending else ""
         if text.endswith("\ufffd") and not final and len(self._pending) < 4:
             return []
-        self._pending = []
+        scores, self._pending, self._scores = self._scores, [], []
         self._body += text
+        entries = None
+        if self._logprobs and self._channel == "final" and self._recipient is None and text and scores:
+            entries = (entry(self._enc, text, scores),)
         if self._channel == "final" and self._stop:
-            return self._final_text(text, final)
-        return [TextEvent(self._channel, text, self._recipient)] if text else []
+            return self._final_text(text, final, entries or ())
+        return [TextEvent(self._channel, text, self._recipient, entries)] if text else []
 
-    def _final_text(self, text: str, final: bool) -> list[Event]:
+    def _final_text(self, text: str, final: bool, entries: tuple[TokenLogprob, ...]) -> list[Event]:
         buffer = self._final_buffer + text
         cut = min((i for i in (buffer.find(s) for s in self._stop) if i >= 0), default=-1)
         if cut >= 0:
@@ -310,4 +324,12 @@ class HarmonyStream:
         else:
             keep = min(self._hold, len(buffer))
             emit, self._final_buffer = buffer[: len(buffer) - keep], buffer[len(buffer) - keep :]
-        return [TextEvent("final", emit)] if emit else []
+        if self._aligner is None:
+            return [TextEvent("final", emit)] if emit else []
+        self._aligner.add(entries)
+        self._final_out += len(emit)
+        emit, aligned = self._aligner.release(self._final_out, emit)
+        if self.stopped:  # the token the stop string began in is cut: its shown part goes as one entry
+            rest, more = self._aligner.close()
+            emit, aligned = emit + rest, aligned + more
+        return [TextEvent("final", emit, None, tuple(aligned))] if emit else []

@@ -26,7 +26,8 @@ from appliance.engine.sampling import Sampler
 from appliance.engine.session import ModelRunner
 from appliance.engine.types import EngineError
 
-Deliver = Callable[[str, object], None]  # ("token", id) | ("done", "stop"|"length") | ("error", message)
+# ("token", (id, Score | None)) | ("done", "stop"|"length") | ("error", message)
+Deliver = Callable[[str, object], None]
 
 
 @dataclass(eq=False)
@@ -208,7 +209,7 @@ class Scheduler:
             if seq.cancelled:
                 continue
             try:
-                token = seq.sampler(logits[row], masks[seq].result() if seq in masks else None)
+                token, scored = seq.sampler.pick(logits[row], masks[seq].result() if seq in masks else None)
                 if seq.guide is not None:
                     seq.guide.accept(token)
             except EngineError as exc:
@@ -218,7 +219,7 @@ class Scheduler:
             seq.next_token = token
             seq.generated += 1
             self.generated_tokens += 1
-            seq.deliver("token", token)
+            seq.deliver("token", (token, scored))
             if token in seq.stop_ids or seq.generated >= seq.max_tokens:
                 seq.finished = True
                 seq.deliver("done", "stop" if token in seq.stop_ids else "length")

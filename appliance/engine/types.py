@@ -20,6 +20,8 @@ class EngineBusy(EngineError):
     """Backpressure: the running batch and the waiting queue are full; retry later (HTTP 429/503)."""
 
 
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit on alternatives per token
+
 TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 
 
@@ -62,6 +64,7 @@ class GenerationRequest:
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
     grammar: str | None = None  # a harmony-aware Lark grammar (grammar.Constraint) every token must follow
+    logprobs: int | None = None  # None: none; k: each final-channel token's logprob and its k best alternatives
 
     def validate(self) -> None:
         if self.max_tokens < 1:
@@ -72,17 +75,41 @@ class GenerationRequest:
             raise EngineError("seed must be between 0 and 2**64 - 1")
         if not (-2 <= self.presence_penalty <= 2 and -2 <= self.frequency_penalty <= 2):
             raise EngineError("presence_penalty and frequency_penalty must be between -2 and 2")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise EngineError(f"logprobs asks for 0 to {MAX_TOP_LOGPROBS} alternatives")
         if self.prompt_tokens is None and not self.messages:
             raise EngineError("a request needs at least one message")
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """One of the most likely tokens at a position: its text (lossy where it is part of a character), its
+    exact bytes, and its log probability."""
+
+    token: str
+    raw: bytes
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One entry of an answer's log probabilities. `token` is exactly a piece of the answer's text (the
+    entries of an answer concatenate to it); `top` holds the alternatives, most likely first."""
+
+    token: str
+    logprob: float
+    top: tuple[Alternative, ...] = ()
+
+
+@dataclass(frozen=True)
 class TextEvent:
-    """Text of one harmony channel; `recipient` is set for commentary addressed to a tool."""
+    """Text of one harmony channel; `recipient` is set for commentary addressed to a tool. A final-channel
+    event of a request that asked for logprobs carries entries whose tokens concatenate to `text`."""
 
     channel: Channel
     text: str
     recipient: str | None = None
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
 
 @dataclass(frozen=True)

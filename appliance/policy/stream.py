@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from appliance.policy.canon import View, canonical
 from appliance.policy.detectors import Finding
 from appliance.policy.grants import effective_grant, rule_for
 from appliance.policy.pack import PolicySet
-from appliance.policy.redact import redact
+from appliance.policy.redact import Edit, redacted
 from appliance.principal import Principal
 
 ANALYSIS = "analysis"
@@ -32,14 +33,25 @@ _PARTIAL_ESCAPE = re.compile(r"\\(?:u[0-9A-Fa-f]{0,3})?\Z")
 _EXTENSION_TAIL = re.compile(r"[A-Z0-9+().\-/ ]*\d[ \t]*(?:e[a-z]{0,8}\.?|x|#)[ \t]*\d{0,6}\Z", re.IGNORECASE)
 
 
+class Release(NamedTuple):
+    """What one chunk is, in the model's text: the channel's raw text up to `end` was released with `edits`
+    (offsets in the channel's whole raw text), so a reader can tell which raw characters the chunk shows."""
+
+    channel: str
+    end: int
+    edits: tuple[Edit, ...]
+
+
 @dataclass(frozen=True)
 class FilterOutput:
-    """What may be sent now: `(channel, text)` pieces in order, the findings acted on, and the stop."""
+    """What may be sent now: `(channel, text)` pieces in order (and a `Release` for each), the findings acted
+    on, and the stop."""
 
     chunks: tuple[tuple[str, str], ...] = ()
     findings: tuple[Finding, ...] = ()
     stopped: bool = False
     rule_id: str | None = None
+    releases: tuple[Release, ...] = ()
 
     @property
     def text(self) -> str:
@@ -81,24 +93,22 @@ class OutputFilter:
     def feed(self, channel: str, text: str) -> FilterOutput:
         if self.stopped or (channel == ANALYSIS and not self.reasoning_visible):
             return FilterOutput(stopped=self.stopped, rule_id=self.rule_id)
-        chunks: list[tuple[str, str]] = []
-        findings: list[Finding] = []
+        out = _Out()
         if self._channel is not None and self._channel != channel:
-            self._release(self._channel, True, chunks, findings)
+            self._release(self._channel, True, out)
         self._channel = channel
         if not self.stopped:
             self._pending.setdefault(channel, _Pending()).text += text
-            self._release(channel, False, chunks, findings)
-        return FilterOutput(tuple(chunks), tuple(findings), self.stopped, self.rule_id)
+            self._release(channel, False, out)
+        return out.output(self)
 
     def finish(self) -> FilterOutput:
-        chunks: list[tuple[str, str]] = []
-        findings: list[Finding] = []
+        out = _Out()
         if self._channel is not None and not self.stopped:
-            self._release(self._channel, True, chunks, findings)
-        return FilterOutput(tuple(chunks), tuple(findings), self.stopped, self.rule_id)
+            self._release(self._channel, True, out)
+        return out.output(self)
 
-    def _release(self, channel: str, final: bool, chunks: list[tuple[str, str]], findings: list[Finding]) -> None:
+    def _release(self, channel: str, final: bool, out: _Out) -> None:
         pending = self._pending.setdefault(channel, _Pending())
         if not pending.text:
             return
@@ -106,6 +116,7 @@ class OutputFilter:
         buf = pending.released + pending.text
         hold = len(buf) if final else max(base, _hold_start(buf))
         acted: list[Finding] = []
+        findings = out.findings
         for finding in self.policy.scanner.scan(buf):
             if finding.end <= base:
                 continue  # wholly released: judged when it was new
@@ -125,18 +136,35 @@ class OutputFilter:
                 if finding.start < hold < finding.end or finding.end >= min(hold, len(buf)):
                     hold = max(base, min(hold, finding.start))
         released = [replace(f, start=f.start - base, end=f.end - base) for f in acted if f.end <= hold]
-        out = redact(buf[base:hold], released)
+        shown, edits = redacted(buf[base:hold], released)
         findings.extend(self._absolute(f, pending, 0) for f in released)
         pending.released = buf[:hold][-CONTEXT:]
+        start = pending.offset
         pending.text, pending.offset = ("" if self.stopped else buf[hold:]), pending.offset + hold - base
-        if out:
-            chunks.append((channel, out))
+        if shown:
+            out.chunks.append((channel, shown))
+            moved = tuple(Edit(e.start + start, e.end + start, e.replacement) for e in edits)
+            out.releases.append(Release(channel, pending.offset, moved))
 
     @staticmethod
     def _absolute(finding: Finding, pending: _Pending, base: int) -> Finding:
         """`finding` with offsets in the whole channel's text (`base`: where this buffer's new text starts)."""
         shift = pending.offset - base
         return replace(finding, start=max(0, finding.start + shift), end=finding.end + shift)
+
+
+@dataclass
+class _Out:
+    """What one `feed` or `finish` releases, gathered across the channels it flushes."""
+
+    chunks: list[tuple[str, str]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    releases: list[Release] = field(default_factory=list)
+
+    def output(self, state: OutputFilter) -> FilterOutput:
+        return FilterOutput(
+            tuple(self.chunks), tuple(self.findings), state.stopped, state.rule_id, tuple(self.releases)
+        )
 
 
 def _hold_start(buf: str) -> int:

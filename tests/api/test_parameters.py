@@ -176,3 +176,49 @@ async def test_penalties_and_logit_bias_reach_the_engine(client, scripted):
     for bad in ({"logit_bias": {"5": 101}}, {"logit_bias": {"-1": 1}}, {"presence_penalty": 3}):
         r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG, **bad})
         assert r.status_code == 400 and r.json()["error"]["param"] == next(iter(bad))
+
+
+@pytest.mark.parametrize(
+    ("route", "bad", "param"),
+    [
+        ("chat", {"top_logprobs": 2}, "top_logprobs"),  # without logprobs
+        ("chat", {"logprobs": False, "top_logprobs": 0}, "top_logprobs"),
+        ("chat", {"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ("chat", {"logprobs": True, "top_logprobs": -1}, "top_logprobs"),
+        ("chat", {"logprobs": True, "top_logprobs": 2.5}, "top_logprobs"),
+        ("chat", {"logprobs": True, "top_logprobs": True}, "top_logprobs"),
+        ("chat", {"logprobs": True, "top_logprobs": "3"}, "top_logprobs"),
+        ("chat", {"logprobs": "yes"}, "logprobs"),
+        ("chat", {"logprobs": 1}, "logprobs"),
+        ("responses", {"top_logprobs": 2}, "top_logprobs"),  # without include
+        ("responses", {"include": ["message.output_text.logprobs"], "top_logprobs": 30}, "top_logprobs"),
+        ("responses", {"include": ["message.output_text.logprobs"], "top_logprobs": False}, "top_logprobs"),
+        ("responses", {"include": ["reasoning.encrypted_content"]}, "include"),
+    ],
+)
+async def test_bad_logprobs_values_are_400s_naming_the_parameter(client, scripted, route, bad, param):
+    path, body, _ = ROUTES[route]
+    r = await client.post(path, json=body | bad)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["type"], err["param"]) == ("invalid_request_error", param) and param in err["message"]
+    assert scripted.calls == []
+
+
+async def test_logprobs_reach_the_engine_and_the_request_record(client, scripted, appliance):
+    from tests.api.scripted import answer
+
+    for route, asks, k in (
+        ("chat", {"logprobs": True, "top_logprobs": 3}, 3),
+        ("chat", {"logprobs": True}, 0),
+        ("responses", {"include": ["message.output_text.logprobs"], "top_logprobs": 7}, 7),
+    ):
+        scripted.chunks = answer("ok")
+        path, body, _ = ROUTES[route]
+        r = await client.post(path, json=body | asks)
+        assert r.status_code == 200, r.text
+        assert scripted.calls[-1].logprobs == k
+        assert records(appliance, r.headers["x-request-id"])[0].detail == {"logprobs": f"top_logprobs={k}"}
+    scripted.chunks = answer("ok")
+    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG})
+    assert scripted.calls[-1].logprobs is None and r.json()["choices"][0]["logprobs"] is None

@@ -20,6 +20,7 @@ from appliance.api.wire import (
     ChatCompletionChunk,
     ChatUsage,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     ChunkDelta,
     ContentFilterResults,
@@ -46,11 +47,12 @@ async def chat_completions(body: ChatCompletionRequest, caller: UserCaller, svc:
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return stream_response(_sse(gen, cid, await primed(gen.deltas()), include_usage), gen.headers)
-    reasoning, content, calls = [], [], []
+    reasoning, content, calls, entries = [], [], [], []
     async for delta in gen.deltas():
         reasoning.append(delta.reasoning)
         content.append(delta.content)
         calls.extend(delta.tool_calls)
+        entries.extend(delta.logprobs)
     message = AssistantMessage(
         content="".join(content) or (None if calls else ""),
         tool_calls=[ToolCall.of(c) for c in calls] or None,
@@ -67,14 +69,17 @@ async def chat_completions(body: ChatCompletionRequest, caller: UserCaller, svc:
             Choice(
                 message=message,
                 finish_reason=o.finish_reason,
+                logprobs=ChoiceLogprobs.of(entries if _logprobs(gen) else None),
                 content_filter_results=ContentFilterResults(rule_id=o.rule_id) if o.rule_id else None,
             )
         ],
     )
-    body_json = completion.model_dump(exclude_none=True)
-    body_json["choices"][0] |= {"logprobs": None}
-    body_json["choices"][0]["message"].setdefault("content", None)
-    return JSONResponse(body_json, headers=gen.headers)
+    return JSONResponse(completion.model_dump(), headers=gen.headers)
+
+
+def _logprobs(gen: AuditedGeneration) -> bool:
+    """Whether the answer carries log probabilities: asked for, and not stopped by the output filter."""
+    return gen.request.logprobs is not None and gen.outcome.finish_reason != "content_filter"
 
 
 async def _sse(gen: AuditedGeneration, cid: str, deltas: AsyncIterator[Delta], include_usage: bool):
@@ -88,7 +93,7 @@ async def _sse(gen: AuditedGeneration, cid: str, deltas: AsyncIterator[Delta], i
                 model=gen.model.name,
                 system_fingerprint=gen.model.version,
                 choices=[ChunkChoice(delta=delta, finish_reason=finish, **extra)],
-            ).wire()
+            ).model_dump()
         )
 
     yield chunk(ChunkDelta(role="assistant", content=""))
@@ -99,10 +104,12 @@ async def _sse(gen: AuditedGeneration, cid: str, deltas: AsyncIterator[Delta], i
         ]
         n_calls += len(calls)
         if delta.reasoning or delta.content or calls:
+            asked = delta.content and gen.request.logprobs is not None
             yield chunk(
                 ChunkDelta(
                     reasoning_content=delta.reasoning or None, content=delta.content or None, tool_calls=calls or None
-                )
+                ),
+                logprobs=ChoiceLogprobs.of(delta.logprobs if asked else None),
             )
     rule = gen.outcome.rule_id
     yield chunk(
@@ -114,6 +121,6 @@ async def _sse(gen: AuditedGeneration, cid: str, deltas: AsyncIterator[Delta], i
         yield event(
             ChatCompletionChunk(
                 id=cid, created=created, model=gen.model.name, choices=[], usage=ChatUsage.of(gen.outcome.usage)
-            ).wire()
+            ).model_dump()
         )
     yield event("[DONE]")

@@ -18,6 +18,7 @@ from appliance.api.wire import (
     ERRORS,
     FunctionCallItem,
     IncompleteDetails,
+    LogprobEntry,
     OutputMessage,
     OutputText,
     ReasoningItem,
@@ -25,7 +26,7 @@ from appliance.api.wire import (
     ResponseObject,
     ResponseUsage,
 )
-from appliance.engine.types import ToolCallEvent
+from appliance.engine.types import TokenLogprob, ToolCallEvent
 
 router = APIRouter(responses=ERRORS)
 
@@ -45,23 +46,26 @@ async def create_response(body: ResponsesRequest, caller: UserCaller, svc: Servi
     rid = f"resp_{uuid.uuid4().hex}"
     if body.stream:
         return stream_response(_sse(gen, rid, await primed(gen.deltas())), gen.headers)
-    acc = _Accumulator(rid)
+    acc = _Accumulator(rid, gen)
     async for delta in gen.deltas():
         acc.add(delta)
     return JSONResponse(acc.response(gen, "done").model_dump(), headers=gen.headers)
 
 
 class _Accumulator:
-    def __init__(self, rid: str) -> None:
+    def __init__(self, rid: str, gen: AuditedGeneration) -> None:
         self.rid, self.created = rid, int(time.time())
+        self.gen = gen
         self.reasoning: list[str] = []
         self.text: list[str] = []
+        self.entries: list[TokenLogprob] = []
         self.calls: list[ToolCallEvent] = []
         self.msg_id, self.reasoning_id = f"msg_{uuid.uuid4().hex}", f"rs_{uuid.uuid4().hex}"
 
     def add(self, delta: Delta) -> None:
         self.reasoning.append(delta.reasoning)
         self.text.append(delta.content)
+        self.entries.extend(delta.logprobs)
         self.calls.extend(delta.tool_calls)
 
     def output(self) -> list[ReasoningItem | OutputMessage | FunctionCallItem]:
@@ -74,7 +78,16 @@ class _Accumulator:
         return out
 
     def message(self, status: str) -> OutputMessage:
-        return OutputMessage(id=self.msg_id, status=status, content=[OutputText(text="".join(self.text))])
+        return OutputMessage(id=self.msg_id, status=status, content=[self.part()])
+
+    def part(self) -> OutputText:
+        return OutputText(text="".join(self.text), logprobs=self.logprobs(self.entries))
+
+    def logprobs(self, entries: list[TokenLogprob]) -> list[LogprobEntry] | None:
+        """`entries` as sent, when the request included them (none for an answer the filter stopped)."""
+        if self.gen.request.logprobs is None or self.gen.outcome.finish_reason == "content_filter":
+            return None
+        return [LogprobEntry.of(e) for e in entries]
 
     def response(self, gen: AuditedGeneration, phase: str) -> ResponseObject:
         o = gen.outcome
@@ -106,7 +119,7 @@ async def _sse(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]) -
 
 async def _events(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]) -> AsyncIterator[ev_.ResponseEvent]:
     """The stream's events in OpenAI's order: the response, each output item as it opens, its deltas, its end."""
-    acc = _Accumulator(rid)
+    acc = _Accumulator(rid, gen)
     yield ev_.ResponseCreated(response=acc.response(gen, "start"))
     yield ev_.ResponseInProgress(response=acc.response(gen, "start"))
     index = 0
@@ -121,7 +134,12 @@ async def _events(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]
                 opened.content = []
                 yield ev_.OutputItemAdded(output_index=msg_index, item=opened)
                 yield ev_.ContentPartAdded(item_id=acc.msg_id, output_index=msg_index, part=OutputText(text=""))
-            yield ev_.OutputTextDelta(item_id=acc.msg_id, output_index=msg_index, delta=delta.content)
+            yield ev_.OutputTextDelta(
+                item_id=acc.msg_id,
+                output_index=msg_index,
+                delta=delta.content,
+                logprobs=acc.logprobs(delta.logprobs) or [],
+            )
         for call in delta.tool_calls:
             item = FunctionCallItem.of(call, "in_progress")
             yield ev_.OutputItemAdded(output_index=index, item=item)
@@ -130,9 +148,11 @@ async def _events(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]
             yield ev_.OutputItemDone(output_index=index, item=FunctionCallItem.of(call, "completed"))
             index += 1
     if text_open:
-        text = "".join(acc.text)
-        yield ev_.OutputTextDone(item_id=acc.msg_id, output_index=msg_index, text=text)
-        yield ev_.ContentPartDone(item_id=acc.msg_id, output_index=msg_index, part=OutputText(text=text))
+        part = acc.part()
+        yield ev_.OutputTextDone(
+            item_id=acc.msg_id, output_index=msg_index, text=part.text, logprobs=part.logprobs or []
+        )
+        yield ev_.ContentPartDone(item_id=acc.msg_id, output_index=msg_index, part=part)
         yield ev_.OutputItemDone(output_index=msg_index, item=acc.message("completed"))
     final = acc.response(gen, "done")
     if final.status == "incomplete":
