@@ -320,7 +320,7 @@ class ResponsesRequest(GenerationBody):
 
     def audit_detail(self) -> dict[str, str]:
         """The end user and metadata, and the stored response this one continues."""
-        chained = {"previous_response_id": self.previous_response_id} if self.previous_response_id else {}
+        chained = {} if self.previous_response_id is None else {"previous_response_id": self.previous_response_id}
         return super().audit_detail() | chained
 
     def to_generation_spec(self, history: list[dict[str, Any]] | None = None) -> GenerationSpec:

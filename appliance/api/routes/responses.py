@@ -46,7 +46,7 @@ Done = Callable[[ResponseObject], Awaitable[None]]  # stores the finished respon
 async def create_response(body: ResponsesRequest, caller: UserCaller, svc: ServicesDep) -> Response:
     store = stored.stored(svc, body.store)
     previous = body.previous_response_id
-    spec = body.to_generation_spec(await stored.history(svc, caller, previous) if previous else None)
+    spec = body.to_generation_spec(None if previous is None else await stored.history(svc, caller, previous))
     rid = f"resp_{uuid.uuid4().hex}"
     spec.audit["response_id"] = rid
     gen = await start_generation(svc, caller, spec)
