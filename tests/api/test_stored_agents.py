@@ -97,6 +97,3 @@ async def test_the_agents_sdk_runs_a_multi_turn_agent_on_stored_responses(demo, 
     (newest,) = demo.services.audit.query(AuditFilter(event="request"), limit=1).records
     assert newest.detail["response_id"] == chained.id
     assert newest.detail["previous_response_id"] == first.last_response_id
-        request_ids,
-        detail,
-    )
