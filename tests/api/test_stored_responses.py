@@ -16,7 +16,7 @@ from appliance import apikeys
 from appliance.api.app import create_app
 from appliance.api.services import Services
 from appliance.engine import FinishEvent, TextEvent, Usage
-from appliance.responses_store import DAY_S, StoredResponse, table
+from appliance.responses_store import DAY_S, StoredResponse, StoreUnavailable, table
 from tests.api.helpers import records
 from tests.api.scripted import ScriptedBackend, answer, tool_call
 
@@ -116,6 +116,11 @@ async def test_tool_calls_are_kept_and_reasoning_dropped_after_a_new_user_turn(a
         ("assistant", "call:get_weather [thinking: need a tool]"),
         ("tool", '{"sky":"sunny"}'),
     ]
+    chained = scripted.calls[-1]
+    scripted.chunks = answer("It is sunny.", analysis="The tool says sunny.")
+    sent = [{"role": "user", "content": "Weather in Paris?"}, *[o.model_dump() for o in call.output], *result]
+    await admin.responses.create(model="tiny", input=sent, tools=TOOLS)
+    assert scripted.calls[-1].messages == chained.messages  # continuing is exactly sending the items again
     scripted.chunks = answer("You are welcome.")
     await admin.responses.create(model="tiny", input="Thanks!", previous_response_id=answered.id, tools=TOOLS)
     assert said(scripted.calls[-1]) == [  # a new user turn: earlier reasoning dropped, the call and result kept
@@ -289,6 +294,32 @@ async def test_odd_previous_response_ids_are_clean_4xx(client, scripted, odd):
     r = await client.post("/v1/responses", json={"model": "tiny", "input": "Hi", "previous_response_id": odd})
     assert r.status_code in (400, 404) and r.json()["error"]["param"] == "previous_response_id"
     assert len(r.text) < 400 and scripted.calls == []
+
+
+async def test_a_response_that_cannot_be_stored_is_an_error_not_a_lost_id(appliance, user, scripted, monkeypatch):
+    def down(_record):
+        raise StoreUnavailable("stored responses: store failed: disk I/O error")
+
+    monkeypatch.setattr(appliance.services.responses, "put", down)
+    scripted.chunks = answer("Unkept.")
+    with pytest.raises(openai.InternalServerError) as got:
+        await user.responses.create(model="tiny", input="Hi")
+    assert got.value.status_code == 503 and got.value.body["code"] == "response_store_unavailable"
+    scripted.chunks = answer("Unkept.")
+    seen = []
+    with pytest.raises(openai.APIError, match="store failed"):  # the stream's error event, never its completion
+        async for e in await user.responses.create(model="tiny", input="Hi", stream=True):
+            seen.append(e.type)
+    assert "response.completed" not in seen and "response.output_text.done" in seen
+    assert (await user.responses.create(model="tiny", input="Hi", store=False)).output_text == "Unkept."
+
+
+async def test_a_stored_response_is_not_streamed_again(client, user, scripted):
+    scripted.chunks = answer("Once.")
+    once = await user.responses.create(model="tiny", input="Hi")
+    for query in ({"stream": "true"}, {"include": "reasoning.encrypted_content"}):
+        r = await client.get(f"/v1/responses/{once.id}", params=query)
+        assert r.status_code == 400 and r.json()["error"]["param"] == next(iter(query))
 
 
 @pytest.mark.parametrize("refused", [{"background": True}, {"conversation": "conv_1"}])
