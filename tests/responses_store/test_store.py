@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -125,3 +126,18 @@ def test_the_prune_command_is_recorded_first(tmp_path: Path):
         pruned = [r for r in log.query(AuditFilter(event="admin.responses_pruned"), limit=10).records]
     assert sorted(r.detail["older_than_days"] for r in pruned) == ["0", "30"]
     assert "older-than-days" in one_line_error(run_cli("responses", "prune", "--older-than-days", "-1", data_dir=data))
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_migration_0009_goes_up_and_down(kind, tmp_path: Path):
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'm.db'}" if kind == "sqlite" else stack.enter_context(pg_database("migrate"))
+        db.upgrade(url)
+        assert db.current_revision(url) == "0009"
+        db.downgrade(url, "0008")
+        engine = db.make_engine(url)
+        with pytest.raises(db.DatabaseError, match="table stored_responses does not exist"):
+            db.require_tables(engine, "stored_responses")
+        engine.dispose()
+        db.upgrade(url)
+        assert db.current_revision(url) == "0009"
