@@ -69,9 +69,8 @@ async def keep(
 ) -> None:
     """Store `sent` (the response as the client gets it) with the last `own` messages of the engine
     request (this request's input, as the input policy passed it); 503 when it cannot be stored."""
-    record = StoredResponse(
-        sent.id, _key(caller), previous, time.time(), items_of(request.messages[-own:]), sent.model_dump()
-    )
+    kept = items_of(request.messages[len(request.messages) - own :])
+    record = StoredResponse(sent.id, _key(caller), previous, time.time(), kept, sent.model_dump())
     await _call(svc.responses.put, record)
 
 

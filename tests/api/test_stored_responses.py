@@ -95,6 +95,15 @@ async def test_the_sdk_chains_three_turns_across_a_restart(appliance, user, scri
         restarted.close()
 
 
+async def test_an_empty_input_continues_a_chain_and_stores_no_items(user, scripted):
+    scripted.chunks = answer("First.")
+    first = await user.responses.create(model="tiny", input="Hello")
+    scripted.chunks = answer("More.")
+    more = await user.responses.create(model="tiny", input=[], previous_response_id=first.id)
+    assert [t for _, t in said(scripted.calls[-1])] == ["Hello", "First."]
+    assert (await user.responses.input_items.list(more.id)).data == []
+
+
 async def test_a_streamed_response_is_stored_as_it_was_sent(user, scripted):
     scripted.chunks = answer("Streamed.")
     stream = await user.responses.create(model="tiny", input="Hi", stream=True)
