@@ -185,6 +185,11 @@ class Settings(BaseSettings):
     # a reservation whose request never settled (its replica crashed) is released after this long
     quota_reservation_ttl_s: float = Field(default=3600.0, gt=0)
 
+    # Stored Responses (`store`, `previous_response_id`): kept in the database, scoped to the key that made
+    # them, pruned after the retention; off: nothing is stored and a request asking for storage is a 400
+    responses_store: bool = True
+    responses_retention_days: int = Field(default=30, ge=1, le=36500)
+
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 

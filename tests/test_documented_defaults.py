@@ -37,6 +37,12 @@ def test_documented_quota_defaults_hold():
     assert s.quota_reservation_ttl_s == 3600.0  # "expire after `quota_reservation_ttl_s` (default 1 h)"
 
 
+def test_documented_stored_responses_defaults_hold():
+    s = Settings()
+    assert s.responses_store is True  # README: "`store`, default true"
+    assert s.responses_retention_days == 30  # "`responses_retention_days` (30, as OpenAI)"
+
+
 def test_an_unknown_site_timezone_is_refused_by_name():
     with pytest.raises(ValidationError, match="unknown time zone 'Mars/Olympus'"):
         Settings(site_timezone="Mars/Olympus")

@@ -24,6 +24,7 @@ from appliance.api.routes import (
     health,
     models,
     responses,
+    stored_responses,
 )
 from appliance.api.services import Services
 from appliance.api.ui import create_ui
@@ -57,7 +58,18 @@ def create_app(svc: Services, *, owns_services: bool = False) -> FastAPI:
     )  # the OpenAPI document: routes/health.py, behind a key
     app.state.services = svc
     install_error_handlers(app)
-    for module in (chat, responses, models, admin_audit, admin_keys, admin_policy, admin_bundles, admin_usage, health):
+    for module in (
+        chat,
+        responses,
+        stored_responses,
+        models,
+        admin_audit,
+        admin_keys,
+        admin_policy,
+        admin_bundles,
+        admin_usage,
+        health,
+    ):
         app.include_router(module.router)
     app.mount("/admin/ui", create_ui(svc))  # its own sessions: the gate lets /admin/ui through
     # outermost last: observe -> size limits -> the attested peer -> the key check (before any body) -> routes

@@ -56,7 +56,6 @@ _SHARED = {
     "metadata": ok("up to 16 string pairs, stored in the request's audit record"),
     "user": ok("the end user the application acts for, stored in the request's audit record"),
     "safety_identifier": ok("the end user the application acts for, stored in the request's audit record"),
-    "store": no("the appliance keeps no responses for later retrieval (the audit log is not an API)", False),
     "service_tier": no("one tier serves every request", "auto", "default"),
     "prompt_cache_key": no("no prompt cache to route by"),
     "prompt_cache_retention": no("no prompt cache"),
@@ -84,6 +83,7 @@ CHAT: dict[str, Param] = {
         "to the model as harmony's response format and enforced by the grammar on the final "
         "channel; a schema that cannot be enforced is a 400 naming the keyword"
     ),
+    "store": no("chat completions are not stored (stored Responses are: /v1/responses)", False),
     "logprobs": ok(
         "log probabilities of the final answer's tokens (never of the reasoning or of tool calls), "
         "streamed with the text they belong to; a span the output filter rewrote is one entry "
@@ -113,7 +113,16 @@ RESPONSES: dict[str, Param] = {
         "(encrypted reasoning and sources are refused by name)"
     ),
     "top_logprobs": ok("0 to 20 most likely alternatives per entry; needs `message.output_text.logprobs` in `include`"),
-    "previous_response_id": no("responses are not stored: send the whole conversation as input"),
+    "store": ok(
+        "default true: the response is kept in the appliance's database for its key only (GET, "
+        "input_items, DELETE, `previous_response_id`) for `responses_retention_days`; where the site turns "
+        "storage off (`responses_store: false`) it defaults to false and true is a 400"
+    ),
+    "previous_response_id": ok(
+        "continues a stored response of the same key: its chain's input and output items go before the "
+        "input (instructions are not carried over; reasoning before the last user message is dropped, as "
+        "harmony requires); 404 for an unknown, expired, deleted or another key's id; 400 when storage is off"
+    ),
     "conversation": no("conversations are not stored: send the whole conversation as input"),
     "background": no("no background responses", False),
     "background_options": no("no background responses"),

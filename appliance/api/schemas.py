@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from appliance.api.errors import ApiError
+from appliance.api.items import messages_of, without_old_reasoning
 from appliance.api.parameters import CHAT, RESPONSES, Param, refused
 from appliance.api.spec import AnswerFormat, GenerationSpec
 from appliance.engine.types import MAX_TOP_LOGPROBS, content_text
@@ -324,6 +325,8 @@ class ResponsesRequest(GenerationBody):
     max_tool_calls: int | None = Field(default=None, ge=1)
     text: TextConfig | None = None
     include: list[str] | None = None
+    store: bool | None = None  # None: the site's default (stored unless storage is off)
+    previous_response_id: str | None = None
 
     @field_validator("include")
     @classmethod
@@ -338,46 +341,22 @@ class ResponsesRequest(GenerationBody):
                 )
         return v
 
-    def to_generation_spec(self) -> GenerationSpec:
-        """Responses input items as chat-shaped messages (instructions first, as a developer message)."""
-        logprobs = self.logprobs_asked(OUTPUT_LOGPROBS in (self.include or []), f"include {OUTPUT_LOGPROBS!r}")
-        messages: list[dict[str, Any]] = []
-        if self.instructions:
-            messages.append({"role": "developer", "content": self.instructions})
+    def input_messages(self) -> list[dict[str, Any]]:
+        """This request's own input items as chat-shaped messages (no instructions, no earlier turns)."""
         items = [{"role": "user", "content": self.input}] if isinstance(self.input, str) else self.input
-        for i, item in enumerate(items):
-            kind = item.get("type", "message")
-            if kind == "message" and item.get("role") in ("user", "system", "developer", "assistant"):
-                messages.append(
-                    {"role": item["role"], "content": content_text(item.get("content"), f"input.{i}.content")}
-                )
-            elif kind == "function_call":
-                messages.append(
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {
-                                "id": _item_str(item, "call_id", i),
-                                "type": "function",
-                                "function": {
-                                    "name": _item_str(item, "name", i),
-                                    "arguments": item.get("arguments") or "{}",
-                                },
-                            }
-                        ],
-                    }
-                )
-            elif kind == "function_call_output":
-                messages.append(
-                    {
-                        "role": "tool",
-                        "tool_call_id": _item_str(item, "call_id", i),
-                        "content": content_text(item.get("output"), f"input.{i}.output"),
-                    }
-                )
-            elif kind != "reasoning":
-                raise InvalidRequest(f"input item {i} of type {kind!r} is not supported", f"input.{i}")
+        return messages_of(items)
+
+    def audit_detail(self, logprobs: int | None = None) -> dict[str, str]:
+        """The end user and metadata, log probabilities asked for, and the stored response this one continues."""
+        chained = {} if self.previous_response_id is None else {"previous_response_id": self.previous_response_id}
+        return super().audit_detail(logprobs) | chained
+
+    def to_generation_spec(self, history: list[dict[str, Any]] | None = None) -> GenerationSpec:
+        """The instructions (a developer message), the earlier turns of a chain (`history`, chat-shaped),
+        then the input; reasoning before the last user message is left out (items.without_old_reasoning)."""
+        logprobs = self.logprobs_asked(OUTPUT_LOGPROBS in (self.include or []), f"include {OUTPUT_LOGPROBS!r}")
+        head = [{"role": "developer", "content": self.instructions}] if self.instructions else []
+        messages = without_old_reasoning([*head, *(history or []), *self.input_messages()])
         if not messages or all(m["role"] == "developer" for m in messages):
             raise InvalidRequest("input must hold at least one message", "input")
         tools = [
@@ -406,10 +385,3 @@ class ResponsesRequest(GenerationBody):
             answer_format=self.text.answer_format() if self.text else None,
             logprobs=logprobs,
         )
-
-
-def _item_str(item: dict[str, Any], key: str, i: int) -> str:
-    value = item.get(key)
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest(f"input item {i} needs {key}", f"input.{i}.{key}")
-    return value

@@ -26,6 +26,7 @@ from appliance.db import make_engine, require_tables
 from appliance.policy import PolicyEngine, PolicySet
 from appliance.policy.classifier import Classifiers
 from appliance.policy.pack import floor_file
+from appliance.responses_store import ResponseStore
 from appliance.signing import keys
 from appliance.tls.expiry import ExpiryWatch
 from appliance.usage import QuotaLedger
@@ -51,6 +52,7 @@ class Services:
     # the policy's day and month quotas and per-minute rate buckets, counted in `database`
     quotas: QuotaLedger = field(init=False)
     classifiers: Classifiers = field(init=False)  # the pack's classifier rules, run on `backend`, verdicts cached
+    responses: ResponseStore = field(init=False)  # stored Responses, in `database`
     # Names this gateway replica in its `policy.in_force` records (GET /admin/policy lists every replica's)
     replica: str = field(init=False)
 
@@ -67,6 +69,7 @@ class Services:
         self.quotas = QuotaLedger(self.database, site_zone(s.site_timezone), s.quota_reservation_ttl_s)
         self.policy.limiter = self.quotas  # per-minute buckets in the database: shared by every replica
         self.classifiers = Classifiers(backend_judge(self.backend))
+        self.responses = ResponseStore(self.database, s.responses_retention_days)
         self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
     @classmethod
@@ -76,7 +79,7 @@ class Services:
             settings.model_store, workers=settings.hash_workers, max_signature_bytes=settings.max_signature_bytes
         )
         engine = make_engine(settings.database_url)
-        require_tables(engine, "api_keys", "usage_counters")
+        require_tables(engine, "api_keys", "usage_counters", "stored_responses")
         audit = AuditLog.from_settings(settings)
         audit.start_writer()
         return cls(settings, audit, policy, backend, sessionmaker(engine, expire_on_commit=False), store, engine)

@@ -284,3 +284,21 @@ class ResponseObject(BaseModel):
     tools: list[Any] = Field(default_factory=list)
     error: None = None
     usage: ResponseUsage | None = None
+    previous_response_id: str | None = None
+    store: bool = False  # kept for GET, input_items and `previous_response_id`
+
+
+class InputItemList(BaseModel):
+    """A page of a stored response's input items (message, function_call, function_call_output, reasoning)."""
+
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class DeletedResponse(BaseModel):
+    id: str
+    object: Literal["response.deleted"] = "response.deleted"
+    deleted: Literal[True] = True

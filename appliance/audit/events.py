@@ -41,6 +41,9 @@ EVENTS = frozenset(
         "audit.searched",
         "audit.exported",
         "audit.verified",  # the log's readers (audit/readers.py)
+        "response.viewed",
+        "response.deleted",
+        "admin.responses_pruned",  # stored Responses (appliance/responses_store.py)
     }
 )
 ContentMode = Literal["full", "redacted", "hash"]

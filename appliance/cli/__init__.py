@@ -36,6 +36,7 @@ _COMMANDS: dict[str, tuple[str, str | None]] = {
     "db": ("db", "Database schema migrations."),
     "keys": ("keys", "API keys and roles."),
     "usage": ("usage", "Tokens and requests per key, group or model, from the audit log."),
+    "responses": ("responses", "Stored Responses: prune those past the retention."),
     "media": ("media", "Offline installation media: build on a connected machine, verify anywhere."),
     "tls": ("tls", "The API's TLS certificate: self-signed or a site CA's, what is in use, the TLS front."),
     "backup": ("backup", None),

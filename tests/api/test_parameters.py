@@ -148,7 +148,7 @@ async def test_end_user_and_metadata_are_in_the_request_record(client, scripted,
     assert detail == {"end_user": "u-42", "safety_identifier": "hash-9", "metadata": '{"ticket": "T-1"}'}
     scripted.chunks = answer("ok")
     r = await client.post("/v1/responses", json={"model": "tiny", "input": "Hi", "user": "u-7"})
-    assert records(appliance, r.headers["x-request-id"])[0].detail == {"end_user": "u-7"}
+    assert records(appliance, r.headers["x-request-id"])[0].detail == {"end_user": "u-7", "response_id": r.json()["id"]}
     r = await client.post(
         "/v1/chat/completions", json={"model": "tiny", "messages": MSG, "metadata": {f"k{i}": "v" for i in range(17)}}
     )

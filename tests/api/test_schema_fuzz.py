@@ -28,7 +28,7 @@ def test_no_server_errors(appliance):
                 max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
             )
             def check(case) -> None:
-                if case.method == "DELETE":
+                if case.method == "DELETE" and "key_id" in (case.path_parameters or {}):
                     case.path_parameters = {"key_id": "0000000000000000"}  # keep the test's own keys
                 response = case.call(headers=headers)
                 assert response.status_code < 500, (case.method, case.path, response.text[:300])

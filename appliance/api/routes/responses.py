@@ -1,15 +1,17 @@
-"""POST /v1/responses (OpenAI Responses API), streamed or not, with text and function tools."""
+"""POST /v1/responses (OpenAI Responses API), streamed or not, with text and function tools; stored unless
+`store` is false (api/stored.py), and continuing a stored one with `previous_response_id`."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from appliance.api import response_events as ev_
+from appliance.api import stored
 from appliance.api.auth import ServicesDep, UserCaller
 from appliance.api.pipeline import AuditedGeneration, Delta, start_generation
 from appliance.api.schemas import ResponsesRequest
@@ -29,6 +31,7 @@ from appliance.api.wire import (
 from appliance.engine.types import TokenLogprob, ToolCallEvent
 
 router = APIRouter(responses=ERRORS)
+Done = Callable[[ResponseObject], Awaitable[None]]  # stores the finished response (when it is to be stored)
 
 
 @router.post(
@@ -42,19 +45,31 @@ router = APIRouter(responses=ERRORS)
     },
 )
 async def create_response(body: ResponsesRequest, caller: UserCaller, svc: ServicesDep) -> Response:
-    gen = await start_generation(svc, caller, body.to_generation_spec())
+    store = stored.stored(svc, body.store)
+    previous = body.previous_response_id
+    spec = body.to_generation_spec(None if previous is None else await stored.history(svc, caller, previous))
     rid = f"resp_{uuid.uuid4().hex}"
+    spec.audit["response_id"] = rid
+    gen = await start_generation(svc, caller, spec)
+    own = len(body.input_messages())
+
+    async def done(sent: ResponseObject) -> None:
+        if store:
+            await stored.keep(svc, caller, previous, gen.request, own, sent)
+
+    acc = _Accumulator(rid, gen, store, previous)
     if body.stream:
-        return stream_response(_sse(gen, rid, await primed(gen.deltas())), gen.headers)
-    acc = _Accumulator(rid, gen)
+        return stream_response(_sse(gen, acc, done, await primed(gen.deltas())), gen.headers)
     async for delta in gen.deltas():
         acc.add(delta)
-    return JSONResponse(acc.response(gen, "done").model_dump(), headers=gen.headers)
+    final = acc.response(gen, "done")
+    await done(final)
+    return JSONResponse(final.model_dump(), headers=gen.headers)
 
 
 class _Accumulator:
-    def __init__(self, rid: str, gen: AuditedGeneration) -> None:
-        self.rid, self.created = rid, int(time.time())
+    def __init__(self, rid: str, gen: AuditedGeneration, store: bool, previous: str | None) -> None:
+        self.rid, self.created, self.store, self.previous = rid, int(time.time()), store, previous
         self.gen = gen
         self.reasoning: list[str] = []
         self.text: list[str] = []
@@ -101,10 +116,14 @@ class _Accumulator:
             incomplete_details=IncompleteDetails(reason=incomplete) if done and incomplete else None,
             output=self.output() if done else [],
             usage=ResponseUsage.of(o.usage) if done else None,
+            previous_response_id=self.previous,
+            store=self.store,
         )
 
 
-async def _sse(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]) -> AsyncIterator[str]:
+async def _sse(
+    gen: AuditedGeneration, acc: _Accumulator, done: Done, deltas: AsyncIterator[Delta]
+) -> AsyncIterator[str]:
     seq = 0
 
     def ev(e: ev_.ResponseEvent) -> str:
@@ -113,13 +132,15 @@ async def _sse(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]) -
         e.sequence_number = seq
         return event(e.model_dump(), e.type)
 
-    async for e in _events(gen, rid, deltas):
+    async for e in _events(gen, acc, done, deltas):
         yield ev(e)
 
 
-async def _events(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]) -> AsyncIterator[ev_.ResponseEvent]:
-    """The stream's events in OpenAI's order: the response, each output item as it opens, its deltas, its end."""
-    acc = _Accumulator(rid, gen)
+async def _events(
+    gen: AuditedGeneration, acc: _Accumulator, done: Done, deltas: AsyncIterator[Delta]
+) -> AsyncIterator[ev_.ResponseEvent]:
+    """The stream's events in OpenAI's order: the response, each output item as it opens, its deltas, its end
+    (sent once the response is stored)."""
     yield ev_.ResponseCreated(response=acc.response(gen, "start"))
     yield ev_.ResponseInProgress(response=acc.response(gen, "start"))
     index = 0
@@ -155,6 +176,7 @@ async def _events(gen: AuditedGeneration, rid: str, deltas: AsyncIterator[Delta]
         yield ev_.ContentPartDone(item_id=acc.msg_id, output_index=msg_index, part=part)
         yield ev_.OutputItemDone(output_index=msg_index, item=acc.message("completed"))
     final = acc.response(gen, "done")
+    await done(final)
     if final.status == "incomplete":
         yield ev_.ResponseIncomplete(response=final)
     else:
