@@ -286,7 +286,11 @@ class AuditedGeneration:
                 latency_ms=int(latency * 1000),
                 status=status,
                 error_code=error_code,
-                detail={"finish_reason": o.finish_reason} if event == "completion" else {},
+                detail=(
+                    {"finish_reason": o.finish_reason, "cached_tokens": str(o.usage.cached_tokens)}
+                    if event == "completion"
+                    else {}
+                ),
             )
         )
 
@@ -353,6 +357,9 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
             403, f"{decision.message or 'denied by policy'} (rule {decision.deny_rule})", code=decision.deny_rule
         )
     request = spec.engine_request([m.content for m in decision.messages], decision.max_tokens, grammar)
+    key_id = caller.principal.key_id
+    group = group_of(decision.policy, key_id) if decision.policy is not None else None
+    request.cache_scope = cache_scope(svc.settings.engine_prefix_cache_scope, key_id, group)
     reservation = await reserve_quota(svc, caller, decision, request, base)
     try:
         await svc.record(
@@ -370,6 +377,17 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
             _kept(settle_quota(svc, reservation, Amounts()))
         raise
     return AuditedGeneration(svc, caller, decision, request, model, reservation)
+
+
+def cache_scope(width: str, key_id: str | None, group: str | None) -> str | None:
+    """Whose cached prompt blocks this request may reuse (engine/prefix.py): its own key's by default, its key
+    group's or everyone's when `engine_prefix_cache_scope` widens it; a key without a group stays alone. The
+    scope is hashed into every block key, so no lookup crosses it; None (no key) keeps a request out."""
+    if key_id is None:
+        return None
+    if width == "appliance":
+        return "appliance"
+    return f"group:{group}" if width == "group" and group is not None else f"key:{key_id}"
 
 
 async def reserve_quota(

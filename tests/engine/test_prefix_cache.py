@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from appliance.engine import Engine, EngineError, GenerationRequest, collect
+from appliance.engine.memory import prefix_limit
 from appliance.engine.prefix import BLOCK
 from tests.engine.test_engine import _prompt, _tokens
 
@@ -137,3 +138,14 @@ async def test_bad_cache_sizes_are_refused_by_name(tiny_bundle):
     for size in (-1, 2.5):
         with pytest.raises(EngineError, match="prefix cache size"):
             Engine.from_bundle(tiny_bundle, prefix_cache=size)
+
+
+def test_the_size_is_a_fraction_or_bytes_and_refused_where_copying_is_not_built():
+    assert prefix_limit(None, 1000, "cpu") == 250 and prefix_limit(None, 1000, "cuda") == 0
+    assert (prefix_limit(0, 1000, "cpu"), prefix_limit(0.5, 1000, "cpu"), prefix_limit(4096, 1000, "cpu")) == (
+        0,
+        500,
+        4096,
+    )
+    with pytest.raises(ValueError, match="CPU buffers only"):
+        prefix_limit(0.5, 1000, "cuda")
