@@ -8,6 +8,9 @@
 2. A 10-turn agent loop over a ~1,500-token tool list (each turn appends the model's answer and a tool result):
    prompt tokens prefilled and total time with the cache vs without, the greedy answers compared.
 3. KV bytes the cache holds afterwards.
+4. Through the API (in process, the openai SDK over ASGI, full gateway path: auth, policy, audit): latency of
+   a 1-token chat answer whose ~2,000-token system prompt an earlier request of the same key sent (warm), the
+   first such request (cold) and the same request from another key.
 
 Usage: .venv/bin/python bench/prefix_cache/run.py [--rounds 5]
 """
@@ -19,19 +22,28 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
-
-from appliance.demo.model import ensure_demo_bundle
-from appliance.engine import Engine, GenerationRequest, collect, render_prompt
-from appliance.signing.keys import generate_private_key, load_private_key
+import openai
+from sqlalchemy.orm import Session
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from appliance import apikeys  # noqa: E402
+from appliance.db import make_engine  # noqa: E402
+from appliance.demo.model import ensure_demo_bundle  # noqa: E402
+from appliance.engine import Engine, GenerationRequest, collect, render_prompt  # noqa: E402
+from appliance.signing.keys import load_private_key  # noqa: E402
+from tests.appliance import make_appliance  # noqa: E402  (the tests' in-process appliance)
+from tests.conftest import DEMO_CACHE, DEMO_KEY  # noqa: E402  (the demo bundle the tests use)
+
 RESULTS = REPO / "bench" / "results" / "prefix_cache.txt"
-DEMO_KEY = REPO / "var" / "cache" / "demo-test-signing.key"  # the tests' key: their cached bundle is reused
 
 
 async def first_token_s(engine: Engine, prompt: list[int], scope: str | None) -> tuple[float, int]:
@@ -143,35 +155,97 @@ async def agent(engine: Engine) -> list[str]:
     return lines
 
 
-async def main_async(rounds: int) -> list[str]:
-    key = load_private_key(DEMO_KEY) if DEMO_KEY.exists() else generate_private_key()
+async def through_api(bundle: Path, rounds: int) -> list[str]:
+    words = "the appliance keeps an audit log of every request and answer signed in a hash chain".split()
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = ensure_demo_bundle(DEMO_KEY.parent / "demo" if DEMO_KEY.exists() else Path(tmp), key)
-        engine = Engine.from_bundle(bundle, max_tokens_in_flight=8192, kv_budget_bytes=4 * 2**30)
+        appliance = make_appliance(
+            Path(tmp) / "var", bundle, load_private_key(DEMO_KEY).public_key(), engine_max_tokens_in_flight=8192
+        )
         try:
-            lines = await ttft(engine, rounds)
-            lines += await agent(engine)
-            stats = engine.stats()
-            lines.append(
-                f"3. KV bytes the cache holds at the end: {stats['kv_bytes_cached'] / 2**20:.1f} MiB "
-                f"(limit {stats['prefix_cache_limit_bytes'] / 2**20:.0f} MiB = 1/4 of a 4 GiB budget); "
-                f"{stats['prefix_cache_hits']} hits, {stats['prefix_cache_tokens']} tokens served"
+            with Session(make_engine(appliance.settings.database_url)) as session:
+                other, _ = apikeys.create_key(session, "bench-other", "user")
+
+            def sdk(token: str) -> openai.AsyncOpenAI:
+                http = httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=appliance.app), base_url="http://a/v1", timeout=300
+                )
+                return openai.AsyncOpenAI(api_key=token, base_url="http://a/v1", http_client=http, max_retries=0)
+
+            mine, theirs = sdk(appliance.tokens["user"]), sdk(other)
+
+            async def answer(client: openai.AsyncOpenAI, system: str, question: str) -> tuple[float, int]:
+                start = time.perf_counter()
+                done = await client.chat.completions.create(
+                    model="gpt-oss-demo",
+                    messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+                    max_tokens=1,
+                    reasoning_effort="low",
+                )
+                return time.perf_counter() - start, done.usage.prompt_tokens_details.cached_tokens
+
+            rows: dict[str, list[float]] = {"cold": [], "warm": [], "other key": []}
+            cached, prompt = set(), 0
+            rng = np.random.default_rng(1)
+            for _ in range(rounds + 1):
+                system = " ".join(rng.choice(words, size=1900).tolist())
+                times = {
+                    "cold": await answer(mine, system, "What is kept?"),
+                    "warm": await answer(mine, system, "Who signs it?"),
+                    "other key": await answer(theirs, system, "Who signs it?"),
+                }
+                for name, (seconds, _) in times.items():
+                    rows[name].append(seconds)
+                cached.add((times["warm"][1], times["other key"][1]))
+            last = await mine.chat.completions.create(
+                model="gpt-oss-demo", messages=[{"role": "system", "content": system}], max_tokens=1
             )
+            prompt = last.usage.prompt_tokens
         finally:
-            engine.close()
+            appliance.services.backend.close()
+            appliance.services.close()
+    lines = [
+        f"4. through the API (openai SDK in process, full gateway path), ~{prompt}-token system prompt, {rounds} rounds:"
+    ]
+    for name, series in rows.items():
+        del series[0]
+        ratio = statistics.median(s / c for s, c in zip(series, rows["cold"]))
+        lines.append(
+            f"   {name:10} median {statistics.median(series) * 1000:8.1f} ms   {ratio:.3f}x cold (1-token answer)"
+        )
+    lines.append(f"   cached_tokens (warm, other key): {sorted(cached)}")
+    return lines
+
+
+async def main_async(rounds: int, api: bool) -> list[str]:
+    bundle = ensure_demo_bundle(DEMO_CACHE, load_private_key(DEMO_KEY))
+    engine = Engine.from_bundle(bundle, max_tokens_in_flight=8192, kv_budget_bytes=4 * 2**30)
+    try:
+        lines = await ttft(engine, rounds)
+        lines += await agent(engine)
+        stats = engine.stats()
+        lines.append(
+            f"3. KV bytes the cache holds at the end: {stats['kv_bytes_cached'] / 2**20:.1f} MiB "
+            f"(limit {stats['prefix_cache_limit_bytes'] / 2**20:.0f} MiB = 1/4 of a 4 GiB budget); "
+            f"{stats['prefix_cache_hits']} hits, {stats['prefix_cache_tokens']} tokens served"
+        )
+    finally:
+        engine.close()
+    if api:
+        lines += await through_api(bundle, rounds)
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-api", action="store_true", help="skip part 4 (through the API)")
     args = parser.parse_args()
     load = os.getloadavg()
     lines = [
         "prefix cache bench: demo model (trained, cpu-fp32), engine in process, prefill_chunk 512, blocks of 16",
         f"machine: {os.cpu_count()} cores shared with other agents; load average at start "
         f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
-        *asyncio.run(main_async(args.rounds)),
+        *asyncio.run(main_async(args.rounds, not args.no_api)),
     ]
     end = os.getloadavg()
     lines.append(f"load average at end {end[0]:.1f} / {end[1]:.1f} / {end[2]:.1f}")
