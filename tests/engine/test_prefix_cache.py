@@ -74,6 +74,26 @@ async def test_hits_ending_inside_and_past_the_sliding_window_at_20b_shapes(atte
         engine.close()
 
 
+@pytest.mark.parametrize("hit", [48, 128, 144])
+def test_a_restored_prefix_gives_the_logits_of_a_prefilled_one(attention_20b, hit):
+    """At the runner: a prefix prefilled in one slot, copied out (full layers per position, windowed layers'
+    state at its end) and restored into another, then continued, gives the logits of prefilling the whole
+    prompt, for a prefix inside the 128 window, exactly one window, and past it."""
+    from tests.engine.test_parity import _runner
+
+    runner = _runner(attention_20b[1])
+    seq = np.random.default_rng(hit).integers(0, 2990, size=hit + 40).tolist()
+    cache = runner.allocate(3, 256)
+    runner.prefill(cache, 0, seq[:-1], 0)
+    runner.prefill(cache, 1, seq[:hit], 0)
+    blocks = [cache.positions(1, start, start + BLOCK) for start in range(0, hit, BLOCK)]
+    cache.restore(2, blocks, cache.window_state(1, hit))
+    runner.prefill(cache, 2, seq[hit:-1], hit)
+    logits = runner.step(cache, [seq[-1], seq[-1], seq[-1]], [len(seq) - 1, hit, len(seq) - 1])
+    assert np.abs(logits[2] - logits[0]).max() <= 1e-4 * np.abs(logits[0]).max()
+    assert logits[2].argmax() == logits[0].argmax()
+
+
 async def test_another_scope_gets_no_hit_for_the_same_prompt(make_engine):
     engine = make_engine()
     prompt = _prompt(70, 8)
