@@ -10,6 +10,10 @@ asyncio side stays responsive; results travel back through a per-sequence callba
 A constrained row's token mask is computed on a small thread pool while the forward pass runs (llguidance
 releases the GIL), so a step costs max(forward, slowest mask) rather than their sum; each row's mask
 depends only on its own tokens, so rows stay independent. A row whose constraint fails ends alone.
+
+A prompt with a cache scope starts from the deepest prefix the prefix cache (prefix.py) holds for it, copied
+into its slot at admission, and leaves its whole blocks there as its chunks complete; chunks then end on block
+boundaries, where the sliding-window state can be captured.
 """
 
 from __future__ import annotations
