@@ -162,6 +162,12 @@ class Settings(BaseSettings):
     engine_threads: int = Field(default=0, ge=0)
     engine_kv_budget_bytes: int = Field(default=0, ge=0)  # 0: half the device's free memory at start
     engine_prefill_chunk: int = Field(default=512, ge=1)  # prompt tokens prefilled between decode steps
+    # the prefix cache (docs/architecture.md "Prefix cache"): its size as a fraction of the KV budget (<= 1)
+    # or bytes (> 1), 0 off; default a quarter of the budget on CPU, off on CUDA (where a size is refused).
+    # Its scope: whose cached prompts a request may reuse (key: the same API key; group: the key's group;
+    # appliance: everyone, which lets a caller time whether someone else sent a prompt).
+    engine_prefix_cache: float | None = Field(default=None, ge=0)
+    engine_prefix_cache_scope: Literal["key", "group", "appliance"] = "key"
     serve_replicas_max: int = Field(default=1, ge=1)
     serve_max_ongoing_requests: int = Field(default=64, ge=1)
 

@@ -19,6 +19,8 @@ def test_documented_defaults_hold():
     assert (s.audit_export_concurrency, s.audit_export_deadline_s) == (2, 1800.0)  # "default 2", "default 1800 s"
     assert s.audit_forward == [] and s.audit_forward_confirm_s == 1.0  # "stayed open audit_forward_confirm_s (1 s)"
     assert s.audit_forward_lag_warning == 10_000 and s.audit_read_window_s == 300.0  # "(10,000)", "(300 s)"
+    # "default `key`: a prompt is reused only for the same API key"; "default 0.25 of the budget on CPU, off on CUDA"
+    assert s.engine_prefix_cache_scope == "key" and s.engine_prefix_cache is None
 
 
 def test_documented_tls_defaults_hold():

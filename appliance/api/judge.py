@@ -18,9 +18,13 @@ from appliance.policy.classifier import Classifiers, Judge, Side, Verdict
 
 
 def backend_judge(backend: ModelBackend) -> Judge:
-    async def judge(model: str, messages: list[dict[str, str]], effort: str, max_tokens: int) -> tuple[str, str]:
+    async def judge(
+        model: str, messages: list[dict[str, str]], effort: str, max_tokens: int, scope: str | None
+    ) -> tuple[str, str]:
         level = cast(ReasoningEffort, effort)  # the pack's schema allows only the three efforts
-        request = GenerationRequest(messages=messages, reasoning_effort=level, max_tokens=max_tokens, temperature=0)
+        request = GenerationRequest(
+            messages=messages, reasoning_effort=level, max_tokens=max_tokens, temperature=0, cache_scope=scope
+        )
         analysis: list[str] = []
         final: list[str] = []
         async for chunk in backend.generate(model, request):
@@ -33,11 +37,11 @@ def backend_judge(backend: ModelBackend) -> Judge:
 
 
 async def judged(
-    classifiers: Classifiers, metrics: Metrics, side: Side, decision: Decision, texts: list[str]
+    classifiers: Classifiers, metrics: Metrics, side: Side, decision: Decision, texts: list[str], scope: str | None
 ) -> list[Verdict]:
     """The verdicts of the classifier rules on `side` for the decision's principal, counted in /metrics."""
     assert decision.policy is not None and decision.principal is not None
-    verdicts = await classifiers.judge(decision.policy, side, decision.principal.role, texts)
+    verdicts = await classifiers.judge(decision.policy, side, decision.principal.role, texts, scope)
     for v in verdicts:
         outcome = "error" if v.violation is None else "violation" if v.violation else "safe"
         metrics.classifier_verdicts.labels(v.rule.id, side, outcome, str(v.cached).lower()).inc()

@@ -90,11 +90,11 @@ class Metrics:
         kv = Gauge(
             "appliance_engine_kv_bytes",
             "KV cache bytes: in_use (held by sequences), reserved (admitted "
-            "at their longest), budget (admission limit), allocated (slot buffers)",
+            "at their longest), budget (admission limit), allocated (slot buffers), cached (prefix cache blocks)",
             ["kind"],
             registry=r,
         )
-        for kind in ("in_use", "reserved", "budget", "allocated"):
+        for kind in ("in_use", "reserved", "budget", "allocated", "cached"):
             kv.labels(kind).set_function(
                 _stat(engine_stats, "kv_budget_bytes" if kind == "budget" else f"kv_bytes_{kind}")
             )

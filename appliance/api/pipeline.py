@@ -183,7 +183,12 @@ class AuditedGeneration:
             return []
         held, self._held = self._held, None
         verdicts = await judged(
-            self.svc.classifiers, self.svc.metrics, "output", self.decision, ["".join(self._shown_final)]
+            self.svc.classifiers,
+            self.svc.metrics,
+            "output",
+            self.decision,
+            ["".join(self._shown_final)],
+            self.request.cache_scope,
         )
         self.outcome.verdicts = verdicts
         blocking = next((v for v in verdicts if v.blocks), None)
@@ -343,7 +348,11 @@ class AuditedGeneration:
                 latency_ms=int(latency * 1000),
                 status=status,
                 error_code=error_code,
-                detail=({"finish_reason": o.finish_reason} if event == "completion" else {})
+                detail=(
+                    {"finish_reason": o.finish_reason, "cached_tokens": str(o.usage.cached_tokens)}
+                    if event == "completion"
+                    else {}
+                )
                 | verdict_detail(o.verdicts),
             )
         )
@@ -393,11 +402,13 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
         )
         raise ApiError(429, str(exc), code="rate_limited", retry_after=exc.retry_after) from exc
     decision, audit_decision, content = await asyncio.to_thread(_evaluate, svc, caller, spec, model)
+    key_id = caller.principal.key_id
+    group = group_of(decision.policy, key_id) if decision.policy is not None else None
+    scope = cache_scope(svc.settings.engine_prefix_cache_scope, key_id, group)
     verdicts: list[Verdict] = []
     if not decision.denied:
-        verdicts = await judged(
-            svc.classifiers, svc.metrics, "input", decision, [m.content for m in decision.messages if m.role in _JUDGED]
-        )
+        texts = [m.content for m in decision.messages if m.role in _JUDGED]
+        verdicts = await judged(svc.classifiers, svc.metrics, "input", decision, texts, scope)
         decision, audit_decision = _classified(decision, audit_decision, verdicts)
     svc.metrics.decisions.labels("input", decision.action).inc()
     if decision.denied:
@@ -417,6 +428,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
             403, f"{decision.message or 'denied by policy'} (rule {decision.deny_rule})", code=decision.deny_rule
         )
     request = spec.engine_request([m.content for m in decision.messages], decision.max_tokens, grammar)
+    request.cache_scope = scope
     reservation = await reserve_quota(svc, caller, decision, request, base)
     try:
         await svc.record(
@@ -456,6 +468,17 @@ def _classified(
         replace(decision, action="deny", rule_ids=rule_ids, message=message),
         audit_decision.model_copy(update={"action": "deny", "rule_ids": rule_ids}),
     )
+
+
+def cache_scope(width: str, key_id: str | None, group: str | None) -> str | None:
+    """Whose cached prompt blocks this request may reuse (engine/prefix.py): its own key's by default, its key
+    group's or everyone's when `engine_prefix_cache_scope` widens it; a key without a group stays alone. The
+    scope is hashed into every block key, so no lookup crosses it; None (no key) keeps a request out."""
+    if key_id is None:
+        return None
+    if width == "appliance":
+        return "appliance"
+    return f"group:{group}" if width == "group" and group is not None else f"key:{key_id}"
 
 
 async def reserve_quota(

@@ -86,6 +86,7 @@ class ChatUsage(BaseModel):
             completion_tokens=usage.completion_tokens,
             total_tokens=usage.total_tokens,
             completion_tokens_details=CompletionTokensDetails(reasoning_tokens=usage.reasoning_tokens),
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens),
         )
 
 
@@ -261,6 +262,7 @@ class ResponseUsage(BaseModel):
             input_tokens=usage.prompt_tokens,
             output_tokens=usage.completion_tokens,
             total_tokens=usage.total_tokens,
+            input_tokens_details=InputTokensDetails(cached_tokens=usage.cached_tokens),
             output_tokens_details=OutputTokensDetails(reasoning_tokens=usage.reasoning_tokens),
         )
 

@@ -14,7 +14,7 @@ from appliance.bundles.metadata import BundleMetadata
 from appliance.engine.grammar import VOCAB, Guide
 from appliance.engine.harmony import HarmonyStream, render_prompt
 from appliance.engine.logprobs import token_bytes
-from appliance.engine.memory import kv_budget, prefill_chunk_limit, slot_capacity
+from appliance.engine.memory import kv_budget, prefill_chunk_limit, prefix_limit, slot_capacity
 from appliance.engine.sampling import Sampler, Score
 from appliance.engine.scheduler import Scheduler
 from appliance.engine.scheduler import Sequence as _Seq
@@ -42,7 +42,8 @@ class Engine:
     `EngineBusy` at once instead of queueing without limit. Inside that, the scheduler starts a request when a
     KV slot is free and its KV reservation fits `kv_budget_bytes` (0: half the device's free memory at start).
     A request's slot is released the moment its consumer stops iterating (normal end, `aclose()`, or task
-    cancellation).
+    cancellation). `prefix_cache` sizes the prefix cache (prefix.py): a fraction of the KV budget or bytes,
+    0 off, None the default (memory.prefix_limit); only requests that name a `cache_scope` use it.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class Engine:
         threads: int = 0,
         kv_budget_bytes: int = 0,
         prefill_chunk: int = 512,
+        prefix_cache: float | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue < 0 or max_tokens_in_flight < 2 or prefill_chunk < 1 or kv_budget_bytes < 0:
             raise EngineError(
@@ -94,7 +96,11 @@ class Engine:
             raise EngineError(f"a KV budget of {budget} bytes holds no sequence of {max_batch_size} slots")
         self.max_tokens_in_flight = capacity  # the longest sequence (prompt + max_tokens) one slot holds
         chunk = prefill_chunk_limit(prefill_chunk, capacity, decoder["num_attention_heads"], runner.device)
-        self._scheduler = Scheduler(runner, max_batch_size, capacity, budget, chunk)
+        try:
+            prefix = prefix_limit(prefix_cache, budget, runner.device)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+        self._scheduler = Scheduler(runner, max_batch_size, capacity, budget, chunk, prefix)
         self._live = 0
         self._lock = threading.Lock()
         self.idle = threading.Event()  # set while no request is live: what a bundle swap waits for
@@ -193,6 +199,7 @@ class Engine:
                 Sampler.of(request),
                 deliver,
                 guide,
+                request.cache_scope,
             )
             stream = HarmonyStream(self.encoding, request.stop, request.logprobs is not None)
             stream.prime(prompt)
@@ -217,7 +224,7 @@ class Engine:
             if reason == "stop" and tokens and tokens[-1] == self._call_id and stream.tool_calls:
                 reason = "tool_calls"
             self.last_success = time.time()
-            yield FinishEvent(reason, Usage(len(prompt), len(tokens), stream.reasoning_tokens), tuple(tokens))
+            yield FinishEvent(reason, Usage(len(prompt), len(tokens), stream.reasoning_tokens, seq.hit), tuple(tokens))
         finally:
             if seq is not None:
                 self._scheduler.cancel(seq)

@@ -118,6 +118,34 @@ class SlotCache:
             binding.bind_output("dst", "cuda", 0, self.layout.elem_type, shape, ptr + dst * row)
             self._copier.run_with_iobinding(binding)
 
+    def _split(self) -> tuple[list[np.ndarray], list[tuple[np.ndarray, int]]]:
+        """The CPU buffers: full-attention ones, and windowed ones with their window."""
+        if not self._arrays:
+            raise ValueError("prefix blocks are copied on CPU buffers only")
+        full = [a for a, w in zip(self._arrays, self.layout.windows) if w is None]
+        return full, [(a, w) for a, w in zip(self._arrays, self.layout.windows) if w is not None]
+
+    def positions(self, slot: int, start: int, end: int) -> list[np.ndarray]:
+        """Copies of positions [start, end) of `slot` on every full-attention tensor."""
+        return [a[slot, :, start:end].copy() for a in self._split()[0]]
+
+    def window_state(self, slot: int, length: int) -> list[np.ndarray]:
+        """Copies of what each windowed tensor of `slot` holds after `length` tokens. The kernel keeps the last
+        min(length, window) positions in order at the front of the row: it appends until the row is full,
+        then shifts left by what it appends (measured on the tiny export)."""
+        return [a[slot, :, : min(length, w)].copy() for a, w in self._split()[1]]
+
+    def restore(self, slot: int, blocks: list[list[np.ndarray]], window: list[np.ndarray]) -> None:
+        """Write consecutive blocks of full-attention positions from position 0, and the windowed state."""
+        full, windowed = self._split()
+        at = 0
+        for block in blocks:
+            for array, part in zip(full, block):
+                array[slot, :, at : at + part.shape[1]] = part
+            at += block[0].shape[1] if block else 0
+        for (array, _), part in zip(windowed, window):
+            array[slot, :, : part.shape[1]] = part
+
 
 def layout_of(session: ort.InferenceSession, kv_heads: int, head_size: int, window: int | None) -> KVLayout:
     """The KV layout of a builder export: windowed tensors are those whose past axis is `past_sliding_length`

@@ -14,6 +14,7 @@ import subprocess
 from appliance.engine.kvcache import KVLayout
 
 FREE_FRACTION = 0.5
+PREFIX_FRACTION = 0.25  # of the KV budget the prefix cache may hold by default (CPU)
 CPU_ATTENTION_SCRATCH = 2**30
 
 
@@ -63,3 +64,15 @@ def prefill_chunk_limit(chunk: int, capacity: int, heads: int, device: str) -> i
     if device != "cpu":
         return chunk
     return max(1, min(chunk, CPU_ATTENTION_SCRATCH // (capacity * heads * 4)))
+
+
+def prefix_limit(size: float | None, budget: int, device: str) -> int:
+    """The prefix cache's bytes: `size` is a fraction of the KV budget (<= 1) or bytes (> 1); None is the
+    default, PREFIX_FRACTION on CPU and off on CUDA, where blocks are not copied yet (a size is refused there)."""
+    if size is None:
+        size = PREFIX_FRACTION if device == "cpu" else 0
+    if size < 0 or (size > 1 and size != int(size)):
+        raise ValueError("the prefix cache size must be 0 (off), a fraction of the KV budget up to 1, or bytes")
+    if size and device != "cpu":
+        raise ValueError("the prefix cache copies KV on CPU buffers only: set engine_prefix_cache to 0 on CUDA")
+    return int(size * budget) if size <= 1 else int(size)

@@ -10,6 +10,10 @@ asyncio side stays responsive; results travel back through a per-sequence callba
 A constrained row's token mask is computed on a small thread pool while the forward pass runs (llguidance
 releases the GIL), so a step costs max(forward, slowest mask) rather than their sum; each row's mask
 depends only on its own tokens, so rows stay independent. A row whose constraint fails ends alone.
+
+A prompt with a cache scope starts from the deepest prefix the prefix cache (prefix.py) holds for it, copied
+into its slot at admission, and leaves its whole blocks there as its chunks complete; chunks then end on block
+boundaries, where the sliding-window state can be captured.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from appliance.engine.grammar import Guide, TokenMask
+from appliance.engine.prefix import BLOCK, PrefixCache, block_keys
 from appliance.engine.sampling import Sampler
 from appliance.engine.session import ModelRunner
 from appliance.engine.types import EngineError
@@ -40,8 +45,12 @@ class Sequence:
     sampler: Sampler
     deliver: Deliver
     guide: Guide | None = None
+    scope: str | None = None  # the prefix cache's scope; None: this sequence neither reads nor fills it
     generated: int = 0
     cached: int = 0
+    hit: int = 0  # prompt positions restored from the prefix cache
+    stored: int = 0  # prompt positions whose blocks the prefix cache holds (or that it stopped taking)
+    keys: list[bytes] | None = None
     next_token: int = 0
     cancelled: bool = False
     finished: bool = False
@@ -58,9 +67,16 @@ class Sequence:
 
 class Scheduler:
     def __init__(
-        self, runner: ModelRunner, max_batch_size: int, capacity: int, kv_budget_bytes: int, prefill_chunk: int
+        self,
+        runner: ModelRunner,
+        max_batch_size: int,
+        capacity: int,
+        kv_budget_bytes: int,
+        prefill_chunk: int,
+        prefix_bytes: int = 0,
     ) -> None:
         self.runner = runner
+        self.prefix = PrefixCache(prefix_bytes)
         self.layout = runner.layout
         self.cache = runner.allocate(max_batch_size, capacity)
         self.max_batch_size, self.kv_budget_bytes, self.prefill_chunk = max_batch_size, kv_budget_bytes, prefill_chunk
@@ -109,6 +125,10 @@ class Scheduler:
                 "kv_bytes_reserved": sum(self.reserved_bytes(s) for s in holding),
                 "kv_budget_bytes": self.kv_budget_bytes,
                 "kv_bytes_allocated": self.cache.bytes_allocated,
+                "kv_bytes_cached": self.prefix.bytes,
+                "prefix_cache_limit_bytes": self.prefix.limit,
+                "prefix_cache_hits": self.prefix.hits,
+                "prefix_cache_tokens": self.prefix.tokens_served,
                 "prefill_chunk": self.prefill_chunk,
                 "steps": self.steps,
                 "generated_tokens": self.generated_tokens,
@@ -169,20 +189,34 @@ class Scheduler:
             self._prefill_slot = len(self._running)
 
     def _admit(self) -> None:
-        """Start the next waiting prompt when a slot is free and its KV reservation fits the budget."""
+        """Start the next waiting prompt when a slot is free and its KV reservation fits the budget; the prefix
+        cache gives way first (its least recently used blocks are evicted), so it never makes a prompt wait."""
         while self._prefilling is None and self._waiting and len(self._running) < self.max_batch_size:
             seq = self._waiting[0]
             if seq.cancelled:
                 self._waiting.popleft()
                 continue
-            reserved = sum(self.reserved_bytes(s) for s in self._running)
-            if self._running and reserved + self.reserved_bytes(seq) > self.kv_budget_bytes:
+            reserved = sum(self.reserved_bytes(s) for s in self._running) + self.reserved_bytes(seq)
+            if self._running and reserved > self.kv_budget_bytes:
                 return
+            self.prefix.evict(self.kv_budget_bytes - reserved)
             self._waiting.popleft()
             self._prefilling, self._prefill_slot = seq, len(self._running)
-            seq.cached = 0
-            if len(seq.prompt) == 1:
+            seq.cached = seq.hit = seq.stored = 0
+            if self.prefix.limit and seq.scope is not None:
+                self._restore(seq)
+            if seq.cached == len(seq.prompt) - 1:
                 self._promote(seq)
+
+    def _restore(self, seq: Sequence) -> None:
+        """Copy the deepest cached prefix of `seq`'s prompt (its last token always left to compute) into its slot."""
+        assert seq.scope is not None
+        seq.keys = block_keys(seq.scope, seq.prompt[: len(seq.prompt) - 1])
+        hit = self.prefix.lookup(seq.keys, len(seq.prompt) - 1)
+        if hit.tokens:
+            window = hit.blocks[-1].window
+            self.cache.restore(self._prefill_slot, [b.kv for b in hit.blocks], window or [])
+            seq.cached = seq.hit = seq.stored = hit.tokens
 
     def _promote(self, seq: Sequence) -> None:
         seq.next_token = seq.prompt[-1]
@@ -191,11 +225,31 @@ class Scheduler:
             self._prefilling = None
 
     def _prefill_chunk(self, seq: Sequence) -> None:
-        end = min(seq.cached + self.prefill_chunk, len(seq.prompt) - 1)
-        self.runner.prefill(self.cache, self._prefill_slot, seq.prompt[seq.cached : end], seq.cached)
+        start, last = seq.cached, len(seq.prompt) - 1
+        end = min(start + self.prefill_chunk, last)
+        if seq.keys and end // BLOCK * BLOCK > start:  # end on a block boundary: there the window is captured
+            end = end // BLOCK * BLOCK
+        self.runner.prefill(self.cache, self._prefill_slot, seq.prompt[start:end], start)
         seq.cached = end
-        if end == len(seq.prompt) - 1:
+        if seq.keys:
+            self._remember(seq, end)
+        if end == last:
             self._promote(seq)
+
+    def _remember(self, seq: Sequence, end: int) -> None:
+        """Keep the blocks of `seq` that are now whole in its slot; the last one gets the windowed state when the
+        chunk ended on its boundary (every block does when the model has no windowed layers)."""
+        assert seq.keys is not None
+        room = self.kv_budget_bytes - sum(self.reserved_bytes(s) for s in self._holding())
+        windowed = any(w is not None for w in self.layout.windows)
+        for k in range(seq.stored // BLOCK, min(end // BLOCK, len(seq.keys))):
+            key, edge = seq.keys[k], (k + 1) * BLOCK
+            kv = [] if key in self.prefix else self.cache.positions(self._prefill_slot, k * BLOCK, edge)
+            window = self.cache.window_state(self._prefill_slot, edge) if edge == end or not windowed else None
+            if not self.prefix.insert(key, seq.keys[k - 1] if k else None, kv, window, room):
+                del seq.keys[k:]  # no room, or the chain was evicted under it: the rest of this prompt is not kept
+                return
+            seq.stored = edge
 
     def _step(self) -> None:
         running = list(self._running)

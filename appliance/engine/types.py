@@ -48,7 +48,8 @@ class GenerationRequest:
     """One chat completion. `messages`/`tools` follow OpenAI's chat shapes; `prompt_tokens` bypasses
     rendering (benchmarks, raw tests). `temperature` 0 means greedy; `seed` makes sampling reproducible;
     the penalties and `logit_bias` (token id -> bias) shift the logits before any sampler reads them, and
-    `grammar` masks the tokens it does not allow."""
+    `grammar` masks the tokens it does not allow. `cache_scope` lets the prompt reuse (and leave) prefix-cache
+    blocks of the same scope only; None keeps the request out of the cache."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
     tools: list[dict[str, Any]] = field(default_factory=list)
@@ -65,6 +66,7 @@ class GenerationRequest:
     logit_bias: dict[int, float] = field(default_factory=dict)
     grammar: str | None = None  # a harmony-aware Lark grammar (grammar.Constraint) every token must follow
     logprobs: int | None = None  # None: none; k: each final-channel token's logprob and its k best alternatives
+    cache_scope: str | None = None  # opaque: requests share cached prompt blocks only within one scope
 
     def validate(self) -> None:
         if self.max_tokens < 1:
@@ -126,6 +128,7 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     reasoning_tokens: int
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (still counted in prompt_tokens)
 
     @property
     def total_tokens(self) -> int:

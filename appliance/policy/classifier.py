@@ -22,7 +22,8 @@ from appliance.policy.pack import PolicySet
 from appliance.policy.schema import ClassifierRule
 
 Side = Literal["input", "output"]
-Judge = Callable[[str, list[dict[str, str]], str, int], Awaitable[tuple[str, str]]]
+# (model, messages, effort, max_tokens, scope) -> (analysis, final); scope as in `Classifiers.judge`
+Judge = Callable[[str, list[dict[str, str]], str, int, str | None], Awaitable[tuple[str, str]]]
 RATIONALE_CHARS = 2000  # what a record keeps of the classifier's reasoning
 
 
@@ -77,8 +78,10 @@ def rules_for(policy: PolicySet, side: Side, role: str | None) -> list[Classifie
 class VerdictCache:
     """Verdicts by rule (its model, policy text and settings) and text, least recently used out first.
 
-    Keyed on the rule's own content rather than the pack's revision, so editing another rule keeps them;
-    errors are never cached. Per gateway process: a restart (and so a classifier bundle upgrade, which
+    Keyed on the rule's own content rather than the pack's revision, so editing another rule keeps them,
+    and on the caller's scope (its key, unless the prefix cache's scope is widened): a verdict that comes
+    back at once would otherwise tell one key that another sent the same text. Errors are never cached.
+    Per gateway process: a restart (and so a classifier bundle upgrade, which
     restarts serving) starts empty.
     """
 
@@ -88,8 +91,9 @@ class VerdictCache:
         self.hits = self.misses = 0
 
     @staticmethod
-    def key(rule: ClassifierRule, text: str) -> str:
+    def key(rule: ClassifierRule, text: str, scope: str | None = None) -> str:
         digest = hashlib.sha256(rule.model_dump_json(exclude={"mode", "roles", "on_error", "message"}).encode())
+        digest.update(b"\0" + (scope or "").encode("utf-8", "surrogatepass"))
         digest.update(b"\0" + text.encode("utf-8", "surrogatepass"))
         return digest.hexdigest()
 
@@ -116,18 +120,21 @@ class Classifiers:
         self._judge = judge
         self.cache = cache or VerdictCache()
 
-    async def judge(self, policy: PolicySet, side: Side, role: str | None, texts: list[str]) -> list[Verdict]:
+    async def judge(
+        self, policy: PolicySet, side: Side, role: str | None, texts: list[str], scope: str | None = None
+    ) -> list[Verdict]:
         """One verdict per applicable rule: a violation if any text violates, else an error if any text got
-        no verdict, else safe. Empty texts are not sent."""
+        no verdict, else safe. Empty texts are not sent. `scope` (the caller's prefix-cache scope) bounds
+        whose cached verdicts and cached prompt blocks the judgement may reuse."""
         rules = rules_for(policy, side, role)
         texts = [t for t in dict.fromkeys(texts) if t.strip()]
         if not rules or not texts:
             return []
-        return list(await asyncio.gather(*(self._rule(rule, texts) for rule in rules)))
+        return list(await asyncio.gather(*(self._rule(rule, texts, scope) for rule in rules)))
 
-    async def _rule(self, rule: ClassifierRule, texts: list[str]) -> Verdict:
+    async def _rule(self, rule: ClassifierRule, texts: list[str], scope: str | None) -> Verdict:
         started = time.perf_counter()
-        results = await asyncio.gather(*(self._one(rule, text) for text in texts))
+        results = await asyncio.gather(*(self._one(rule, text, scope) for text in texts))
         seconds = time.perf_counter() - started
         cached = all(r.cached for r in results)
         for result in results:
@@ -138,15 +145,15 @@ class Classifiers:
                 return Verdict(rule, None, result.rationale, result.error, cached=cached, seconds=seconds)
         return Verdict(rule, False, results[0].rationale, cached=cached, seconds=seconds)
 
-    async def _one(self, rule: ClassifierRule, text: str) -> Verdict:
-        key = VerdictCache.key(rule, text)
+    async def _one(self, rule: ClassifierRule, text: str, scope: str | None) -> Verdict:
+        key = VerdictCache.key(rule, text, scope)
         known = self.cache.get(key)
         if known is not None:
             return Verdict(rule, known[0], known[1], cached=True)
         messages = [{"role": "system", "content": rule.policy}, {"role": "user", "content": text}]
         try:
             analysis, final = await asyncio.wait_for(
-                self._judge(rule.model, messages, rule.effort, rule.max_tokens), rule.timeout_s
+                self._judge(rule.model, messages, rule.effort, rule.max_tokens, scope), rule.timeout_s
             )
         except TimeoutError:
             return Verdict(rule, None, error=f"the classifier {rule.model!r} gave no verdict in {rule.timeout_s:g} s")

@@ -139,9 +139,9 @@ async def _verdicts(policy: PolicySet, case: Case, classifiers: Classifiers) -> 
         if decision.denied:
             return []
         texts = [m.content for m in decision.messages if m.role in ("user", "tool")]
-        return await classifiers.judge(policy, "input", role, texts)
+        return await classifiers.judge(policy, "input", role, texts, case.principal.key_id)
     _, text = _filtered(policy, case)
-    return await classifiers.judge(policy, "output", role, [text])
+    return await classifiers.judge(policy, "output", role, [text], case.principal.key_id)
 
 
 def run_case(policy: PolicySet, case: Case, verdicts: list[Verdict] | None = None) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ def open_engine(settings: Settings, bundle: VerifiedBundle) -> _Loaded:
         threads=settings.engine_threads,
         kv_budget_bytes=settings.engine_kv_budget_bytes,
         prefill_chunk=settings.engine_prefill_chunk,
+        prefix_cache=settings.engine_prefix_cache,
     )
     m = bundle.metadata
     return _Loaded(ModelInfo(m.name, m.version, m.profile, int(m.created.timestamp())), engine)

@@ -11,6 +11,9 @@ import uuid
 import httpx
 import openai
 import pytest
+from sqlalchemy.orm import Session
+
+from appliance import apikeys
 
 from appliance.demo.safeguard import BUNDLE_NAME, POLICY, SAFE_ANALYSIS, VIOLATION_ANALYSIS
 from tests.api.helpers import records, sse_events
@@ -96,6 +99,13 @@ async def test_a_safe_request_passes_with_its_verdict_recorded_and_a_repeat_is_a
     ]
     again = await ask(judged, "user", question)
     assert verdicts(records(judged, again.request.headers["x-request-id"])[0])[0]["cached"] == "true"
+    with Session(judged.services.database) as session:
+        other, _ = apikeys.create_key(session, "another-user", "user")
+    async with judged.client(token=other) as c:  # another key: no cached verdict, so no timing signal
+        r = await c.post(
+            "/v1/chat/completions", json={"model": "gpt-oss-demo", "messages": [{"role": "user", "content": question}]}
+        )
+    assert verdicts(records(judged, r.headers["x-request-id"])[0])[0]["cached"] == "false"
     metrics = (await judged.client("admin").get("/metrics")).text
     assert 'appliance_classifier_verdicts_total{cached="true",rule="mascot",side="input",verdict="safe"}' in metrics
 

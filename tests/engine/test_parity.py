@@ -74,28 +74,6 @@ def test_long_ragged_rows_stay_exact_far_past_the_window(tiny_bundle, reference)
     assert sorted(set(cache.depths)) == [8, 1024]
 
 
-@pytest.fixture(scope="module")
-def attention_20b(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """gpt-oss-20b's attention (hidden 2880, 64 query and 8 KV heads of 64, window 128, one sliding and one full
-    layer) with 4 experts and a 3,000-token vocabulary, so it builds in seconds (~50 s with the reference)."""
-    from appliance.bundles.build import build_bundle
-    from appliance.demo.checkpoint import gpt_oss_config, write_checkpoint
-
-    root = tmp_path_factory.mktemp("attention-20b")
-    config = gpt_oss_config(
-        "gpu-check",
-        num_hidden_layers=2,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-        vocab_size=3000,
-        pad_token_id=2999,
-        eos_token_id=2998,
-    )
-    checkpoint = write_checkpoint(root / "hf", config, seed=0)
-    bundle = build_bundle(checkpoint, root / "bundle", profile="cpu-fp32", name="a20b", version="0.1.0", key=None)
-    return checkpoint, bundle
-
-
 def test_ragged_rows_at_20b_attention_shapes_match_transformers_and_themselves_alone(attention_20b):
     """Two ragged rows prefilled in 100-token chunks across the 128-token window, then decoded together in place;
     each row alone gives the same greedy tokens. fp32 over a 2,880-wide residual: within 1e-3 of the logits' scale."""

@@ -83,7 +83,7 @@ def run(classifiers: Classifiers, policy: PolicySet, texts: list[str], role: str
 def test_errors_fail_closed_unless_the_rule_fails_open_and_are_never_cached(tmp_path):
     calls: list[str] = []
 
-    async def broken(model, messages, effort, max_tokens):
+    async def broken(model, messages, effort, max_tokens, scope):
         calls.append(messages[1]["content"])
         raise RuntimeError("replica gone")
 
@@ -97,7 +97,7 @@ def test_errors_fail_closed_unless_the_rule_fails_open_and_are_never_cached(tmp_
 
 
 def test_a_slow_classifier_times_out_as_an_error(tmp_path):
-    async def slow(model, messages, effort, max_tokens):
+    async def slow(model, messages, effort, max_tokens, scope):
         await asyncio.sleep(30)
         return "", "0"
 
@@ -109,7 +109,7 @@ def test_a_slow_classifier_times_out_as_an_error(tmp_path):
 def test_one_violating_text_decides_and_each_text_is_judged_once(tmp_path):
     seen: list[str] = []
 
-    async def judge(model, messages, effort, max_tokens):
+    async def judge(model, messages, effort, max_tokens, scope):
         assert messages[0] == {"role": "system", "content": RULE["policy"]} and effort == "low"
         seen.append(messages[1]["content"])
         return f"judged {messages[1]['content']}", "1" if "bad" in messages[1]["content"] else "0"
@@ -128,7 +128,7 @@ def test_one_violating_text_decides_and_each_text_is_judged_once(tmp_path):
 
 
 def test_monitor_mode_never_blocks(tmp_path):
-    async def judge(model, messages, effort, max_tokens):
+    async def judge(model, messages, effort, max_tokens, scope):
         return "", "1"
 
     (verdict,) = run(Classifiers(judge), pack_with(tmp_path, [{**RULE, "mode": "monitor"}]), ["x"])
