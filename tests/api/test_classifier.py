@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy.orm import Session
 
 from appliance import apikeys
-
 from appliance.demo.safeguard import BUNDLE_NAME, POLICY, SAFE_ANALYSIS, VIOLATION_ANALYSIS
 from tests.api.helpers import records, sse_events
 from tests.appliance import REPO, make_appliance
