@@ -15,6 +15,7 @@ import typer
 
 from appliance.config import Settings, get_settings
 from appliance.serving.netns import bind_listener, enter_private_network
+from appliance.serving.ray_env import head_of, start_ray
 from appliance.tls.front import Front, FrontLimits
 from appliance.tls.listen import plan
 
@@ -23,8 +24,6 @@ log = structlog.get_logger()
 
 def serve() -> None:
     """Start the appliance: verify and load the active bundles, serve the API until Ctrl-C or SIGTERM."""
-    from appliance.serving.ray_env import start_ray
-
     settings = get_settings()
     listen = plan(settings)  # first: a refused address or certificate costs nothing
     listener = _private_network(settings)
@@ -68,8 +67,8 @@ def serve() -> None:
 def _private_network(settings: Settings) -> socket.socket | None:
     """Bind the API on the host, then move into Ray's private network; the bound socket (the front accepts
     on it and attests each client's address), or None where Ray stays on the host's network."""
-    if settings.ray_address or settings.ray_network == "host":
-        if not settings.ray_address:
+    if settings.ray_address or settings.ray_network == "host" or head_of(settings) is not None:
+        if not settings.ray_address and head_of(settings) is None:  # a head's peers need TLS, token, member list
             log.warning(
                 "Ray runs on the host's network: close its ports below Ray (a firewall, systemd's "
                 "IPAddressDeny), or any host that reaches them can run code"
