@@ -174,15 +174,16 @@ def reload_policy(actor: Actor, revision: str, install: Callable[[], T]) -> T:
 
 
 # -- the cluster ------------------------------------------------------------------------------------------
-def init_cluster(actor: Actor, cluster: Cluster, name: str, addresses: tuple[str, ...]) -> Member:
+def init_cluster(actor: Actor, cluster: Cluster, name: str, addresses: tuple[str, ...], port: int) -> Member:
     """The cluster CA and the head's node certificate: from then on the head's Ray speaks mutual TLS."""
     cluster.check_new()  # a refusal records nothing
     return record_first(
         actor,
         "admin.cluster_initialised",
-        lambda: cluster.init(name, addresses),
+        lambda: cluster.init(name, addresses, port),
         name=name,
         addresses=" ".join(addresses),
+        port=str(port),
     )
 
 

@@ -18,8 +18,9 @@ from appliance.backup.sealed import read_passphrase
 from appliance.bundles.metadata import APPLIANCE_VERSION
 from appliance.cli.actions import console_actor
 from appliance.cli.tables import print_table
+from appliance.cluster import head_units
 from appliance.cluster import invite as joinfile
-from appliance.cluster.ca import Cluster, Member, check_addresses, check_name
+from appliance.cluster.ca import RAY_PORT, Cluster, Member, check_addresses, check_name
 from appliance.cluster.ray_tls import ensure_token
 from appliance.config import get_settings
 
@@ -32,18 +33,31 @@ def _cluster() -> Cluster:
     return Cluster(get_settings().keys_dir / "cluster")
 
 
+def _units_follow(cluster: Cluster) -> None:
+    """The head's units' environment and firewall files, after a change (cluster/head_units.py)."""
+    head_units.write(cluster, get_settings().keys_dir / "ray_auth_token")
+    typer.echo(
+        "as root: systemctl daemon-reload && systemctl restart appliance-ray-head appliance-serve (systemd "
+        "installs: the units read the cluster's firewall and TLS files at start)",
+        err=True,
+    )
+
+
 @app.command()
 def init(
     address: Addresses,
     name: Annotated[str | None, typer.Option(help="The head's node name; default: this host's name.")] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port workers join (Ray's GCS).")] = RAY_PORT,
 ) -> None:
     """Make the cluster CA and the head's node certificate: from its next start the head's Ray listens on
     the first --address with mutual TLS and the token."""
     node = check_name(name or socket.gethostname().split(".")[0].lower())
     ensure_token(get_settings().keys_dir / "ray_auth_token")
-    head = admin_actions.init_cluster(console_actor(), _cluster(), node, check_addresses(address))
-    typer.echo(f"cluster initialised: head {head.name} at {head.addresses[0]}, certificate {head.fingerprint}")
-    typer.echo("restart the appliance for its Ray to take the cluster's mutual TLS", err=True)
+    cluster = _cluster()
+    head = admin_actions.init_cluster(console_actor(), cluster, node, check_addresses(address), port)
+    _units_follow(cluster)
+    typer.echo(f"cluster initialised: head {head.name} at {head.addresses[0]}:{port}, certificate {head.fingerprint}")
+    typer.echo("restart the appliance for its Ray to take the cluster's mutual TLS", err=True)  # --no-systemd
 
 
 @app.command()
@@ -76,6 +90,7 @@ def invite(
         )
 
     member, fingerprint = admin_actions.invite_node(console_actor(), cluster, check_name(name), addresses, deliver)
+    _units_follow(cluster)
     typer.echo(f"join file {dest} for {member.name} ({' '.join(member.addresses)}): fingerprint {fingerprint}")
 
 
@@ -94,5 +109,7 @@ def list_nodes() -> None:
 @app.command()
 def remove(name: Annotated[str, typer.Argument(help="The node to remove.")]) -> None:
     """Revoke a node's certificate: it goes on the revocation list and out of the members' firewall."""
-    member = admin_actions.remove_node(console_actor(), _cluster(), name)
+    cluster = _cluster()
+    member = admin_actions.remove_node(console_actor(), cluster, name)
+    _units_follow(cluster)
     typer.echo(f"removed {member.name}: certificate {member.serial} revoked")

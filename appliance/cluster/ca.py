@@ -106,7 +106,7 @@ class Cluster:
         return certs.read_pem(self.folder / "ca.crt", "the cluster CA certificate")
 
     # -- changes (the CLI records each in the audit log first: admin_actions) ---------------------------
-    def init(self, name: str, addresses: tuple[str, ...]) -> Member:
+    def init(self, name: str, addresses: tuple[str, ...], port: int = RAY_PORT) -> Member:
         """The CA and the head's own node certificate; refused when a cluster exists (its CA would be lost)."""
         self.check_new()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -123,7 +123,7 @@ class Cluster:
             f.write(key_pem)
         with atomic_write(self.folder / "node.crt", binary=True, mode=0o644) as f:
             f.write(cert_pem)
-        self._save(State(head=addresses[0], members=[head]))
+        self._save(State(head=addresses[0], port=port, members=[head]))
         return head
 
     def sign(self, name: str, addresses: tuple[str, ...]) -> tuple[Member, bytes, bytes]:

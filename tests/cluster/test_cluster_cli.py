@@ -49,6 +49,10 @@ def test_init_makes_a_ca_whose_key_only_the_appliance_reads_and_records_it(head)
     assert (folder / "node.key").stat().st_mode & 0o777 == 0o600
     assert {"10.77.0.1", "127.0.0.1"} <= _sans((folder / "node.crt").read_bytes())
     assert _events(head) == ["admin.cluster_initialised"]
+    env = (folder / "ray.env").read_text()  # the systemd head's Ray unit and serve unit read it
+    assert (folder / "ray.env").stat().st_mode & 0o777 == 0o600
+    for line in ("RAY_USE_TLS=1", "RAY_AUTH_MODE=token", "APPLIANCE_RAY_NODE_IP=10.77.0.1", "APPLIANCE_RAY_PORT=6379"):
+        assert line + "\n" in env
     again = head("cluster", "init", "--address", "10.77.0.1", check=False)
     assert again.returncode != 0 and "already a cluster head" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
@@ -96,8 +100,11 @@ def test_a_removed_node_is_revoked_and_refused_from_then_on(head, tmp_path):
          "--out", str(out))  # fmt: skip
     join, _ = invite.read(out, PASS.strip().encode())
     cluster = Cluster(head.data / "keys" / "cluster")
+    firewall = head.data / "keys" / "cluster" / "firewall.conf"
     assert "10.77.0.2" in cluster.allowed_addresses()
+    assert "IPAddressAllow=10.77.0.1 10.77.0.2\n" in firewall.read_text()
     head("cluster", "remove", "w1")
+    assert "IPAddressAllow=10.77.0.1\n" in firewall.read_text(), "the head's units let the removed node in no more"
     with pytest.raises(ClusterError, match="revoked"):
         cluster.check_node(join.files["node.crt"])
     assert "10.77.0.2" not in cluster.allowed_addresses()
