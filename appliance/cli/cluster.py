@@ -5,6 +5,8 @@ folder, a worker's key leaves the head only sealed in its join file."""
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -95,15 +97,54 @@ def invite(
 
 
 @app.command("list")
-def list_nodes() -> None:
-    """The head and its workers, and the revoked certificates."""
+def list_nodes(
+    live: Annotated[
+        bool, typer.Option("--live", help="Also ask the running cluster (as a Ray client): health, CPUs, GPUs.")
+    ] = False,
+) -> None:
+    """The head and its workers, and the revoked certificates; with --live what Ray says of each, and any node
+    Ray lists that is no member (it would have to hold a cluster certificate and the token)."""
     state = _cluster().state()
-    table = Table("name", "role", "addresses", "serial", "certificate", "issued", "state")
+    nodes = _live_nodes(state.head, state.port) if live else {}
+    table = Table("name", "role", "addresses", "serial", "certificate", "issued", "state", *(_LIVE if live else ()))
     for members, status in ((state.members, "member"), (state.revoked, "revoked")):
         for m in members:
-            cells = (m.name, m.role, " ".join(m.addresses), m.serial, m.fingerprint[:23], m.issued, status)
+            cells = [m.name, m.role, " ".join(m.addresses), m.serial, m.fingerprint[:23], m.issued, status]
+            if live:
+                cells += _live_cells(next((nodes.pop(a) for a in m.addresses if a in nodes), None))
             table.add_row(*(Text(c) for c in cells))  # Text: ":AB:" in a fingerprint is no emoji code
+    for address, node in nodes.items():
+        table.add_row(*(Text(c) for c in ["?", "-", address, "-", "-", "-", "NOT A MEMBER", *_live_cells(node)]))
     print_table(table)
+
+
+_LIVE = ("health", "CPUs", "GPUs")
+
+
+def _live_nodes(head: str, port: int) -> dict[str, dict]:
+    """Ray's nodes by address, asked of the head's GCS with this appliance's own TLS and token (a driver)."""
+    from appliance.serving.ray_env import airgap_environment
+
+    settings = get_settings()
+    os.environ.update(airgap_environment(settings.model_copy(update={"ray_address": f"{head}:{port}"}), Path.home()))
+    import ray
+
+    ray.init(address=f"{head}:{port}", log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        found: dict[str, dict] = {}
+        for node in ray.nodes():
+            if node["Alive"] or node["NodeManagerAddress"] not in found:
+                found[node["NodeManagerAddress"]] = node
+        return found
+    finally:
+        ray.shutdown()
+
+
+def _live_cells(node: dict | None) -> list[str]:
+    if node is None:
+        return ["absent", "-", "-"]
+    res = node.get("Resources", {})
+    return ["alive" if node["Alive"] else "dead", f"{res.get('CPU', 0):g}", f"{res.get('GPU', 0):g}"]
 
 
 @app.command()

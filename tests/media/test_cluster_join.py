@@ -24,7 +24,7 @@ import pytest
 
 from appliance.cluster.ca import Cluster
 from tests.cluster.netns import Net
-from tests.conftest import REPO, clean_env, run_cli
+from tests.conftest import APPLIANCE, REPO, clean_env, run_cli
 from tests.media.conftest import AIRGAP
 
 pytestmark = [
@@ -141,6 +141,12 @@ def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, 
         assert placed == {"task": worker_ip, "replica": worker_ip}
         print(f"install.sh --role worker {installed_s:.1f} s; its Ray started, a task and a Serve replica run on "
               f"it {time.monotonic() - began - installed_s:.1f} s later (head up meanwhile)")  # fmt: skip
+
+        listed = net.run("head", [APPLIANCE, "cluster", "list", "--live"], clean_env(APPLIANCE_DATA_DIR=str(data)))
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines() if line.split()}
+        assert rows["w1"][2] == worker_ip and rows["w1"][-3:] == ["alive", "1", "0"], listed.stdout
+        assert rows["head"][-3] == "alive" and "NOT A MEMBER" not in listed.stdout, listed.stdout
 
         cluster = Cluster(data / "keys" / "cluster")
         other = Cluster(tmp_path / "other")
