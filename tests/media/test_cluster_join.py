@@ -144,7 +144,8 @@ def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, 
 
         listed = net.run("head", [APPLIANCE, "cluster", "list", "--live"], clean_env(APPLIANCE_DATA_DIR=str(data)))
         assert listed.returncode == 0, listed.stderr[-2000:]
-        rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines() if line.split()}
+        cells = [[c.strip() for c in line.split("│")[1:-1]] for line in listed.stdout.splitlines()]
+        rows = {row[0]: row for row in cells if row}
         assert rows["w1"][2] == worker_ip and rows["w1"][-3:] == ["alive", "1", "0"], listed.stdout
         assert rows["head"][-3] == "alive" and "NOT A MEMBER" not in listed.stdout, listed.stdout
 
