@@ -1,5 +1,5 @@
 # The two commands of the README, and the heavier ones beside them.
-.PHONY: setup run test bench bench-engine-scale chart-scan image
+.PHONY: setup run test test-cluster bench bench-engine-scale chart-scan image
 
 setup:
 	bash scripts/setup.sh
@@ -9,6 +9,10 @@ run: setup
 
 test: setup
 	bash scripts/test.sh
+
+# A Ray cluster across hosts (issue 26): head, worker and outsider in network namespaces, root only (~4 min).
+test-cluster: setup
+	.venv/bin/python -m pytest -q -m cluster tests/media/test_cluster_join.py
 
 bench: setup
 	bash scripts/bench.sh

@@ -20,6 +20,7 @@ from appliance import apikeys
 from appliance.audit import AuditEvent
 from appliance.bundles import BundleStore, VerifiedBundle
 from appliance.bundles.metadata import BundleError, semver_key
+from appliance.cluster.ca import Cluster, Member
 from appliance.errors import ApplianceError
 from appliance.principal import Principal
 from appliance.signing import keys
@@ -170,3 +171,41 @@ def remove_bundle(actor: Actor, store: BundleStore, name: str, version: str) -> 
 def reload_policy(actor: Actor, revision: str, install: Callable[[], T]) -> T:
     """Put a validated pack in force: its revision recorded first, so no unaudited policy is ever in force."""
     return record_first(actor, "admin.policy_reloaded", install, revision=revision)
+
+
+# -- the cluster ------------------------------------------------------------------------------------------
+def init_cluster(actor: Actor, cluster: Cluster, name: str, addresses: tuple[str, ...], port: int) -> Member:
+    """The cluster CA and the head's node certificate: from then on the head's Ray speaks mutual TLS."""
+    cluster.check_new()  # a refusal records nothing
+    return record_first(
+        actor,
+        "admin.cluster_initialised",
+        lambda: cluster.init(name, addresses, port),
+        name=name,
+        addresses=" ".join(addresses),
+        port=str(port),
+    )
+
+
+def invite_node(
+    actor: Actor, cluster: Cluster, name: str, addresses: tuple[str, ...], deliver: Callable[[Member, bytes, bytes], T]
+) -> tuple[Member, T]:
+    """A member-to-be: its certificate signed (nothing kept yet), recorded with the serial and fingerprint, then
+    `deliver`ed (the join file) and only then admitted: a failed record or delivery leaves no member."""
+    member, cert_pem, key_pem = cluster.sign(name, addresses)
+    actor.record(
+        "admin.cluster_invited",
+        name=name,
+        addresses=" ".join(addresses),
+        serial=member.serial,
+        fingerprint=member.fingerprint,
+    )
+    delivered = deliver(member, cert_pem, key_pem)
+    cluster.admit(member)
+    return member, delivered
+
+
+def remove_node(actor: Actor, cluster: Cluster, name: str) -> Member:
+    """Revoke a member's certificate: recorded first; from then on it is on the revocation list."""
+    member = cluster.member(name)
+    return record_first(actor, "admin.cluster_removed", lambda: cluster.revoke(name), name=name, serial=member.serial)

@@ -34,6 +34,9 @@ EVENTS = frozenset(
         "admin.restore",
         "admin.restored",
         "admin.tls_installed",
+        "admin.cluster_initialised",  # the cluster (admin_actions: init, invite, remove)
+        "admin.cluster_invited",
+        "admin.cluster_removed",
         "session.signin",
         "session.signout",
         "policy.in_force",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from appliance.backup import manifest as mf
+from appliance.backup import sealed
 from appliance.backup.errors import BackupError
 from appliance.files import fsync_dir
 from appliance.signing import keys
@@ -66,7 +67,7 @@ def read(archive: Path, staging: Path, trusted: list[keys.PublicKey], advance: A
             check_space(staging, sum(m.size for m in manifest.members))
             wanted = {m.path: m for m in manifest.members}
             while (info := tar.next()) is not None:  # iterating would yield the head again
-                m = wanted.pop(mf.safe_path(info.name), None)
+                m = wanted.pop(sealed.safe_path(info.name), None)
                 if m is None:
                     raise BackupError(f"the archive holds {info.name!r}, which its manifest does not list")
                 if not info.isreg():

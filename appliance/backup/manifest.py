@@ -16,8 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from appliance.backup.errors import BackupError
-from appliance.signing import keys, oms
-from appliance.signing.dsse import SignatureError
+from appliance.backup.sealed import safe_path
+from appliance.signing import keys
 
 FORMAT: Literal["appliance-backup/1"] = "appliance-backup/1"
 Database = Literal["sqlite", "postgresql"]
@@ -105,15 +105,6 @@ def verify(manifest: bytes, signature: bytes, trusted: list[keys.PublicKey]) -> 
     if parsed.audit_key_id != key_id:
         raise BackupError("the archive's manifest names another audit key than the one that signed it")
     return parsed
-
-
-def safe_path(name: str) -> str:
-    """`name` if it is a plain relative POSIX path that stays inside the staging folder (the rule bundle
-    signatures follow)."""
-    try:
-        return oms.safe_relpath(name)
-    except SignatureError as exc:
-        raise BackupError(f"the archive names an unsafe path {name!r} (absolute, empty or with ..)") from exc
 
 
 def describe(root: Path, paths: list[str]) -> list[Member]:

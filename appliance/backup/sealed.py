@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from appliance.backup.errors import BackupError
-from appliance.backup.manifest import safe_path
 from appliance.files import read_small
+from appliance.signing import oms
 
 MAGIC = b"appliance-backup-keys/1\n"
 _N, _R, _P = 2**15, 8, 1
@@ -86,6 +86,16 @@ def unseal(blob: bytes, passphrase: bytes) -> dict[str, bytes]:
                 raise BackupError(f"the sealed private keys hold a non-file {info.name!r}")
             files[safe_path(info.name)] = extracted.read()
     return files
+
+
+def safe_path(name: str) -> str:
+    """`name` if it is a plain relative POSIX path that stays inside the staging folder (the rule bundle
+    signatures follow). Here, not in manifest.py: the installer unseals join files with the standard library
+    and `cryptography` only."""
+    try:
+        return oms.safe_relpath(name)
+    except oms.SignatureError as exc:
+        raise BackupError(f"the archive names an unsafe path {name!r} (absolute, empty or with ..)") from exc
 
 
 def _derive(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:

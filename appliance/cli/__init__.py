@@ -39,6 +39,7 @@ _COMMANDS: dict[str, tuple[str, str | None]] = {
     "responses": ("responses", "Stored Responses: prune those past the retention."),
     "media": ("media", "Offline installation media: build on a connected machine, verify anywhere."),
     "tls": ("tls", "The API's TLS certificate: self-signed or a site CA's, what is in use, the TLS front."),
+    "cluster": ("cluster", "A Ray cluster across hosts: the cluster CA, invites, members, revocation."),
     "backup": ("backup", None),
     "restore": ("backup", None),
 }

@@ -15,6 +15,7 @@ import typer
 
 from appliance.config import Settings, get_settings
 from appliance.serving.netns import bind_listener, enter_private_network
+from appliance.serving.ray_env import cluster_of, start_ray
 from appliance.tls.front import Front, FrontLimits
 from appliance.tls.listen import plan
 
@@ -23,8 +24,6 @@ log = structlog.get_logger()
 
 def serve() -> None:
     """Start the appliance: verify and load the active bundles, serve the API until Ctrl-C or SIGTERM."""
-    from appliance.serving.ray_env import start_ray
-
     settings = get_settings()
     listen = plan(settings)  # first: a refused address or certificate costs nothing
     listener = _private_network(settings)
@@ -49,7 +48,9 @@ def serve() -> None:
                 sock=listener,
                 limits=FrontLimits.from_settings(settings),
             )
-        ray_serve.start(http_options={"host": listen.serve_host, "port": listen.serve_port})
+        # the proxy on the head only: on a cluster's workers it would put the API on their site address,
+        # past the front (TLS, client addresses); the gateway and the front stay on the head
+        ray_serve.start(proxy_location="HeadOnly", http_options={"host": listen.serve_host, "port": listen.serve_port})
         ray_serve.run(build_app(), name="appliance", route_prefix="/")
         if front is not None:
             front.start_in_thread()
@@ -68,8 +69,9 @@ def serve() -> None:
 def _private_network(settings: Settings) -> socket.socket | None:
     """Bind the API on the host, then move into Ray's private network; the bound socket (the front accepts
     on it and attests each client's address), or None where Ray stays on the host's network."""
-    if settings.ray_address or settings.ray_network == "host":
-        if not settings.ray_address:
+    cluster = cluster_of(settings)  # a cluster head: Ray on the site address, its peers need TLS and the token
+    if settings.ray_address or settings.ray_network == "host" or cluster is not None:
+        if not settings.ray_address and cluster is None:
             log.warning(
                 "Ray runs on the host's network: close its ports below Ray (a firewall, systemd's "
                 "IPAddressDeny), or any host that reaches them can run code"

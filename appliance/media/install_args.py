@@ -25,6 +25,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="with --no-systemd, run the appliance as this account (made when missing; "
         "default appliance; root only on purpose). Ignored without root: it runs as you",
     )
+    p.add_argument("--role", choices=("head", "worker"), default="head", help="worker: join a head's Ray cluster")
+    p.add_argument("--join", type=Path, help="with --role worker: the join file `appliance cluster invite` wrote")
+    p.add_argument("--join-passphrase-file", type=Path, help="file whose first line opens the join file")
+    p.add_argument("--leave", action="store_true", help="with --role worker: leave the cluster (unit, identity)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     tls = p.add_mutually_exclusive_group()
@@ -41,4 +45,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.error("--tls-cert and --tls-key go together")
     if args.user not in (None, account.USER) and not (args.no_systemd or args.stop):
         p.error(f"--user goes with --no-systemd or --stop (the systemd units run as {account.USER})")
+    if args.role == "worker" and not args.verify_only and (args.join is None) == (not args.leave):
+        p.error("--role worker needs --join FILE (to join) or --leave")
+    if args.role == "head" and (args.join or args.leave):
+        p.error("--join and --leave go with --role worker")
+    if args.role == "worker" and (args.rollback or args.tls_cert or args.tls_self_signed):
+        p.error("a worker has no API and no database: --rollback and the TLS options are the head's")
     return args

@@ -19,11 +19,12 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from appliance.errors import ApplianceError
 from appliance.files import atomic_write
-from appliance.media import preflight, steps, venv
+from appliance.media import preflight, steps, venv, worker
 from appliance.media.install_args import parse
 from appliance.media.manifest import MediaError
 from appliance.media.rollback import rollback
@@ -53,6 +54,7 @@ class Installer:
         self.args = args
         self.target = Target(media, args)
         self.state_file = self.target.prefix / "state.json"
+        self.join: tuple[worker.Join, str] | None = None  # a worker's join file and its fingerprint
 
     # -- entry -----------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -61,6 +63,9 @@ class Installer:
             return
         if self.args.rollback:
             return self.rollback()
+        if self.args.leave:
+            return worker.leave(self.target)
+        self.join = worker.read_join(self.args) if self.args.join else None  # first: a wrong passphrase costs nothing
         verified = self.preflight()
         if self.args.verify_only:
             return
@@ -95,6 +100,8 @@ class Installer:
         driver = preflight.check_gpu(m)
         if driver:
             say(f"NVIDIA driver {driver}")
+        if self.join is not None:
+            worker.check_version(self.join[0], m)
         installed = t.installed_version()
         if installed != m.version:
             preflight.check_versions(m, installed, allow_downgrade=self.args.allow_downgrade)
@@ -105,7 +112,7 @@ class Installer:
         preflight.check_space(
             {
                 t.prefix: joined + wheels * preflight.VENV_FACTOR,
-                t.data: 2 * bundles + (db.stat().st_size if db.exists() else 0),
+                t.data: 0 if self.join else 2 * bundles + (db.stat().st_size if db.exists() else 0),
                 Path(tempfile.gettempdir()): 32 << 20,
             }
         )
@@ -116,11 +123,17 @@ class Installer:
         t, m = self.target, verified.manifest
         release = t.prefix / "releases" / m.version
         state = self.load_state()
-        if state.get("target") != m.version or state.get("manifest") != verified.manifest_sha256:
+        joined = self.join[1] if self.join else None
+        if (
+            state.get("target") != m.version
+            or state.get("manifest") != verified.manifest_sha256
+            or state.get("join") != joined
+        ):
             state = {
                 **state,
                 "target": m.version,
                 "manifest": verified.manifest_sha256,
+                "join": joined,
                 "done": [],
                 "from": t.installed_version(),
             }
@@ -135,7 +148,7 @@ class Installer:
         if not self.args.yes and sys.stdin.isatty() and input(f"{plan}? [y/N] ").strip().lower() != "y":
             raise MediaError("not confirmed; nothing was changed")
         say(plan.replace("upgrade ", "upgrading ", 1).replace("install ", "installing ", 1))
-        order = [
+        order: list[tuple[str, Callable[[], object]]] = [
             ("trust", lambda: steps.trust_release_key(t, verified)),
             ("wheels", lambda: venv.join_wheels(t.media, m.files, release)),
             ("venv", lambda: venv.make_venv(t.media, m.gpu, release)),
@@ -151,6 +164,8 @@ class Installer:
             ("systemd", lambda: steps.install_units(t)),
             ("admin-key", lambda: steps.first_admin_key(t)),
         ]
+        if self.join is not None:
+            order = worker.order(t, verified, self.join[0])
         try:
             for name, step in order:
                 if name in state["done"]:
@@ -164,7 +179,10 @@ class Installer:
                 say(f"step failed; starting {upgrading_from} again")
                 t.start_and_check(t.prefix / "current", check=False)
             raise MediaError(f"install step {name!r} failed: {exc}") from None
-        if not self.args.no_start:
+        if self.join is not None:
+            if not self.args.no_start:
+                worker.start(t)
+        elif not self.args.no_start:
             t.start_and_check(t.prefix / "current", check=True)
         state["done"] = ["complete"]
         state["installed"] = m.version

@@ -24,8 +24,12 @@ def render(
     allow: str = "",
     head: str = "127.0.0.1:6379",
     head_ip: str = "127.0.0.1",
+    node_ip: str = "127.0.0.1",
+    ray_env: str = "",
 ) -> str:
     for key, value in {
+        "@NODE_IP@": node_ip,
+        "@RAY_ENV@": ray_env,
         "@PREFIX@": str(prefix),
         "@DATA@": str(data),
         "@ALLOW@": allow,

@@ -9,11 +9,12 @@ not accept unauthenticated clients. No runtime_env is ever passed: the environme
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import structlog
 
+from appliance.cluster.ca import Cluster
+from appliance.cluster.ray_tls import ensure_token, node_environment
 from appliance.config import Settings
 
 log = structlog.get_logger()
@@ -29,7 +30,8 @@ def airgap_environment(settings: Settings, home: Path) -> dict[str, str]:
         "RAY_AUTH_MODE": settings.ray_auth_mode,
         "RAY_DASHBOARD_ENABLED": "0",
     }
-    if not settings.ray_address:
+    cluster = cluster_of(settings)
+    if not settings.ray_address and cluster is None:
         # The embedded head is one node on loopback. Without this, Ray's processes that start before the node
         # is known (the driver, the runtime-env agent) learn "their" address by opening a UDP socket towards
         # 8.8.8.8:53 (network_util.cc): an outbound attempt a site's monitoring would flag. Ray's switch for
@@ -38,26 +40,41 @@ def airgap_environment(settings: Settings, home: Path) -> dict[str, str]:
     bootstrap = home / "ray_bootstrap_config.yaml"
     if not bootstrap.exists():
         bootstrap.write_text(BOOTSTRAP)
-    if settings.ray_auth_mode == "token":
-        token = settings.keys_dir / "ray_auth_token"
-        if not token.exists():
-            token.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-        env["RAY_AUTH_TOKEN_PATH"] = str(token.resolve())
+    token = settings.keys_dir / "ray_auth_token"
+    if cluster is not None:  # a cluster head (or its driver): mutual TLS and the token, always
+        env.update(node_environment(cluster.folder, ensure_token(token)))
+        if not settings.ray_address:
+            env["RAY_GCS_SERVER_PORT"] = str(cluster.state().port)  # the port workers join (`ray start --address`)
+    elif settings.ray_auth_mode == "token":
+        env["RAY_AUTH_TOKEN_PATH"] = str(ensure_token(token).resolve())
     return env
 
 
+def cluster_of(settings: Settings) -> Cluster | None:
+    """This appliance's cluster when it is a cluster head (`appliance cluster init`), else None. With
+    `ray_address` (the systemd units: `ray start --head` in a unit of its own) only the driver's TLS is ours."""
+    cluster = Cluster(settings.keys_dir / "cluster")
+    return cluster if cluster.initialised else None
+
+
 def start_ray(settings: Settings, home: Path) -> None:
-    """Join `ray_address`, or start a private local Ray on loopback (the environment first: Ray reads it once,
-    when it is imported)."""
+    """Join `ray_address`, start a cluster head on its site address, or a private local Ray on loopback (the
+    environment first: Ray reads it once, when it is imported)."""
     os.environ.update(airgap_environment(settings, home))
-    if settings.ray_auth_mode == "disabled":
+    cluster = cluster_of(settings)
+    if settings.ray_auth_mode == "disabled" and cluster is None:
         log.warning("Ray token authentication is disabled: any process that reaches a Ray port can run code")
     import ray
 
     if settings.ray_address:
         ray.init(address=settings.ray_address, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1", num_cpus=os.cpu_count())
+    else:  # a cluster head on its site address, else a private one on loopback
+        node_ip = cluster.state().head if cluster is not None else "127.0.0.1"
+        # address="local": a new head, never one that /tmp/ray/ray_current_cluster names (another `ray start`)
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address=node_ip,
+            num_cpus=os.cpu_count(),
+        )

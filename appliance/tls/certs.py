@@ -13,6 +13,7 @@ import ipaddress
 import os
 import socket
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,35 +61,72 @@ def host_names() -> tuple[list[str], list[str]]:
 def self_signed(names: list[str], addresses: list[str], days: int = 825) -> tuple[bytes, bytes]:
     """A self-signed server certificate and its unencrypted PKCS#8 key, both PEM. 825 days is the longest
     validity Apple and browsers accept for a server certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name(
+    key = new_key()
+    subject = name_of((names or addresses or ["appliance"])[0])
+    cert = issue(subject, key.public_key(), subject, key, days, names=names, addresses=addresses)
+    return pem(cert), pem_key(key)
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def name_of(common_name: str) -> x509.Name:
+    return x509.Name(
         [
-            x509.NameAttribute(NameOID.COMMON_NAME, (names or addresses or ["appliance"])[0][:64]),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "gpt-oss appliance"),
         ]
     )
-    try:
-        sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    except ValueError as exc:
-        raise CertificateError(f"not an IP address: {exc}") from exc
+
+
+def issue(
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    days: int,
+    *,
+    names: Sequence[str] = (),
+    addresses: Sequence[str] = (),
+    ca: bool = False,
+    usages: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.SERVER_AUTH,),
+) -> x509.Certificate:
+    """One certificate: a CA's (`ca`, no names) or a leaf's with its DNS names and IP addresses."""
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
+        .issuer_name(issuer)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
     )
-    pem_key = key.private_bytes(
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+    else:
+        try:
+            sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+        except ValueError as exc:
+            raise CertificateError(f"not an IP address: {exc}") from exc
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False).add_extension(
+            x509.ExtendedKeyUsage(list(usages)), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return cert.public_bytes(serialization.Encoding.PEM), pem_key
 
 
 def read_pem(path: Path, what: str) -> bytes:

@@ -60,3 +60,17 @@ def test_exposure_at_most_2(template, tmp_path):
     m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout)
     assert m, proc.stdout + proc.stderr
     assert float(m.group(1)) <= 2.0, proc.stdout
+
+
+def test_the_head_units_take_a_clusters_tls_and_address_from_its_file():
+    for name in ("appliance-ray-head.service", "appliance-serve.service"):
+        text = rendered_text(name)
+        assert "EnvironmentFile=-/var/lib/appliance/keys/cluster/ray.env\n" in text
+    head = rendered_text("appliance-ray-head.service")
+    assert "--node-ip-address=${APPLIANCE_RAY_NODE_IP} --port=${APPLIANCE_RAY_PORT}" in head
+    assert "Environment=APPLIANCE_RAY_NODE_IP=127.0.0.1 APPLIANCE_RAY_PORT=6379\n" in head  # no cluster: as before
+
+
+def rendered_text(name: str) -> str:
+    template = REPO / "installer" / "systemd" / name
+    return render(template.read_text(), prefix=Path("/opt/appliance"), data=Path("/var/lib/appliance"))

@@ -1,0 +1,35 @@
+"""What makes a Ray process a cluster member: mutual TLS on every gRPC channel and the token.
+
+Ray reads these variables once, when it starts (`ray start`, `ray.init`), and every process it starts
+inherits them. TLS alone lets in any holder of a certificate from the CA; the token alone travels in clear
+(Ray's docs say to add TLS): together a peer needs both a certificate from this cluster's CA and the token.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def node_environment(folder: Path, token: Path) -> dict[str, str]:
+    """Ray's environment for the node whose identity is in `folder` (node.crt, node.key, ca.crt)."""
+    folder = folder.resolve()
+    return {
+        "RAY_USE_TLS": "1",
+        "RAY_TLS_SERVER_CERT": str(folder / "node.crt"),
+        "RAY_TLS_SERVER_KEY": str(folder / "node.key"),
+        "RAY_TLS_CA_CERT": str(folder / "ca.crt"),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token.resolve()),
+    }
+
+
+def ensure_token(path: Path) -> Path:
+    """The Ray token file (0600), made once: every member's Ray presents it."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path

@@ -1,0 +1,124 @@
+"""`install.sh --role worker --join FILE`: a host that lends its CPUs and GPUs to the head's Ray, nothing else.
+
+No API, no database, no audit key, no bundles on a worker: the release's venv, the node's identity from the
+join file (`DATA/cluster/`: certificate, key, CA, token; private files 0600) and one hardened unit that runs
+`ray start --address HEAD` with mutual TLS and the token, its firewall letting in the cluster's members only.
+The unit is rendered to `PREFIX/etc/` always and installed into systemd unless `--no-systemd`. `--leave`
+stops it and removes the unit and the node's identity (its key and the token). Standard library and
+`cryptography` only, like the rest of the installer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from appliance.backup.sealed import read_passphrase
+from appliance.cluster import invite
+from appliance.cluster.invite import Join
+from appliance.cluster.ray_tls import node_environment
+from appliance.media import steps, units, venv
+from appliance.media.account import run
+from appliance.media.manifest import Manifest, MediaError
+from appliance.media.target import Target, say
+from appliance.media.verify import VerifiedMedia
+
+UNIT = "appliance-ray-worker.service"
+
+
+def read_join(args: argparse.Namespace) -> tuple[Join, str]:
+    """The join file, opened with the passphrase from --join-passphrase-file (or asked at a terminal)."""
+    if args.join_passphrase_file is not None:
+        passphrase = read_passphrase(args.join_passphrase_file)
+    elif sys.stdin.isatty():
+        passphrase = getpass.getpass(f"passphrase of {args.join}: ").encode()
+    else:
+        raise MediaError("--join needs --join-passphrase-file FILE (or a terminal to ask for the passphrase)")
+    join, fingerprint = invite.read(args.join, passphrase)
+    say(f"join file {args.join}: node {join.name} ({' '.join(join.addresses)}), head {join.head_address}, "
+        f"fingerprint {fingerprint}")  # fmt: skip
+    return join, fingerprint
+
+
+def check_version(join: Join, manifest: Manifest) -> None:
+    if join.version != manifest.version:
+        raise MediaError(
+            f"this media is {manifest.version} but the head runs {join.version}: install the worker from the "
+            "head's media (a cluster runs one version)"
+        )
+
+
+def order(t: Target, verified: VerifiedMedia, join: Join) -> list[tuple[str, Callable[[], object]]]:
+    """The worker's install steps (names shared with the head's where the work is the same)."""
+    m = verified.manifest
+    release = t.prefix / "releases" / m.version
+    return [
+        ("trust", lambda: steps.trust_release_key(t, verified)),
+        ("wheels", lambda: venv.join_wheels(t.media, m.files, release)),
+        ("venv", lambda: venv.make_venv(t.media, m.gpu, release)),
+        ("account", lambda: steps.own_data(t)),
+        ("identity", lambda: t.as_account(lambda: invite.install(join, identity(t)))),
+        ("switch", lambda: steps.switch(t, m.version, None)),
+        ("systemd", lambda: install_unit(t, join)),
+    ]
+
+
+def identity(t: Target) -> Path:
+    return t.data / "cluster"
+
+
+def render_unit(t: Target, join: Join) -> str:
+    folder = identity(t)
+    env = node_environment(folder, folder / "ray_auth_token")
+    template = (t.media / "installer" / "systemd" / UNIT).read_text()
+    return units.render(
+        template,
+        prefix=t.prefix,
+        data=t.data,
+        allow=" ".join(join.allow),  # its own addresses too: Ray's processes reach the node at its address
+        head=join.head_address,
+        node_ip=join.addresses[0],
+        ray_env=" ".join(f"{k}={v}" for k, v in env.items()),
+    )
+
+
+def install_unit(t: Target, join: Join) -> None:
+    text = render_unit(t, join)
+    rendered = t.prefix / "etc" / UNIT
+    rendered.parent.mkdir(parents=True, exist_ok=True)
+    rendered.write_text(text)
+    if t.args.no_systemd:
+        return
+    if shutil.which("systemctl") is None:
+        raise MediaError("systemctl not found: this host has no systemd (use --no-systemd)")
+    (units.UNIT_DIR / UNIT).write_text(text)
+    run(["systemctl", "daemon-reload"])
+
+
+def start(t: Target) -> None:
+    if not t.args.no_systemd:
+        run(["systemctl", "enable", "--now", UNIT])
+        say(f"started {UNIT}: `appliance cluster list` on the head shows the node")
+    else:
+        say(f"the worker's unit is {t.prefix / 'etc' / UNIT} (not started: --no-systemd)")
+
+
+def leave(t: Target) -> None:
+    """Undo the join: the unit stopped and gone, the node's key and the token deleted."""
+    if not t.args.no_systemd and shutil.which("systemctl") is not None and (units.UNIT_DIR / UNIT).exists():
+        run(["systemctl", "disable", "--now", UNIT])
+        (units.UNIT_DIR / UNIT).unlink()
+        run(["systemctl", "daemon-reload"])
+    meta = identity(t) / "join.json"
+    name = json.loads(meta.read_text())["name"] if meta.exists() else None
+    (t.prefix / "etc" / UNIT).unlink(missing_ok=True)
+    shutil.rmtree(identity(t), ignore_errors=True)
+    if name is None:
+        say("this host holds no cluster identity: nothing to leave")
+    else:
+        say(f"left the cluster: on the head, `appliance cluster remove {name}` revokes its certificate")

@@ -1,0 +1,78 @@
+"""Hosts on one machine for the cluster tests: network namespaces on a bridge, each with its own address.
+
+Made and removed by the test (root only); every process started in a namespace is killed with it, by the
+pids the kernel lists for that namespace (`ip netns pids`), so nothing outlives the test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+SUBNET = "10.77.{tag}"
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
+
+
+@dataclass
+class Net:
+    """A bridge and the namespaces on it: `add(name)` returns the host's address."""
+
+    tag: int = field(default_factory=lambda: os.getpid() % 200 + 20)
+    hosts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def bridge(self) -> str:
+        return f"ctbr{self.tag}"
+
+    def up(self) -> Net:
+        ip("link", "add", self.bridge, "type", "bridge")
+        ip("link", "set", self.bridge, "up")
+        return self
+
+    def ns(self, name: str) -> str:
+        return f"ct{self.tag}-{name}"
+
+    def add(self, name: str) -> str:
+        ns, n = self.ns(name), len(self.hosts) + 1
+        address = f"10.{self.tag}.0.{n}"
+        ip("netns", "add", ns)
+        veth = f"ct{self.tag}v{n}"
+        ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        ip("link", "set", veth, "master", self.bridge, "up")
+        ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        ip("-n", ns, "link", "set", "eth0", "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+        self.hosts[name] = address
+        return address
+
+    def argv(self, name: str, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.ns(name), *argv]
+
+    def run(self, name: str, argv: list[str], env: dict[str, str], timeout: float = 120):
+        return subprocess.run(self.argv(name, argv), env=env, capture_output=True, text=True, timeout=timeout)
+
+    def kill_all(self, name: str) -> None:
+        """Every process in the namespace (only ours live there), TERM then KILL."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = [int(p) for p in ip("netns", "pids", self.ns(name), check=False).stdout.split()]
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 10
+            while pids and time.monotonic() < deadline:
+                pids = [p for p in pids if os.path.exists(f"/proc/{p}")]
+                time.sleep(0.2)
+
+    def down(self) -> None:
+        for name in self.hosts:
+            self.kill_all(name)
+            ip("netns", "del", self.ns(name), check=False)
+        ip("link", "del", self.bridge, check=False)

@@ -1,0 +1,142 @@
+"""`appliance cluster init/invite/list/remove` through the real console script: the CA and its key on the head,
+the sealed join file, each change recorded first in the audit log, revocation, the CA key in a sealed backup."""
+
+from __future__ import annotations
+
+import ipaddress
+import tarfile
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from appliance.backup import sealed
+from appliance.cluster import invite
+from appliance.cluster.ca import Cluster, ClusterError
+from tests.conftest import run_cli
+
+PASS = "correct horse battery staple\n"
+
+
+@pytest.fixture
+def head(tmp_path: Path):
+    data = tmp_path / "var"
+    run_cli("db", "upgrade", data_dir=data, check=True)
+    (tmp_path / "pass").write_text(PASS)
+
+    def cli(*args: str, check: bool = True):
+        return run_cli(*args, data_dir=data, check=check)
+
+    cli("cluster", "init", "--address", "10.77.0.1", "--name", "head")
+    cli.data, cli.root = data, tmp_path  # type: ignore[attr-defined]
+    return cli
+
+
+def _events(cli) -> list[str]:
+    out = cli("audit", "list", "--limit", "100").stdout
+    return [w for w in out.split() if w.startswith("admin.cluster")]
+
+
+def _sans(cert_pem: bytes) -> set[str]:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(a) for a in san.get_values_for_type(x509.IPAddress)} | set(san.get_values_for_type(x509.DNSName))
+
+
+def test_init_makes_a_ca_whose_key_only_the_appliance_reads_and_records_it(head):
+    folder = head.data / "keys" / "cluster"
+    assert (folder / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert (folder / "node.key").stat().st_mode & 0o777 == 0o600
+    assert {"10.77.0.1", "127.0.0.1"} <= _sans((folder / "node.crt").read_bytes())
+    assert _events(head) == ["admin.cluster_initialised"]
+    env = (folder / "ray.env").read_text()  # the systemd head's Ray unit and serve unit read it
+    assert (folder / "ray.env").stat().st_mode & 0o777 == 0o600
+    for line in ("RAY_USE_TLS=1", "RAY_AUTH_MODE=token", "APPLIANCE_RAY_NODE_IP=10.77.0.1", "APPLIANCE_RAY_PORT=6379"):
+        assert line + "\n" in env
+    again = head("cluster", "init", "--address", "10.77.0.1", check=False)
+    assert again.returncode != 0 and "already a cluster head" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    assert _events(head) == ["admin.cluster_initialised"], "a refused init records nothing"
+
+
+def test_an_invite_is_a_sealed_join_file_with_every_address_in_the_certificate(head):
+    out = head.root / "w1.join"
+    proc = head(
+        "cluster", "invite", "--name", "w1", "--address", "10.77.0.2", "--address", "10.78.0.2",
+        "--passphrase-file", str(head.root / "pass"), "--out", str(out),
+    )  # fmt: skip
+    join, fingerprint = invite.read(out, PASS.strip().encode())
+    assert fingerprint in proc.stdout
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert b"PRIVATE KEY" not in out.read_bytes(), "the key travels sealed only"
+    assert (join.name, join.head, join.port) == ("w1", "10.77.0.1", 6379)
+    assert {"10.77.0.2", "10.78.0.2", "127.0.0.1"} <= _sans(join.files["node.crt"])
+    assert join.files["ray_auth_token"] == (head.data / "keys" / "ray_auth_token").read_bytes()
+    assert set(join.allow) == {"10.77.0.1", "10.77.0.2", "10.78.0.2"}
+    assert Cluster(head.data / "keys" / "cluster").check_node(join.files["node.crt"]).name == "w1"
+    with pytest.raises(ClusterError, match="wrong passphrase"):
+        invite.read(out, b"not the passphrase")
+    assert _events(head) == ["admin.cluster_invited", "admin.cluster_initialised"]
+
+
+def test_bad_invites_are_refused_in_one_line_and_leave_no_member(head):
+    pp = str(head.root / "pass")
+    for args, says in (
+        (["--name", "w1", "--address", "nope"], "not an IP address"),
+        (["--name", "Bad_Name", "--address", "10.77.0.9"], "node name"),
+        (["--name", "w1", "--address", "10.77.0.1"], "already belongs to another member"),
+    ):
+        proc = head(
+            "cluster", "invite", *args, "--passphrase-file", pp, "--out", str(head.root / "x.join"), check=False
+        )
+        assert proc.returncode != 0 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "w1" not in head("cluster", "list").stdout
+    assert not (head.root / "x.join").exists()
+
+
+def test_a_removed_node_is_revoked_and_refused_from_then_on(head, tmp_path):
+    out = tmp_path / "w1.join"
+    head("cluster", "invite", "--name", "w1", "--address", "10.77.0.2", "--passphrase-file", str(tmp_path / "pass"),
+         "--out", str(out))  # fmt: skip
+    join, _ = invite.read(out, PASS.strip().encode())
+    cluster = Cluster(head.data / "keys" / "cluster")
+    firewall = head.data / "keys" / "cluster" / "firewall.conf"
+    assert "10.77.0.2" in cluster.allowed_addresses()
+    assert "IPAddressAllow=10.77.0.1 10.77.0.2\n" in firewall.read_text()
+    head("cluster", "remove", "w1")
+    assert "IPAddressAllow=10.77.0.1\n" in firewall.read_text(), "the head's units let the removed node in no more"
+    with pytest.raises(ClusterError, match="revoked"):
+        cluster.check_node(join.files["node.crt"])
+    assert "10.77.0.2" not in cluster.allowed_addresses()
+    listing = head("cluster", "list").stdout
+    revoked = cluster.state().revoked[0]
+    assert "revoked" in listing and revoked.fingerprint[:23] in listing, "shown as it is (no emoji codes)"
+    assert _events(head)[0] == "admin.cluster_removed"
+    refused = head("cluster", "remove", "head", check=False)
+    assert refused.returncode != 0 and "cannot be removed" in refused.stderr
+
+
+def test_a_certificate_from_another_ca_is_not_a_member(head, tmp_path):
+    other = Cluster(tmp_path / "other")
+    other.init("rogue", ("10.77.0.66",))
+    with pytest.raises(ClusterError, match="not issued by this cluster's CA"):
+        Cluster(head.data / "keys" / "cluster").check_node((tmp_path / "other" / "node.crt").read_bytes())
+
+
+def test_the_ca_key_is_in_a_backup_with_private_keys_sealed_and_never_in_clear(head, tmp_path):
+    archive = tmp_path / "b.tar"
+    head("backup", "--out", str(archive), "--include-private-keys", "--passphrase-file", str(tmp_path / "pass"))
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        blob = tar.extractfile("private/keys.sealed").read()  # type: ignore[union-attr]
+    assert "keys/cluster/ca.crt" in names and not any(n.endswith("ca.key") for n in names)
+    files = sealed.unseal(blob, PASS.strip().encode())
+    assert files["cluster/ca.key"] == (head.data / "keys" / "cluster" / "ca.key").read_bytes()
+
+
+def test_an_address_that_cannot_be_a_node_is_refused():
+    from appliance.cluster.ca import check_addresses
+
+    with pytest.raises(ClusterError):
+        check_addresses(["0.0.0.0"])
+    assert check_addresses(["10.0.0.1", "10.0.0.1"]) == (str(ipaddress.ip_address("10.0.0.1")),)

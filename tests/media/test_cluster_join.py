@@ -1,0 +1,184 @@
+"""A Ray cluster across hosts on one machine (issue 26): three network namespaces on a bridge (head, worker,
+outsider). The head is made a cluster head (`appliance cluster init`) and invites the worker; the worker is
+installed from the read-only media with `install.sh --role worker --join FILE` and started with the unit's
+own command line; a task and a Serve replica run on it. The outsider reaches no Ray port without the
+cluster's certificate and token; a certificate from another CA is refused; a revoked one is off the list.
+
+Root only (namespaces, a bridge); marked `cluster` and run by `make test-cluster` (.ci/run calls it): it
+starts two Ray nodes, too heavy for the default run on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.cluster.ca import Cluster
+from tests.cluster.netns import Net
+from tests.conftest import APPLIANCE, REPO, clean_env, run_cli
+from tests.media.conftest import AIRGAP
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and a bridge need root"),
+]
+PASS = "cluster test passphrase\n"
+
+
+@pytest.fixture
+def net():
+    net = Net().up()
+    try:
+        yield net
+    finally:
+        net.down()
+
+
+def _install(net: Net, media: Path, mnt: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """install.sh in the worker's namespace, the media mounted read-only (a mount namespace of its own)."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    argv = ["unshare", "-m", "bash", "-c", AIRGAP, "airgap", str(media), str(mnt), str(mnt / "install.sh"), *args]
+    return subprocess.run(net.argv("worker", argv), env=clean_env(), capture_output=True, text=True, timeout=900)
+
+
+def _unit_command(unit: Path) -> tuple[list[str], dict[str, str]]:
+    """ExecStart and the Environment= of the rendered unit: the worker runs exactly what systemd would."""
+    text = unit.read_text()
+    argv = shlex.split(re.search(r"^ExecStart=(.*)$", text, re.M).group(1))
+    env: dict[str, str] = {}
+    for line in re.findall(r"^Environment=(.*)$", text, re.M):
+        env.update(item.split("=", 1) for item in shlex.split(line))
+    return argv, env
+
+
+def _listening(net: Net, host: str) -> list[int]:
+    out = net.run(host, ["ss", "-tlnH"], clean_env()).stdout
+    return sorted({int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines() if "127.0.0.1" not in line})
+
+
+def _probe(net: Net, address: str, ports: list[int], *cert: str) -> dict[str, dict[str, str]]:
+    argv = [sys.executable, "-m", "tests.cluster.probe", address, *map(str, ports), *cert]
+    proc = subprocess.run(
+        net.argv("out", argv),
+        env=clean_env(PYTHONPATH=str(REPO)),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, media_v1, release):
+    head_ip, worker_ip, out_ip = net.add("head"), net.add("worker"), net.add("out")
+    data, home = tmp_path / "head", tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "pass").write_text(PASS)
+    run_cli("db", "upgrade", data_dir=data, check=True)
+    run_cli("cluster", "init", "--address", head_ip, "--name", "head", data_dir=data, check=True)
+    fingerprints = {}
+    for name, address in (("w1", worker_ip), ("gone", out_ip)):
+        invite = run_cli(
+            "cluster", "invite", "--name", name, "--address", address, "--passphrase-file", str(tmp_path / "pass"),
+            "--out", str(tmp_path / f"{name}.join"), data_dir=data, check=True,
+        )  # fmt: skip
+        fingerprints[name] = invite.stdout.split()[-1]
+
+    prefix, mnt = tmp_path / "worker", tmp_path / "usb"
+    join = ["--role", "worker", "--join", str(tmp_path / "w1.join"), "--join-passphrase-file", str(tmp_path / "pass")]
+    common = ["--prefix", str(prefix), "--no-systemd", "--trust-release-key", str(release[1]), "--yes"]
+    user = ["--user", pwd.getpwuid(os.geteuid()).pw_name]
+    began = time.monotonic()
+    installed = _install(net, media_v1, mnt, *join, *common, *user)
+    installed_s = time.monotonic() - began
+    assert installed.returncode == 0, installed.stderr
+    assert f"fingerprint {fingerprints['w1']}" in installed.stderr, "the operator compares it with the head's"
+    identity = prefix / "data" / "cluster"
+    assert (identity / "node.key").stat().st_mode & 0o777 == 0o600
+    assert not (prefix / "data" / "appliance.db").exists() and not (prefix / "data" / "keys").exists()
+    assert not (prefix / "etc" / "appliance.yaml").exists(), "no API on a worker"
+    again = _install(net, media_v1, mnt, *join, *common, *user)
+    assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr
+
+    argv, unit_env = _unit_command(prefix / "etc" / "appliance-ray-worker.service")
+    assert f"--address={head_ip}:6379" in argv and unit_env["RAY_USE_TLS"] == "1"
+    unit = (prefix / "etc" / "appliance-ray-worker.service").read_text()
+    assert re.search(rf"^IPAddressAllow=localhost .*{re.escape(head_ip)}", unit, re.M)
+
+    env = clean_env(APPLIANCE_DATA_DIR=str(data), PYTHONPATH=str(REPO))
+    log = tmp_path / "head.log"
+    with open(log, "w") as err:
+        head = subprocess.Popen(
+            net.argv("head", [sys.executable, "-m", "tests.cluster.head_driver", str(home), worker_ip]),
+            env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
+    try:
+        assert head.stdout.readline().strip() == "READY", log.read_text()[-3000:]
+        for _ in range(3):  # as the unit's Restart=on-failure: Ray gives a node 30 s to register, a loaded
+            started = net.run(  # machine can miss that
+                "worker",
+                ["timeout", "300", *[a for a in argv if a != "--block"], "--num-cpus=1"],
+                {**clean_env(), **unit_env, "HOME": str(tmp_path / "whome")},
+                timeout=320,
+            )
+            if started.returncode == 0 or "timed out during startup" not in started.stderr:
+                break
+            net.kill_all("worker")
+        assert started.returncode == 0, started.stderr[-2000:]
+        line = head.stdout.readline()
+        assert line, log.read_text()[-3000:]
+        placed = json.loads(line)
+        assert placed == {"task": worker_ip, "replica": worker_ip}
+        print(f"install.sh --role worker {installed_s:.1f} s; its Ray started, a task and a Serve replica run on "
+              f"it {time.monotonic() - began - installed_s:.1f} s later (head up meanwhile)")  # fmt: skip
+
+        listed = net.run("head", [APPLIANCE, "cluster", "list", "--live"], clean_env(APPLIANCE_DATA_DIR=str(data)))
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        cells = [[c.strip() for c in line.split("│")[1:-1]] for line in listed.stdout.splitlines()]
+        rows = {row[0]: row for row in cells if row}
+        assert rows["w1"][2] == worker_ip and rows["w1"][-3:] == ["alive", "1", "0"], listed.stdout
+        assert rows["head"][-3] == "alive" and "NOT A MEMBER" not in listed.stdout, listed.stdout
+
+        cluster = Cluster(data / "keys" / "cluster")
+        other = Cluster(tmp_path / "other")
+        other.init("rogue", (out_ip,))
+        ours = ["--cert", str(identity / "node.crt"), "--key", str(identity / "node.key")]
+        theirs = ["--cert", str(tmp_path / "other" / "node.crt"), "--key", str(tmp_path / "other" / "node.key")]
+        for host, address in (("head", head_ip), ("worker", worker_ip)):
+            ports = _listening(net, host)
+            bare, rogue, member = (_probe(net, address, ports, *c) for c in ([], theirs, ours))
+            for port in map(str, ports):
+                if member[port]["tls"] == "handshake":  # a Ray gRPC port: it took the cluster's certificate
+                    assert bare[port]["tls"].startswith("refused"), (host, port, bare[port])
+                    assert rogue[port]["tls"].startswith("refused"), (host, port, rogue[port])
+                else:  # an HTTP port of Ray's agents: nothing without the token, or read-only metrics
+                    status = bare[port]["http"].split()[1:]
+                    assert status in (["401", "Unauthorized"], ["200", "OK", "metrics"]), (host, port, bare[port])
+            metrics = [p for p in map(str, ports) if bare[p]["http"].endswith(" metrics")]
+            print(f"{host}: {len(ports)} ports, open read-only metrics without the token: {metrics}")
+
+        run_cli("cluster", "remove", "gone", data_dir=data, check=True)
+        with pytest.raises(Exception, match="revoked"):
+            from appliance.cluster import invite as joinfile
+
+            gone, _ = joinfile.read(tmp_path / "gone.join", PASS.strip().encode())
+            cluster.check_node(gone.files["node.crt"])
+    finally:
+        head.stdin.close()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+    left = _install(net, media_v1, mnt, "--role", "worker", "--leave", *common)
+    assert left.returncode == 0 and "left the cluster" in left.stderr, left.stderr
+    assert not identity.exists() and not (prefix / "etc" / "appliance-ray-worker.service").exists()
