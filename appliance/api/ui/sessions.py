@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import DateTime, String, delete
+from sqlalchemy import DateTime, String, delete, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from appliance import apikeys, directory
@@ -94,22 +94,21 @@ def lookup(session: Session, sid: str | None, cert_subject: str | None) -> Signe
     now = datetime.now(UTC)
     created, seen = apikeys.as_utc(row.created_at), apikeys.as_utc(row.last_seen)
     stolen = row.cert_subject != cert_subject
-    if stolen or now - seen > IDLE or now - created > ABSOLUTE or not _key_active(session, row.key_id):
-        session.delete(row)
+    principal = Principal(key_id=row.key_id, name=row.name, role=row.role, cert_subject=row.cert_subject)
+    signed_in = SignedIn(principal, created, row.csrf_token)
+    ended = stolen or now - seen > IDLE or now - created > ABSOLUTE or not _key_active(session, row.key_id)
+    if ended or now - seen > TOUCH_EVERY:
+        # The write gets a transaction of its own: on SQLite, a write on top of this read's snapshot fails at
+        # once ("database is locked", no busy wait) when another connection has committed since.
+        session.rollback()
+        where = UiSession.id_sha256 == _digest(sid)
+        session.execute(
+            delete(UiSession).where(where) if ended else update(UiSession).where(where).values(last_seen=now)
+        )
         session.commit()
-        if stolen:
-            raise WrongCertificate(
-                Principal(key_id=row.key_id, name=row.name, role=row.role, cert_subject=cert_subject)
-            )
-        return None
-    if now - seen > TOUCH_EVERY:
-        row.last_seen = now
-        session.commit()
-    return SignedIn(
-        Principal(key_id=row.key_id, name=row.name, role=row.role, cert_subject=row.cert_subject),
-        created,
-        row.csrf_token,
-    )
+    if stolen:
+        raise WrongCertificate(principal.model_copy(update={"cert_subject": cert_subject}))
+    return None if ended else signed_in
 
 
 def _key_active(session: Session, key_id: str) -> bool:
