@@ -141,7 +141,7 @@ def verify(
         report = verify_file(file, trusted or [keys.load_public_key(own)], head)
     else:
         with _log() as log, count_progress("verifying", log.count()) as advance:
-            report = log.verify(trusted, head, advance)
+            report = log.verify(trusted, head, advance, workers=settings.hash_workers)
             removed = log.witness.read().superseded
             if report.ok:  # a failing log is not written to from here: its one line of error is the record
                 _read(log, "audit.verified", **verified_detail(report))

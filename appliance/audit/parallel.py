@@ -1,0 +1,48 @@
+"""Verification spread over processes: each walks its ranges of seq (hashing is CPU-bound and holds the GIL)
+with its own database connection; `verify_chain` joins the stretches in order, so the verdict and its message
+are those of one pass.
+
+The workers are forked (they start at once, with everything imported); each drops the connections it
+inherited and opens its own. Every range ends at the head of the caller's snapshot, so records appended
+meanwhile are not read; a prune between the snapshot and a worker's read is noticed by the caller
+(`AuditLog.verify` then verifies again in one snapshot).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+
+from sqlalchemy import Engine
+
+from appliance.audit.chain import Claims, Stretch, StretchSource, walk
+
+SPAN = 25_000  # records per task: small enough to balance the workers and move the progress bar
+_engine: Engine | None = None  # a worker's own
+
+
+def stretches(engine: Engine, first: int, last: int, workers: int) -> StretchSource:
+    """A `StretchSource` walking records `first..last` of `engine`'s log in `workers` processes."""
+
+    def source(claims: Claims, covered: int) -> Iterator[Stretch]:
+        ranges = [(lo, min(lo + SPAN - 1, last)) for lo in range(first, last + 1, SPAN)]
+        jobs = ((lo, hi, {s: c for s, c in claims.items() if lo <= s <= hi}, covered) for lo, hi in ranges)
+        with multiprocessing.get_context("fork").Pool(workers, _start, (engine,)) as pool:
+            yield from pool.imap(_walk_range, jobs)  # in order; leaving early terminates the pool
+
+    return source
+
+
+def _start(inherited: Engine) -> None:
+    global _engine
+    inherited.dispose(close=False)  # the parent's connections stay the parent's
+    _engine = inherited
+
+
+def _walk_range(job: tuple[int, int, Claims, int]) -> Stretch:
+    from appliance.audit.log import raw_rows
+
+    lo, hi, claims, covered = job
+    assert _engine is not None
+    with _engine.connect() as conn, conn.begin():
+        return walk(raw_rows(conn, (lo, hi)), claims, covered)
