@@ -267,7 +267,7 @@ class AuditLog:
             split = workers > 1 and count > parallel.SPAN
             before = _prune_marks(conn)
             report = verify_chain(
-                parallel.stretches(self.engine, first, last, workers) if split else raw_rows(conn),
+                parallel.stretches(self.engine, raw_rows, first, last, workers) if split else raw_rows(conn),
                 store.load_checkpoints(conn),
                 trusted,
                 expect_head,

@@ -11,38 +11,40 @@ meanwhile are not read; a prune between the snapshot and a worker's read is noti
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from appliance.audit.chain import Claims, Stretch, StretchSource, walk
 
 SPAN = 25_000  # records per task: small enough to balance the workers and move the progress bar
-_engine: Engine | None = None  # a worker's own
+RowReader = Callable[[Connection, tuple[int, int]], Iterable[Sequence[Any]]]  # the rows with seq in a range
+_worker: tuple[Engine, RowReader] | None = None  # a worker's own engine, and how it reads
 
 
-def stretches(engine: Engine, first: int, last: int, workers: int) -> StretchSource:
-    """A `StretchSource` walking records `first..last` of `engine`'s log in `workers` processes."""
+def stretches(engine: Engine, read: RowReader, first: int, last: int, workers: int) -> StretchSource:
+    """A `StretchSource` walking records `first..last` of `engine`'s log, read by `read`, in `workers`
+    processes."""
 
     def source(claims: Claims, covered: int) -> Iterator[Stretch]:
         ranges = [(lo, min(lo + SPAN - 1, last)) for lo in range(first, last + 1, SPAN)]
         jobs = ((lo, hi, {s: c for s, c in claims.items() if lo <= s <= hi}, covered) for lo, hi in ranges)
-        with multiprocessing.get_context("fork").Pool(workers, _start, (engine,)) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, _start, (engine, read)) as pool:
             yield from pool.imap(_walk_range, jobs)  # in order; leaving early terminates the pool
 
     return source
 
 
-def _start(inherited: Engine) -> None:
-    global _engine
+def _start(inherited: Engine, read: RowReader) -> None:
+    global _worker
     inherited.dispose(close=False)  # the parent's connections stay the parent's
-    _engine = inherited
+    _worker = inherited, read
 
 
 def _walk_range(job: tuple[int, int, Claims, int]) -> Stretch:
-    from appliance.audit.log import raw_rows
-
     lo, hi, claims, covered = job
-    assert _engine is not None
-    with _engine.connect() as conn, conn.begin():
-        return walk(raw_rows(conn, (lo, hi)), claims, covered)
+    assert _worker is not None
+    engine, read = _worker
+    with engine.connect() as conn, conn.begin():
+        return walk(read(conn, (lo, hi)), claims, covered)
