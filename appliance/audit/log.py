@@ -261,13 +261,10 @@ class AuditLog:
         trusted = signer.trust_map(trust if trust is not None else self._own_public_keys())
         witnessed = self.witness.read()
         with self._reading(snapshot=True) as conn:
-            first, last, count = conn.execute(
-                select(func.min(AuditRecordRow.seq), func.max(AuditRecordRow.seq), func.count())
-            ).one()
-            split = workers > 1 and count > parallel.SPAN
-            before = _prune_marks(conn)
+            rows = parallel.rows_for(self.engine, conn, raw_rows, workers)
+            split, before = callable(rows), _prune_marks(conn)
             report = verify_chain(
-                parallel.stretches(self.engine, raw_rows, first, last, workers) if split else raw_rows(conn),
+                rows,
                 store.load_checkpoints(conn),
                 trusted,
                 expect_head,

@@ -14,13 +14,25 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, func, select
 
 from appliance.audit.chain import Claims, Stretch, StretchSource, walk
+from appliance.audit.models import AuditRecordRow
 
 SPAN = 25_000  # records per task: small enough to balance the workers and move the progress bar
-RowReader = Callable[[Connection, tuple[int, int]], Iterable[Sequence[Any]]]  # the rows with seq in a range
+RowReader = Callable[[Connection, tuple[int, int] | None], Iterable[Sequence[Any]]]  # rows (with seq in a range)
 _worker: tuple[Engine, RowReader] | None = None  # a worker's own engine, and how it reads
+
+
+def rows_for(
+    engine: Engine, conn: Connection, read: RowReader, workers: int
+) -> Iterable[Sequence[Any]] | StretchSource:
+    """What `verify_chain` takes for the log `conn` reads: its rows, walked in this process, or a
+    `StretchSource` over `workers` processes when there is more than one task's worth of records."""
+    first, last, count = conn.execute(
+        select(func.min(AuditRecordRow.seq), func.max(AuditRecordRow.seq), func.count())
+    ).one()
+    return stretches(engine, read, first, last, workers) if workers > 1 and count > SPAN else read(conn, None)
 
 
 def stretches(engine: Engine, read: RowReader, first: int, last: int, workers: int) -> StretchSource:
