@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -275,8 +276,78 @@ class VerifyReport:
             raise AuditTampered(f"audit log fails verification at seq {self.bad_seq}: {self.reason}")
 
 
+Claims = dict[int, list[tuple[str, str]]]  # seq -> (who claims it, the hash claimed)
+
+
+@dataclass
+class Stretch:
+    """What `walk` found in a run of consecutive rows, checked on their own: every record's hash, the links
+    between them and the claims on them. Only the first row's `prev_hash` waits for the stretch before it
+    (`verify_chain` holds it against that one's last hash), so stretches can be walked apart, in parallel."""
+
+    first: tuple[int, str] | None = None  # seq and prev_hash of the first row; None: no rows
+    records: int = 0  # rows accepted before the first problem
+    last: tuple[int, str] | None = None  # seq and hash of the last accepted row
+    uncovered: int = 0
+    uncovered_since: str | None = None
+    problems: list[tuple[int, str]] = field(default_factory=list)  # where the walk stopped, and why
+
+
+_UNLINKED = "prev_hash does not link to the record before it"
+
+
+def _gap(last_seq: int, seq: int) -> tuple[int, str]:
+    """The problem when record `seq` comes right after record `last_seq`."""
+    if seq > last_seq:
+        return last_seq + 1, f"record {last_seq + 1} is missing"
+    return last_seq + 1, f"record {seq} is out of order or duplicated"
+
+
+def walk(rows: Iterable[Sequence[Any]], claims: Claims, covered: int) -> Stretch:
+    """Check `rows` (ascending seq) as one stretch; stops at its first problem, since every later record hangs
+    on it. `covered`: the newest checkpointed seq (records after it are counted as uncovered)."""
+    stretch = Stretch()
+    last_seq, last_hash = 0, ""
+    for row in rows:
+        seq, prev_hash, row_hash = row[0], row[-2], row[-1]
+        if stretch.first is None:
+            stretch.first = (seq, prev_hash)
+        else:
+            if seq != last_seq + 1:
+                stretch.problems.append(_gap(last_seq, seq))
+                break
+            if prev_hash != last_hash:
+                stretch.problems.append((seq, _UNLINKED))
+                break
+        if link(prev_hash, canonical(row[:-2])) != row_hash:
+            stretch.problems.append((seq, "hash does not match the record's content"))
+            break
+        wrong = [label for label, claimed in claims.get(seq, ()) if claimed != row_hash]
+        stretch.problems.extend((seq, f"record does not match {label}") for label in wrong)
+        if wrong:
+            break
+        if seq > covered:
+            stretch.uncovered += 1
+            stretch.uncovered_since = stretch.uncovered_since or row[1]
+        last_seq, last_hash = seq, row_hash
+        stretch.records += 1
+    stretch.last = (last_seq, last_hash) if stretch.records else None
+    return stretch
+
+
+def _in_stretches(rows: Iterable[Sequence[Any]], claims: Claims, covered: int) -> Iterator[Stretch]:
+    """`rows` walked 10,000 at a time in this process (the progress bar moves; memory stays bounded)."""
+    it = iter(rows)
+    while batch := list(itertools.islice(it, 10_000)):
+        yield walk(batch, claims, covered)
+
+
+# Walks the rows of a log in stretches (ascending seq), given the claims and `covered`: e.g. in processes.
+StretchSource = Callable[[Claims, int], Iterable[Stretch]]
+
+
 def verify_chain(
-    rows: Iterable[Sequence[Any]],
+    rows: Iterable[Sequence[Any]] | StretchSource,
     checkpoints: Iterable[Checkpoint],
     trust: dict[str, keys.PublicKey],
     expect_head: tuple[int, str] | None = None,
@@ -290,18 +361,19 @@ def verify_chain(
 ) -> VerifyReport:
     """Recompute the chain over `rows` (ascending seq) and hold it against signed checkpoints.
 
-    `trust` maps key ids (`keys.key_hint`) to public keys. Stops at the first broken link, since every
-    later record hangs on it. The checkpoints must form an unbroken chain; `witness` (checkpoints kept
-    outside the database, those in force: witness.order) must each still be in it and match its record, so a
-    deleted tail or a rewritten history with its checkpoints deleted shows; `witness_problems` (lines out of
-    order or replayed) are failures too. With `max_uncovered_s`, records that no checkpoint covers
-    may be no older than that (a writer signs the head within about a second of its last append).
-    `slice_ok`: the rows may start after any signed checkpoint, not only after a prune anchor (an export of
-    part of the log; the report's first_seq says where it starts).
+    `rows` is either the rows themselves or a `StretchSource` that walks them in stretches elsewhere (the
+    verdict is the same: the stretches are joined here, in order). `trust` maps key ids (`keys.key_hint`) to
+    public keys. Stops at the first broken link, since every later record hangs on it. The checkpoints must
+    form an unbroken chain; `witness` (checkpoints kept outside the database, those in force: witness.order)
+    must each still be in it and match its record, so a deleted tail or a rewritten history with its
+    checkpoints deleted shows; `witness_problems` (lines out of order or replayed) are failures too. With
+    `max_uncovered_s`, records that no checkpoint covers may be no older than that (a writer signs the head
+    within about a second of its last append). `slice_ok`: the rows may start after any signed checkpoint,
+    not only after a prune anchor (an export of part of the log; the report's first_seq says where it starts).
     """
     report = VerifyReport()
     report.problems.extend(witness_problems)
-    claims: dict[int, list[tuple[str, str]]] = {}
+    claims: Claims = {}
     anchors: dict[int, str] = {}
     ordered = sorted(checkpoints, key=lambda c: (c.seq, c.kind != "anchor"))
     for cp in ordered:
@@ -325,10 +397,13 @@ def verify_chain(
     if expect_head is not None:
         claims.setdefault(expect_head[0], []).append(("the expected head", expect_head[1]))
     covered = max((cp.seq for cp in ordered), default=0)
+    stretches = rows(claims, covered) if callable(rows) else _in_stretches(rows, claims, covered)
 
     last_seq, last_hash = 0, None
-    for row in rows:
-        seq, prev_hash, row_hash = row[0], row[-2], row[-1]
+    for stretch in stretches:
+        if stretch.first is None:
+            continue
+        seq, prev_hash = stretch.first
         if last_hash is None:
             report.first_seq = seq
             want = GENESIS if seq == 1 else anchors.get(seq - 1)
@@ -343,33 +418,22 @@ def verify_chain(
                 break
         else:
             if seq != last_seq + 1:
-                report.problems.append(
-                    (
-                        last_seq + 1,
-                        f"record {last_seq + 1} is missing"
-                        if seq > last_seq
-                        else f"record {seq} is out of order or duplicated",
-                    )
-                )
+                report.problems.append(_gap(last_seq, seq))
                 break
             want = last_hash
         if prev_hash != want:
-            report.problems.append((seq, "prev_hash does not link to the record before it"))
+            report.problems.append((seq, _UNLINKED))
             break
-        if link(prev_hash, canonical(row[:-2])) != row_hash:
-            report.problems.append((seq, "hash does not match the record's content"))
+        report.records += stretch.records
+        report.uncovered += stretch.uncovered
+        report.uncovered_since = report.uncovered_since or stretch.uncovered_since
+        if stretch.last is not None:
+            last_seq, last_hash = stretch.last
+        if progress is not None:
+            progress(stretch.records)
+        if stretch.problems:
+            report.problems.extend(stretch.problems)
             break
-        wrong = [label for label, claimed in claims.get(seq, ()) if claimed != row_hash]
-        report.problems.extend((seq, f"record does not match {label}") for label in wrong)
-        if wrong:
-            break
-        if seq > covered:
-            report.uncovered += 1
-            report.uncovered_since = report.uncovered_since or row[1]
-        last_seq, last_hash = seq, row_hash
-        report.records += 1
-        if progress is not None and report.records % 10_000 == 0:
-            progress(10_000)
     else:
         for seq in sorted(claims):
             if seq > last_seq:
@@ -391,8 +455,6 @@ def verify_chain(
                         f"within seconds: checkpoints deleted?)",
                     )
                 )
-    if progress is not None:
-        progress(report.records % 10_000)
     report.last_seq, report.head_hash = (last_seq or None), last_hash
     return report
 

@@ -17,11 +17,10 @@ from pydantic import ValidationError
 from appliance.audit.chain import ROW_COLUMNS, Checkpoint, VerifyReport, record_row, unflatten, verify_chain
 from appliance.audit.errors import AuditError
 from appliance.audit.events import AuditRecord
+from appliance.audit.formats import FORMATS
 from appliance.audit.witness import order
 from appliance.files import atomic_write
 from appliance.signing import keys
-
-FORMATS = ("jsonl", "csv")
 
 
 def write(

@@ -249,13 +249,22 @@ class AuditLog:
         trust: list[keys.PublicKey] | None = None,
         expect_head: tuple[int, str] | None = None,
         progress: Callable[[int], None] | None = None,
+        workers: int = 1,
     ) -> VerifyReport:
-        """Recompute the chain and check every checkpoint against `trust` (default: this appliance's key)."""
+        """Recompute the chain and check every checkpoint against `trust` (default: this appliance's key).
+
+        With `workers` > 1, a log of more than one task's records is hashed in that many processes
+        (parallel.py); the verdict is the same. A prune that ran meanwhile (the oldest record or the anchors
+        changed) makes the workers' view differ from this snapshot's: it is then verified again in one."""
+        from appliance.audit import parallel
+
         trusted = signer.trust_map(trust if trust is not None else self._own_public_keys())
         witnessed = self.witness.read()
         with self._reading(snapshot=True) as conn:
-            return verify_chain(
-                raw_rows(conn),
+            rows = parallel.rows_for(self.engine, conn, raw_rows, workers)
+            split, before = callable(rows), _prune_marks(conn)
+            report = verify_chain(
+                rows,
                 store.load_checkpoints(conn),
                 trusted,
                 expect_head,
@@ -264,6 +273,11 @@ class AuditLog:
                 witness_problems=witnessed.problems,
                 max_uncovered_s=self._seconds + self._grace,
             )
+        if split and not report.ok:
+            with self._reading() as conn:
+                if _prune_marks(conn) != before:
+                    return self.verify(trust, expect_head, None, workers=1)
+        return report
 
     def export(
         self,
@@ -457,14 +471,24 @@ class AuditLog:
             raise AuditUnavailable(f"audit database unavailable: {first_line(exc)}") from exc
 
 
-def raw_rows(conn: Connection) -> Iterator[tuple[Any, ...]]:
-    """Every record in seq order as plain driver tuples: verification's hot loop skips SQLAlchemy's rows
-    (a third of the time on 1M records). PostgreSQL streams through a server-side cursor."""
+def _prune_marks(conn: Connection) -> tuple[Any, ...]:
+    """What a prune changes: the oldest record and the anchors."""
+    anchors = (
+        select(func.count()).select_from(AuditCheckpointRow).where(AuditCheckpointRow.kind == "anchor")
+    ).scalar_subquery()
+    return tuple(conn.execute(select(func.min(AuditRecordRow.seq), anchors)).one())
+
+
+def raw_rows(conn: Connection, seqs: tuple[int, int] | None = None) -> Iterator[tuple[Any, ...]]:
+    """Every record (or those with seq in `seqs`, both ends included) in seq order as plain driver tuples:
+    verification's hot loop skips SQLAlchemy's rows (a third of the time on 1M records). PostgreSQL streams
+    through a server-side cursor."""
     raw = conn.connection.driver_connection
     assert raw is not None
     cursor = raw.cursor(name="audit_rows") if conn.dialect.name == "postgresql" else raw.cursor()
+    where = "" if seqs is None else f" WHERE seq BETWEEN {int(seqs[0])} AND {int(seqs[1])}"
     try:
-        cursor.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM {AuditRecordRow.__tablename__} ORDER BY seq")
+        cursor.execute(f"SELECT {', '.join(ROW_COLUMNS)} FROM {AuditRecordRow.__tablename__}{where} ORDER BY seq")
         while batch := cursor.fetchmany(20_000):
             yield from batch
     finally:

@@ -35,7 +35,7 @@ from typing import Any, cast
 
 from cryptography.hazmat.primitives import serialization
 
-from appliance.audit import AuditEvent, AuditFilter, AuditLog, signer, store
+from appliance.audit import AuditEvent, AuditFilter, AuditLog, parallel, signer, store
 from appliance.audit.chain import verify_chain
 from appliance.audit.console import console_principal
 from appliance.audit.errors import AuditUnavailable
@@ -133,7 +133,7 @@ def _prepare(
             )
 
     archived_witness = root / "witness" / WITNESS_FILE
-    _check_staged_chain(manifest, root, key, archived_witness, progress)
+    _check_staged_chain(manifest, root, key, archived_witness, progress, settings.hash_workers)
     if cur_seq > head.seq or diverged:  # records will be removed: say so in the log first, and keep them
         outcome.removed, outcome.removed_file = _record_and_export(
             settings, manifest, restore_id, archive_path, after=0 if diverged else head.seq
@@ -233,9 +233,10 @@ def _archived_hash(manifest: mf.Manifest, root: Path, seq: int) -> str | None:
 
 
 def _check_staged_chain(
-    manifest: mf.Manifest, root: Path, key: keys.PrivateKey, witness: Path, progress: Phases
+    manifest: mf.Manifest, root: Path, key: keys.PrivateKey, witness: Path, progress: Phases, workers: int
 ) -> None:
-    """The archived chain must verify before it replaces anything (SQLite; a dump is verified once loaded)."""
+    """The archived chain must verify before it replaces anything (SQLite; a dump is verified once loaded), in
+    `workers` processes (no writer touches the staged copy meanwhile)."""
     if manifest.database != "sqlite":
         return
     engine = make_engine(f"sqlite:///{root / snapshot.SQLITE_MEMBER}")
@@ -247,7 +248,7 @@ def _check_staged_chain(
             if store.read_head(conn)[0] != head:
                 raise BackupError("the archived database's audit head is not the one its manifest names")
             report = verify_chain(
-                raw_rows(conn),
+                parallel.rows_for(engine, conn, raw_rows, workers),
                 store.load_checkpoints(conn),
                 signer.trust_map([key.public_key()]),
                 witness=claims,

@@ -3,26 +3,42 @@
 Each noun has its own module (bundle, keys, audit, policy, db, serve). `main` turns every
 `ApplianceError` into one line on stderr and a non-zero exit; an unexpected exception is logged with its
 traceback as JSON and reported as one line too, so an operator never faces a raw traceback.
+
+Start-up stays short: this module and the command modules import only Typer at the top, and each command
+imports what it needs when it runs; help and `--version` read no settings and load no logging.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import pwd
 import sys
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from appliance.config import get_settings
 from appliance.errors import ApplianceError
-from appliance.logs import configure_logging
+
+if TYPE_CHECKING:
+    from appliance.config import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"appliance {version('appliance')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
     """gpt-oss air-gapped appliance."""  # a callback keeps Typer in group mode with one command registered
 
 
@@ -58,14 +74,18 @@ def _register(argv: list[str]) -> None:
             app.add_typer(target.app, name=name, help=help_text)
 
 
+def _only_help(argv: list[str]) -> bool:
+    """Help or the version: nothing below reads the settings, so a bad one does not hide them."""
+    return not argv or bool({"--help", "-h", "--version"} & set(argv))
+
+
 def main() -> None:
     """Console entry point."""
-    settings = get_settings_or_exit()
-    configure_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_format)
-    _refuse_root_in_foreign_folders(settings, sys.argv[1:])
-    _register(sys.argv[1:])
+    argv = sys.argv[1:]
+    settings = None if _only_help(argv) else _prepare(argv)
+    _register(argv)
     try:
-        if (settings.data_dir / "restore-pending.json").exists():  # a restore killed after its commit point
+        if settings is not None and (settings.data_dir / "restore-pending.json").exists():  # a restore killed
             importlib.import_module("appliance.cli.backup").finish_pending()
         code = app(standalone_mode=False)  # a typer.Exit comes back as its code in this mode
     except ApplianceError as exc:
@@ -87,24 +107,38 @@ def main() -> None:
             sys.exit(exc.exit_code)
         typer.echo(
             f"error: internal error ({type(exc).__name__}: {exc}".splitlines()[0][:300]
-            + f"); details in {_log_traceback(settings)}",
+            + f"); details in {_log_traceback()}",
             err=True,
         )
         sys.exit(70)
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _log_traceback(settings) -> str:
+def _prepare(argv: list[str]) -> Settings:
+    """What every command but help needs first: the settings, logging, and root's refusal."""
+    from appliance.logs import configure_logging
+
+    settings = get_settings_or_exit()
+    configure_logging(settings.log_level if settings.log_level != "INFO" else "WARNING", settings.log_format)
+    _refuse_root_in_foreign_folders(settings, argv)
+    return settings
+
+
+def _log_traceback() -> str:
     """Append the traceback to the data folder's cli.log (stderr keeps its one line); returns where it went."""
     import traceback
 
-    path = settings.data_dir / "logs" / "cli.log"
+    from appliance.config import get_settings
+
     try:
+        path = get_settings().data_dir / "logs" / "cli.log"  # cached: read once already, except for help
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
             f.write(traceback.format_exc() + "\n")
     except OSError:
         return "(the log folder is not writable)"
+    except Exception:  # noqa: BLE001 - help reads no settings; bad ones must not turn this line into a traceback
+        return "(no log: the settings do not load)"
     return str(path)
 
 
@@ -112,8 +146,10 @@ def _refuse_root_in_foreign_folders(settings, argv: list[str]) -> None:
     """Root does not work in a data folder or model store another account owns: a symlink that account
     planted there would take root's writes and deletions anywhere on the host (and files root made there
     would lock the service out). One line and exit 1; `media` and help never touch them."""
-    if os.geteuid() != 0 or argv[:1] == ["media"] or {"--help", "-h"} & set(argv):
+    if os.geteuid() != 0 or argv[:1] == ["media"]:
         return
+    import pwd
+
     for folder in (settings.data_dir, settings.model_store):
         try:
             owner = os.stat(folder).st_uid
@@ -135,6 +171,8 @@ def _refuse_root_in_foreign_folders(settings, argv: list[str]) -> None:
 def get_settings_or_exit():
     """Settings, or one line naming the bad value."""
     from pydantic import ValidationError
+
+    from appliance.config import get_settings
 
     try:
         return get_settings()

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from appliance.audit import AuditError, AuditEvent, AuditFilter, AuditLog
-from appliance.audit.console import console_principal
-from appliance.audit.export import FORMATS, verify_file
-from appliance.audit.readers import filter_text, verified_detail
-from appliance.audit.signer import public_key_path
+from appliance.audit.errors import AuditError
+from appliance.audit.formats import FORMATS
 from appliance.cli import forward as forward_cli
-from appliance.cli.progress import count_progress
-from appliance.cli.tables import print_table
-from appliance.config import get_settings
-from appliance.signing import keys
+
+if TYPE_CHECKING:
+    from appliance.audit import AuditLog
 
 app = typer.Typer(no_args_is_help=True)
 app.add_typer(
@@ -27,12 +22,18 @@ app.add_typer(
 
 
 def _log() -> AuditLog:
+    from appliance.audit import AuditLog
+    from appliance.config import get_settings
+
     return AuditLog.from_settings(get_settings())
 
 
 def _read(log: AuditLog, event: str, **detail: str) -> int:
     """Record a read of the log by the operator at the console (audit/readers.py); returns its seq. A command
     reads once, so nothing is aggregated here."""
+    from appliance.audit import AuditEvent
+    from appliance.audit.console import console_principal
+
     return log.append(AuditEvent(event=event, principal=console_principal(), route="cli", detail=detail)).seq
 
 
@@ -60,6 +61,12 @@ def list_records(
     cursor: Annotated[int | None, typer.Option(help="Show records before this sequence number.")] = None,
 ) -> None:
     """Records newest first, as a table."""
+    from rich.table import Table
+
+    from appliance.audit import AuditFilter
+    from appliance.audit.readers import filter_text
+    from appliance.cli.tables import print_table
+
     filters = AuditFilter(_when(since, "--since"), _when(until, "--until"), principal, event, action, model)
     with _log() as log:
         page = log.query(filters, cursor, limit)
@@ -116,6 +123,13 @@ def verify(
     file: Annotated[Path | None, typer.Option("--file", help="Verify a JSONL export instead of the database.")] = None,
 ) -> None:
     """Recompute the hash chain, check checkpoint signatures; names the first bad sequence number."""
+    from appliance.audit.export import verify_file
+    from appliance.audit.readers import verified_detail
+    from appliance.audit.signer import public_key_path
+    from appliance.cli.progress import count_progress
+    from appliance.config import get_settings
+    from appliance.signing import keys
+
     head = _expected_head(expect_head)
     settings = get_settings()
     trusted = [keys.load_public_key(p) for p in trust] if trust else None
@@ -127,7 +141,7 @@ def verify(
         report = verify_file(file, trusted or [keys.load_public_key(own)], head)
     else:
         with _log() as log, count_progress("verifying", log.count()) as advance:
-            report = log.verify(trusted, head, advance)
+            report = log.verify(trusted, head, advance, workers=settings.hash_workers)
             removed = log.witness.read().superseded
             if report.ok:  # a failing log is not written to from here: its one line of error is the record
                 _read(log, "audit.verified", **verified_detail(report))
@@ -156,6 +170,8 @@ def export(
 ) -> None:
     """Stream the whole log to a file; JSONL carries the chain and verifies with `verify --file`. The export
     is recorded first (`audit.exported`), so the file holds its own record."""
+    from appliance.cli.progress import count_progress
+
     with _log() as log:
         if fmt not in FORMATS:  # refused before it is recorded
             raise AuditError(f"unknown export format {fmt!r} (use {' or '.join(FORMATS)})")
@@ -178,6 +194,9 @@ def prune(
 ) -> None:
     """Delete old records, leaving a signed anchor so the rest still verifies; they are first exported to a
     JSONL file under the data folder (audit-exports/) that `verify --file` checks."""
+    from appliance.audit.console import console_principal
+    from appliance.config import get_settings
+
     cutoff = _when(before, "--before")
     assert cutoff is not None  # --before is required
     settings = get_settings()

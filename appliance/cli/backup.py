@@ -7,14 +7,6 @@ from typing import Annotated
 
 import typer
 
-from appliance.backup import create, replay, sealed
-from appliance.backup import restore as restoring
-from appliance.backup.errors import BackupError
-from appliance.cli.actions import console_actor
-from appliance.cli.progress import byte_progress, phase_progress
-from appliance.config import get_settings
-from appliance.signing import keys
-
 
 def backup(
     out: Annotated[Path, typer.Option("--out", help="Archive to write (replaced only once complete).")],
@@ -33,6 +25,12 @@ def backup(
 
     The database (a consistent snapshot), model-store state, trust keys, policy pack and floor, audit witness
     and settings, with a manifest of hashes signed by the audit key."""
+    from appliance.backup import create, sealed
+    from appliance.backup.errors import BackupError
+    from appliance.cli.actions import console_actor
+    from appliance.cli.progress import byte_progress
+    from appliance.config import get_settings
+
     if include_private_keys != (passphrase_file is not None):
         raise BackupError(
             "--include-private-keys and --passphrase-file go together (private keys are never archived in clear)"
@@ -77,6 +75,12 @@ def restore(
     """Verify an archive completely, then replace this appliance's data with it, atomically.
 
     Stop the appliance first. Records written after the backup are removed, reported and kept provable."""
+    from appliance.backup import restore as restoring
+    from appliance.backup import sealed
+    from appliance.cli.progress import phase_progress
+    from appliance.config import get_settings
+    from appliance.signing import keys
+
     passphrase = sealed.read_passphrase(passphrase_file) if passphrase_file else None
     trusted = [keys.load_public_key(p) for p in trust or []]
     settings = get_settings()
@@ -106,6 +110,9 @@ def restore(
 
 def finish_pending() -> None:
     """Complete a restore that a kill interrupted after its commit point (run before any command)."""
+    from appliance.backup import replay
+    from appliance.config import get_settings
+
     plan = replay.finish(get_settings())
     if plan is not None:
         typer.echo(f"note: completed the interrupted restore {plan['id']}", err=True)

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
-from appliance import admin_actions
-from appliance.bundles import SIGNATURE_FILE, BundleStore, sign_bundle, trusted_keys, verify_bundle
-from appliance.bundles.metadata import BundleError
-from appliance.cli.actions import console_actor
-from appliance.cli.progress import byte_progress
-from appliance.cli.tables import print_table
-from appliance.config import get_settings
-from appliance.signing import keys, oms
+if TYPE_CHECKING:
+    from appliance.bundles import BundleStore
+    from appliance.signing import keys
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -26,15 +20,24 @@ TrustOpt = Annotated[
 
 
 def _store() -> BundleStore:
+    from appliance.bundles import BundleStore
+    from appliance.config import get_settings
+
     s = get_settings()
     return BundleStore(s.model_store, workers=s.hash_workers, max_signature_bytes=s.max_signature_bytes)
 
 
 def _trusted(extra: list[Path] | None) -> list[keys.PublicKey]:
+    from appliance.bundles import trusted_keys
+    from appliance.config import get_settings
+
     return trusted_keys(get_settings().trust_dir, extra)
 
 
 def _total_bytes(folder: Path) -> int:
+    from appliance.bundles import SIGNATURE_FILE
+    from appliance.signing import oms
+
     try:
         return sum(oms.scan_folder(folder, {SIGNATURE_FILE}).values())
     except oms.SignatureError:
@@ -52,6 +55,8 @@ def keygen(
     trust: Annotated[bool, typer.Option("--trust", help="Also trust the public key on this appliance.")] = False,
 ) -> None:
     """Create a signing key pair."""
+    from appliance.signing import keys
+
     key = keys.generate_private_key(kind)  # type: ignore[arg-type]
     pub = out.with_name(out.name + ".pub")
     if pub.exists():
@@ -70,6 +75,11 @@ def trust_cmd(pubkey: Annotated[Path, typer.Argument(help="A publisher's PEM pub
 
 
 def _trust(pubkey: Path) -> Path:
+    from appliance import admin_actions
+    from appliance.cli.actions import console_actor
+    from appliance.config import get_settings
+    from appliance.signing import keys
+
     return admin_actions.trust_publisher(console_actor(), get_settings().trust_dir, keys.load_public_key(pubkey))
 
 
@@ -85,6 +95,11 @@ def sign(
     ] = None,
 ) -> None:
     """Sign a bundle folder (writes model.sig)."""
+    from appliance.bundles import sign_bundle
+    from appliance.cli.progress import byte_progress
+    from appliance.config import get_settings
+    from appliance.signing import keys
+
     private = keys.load_private_key(key)
     with byte_progress("signing", _total_bytes(folder)) as advance:
         manifest = sign_bundle(
@@ -106,6 +121,8 @@ def verify(
     ] = False,
 ) -> None:
     """Verify a bundle folder against trusted keys: exit 0 when every byte matches its signature."""
+    from appliance.bundles.metadata import BundleError
+
     if (folder is None) == (not active):
         raise BundleError("give either a bundle FOLDER or --active (see --help)")
     if active:
@@ -121,6 +138,10 @@ def verify(
 
 
 def _verify_one(folder: Path, trust: list[Path] | None) -> None:
+    from appliance.bundles import verify_bundle
+    from appliance.cli.progress import byte_progress
+    from appliance.config import get_settings
+
     s = get_settings()
     with byte_progress("verifying", _total_bytes(folder)) as advance:
         vb = verify_bundle(
@@ -139,6 +160,10 @@ def import_cmd(
     activate: Annotated[bool, typer.Option("--activate", help="Make it the active version once imported.")] = False,
 ) -> None:
     """Verify a bundle while copying it into the model store as NAME/VERSION."""
+    from appliance import admin_actions
+    from appliance.cli.actions import console_actor
+    from appliance.cli.progress import byte_progress
+
     actor, store = console_actor(), _store()
     with byte_progress("importing", _total_bytes(folder)) as advance:
         vb = admin_actions.import_bundle(
@@ -152,6 +177,10 @@ def import_cmd(
 @app.command("list")
 def list_cmd() -> None:
     """The bundles in the model store."""
+    from rich.table import Table
+
+    from appliance.cli.tables import print_table
+
     table = Table("name", "version", "active", "variant", "profile", "size", "created")
     for b in _store().list():
         table.add_row(
@@ -169,6 +198,9 @@ def list_cmd() -> None:
 @app.command()
 def activate(name: str, version: str, trust: TrustOpt = None) -> None:
     """Serve NAME at VERSION (verified again first)."""
+    from appliance import admin_actions
+    from appliance.cli.actions import console_actor
+
     admin_actions.activate_bundle(console_actor(), _store(), name, version, _trusted(trust))
     typer.echo(f"active {name} {version}")
 
@@ -176,6 +208,9 @@ def activate(name: str, version: str, trust: TrustOpt = None) -> None:
 @app.command()
 def remove(name: str, version: str) -> None:
     """Delete an inactive version from the store."""
+    from appliance import admin_actions
+    from appliance.cli.actions import console_actor
+
     admin_actions.remove_bundle(console_actor(), _store(), name, version)
     typer.echo(f"removed {name} {version}")
 
@@ -190,6 +225,9 @@ def build(
     key: Annotated[Path | None, typer.Option(help="Sign with this private key.")] = None,
 ) -> None:
     """Convert a published gpt-oss checkpoint into a (signed) bundle. Needs the build extra."""
+    from appliance.bundles.metadata import BundleError
+    from appliance.signing import keys
+
     try:
         from appliance.bundles.build import build_bundle
     except ImportError as exc:

@@ -9,22 +9,12 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from appliance import admin_actions
-from appliance.backup.sealed import read_passphrase
-from appliance.bundles.metadata import APPLIANCE_VERSION
-from appliance.cli.actions import console_actor
-from appliance.cli.tables import print_table
-from appliance.cluster import head_units
-from appliance.cluster import invite as joinfile
-from appliance.cluster.ca import RAY_PORT, Cluster, Member, check_addresses, check_name
-from appliance.cluster.ray_tls import ensure_token
-from appliance.config import get_settings
+if TYPE_CHECKING:
+    from appliance.cluster.ca import Cluster, Member
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -32,11 +22,17 @@ Addresses = Annotated[list[str], typer.Option("--address", help="An IP address R
 
 
 def _cluster() -> Cluster:
+    from appliance.cluster.ca import Cluster
+    from appliance.config import get_settings
+
     return Cluster(get_settings().keys_dir / "cluster")
 
 
 def _units_follow(cluster: Cluster) -> None:
     """The head's units' environment and firewall files, after a change (cluster/head_units.py)."""
+    from appliance.cluster import head_units
+    from appliance.config import get_settings
+
     head_units.write(cluster, get_settings().keys_dir / "ray_auth_token")
     typer.echo(
         "as root: systemctl daemon-reload && systemctl restart appliance-ray-head appliance-serve (systemd "
@@ -49,10 +45,19 @@ def _units_follow(cluster: Cluster) -> None:
 def init(
     address: Addresses,
     name: Annotated[str | None, typer.Option(help="The head's node name; default: this host's name.")] = None,
-    port: Annotated[int, typer.Option(min=1, max=65535, help="The port workers join (Ray's GCS).")] = RAY_PORT,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="The port workers join (Ray's GCS); default 6379.")
+    ] = None,
 ) -> None:
     """Make the cluster CA and the head's node certificate: from its next start the head's Ray listens on
     the first --address with mutual TLS and the token."""
+    from appliance import admin_actions
+    from appliance.cli.actions import console_actor
+    from appliance.cluster.ca import RAY_PORT, check_addresses, check_name
+    from appliance.cluster.ray_tls import ensure_token
+    from appliance.config import get_settings
+
+    port = RAY_PORT if port is None else port
     node = check_name(name or socket.gethostname().split(".")[0].lower())
     ensure_token(get_settings().keys_dir / "ray_auth_token")
     cluster = _cluster()
@@ -70,6 +75,14 @@ def invite(
     out: Annotated[Path | None, typer.Option(help="The join file to write; default NAME.join.")] = None,
 ) -> None:
     """Write a join file for one host (`install.sh --role worker --join FILE`) and print its fingerprint."""
+    from appliance import admin_actions
+    from appliance.backup.sealed import read_passphrase
+    from appliance.bundles.metadata import APPLIANCE_VERSION
+    from appliance.cli.actions import console_actor
+    from appliance.cluster import invite as joinfile
+    from appliance.cluster.ca import check_addresses, check_name
+    from appliance.config import get_settings
+
     cluster, settings = _cluster(), get_settings()
     passphrase = read_passphrase(passphrase_file)
     addresses = check_addresses(address)
@@ -104,6 +117,11 @@ def list_nodes(
 ) -> None:
     """The head and its workers, and the revoked certificates; with --live what Ray says of each, and any node
     Ray lists that is no member (it would have to hold a cluster certificate and the token)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from appliance.cli.tables import print_table
+
     state = _cluster().state()
     nodes = _live_nodes(state.head, state.port) if live else {}
     table = Table("name", "role", "addresses", "serial", "certificate", "issued", "state", *(_LIVE if live else ()))
@@ -123,6 +141,7 @@ _LIVE = ("health", "CPUs", "GPUs")
 
 def _live_nodes(head: str, port: int) -> dict[str, dict]:
     """Ray's nodes by address, asked of the head's GCS with this appliance's own TLS and token (a driver)."""
+    from appliance.config import get_settings
     from appliance.serving.ray_env import airgap_environment
 
     settings = get_settings()
@@ -150,6 +169,9 @@ def _live_cells(node: dict | None) -> list[str]:
 @app.command()
 def remove(name: Annotated[str, typer.Argument(help="The node to remove.")]) -> None:
     """Revoke a node's certificate: it goes on the revocation list and out of the members' firewall."""
+    from appliance import admin_actions
+    from appliance.cli.actions import console_actor
+
     cluster = _cluster()
     member = admin_actions.remove_node(console_actor(), cluster, name)
     _units_follow(cluster)

@@ -6,15 +6,15 @@ from typing import Annotated
 
 import typer
 
-from appliance import db
-from appliance.config import get_settings
-
 app = typer.Typer(no_args_is_help=True)
 
 
 @app.command()
 def upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
     """Create or migrate the tables up to REVISION."""
+    from appliance import db
+    from appliance.config import get_settings
+
     db.upgrade(get_settings().database_url, revision)
     typer.echo(f"database at revision {db.current_revision(get_settings().database_url)}")
 
@@ -22,6 +22,9 @@ def upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = 
 @app.command()
 def downgrade(revision: Annotated[str, typer.Argument(help="Target revision; `base` drops every table.")]) -> None:
     """Migrate the tables down to REVISION."""
+    from appliance import db
+    from appliance.config import get_settings
+
     db.downgrade(get_settings().database_url, revision)
     typer.echo(f"database at revision {db.current_revision(get_settings().database_url) or 'base'}")
 
@@ -29,4 +32,7 @@ def downgrade(revision: Annotated[str, typer.Argument(help="Target revision; `ba
 @app.command()
 def current() -> None:
     """Print the revision the database is at."""
+    from appliance import db
+    from appliance.config import get_settings
+
     typer.echo(db.current_revision(get_settings().database_url) or "base")

@@ -12,24 +12,29 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import typer
-from sqlalchemy.orm import Session
 
-from appliance import admin_actions, apikeys
-from appliance.bundles import BundleMetadata, BundleStore, trusted_keys
-from appliance.cli.actions import console_actor
-from appliance.cli.serve import serve
-from appliance.config import Settings, get_settings
-from appliance.db import make_engine, upgrade
 from appliance.errors import ApplianceError
-from appliance.signing import keys
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from appliance.config import Settings
 
 DEMO_KEY_NAME = "demo-admin"
 
 
 def demo() -> None:
     """Set up the demo model and an admin key, print working examples, and serve."""
+    from appliance import admin_actions
+    from appliance.bundles import BundleMetadata, BundleStore, trusted_keys
+    from appliance.cli.actions import console_actor
+    from appliance.cli.serve import serve
+    from appliance.config import get_settings
+    from appliance.db import upgrade
+
     settings = get_settings()
     upgrade(settings.database_url)
     bundle = _demo_bundle(settings)
@@ -53,6 +58,9 @@ def _demo_bundle(settings: Settings):
         raise ApplianceError(
             f"the demo model is not part of this install: run `make run` from a checkout ({exc.name} is missing)"
         ) from exc
+    from appliance import admin_actions
+    from appliance.cli.actions import console_actor
+    from appliance.signing import keys
 
     key_path = settings.keys_dir / "demo-publisher.key"
     if not key_path.exists():
@@ -63,6 +71,12 @@ def _demo_bundle(settings: Settings):
 
 
 def _fresh_admin_key(settings: Settings) -> str:
+    from sqlalchemy.orm import Session
+
+    from appliance import admin_actions, apikeys
+    from appliance.cli.actions import console_actor
+    from appliance.db import make_engine
+
     engine = make_engine(settings.database_url)
 
     def sessions() -> Session:

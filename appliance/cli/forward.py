@@ -7,12 +7,7 @@ import signal
 import threading
 
 import typer
-from rich.table import Table
 
-from appliance.audit import forward
-from appliance.cli.tables import print_table
-from appliance.config import get_settings
-from appliance.db import make_engine, require_tables
 from appliance.errors import ApplianceError
 
 app = typer.Typer(no_args_is_help=True)
@@ -22,6 +17,10 @@ app = typer.Typer(no_args_is_help=True)
 def run() -> None:
     """Send every audit record and checkpoint to the collectors in `audit_forward`, until stopped (the
     appliance-audit-forward systemd unit runs this: one per appliance, whatever the gateway's replicas)."""
+    from appliance.audit import forward
+    from appliance.config import get_settings
+    from appliance.db import make_engine, require_tables
+
     settings = get_settings()
     if not settings.audit_forward:
         typer.echo("no collectors in audit_forward: nothing to forward")
@@ -53,6 +52,13 @@ def run() -> None:
 def status() -> None:
     """Each collector's delivered seq, lag (records not yet delivered) and last error; exits 1 when one has
     an error or is more than `audit_forward_lag_warning` records behind."""
+    from rich.table import Table
+
+    from appliance.audit import forward
+    from appliance.cli.tables import print_table
+    from appliance.config import get_settings
+    from appliance.db import make_engine, require_tables
+
     settings = get_settings()
     if not settings.audit_forward:
         typer.echo("no collectors in audit_forward")

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
-from sqlalchemy.orm import Session
 
-from appliance import admin_actions, apikeys
-from appliance.cli.actions import console_actor
-from appliance.cli.tables import print_table
-from appliance.config import get_settings
-from appliance.db import make_engine, require_tables
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 app = typer.Typer(no_args_is_help=True)
 
 
 def _session() -> Session:
+    from sqlalchemy.orm import Session
+
+    from appliance.config import get_settings
+    from appliance.db import make_engine, require_tables
+
     engine = make_engine(get_settings().database_url)
     require_tables(engine, "api_keys")
     return Session(engine, expire_on_commit=False)
@@ -31,6 +31,9 @@ def create(
     expires: Annotated[datetime | None, typer.Option(help="Expiry date (UTC), e.g. 2027-06-30.")] = None,
 ) -> None:
     """Create a key and print it once (it is stored only as a hash)."""
+    from appliance import admin_actions
+    from appliance.cli.actions import console_actor
+
     expires_at = expires.replace(tzinfo=UTC) if expires and not expires.tzinfo else expires
     token, info = admin_actions.create_key(console_actor(), _session, name, role, expires_at)
     typer.echo(token)
@@ -40,6 +43,11 @@ def create(
 @app.command("list")
 def list_cmd() -> None:
     """Every key with its role and status (never the secret)."""
+    from rich.table import Table
+
+    from appliance import apikeys
+    from appliance.cli.tables import print_table
+
     table = Table("id", "name", "role", "status", "created", "expires")
     with _session() as session:
         for k in apikeys.list_keys(session):
@@ -57,5 +65,8 @@ def list_cmd() -> None:
 @app.command()
 def revoke(key_id: str) -> None:
     """Revoke a key at once."""
+    from appliance import admin_actions
+    from appliance.cli.actions import console_actor
+
     info = admin_actions.revoke_key(console_actor(), _session, key_id)
     typer.echo(f"revoked {info.key_id} ({info.name})")

@@ -8,10 +8,6 @@ from typing import Annotated
 
 import typer
 
-from appliance.cli.progress import byte_progress
-from appliance.config import get_settings
-from appliance.media.manifest import MediaError
-
 app = typer.Typer(no_args_is_help=True)
 
 _UNITS = {
@@ -34,6 +30,8 @@ def parse_size(text: str) -> int:
     """`3.9GiB`, `500MB`, `1048576`: binary units are powers of 1024, decimal ones of 1000."""
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
     if not m or m.group(2).lower() not in _UNITS:
+        from appliance.media.manifest import MediaError
+
         raise MediaError(f"cannot read size {text!r} (examples: 3.9GiB, 500MB, 1048576)")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
@@ -69,6 +67,7 @@ def build(
     ] = 0,
 ) -> None:
     """Build signed offline media on a connected machine."""
+    from appliance.config import get_settings
     from appliance.media.build import BuildInputs, build_media
     from appliance.signing import keys
 
@@ -106,6 +105,8 @@ def verify(
     ] = None,
 ) -> None:
     """Check the signature, then every file and part by size and SHA-256. Writes nothing."""
+    from appliance.cli.progress import byte_progress
+    from appliance.config import get_settings
     from appliance.media.verify import media_key, read_manifest, stored_bytes, verify_media
     from appliance.signing import keys
 

@@ -7,11 +7,7 @@ from typing import Annotated
 
 import typer
 
-from appliance.config import get_settings
 from appliance.errors import ApplianceError
-from appliance.files import read_small
-from appliance.policy import PolicySet
-from appliance.policy.pack import seeded
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -21,6 +17,9 @@ PackDir = Annotated[Path | None, typer.Argument(help="Policy pack folder (defaul
 @app.command()
 def check(directory: PackDir = None) -> None:
     """Validate a pack (and its signature when required) and print its revision."""
+    from appliance.config import get_settings
+    from appliance.policy import PolicySet
+
     policy = PolicySet.from_settings(get_settings(), directory)
     signed = f", signed by key {policy.signed_by[:16]}" if policy.signed_by else ", unsigned"
     typer.echo(f"ok: {policy.pack.pack.name} version {policy.version}{signed}")
@@ -38,6 +37,9 @@ def test(
     ] = False,
 ) -> None:
     """Run the test cases under DIR/tests against the pack, like `opa test`."""
+    from appliance.config import get_settings
+    from appliance.policy import PolicySet
+    from appliance.policy.pack import seeded
     from appliance.policy.testing import run_tests
 
     settings = get_settings()
@@ -89,6 +91,10 @@ def reload(
 ) -> None:
     """Validate the configured pack here, then ask the running gateway to put it in force."""
     import httpx
+
+    from appliance.config import get_settings
+    from appliance.files import read_small
+    from appliance.policy import PolicySet
 
     settings = get_settings()
     policy = PolicySet.from_settings(settings)

@@ -9,12 +9,6 @@ from typing import Annotated
 
 import typer
 
-from appliance.admin_actions import record_first
-from appliance.cli.actions import console_actor
-from appliance.config import get_settings
-from appliance.db import make_engine, require_tables
-from appliance.responses_store import DAY_S, ResponseStore
-
 app = typer.Typer(no_args_is_help=True)
 
 
@@ -25,6 +19,12 @@ def prune(
     ] = None,
 ) -> None:
     """Delete every stored response made more than the retention (or --older-than-days) ago."""
+    from appliance.admin_actions import record_first
+    from appliance.cli.actions import console_actor
+    from appliance.config import get_settings
+    from appliance.db import make_engine, require_tables
+    from appliance.responses_store import DAY_S, ResponseStore
+
     settings = get_settings()
     days = settings.responses_retention_days if older_than_days is None else older_than_days
     before = time.time() - days * DAY_S

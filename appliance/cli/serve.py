@@ -6,24 +6,25 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import socket
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import structlog
 import typer
 
-from appliance.config import Settings, get_settings
-from appliance.serving.netns import bind_listener, enter_private_network
-from appliance.serving.ray_env import cluster_of, start_ray
-from appliance.tls.front import Front, FrontLimits
-from appliance.tls.listen import plan
+if TYPE_CHECKING:
+    import socket
 
-log = structlog.get_logger()
+    from appliance.config import Settings
 
 
 def serve() -> None:
     """Start the appliance: verify and load the active bundles, serve the API until Ctrl-C or SIGTERM."""
+    from appliance.config import get_settings
+    from appliance.serving.ray_env import start_ray
+    from appliance.tls.front import Front, FrontLimits
+    from appliance.tls.listen import plan
+
     settings = get_settings()
     listen = plan(settings)  # first: a refused address or certificate costs nothing
     listener = _private_network(settings)
@@ -69,10 +70,15 @@ def serve() -> None:
 def _private_network(settings: Settings) -> socket.socket | None:
     """Bind the API on the host, then move into Ray's private network; the bound socket (the front accepts
     on it and attests each client's address), or None where Ray stays on the host's network."""
+    import structlog
+
+    from appliance.serving.netns import bind_listener, enter_private_network
+    from appliance.serving.ray_env import cluster_of
+
     cluster = cluster_of(settings)  # a cluster head: Ray on the site address, its peers need TLS and the token
     if settings.ray_address or settings.ray_network == "host" or cluster is not None:
         if not settings.ray_address and cluster is None:
-            log.warning(
+            structlog.get_logger().warning(
                 "Ray runs on the host's network: close its ports below Ray (a firewall, systemd's "
                 "IPAddressDeny), or any host that reaches them can run code"
             )

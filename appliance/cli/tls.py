@@ -8,12 +8,7 @@ from typing import Annotated
 
 import typer
 
-from appliance.admin_actions import record_first
-from appliance.cli.actions import console_actor
-from appliance.config import get_settings
 from appliance.errors import ApplianceError
-from appliance.tls import certs
-from appliance.tls.listen import key_password, tls_dir, tls_files
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -28,6 +23,8 @@ def self_signed(
     force: Annotated[bool, typer.Option(help="Replace an installed certificate.")] = False,
 ) -> None:
     """Make and install a self-signed certificate for this host; prints the SHA-256 fingerprint to pin."""
+    from appliance.tls import certs
+
     names, addresses = certs.host_names()
     cert, key = certs.self_signed(name or names, address or addresses, days)
     _install(cert, key, None, force, "self-signed")
@@ -41,6 +38,10 @@ def install(
 ) -> None:
     """Install a site CA's certificate and key (checked to match) and optionally the client CA bundle.
     A running appliance picks the new pair up within tls_reload_seconds (rotation without restart)."""
+    from appliance.config import get_settings
+    from appliance.tls import certs
+    from appliance.tls.listen import key_password
+
     cert_pem, key_pem, _ = certs.read_pair(cert, key, key_password(get_settings()))
     ca_pem = None
     if ca is not None:
@@ -50,6 +51,12 @@ def install(
 
 
 def _install(cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None, force: bool, kind: str) -> None:
+    from appliance.admin_actions import record_first
+    from appliance.cli.actions import console_actor
+    from appliance.config import get_settings
+    from appliance.tls import certs
+    from appliance.tls.listen import tls_dir
+
     settings = get_settings()
     if settings.tls_cert is not None:
         raise ApplianceError(
@@ -75,6 +82,10 @@ def _install(cert_pem: bytes, key_pem: bytes, ca_pem: bytes | None, force: bool,
 @app.command()
 def show() -> None:
     """The certificate in use: subject, names, fingerprint, expiry and days left."""
+    from appliance.config import get_settings
+    from appliance.tls import certs
+    from appliance.tls.listen import tls_files
+
     settings = get_settings()
     files = tls_files(settings)
     if files is None:
@@ -106,6 +117,7 @@ def front(upstream: Annotated[int, typer.Option(help="Serve's HTTP port on 127.0
     import dataclasses
     import threading
 
+    from appliance.config import get_settings
     from appliance.tls.front import Front, FrontLimits
     from appliance.tls.listen import plan
 

@@ -6,12 +6,6 @@ from typing import Annotated, Literal
 
 import typer
 
-from appliance.audit import AuditLog
-from appliance.config import get_settings
-from appliance.policy.pack import PolicySet
-from appliance.usage.periods import site_zone
-from appliance.usage.report import bounds, render, usage_report
-
 app = typer.Typer(no_args_is_help=True)
 
 
@@ -24,6 +18,12 @@ def report(
 ) -> None:
     """Requests and input, output and reasoning tokens over a period, summed from the audit log's outcome
     records; groups are those of the policy pack in force."""
+    from appliance.audit import AuditLog
+    from appliance.config import get_settings
+    from appliance.policy.pack import PolicySet
+    from appliance.usage.periods import site_zone
+    from appliance.usage.report import bounds, render, usage_report
+
     settings = get_settings()
     since, until = bounds(start, end, site_zone(settings.site_timezone))
     with AuditLog.from_settings(settings) as log:

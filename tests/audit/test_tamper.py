@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from sqlalchemy import delete, insert, select, update
 
-from appliance.audit import AuditLog
+from appliance.audit import AuditLog, parallel
 from appliance.audit.chain import ROW_COLUMNS, canonical, link
 from appliance.audit.models import AuditCheckpointRow, AuditRecordRow
 from appliance.audit.signer import sign_checkpoint
@@ -15,9 +17,13 @@ from tests.audit.conftest import request_event
 R = AuditRecordRow
 
 
-@pytest.fixture
-def filled(audit_log: AuditLog) -> AuditLog:
-    """30 records, with periodic checkpoints every 10."""
+@pytest.fixture(params=["serial", "parallel"])
+def filled(request, audit_log: AuditLog, monkeypatch) -> AuditLog:
+    """30 records, with periodic checkpoints every 10; verified in one pass, or by 2 processes walking
+    stretches of 4 records (the same verdicts and messages)."""
+    if request.param == "parallel":
+        monkeypatch.setattr(parallel, "SPAN", 4)
+        monkeypatch.setattr(audit_log, "verify", functools.partial(audit_log.verify, workers=2))
     for start in (0, 10, 20):
         for i in range(start, start + 10):
             audit_log.append(request_event(i))
