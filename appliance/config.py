@@ -196,8 +196,13 @@ class Settings(BaseSettings):
     responses_store: bool = True
     responses_retention_days: int = Field(default=30, ge=1, le=36500)
 
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] = "json"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("site_timezone")
     @classmethod

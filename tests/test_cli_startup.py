@@ -67,6 +67,15 @@ def test_help_does_not_need_good_settings(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error: setting APPLIANCE_PORT")
 
 
+@pytest.mark.parametrize("level", ["LOUD", "", "info debug"])
+def test_an_unknown_log_level_is_one_line_naming_the_setting(tmp_path, level):
+    bad = run_cli("db", "current", data_dir=tmp_path / "var", offline=False, env={"APPLIANCE_LOG_LEVEL": level})
+    assert bad.returncode == 2 and bad.stderr.startswith("error: setting APPLIANCE_LOG_LEVEL")
+    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    fine = run_cli("db", "current", data_dir=tmp_path / "var", offline=False, env={"APPLIANCE_LOG_LEVEL": "debug"})
+    assert fine.returncode == 0, fine.stderr
+
+
 def test_a_command_loads_only_what_it_uses(tmp_path):
     """`bundle verify` hashes files: no database, web or model runtime comes with it."""
     proc = run_cli("bundle", "verify", "--active", offline=False, program=PROBE, data_dir=tmp_path / "var")
