@@ -397,6 +397,12 @@ class QuotaLedger:
         except Exception as exc:  # noqa: BLE001 - every waiter hears of it; the writer carries on
             log.error("quota batch failed", operations=len(ops), error=str(exc)[:300])
             failure = exc if isinstance(exc, QuotaUnavailable) else QuotaUnavailable(f"quota counters: {exc}")
+            with self._lock:  # leased budget these ops gave back is still held by its rows: the next op releases it
+                for op in ops:
+                    for lease_key, amounts in _released(op).items():
+                        owed = self._owed.setdefault(lease_key, dict.fromkeys(amounts, 0))
+                        for a, amount in amounts.items():
+                            owed[a] = owed.get(a, 0) + amount
             for op in ops:
                 op.future.set_exception(failure)
             return
