@@ -118,21 +118,18 @@ LeaseKey = tuple[CounterKey, str]  # a counter and the id of the lease row on it
 
 @dataclass
 class _Lease:
-    """This replica's lease on one counter (a `usage_reservations` row of its own): `left` is what admissions
-    may still take without the database, `spent` what settled admissions used of it (counted in `used_*`
-    already, still held by the row until the next admission the writer decides for this counter)."""
+    """This replica's lease on one counter (a `usage_reservations` row of its own, which holds `left` and
+    what the admissions taken from it hold): `left` is what admissions may still take without the database."""
 
     id: str
     quota: Quota  # the caps it was leased under: a reload that changes them sends admissions to the writer
     left: dict[str, int]  # per capped amount
-    spent: dict[str, int]
     renew_by: float  # from then on admissions go to the writer; the row lives at least a half TTL longer
     draining: bool = False  # replaced or given back: its admissions' settlements release their whole share
 
     def give_back(self) -> dict[str, int]:
         """What the row holds beyond the admissions in flight, taken off the lease (for the writer to release)."""
-        back = {a: self.left[a] + self.spent[a] for a in self.left}
-        self.left, self.spent = dict.fromkeys(back, 0), dict.fromkeys(back, 0)
+        back, self.left = self.left, dict.fromkeys(self.left, 0)
         return back
 
 
@@ -163,6 +160,7 @@ class _Settle(_Op):
     reservation: Reservation
     used: Amounts
     released: dict[LeaseKey, dict[str, int]] = field(default_factory=dict)  # leased, lease no longer live
+    consumed: dict[LeaseKey, dict[str, int]] = field(default_factory=dict)  # leased, live: its row holds it
 
 
 @dataclass(kw_only=True)
@@ -269,7 +267,7 @@ class QuotaLedger:
                 if lease is not None:  # under other caps: its row keeps its admissions in flight, the rest is owed
                     lease.draining = True
                     self._owed[(key, lease.id)] = lease.give_back()
-                self._leases[key] = _Lease(lease_id, quota, dict(slices), dict.fromkeys(slices, 0), renew_by)
+                self._leases[key] = _Lease(lease_id, quota, dict(slices), renew_by)
 
     async def reserve_async(self, quotas: Iterable[tuple[str, Quota]], want: Amounts) -> Reservation | None:
         """`reserve_future` awaited; a caller cancelled while it waits (its client left) gives back what
@@ -287,8 +285,10 @@ class QuotaLedger:
 
     def settle_future(self, reservation: Reservation, used: Amounts) -> Future:
         """Give the reservation back (unless it expired meanwhile) and count what was used. A leased one
-        hands what it did not use back to its live lease in memory; only `used` goes to the writer."""
+        hands what it did not use back to its live lease in memory; the writer moves what it used from the
+        lease row to `used_*`."""
         released: dict[LeaseKey, dict[str, int]] = {}
+        consumed: dict[LeaseKey, dict[str, int]] = {}
         if reservation.leases:
             now, held = self._clock(), reservation.held
             with self._lock:
@@ -296,11 +296,10 @@ class QuotaLedger:
                     if lease.draining or now >= lease.renew_by:  # its row may be gone: the writer checks
                         released[(key, lease.id)] = {a: held.of(a) for a in lease.left}
                         continue
-                    for a in lease.left:
-                        consumed = min(used.of(a), held.of(a))
-                        lease.left[a] += held.of(a) - consumed
-                        lease.spent[a] += consumed
-        return self._submit(_Settle(reservation=reservation, used=used, released=released))
+                    spent = consumed[(key, lease.id)] = {a: min(used.of(a), held.of(a)) for a in lease.left}
+                    for a, amount in spent.items():
+                        lease.left[a] += held.of(a) - amount
+        return self._submit(_Settle(reservation=reservation, used=used, released=released, consumed=consumed))
 
     def reserve(self, quotas: Iterable[tuple[str, Quota]], want: Amounts) -> Reservation | None:
         return self.reserve_future(quotas, want).result()
@@ -438,6 +437,7 @@ class _Batch:
         self.leases_before: dict[LeaseKey, dict[str, int]] = {}
         self.granted: dict[CounterKey, tuple[str, Quota, dict[str, int]]] = {}  # lease id, caps, slices
         self.gone: set[LeaseKey] = set()  # lease rows expected but expired (swept)
+        self.consumed: list[dict[str, Any]] = []  # relative updates of live lease rows
 
     def apply(self, ops: list[_Op], sweep: bool) -> list[Any]:
         settles = [op for op in ops if isinstance(op, _Settle)]
@@ -463,6 +463,9 @@ class _Batch:
         for each in ops:
             for lease_key, amounts in _released(each).items():
                 self._release(lease_key, amounts)
+        for op in settles:
+            for lease_key, amounts in op.consumed.items():
+                self._consume(lease_key, amounts)
         expired = sum(1 for _, amounts in given_back if amounts["expired"])
         self._lock_buckets(
             sorted({(op.key_id, kind) for op in ops if isinstance(op, _Take | _Charge) for kind in KINDS})
@@ -482,6 +485,22 @@ class _Batch:
         }
         self.gone = set(keys) - set(found)
         self.leases, self.leases_before = found, {k: dict(v) for k, v in found.items()}
+
+    def _consume(self, lease_key: LeaseKey, amounts: dict[str, int]) -> None:
+        """What a settled leased admission used leaves its lease row (now in `used_*`). A live lease's row is
+        there and holds it (it holds what its admissions in flight hold), so it needs no reading: one
+        relative update, unless this batch has the row locked already."""
+        row = self.leases.get(lease_key)
+        for a, amount in amounts.items():
+            self.state[lease_key[0]][f"reserved_{a}"] -= amount
+            if row is not None:
+                row[a] -= amount
+        if row is None:
+            (scope, quota_id, period), lease_id = lease_key
+            self.consumed.append(
+                {"k_reservation": lease_id, "k_scope": scope, "k_quota_id": quota_id, "k_period": period}
+                | {a: amounts.get(a, 0) for a in AMOUNTS}
+            )
 
     def _release(self, lease_key: LeaseKey, amounts: dict[str, int]) -> None:
         """Leased budget back to the counter, never more than the lease row still holds."""
@@ -619,6 +638,8 @@ class _Batch:
             for (k, i), row in sorted(self.leases.items())
             if (k, i) in self.leases_before and row != self.leases_before[(k, i)]
         ]
+        if self.consumed:
+            self.conn.execute(_CONSUME_LEASE, self.consumed)
         emptied = [lease for lease in leases if not any(lease[a] for a in AMOUNTS)]
         if emptied:
             self.conn.execute(_DROP_LEASE, emptied)
@@ -675,6 +696,7 @@ _LOCK_LEASES = (
 _BY_LEASE = and_(*(_r[c] == bindparam(f"k_{c}") for c in ("reservation", "scope", "quota_id", "period")))
 _WRITE_LEASE = update(reservations).where(_BY_LEASE).values({c: bindparam(c) for c in (*AMOUNTS, "expires_at")})
 _DROP_LEASE = delete(reservations).where(_BY_LEASE)
+_CONSUME_LEASE = update(reservations).where(_BY_LEASE).values({a: _r[a] - bindparam(a) for a in AMOUNTS})
 _CREATE_BUCKETS = {
     "sqlite": sqlite.insert(buckets).on_conflict_do_nothing(),
     "postgresql": postgresql.insert(buckets).on_conflict_do_nothing(),

@@ -51,12 +51,23 @@ def quota(**caps) -> Quota:
 
 
 def in_threads(client, count: int) -> None:
-    """`client(i)` for i in range(count), all at once, each in its own thread (concurrent gateway clients)."""
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(count)]
+    """`client(i)` for i in range(count), all at once, each in its own thread (concurrent gateway clients);
+    the first assertion a client failed is raised here."""
+    failures: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            client(i)
+        except BaseException as exc:  # a thread's failure would otherwise only be printed
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if failures:
+        raise failures[0]
 
 
 def test_concurrent_admissions_on_two_replicas_never_pass_the_cap(engines):
