@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, event
+from sqlalchemy.exc import SQLAlchemyError
 
 from appliance.db import make_engine
 from appliance.policy import RateLimited
 from appliance.policy.schema import Quota, RateLimit
-from appliance.usage import Amounts, QuotaExceeded, QuotaLedger
-from appliance.usage.ledger import LEASE_SHARE
+from appliance.usage import Amounts, QuotaExceeded, QuotaLedger, QuotaUnavailable
+from appliance.usage.ledger import LEASE_SHARE, _Batch
 from appliance.usage.periods import site_zone
 from appliance.usage.tables import counters
 
@@ -349,5 +350,28 @@ def test_a_lowered_cap_applies_to_a_replica_that_holds_a_lease(engines):
         ledger.settle(reservation, Amounts(0, 64, 1))
     with pytest.raises(QuotaExceeded, match=r"128 of 150 used or reserved .* 22 left \(a request with max_tokens"):
         ledger.reserve([("key:k", quota(output_tokens=150))], Amounts(0, 64, 1))
+    (counter,) = ledger.counters("key:k").values()
+    assert (counter["used_output_tokens"], counter["reserved_output_tokens"]) == (128, 0)
+
+
+def test_leased_budget_given_back_by_a_failed_batch_is_released_later(engines, monkeypatch):
+    """A batch that fails after an admission gave back its replica's lease: the lease row still holds that
+    budget, so it is owed and released by a later batch (here `close`), never left reserved."""
+    ledger = QuotaLedger(engines(), UTC, 600)
+    scoped = [("key:k", quota(output_tokens=100_000))]
+    for _ in range(2):  # the writer leases a slice; the second fits in it
+        reservation = ledger.reserve(scoped, Amounts(0, 64, 1))
+        assert reservation is not None
+        ledger.settle(reservation, Amounts(0, 64, 1))
+    real = _Batch.apply
+
+    def fail(self, ops, sweep):
+        raise SQLAlchemyError("the database went away")
+
+    monkeypatch.setattr(_Batch, "apply", fail)
+    with pytest.raises(QuotaUnavailable):
+        ledger.reserve([("key:k", quota(output_tokens=90_000))], Amounts(0, 64, 1))  # other caps: to the writer
+    monkeypatch.setattr(_Batch, "apply", real)
+    ledger.close()
     (counter,) = ledger.counters("key:k").values()
     assert (counter["used_output_tokens"], counter["reserved_output_tokens"]) == (128, 0)
