@@ -44,6 +44,7 @@ from appliance.engine.types import (
 from appliance.policy import Decision, FilterOutput, Message, PolicyRequest, RateLimited
 from appliance.policy.classifier import Verdict, rules_for
 from appliance.policy.grants import group_of, quotas_for, rule_for
+from appliance.policy.schema import Quota
 from appliance.usage import Amounts, QuotaExceeded, QuotaUnavailable, Reservation
 
 log = structlog.get_logger()
@@ -94,9 +95,11 @@ class AuditedGeneration:
         request: GenerationRequest,
         model: ModelInfo,
         reservation: Reservation | None = None,
+        prompt_tokens: int | None = None,
     ) -> None:
         self.svc, self.caller, self.decision, self.request, self.model = svc, caller, decision, request, model
         self.reservation = reservation
+        self.prompt_tokens = prompt_tokens  # counted at admission (an input-token quota), counted once
         self.outcome = Outcome()
         self.started = time.perf_counter()
         self._raw_final: list[str] = []
@@ -215,19 +218,17 @@ class AuditedGeneration:
     async def _charge(self) -> None:
         """Token rate limit and quotas: the usage the engine reported, or, when a generation ended before
         reporting it (client gone, content filter stop), its whole allowance and its prompt as the tokenizer
-        counts it, so hanging up early never saves budget. Counted in a thread: a long prompt must not stall
-        the loop."""
+        counts it (at admission already when an input-token quota applies), so hanging up early never saves
+        budget. Counted in a thread: a long prompt must not stall the loop."""
         u = self.outcome.usage
         if u.completion_tokens:
             charged = Amounts(u.prompt_tokens, u.completion_tokens, 1)  # exactly what the outcome record holds
         elif self._engine_failed:  # the engine refused or failed it: a request, and no tokens, against quotas
             charged = Amounts(0, 0, 1)
         else:
-            try:
-                prompt = await asyncio.to_thread(prompt_size, self.request)
-            except Exception as exc:  # noqa: BLE001 - a prompt the engine refused: its allowance alone
-                log.warning("prompt not counted", request_id=self.caller.request_id, error=str(exc)[:200])
-                prompt = 0
+            prompt = self.prompt_tokens
+            if prompt is None:
+                prompt = await asyncio.to_thread(_prompt_size, self.request, self.caller.request_id)
             charged = Amounts(prompt, self.request.max_tokens, 1)
         rate_charge = self.request.max_tokens if self._engine_failed else charged.input_tokens + charged.output_tokens
         self.svc.policy.charge_tokens(self.caller.principal, rate_charge)
@@ -401,17 +402,20 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
             )
         )
         raise ApiError(429, str(exc), code="rate_limited", retry_after=exc.retry_after) from exc
-    decision, audit_decision, content = await asyncio.to_thread(_evaluate, svc, caller, spec, model)
+    (decision, audit_decision, content), request, quotas, prompt = await asyncio.to_thread(
+        _admission, svc, caller, spec, model, grammar
+    )
     key_id = caller.principal.key_id
     group = group_of(decision.policy, key_id) if decision.policy is not None else None
     scope = cache_scope(svc.settings.engine_prefix_cache_scope, key_id, group)
     verdicts: list[Verdict] = []
-    if not decision.denied:
+    if request is not None:
         texts = [m.content for m in decision.messages if m.role in _JUDGED]
         verdicts = await judged(svc.classifiers, svc.metrics, "input", decision, texts, scope)
         decision, audit_decision = _classified(decision, audit_decision, verdicts)
+        request = None if decision.denied else request
     svc.metrics.decisions.labels("input", decision.action).inc()
-    if decision.denied:
+    if request is None:
         await svc.record(
             AuditEvent(
                 event="denial",
@@ -427,9 +431,8 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
         raise ApiError(
             403, f"{decision.message or 'denied by policy'} (rule {decision.deny_rule})", code=decision.deny_rule
         )
-    request = spec.engine_request([m.content for m in decision.messages], decision.max_tokens, grammar)
     request.cache_scope = scope
-    reservation = await reserve_quota(svc, caller, decision, request, base)
+    reservation = await reserve_quota(svc, quotas, Amounts(prompt or 0, request.max_tokens, 1), base)
     try:
         await svc.record(
             AuditEvent(
@@ -445,7 +448,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
         if reservation is not None:  # refused (or cancelled) before the model ran: nothing was used
             _kept(settle_quota(svc, reservation, Amounts()))
         raise
-    return AuditedGeneration(svc, caller, decision, request, model, reservation)
+    return AuditedGeneration(svc, caller, decision, request, model, reservation, prompt)
 
 
 _JUDGED = ("user", "tool")  # the messages input classifier rules judge: what callers and tools wrote
@@ -482,21 +485,15 @@ def cache_scope(width: str, key_id: str | None, group: str | None) -> str | None
 
 
 async def reserve_quota(
-    svc: Services, caller: Caller, decision: Decision, request: GenerationRequest, base: dict[str, Any]
+    svc: Services, quotas: list[tuple[str, Quota]], want: Amounts, base: dict[str, Any]
 ) -> Reservation | None:
     """Reserve the request's prompt and `max_tokens` against its day and month quotas (policy pack), or
-    record a denial naming the quota and answer 429 `quota_exceeded` (Retry-After when it resets soon)."""
-    assert decision.policy is not None
-    quotas = quotas_for(decision.policy, caller.principal, base["model"])
+    record a denial naming the quota and answer 429 `quota_exceeded` (Retry-After when it resets soon; the
+    message says what is left, so a client can retry with a smaller `max_tokens`)."""
     if not quotas:
         return None
-
-    prompt = 0
-    if any(q.input_tokens is not None for _, q in quotas):  # counted in a thread: a long prompt takes time
-        with contextlib.suppress(Exception):  # a prompt the engine will refuse anyway
-            prompt = await asyncio.to_thread(prompt_size, request)
     try:  # the ledger's writer answers a whole batch of admissions with one commit
-        return await svc.quotas.reserve_async(quotas, Amounts(prompt, request.max_tokens, 1))
+        return await svc.quotas.reserve_async(quotas, want)
     except QuotaUnavailable as exc:
         raise _counters_down(exc) from exc
     except QuotaExceeded as exc:
@@ -512,7 +509,8 @@ async def reserve_quota(
             )
         )
         soon = exc.retry_after if exc.retry_after <= RETRY_AFTER_SOON_S else None
-        raise ApiError(429, str(exc), code="quota_exceeded", retry_after=soon) from exc
+        param = "max_tokens" if exc.amount == "output_tokens" else None
+        raise ApiError(429, str(exc), code="quota_exceeded", param=param, retry_after=soon) from exc
 
 
 def _counters_down(exc: QuotaUnavailable) -> ApiError:
@@ -540,6 +538,37 @@ def _grammar(spec: GenerationSpec) -> str | None:
     except GrammarError as exc:
         raise ApiError(400, str(exc), code="invalid_schema", param=exc.param) from exc
     return grammar
+
+
+def _admission(
+    svc: Services, caller: Caller, spec: GenerationSpec, model: ModelInfo, grammar: str | None
+) -> tuple[
+    tuple[Decision, RecordDecision, tuple[ContentMode, str, dict[str, str]]],
+    GenerationRequest | None,
+    list[tuple[str, Quota]],
+    int | None,
+]:
+    """The input decision (`_evaluate`) and, unless it denies, the engine request, the quotas it counts
+    against and, when one caps input tokens, its prompt's tokens: all in the one worker thread, so counting
+    the prompt costs no second hand-off."""
+    evaluated = _evaluate(svc, caller, spec, model)
+    decision = evaluated[0]
+    if decision.denied:
+        return evaluated, None, [], None
+    assert decision.policy is not None
+    request = spec.engine_request([m.content for m in decision.messages], decision.max_tokens, grammar)
+    quotas = quotas_for(decision.policy, caller.principal, model.name)
+    counted = any(q.input_tokens is not None for _, q in quotas)
+    return evaluated, request, quotas, _prompt_size(request, caller.request_id) if counted else None
+
+
+def _prompt_size(request: GenerationRequest, request_id: str) -> int:
+    """The prompt's tokens as the engine will count them; 0 for a prompt the engine will refuse anyway."""
+    try:
+        return prompt_size(request)
+    except Exception as exc:  # noqa: BLE001 - its allowance alone is charged
+        log.warning("prompt not counted", request_id=request_id, error=str(exc)[:200])
+        return 0
 
 
 def _evaluate(

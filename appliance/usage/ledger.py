@@ -15,6 +15,18 @@ batch that fails answers every request in it with `QuotaUnavailable` (admissions
 A replica that dies mid-request never settles: its reservations expire after `quota_reservation_ttl_s` and
 any replica's writer gives them back (it looks once a minute).
 
+Leases keep the common case off the database: when an admission leaves a quota far from its cap, the
+writer also reserves for this replica a slice of what is left (1/`LEASE_SHARE` of it, at least this
+request's worth) as one more `usage_reservations` row, the replica's lease on that counter. Later
+admissions that fit in the replica's leases are decided in memory, with no transaction; their settlement
+moves what they used from the lease to `used_*` (batched, as before) and what they did not use back into
+the lease. A lease is a reservation like any other, so used + reserved never passes a cap, across any
+number of replicas. The price is early refusals near a cap: a request can be refused while other replicas
+hold leased budget they have not used, at most 1/`LEASE_SHARE` of what was left when each lease was taken
+(an admission that does not fit its own replica's lease first gives that lease back, and near the cap no
+lease is granted, so every admission there is decided against the rows). A lease is renewed by its use and
+given back by `close`; a crashed replica's lease expires like its reservations.
+
 The per-minute rate limits (token buckets, `policy.ratelimit`) are kept here too, in `rate_buckets`, by the
 same writer: the gateway's `PolicyEngine.limiter` is its ledger, so every replica draws on one bucket.
 """
@@ -32,6 +44,7 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -43,7 +56,7 @@ from appliance.errors import ApplianceError
 from appliance.policy.errors import RateLimited
 from appliance.policy.ratelimit import KINDS, charged, take
 from appliance.policy.schema import Quota, RateLimit
-from appliance.usage.periods import window
+from appliance.usage.periods import Period, Window, window
 from appliance.usage.tables import AMOUNTS, buckets, counters, reservations
 
 log = structlog.get_logger()
@@ -52,6 +65,7 @@ BATCH_MAX = 512  # operations per transaction
 SETTLE_WAIT_S = 0.05  # a batch of settlements and charges only waits this long for company
 IDLE_EXIT_S = 5.0  # the writer thread ends when idle this long (started again on demand)
 KNOWN_MAX = 100_000  # rows remembered as existing
+LEASE_SHARE = 16  # a replica leases at most this fraction (1/16) of what a quota has left
 CounterKey = tuple[str, str, str]  # scope, quota id, period label
 _COLUMNS = tuple(f"{kind}_{a}" for kind in ("used", "reserved") for a in AMOUNTS)
 
@@ -81,12 +95,17 @@ class QuotaExceeded(ApplianceError):
         now: datetime,
     ) -> None:
         self.rule_id = f"quota.{quota.id}"
+        self.amount = amount
         self.resets_at = resets_at
         self.retry_after = max(0.0, (resets_at - now).total_seconds())
+        self.left = max(0, cap - taken)
+        # Refused, never shortened (a silently shorter answer would be wrong); what is left tells the client
+        # the max_tokens that would fit now.
+        hint = f" (a request with max_tokens <= {self.left} fits)" if amount == "output_tokens" and self.left else ""
         super().__init__(
             f"quota {quota.id} ({scope}: {amount.replace('_', ' ')} per {quota.period}) exceeded: "
-            f"{taken} of {cap} used or reserved and this request needs {wanted}; it resets at "
-            f"{resets_at.isoformat()}"
+            f"{taken} of {cap} used or reserved and this request needs {wanted}; {self.left} left{hint}; "
+            f"it resets at {resets_at.isoformat()}"
         )
 
 
@@ -94,10 +113,32 @@ class QuotaUnavailable(ApplianceError):
     """The counters cannot be read or written: admissions that count against a quota fail closed."""
 
 
+LeaseKey = tuple[CounterKey, str]  # a counter and the id of the lease row on it
+
+
+@dataclass
+class _Lease:
+    """This replica's lease on one counter (a `usage_reservations` row of its own, which holds `left` and
+    what the admissions taken from it hold): `left` is what admissions may still take without the database."""
+
+    id: str
+    quota: Quota  # the caps it was leased under: a reload that changes them sends admissions to the writer
+    left: dict[str, int]  # per capped amount
+    renew_by: float  # from then on admissions go to the writer; the row lives at least a half TTL longer
+    draining: bool = False  # replaced or given back: its admissions' settlements release their whole share
+
+    def give_back(self) -> dict[str, int]:
+        """What the row holds beyond the admissions in flight, taken off the lease (for the writer to release)."""
+        back, self.left = self.left, dict.fromkeys(self.left, 0)
+        return back
+
+
 @dataclass(frozen=True)
 class Reservation:
     id: str
     counters: tuple[CounterKey, ...]
+    leases: tuple[_Lease, ...] = ()  # admitted from this replica's leases (one per counter): no row of its own
+    held: Amounts = Amounts()  # what a leased admission took from its leases
 
 
 @dataclass(kw_only=True)
@@ -110,12 +151,21 @@ class _Reserve(_Op):
     wanted: dict[CounterKey, tuple[Quota, datetime]]
     want: Amounts
     moment: datetime
+    returned: dict[LeaseKey, dict[str, int]]  # this replica's leased budget on these counters, given back
+    current: dict[CounterKey, str]  # the lease a grant tops up (a new one is made for the other counters)
 
 
 @dataclass(kw_only=True)
 class _Settle(_Op):
     reservation: Reservation
     used: Amounts
+    released: dict[LeaseKey, dict[str, int]] = field(default_factory=dict)  # leased, lease no longer live
+    consumed: dict[LeaseKey, dict[str, int]] = field(default_factory=dict)  # leased, live: its row holds it
+
+
+@dataclass(kw_only=True)
+class _Return(_Op):
+    returned: dict[LeaseKey, dict[str, int]]
 
 
 @dataclass(kw_only=True)
@@ -142,21 +192,82 @@ class QuotaLedger:
         self._engine, self._zone, self._ttl_s, self._clock = engine, zone, ttl_s, clock
         self._last_sweep = float("-inf")
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the writer's start and every lease's figures
         self._writer: threading.Thread | None = None
         self._known: set[tuple] = set()  # counter and bucket rows known to exist (only the writer uses it)
+        self._leases: dict[CounterKey, _Lease] = {}
+        self._owed: dict[LeaseKey, dict[str, int]] = {}  # replaced leases' budget, released with the next op
 
     # -- the API: futures for asyncio callers, blocking calls for everyone else -------------------------
     def reserve_future(self, quotas: Iterable[tuple[str, Quota]], want: Amounts) -> Future:
         """A future of the `Reservation` (None when no quota applies), or of `QuotaExceeded`."""
-        moment = datetime.fromtimestamp(self._clock(), UTC)
+        now = self._clock()
         wanted: dict[CounterKey, tuple[Quota, datetime]] = {}
         for scope, quota in quotas:
-            w = window(moment, quota.period, self._zone)
+            w = _window(int(now // 60), quota.period, self._zone)
             wanted[(scope, quota.id, w.label)] = (quota, w.resets_at)
         if not wanted:
-            return _done()
-        return self._submit(_Reserve(wanted=wanted, want=want, moment=moment))
+            return _done(None)
+        with self._lock:
+            leased = self._from_leases(wanted, want, now)
+            if leased is not None:
+                return _done(leased)
+            returned, current = self._take_back(wanted)
+        moment = datetime.fromtimestamp(now, UTC)
+        return self._submit(_Reserve(wanted=wanted, want=want, moment=moment, returned=returned, current=current))
+
+    def _from_leases(self, wanted: dict[CounterKey, tuple[Quota, datetime]], want: Amounts, now: float) -> Any:
+        """An admission decided in memory: every counter has a live lease under the same caps with room."""
+        leases = []
+        for key, (quota, _) in wanted.items():
+            lease = self._leases.get(key)
+            if lease is None or lease.draining or now >= lease.renew_by or lease.quota != quota:
+                return None
+            if any(left < want.of(a) for a, left in lease.left.items()):
+                return None
+            leases.append(lease)
+        for lease in leases:
+            for a in lease.left:
+                lease.left[a] -= want.of(a)
+        return Reservation("", tuple(wanted), tuple(leases), want)
+
+    def _take_back(
+        self, wanted: dict[CounterKey, tuple[Quota, datetime]]
+    ) -> tuple[dict[LeaseKey, dict[str, int]], dict[CounterKey, str]]:
+        """For an admission the writer decides: this replica's unused leased budget on its counters (so it
+        counts as free), and the leases a grant may top up (live, under the same caps)."""
+        returned: dict[LeaseKey, dict[str, int]] = {}
+        current: dict[CounterKey, str] = {}
+        for key, (quota, _) in wanted.items():
+            for owed in [k for k in self._owed if k[0] == key]:
+                returned[owed] = self._owed.pop(owed)
+            lease = self._leases.get(key)
+            if lease is not None:
+                returned[(key, lease.id)] = lease.give_back()
+                if not lease.draining and lease.quota == quota:
+                    current[key] = lease.id
+        return returned, current
+
+    def _granted(self, granted: dict[CounterKey, tuple[str, Quota, dict[str, int]]], gone: set[LeaseKey]) -> None:
+        """After a commit: leases granted or topped up, and leases whose row is gone (expired) retired."""
+        renew_by = self._clock() + self._ttl_s / 2
+        with self._lock:
+            for key, lease_id in gone:
+                lease = self._leases.get(key)
+                if lease is not None and lease.id == lease_id:
+                    lease.draining = True
+                    del self._leases[key]
+            for key, (lease_id, quota, slices) in granted.items():
+                lease = self._leases.get(key)
+                if lease is not None and lease.id == lease_id:
+                    for a, amount in slices.items():
+                        lease.left[a] += amount
+                    lease.renew_by = renew_by
+                    continue
+                if lease is not None:  # under other caps: its row keeps its admissions in flight, the rest is owed
+                    lease.draining = True
+                    self._owed[(key, lease.id)] = lease.give_back()
+                self._leases[key] = _Lease(lease_id, quota, dict(slices), renew_by)
 
     async def reserve_async(self, quotas: Iterable[tuple[str, Quota]], want: Amounts) -> Reservation | None:
         """`reserve_future` awaited; a caller cancelled while it waits (its client left) gives back what
@@ -173,8 +284,22 @@ class QuotaLedger:
             self.settle_future(future.result(), Amounts())
 
     def settle_future(self, reservation: Reservation, used: Amounts) -> Future:
-        """Give the reservation back (unless it expired meanwhile) and count what was used."""
-        return self._submit(_Settle(reservation=reservation, used=used))
+        """Give the reservation back (unless it expired meanwhile) and count what was used. A leased one
+        hands what it did not use back to its live lease in memory; the writer moves what it used from the
+        lease row to `used_*`."""
+        released: dict[LeaseKey, dict[str, int]] = {}
+        consumed: dict[LeaseKey, dict[str, int]] = {}
+        if reservation.leases:
+            now, held = self._clock(), reservation.held
+            with self._lock:
+                for key, lease in zip(reservation.counters, reservation.leases, strict=True):
+                    if lease.draining or now >= lease.renew_by:  # its row may be gone: the writer checks
+                        released[(key, lease.id)] = {a: held.of(a) for a in lease.left}
+                        continue
+                    spent = consumed[(key, lease.id)] = {a: min(used.of(a), held.of(a)) for a in lease.left}
+                    for a, amount in spent.items():
+                        lease.left[a] += held.of(a) - amount
+        return self._submit(_Settle(reservation=reservation, used=used, released=released, consumed=consumed))
 
     def reserve(self, quotas: Iterable[tuple[str, Quota]], want: Amounts) -> Reservation | None:
         return self.reserve_future(quotas, want).result()
@@ -186,7 +311,7 @@ class QuotaLedger:
         """Per-minute limits: a future of taking one request and `tokens` from the key's buckets in the
         database (None), or of `RateLimited`."""
         if limit.requests_per_minute is None and limit.tokens_per_minute is None:
-            return _done()
+            return _done(None)
         return self._submit(_Take(key_id=key_id, limit=limit, tokens=tokens))
 
     def acquire(self, key_id: str, limit: RateLimit, tokens: int) -> None:
@@ -203,7 +328,16 @@ class QuotaLedger:
         return self._submit(_Sweep()).result()
 
     def close(self) -> None:
-        """Commit what is queued (settlements in flight) before the database goes away."""
+        """Give this replica's leases back and commit what is queued (settlements in flight) before the
+        database goes away."""
+        with self._lock:
+            returned = {(key, lease.id): lease.give_back() for key, lease in self._leases.items()}
+            returned |= self._owed
+            for lease in self._leases.values():
+                lease.draining = True
+            self._leases, self._owed = {}, {}
+        if returned:
+            self._submit(_Return(returned=returned))
         with contextlib.suppress(QuotaUnavailable):
             self.release_stale()
 
@@ -258,9 +392,16 @@ class QuotaLedger:
             with _write(self._engine) as conn:
                 batch = _Batch(conn, self._clock(), self._ttl_s, self._known)
                 results = batch.apply(ops, self._sweep_due())
+            self._granted(batch.granted, batch.gone)
         except Exception as exc:  # noqa: BLE001 - every waiter hears of it; the writer carries on
             log.error("quota batch failed", operations=len(ops), error=str(exc)[:300])
             failure = exc if isinstance(exc, QuotaUnavailable) else QuotaUnavailable(f"quota counters: {exc}")
+            with self._lock:  # leased budget these ops gave back is still held by its rows: the next op releases it
+                for op in ops:
+                    for lease_key, amounts in _released(op).items():
+                        owed = self._owed.setdefault(lease_key, dict.fromkeys(amounts, 0))
+                        for a, amount in amounts.items():
+                            owed[a] = owed.get(a, 0) + amount
             for op in ops:
                 op.future.set_exception(failure)
             return
@@ -292,16 +433,26 @@ class _Batch:
         self.before: dict[CounterKey, dict[str, int]] = {}
         self.buckets: dict[tuple[str, str], tuple[float, float] | None] = {}
         self.buckets_before: dict[tuple[str, str], tuple[float, float] | None] = {}
+        self.leases: dict[LeaseKey, dict[str, int]] = {}  # this replica's lease rows touched (locked)
+        self.leases_before: dict[LeaseKey, dict[str, int]] = {}
+        self.granted: dict[CounterKey, tuple[str, Quota, dict[str, int]]] = {}  # lease id, caps, slices
+        self.gone: set[LeaseKey] = set()  # lease rows expected but expired (swept)
+        self.consumed: list[dict[str, Any]] = []  # relative updates of live lease rows
 
     def apply(self, ops: list[_Op], sweep: bool) -> list[Any]:
         settles = [op for op in ops if isinstance(op, _Settle)]
+        reserves = [op for op in ops if isinstance(op, _Reserve)]
         sweeping = sweep or any(isinstance(op, _Sweep) for op in ops)
-        given_back = self._take_reservations(settles, sweeping)
-        keys = {k for op in ops if isinstance(op, _Reserve) for k in op.wanted}
+        given_back = self._take_reservations([op for op in settles if not op.reservation.leases], sweeping)
+        lease_keys = {k for op in ops for k in _released(op)} | {
+            (k, i) for op in reserves for k, i in op.current.items()
+        }
+        self._lock_leases(sorted(lease_keys))
+        keys = {k for op in reserves for k in op.wanted} | {k for k, _ in lease_keys}
         keys |= {k for op in settles for k in op.reservation.counters} | {k for k, _ in given_back}
         self._lock(sorted(keys))
-        # Settlements first, whole (reservation back and usage added together), then admissions in turn:
-        # an admission never sees a reservation given back without its usage.
+        # Settlements first, whole (reservation back and usage added together), then what leases give back,
+        # then admissions in turn: an admission never sees a reservation given back without its usage.
         for key, amounts in given_back:
             for a in AMOUNTS:
                 self.state[key][f"reserved_{a}"] -= amounts[a]
@@ -309,6 +460,12 @@ class _Batch:
             for key in op.reservation.counters:
                 for a in AMOUNTS:
                     self.state[key][f"used_{a}"] += op.used.of(a)
+        for each in ops:
+            for lease_key, amounts in _released(each).items():
+                self._release(lease_key, amounts)
+        for op in settles:
+            for lease_key, amounts in op.consumed.items():
+                self._consume(lease_key, amounts)
         expired = sum(1 for _, amounts in given_back if amounts["expired"])
         self._lock_buckets(
             sorted({(op.key_id, kind) for op in ops if isinstance(op, _Take | _Charge) for kind in KINDS})
@@ -316,6 +473,44 @@ class _Batch:
         results = [self._apply_one(op, expired) for op in ops]
         self._write_back()
         return results
+
+    def _lock_leases(self, keys: list[LeaseKey]) -> None:
+        """This replica's lease rows named by these ops, locked; one that is not there expired (swept)."""
+        found = {
+            ((row["scope"], row["quota_id"], row["period"]), row["reservation"]): {a: row[a] for a in AMOUNTS}
+            for start in range(0, len(keys), 500)
+            for row in self.conn.execute(
+                _LOCK_LEASES, {"keys": [(i, *k) for k, i in keys[start : start + 500]]}
+            ).mappings()
+        }
+        self.gone = set(keys) - set(found)
+        self.leases, self.leases_before = found, {k: dict(v) for k, v in found.items()}
+
+    def _consume(self, lease_key: LeaseKey, amounts: dict[str, int]) -> None:
+        """What a settled leased admission used leaves its lease row (now in `used_*`). A live lease's row is
+        there and holds it (it holds what its admissions in flight hold), so it needs no reading: one
+        relative update, unless this batch has the row locked already."""
+        row = self.leases.get(lease_key)
+        for a, amount in amounts.items():
+            self.state[lease_key[0]][f"reserved_{a}"] -= amount
+            if row is not None:
+                row[a] -= amount
+        if row is None:
+            (scope, quota_id, period), lease_id = lease_key
+            self.consumed.append(
+                {"k_reservation": lease_id, "k_scope": scope, "k_quota_id": quota_id, "k_period": period}
+                | {a: amounts.get(a, 0) for a in AMOUNTS}
+            )
+
+    def _release(self, lease_key: LeaseKey, amounts: dict[str, int]) -> None:
+        """Leased budget back to the counter, never more than the lease row still holds."""
+        row = self.leases.get(lease_key)
+        if row is None:  # expired: the sweep gave it back already
+            return
+        for a, amount in amounts.items():
+            freed = max(0, min(row[a], amount))
+            row[a] -= freed
+            self.state[lease_key[0]][f"reserved_{a}"] -= freed
 
     def _apply_one(self, op: _Op, expired: int) -> Any:
         if isinstance(op, _Reserve):
@@ -393,17 +588,38 @@ class _Batch:
         for key in keys:
             for a in AMOUNTS:
                 self.state[key][f"reserved_{a}"] += op.want.of(a)
-            self.new_reservations.append(
-                {
-                    "reservation": rid,
-                    "scope": key[0],
-                    "quota_id": key[1],
-                    "period": key[2],
-                    "expires_at": self.now + self.ttl_s,
-                    **{a: op.want.of(a) for a in AMOUNTS},
-                }
-            )
+            self.new_reservations.append(self._row(rid, key, {a: op.want.of(a) for a in AMOUNTS}))
+            self._lease(op, key)
         return Reservation(rid, tuple(keys))
+
+    def _lease(self, op: _Reserve, key: CounterKey) -> None:
+        """Far from the cap (each capped amount has at least `LEASE_SHARE` times this request's worth left),
+        lease this replica 1/`LEASE_SHARE` of what is left, once per counter and batch."""
+        quota = op.wanted[key][0]
+        capped = [a for a in AMOUNTS if getattr(quota, a) is not None]
+        values = self.state[key]
+        slices = {a: (getattr(quota, a) - values[f"used_{a}"] - values[f"reserved_{a}"]) // LEASE_SHARE for a in capped}
+        if key in self.granted or not capped or any(slices[a] < max(op.want.of(a), 1) for a in capped):
+            return
+        lease_id = op.current.get(key)
+        if lease_id is None or (key, lease_id) not in self.leases:
+            lease_id = uuid.uuid4().hex
+            self.leases[(key, lease_id)] = dict.fromkeys(AMOUNTS, 0)
+        row = self.leases[(key, lease_id)]
+        for a, amount in slices.items():
+            row[a] += amount
+            values[f"reserved_{a}"] += amount
+        self.granted[key] = (lease_id, quota, slices)
+
+    def _row(self, rid: str, key: CounterKey, amounts: dict[str, int]) -> dict[str, Any]:
+        return {
+            "reservation": rid,
+            "scope": key[0],
+            "quota_id": key[1],
+            "period": key[2],
+            "expires_at": self.now + self.ttl_s,
+            **amounts,
+        }
 
     def _write_back(self) -> None:
         changed = [
@@ -413,6 +629,22 @@ class _Batch:
         ]
         if changed:
             self.conn.execute(_WRITE_BACK, changed)
+        for (key, lease_id), row in sorted(self.leases.items()):
+            if (key, lease_id) not in self.leases_before:
+                self.new_reservations.append(self._row(lease_id, key, row))
+        leases = [
+            {f"k_{c}": v for c, v in zip(("reservation", "scope", "quota_id", "period"), (i, *k), strict=True)}
+            | self._row(i, k, row)
+            for (k, i), row in sorted(self.leases.items())
+            if (k, i) in self.leases_before and row != self.leases_before[(k, i)]
+        ]
+        if self.consumed:
+            self.conn.execute(_CONSUME_LEASE, self.consumed)
+        emptied = [lease for lease in leases if not any(lease[a] for a in AMOUNTS)]
+        if emptied:
+            self.conn.execute(_DROP_LEASE, emptied)
+        if len(emptied) < len(leases):
+            self.conn.execute(_WRITE_LEASE, [lease for lease in leases if any(lease[a] for a in AMOUNTS)])
         if self.new_reservations:
             self.conn.execute(_RESERVE, self.new_reservations)
         refilled = [
@@ -454,6 +686,17 @@ _WRITE_BACK = (
     .values({c: bindparam(c) for c in _COLUMNS})
 )
 _RESERVE = reservations.insert()
+_LEASE_PK = tuple_(_r.reservation, _r.scope, _r.quota_id, _r.period)
+_LOCK_LEASES = (
+    select(reservations)
+    .where(_LEASE_PK.in_(bindparam("keys", expanding=True)))
+    .order_by(_r.reservation, _r.scope, _r.quota_id, _r.period)
+    .with_for_update()
+)
+_BY_LEASE = and_(*(_r[c] == bindparam(f"k_{c}") for c in ("reservation", "scope", "quota_id", "period")))
+_WRITE_LEASE = update(reservations).where(_BY_LEASE).values({c: bindparam(c) for c in (*AMOUNTS, "expires_at")})
+_DROP_LEASE = delete(reservations).where(_BY_LEASE)
+_CONSUME_LEASE = update(reservations).where(_BY_LEASE).values({a: _r[a] - bindparam(a) for a in AMOUNTS})
 _CREATE_BUCKETS = {
     "sqlite": sqlite.insert(buckets).on_conflict_do_nothing(),
     "postgresql": postgresql.insert(buckets).on_conflict_do_nothing(),
@@ -471,10 +714,24 @@ _WRITE_BUCKETS = (
 )
 
 
-def _done() -> Future:
+def _done(result: Any) -> Future:
     done: Future = Future()
-    done.set_result(None)
+    done.set_result(result)
     return done
+
+
+def _released(op: _Op) -> dict[LeaseKey, dict[str, int]]:
+    """Leased budget an operation gives back to the counters."""
+    if isinstance(op, _Reserve | _Return):
+        return op.returned
+    return op.released if isinstance(op, _Settle) else {}
+
+
+@lru_cache(maxsize=64)
+def _window(minute: int, period: Period, zone: tzinfo) -> Window:
+    """`window` of one minute (unix time // 60): days and months turn on whole minutes in every zone in use,
+    so one computation serves every admission of that minute."""
+    return window(datetime.fromtimestamp(minute * 60, UTC), period, zone)
 
 
 @contextmanager

@@ -101,8 +101,10 @@ async def test_a_request_past_the_daily_quota_is_refused_naming_the_quota(applia
     assert error["code"] == "quota_exceeded" and error["type"] == "rate_limit_error"
     assert error["message"].startswith(
         f"quota user.daily (key:{key_id}: output tokens per day) exceeded: 183 of "
-        f"250 used or reserved and this request needs 100; it resets at "
+        f"250 used or reserved and this request needs 100; 67 left (a request with max_tokens <= 67 fits); "
+        "it resets at "
     )
+    assert error["param"] == "max_tokens"  # refused, never shortened: the client learns what would fit
     assert (await ask(appliance, token, max_tokens=60)).status_code == 200  # a smaller request still fits
     (denial,) = [r for r in records(appliance, refused.request.headers["x-request-id"])]
     assert (denial.event, denial.decision.rule_ids, denial.status, denial.error_code) == (

@@ -9,12 +9,14 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import SQLAlchemyError
 
 from appliance.db import make_engine
 from appliance.policy import RateLimited
 from appliance.policy.schema import Quota, RateLimit
-from appliance.usage import Amounts, QuotaExceeded, QuotaLedger
+from appliance.usage import Amounts, QuotaExceeded, QuotaLedger, QuotaUnavailable
+from appliance.usage.ledger import LEASE_SHARE, _Batch
 from appliance.usage.periods import site_zone
 from appliance.usage.tables import counters
 
@@ -49,6 +51,26 @@ def quota(**caps) -> Quota:
     return Quota.model_validate({"id": "lab.daily", "period": "day", **caps})
 
 
+def in_threads(client, count: int) -> None:
+    """`client(i)` for i in range(count), all at once, each in its own thread (concurrent gateway clients);
+    the first assertion a client failed is raised here."""
+    failures: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            client(i)
+        except BaseException as exc:  # a thread's failure would otherwise only be printed
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+
+
 def test_concurrent_admissions_on_two_replicas_never_pass_the_cap(engines):
     """32 clients through two ledgers (two gateway replicas, each its own engine) on one key: what is granted
     never exceeds the quota, and after every settle nothing stays reserved."""
@@ -73,11 +95,7 @@ def test_concurrent_admissions_on_two_replicas_never_pass_the_cap(engines):
             with lock:
                 granted.append(each - i % 3)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(client, 32)
     (counter,) = replicas[0].counters("key:k1").values()
     assert counter["used_output_tokens"] == sum(granted) <= cap
     assert counter["used_requests"] == len(granted) >= cap // each
@@ -245,3 +263,115 @@ def test_an_admission_whose_caller_leaves_gives_its_reservation_back(engines):
     ledger.close()  # commits what is queued
     assert all(c["reserved_output_tokens"] == 0 for c in ledger.counters("key:k").values())
     assert ledger.reserve(scoped, Amounts(0, 100, 1)) is not None
+
+
+def test_far_from_the_cap_admissions_are_decided_in_memory_and_settle_to_the_rows(engines):
+    """The first admission leases this replica a slice of what is left; the next ones fit in it and touch no
+    database at all; their settlements still count every token, and `close` gives the lease back."""
+    engine = engines()
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    ledger = QuotaLedger(engine, UTC, 3600)
+    month = Quota(id="lab.monthly", period="month", requests=10_000)
+    scoped = [("key:k", quota(output_tokens=1_000_000)), ("group:g", month)]
+    first = ledger.reserve(scoped, Amounts(0, 100, 1))
+    statements.clear()
+    later = [ledger.reserve(scoped, Amounts(0, 100, 1)) for _ in range(20)]
+    assert statements == []
+    for reservation in [first, *later]:
+        assert reservation is not None
+        ledger.settle(reservation, Amounts(7, 60, 1))
+    (key,) = ledger.counters("key:k").values()
+    assert (key["used_output_tokens"], key["used_requests"]) == (21 * 60, 21)
+    assert key["used_output_tokens"] + key["reserved_output_tokens"] <= 1_000_000
+    ledger.close()
+    (key,) = ledger.counters("key:k").values()
+    (group,) = ledger.counters("group:g").values()
+    assert (key["reserved_output_tokens"], key["reserved_requests"], group["reserved_requests"]) == (0, 0, 0)
+    assert group["used_requests"] == 21
+
+
+def test_leased_admissions_on_two_replicas_never_pass_the_cap(engines):
+    """Far more demand than budget through two replicas that lease: never past the cap, and what is refused
+    early is bounded by the other replica's lease (1/LEASE_SHARE of what was left when it was taken)."""
+    cap, each = 20_000, 100
+    replicas = [QuotaLedger(engines(), UTC, 3600) for _ in range(2)]
+    scoped = [("key:k1", quota(output_tokens=cap))]
+    granted, lock = [], threading.Lock()
+
+    def client(i: int) -> None:
+        ledger = replicas[i % 2]
+        for n in range(30):
+            try:
+                reservation = ledger.reserve(scoped, Amounts(0, each, 1))
+            except QuotaExceeded:
+                continue
+            assert reservation is not None
+            if n % 5 == 0:
+                for c in ledger.counters("key:k1").values():
+                    assert c["used_output_tokens"] + c["reserved_output_tokens"] <= cap
+            ledger.settle(reservation, Amounts(0, each, 1))
+            with lock:
+                granted.append(each)
+
+    in_threads(client, 32)
+    for ledger in replicas:
+        ledger.close()
+    (counter,) = replicas[0].counters("key:k1").values()
+    assert counter["used_output_tokens"] == sum(granted) <= cap
+    assert sum(granted) >= cap - 2 * (cap // LEASE_SHARE) - 2 * each
+    assert counter["reserved_output_tokens"] == counter["reserved_requests"] == 0
+
+
+def test_a_crashed_replicas_lease_expires_and_its_late_settlement_counts_once(engines):
+    clock = Clock(datetime(2026, 12, 1, 12, tzinfo=UTC))
+    scoped = [("key:k", quota(output_tokens=100_000))]
+    crashed = QuotaLedger(engines(), UTC, 600, clock=clock)
+    crashed.reserve(scoped, Amounts(0, 100, 1))  # decided by the writer, which leases a slice
+    leased = crashed.reserve(scoped, Amounts(0, 100, 1))  # decided in memory
+    assert leased is not None and leased.leases
+    survivor = QuotaLedger(engines(), UTC, 600, clock=clock)
+    (counter,) = survivor.counters("key:k").values()
+    assert counter["reserved_output_tokens"] > 200
+    clock.now += 601
+    assert survivor.release_stale() == 2  # the reservation and the lease
+    crashed.settle(leased, Amounts(0, 40, 1))  # it came back after all: the usage counts, nothing is freed twice
+    (counter,) = survivor.counters("key:k").values()
+    assert (counter["used_output_tokens"], counter["reserved_output_tokens"]) == (40, 0)
+
+
+def test_a_lowered_cap_applies_to_a_replica_that_holds_a_lease(engines):
+    """A reload that lowers a cap: the lease taken under the old caps admits nothing more; the admission is
+    decided against the rows, refused, and names what is left."""
+    ledger = QuotaLedger(engines(), UTC, 600)
+    for _ in range(2):
+        reservation = ledger.reserve([("key:k", quota(output_tokens=100_000))], Amounts(0, 64, 1))
+        assert reservation is not None
+        ledger.settle(reservation, Amounts(0, 64, 1))
+    with pytest.raises(QuotaExceeded, match=r"128 of 150 used or reserved .* 22 left \(a request with max_tokens"):
+        ledger.reserve([("key:k", quota(output_tokens=150))], Amounts(0, 64, 1))
+    (counter,) = ledger.counters("key:k").values()
+    assert (counter["used_output_tokens"], counter["reserved_output_tokens"]) == (128, 0)
+
+
+def test_leased_budget_given_back_by_a_failed_batch_is_released_later(engines, monkeypatch):
+    """A batch that fails after an admission gave back its replica's lease: the lease row still holds that
+    budget, so it is owed and released by a later batch (here `close`), never left reserved."""
+    ledger = QuotaLedger(engines(), UTC, 600)
+    scoped = [("key:k", quota(output_tokens=100_000))]
+    for _ in range(2):  # the writer leases a slice; the second fits in it
+        reservation = ledger.reserve(scoped, Amounts(0, 64, 1))
+        assert reservation is not None
+        ledger.settle(reservation, Amounts(0, 64, 1))
+    real = _Batch.apply
+
+    def fail(self, ops, sweep):
+        raise SQLAlchemyError("the database went away")
+
+    monkeypatch.setattr(_Batch, "apply", fail)
+    with pytest.raises(QuotaUnavailable):
+        ledger.reserve([("key:k", quota(output_tokens=90_000))], Amounts(0, 64, 1))  # other caps: to the writer
+    monkeypatch.setattr(_Batch, "apply", real)
+    ledger.close()
+    (counter,) = ledger.counters("key:k").values()
+    assert (counter["used_output_tokens"], counter["reserved_output_tokens"]) == (128, 0)
