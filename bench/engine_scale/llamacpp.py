@@ -373,8 +373,8 @@ def _session_options(settings: dict[str, str]):
 
 
 def _variant(bundle: Path, settings: dict[str, str], scratch: Path) -> Path:
-    """The bundle, or for an `accuracy_level` experiment a folder of links to it with that level set on every
-    MatMulNBits node of model.onnx (the weights are shared, not copied)."""
+    """The bundle, or for an `accuracy_level` experiment a folder of hard links to it with that level set on
+    every MatMulNBits node of model.onnx (the weights are shared, not copied)."""
     if "accuracy_level" not in settings:
         return bundle
     import onnx
@@ -384,7 +384,7 @@ def _variant(bundle: Path, settings: dict[str, str], scratch: Path) -> Path:
     folder.mkdir(exist_ok=True)
     for item in bundle.iterdir():
         if item.name != "model.onnx" and not (folder / item.name).exists():
-            (folder / item.name).symlink_to(item)
+            os.link(item, folder / item.name)  # ONNX Runtime refuses external data behind a symlink
     model = onnx.load(bundle / "model.onnx", load_external_data=False)
     for node in model.graph.node:
         if node.op_type == "MatMulNBits":
@@ -459,7 +459,7 @@ def report_lines(got: dict) -> list[str]:
 def experiment_line(got: dict, baseline: dict | None) -> str:
     """One ONNX Runtime experiment: its ratios to llama.cpp in its own run, and whether its greedy tokens are the
     baseline's (parity)."""
-    settings = ", ".join(f"{k}={v}" for k, v in got["ort"].items())
+    settings = ", ".join(f"{k}={v}" for k, v in got["ort"].items()) or "as shipped (a repeat: the noise)"
     cells = " ".join(f"{k} {v:.2f}x" for k, v in _ratios(got).items())
     parity = ""
     if baseline and got["greedy"] and baseline["greedy"]:
