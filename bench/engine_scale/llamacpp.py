@@ -289,6 +289,7 @@ def _prefill_ours(runner, cache, tokens: list[int], chunk: int) -> float:
 def measure(args: argparse.Namespace) -> dict:
     """Greedy agreement, then prefill and decode of ours and llama.cpp, alternating, in one run."""
     from appliance.engine.memory import prefill_chunk_limit
+    from appliance.engine.session import DYNAMIC_BLOCK_BASE
     from bench.engine_scale.model import bench_config, ensure_bench_bundle
     from bench.engine_scale.run import _runner
 
@@ -354,6 +355,9 @@ def measure(args: argparse.Namespace) -> dict:
         "bundle": sum(f.stat().st_size for f in bundle.iterdir() if f.name.startswith("model.onnx")),
     }
     out["ggml"], out["per_seq"] = _ggml_commit(), per_seq
+    out["engine_options"] = {
+        DYNAMIC_BLOCK_BASE: runner.session.get_session_options().get_session_config_entry(DYNAMIC_BLOCK_BASE)
+    }
     return out
 
 
@@ -459,7 +463,11 @@ def report_lines(got: dict) -> list[str]:
 def experiment_line(got: dict, baseline: dict | None) -> str:
     """One ONNX Runtime experiment: its ratios to llama.cpp in its own run, and whether its greedy tokens are the
     baseline's (parity)."""
-    settings = ", ".join(f"{k}={v}" for k, v in got["ort"].items()) or "as shipped (a repeat: the noise)"
+    settings = ", ".join(f"{k}={v}" for k, v in got["ort"].items()) or (
+        "as the engine sets it (a repeat: the noise)"
+        if got.get("engine_options")
+        else "before the engine set dynamic_block_base (a repeat: the noise)"
+    )
     cells = " ".join(f"{k} {v:.2f}x" for k, v in _ratios(got).items())
     parity = ""
     if baseline and got["greedy"] and baseline["greedy"]:
