@@ -45,7 +45,7 @@ class ModelRunner:
             options.get_session_config_entry(DYNAMIC_BLOCK_BASE)  # a caller's own setting (a bench) stays
         except RuntimeError:  # onnxruntime's answer for an entry not set
             # Threads take work in shrinking blocks instead of fixed shares, so one preempted core does not
-            # hold up the step: on a shared 2-core host it took decode from 0.42-1.33x llama.cpp's to 1.07-1.25x
+            # hold up the step: on a shared 2-core host it took decode from 0.42-1.33x llama.cpp's to 1.06-1.36x
             # (bench/engine_scale/llamacpp.py, issue 30). Scheduling only: the numbers computed are the same.
             options.add_session_config_entry(DYNAMIC_BLOCK_BASE, "4")
         if threads:
