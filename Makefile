@@ -1,5 +1,5 @@
 # The two commands of the README, and the heavier ones beside them.
-.PHONY: setup run test test-cluster bench bench-engine-scale chart-scan image
+.PHONY: setup run test test-cluster bench bench-engine-scale bench-llamacpp chart-scan image
 
 setup:
 	bash scripts/setup.sh
@@ -20,6 +20,10 @@ bench: setup
 # The engine at gpt-oss-20b's shapes (2 layers): builds the bench model once (~4 min, ~15 GB peak), then ~30 min.
 bench-engine-scale: setup
 	PYTHONPATH=$(CURDIR) .venv/bin/python -m bench.engine_scale.run all
+
+# llama.cpp as the CPU peer (issue 30); needs the llama-cpp-python sdist in var/llamacpp (see llamacpp.py)
+bench-llamacpp: setup
+	PYTHONPATH=$(CURDIR) nice -n 19 .venv/bin/python -m bench.engine_scale.llamacpp
 
 chart-scan: setup
 	bash scripts/chart_scan.sh

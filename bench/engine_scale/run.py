@@ -15,7 +15,8 @@ bench/results/engine_scale.txt):
   duel       ours and og in one process, steps alternating, so machine load hits both alike (og contexts)
   hf         transformers eager (bf16): batch 1 at the og contexts (prefilled in chunks), batch 8 at 512
   stall      Engine: 4 sequences decoding while a long prompt joins, chunked vs unchunked prefill
-  report     ratios against the goals of issue 18
+  report     ratios against the goals of issue 18 (and the llama.cpp peer's section, if
+             `python -m bench.engine_scale.llamacpp` has run: see llamacpp.py)
 
 Usage: .venv/bin/python -m bench.engine_scale.run [all|PART ...] [--layers 2] [--profile cpu-int4]
        [--contexts 512,4096,16384] [--og-contexts 512,4096,16384] [--device cpu|cuda] [--out DIR]
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.engine_scale import llamacpp
 from bench.engine_scale.model import REPO, bench_config, ensure_bench_bundle
 
 PARTS = ("bandwidth", "ours", "profile", "og", "duel", "hf", "stall")
@@ -557,7 +559,7 @@ def report(args: argparse.Namespace) -> list[str]:
             f"{per_chunk * 1000:.0f} ms (goal: max <= step + one chunk, 1.5x slack for the later chunks' "
             f"longer attention: {verdict(ok)})"
         )
-    return lines
+    return lines + llamacpp.section(args.out)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,10 +14,11 @@ from appliance.engine.session import ModelRunner
 transformers = pytest.importorskip("transformers")
 
 
-def _runner(bundle: Path) -> ModelRunner:
+def _runner(bundle: Path, options=None) -> ModelRunner:
     decoder = json.loads((bundle / "genai_config.json").read_text())["model"]["decoder"]
     window = (decoder.get("sliding_window") or {}).get("window_size")
-    return ModelRunner(bundle / "model.onnx", decoder["num_key_value_heads"], decoder["head_size"], window=window)
+    heads, size = decoder["num_key_value_heads"], decoder["head_size"]
+    return ModelRunner(bundle / "model.onnx", heads, size, window=window, options=options)
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,17 @@ def test_ragged_rows_at_20b_attention_shapes_match_transformers_and_themselves_a
     for row, (seq, n) in enumerate(zip(sequences, [280, 140])):
         alone = _decode_against(runner, [expected[row]], [seq[: n + 20]], [n], chunk=100, capacity=512)
         assert alone <= 1e-3 * scale
+
+
+def test_the_session_schedules_its_threads_dynamically(tiny_bundle):
+    """Issue 30: threads take work in shrinking blocks (session.dynamic_block_base), which kept decode steady
+    against llama.cpp on a shared host; a caller's own value is kept."""
+    import onnxruntime as ort
+
+    from appliance.engine.session import DYNAMIC_BLOCK_BASE
+
+    assert _runner(tiny_bundle).session.get_session_options().get_session_config_entry(DYNAMIC_BLOCK_BASE) == "4"
+    options = ort.SessionOptions()
+    options.add_session_config_entry(DYNAMIC_BLOCK_BASE, "2")
+    runner = _runner(tiny_bundle, options)
+    assert runner.session.get_session_options().get_session_config_entry(DYNAMIC_BLOCK_BASE) == "2"
