@@ -12,20 +12,7 @@ import base64
 import json
 from pathlib import Path
 
-from appliance.vocabulary import vocabulary_bytes
-
-# tiktoken's o200k_base pre-tokenisation pattern.
-O200K_PATTERN = "|".join(
-    [
-        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
-        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
-        r"\p{N}{1,3}",
-        r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
-        r"\s*[\r\n]+",
-        r"\s+(?!\S)",
-        r"\s+",
-    ]
-)
+from appliance.vocabulary import O200K_PATTERN, vocabulary_bytes
 
 # The harmony special tokens with their ids (o200k_harmony); every other id in 199998..201087 is reserved.
 HARMONY_SPECIALS = {

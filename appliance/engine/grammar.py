@@ -28,21 +28,9 @@ import llguidance
 import numpy as np
 
 from appliance.engine.types import EngineError
-from appliance.vocabulary import packaged_harmony, vocabulary_bytes
+from appliance.vocabulary import O200K_PATTERN, packaged_harmony, vocabulary_bytes
 
 VOCAB = 201_088  # the gpt-oss LM head's width; ids at and beyond it are never sampled
-# tiktoken's o200k_base pre-tokenisation pattern (llguidance tokenises forced text with it).
-O200K_PATTERN = "|".join(
-    [
-        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
-        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
-        r"\p{N}{1,3}",
-        r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
-        r"\s*[\r\n]+",
-        r"\s+(?!\S)",
-        r"\s+",
-    ]
-)
 MAX_SCHEMA_BYTES = 64 * 1024  # a schema is a prompt too: bigger ones are refused before compiling
 MAX_DEPTH = 32  # nesting of a schema's JSON
 _CACHE_SIZE = 256
