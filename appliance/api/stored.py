@@ -15,12 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from appliance.api.actors import audit_event
 from appliance.api.auth import Caller
 from appliance.api.errors import ApiError
 from appliance.api.items import items_of, messages_of
 from appliance.api.services import Services
 from appliance.api.wire import ResponseObject
-from appliance.audit import AuditEvent
 from appliance.engine.types import GenerationRequest
 from appliance.responses_store import ChainBroken, StoredResponse, StoreUnavailable
 
@@ -92,17 +92,7 @@ async def delete(svc: Services, caller: Caller, response_id: str) -> None:
 
 async def record(svc: Services, caller: Caller, event: str, response_id: str, **detail: str) -> None:
     """A view or deletion of a stored response, durably before it is answered or done."""
-    await svc.record(
-        AuditEvent(
-            event=event,
-            request_id=caller.request_id,
-            principal=caller.principal,
-            source=caller.source,
-            route=caller.route,
-            status=200,
-            detail={"response_id": response_id, **detail},
-        )
-    )
+    await svc.record(audit_event(caller, event, response_id=response_id, **detail))
 
 
 async def _call(fn: Callable[..., T], *args: Any) -> T:
