@@ -52,7 +52,7 @@ def check_rejoin(t: Target, join: Join) -> bool:
     folder = identity(t)
     if not (folder / "join.json").exists():
         return False
-    held = json.loads((folder / "join.json").read_text())["name"]
+    held = json.loads((folder / "join.json").read_text()).get("name")
     if held != join.name or (folder / "ca.crt").read_bytes() != join.files["ca.crt"]:
         raise MediaError(
             f"this host is already node {held} of a cluster and the join file is for {join.name}"
