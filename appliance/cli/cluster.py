@@ -226,8 +226,11 @@ def _drainer(cluster: Cluster, timeout: int) -> Callable[[Member], str]:
             return f"{member.name} not drained (--drain-timeout 0)"
         if not live_cluster.reachable(state.head, state.port):
             return f"the head's Ray does not answer at {state.head}:{state.port}: nothing drained"
-        with live_cluster.connected(state.head, state.port):
-            return live_cluster.drain(member, timeout)
+        try:
+            with live_cluster.connected(state.head, state.port):
+                return live_cluster.drain(member, timeout)
+        except Exception as exc:  # noqa: BLE001 - draining is best effort: a removal goes on, and says so
+            return f"could not drain {member.name} ({type(exc).__name__}: {str(exc)[:200]})"
 
     return drain
 

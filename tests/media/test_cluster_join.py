@@ -208,8 +208,11 @@ def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, 
         wrong.write_text("0" * 64)
         head_gcs = f"{head_ip}:6379"
         assert _gcs(net, head_gcs, tmp_path / "gone", old_token) == "accepted"
-        assert _gcs(net, head_gcs, tmp_path / "gone", wrong).startswith("refused"), "a certificate without the token"
-        assert _gcs(net, head_gcs, tmp_path / "other", old_token).startswith("refused"), "another CA's certificate"
+        without_token = _gcs(net, head_gcs, tmp_path / "gone", wrong)
+        assert without_token.startswith("refused"), "a certificate without the token"
+        other_ca = _gcs(net, head_gcs, tmp_path / "other", old_token)
+        assert other_ca.startswith("refused"), "another CA's certificate"
+        print(f"GCS, cluster certificate + wrong token: {without_token}\nGCS, another CA + the token: {other_ca}")
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:  # on the head's network: it reaches its Ray
             proc = net.run("head", [APPLIANCE, *args], clean_env(APPLIANCE_DATA_DIR=str(data)), timeout=300)
@@ -222,6 +225,7 @@ def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, 
         removed = cli("cluster", "remove", "gone", "--rejoin-dir", str(tmp_path / "rejoin"), "--passphrase-file",
                       str(tmp_path / "pass"))  # fmt: skip
         assert "gone is not running in the cluster: nothing to drain" in removed.stdout, removed.stdout
+        print(drained.strip())
         fingerprint = re.search(r"rejoin file \S+w1\.join for w1: fingerprint (\w+)", removed.stdout).group(1)
         with pytest.raises(Exception, match="revoked"):
             cluster.check_node(gone.files["node.crt"])
@@ -230,7 +234,12 @@ def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, 
         _stop_head(head)  # the head's Ray takes the new token at its restart; the worker's with it (systemd:
         net.kill_all("worker")  # the rejoin restarts its unit)
         head = _start_head(net, data, home, worker_ip, log)
-        assert _gcs(net, head_gcs, tmp_path / "gone", old_token).startswith("refused"), "the removed node, old token"
+        refused = _gcs(net, head_gcs, tmp_path / "gone", old_token)
+        assert refused.startswith("refused"), "the removed node's certificate with the old token"
+        print(f"restarted head, the removed node's certificate + the old token: {refused}")
+        # the control: Ray has no CRL, so that certificate with the new token would be let in; the removed node
+        # never receives the new token (only the remaining workers' sealed rejoin files carry it)
+        assert _gcs(net, head_gcs, tmp_path / "gone", data / "keys" / "ray_auth_token") == "accepted"
         rejoin = ["--role", "worker", "--join", str(tmp_path / "rejoin" / "w1.join"), "--join-passphrase-file",
                   str(tmp_path / "pass")]  # fmt: skip
         rejoined = _install(net, media_v1, mnt, *rejoin, *common, *user)
