@@ -106,4 +106,7 @@ def drain(member: Member, timeout: float) -> str:
             f"drained {member.name} for {took:.0f} s: {left} of {before} Serve replica(s) still on it (they end when "
             "it leaves Ray: revoked, the head restarted)"
         )
-    return f"drained {member.name}: {before} Serve replica(s) moved off it in {took:.0f} s"
+    return (
+        f"drained {member.name}: its {before} Serve replica(s) left it in {took:.0f} s (Serve starts them where "
+        "there is room)"
+    )

@@ -215,3 +215,13 @@ def test_rejoin_files_carry_the_current_version_and_token_and_unknown_names_writ
 
 def _serial(cert_pem: bytes) -> int:
     return x509.load_pem_x509_certificate(cert_pem).serial_number
+
+
+def test_drain_is_recorded_first_and_says_when_the_head_does_not_answer(head):
+    _invite(head, "w1", "10.77.0.2")
+    proc = head("cluster", "drain", "w1", "--timeout", "5")
+    assert "the head's Ray does not answer at 10.77.0.1:6379: nothing drained" in proc.stdout
+    assert _events(head)[0] == "admin.cluster_drained"
+    unknown = head("cluster", "drain", "nope", check=False)
+    assert unknown.returncode != 0 and "no member named nope" in unknown.stderr
+    assert _events(head)[0] == "admin.cluster_drained" and _events(head).count("admin.cluster_drained") == 1
