@@ -76,7 +76,7 @@ def check_workers_follow(t: Target, version: str) -> None:
     )
     if not t.args.allow_older_workers:
         raise MediaError(f"{line}; pass --allow-older-workers to upgrade the head first")
-    say(f"warning: {line}; until they rejoin from the new media they are refused at join")
+    say(f"warning: {line}; a worker still running runs the old release until it is rejoined from the new media")
 
 
 def check_version(join: Join, manifest: Manifest) -> None:
@@ -157,4 +157,4 @@ def leave(t: Target) -> None:
     if name is None:
         say("this host holds no cluster identity: nothing to leave")
     else:
-        say(f"left the cluster: on the head, `appliance cluster remove {name}` revokes its certificate")
+        say(f"left the cluster: on the head, `appliance cluster remove {name}` revokes it and rotates the Ray token")
