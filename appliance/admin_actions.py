@@ -21,6 +21,7 @@ from appliance.audit import AuditEvent
 from appliance.bundles import BundleStore, VerifiedBundle
 from appliance.bundles.metadata import BundleError, semver_key
 from appliance.cluster.ca import Cluster, Member
+from appliance.cluster.ray_tls import rotate_token
 from appliance.errors import ApplianceError
 from appliance.principal import Principal
 from appliance.signing import keys
@@ -188,24 +189,60 @@ def init_cluster(actor: Actor, cluster: Cluster, name: str, addresses: tuple[str
 
 
 def invite_node(
-    actor: Actor, cluster: Cluster, name: str, addresses: tuple[str, ...], deliver: Callable[[Member, bytes, bytes], T]
+    actor: Actor,
+    cluster: Cluster,
+    name: str,
+    addresses: tuple[str, ...],
+    version: str,
+    deliver: Callable[[Member, bytes, bytes], T],
 ) -> tuple[Member, T]:
     """A member-to-be: its certificate signed (nothing kept yet), recorded with the serial and fingerprint, then
     `deliver`ed (the join file) and only then admitted: a failed record or delivery leaves no member."""
-    member, cert_pem, key_pem = cluster.sign(name, addresses)
+    member, cert_pem, key_pem = cluster.sign(name, addresses, version)
     actor.record(
         "admin.cluster_invited",
         name=name,
         addresses=" ".join(addresses),
         serial=member.serial,
         fingerprint=member.fingerprint,
+        version=version,
     )
     delivered = deliver(member, cert_pem, key_pem)
     cluster.admit(member)
     return member, delivered
 
 
-def remove_node(actor: Actor, cluster: Cluster, name: str) -> Member:
-    """Revoke a member's certificate: recorded first; from then on it is on the revocation list."""
+def rejoin_node(
+    actor: Actor, cluster: Cluster, name: str, version: str, deliver: Callable[[Member, bytes, bytes], T]
+) -> tuple[Member, T]:
+    """A member's rejoin file (a new certificate, the current token and version): recorded with the new serial,
+    delivered, then the member's record replaced, so its old certificate belongs to no member."""
+    member, cert_pem, key_pem = cluster.reissue(name, version)
+    actor.record(
+        "admin.cluster_rejoin_issued", name=name, serial=member.serial, fingerprint=member.fingerprint, version=version
+    )
+    delivered = deliver(member, cert_pem, key_pem)
+    cluster.replace(member)
+    return member, delivered
+
+
+def drain_node(actor: Actor, cluster: Cluster, name: str, drain: Callable[[Member], T]) -> T:
+    """Ask Ray to move a member's work off it: recorded first (it changes what runs where)."""
     member = cluster.member(name)
-    return record_first(actor, "admin.cluster_removed", lambda: cluster.revoke(name), name=name, serial=member.serial)
+    return record_first(actor, "admin.cluster_drained", lambda: drain(member), name=name)
+
+
+def remove_node(
+    actor: Actor, cluster: Cluster, name: str, token: Path, drain: Callable[[Member], T]
+) -> tuple[Member, T]:
+    """Drain, revoke and rotate the Ray token, recorded first: the revocation list is the head's, the new token
+    is what makes Ray itself refuse the removed node (its certificate stays valid: Ray's TLS has no CRL)."""
+    member = cluster.removable(name)  # a refusal records nothing
+
+    def change() -> tuple[Member, T]:
+        drained = drain(member)
+        cluster.revoke(name)
+        rotate_token(token)
+        return member, drained
+
+    return record_first(actor, "admin.cluster_removed", change, name=name, serial=member.serial, token="rotated")

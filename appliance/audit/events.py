@@ -34,8 +34,10 @@ EVENTS = frozenset(
         "admin.restore",
         "admin.restored",
         "admin.tls_installed",
-        "admin.cluster_initialised",  # the cluster (admin_actions: init, invite, remove)
+        "admin.cluster_initialised",  # the cluster (admin_actions: init, invite, rejoin, drain, remove)
         "admin.cluster_invited",
+        "admin.cluster_rejoin_issued",
+        "admin.cluster_drained",
         "admin.cluster_removed",
         "session.signin",
         "session.signout",

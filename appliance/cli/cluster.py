@@ -5,9 +5,9 @@ folder, a worker's key leaves the head only sealed in its join file."""
 
 from __future__ import annotations
 
-import logging
-import os
 import socket
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -67,27 +67,18 @@ def init(
     typer.echo("restart the appliance for its Ray to take the cluster's mutual TLS", err=True)  # --no-systemd
 
 
-@app.command()
-def invite(
-    name: Annotated[str, typer.Option(help="The new node's name.")],
-    address: Addresses,
-    passphrase_file: Annotated[Path, typer.Option(help="File whose first line seals the join file.")],
-    out: Annotated[Path | None, typer.Option(help="The join file to write; default NAME.join.")] = None,
-) -> None:
-    """Write a join file for one host (`install.sh --role worker --join FILE`) and print its fingerprint."""
-    from appliance import admin_actions
-    from appliance.backup.sealed import read_passphrase
-    from appliance.bundles.metadata import APPLIANCE_VERSION
-    from appliance.cli.actions import console_actor
+Passphrase = Annotated[Path, typer.Option(help="File whose first line seals the join files.")]
+
+
+def _deliver(
+    cluster: Cluster, dest: Path, passphrase: bytes, also: tuple[str, ...] = ()
+) -> Callable[[Member, bytes, bytes], str]:
+    """Writing one member's sealed join file (`install.sh --role worker --join`): its certificate and key, the
+    CA, the head, the current Ray token and version, the members' addresses (plus `also`, a member-to-be)."""
     from appliance.cluster import invite as joinfile
-    from appliance.cluster.ca import check_addresses, check_name
     from appliance.config import get_settings
 
-    cluster, settings = _cluster(), get_settings()
-    passphrase = read_passphrase(passphrase_file)
-    addresses = check_addresses(address)
     state = cluster.state()
-    dest = out or Path(f"{check_name(name)}.join")
 
     def deliver(member: Member, cert_pem: bytes, key_pem: bytes) -> str:
         return joinfile.write(
@@ -99,80 +90,196 @@ def invite(
             ca_pem=cluster.ca_pem(),
             head=state.head,
             port=state.port,
-            token=(settings.keys_dir / "ray_auth_token").read_bytes(),
-            version=APPLIANCE_VERSION,
-            allow=sorted({*cluster.allowed_addresses(), *addresses}),
+            token=(get_settings().keys_dir / "ray_auth_token").read_bytes(),
+            version=member.version,
+            allow=sorted({*cluster.allowed_addresses(), *also}),
         )
 
-    member, fingerprint = admin_actions.invite_node(console_actor(), cluster, check_name(name), addresses, deliver)
+    return deliver
+
+
+@app.command()
+def invite(
+    name: Annotated[str, typer.Option(help="The new node's name.")],
+    address: Addresses,
+    passphrase_file: Passphrase,
+    out: Annotated[Path | None, typer.Option(help="The join file to write; default NAME.join.")] = None,
+) -> None:
+    """Write a join file for one host (`install.sh --role worker --join FILE`) and print its fingerprint."""
+    from appliance import admin_actions
+    from appliance.backup.sealed import read_passphrase
+    from appliance.bundles.metadata import APPLIANCE_VERSION
+    from appliance.cli.actions import console_actor
+    from appliance.cluster.ca import check_addresses, check_name
+
+    cluster = _cluster()
+    passphrase = read_passphrase(passphrase_file)
+    addresses = check_addresses(address)
+    dest = out or Path(f"{check_name(name)}.join")
+    deliver = _deliver(cluster, dest, passphrase, addresses)
+    member, fingerprint = admin_actions.invite_node(
+        console_actor(), cluster, check_name(name), addresses, APPLIANCE_VERSION, deliver
+    )
     _units_follow(cluster)
     typer.echo(f"join file {dest} for {member.name} ({' '.join(member.addresses)}): fingerprint {fingerprint}")
+
+
+def _rejoin_files(cluster: Cluster, names: list[str], out_dir: Path, passphrase: bytes) -> None:
+    from appliance import admin_actions
+    from appliance.bundles.metadata import APPLIANCE_VERSION
+    from appliance.cli.actions import console_actor
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        dest = out_dir / f"{name}.join"
+        deliver = _deliver(cluster, dest, passphrase)
+        member, fingerprint = admin_actions.rejoin_node(console_actor(), cluster, name, APPLIANCE_VERSION, deliver)
+        typer.echo(f"rejoin file {dest} for {member.name}: fingerprint {fingerprint}")
+    if names:
+        typer.echo(
+            "on each: install.sh --role worker --join FILE (from the head's media) replaces its token and certificate "
+            "and restarts its Ray",
+            err=True,
+        )
+
+
+@app.command()
+def rejoin(
+    names: Annotated[list[str], typer.Argument(help="The members to give a fresh join file.")],
+    out_dir: Annotated[Path, typer.Option(help="Where to write NAME.join for each.")],
+    passphrase_file: Passphrase,
+) -> None:
+    """Fresh join files for members (a new certificate, the current Ray token and version): after the head's
+    upgrade, or to finish a `remove` whose rejoin files were not all written."""
+    from appliance.backup.sealed import read_passphrase
+
+    cluster = _cluster()
+    passphrase = read_passphrase(passphrase_file)
+    for name in names:
+        cluster.member(name)  # every name checked before any file is written
+    _rejoin_files(cluster, list(dict.fromkeys(names)), out_dir, passphrase)
+    _units_follow(cluster)
 
 
 @app.command("list")
 def list_nodes(
     live: Annotated[
-        bool, typer.Option("--live", help="Also ask the running cluster (as a Ray client): health, CPUs, GPUs.")
+        bool,
+        typer.Option("--live", help="Also ask the running cluster (as a Ray client): health, CPUs, GPUs, replicas."),
     ] = False,
 ) -> None:
-    """The head and its workers, and the revoked certificates; with --live what Ray says of each, and any node
-    Ray lists that is no member (it would have to hold a cluster certificate and the token)."""
+    """The head and its workers, and the revoked certificates; with --live what Ray says of each (Serve replicas
+    on it included), and any node Ray lists that is no member (it would need a cluster certificate and the token)."""
     from rich.table import Table
     from rich.text import Text
 
     from appliance.cli.tables import print_table
 
     state = _cluster().state()
-    nodes = _live_nodes(state.head, state.port) if live else {}
-    table = Table("name", "role", "addresses", "serial", "certificate", "issued", "state", *(_LIVE if live else ()))
+    nodes, replicas = _live(state.head, state.port) if live else ({}, Counter())
+    columns = ("name", "role", "addresses", "version", "serial", "certificate", "issued", "state")
+    table = Table(*columns, *(_LIVE if live else ()))
     for members, status in ((state.members, "member"), (state.revoked, "revoked")):
         for m in members:
-            cells = [m.name, m.role, " ".join(m.addresses), m.serial, m.fingerprint[:23], m.issued, status]
+            cells = [m.name, m.role, " ".join(m.addresses), m.version or "-", m.serial, m.fingerprint[:23], m.issued]
+            cells.append(status)
             if live:
-                cells += _live_cells(next((nodes.pop(a) for a in m.addresses if a in nodes), None))
+                cells += _live_cells(next((nodes.pop(a) for a in m.addresses if a in nodes), None), replicas)
             table.add_row(*(Text(c) for c in cells))  # Text: ":AB:" in a fingerprint is no emoji code
     for address, node in nodes.items():
-        table.add_row(*(Text(c) for c in ["?", "-", address, "-", "-", "-", "NOT A MEMBER", *_live_cells(node)]))
+        cells = ["?", "-", address, "-", "-", "-", "-", "NOT A MEMBER", *_live_cells(node, replicas)]
+        table.add_row(*(Text(c) for c in cells))
     print_table(table)
 
 
-_LIVE = ("health", "CPUs", "GPUs")
+_LIVE = ("health", "CPUs", "GPUs", "replicas")
 
 
-def _live_nodes(head: str, port: int) -> dict[str, dict]:
-    """Ray's nodes by address, asked of the head's GCS with this appliance's own TLS and token (a driver)."""
-    from appliance.config import get_settings
-    from appliance.serving.ray_env import airgap_environment
+def _live(head: str, port: int) -> tuple[dict[str, dict], Counter[str]]:
+    from appliance.serving import live_cluster
 
-    settings = get_settings()
-    os.environ.update(airgap_environment(settings.model_copy(update={"ray_address": f"{head}:{port}"}), Path.home()))
-    import ray
-
-    ray.init(address=f"{head}:{port}", log_to_driver=False, logging_level=logging.ERROR)
-    try:
-        found: dict[str, dict] = {}
-        for node in ray.nodes():
-            if node["Alive"] or node["NodeManagerAddress"] not in found:
-                found[node["NodeManagerAddress"]] = node
-        return found
-    finally:
-        ray.shutdown()
+    with live_cluster.connected(head, port):
+        return live_cluster.nodes(), live_cluster.replicas()
 
 
-def _live_cells(node: dict | None) -> list[str]:
+def _live_cells(node: dict | None, replicas: Counter[str]) -> list[str]:
     if node is None:
-        return ["absent", "-", "-"]
+        return ["absent", "-", "-", "-"]
     res = node.get("Resources", {})
-    return ["alive" if node["Alive"] else "dead", f"{res.get('CPU', 0):g}", f"{res.get('GPU', 0):g}"]
+    health = "alive" if node["Alive"] else "dead"
+    return [health, f"{res.get('CPU', 0):g}", f"{res.get('GPU', 0):g}", str(replicas[node["NodeID"]])]
+
+
+DrainTimeout = Annotated[
+    int, typer.Option(min=0, help="Seconds to wait for its Serve replicas to move off it; 0: do not drain.")
+]
+
+
+def _drainer(cluster: Cluster, timeout: int) -> Callable[[Member], str]:
+    """Draining a member through the running head, or saying why nothing was drained."""
+    from appliance.serving import live_cluster
+
+    state = cluster.state()
+
+    def drain(member: Member) -> str:
+        if timeout == 0:
+            return f"{member.name} not drained (--drain-timeout 0)"
+        if not live_cluster.reachable(state.head, state.port):
+            return f"the head's Ray does not answer at {state.head}:{state.port}: nothing drained"
+        try:
+            with live_cluster.connected(state.head, state.port):
+                return live_cluster.drain(member, timeout)
+        except Exception as exc:  # noqa: BLE001 - draining is best effort: a removal goes on, and says so
+            return f"could not drain {member.name} ({type(exc).__name__}: {str(exc)[:200]})"
+
+    return drain
 
 
 @app.command()
-def remove(name: Annotated[str, typer.Argument(help="The node to remove.")]) -> None:
-    """Revoke a node's certificate: it goes on the revocation list and out of the members' firewall."""
+def drain(name: Annotated[str, typer.Argument(help="The node to drain.")], timeout: DrainTimeout = 60) -> None:
+    """Ask the running cluster to move a node's work off it (its Serve replicas start elsewhere) and take no
+    more: before stopping it for an upgrade (docs/cluster-upgrade.md). Rejoining ends it."""
     from appliance import admin_actions
     from appliance.cli.actions import console_actor
 
     cluster = _cluster()
-    member = admin_actions.remove_node(console_actor(), cluster, name)
+    typer.echo(admin_actions.drain_node(console_actor(), cluster, name, _drainer(cluster, timeout)))
+
+
+@app.command()
+def remove(
+    name: Annotated[str, typer.Argument(help="The node to remove.")],
+    rejoin_dir: Annotated[
+        Path | None, typer.Option(help="Where to write the remaining workers' rejoin files (NAME.join).")
+    ] = None,
+    passphrase_file: Annotated[Path | None, typer.Option(help="File whose first line seals the rejoin files.")] = None,
+    drain_timeout: DrainTimeout = 60,
+) -> None:
+    """Drain a node, revoke its certificate (the revocation list, the members' firewall) and rotate the Ray token,
+    so Ray itself refuses the node once the head restarts; every remaining worker gets a rejoin file."""
+    from appliance import admin_actions
+    from appliance.backup.sealed import read_passphrase
+    from appliance.cli.actions import console_actor
+    from appliance.cluster.ca import ClusterError
+    from appliance.config import get_settings
+
+    cluster = _cluster()
+    cluster.removable(name)
+    remaining = [m.name for m in cluster.workers() if m.name != name]
+    if remaining and (rejoin_dir is None or passphrase_file is None):
+        raise ClusterError(
+            f"{', '.join(remaining)} remain and the Ray token is rotated: give --rejoin-dir DIR and "
+            "--passphrase-file FILE for their rejoin files"
+        )
+    passphrase = read_passphrase(passphrase_file) if remaining and passphrase_file else b""
+    token = get_settings().keys_dir / "ray_auth_token"
+    member, drained = admin_actions.remove_node(console_actor(), cluster, name, token, _drainer(cluster, drain_timeout))
+    typer.echo(drained)
+    typer.echo(f"removed {member.name}: certificate {member.serial} revoked, the Ray token rotated")
+    if rejoin_dir is not None:
+        _rejoin_files(cluster, remaining, rejoin_dir, passphrase)
     _units_follow(cluster)
-    typer.echo(f"removed {member.name}: certificate {member.serial} revoked")
+    typer.echo(
+        "restart the head's Ray now (the units, or `appliance serve`): until it restarts it accepts the old token",
+        err=True,
+    )

@@ -45,6 +45,7 @@ class Member:
     fingerprint: str
     issued: str
     role: str = "worker"
+    version: str = ""  # the appliance version its join file demands ("": joined before versions were kept)
 
 
 @dataclass
@@ -126,7 +127,23 @@ class Cluster:
         self._save(State(head=addresses[0], port=port, members=[head]))
         return head
 
-    def sign(self, name: str, addresses: tuple[str, ...]) -> tuple[Member, bytes, bytes]:
+    def reissue(self, name: str, version: str) -> tuple[Member, bytes, bytes]:
+        """A member's new certificate and key, same name and addresses, for its rejoin file (a rotated token, an
+        upgrade); it replaces the old one when `replace`d, so the old serial belongs to no member."""
+        member = self.member(name)
+        if member.role == "head":
+            raise ClusterError("the head holds its own certificate: it needs no join file")
+        return self._sign(name, member.addresses, "worker", version)
+
+    def replace(self, member: Member) -> None:
+        state = self.state()
+        state.members = [member if m.name == member.name else m for m in state.members]
+        self._save(state)
+
+    def workers(self) -> list[Member]:
+        return [m for m in self.state().members if m.role == "worker"]
+
+    def sign(self, name: str, addresses: tuple[str, ...], version: str = "") -> tuple[Member, bytes, bytes]:
         """A new worker's certificate and key; nothing is kept until `admit` (the key leaves the head only
         sealed in its join file)."""
         state = self.state()
@@ -135,18 +152,22 @@ class Cluster:
             raise ClusterError(f"a node named {name} is already a member (appliance cluster remove {name} first)")
         if clash := sorted(taken & set(addresses)):
             raise ClusterError(f"address {clash[0]} already belongs to another member")
-        return self._sign(name, addresses, "worker")
+        return self._sign(name, addresses, "worker", version)
 
     def admit(self, member: Member) -> None:
         state = self.state()
         state.members.append(member)
         self._save(state)
 
-    def revoke(self, name: str) -> Member:
-        state = self.state()
-        member = self.member(name, state)
+    def removable(self, name: str) -> Member:
+        member = self.member(name)
         if member.role == "head":
             raise ClusterError("the head cannot be removed from its own cluster")
+        return member
+
+    def revoke(self, name: str) -> Member:
+        member = self.removable(name)
+        state = self.state()
         state.members.remove(member)
         state.revoked.append(member)
         self._save(state)
@@ -180,7 +201,7 @@ class Cluster:
             raise ClusterError(f"the node certificate {serial} belongs to no member")
         return found[0]
 
-    def _sign(self, name: str, addresses: tuple[str, ...], role: str) -> tuple[Member, bytes, bytes]:
+    def _sign(self, name: str, addresses: tuple[str, ...], role: str, version: str = "") -> tuple[Member, bytes, bytes]:
         ca_key = serialization.load_pem_private_key(certs.read_pem(self.folder / "ca.key", "the cluster CA key"), None)
         ca = certs.parse_certs(self.ca_pem(), "the cluster CA")[0]
         key = certs.new_key()
@@ -203,6 +224,7 @@ class Cluster:
             fingerprint=info.fingerprint,
             issued=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             role=role,
+            version=version,
         )
         return member, certs.pem(cert), certs.pem_key(key)
 

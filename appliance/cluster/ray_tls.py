@@ -11,6 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
+from appliance.files import atomic_write
+
 
 def node_environment(folder: Path, token: Path) -> dict[str, str]:
     """Ray's environment for the node whose identity is in `folder` (node.crt, node.key, ca.crt)."""
@@ -33,3 +35,11 @@ def ensure_token(path: Path) -> Path:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
     return path
+
+
+def rotate_token(path: Path) -> None:
+    """A new Ray token in place of the old (whole or not at all, 0600). Ray has no revocation list for its TLS
+    certificates: a removed member still holds a valid one, so the token it also holds must stop opening the
+    cluster. Ray reads the token once, at its start: the head takes it when its Ray restarts."""
+    with atomic_write(path, mode=0o600) as f:
+        f.write(secrets.token_hex(32))

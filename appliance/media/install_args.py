@@ -29,6 +29,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--join", type=Path, help="with --role worker: the join file `appliance cluster invite` wrote")
     p.add_argument("--join-passphrase-file", type=Path, help="file whose first line opens the join file")
     p.add_argument("--leave", action="store_true", help="with --role worker: leave the cluster (unit, identity)")
+    p.add_argument(
+        "--allow-older-workers",
+        action="store_true",
+        help="upgrade a cluster head whose workers still run the old version (docs/cluster-upgrade.md)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     tls = p.add_mutually_exclusive_group()
@@ -49,6 +54,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
         p.error("--role worker needs --join FILE (to join) or --leave")
     if args.role == "head" and (args.join or args.leave):
         p.error("--join and --leave go with --role worker")
+    if args.role == "worker" and args.allow_older_workers:
+        p.error("--allow-older-workers is the head's (its upgrade); a worker runs the head's version")
     if args.role == "worker" and (args.rollback or args.tls_cert or args.tls_self_signed):
         p.error("a worker has no API and no database: --rollback and the TLS options are the head's")
     return args

@@ -102,9 +102,12 @@ class Installer:
             say(f"NVIDIA driver {driver}")
         if self.join is not None:
             worker.check_version(self.join[0], m)
+            worker.check_rejoin(t, self.join[0])
         installed = t.installed_version()
         if installed != m.version:
             preflight.check_versions(m, installed, allow_downgrade=self.args.allow_downgrade)
+            if self.join is None and installed is not None:
+                worker.check_workers_follow(t, m.version)
         wheels = sum(f.size for f in m.files if f.path.startswith("wheels/"))
         joined = sum(f.size for f in m.files if f.parts and f.path.startswith("wheels/"))
         bundles = sum(f.size for f in m.files if f.path.startswith("bundles/"))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from appliance.backup.sealed import read_passphrase
 from appliance.cluster import invite
+from appliance.cluster.ca import Cluster
 from appliance.cluster.invite import Join
 from appliance.cluster.ray_tls import node_environment
 from appliance.media import steps, units, venv
@@ -43,6 +44,39 @@ def read_join(args: argparse.Namespace) -> tuple[Join, str]:
     say(f"join file {args.join}: node {join.name} ({' '.join(join.addresses)}), head {join.head_address}, "
         f"fingerprint {fingerprint}")  # fmt: skip
     return join, fingerprint
+
+
+def check_rejoin(t: Target, join: Join) -> bool:
+    """Whether this host already holds an identity the join file replaces (a rejoin: a rotated token, a new
+    certificate, an upgrade). Another cluster's (another CA) or another node name's is refused: leave first."""
+    folder = identity(t)
+    if not (folder / "join.json").exists():
+        return False
+    held = json.loads((folder / "join.json").read_text()).get("name")
+    if held != join.name or (folder / "ca.crt").read_bytes() != join.files["ca.crt"]:
+        raise MediaError(
+            f"this host is already node {held} of a cluster and the join file is for {join.name}"
+            f"{'' if held != join.name else ' of another cluster'}: run install.sh --role worker --leave first"
+        )
+    say(f"rejoining as {join.name}: its token and certificate are replaced and its Ray restarted")
+    return True
+
+
+def check_workers_follow(t: Target, version: str) -> None:
+    """A head's upgrade refuses to leave its workers on another version silently: a worker runs the head's
+    version (its join file demands it), so each is drained, the head upgraded, each rejoined with a fresh join
+    file from the new media (docs/cluster-upgrade.md); --allow-older-workers says the operator does exactly that."""
+    cluster = Cluster(t.data / "keys" / "cluster")
+    behind = [m.name for m in cluster.workers() if m.version != version] if cluster.initialised else []
+    if not behind:
+        return
+    line = (
+        f"cluster workers {', '.join(behind)} run another version than {version}: drain, upgrade the head, "
+        "rejoin each (docs/cluster-upgrade.md)"
+    )
+    if not t.args.allow_older_workers:
+        raise MediaError(f"{line}; pass --allow-older-workers to upgrade the head first")
+    say(f"warning: {line}; a worker still running runs the old release until it is rejoined from the new media")
 
 
 def check_version(join: Join, manifest: Manifest) -> None:
@@ -101,9 +135,11 @@ def install_unit(t: Target, join: Join) -> None:
 
 
 def start(t: Target) -> None:
+    """Started, or restarted when it runs (a rejoin: Ray reads the token and certificate only at its start)."""
     if not t.args.no_systemd:
-        run(["systemctl", "enable", "--now", UNIT])
-        say(f"started {UNIT}: `appliance cluster list` on the head shows the node")
+        run(["systemctl", "enable", UNIT])
+        run(["systemctl", "restart", UNIT])
+        say(f"(re)started {UNIT}: `appliance cluster list --live` on the head shows the node")
     else:
         say(f"the worker's unit is {t.prefix / 'etc' / UNIT} (not started: --no-systemd)")
 
@@ -121,4 +157,4 @@ def leave(t: Target) -> None:
     if name is None:
         say("this host holds no cluster identity: nothing to leave")
     else:
-        say(f"left the cluster: on the head, `appliance cluster remove {name}` revokes its certificate")
+        say(f"left the cluster: on the head, `appliance cluster remove {name}` revokes it and rotates the Ray token")

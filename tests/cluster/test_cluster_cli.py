@@ -103,7 +103,8 @@ def test_a_removed_node_is_revoked_and_refused_from_then_on(head, tmp_path):
     firewall = head.data / "keys" / "cluster" / "firewall.conf"
     assert "10.77.0.2" in cluster.allowed_addresses()
     assert "IPAddressAllow=10.77.0.1 10.77.0.2\n" in firewall.read_text()
-    head("cluster", "remove", "w1")
+    removed = head("cluster", "remove", "w1")  # no head running: said, and the removal goes on
+    assert "does not answer at 10.77.0.1:6379: nothing drained" in removed.stdout, removed.stdout
     assert "IPAddressAllow=10.77.0.1\n" in firewall.read_text(), "the head's units let the removed node in no more"
     with pytest.raises(ClusterError, match="revoked"):
         cluster.check_node(join.files["node.crt"])
@@ -140,3 +141,87 @@ def test_an_address_that_cannot_be_a_node_is_refused():
     with pytest.raises(ClusterError):
         check_addresses(["0.0.0.0"])
     assert check_addresses(["10.0.0.1", "10.0.0.1"]) == (str(ipaddress.ip_address("10.0.0.1")),)
+
+
+def _invite(head, name: str, address: str) -> Path:
+    out = head.root / f"{name}.join"
+    head("cluster", "invite", "--name", name, "--address", address, "--passphrase-file", str(head.root / "pass"),
+         "--out", str(out))  # fmt: skip
+    return out
+
+
+def test_remove_rotates_the_token_and_gives_every_remaining_worker_a_rejoin_file(head):
+    from appliance.config import Settings
+    from appliance.serving.ray_env import airgap_environment
+
+    gone, _ = invite.read(_invite(head, "w1", "10.77.0.2"), PASS.strip().encode())
+    stays, _ = invite.read(_invite(head, "w2", "10.77.0.3"), PASS.strip().encode())
+    token_file = head.data / "keys" / "ray_auth_token"
+    old_token = token_file.read_bytes()
+    refused = head("cluster", "remove", "w1", check=False)
+    assert refused.returncode != 0 and "w2 remain" in refused.stderr and "--rejoin-dir" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert _events(head)[0] == "admin.cluster_invited", "a refused remove records nothing"
+    assert token_file.read_bytes() == old_token
+
+    rejoin = head.root / "rejoin"
+    proc = head("cluster", "remove", "w1", "--rejoin-dir", str(rejoin), "--passphrase-file", str(head.root / "pass"),
+                "--drain-timeout", "0")  # fmt: skip
+    assert "w1 not drained (--drain-timeout 0)" in proc.stdout
+    assert "the Ray token rotated" in proc.stdout and "restart the head's Ray" in proc.stderr
+    new_token = token_file.read_bytes()
+    assert new_token != old_token and token_file.stat().st_mode & 0o777 == 0o600
+    assert _events(head)[:2] == ["admin.cluster_rejoin_issued", "admin.cluster_removed"]
+
+    join, fingerprint = invite.read(rejoin / "w2.join", PASS.strip().encode())
+    assert f"rejoin file {rejoin / 'w2.join'} for w2: fingerprint {fingerprint}" in proc.stdout
+    assert join.files["ray_auth_token"] == new_token, "the remaining worker gets the new token"
+    assert (join.name, join.addresses, set(join.allow)) == ("w2", ("10.77.0.3",), {"10.77.0.1", "10.77.0.3"})
+    assert not (rejoin / "w1.join").exists()
+    cluster = Cluster(head.data / "keys" / "cluster")
+    assert cluster.check_node(join.files["node.crt"]).name == "w2"
+    with pytest.raises(ClusterError, match="belongs to no member"):
+        cluster.check_node(stays.files["node.crt"])  # replaced by the rejoin file's
+    with pytest.raises(ClusterError, match="revoked"):
+        cluster.check_node(gone.files["node.crt"])
+
+    # the head's Ray takes the new token at its next start: the units' ray.env and the embedded head both
+    # name the token file, which now holds it
+    env = dict(line.split("=", 1) for line in (head.data / "keys" / "cluster" / "ray.env").read_text().splitlines())
+    assert Path(env["RAY_AUTH_TOKEN_PATH"]).read_bytes() == new_token
+    embedded = airgap_environment(Settings(data_dir=head.data), head.root)
+    assert Path(embedded["RAY_AUTH_TOKEN_PATH"]).read_bytes() == new_token
+
+
+def test_rejoin_files_carry_the_current_version_and_token_and_unknown_names_write_nothing(head):
+    from appliance.bundles.metadata import APPLIANCE_VERSION
+
+    _invite(head, "w1", "10.77.0.2")
+    out = head.root / "again"
+    bad = head("cluster", "rejoin", "w1", "nope", "--out-dir", str(out), "--passphrase-file",
+               str(head.root / "pass"), check=False)  # fmt: skip
+    assert bad.returncode != 0 and "no member named nope" in bad.stderr and not out.exists()
+    head("cluster", "rejoin", "w1", "--out-dir", str(out), "--passphrase-file", str(head.root / "pass"))
+    join, _ = invite.read(out / "w1.join", PASS.strip().encode())
+    assert join.version == APPLIANCE_VERSION
+    assert join.files["ray_auth_token"] == (head.data / "keys" / "ray_auth_token").read_bytes()
+    member = Cluster(head.data / "keys" / "cluster").member("w1")
+    assert member.version == APPLIANCE_VERSION and member.serial == f"{_serial(join.files['node.crt']):x}"
+    assert APPLIANCE_VERSION in head("cluster", "list").stdout
+    refused = head("cluster", "rejoin", "head", "--out-dir", str(out), "--passphrase-file", str(head.root / "pass"),
+                   check=False)  # fmt: skip
+    assert refused.returncode != 0 and "needs no join file" in refused.stderr
+
+
+def _serial(cert_pem: bytes) -> int:
+    return x509.load_pem_x509_certificate(cert_pem).serial_number
+
+
+def test_drain_is_recorded_first_and_says_when_the_head_does_not_answer(head):
+    _invite(head, "w1", "10.77.0.2")
+    proc = head("cluster", "drain", "w1", "--timeout", "5")
+    assert "the head's Ray does not answer at 10.77.0.1:6379: nothing drained" in proc.stdout
+    assert _events(head)[0] == "admin.cluster_drained"
+    unknown = head("cluster", "drain", "nope", check=False)
+    assert unknown.returncode != 0 and "no member named nope" in unknown.stderr
+    assert _events(head)[0] == "admin.cluster_drained" and _events(head).count("admin.cluster_drained") == 1

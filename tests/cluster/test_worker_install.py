@@ -4,10 +4,12 @@ head's, and the unit it renders (the whole join runs in tests/media/test_cluster
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
 
+from appliance.cluster import invite
 from appliance.cluster.ca import Cluster
 from appliance.cluster.invite import Join
 from appliance.media import install_args, worker
@@ -23,6 +25,7 @@ from tests.conftest import REPO
         (["--role", "worker", "--join", "j", "--leave"], "--join FILE"),
         (["--join", "j"], "go with --role worker"),
         (["--role", "worker", "--join", "j", "--rollback"], "no API and no database"),
+        (["--role", "worker", "--join", "j", "--allow-older-workers"], "is the head's"),
     ],
 )
 def test_worker_options_are_checked_together(argv, says, capsys):
@@ -35,7 +38,13 @@ def _join(tmp_path: Path, version: str = "0.1.0") -> Join:
     cluster = Cluster(tmp_path / "c")
     cluster.init("head", ("10.5.0.1",))
     member, cert, key = cluster.sign("w1", ("10.5.0.2",))
-    files = {"node.crt": cert, "node.key": key, "ca.crt": cluster.ca_pem(), "ray_auth_token": b"t", "join.json": b"{}"}
+    files = {
+        "node.crt": cert,
+        "node.key": key,
+        "ca.crt": cluster.ca_pem(),
+        "ray_auth_token": b"t",
+        "join.json": b'{"name": "w1"}',
+    }
     return Join("w1", ("10.5.0.2",), "10.5.0.1", 6379, version, ("10.5.0.1", "10.5.0.2"), files)
 
 
@@ -80,3 +89,64 @@ def test_a_cluster_head_gives_ray_mutual_tls_and_the_token_whatever_ray_auth_mod
     assert env["RAY_GCS_SERVER_PORT"] == "6379" and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in env
     driver = airgap_environment(Settings(data_dir=tmp_path / "h", ray_address="127.0.0.1:6379"), tmp_path)
     assert driver["RAY_USE_TLS"] == "1" and "RAY_GCS_SERVER_PORT" not in driver  # the unit's head has its own
+
+
+def _worker(tmp_path: Path, *more: str) -> Target:
+    return Target(
+        REPO, install_args.parse(["--role", "worker", "--join", "j", "--prefix", str(tmp_path / "opt"), *more])
+    )
+
+
+def test_a_rejoin_replaces_the_identity_of_the_same_cluster_and_refuses_another(tmp_path):
+    t, first = _worker(tmp_path), _join(tmp_path)
+    assert worker.check_rejoin(t, first) is False, "a first join"
+    invite.install(first, worker.identity(t))
+    cluster = Cluster(tmp_path / "c")
+    _, cert, key = cluster.sign("w1", ("10.5.0.2",), "0.1.0")  # a new certificate of the same CA
+    again = Join("w1", ("10.5.0.2",), "10.5.0.1", 6379, "0.1.0", ("10.5.0.1", "10.5.0.2"),
+                 {**first.files, "node.crt": cert, "node.key": key, "ray_auth_token": b"new"})  # fmt: skip
+    assert worker.check_rejoin(t, again) is True
+    invite.install(again, worker.identity(t))
+    assert (worker.identity(t) / "ray_auth_token").read_bytes() == b"new"
+    assert (worker.identity(t) / "ray_auth_token").stat().st_mode & 0o777 == 0o600
+    other = _join(tmp_path / "elsewhere")  # another cluster's CA, the same node name
+    with pytest.raises(MediaError, match="of another cluster: run install.sh --role worker --leave first"):
+        worker.check_rejoin(t, other)
+    renamed = Join("w9", *list(vars(again).values())[1:])
+    with pytest.raises(MediaError, match="already node w1 .* for w9"):
+        worker.check_rejoin(t, renamed)
+
+
+def test_the_worker_unit_is_restarted_so_a_rejoin_takes_the_new_token(tmp_path, monkeypatch):
+    bin_dir, log = tmp_path / "bin", tmp_path / "systemctl.log"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    worker.start(Target(REPO, install_args.parse(["--role", "worker", "--join", "j"])))
+    assert log.read_text().splitlines() == [f"enable {worker.UNIT}", f"restart {worker.UNIT}"]
+
+
+def _head_with_workers(tmp_path: Path, version: str) -> Target:
+    t = Target(REPO, install_args.parse(["--prefix", str(tmp_path / "opt")]))
+    cluster = Cluster(t.data / "keys" / "cluster")
+    cluster.init("head", ("10.5.0.1",))
+    for name, address in (("w1", "10.5.0.2"), ("w2", "10.5.0.3")):
+        cluster.admit(cluster.sign(name, (address,), version)[0])
+    return t
+
+
+def test_a_head_upgrade_refuses_to_leave_its_workers_on_another_version_unless_told(tmp_path, capsys):
+    t = _head_with_workers(tmp_path, "0.1.0")
+    with pytest.raises(MediaError) as refused:
+        worker.check_workers_follow(t, "0.2.0")
+    line = str(refused.value)
+    assert "cluster workers w1, w2 run another version than 0.2.0" in line and "\n" not in line
+    assert "docs/cluster-upgrade.md" in line and "--allow-older-workers" in line
+    assert (REPO / "docs" / "cluster-upgrade.md").exists()
+    t.args.allow_older_workers = True
+    worker.check_workers_follow(t, "0.2.0")
+    assert "warning: cluster workers w1, w2" in capsys.readouterr().err
+    worker.check_workers_follow(_head_with_workers(tmp_path / "same", "0.2.0"), "0.2.0")  # nothing to say
+    alone = Target(REPO, install_args.parse(["--prefix", str(tmp_path / "alone")]))
+    worker.check_workers_follow(alone, "0.2.0")  # not a cluster head

@@ -2,7 +2,9 @@
 outsider). The head is made a cluster head (`appliance cluster init`) and invites the worker; the worker is
 installed from the read-only media with `install.sh --role worker --join FILE` and started with the unit's
 own command line; a task and a Serve replica run on it. The outsider reaches no Ray port without the
-cluster's certificate and token; a certificate from another CA is refused; a revoked one is off the list.
+cluster's certificate and token; a certificate from another CA is refused, and so is a cluster certificate
+with the wrong token. `cluster remove` rotates the token: the restarted head refuses the removed node's
+certificate with the old token, and the remaining worker rejoins with its rejoin file and serves again.
 
 Root only (namespaces, a bridge); marked `cluster` and run by `make test-cluster` (.ci/run calls it): it
 starts two Ray nodes, too heavy for the default run on two cores.
@@ -79,6 +81,55 @@ def _probe(net: Net, address: str, ports: list[int], *cert: str) -> dict[str, di
     return json.loads(proc.stdout)
 
 
+def _gcs(net: Net, address: str, folder: Path, token: Path) -> str:
+    """What the head's GCS answers a Ray client in the outsider's namespace (tests/cluster/gcs_probe.py)."""
+    argv = ["timeout", "120", sys.executable, "-m", "tests.cluster.gcs_probe", address, str(folder), str(token)]
+    proc = net.run("out", argv, clean_env(PYTHONPATH=str(REPO)), timeout=180)
+    return proc.stdout.strip() or f"refused: exit {proc.returncode}: {proc.stderr.strip()[-300:]}"
+
+
+def _start_head(net: Net, data: Path, home: Path, worker_ip: str, log: Path) -> subprocess.Popen[str]:
+    """The head's Ray and Serve by the appliance's own code (tests/cluster/head_driver.py), up when it says READY."""
+    env = clean_env(APPLIANCE_DATA_DIR=str(data), PYTHONPATH=str(REPO))
+    with open(log, "a") as err:
+        head = subprocess.Popen(
+            net.argv("head", [sys.executable, "-m", "tests.cluster.head_driver", str(home), worker_ip]),
+            env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
+    assert head.stdout.readline().strip() == "READY", log.read_text()[-3000:]
+    return head
+
+
+def _stop_head(head: subprocess.Popen[str]) -> None:
+    head.stdin.close()
+    try:
+        head.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        head.kill()
+
+
+def _start_worker(net: Net, unit: Path, home: Path) -> None:
+    """The worker's Ray by the rendered unit's own command line and environment."""
+    argv, unit_env = _unit_command(unit)
+    for _ in range(3):  # as the unit's Restart=on-failure: Ray gives a node 30 s to register, a loaded
+        started = net.run(  # machine can miss that
+            "worker",
+            ["timeout", "300", *[a for a in argv if a != "--block"], "--num-cpus=1"],
+            {**clean_env(), **unit_env, "HOME": str(home)},
+            timeout=320,
+        )
+        if started.returncode == 0 or "timed out during startup" not in started.stderr:
+            break
+        net.kill_all("worker")
+    assert started.returncode == 0, started.stderr[-2000:]
+
+
+def _placed(head: subprocess.Popen[str], log: Path) -> dict[str, str]:
+    line = head.stdout.readline()
+    assert line, log.read_text()[-3000:]
+    return json.loads(line)
+
+
 def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, media_v1, release):
     head_ip, worker_ip, out_ip = net.add("head"), net.add("worker"), net.add("out")
     data, home = tmp_path / "head", tmp_path / "home"
@@ -115,30 +166,11 @@ def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, 
     unit = (prefix / "etc" / "appliance-ray-worker.service").read_text()
     assert re.search(rf"^IPAddressAllow=localhost .*{re.escape(head_ip)}", unit, re.M)
 
-    env = clean_env(APPLIANCE_DATA_DIR=str(data), PYTHONPATH=str(REPO))
-    log = tmp_path / "head.log"
-    with open(log, "w") as err:
-        head = subprocess.Popen(
-            net.argv("head", [sys.executable, "-m", "tests.cluster.head_driver", str(home), worker_ip]),
-            env=env, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
-        )  # fmt: skip
+    log, unit_file = tmp_path / "head.log", prefix / "etc" / "appliance-ray-worker.service"
+    head = _start_head(net, data, home, worker_ip, log)
     try:
-        assert head.stdout.readline().strip() == "READY", log.read_text()[-3000:]
-        for _ in range(3):  # as the unit's Restart=on-failure: Ray gives a node 30 s to register, a loaded
-            started = net.run(  # machine can miss that
-                "worker",
-                ["timeout", "300", *[a for a in argv if a != "--block"], "--num-cpus=1"],
-                {**clean_env(), **unit_env, "HOME": str(tmp_path / "whome")},
-                timeout=320,
-            )
-            if started.returncode == 0 or "timed out during startup" not in started.stderr:
-                break
-            net.kill_all("worker")
-        assert started.returncode == 0, started.stderr[-2000:]
-        line = head.stdout.readline()
-        assert line, log.read_text()[-3000:]
-        placed = json.loads(line)
-        assert placed == {"task": worker_ip, "replica": worker_ip}
+        _start_worker(net, unit_file, tmp_path / "whome")
+        assert _placed(head, log) == {"task": worker_ip, "replica": worker_ip}
         print(f"install.sh --role worker {installed_s:.1f} s; its Ray started, a task and a Serve replica run on "
               f"it {time.monotonic() - began - installed_s:.1f} s later (head up meanwhile)")  # fmt: skip
 
@@ -146,8 +178,8 @@ def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, 
         assert listed.returncode == 0, listed.stderr[-2000:]
         cells = [[c.strip() for c in line.split("│")[1:-1]] for line in listed.stdout.splitlines()]
         rows = {row[0]: row for row in cells if row}
-        assert rows["w1"][2] == worker_ip and rows["w1"][-3:] == ["alive", "1", "0"], listed.stdout
-        assert rows["head"][-3] == "alive" and "NOT A MEMBER" not in listed.stdout, listed.stdout
+        assert rows["w1"][2] == worker_ip and rows["w1"][-4:] == ["alive", "1", "0", "1"], listed.stdout
+        assert rows["head"][-4] == "alive" and "NOT A MEMBER" not in listed.stdout, listed.stdout
 
         cluster = Cluster(data / "keys" / "cluster")
         other = Cluster(tmp_path / "other")
@@ -167,18 +199,59 @@ def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, 
             metrics = [p for p in map(str, ports) if bare[p]["http"].endswith(" metrics")]
             print(f"{host}: {len(ports)} ports, open read-only metrics without the token: {metrics}")
 
-        run_cli("cluster", "remove", "gone", data_dir=data, check=True)
-        with pytest.raises(Exception, match="revoked"):
-            from appliance.cluster import invite as joinfile
+        # a node with a cluster certificate: let in with the token, refused with another; another CA's refused
+        from appliance.cluster import invite as joinfile
 
-            gone, _ = joinfile.read(tmp_path / "gone.join", PASS.strip().encode())
+        gone, _ = joinfile.read(tmp_path / "gone.join", PASS.strip().encode())
+        joinfile.install(gone, tmp_path / "gone")
+        old_token, wrong = tmp_path / "gone" / "ray_auth_token", tmp_path / "wrong_token"
+        wrong.write_text("0" * 64)
+        head_gcs = f"{head_ip}:6379"
+        assert _gcs(net, head_gcs, tmp_path / "gone", old_token) == "accepted"
+        without_token = _gcs(net, head_gcs, tmp_path / "gone", wrong)
+        assert without_token.startswith("refused"), "a certificate without the token"
+        other_ca = _gcs(net, head_gcs, tmp_path / "other", old_token)
+        assert other_ca.startswith("refused"), "another CA's certificate"
+        print(f"GCS, cluster certificate + wrong token: {without_token}\nGCS, another CA + the token: {other_ca}")
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:  # on the head's network: it reaches its Ray
+            proc = net.run("head", [APPLIANCE, *args], clean_env(APPLIANCE_DATA_DIR=str(data)), timeout=300)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            return proc
+
+        drained = cli("cluster", "drain", "w1", "--timeout", "10").stdout  # its replica is pinned: it stays
+        assert "drained w1" in drained and "1 Serve replica" in drained, drained
+        removing = time.monotonic()
+        removed = cli("cluster", "remove", "gone", "--rejoin-dir", str(tmp_path / "rejoin"), "--passphrase-file",
+                      str(tmp_path / "pass"))  # fmt: skip
+        assert "gone is not running in the cluster: nothing to drain" in removed.stdout, removed.stdout
+        print(drained.strip())
+        fingerprint = re.search(r"rejoin file \S+w1\.join for w1: fingerprint (\w+)", removed.stdout).group(1)
+        with pytest.raises(Exception, match="revoked"):
             cluster.check_node(gone.files["node.crt"])
+        removed_s = time.monotonic() - removing
+
+        _stop_head(head)  # the head's Ray takes the new token at its restart; the worker's with it (systemd:
+        net.kill_all("worker")  # the rejoin restarts its unit)
+        head = _start_head(net, data, home, worker_ip, log)
+        refused = _gcs(net, head_gcs, tmp_path / "gone", old_token)
+        assert refused.startswith("refused"), "the removed node's certificate with the old token"
+        print(f"restarted head, the removed node's certificate + the old token: {refused}")
+        # the control: Ray has no CRL, so that certificate with the new token would be let in; the removed node
+        # never receives the new token (only the remaining workers' sealed rejoin files carry it)
+        assert _gcs(net, head_gcs, tmp_path / "gone", data / "keys" / "ray_auth_token") == "accepted"
+        rejoin = ["--role", "worker", "--join", str(tmp_path / "rejoin" / "w1.join"), "--join-passphrase-file",
+                  str(tmp_path / "pass")]  # fmt: skip
+        rejoined = _install(net, media_v1, mnt, *rejoin, *common, *user)
+        assert rejoined.returncode == 0, rejoined.stderr
+        assert "rejoining as w1" in rejoined.stderr and f"fingerprint {fingerprint}" in rejoined.stderr
+        assert (identity / "ray_auth_token").read_bytes() == (data / "keys" / "ray_auth_token").read_bytes()
+        _start_worker(net, unit_file, tmp_path / "whome")
+        assert _placed(head, log) == {"task": worker_ip, "replica": worker_ip}, "the rejoined worker serves again"
+        print(f"cluster remove (rotate, rejoin file) {removed_s:.1f} s; head restarted, worker rejoined and serving "
+              f"{time.monotonic() - removing:.1f} s after the remove began")  # fmt: skip
     finally:
-        head.stdin.close()
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            head.kill()
+        _stop_head(head)
     left = _install(net, media_v1, mnt, "--role", "worker", "--leave", *common)
     assert left.returncode == 0 and "left the cluster" in left.stderr, left.stderr
     assert not identity.exists() and not (prefix / "etc" / "appliance-ray-worker.service").exists()
