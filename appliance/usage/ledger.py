@@ -592,7 +592,7 @@ class _Batch:
                 taken = take(mine, op.limit, op.tokens, self.now)
             except RateLimited as exc:
                 return exc
-            slices = None if op.key_id in self.rates_granted else lease_slices(taken, op.limit, op.tokens)
+            slices = None if op.key_id in self.rates_granted else lease_slices(taken, op.tokens)
             if slices is not None:  # far from empty: this replica leases a share of what is left
                 taken = {kind: (level - slices[kind], stamp) for kind, (level, stamp) in taken.items()}
                 self.rates_granted[op.key_id] = (op.limit, slices)

@@ -54,7 +54,7 @@ class RateLease:
         return math.ceil(tokens - paid)
 
 
-def lease_slices(taken: Buckets, limit: RateLimit, tokens: int) -> dict[str, float] | None:
+def lease_slices(taken: Buckets, tokens: int) -> dict[str, float] | None:
     """The share of the buckets (just taken from) to lease, or None when they are near empty."""
     want = needs(tokens)
     slices = {kind: level / LEASE_SHARE for kind, (level, _) in taken.items()}
