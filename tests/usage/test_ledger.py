@@ -468,3 +468,18 @@ def test_rate_limits_leased_by_two_replicas_are_never_exceeded(engines):
             more += 1
     late.close()
     assert len(admitted) + more <= 400 and len(admitted) + more >= 398
+
+
+def test_a_lowered_rate_limit_applies_to_a_replica_that_holds_a_rate_lease(engines):
+    """A reload that lowers a key's limit: the lease taken under the old limit admits nothing more; its rest
+    goes back to the buckets (never above the new, smaller allowance), and the new limit holds."""
+    clock = Clock(datetime(2026, 12, 1, 12, tzinfo=UTC))
+    ledger = QuotaLedger(engines(), UTC, 600, clock=clock)
+    ledger.acquire("k", RateLimit(requests_per_minute=1600), 0)  # the writer leases about 100 requests
+    ledger.acquire("k", RateLimit(requests_per_minute=1600), 0)  # from the lease
+    lowered = RateLimit(requests_per_minute=10)
+    for _ in range(10):
+        ledger.acquire("k", lowered, 0)
+    with pytest.raises(RateLimited, match=r"rate\.requests"):
+        ledger.acquire("k", lowered, 0)
+    ledger.close()
