@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -45,7 +47,7 @@ from appliance.policy import Decision, FilterOutput, Message, PolicyRequest, Rat
 from appliance.policy.classifier import Verdict, rules_for
 from appliance.policy.grants import group_of, quotas_for, rule_for
 from appliance.policy.schema import Quota
-from appliance.usage import Amounts, QuotaExceeded, QuotaUnavailable, Reservation
+from appliance.usage import Amounts, QuotaExceeded, QuotaUnavailable, Reservation, outcome
 
 log = structlog.get_logger()
 RETRY_AFTER_SOON_S = 300.0  # a quota resetting within this long gets a Retry-After header
@@ -233,7 +235,7 @@ class AuditedGeneration:
         rate_charge = self.request.max_tokens if self._engine_failed else charged.input_tokens + charged.output_tokens
         self.svc.policy.charge_tokens(self.caller.principal, rate_charge)
         if self.reservation is not None:  # off the response's path
-            _kept(settle_quota(self.svc, self.reservation, charged))
+            settle_quota(self.svc, self.reservation, charged)
 
     def _first_token(self) -> None:
         if self._first_token_at is None:
@@ -384,10 +386,8 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
         bundle_version=model.version,
         policy_revision=svc.policy.current.revision,
     )
-    try:  # the key's per-minute buckets, in the database (one commit serves a batch of admissions)
-        await asyncio.wrap_future(
-            svc.quotas.take_future(caller.principal.key_id or "", svc.policy.rate_for(caller.principal), 0)
-        )
+    try:  # the key's per-minute buckets: this replica's lease on them, else the database (batched commits)
+        await outcome(svc.quotas.take_future(caller.principal.key_id or "", svc.policy.rate_for(caller.principal), 0))
     except QuotaUnavailable as exc:
         raise _counters_down(exc) from exc
     except RateLimited as exc:
@@ -446,7 +446,7 @@ async def start_generation(svc: Services, caller: Caller, spec: GenerationSpec) 
         )
     except BaseException:
         if reservation is not None:  # refused (or cancelled) before the model ran: nothing was used
-            _kept(settle_quota(svc, reservation, Amounts()))
+            settle_quota(svc, reservation, Amounts())
         raise
     return AuditedGeneration(svc, caller, decision, request, model, reservation, prompt)
 
@@ -518,12 +518,15 @@ def _counters_down(exc: QuotaUnavailable) -> ApiError:
     return ApiError(503, f"{exc}; request refused (fail closed)", code="quota_unavailable", retry_after=2)
 
 
-async def settle_quota(svc: Services, reservation: Reservation, used: Amounts) -> None:
-    """Settle after the outcome; a failure is logged (the reservation then expires), never the client's."""
-    try:
-        await asyncio.wrap_future(svc.quotas.settle_future(reservation, used))
-    except QuotaUnavailable as exc:
-        log.error("quota not settled", reservation=reservation.id, error=str(exc))
+def settle_quota(svc: Services, reservation: Reservation, used: Amounts) -> None:
+    """Settle after the outcome, off the response's path (nobody waits: no task, no wake-up of the loop); a
+    failure is logged (the reservation then expires), never the client's."""
+    svc.quotas.settle_future(reservation, used).add_done_callback(functools.partial(_unsettled, reservation.id))
+
+
+def _unsettled(reservation_id: str, settled: Future) -> None:
+    if (exc := settled.exception()) is not None:
+        log.error("quota not settled", reservation=reservation_id, error=str(exc))
 
 
 def _grammar(spec: GenerationSpec) -> str | None:

@@ -39,10 +39,15 @@ def refilled(bucket: tuple[float, float] | None, allowance: int, now: float) -> 
     return min(float(allowance), level + (now - stamp) * allowance / 60.0)
 
 
+def needs(tokens: int) -> dict[str, int]:
+    """What one admission takes from each bucket."""
+    return {"rate.requests": 1, "rate.tokens": tokens}
+
+
 def take(buckets: Buckets, limit: RateLimit, tokens: int, now: float) -> Buckets:
     """The buckets after one request and `tokens` tokens, or raise `RateLimited` (nothing taken)."""
     taken = {}
-    for rule_id, amount in (("rate.requests", 1), ("rate.tokens", tokens)):
+    for rule_id, amount in needs(tokens).items():
         allowance = per_minute(limit, rule_id)
         if allowance is None:
             continue

@@ -28,7 +28,9 @@ lease is granted, so every admission there is decided against the rows). A lease
 given back by `close`; a crashed replica's lease expires like its reservations.
 
 The per-minute rate limits (token buckets, `policy.ratelimit`) are kept here too, in `rate_buckets`, by the
-same writer: the gateway's `PolicyEngine.limiter` is its ledger, so every replica draws on one bucket.
+same writer: the gateway's `PolicyEngine.limiter` is its ledger, so every replica draws on one bucket. They
+are leased the same way (`usage.rates`): far from the limit a replica holds a share of a key's buckets in
+memory and admits from it with no transaction.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, or_, select, tuple_, update
@@ -54,9 +56,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from appliance.errors import ApplianceError
 from appliance.policy.errors import RateLimited
-from appliance.policy.ratelimit import KINDS, charged, take
+from appliance.policy.ratelimit import KINDS, Buckets, charged, take
 from appliance.policy.schema import Quota, RateLimit
 from appliance.usage.periods import Period, Window, window
+from appliance.usage.rates import LEASE_SHARE, RATE_LEASE_S, RateLease, given_back, lease_slices
 from appliance.usage.tables import AMOUNTS, buckets, counters, reservations
 
 log = structlog.get_logger()
@@ -65,7 +68,6 @@ BATCH_MAX = 512  # operations per transaction
 SETTLE_WAIT_S = 0.05  # a batch of settlements and charges only waits this long for company
 IDLE_EXIT_S = 5.0  # the writer thread ends when idle this long (started again on demand)
 KNOWN_MAX = 100_000  # rows remembered as existing
-LEASE_SHARE = 16  # a replica leases at most this fraction (1/16) of what a quota has left
 CounterKey = tuple[str, str, str]  # scope, quota id, period label
 _COLUMNS = tuple(f"{kind}_{a}" for kind in ("used", "reserved") for a in AMOUNTS)
 
@@ -178,6 +180,14 @@ class _Take(_Op):
     key_id: str
     limit: RateLimit
     tokens: int
+    returned: dict[str, float] = field(default_factory=dict)  # this replica's rate lease on the key, given back
+
+
+@dataclass(kw_only=True)
+class _Refund(_Op):
+    key_id: str
+    limit: RateLimit
+    returned: dict[str, float]
 
 
 @dataclass(kw_only=True)
@@ -197,6 +207,7 @@ class QuotaLedger:
         self._known: set[tuple] = set()  # counter and bucket rows known to exist (only the writer uses it)
         self._leases: dict[CounterKey, _Lease] = {}
         self._owed: dict[LeaseKey, dict[str, int]] = {}  # replaced leases' budget, released with the next op
+        self._rates: dict[str, RateLease] = {}  # key id -> this replica's share of its rate buckets
 
     # -- the API: futures for asyncio callers, blocking calls for everyone else -------------------------
     def reserve_future(self, quotas: Iterable[tuple[str, Quota]], want: Amounts) -> Future:
@@ -248,10 +259,19 @@ class QuotaLedger:
                     current[key] = lease.id
         return returned, current
 
-    def _granted(self, granted: dict[CounterKey, tuple[str, Quota, dict[str, int]]], gone: set[LeaseKey]) -> None:
+    def _granted(self, batch: _Batch) -> None:
         """After a commit: leases granted or topped up, and leases whose row is gone (expired) retired."""
-        renew_by = self._clock() + self._ttl_s / 2
+        granted, gone, now = batch.granted, batch.gone, self._clock()
+        renew_by = now + self._ttl_s / 2
         with self._lock:
+            for key_id, (limit, shares) in batch.rates_granted.items():
+                rate = self._rates.get(key_id)
+                if rate is not None and rate.limit == limit:  # another admission's grant landed first
+                    for kind, share in shares.items():
+                        rate.left[kind] += share
+                else:  # (under another limit, a lease's rest is dropped: spent, never over-granted)
+                    self._rates[key_id] = rate = RateLease(limit, dict(shares), 0.0)
+                rate.renew_by = now + RATE_LEASE_S
             for key, lease_id in gone:
                 lease = self._leases.get(key)
                 if lease is not None and lease.id == lease_id:
@@ -273,6 +293,8 @@ class QuotaLedger:
         """`reserve_future` awaited; a caller cancelled while it waits (its client left) gives back what
         the writer reserved for it all the same."""
         future = self.reserve_future(quotas, want)
+        if future.done():  # decided in memory: no hand-off to the loop
+            return future.result()
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -308,19 +330,32 @@ class QuotaLedger:
         self.settle_future(reservation, used).result()
 
     def take_future(self, key_id: str, limit: RateLimit, tokens: int) -> Future:
-        """Per-minute limits: a future of taking one request and `tokens` from the key's buckets in the
-        database (None), or of `RateLimited`."""
+        """Per-minute limits: a future of taking one request and `tokens` from the key's buckets (None), or of
+        `RateLimited`; done at once when this replica's lease on them holds it."""
         if limit.requests_per_minute is None and limit.tokens_per_minute is None:
             return _done(None)
-        return self._submit(_Take(key_id=key_id, limit=limit, tokens=tokens))
+        now = self._clock()
+        with self._lock:
+            lease = self._rates.get(key_id)
+            if lease is not None and lease.admits(limit, tokens, now):
+                return _done(None)
+            returned = self._rates.pop(key_id).left if lease is not None else {}
+        return self._submit(_Take(key_id=key_id, limit=limit, tokens=tokens, returned=returned))
 
     def acquire(self, key_id: str, limit: RateLimit, tokens: int) -> None:
         """`take_future`, waited for: with `charge`, the ledger is a `policy.Limiter`."""
         self.take_future(key_id, limit, tokens).result()
 
     def charge(self, key_id: str, limit: RateLimit, tokens: int) -> None:
-        """Tokens used beyond what `acquire` took; queued, not waited for (it cannot be refused)."""
-        if limit.tokens_per_minute is not None and tokens > 0:
+        """Tokens used beyond what `acquire` took: paid from this replica's lease while it holds them, the rest
+        queued, not waited for (it cannot be refused)."""
+        if limit.tokens_per_minute is None or tokens <= 0:
+            return
+        with self._lock:
+            lease = self._rates.get(key_id)
+            if lease is not None and lease.limit == limit:
+                tokens = lease.pay(tokens)
+        if tokens > 0:
             self._submit(_Charge(key_id=key_id, limit=limit, tokens=tokens))
 
     def release_stale(self) -> int:
@@ -335,9 +370,12 @@ class QuotaLedger:
             returned |= self._owed
             for lease in self._leases.values():
                 lease.draining = True
-            self._leases, self._owed = {}, {}
+            rates = [_Refund(key_id=k, limit=r.limit, returned=r.left) for k, r in self._rates.items()]
+            self._leases, self._owed, self._rates = {}, {}, {}
         if returned:
             self._submit(_Return(returned=returned))
+        for refund in rates:
+            self._submit(refund)
         with contextlib.suppress(QuotaUnavailable):
             self.release_stale()
 
@@ -374,7 +412,7 @@ class QuotaLedger:
                     # settlements and token charges alone wait a moment for company (nobody waits on
                     # them): one commit then serves them and the next admissions
                     wait = deadline - time.monotonic()
-                    if wait <= 0 or not all(isinstance(op, _Settle | _Charge) for op in ops):
+                    if wait <= 0 or not all(isinstance(op, _Settle | _Charge | _Refund) for op in ops):
                         break
                     try:
                         ops.append(self._queue.get(timeout=wait))
@@ -392,7 +430,7 @@ class QuotaLedger:
             with _write(self._engine) as conn:
                 batch = _Batch(conn, self._clock(), self._ttl_s, self._known)
                 results = batch.apply(ops, self._sweep_due())
-            self._granted(batch.granted, batch.gone)
+            self._granted(batch)
         except Exception as exc:  # noqa: BLE001 - every waiter hears of it; the writer carries on
             log.error("quota batch failed", operations=len(ops), error=str(exc)[:300])
             failure = exc if isinstance(exc, QuotaUnavailable) else QuotaUnavailable(f"quota counters: {exc}")
@@ -437,9 +475,12 @@ class _Batch:
         self.leases_before: dict[LeaseKey, dict[str, int]] = {}
         self.granted: dict[CounterKey, tuple[str, Quota, dict[str, int]]] = {}  # lease id, caps, slices
         self.gone: set[LeaseKey] = set()  # lease rows expected but expired (swept)
-        self.consumed: list[dict[str, Any]] = []  # relative updates of live lease rows
+        self.consumed: dict[LeaseKey, dict[str, int]] = {}  # relative updates of unlocked live lease rows
+        self.rates_granted: dict[str, tuple[RateLimit, dict[str, float]]] = {}  # key id -> limit, shares
 
     def apply(self, ops: list[_Op], sweep: bool) -> list[Any]:
+        if not sweep and all(isinstance(op, _Settle) and op.reservation.leases and not op.released for op in ops):
+            return self._settle_leased(cast(list[_Settle], ops))
         settles = [op for op in ops if isinstance(op, _Settle)]
         reserves = [op for op in ops if isinstance(op, _Reserve)]
         sweeping = sweep or any(isinstance(op, _Sweep) for op in ops)
@@ -468,11 +509,46 @@ class _Batch:
                 self._consume(lease_key, amounts)
         expired = sum(1 for _, amounts in given_back if amounts["expired"])
         self._lock_buckets(
-            sorted({(op.key_id, kind) for op in ops if isinstance(op, _Take | _Charge) for kind in KINDS})
+            sorted({(op.key_id, kind) for op in ops if isinstance(op, _Take | _Charge | _Refund) for kind in KINDS})
         )
         results = [self._apply_one(op, expired) for op in ops]
         self._write_back()
         return results
+
+    def _settle_leased(self, settles: list[_Settle]) -> list[None]:
+        """Settlements of admissions taken from live leases, alone in a batch (the common case far from every
+        cap): what they used moves from the lease rows to `used_*` by relative updates summed per row, with
+        no row read or locked first. Rows are written in the order every batch locks them in (lease rows,
+        then counters by key), so two replicas never deadlock; a counter row that is gone is made again."""
+        for op in settles:
+            for key in op.reservation.counters:  # `state` holds what changes here, not the rows' values
+                change = self.state.setdefault(key, dict.fromkeys(_COLUMNS, 0))
+                for a in AMOUNTS:
+                    change[f"used_{a}"] += op.used.of(a)
+            for lease_key, amounts in op.consumed.items():
+                self._consume(lease_key, amounts)
+        self._write_consumed()
+        self.conn.execute(
+            _ADD_USAGE[self.conn.dialect.name],
+            [
+                {"scope": k[0], "quota_id": k[1], "period": k[2]}
+                | {f"used_{a}": change[f"used_{a}"] for a in AMOUNTS}
+                | {f"reserved_{a}": 0 for a in AMOUNTS}
+                | {f"spent_{a}": -change[f"reserved_{a}"] for a in AMOUNTS}
+                for k, change in sorted(self.state.items())
+            ],
+        )
+        return [None] * len(settles)
+
+    def _write_consumed(self) -> None:
+        if self.consumed:
+            self.conn.execute(
+                _CONSUME_LEASE,
+                [
+                    {"k_reservation": i, "k_scope": k[0], "k_quota_id": k[1], "k_period": k[2]} | spent
+                    for (k, i), spent in sorted(self.consumed.items())
+                ],
+            )
 
     def _lock_leases(self, keys: list[LeaseKey]) -> None:
         """This replica's lease rows named by these ops, locked; one that is not there expired (swept)."""
@@ -488,19 +564,14 @@ class _Batch:
 
     def _consume(self, lease_key: LeaseKey, amounts: dict[str, int]) -> None:
         """What a settled leased admission used leaves its lease row (now in `used_*`). A live lease's row is
-        there and holds it (it holds what its admissions in flight hold), so it needs no reading: one
-        relative update, unless this batch has the row locked already."""
-        row = self.leases.get(lease_key)
+        there and holds it (it holds what its admissions in flight hold), so it needs no reading: the batch's
+        settlements on one lease add up to one relative update, unless this batch has the row locked already."""
+        row, sign = self.leases.get(lease_key), -1
+        if row is None:  # what to subtract, summed over the batch
+            row, sign = self.consumed.setdefault(lease_key, dict.fromkeys(AMOUNTS, 0)), 1
         for a, amount in amounts.items():
             self.state[lease_key[0]][f"reserved_{a}"] -= amount
-            if row is not None:
-                row[a] -= amount
-        if row is None:
-            (scope, quota_id, period), lease_id = lease_key
-            self.consumed.append(
-                {"k_reservation": lease_id, "k_scope": scope, "k_quota_id": quota_id, "k_period": period}
-                | {a: amounts.get(a, 0) for a in AMOUNTS}
-            )
+            row[a] += sign * amount
 
     def _release(self, lease_key: LeaseKey, amounts: dict[str, int]) -> None:
         """Leased budget back to the counter, never more than the lease row still holds."""
@@ -516,16 +587,28 @@ class _Batch:
         if isinstance(op, _Reserve):
             return self._reserve(op)
         if isinstance(op, _Take):
-            mine = {kind: bucket for kind in KINDS if (bucket := self.buckets[(op.key_id, kind)]) is not None}
+            mine = self._given_back(op.key_id, op.limit, op.returned)
             try:
                 taken = take(mine, op.limit, op.tokens, self.now)
             except RateLimited as exc:
                 return exc
+            slices = None if op.key_id in self.rates_granted else lease_slices(taken, op.tokens)
+            if slices is not None:  # far from empty: this replica leases a share of what is left
+                taken = {kind: (level - slices[kind], stamp) for kind, (level, stamp) in taken.items()}
+                self.rates_granted[op.key_id] = (op.limit, slices)
             self.buckets.update({(op.key_id, kind): bucket for kind, bucket in taken.items()})
+        elif isinstance(op, _Refund):
+            self._given_back(op.key_id, op.limit, op.returned)
         elif isinstance(op, _Charge):
             key = (op.key_id, "rate.tokens")
             self.buckets[key] = charged(self.buckets[key], op.limit, op.tokens, self.now)
         return expired if isinstance(op, _Sweep) else None
+
+    def _given_back(self, key_id: str, limit: RateLimit, returned: dict[str, float]) -> Buckets:
+        """A rate lease's rest back in the key's buckets; the buckets that exist (a missing one is full)."""
+        for kind, amount in returned.items():
+            self.buckets[(key_id, kind)] = given_back(self.buckets[(key_id, kind)], limit, kind, amount, self.now)
+        return {kind: bucket for kind in KINDS if (bucket := self.buckets[(key_id, kind)]) is not None}
 
     def _lock_buckets(self, keys: list[tuple[str, str]]) -> None:
         """The rate buckets of these keys, created when missing (NULL: full), locked in key order."""
@@ -638,8 +721,7 @@ class _Batch:
             for (k, i), row in sorted(self.leases.items())
             if (k, i) in self.leases_before and row != self.leases_before[(k, i)]
         ]
-        if self.consumed:
-            self.conn.execute(_CONSUME_LEASE, self.consumed)
+        self._write_consumed()
         emptied = [lease for lease in leases if not any(lease[a] for a in AMOUNTS)]
         if emptied:
             self.conn.execute(_DROP_LEASE, emptied)
@@ -697,6 +779,20 @@ _BY_LEASE = and_(*(_r[c] == bindparam(f"k_{c}") for c in ("reservation", "scope"
 _WRITE_LEASE = update(reservations).where(_BY_LEASE).values({c: bindparam(c) for c in (*AMOUNTS, "expires_at")})
 _DROP_LEASE = delete(reservations).where(_BY_LEASE)
 _CONSUME_LEASE = update(reservations).where(_BY_LEASE).values({a: _r[a] - bindparam(a) for a in AMOUNTS})
+
+
+def _add_usage(insert: Any) -> Any:
+    """Usage added to a counter and what it used taken off its reserved amounts, in place (the row made
+    when it is gone: a restored database)."""
+    c = counters.c
+    return insert.on_conflict_do_update(
+        index_elements=[c.scope, c.quota_id, c.period],
+        set_={f"used_{a}": c[f"used_{a}"] + insert.excluded[f"used_{a}"] for a in AMOUNTS}
+        | {f"reserved_{a}": c[f"reserved_{a}"] - bindparam(f"spent_{a}") for a in AMOUNTS},
+    )
+
+
+_ADD_USAGE = {"sqlite": _add_usage(sqlite.insert(counters)), "postgresql": _add_usage(postgresql.insert(counters))}
 _CREATE_BUCKETS = {
     "sqlite": sqlite.insert(buckets).on_conflict_do_nothing(),
     "postgresql": postgresql.insert(buckets).on_conflict_do_nothing(),
@@ -712,6 +808,12 @@ _WRITE_BUCKETS = (
     .where(and_(buckets.c.key_id == bindparam("k_key_id"), buckets.c.kind == bindparam("k_kind")))
     .values(level=bindparam("level"), stamp=bindparam("stamp"))
 )
+
+
+async def outcome(future: Future) -> Any:
+    """A ledger future's result, awaited; at once when it is done already (decided in memory from a lease),
+    which saves the event loop a wake-up from another thread."""
+    return future.result() if future.done() else await asyncio.wrap_future(future)
 
 
 def _done(result: Any) -> Future:

@@ -125,3 +125,76 @@ def test_a_tampered_vocabulary_is_refused(tmp_path, tiny_bundle):
         load_harmony(tmp_path)
     with pytest.raises(VocabularyError, match="cannot be read"):
         load_harmony(tmp_path / "missing")
+
+
+_PIECES = [
+    "Say ok.",
+    " hello",
+    "\n\nhi\n",
+    "a<|end|>b",
+    "<|start|>user",
+    "  ",
+    "\t",
+    "héllo wörld 日本語 🎉",
+    "x" * 300,
+]
+_PIECES += ["'s 're 'LL", "123456789", " \t\n x", "", "  leading", "trailing  \n", "<|message|>", "Ünïcode ﬁ"]
+
+
+def _conversations():
+    """Chats of every shape the gateway counts: system prompts, several turns, parts lists, tool calls and
+    results, tools, each reasoning effort; the user and tool texts run through awkward pieces."""
+    for i, piece in enumerate(_PIECES):
+        other = _PIECES[(i * 7 + 3) % len(_PIECES)]
+        yield [{"role": "user", "content": piece}], [], "low"
+        yield [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": piece + other}], [], "high"
+        yield (
+            [
+                {"role": "developer", "content": "Be kind."},
+                {"role": "user", "content": [{"type": "text", "text": piece}, {"type": "text", "text": other}]},
+                {"role": "assistant", "content": "Hello! " + other},
+                {"role": "user", "content": other},
+            ],
+            [],
+            "medium",
+        )
+        yield (
+            [
+                {"role": "user", "content": "Weather in Paris?" + piece},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": piece + "sunny" + other},
+                {"role": "user", "content": other},
+            ],
+            [WEATHER],
+            "medium",
+        )
+
+
+def test_the_prompt_is_counted_exactly_without_rendering_it_each_time(enc, monkeypatch):
+    """The gateway counts a prompt (input-token quotas, hang-ups) as its skeleton's tokens, rendered once per
+    shape, plus each user and tool text's own: always the whole render's count, and a second prompt of the
+    same shape renders nothing."""
+    from appliance.engine import harmony
+    from appliance.engine.types import GenerationRequest
+
+    for messages, tools, effort in _conversations():
+        request = GenerationRequest(messages=messages, tools=tools, reasoning_effort=effort)
+        assert harmony.prompt_size(request) == len(render_prompt(enc, messages, tools, effort)), messages
+    renders = []
+    real = harmony.render_prompt
+    monkeypatch.setattr(harmony, "render_prompt", lambda *args: renders.append(1) or real(*args))
+    for text in ("What is 2 + 2?", "Name three rivers in Europe, please."):
+        system = {"role": "system", "content": "A prompt of this test's own shape."}
+        request = GenerationRequest(messages=[system, {"role": "user", "content": text}])
+        assert harmony.prompt_size(request) == len(real(enc, request.messages, [], "medium"))
+    assert len(renders) == 1

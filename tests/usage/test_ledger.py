@@ -375,3 +375,111 @@ def test_leased_budget_given_back_by_a_failed_batch_is_released_later(engines, m
     ledger.close()
     (counter,) = ledger.counters("key:k").values()
     assert (counter["used_output_tokens"], counter["reserved_output_tokens"]) == (128, 0)
+
+
+def _row_writes(engine: Engine) -> dict[str, int]:
+    """Rows each kind of statement names (an executemany counts each parameter set), and commits."""
+    seen = {"UPDATE usage_reservations": 0, "UPDATE usage_counters": 0, "INSERT INTO usage_counters": 0}
+    seen |= {"SELECT": 0, "commit": 0}
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        for kind in seen:
+            if statement.startswith(kind):
+                seen[kind] += len(parameters) if executemany else 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "commit", lambda conn: seen.__setitem__("commit", seen["commit"] + 1))
+    return seen
+
+
+def test_settlements_of_one_lease_cost_one_update_per_row_per_batch(engines):
+    """Leased admissions settled together: the batch writes each counter row and each lease row once, however
+    many settlements it carries (not one lease-row update per settlement), reads no row first, and still
+    counts every token (a counter row that is gone, as after a restore, is made again)."""
+    engine = engines()
+    ledger = QuotaLedger(engine, UTC, 3600)
+    month = Quota(id="lab.monthly", period="month", requests=10_000)
+    scoped = [("key:k", quota(output_tokens=1_000_000)), ("group:g", month)]
+    first = ledger.reserve(scoped, Amounts(0, 100, 1))  # the writer leases a slice of both counters
+    assert first is not None
+    ledger.settle(first, Amounts(0, 100, 1))
+    leased = [ledger.reserve(scoped, Amounts(0, 100, 1)) for _ in range(30)]
+    writes = _row_writes(engine)
+    pending = [ledger.settle_future(reservation, Amounts(3, 50, 1)) for reservation in leased if reservation]
+    for settled in pending:
+        settled.result()
+    assert len(pending) == 30 and writes["commit"] < 30  # settlements wait for company: batches
+    assert writes["UPDATE usage_reservations"] <= 2 * writes["commit"]  # two lease rows
+    assert writes["UPDATE usage_counters"] + writes["INSERT INTO usage_counters"] <= 2 * writes["commit"]
+    assert writes["SELECT"] == 0
+    (key,) = ledger.counters("key:k").values()
+    (group,) = ledger.counters("group:g").values()
+    assert (key["used_output_tokens"], key["used_input_tokens"], group["used_requests"]) == (100 + 30 * 50, 90, 31)
+    with engine.begin() as conn:
+        conn.execute(counters.delete().where(counters.c.scope == "group:g"))
+    last = ledger.reserve(scoped, Amounts(0, 100, 1))
+    assert last is not None and last.leases
+    ledger.settle(last, Amounts(0, 10, 1))
+    assert [c["used_requests"] for c in ledger.counters("group:g").values()] == [1]
+    ledger.close()
+    (key,) = ledger.counters("key:k").values()
+    assert (key["reserved_output_tokens"], key["reserved_requests"]) == (0, 0)
+
+
+def test_rate_admissions_far_from_the_limit_need_no_transaction(engines):
+    """The writer leases this replica a share of the key's buckets: the admissions and token charges that fit
+    it are decided in memory, so a hundred requests take a handful of transactions, not a hundred."""
+    engine = engines()
+    ledger = QuotaLedger(engine, UTC, 600)
+    limit = RateLimit(requests_per_minute=100_000, tokens_per_minute=10_000_000)
+    writes = _row_writes(engine)
+    for _ in range(100):
+        ledger.acquire("k", limit, 0)
+        ledger.charge("k", limit, 120)
+    assert writes["commit"] <= 2
+
+
+def test_rate_limits_leased_by_two_replicas_are_never_exceeded(engines):
+    """32 clients on two replicas at one instant (no refill): the key is never admitted past its per-minute
+    limit, what the leases held comes back at close, and what is refused early is bounded by the leases."""
+    clock = Clock(datetime(2026, 12, 1, 12, tzinfo=UTC))
+    replicas = [QuotaLedger(engines(), UTC, 600, clock=clock) for _ in range(2)]
+    limit = RateLimit(requests_per_minute=400)
+    admitted, lock = [], threading.Lock()
+
+    def client(i: int) -> None:
+        for _ in range(20):
+            try:
+                replicas[i % 2].acquire("k", limit, 0)
+            except RateLimited:
+                continue
+            with lock:
+                admitted.append(i)
+
+    in_threads(client, 32)
+    assert 400 - 2 * 400 / LEASE_SHARE - 2 <= len(admitted) <= 400
+    for ledger in replicas:
+        ledger.close()  # the leases' rest goes back to the bucket
+    late = QuotaLedger(engines(), UTC, 600, clock=clock)
+    more = 0
+    with contextlib.suppress(RateLimited):
+        for _ in range(400):
+            late.acquire("k", limit, 0)
+            more += 1
+    late.close()
+    assert len(admitted) + more <= 400 and len(admitted) + more >= 398
+
+
+def test_a_lowered_rate_limit_applies_to_a_replica_that_holds_a_rate_lease(engines):
+    """A reload that lowers a key's limit: the lease taken under the old limit admits nothing more; its rest
+    goes back to the buckets (never above the new, smaller allowance), and the new limit holds."""
+    clock = Clock(datetime(2026, 12, 1, 12, tzinfo=UTC))
+    ledger = QuotaLedger(engines(), UTC, 600, clock=clock)
+    ledger.acquire("k", RateLimit(requests_per_minute=1600), 0)  # the writer leases about 100 requests
+    ledger.acquire("k", RateLimit(requests_per_minute=1600), 0)  # from the lease
+    lowered = RateLimit(requests_per_minute=10)
+    for _ in range(10):
+        ledger.acquire("k", lowered, 0)
+    with pytest.raises(RateLimited, match=r"rate\.requests"):
+        ledger.acquire("k", lowered, 0)
+    ledger.close()
