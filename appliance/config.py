@@ -1,23 +1,22 @@
 """The one settings object.
 
 Every value comes from an `APPLIANCE_*` environment variable, then from the YAML file named by
-`APPLIANCE_CONFIG`, then from the defaults below. No other module reads the environment: they take a
-`Settings` (or the values they need) as arguments, so tests can build any configuration in-process.
+`APPLIANCE_CONFIG`, then from the defaults below. No other module reads the environment (but
+`appliance.config_core`, for its own fields): they take a `Settings` (or the values they need) as
+arguments, so tests can build any configuration in-process.
 """
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from appliance.files import read_small
+from appliance.config_core import CoreSettings, read_config_file
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):
@@ -27,23 +26,7 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("APPLIANCE_CONFIG")
-        if not path:
-            return {}
-        from appliance.errors import ApplianceError
-
-        try:
-            data = yaml.safe_load(read_small(Path(path), 1 << 20)) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ApplianceError(f"cannot read settings file {path}: {exc}".splitlines()[0]) from exc
-        if not isinstance(data, dict):
-            raise ApplianceError(f"settings file {path} must hold a mapping")
-        if "tls_key_password" in data:  # a file anyone may read must not hold a secret in clear
-            raise ApplianceError(
-                f"settings file {path}: tls_key_password may not be written there; use "
-                f"tls_key_password_file or the APPLIANCE_TLS_KEY_PASSWORD environment variable"
-            )
-        return data
+        return read_config_file()
 
 
 class SyslogCollector(BaseModel):
@@ -81,18 +64,16 @@ class SyslogCollector(BaseModel):
         return self
 
 
-class Settings(BaseSettings):
-    """Where the appliance keeps its state and how it serves.
+class Settings(BaseSettings, CoreSettings):
+    """Where the appliance keeps its state and how it serves (the data folder, the model store, the trust
+    folder and hashing: `CoreSettings`).
 
     Paths left unset are derived from `data_dir`, so one variable moves the whole installation: they are
-    declared with their derived type (never None once built) and a None default the validator replaces.
+    declared with their derived type (never None once built) and a None default the validators replace.
     """
 
     model_config = SettingsConfigDict(env_prefix="APPLIANCE_", extra="forbid")
 
-    data_dir: Path = Path("var")
-    model_store: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
-    trust_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
     keys_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
     database_url: str = Field(default=None, validate_default=False)  # type: ignore[assignment]
     # default data_dir/policies, filled from the shipped pack the first time (policy.pack.seeded)
@@ -122,9 +103,6 @@ class Settings(BaseSettings):
     audit_forward_batch: int = Field(default=500, ge=1, le=100_000)  # records read and sent per round
     audit_forward_confirm_s: float = Field(default=1.0, ge=0)  # sent, acked and the connection still up: delivered
     audit_forward_lag_warning: int = Field(default=10_000, ge=1)  # records behind: `forward status` warns
-
-    hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    max_signature_bytes: int = 16 * 1024 * 1024
 
     ray_address: str | None = None
     ray_auth_mode: Literal["token", "disabled"] = "token"  # disabled only on purpose (a warning at start)
@@ -215,9 +193,7 @@ class Settings(BaseSettings):
         return name
 
     @model_validator(mode="after")
-    def _derive_paths(self) -> Settings:
-        self.model_store = self.model_store or self.data_dir / "models"
-        self.trust_dir = self.trust_dir or self.data_dir / "trust"
+    def _derive_paths(self) -> Settings:  # after CoreSettings derived the store and trust folders
         self.policy_dir = self.policy_dir or self.data_dir / "policies"
         self.keys_dir = self.keys_dir or self.data_dir / "keys"
         self.policy_trust_dir = self.policy_trust_dir or self.trust_dir / "policy"
