@@ -16,7 +16,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from appliance.config_core import CoreSettings, read_config_file
+from appliance.config_core import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_MAX_SIGNATURE_BYTES,
+    default_hash_workers,
+    default_model_store,
+    default_trust_dir,
+    read_config_file,
+)
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):
@@ -64,16 +71,20 @@ class SyslogCollector(BaseModel):
         return self
 
 
-class Settings(BaseSettings, CoreSettings):
-    """Where the appliance keeps its state and how it serves (the data folder, the model store, the trust
-    folder and hashing: `CoreSettings`).
+class Settings(BaseSettings):
+    """Where the appliance keeps its state and how it serves.
 
     Paths left unset are derived from `data_dir`, so one variable moves the whole installation: they are
-    declared with their derived type (never None once built) and a None default the validators replace.
+    declared with their derived type (never None once built) and a None default the validator replaces.
+    The data folder, the model store, the trust folder and hashing are also read alone, without pydantic,
+    by the commands that only hash (`appliance.config_core`, whose defaults these are).
     """
 
     model_config = SettingsConfigDict(env_prefix="APPLIANCE_", extra="forbid")
 
+    data_dir: Path = DEFAULT_DATA_DIR
+    model_store: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
+    trust_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
     keys_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
     database_url: str = Field(default=None, validate_default=False)  # type: ignore[assignment]
     # default data_dir/policies, filled from the shipped pack the first time (policy.pack.seeded)
@@ -103,6 +114,9 @@ class Settings(BaseSettings, CoreSettings):
     audit_forward_batch: int = Field(default=500, ge=1, le=100_000)  # records read and sent per round
     audit_forward_confirm_s: float = Field(default=1.0, ge=0)  # sent, acked and the connection still up: delivered
     audit_forward_lag_warning: int = Field(default=10_000, ge=1)  # records behind: `forward status` warns
+
+    hash_workers: int = Field(default_factory=default_hash_workers, ge=1)
+    max_signature_bytes: int = DEFAULT_MAX_SIGNATURE_BYTES
 
     ray_address: str | None = None
     ray_auth_mode: Literal["token", "disabled"] = "token"  # disabled only on purpose (a warning at start)
@@ -193,7 +207,9 @@ class Settings(BaseSettings, CoreSettings):
         return name
 
     @model_validator(mode="after")
-    def _derive_paths(self) -> Settings:  # after CoreSettings derived the store and trust folders
+    def _derive_paths(self) -> Settings:
+        self.model_store = self.model_store or default_model_store(self.data_dir)
+        self.trust_dir = self.trust_dir or default_trust_dir(self.data_dir)
         self.policy_dir = self.policy_dir or self.data_dir / "policies"
         self.keys_dir = self.keys_dir or self.data_dir / "keys"
         self.policy_trust_dir = self.policy_trust_dir or self.trust_dir / "policy"

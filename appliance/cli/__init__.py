@@ -23,6 +23,7 @@ import typer
 from appliance.errors import ApplianceError
 
 if TYPE_CHECKING:
+    from appliance.config import Settings
     from appliance.config_core import CoreSettings
 
 _S = TypeVar("_S")
@@ -120,12 +121,13 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _prepare(argv: list[str]) -> CoreSettings:
+def _prepare(argv: list[str]) -> Settings | CoreSettings:
     """What every command but help needs first: the settings, logging, and root's refusal."""
+    settings: Settings | CoreSettings
     if tuple(argv[:2]) in _HASHING:
         from appliance.config_core import core_settings
 
-        settings: CoreSettings = get_settings_or_exit(core_settings)
+        settings = get_settings_or_exit(core_settings)
     else:
         from appliance.config import get_settings
         from appliance.logs import configure_logging

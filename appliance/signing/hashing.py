@@ -13,7 +13,6 @@ of preceding it; its digests are used only once a verified manifest names exactl
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import threading
@@ -182,6 +181,8 @@ def preallocate(dst_root: Path, sizes: dict[str, int]) -> None:
 def link_inode(fd: int, dest: Path) -> None:
     """A new name for the file open as `fd` (linkat with AT_EMPTY_PATH, else through /proc/self/fd): the
     inode that was opened, whatever its old name points to by now."""
+    import ctypes  # here only: a verification starts hashing sooner without it
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.linkat(fd, b"", AT_FDCWD, os.fsencode(dest), AT_EMPTY_PATH) == 0:
         return

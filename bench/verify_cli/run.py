@@ -25,14 +25,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from appliance.bundles import BundleMetadata, sign_bundle
-from appliance.media.manifest import MANIFEST, RELEASE_KEY, Manifest, MediaFile, write_signature
+from appliance.media.manifest import MANIFEST, RELEASE_KEY
 from appliance.signing import keys
-from appliance.signing.hashing import Piece, hash_pieces
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from bench.bundle_verify.run import make_bundle  # noqa: E402
 from bench.cli_startup.run import timed  # noqa: E402
+from tests.media.conftest import sign_media  # noqa: E402  (the same hand-made media as the tests)
 
 BARE = (
     "import os, sys\n"
@@ -44,41 +44,14 @@ BARE = (
 )
 
 
-def make_bundle(work: Path, gib: float) -> Path:
-    folder = work / "bundle"
-    folder.mkdir()
-    per_file = int(gib * 2**30 / 4)
-    for i in range(4):
-        with open(folder / f"model-{i}.onnx.data", "wb") as f:
-            for _ in range(per_file // (64 << 20)):
-                f.write(os.urandom(64 << 20))
-            f.write(os.urandom(per_file % (64 << 20)))
-    BundleMetadata(name="bench", version="1.0.0", variant="bench", precision="fp32", profile="cpu-fp32").write(folder)
-    key = keys.generate_private_key("ecdsa-p256")
-    keys.write_public_key(key.public_key(), work / "bundle.pub")
-    sign_bundle(folder, key, workers=os.cpu_count() or 1)
-    return folder
-
-
 def make_media(work: Path, bundle: Path) -> Path:
     """Media whose stored files are the bundle's data files, under a manifest signed by a release key."""
     media = work / "media"
     (media / "data").mkdir(parents=True)
-    sizes = {}
     for src in sorted(bundle.glob("*.data")):
         os.link(src, media / "data" / src.name)
-        sizes[f"data/{src.name}"] = src.stat().st_size
     key = keys.generate_private_key("ed25519")
-    keys.write_public_key(key.public_key(), media / RELEASE_KEY)  # listed, as on real media
-    sizes[RELEASE_KEY] = (media / RELEASE_KEY).stat().st_size
-    digests = hash_pieces(media, [Piece(p, 0, s) for p, s in sizes.items()], workers=os.cpu_count() or 1)
-    files = tuple(MediaFile(p.path, p.end, d) for p, d in sorted(digests.items()))
-    manifest = Manifest(
-        version="1.0.0", min_upgrade_from="1.0.0", pythons=("3.11",), gpu=False, split_size=4 << 30, files=files
-    )
-    raw = manifest.to_bytes()
-    (media / MANIFEST).write_bytes(raw)
-    write_signature(media, raw, key)
+    sign_media(media, key)
     keys.write_public_key(key.public_key(), work / "release.pub")
     return media
 
@@ -92,7 +65,11 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-verify-cli-"))
     try:
         work.mkdir(exist_ok=True)
-        bundle = work / "bundle" if (work / "bundle" / "model.sig").exists() else make_bundle(work, args.gib)
+        if not (work / "bundle" / "model.sig").exists():
+            key = keys.generate_private_key("ecdsa-p256")
+            keys.write_public_key(key.public_key(), work / "bundle.pub")
+            make_bundle(work, args.gib, key)
+        bundle = work / "bundle"
         media = work / "media" if (work / "media" / MANIFEST).exists() else make_media(work, bundle)
         appliance = str(Path(sys.executable).with_name("appliance"))
         env = {**os.environ, "APPLIANCE_DATA_DIR": str(work / "var")}
