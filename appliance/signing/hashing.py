@@ -84,6 +84,10 @@ class _Hashing:
         ]
         pool.shutdown(wait=False)  # its threads end once the pieces are done
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
     def result(self) -> dict[Piece, str]:
         try:
             return {p: f.result() for p, f in zip(self._ordered, self._futures)}
@@ -106,8 +110,8 @@ class Ahead:
         self._hashing = _Hashing(root, self.pieces, workers=workers, progress=progress)
 
     def digests(self, pieces: Iterable[Piece]) -> dict[Piece, str] | None:
-        """The digests when exactly these pieces were hashed, else None (and hashing stops)."""
-        if frozenset(pieces) != self.pieces:
+        """The digests when exactly these pieces were hashed, to their end; else None (and hashing stops)."""
+        if self._hashing.stopped or frozenset(pieces) != self.pieces:
             self.stop()
             return None
         return self._hashing.result()

@@ -35,6 +35,14 @@ def test_a_file_list_that_moved_since_hashing_began_is_hashed_again(bundle, sign
         verify_bundle(bundle, [signer[0].public_key()], workers=2, ahead=ahead)
 
 
+def test_hashing_stopped_early_is_never_taken_for_done(bundle, signer):
+    """A stopped `Ahead` (its pieces cut short) hands out no digests: the verification hashes again."""
+    ahead = _ahead(bundle)
+    ahead.stop()
+    assert ahead.digests(ahead.pieces) is None
+    assert verify_bundle(bundle, [signer[0].public_key()], workers=2, ahead=ahead).metadata.name == "gpt-oss-test"
+
+
 def test_hashing_ahead_trusts_nothing_before_the_signature(bundle, signer):
     """An untrusted signer is refused although every file was already hashed."""
     with _ahead(bundle) as ahead:
