@@ -1,23 +1,29 @@
 """The one settings object.
 
 Every value comes from an `APPLIANCE_*` environment variable, then from the YAML file named by
-`APPLIANCE_CONFIG`, then from the defaults below. No other module reads the environment: they take a
-`Settings` (or the values they need) as arguments, so tests can build any configuration in-process.
+`APPLIANCE_CONFIG`, then from the defaults below. No other module reads the environment (but
+`appliance.config_core`, for its own fields): they take a `Settings` (or the values they need) as
+arguments, so tests can build any configuration in-process.
 """
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from appliance.files import read_small
+from appliance.config_core import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_MAX_SIGNATURE_BYTES,
+    default_hash_workers,
+    default_model_store,
+    default_trust_dir,
+    read_config_file,
+)
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):
@@ -27,23 +33,7 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("APPLIANCE_CONFIG")
-        if not path:
-            return {}
-        from appliance.errors import ApplianceError
-
-        try:
-            data = yaml.safe_load(read_small(Path(path), 1 << 20)) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ApplianceError(f"cannot read settings file {path}: {exc}".splitlines()[0]) from exc
-        if not isinstance(data, dict):
-            raise ApplianceError(f"settings file {path} must hold a mapping")
-        if "tls_key_password" in data:  # a file anyone may read must not hold a secret in clear
-            raise ApplianceError(
-                f"settings file {path}: tls_key_password may not be written there; use "
-                f"tls_key_password_file or the APPLIANCE_TLS_KEY_PASSWORD environment variable"
-            )
-        return data
+        return read_config_file()
 
 
 class SyslogCollector(BaseModel):
@@ -86,11 +76,13 @@ class Settings(BaseSettings):
 
     Paths left unset are derived from `data_dir`, so one variable moves the whole installation: they are
     declared with their derived type (never None once built) and a None default the validator replaces.
+    The data folder, the model store, the trust folder and hashing are also read alone, without pydantic,
+    by the commands that only hash (`appliance.config_core`, whose defaults these are).
     """
 
     model_config = SettingsConfigDict(env_prefix="APPLIANCE_", extra="forbid")
 
-    data_dir: Path = Path("var")
+    data_dir: Path = DEFAULT_DATA_DIR
     model_store: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
     trust_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
     keys_dir: Path = Field(default=None, validate_default=False)  # type: ignore[assignment]
@@ -123,8 +115,8 @@ class Settings(BaseSettings):
     audit_forward_confirm_s: float = Field(default=1.0, ge=0)  # sent, acked and the connection still up: delivered
     audit_forward_lag_warning: int = Field(default=10_000, ge=1)  # records behind: `forward status` warns
 
-    hash_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
-    max_signature_bytes: int = 16 * 1024 * 1024
+    hash_workers: int = Field(default_factory=default_hash_workers, ge=1)
+    max_signature_bytes: int = DEFAULT_MAX_SIGNATURE_BYTES
 
     ray_address: str | None = None
     ray_auth_mode: Literal["token", "disabled"] = "token"  # disabled only on purpose (a warning at start)
@@ -216,8 +208,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
-        self.model_store = self.model_store or self.data_dir / "models"
-        self.trust_dir = self.trust_dir or self.data_dir / "trust"
+        self.model_store = self.model_store or default_model_store(self.data_dir)
+        self.trust_dir = self.trust_dir or default_trust_dir(self.data_dir)
         self.policy_dir = self.policy_dir or self.data_dir / "policies"
         self.keys_dir = self.keys_dir or self.data_dir / "keys"
         self.policy_trust_dir = self.policy_trust_dir or self.trust_dir / "policy"

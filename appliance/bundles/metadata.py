@@ -12,9 +12,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from appliance.errors import ApplianceError
+from appliance.signing.oms import SIGNATURE_NAME
 
 METADATA_FILE = "bundle.json"
-SIGNATURE_FILE = "model.sig"
+SIGNATURE_FILE = SIGNATURE_NAME
 try:  # the installed distribution's own version (pyproject.toml), never a second copy of it
     APPLIANCE_VERSION = version("appliance")
 except PackageNotFoundError:  # a source tree on sys.path with no install at all

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from appliance.bundles.metadata import METADATA_FILE, SIGNATURE_FILE, BundleError, BundleMetadata
 from appliance.signing import keys, oms
-from appliance.signing.hashing import HeldFiles, Progress
+from appliance.signing.hashing import Ahead, HeldFiles, Progress
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,10 @@ def verify_bundle(
     max_signature_bytes: int = 16 << 20,
     copy_to: Path | None = None,
     held: HeldFiles | None = None,
+    ahead: Ahead | None = None,
 ) -> VerifiedBundle:
     """Signature first (cheap), then `bundle.json`, then every byte in parallel (optionally copied, or held
-    open for loading: see `BundleStore.loading`)."""
+    open for loading: see `BundleStore.loading`; or already under way: see `hashing.Ahead`)."""
     manifest, key = oms.read_signature(
         folder, trusted, signature_name=SIGNATURE_FILE, max_signature_bytes=max_signature_bytes
     )
@@ -80,5 +81,6 @@ def verify_bundle(
         copy_to=copy_to,
         manifest=manifest,
         held=held,
+        ahead=ahead,
     )
     return VerifiedBundle(folder, metadata, manifest, keys.key_hint(key))

@@ -21,27 +21,31 @@ TrustOpt = Annotated[
 
 def _store() -> BundleStore:
     from appliance.bundles import BundleStore
-    from appliance.config import get_settings
+    from appliance.config_core import core_settings
 
-    s = get_settings()
+    s = core_settings()
     return BundleStore(s.model_store, workers=s.hash_workers, max_signature_bytes=s.max_signature_bytes)
 
 
 def _trusted(extra: list[Path] | None) -> list[keys.PublicKey]:
     from appliance.bundles import trusted_keys
-    from appliance.config import get_settings
+    from appliance.config_core import core_settings
 
-    return trusted_keys(get_settings().trust_dir, extra)
+    return trusted_keys(core_settings().trust_dir, extra)
 
 
 def _total_bytes(folder: Path) -> int:
-    from appliance.bundles import SIGNATURE_FILE
+    return sum(_files(folder).values())
+
+
+def _files(folder: Path) -> dict[str, int]:
+    """The files a bundle's signature must cover, by size ({} when unreadable)."""
     from appliance.signing import oms
 
     try:
-        return sum(oms.scan_folder(folder, {SIGNATURE_FILE}).values())
+        return oms.scan_folder(folder, {oms.SIGNATURE_NAME})
     except oms.SignatureError:
-        return 0  # the verification proper reports the problem
+        return {}  # the verification proper reports the problem
 
 
 @app.command()
@@ -121,9 +125,9 @@ def verify(
     ] = False,
 ) -> None:
     """Verify a bundle folder against trusted keys: exit 0 when every byte matches its signature."""
-    from appliance.bundles.metadata import BundleError
-
     if (folder is None) == (not active):
+        from appliance.bundles.metadata import BundleError
+
         raise BundleError("give either a bundle FOLDER or --active (see --help)")
     if active:
         store = _store()
@@ -138,14 +142,26 @@ def verify(
 
 
 def _verify_one(folder: Path, trust: list[Path] | None) -> None:
-    from appliance.bundles import verify_bundle
+    """Hashing starts first; the key library loads and the signature is checked while it runs (nothing is
+    trusted before: see `hashing.Ahead`)."""
     from appliance.cli.progress import byte_progress
-    from appliance.config import get_settings
+    from appliance.config_core import core_settings
+    from appliance.signing.hashing import Ahead
 
-    s = get_settings()
-    with byte_progress("verifying", _total_bytes(folder)) as advance:
+    s, sizes = core_settings(), _files(folder)
+    with (
+        byte_progress("verifying", sum(sizes.values())) as advance,
+        Ahead(folder, sizes, workers=s.hash_workers, progress=advance) as ahead,
+    ):
+        from appliance.bundles import verify_bundle
+
         vb = verify_bundle(
-            folder, _trusted(trust), workers=s.hash_workers, progress=advance, max_signature_bytes=s.max_signature_bytes
+            folder,
+            _trusted(trust),
+            workers=s.hash_workers,
+            progress=advance,
+            max_signature_bytes=s.max_signature_bytes,
+            ahead=ahead,
         )
     typer.echo(
         f"OK {vb.metadata.name} {vb.metadata.version} ({len(vb.manifest.files)} files, key {vb.signer_hint[:16]})"

@@ -106,15 +106,21 @@ def verify(
 ) -> None:
     """Check the signature, then every file and part by size and SHA-256. Writes nothing."""
     from appliance.cli.progress import byte_progress
-    from appliance.config import get_settings
-    from appliance.media.verify import media_key, read_manifest, stored_bytes, verify_media
-    from appliance.signing import keys
+    from appliance.config_core import core_settings
+    from appliance.media.verify import files_on, media_key, stored_bytes, verify_media
+    from appliance.signing.hashing import Ahead
 
-    pinned = trust_release_key is not None
-    key = keys.load_public_key(trust_release_key) if trust_release_key is not None else media_key(media)
-    total = stored_bytes(read_manifest(media, [key]).manifest)
-    with byte_progress("verifying", total) as advance:
-        result = verify_media(media, [key], workers=get_settings().hash_workers, progress=advance)
+    workers, present = core_settings().hash_workers, files_on(media)
+    with (  # hashing starts first; the key library loads and the signature is checked while it runs
+        byte_progress("verifying", sum(present.values())) as advance,
+        Ahead(media, present, workers=workers, progress=advance) as ahead,
+    ):
+        from appliance.signing import keys
+
+        pinned = trust_release_key is not None
+        key = keys.load_public_key(trust_release_key) if trust_release_key is not None else media_key(media)
+        result = verify_media(media, [key], workers=workers, progress=advance, ahead=ahead)
+    total = stored_bytes(result.manifest)
     typer.echo(
         f"OK media {result.manifest.version}: {len(result.manifest.files)} files, "
         f"{total / 2**20:.1f} MiB, manifest {result.manifest_sha256[:16]}"

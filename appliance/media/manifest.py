@@ -13,9 +13,12 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from appliance.errors import ApplianceError
-from appliance.signing import keys
+
+if TYPE_CHECKING:  # loaded where a key is used: `media verify` starts hashing before (signing/hashing.py)
+    from appliance.signing import keys
 
 MANIFEST = "MANIFEST.json"
 SIGNATURE = "MANIFEST.sig"
@@ -134,6 +137,8 @@ def version_key(version: str) -> tuple:
 
 def write_signature(root: Path, raw: bytes, key: keys.PrivateKey) -> None:
     """MANIFEST.sig: the signer's key fingerprint and its signature over MANIFEST.json's bytes."""
+    from appliance.signing import keys
+
     sig = {"key": keys.key_hint(key.public_key()), "signature": base64.b64encode(keys.sign(key, raw)).decode()}
     (root / SIGNATURE).write_text(json.dumps(sig, sort_keys=True) + "\n")
     keys.write_public_key(key.public_key(), root / RELEASE_KEY)
@@ -141,6 +146,8 @@ def write_signature(root: Path, raw: bytes, key: keys.PrivateKey) -> None:
 
 def check_signature(raw: bytes, sig_raw: bytes, trusted: list[keys.PublicKey]) -> keys.PublicKey:
     """The trusted key whose signature over `raw` is valid, or a MediaError that names the signer."""
+    from appliance.signing import keys
+
     try:
         sig = json.loads(sig_raw)
         signature = base64.b64decode(sig["signature"], validate=True)

@@ -2,7 +2,9 @@
 
 Nothing is written anywhere. The listing is compared with the manifest before any hashing (cheap, and it
 names a missing, extra or truncated file at once); then every stored file or part is hashed in parallel with
-`signing/hashing.py`, largest first.
+`signing/hashing.py`, largest first. `appliance media verify` starts that hashing before the signature is
+checked (`hashing.Ahead`, over `files_on`), and uses its digests only once the signed manifest lists
+exactly the files it hashed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.files import read_small
 from appliance.media.manifest import (
@@ -22,8 +25,10 @@ from appliance.media.manifest import (
     MediaError,
     check_signature,
 )
-from appliance.signing import keys
-from appliance.signing.hashing import Piece, Progress, hash_pieces
+from appliance.signing.hashing import Ahead, Piece, Progress, hash_pieces
+
+if TYPE_CHECKING:
+    from appliance.signing import keys
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class VerifiedMedia:
 
 def read_manifest(root: Path, trusted: list[keys.PublicKey]) -> VerifiedMedia:
     """The manifest, accepted only when a trusted key signed these exact bytes."""
+    from appliance.signing import keys
+
     raw = _read_small(root / MANIFEST)
     key = check_signature(raw, _read_small(root / SIGNATURE), trusted)
     return VerifiedMedia(root, Manifest.parse(raw), hashlib.sha256(raw).hexdigest(), keys.key_hint(key))
@@ -43,11 +50,18 @@ def read_manifest(root: Path, trusted: list[keys.PublicKey]) -> VerifiedMedia:
 
 def media_key(root: Path) -> keys.PublicKey:
     """The release key the media says it is signed with (to show its fingerprint; never trusted by itself)."""
+    from appliance.signing import keys
+
     return keys.load_public_key(root / RELEASE_KEY)
 
 
 def verify_media(
-    root: Path, trusted: list[keys.PublicKey], *, workers: int, progress: Progress | None = None
+    root: Path,
+    trusted: list[keys.PublicKey],
+    *,
+    workers: int,
+    progress: Progress | None = None,
+    ahead: Ahead | None = None,
 ) -> VerifiedMedia:
     media = read_manifest(root, trusted)
     expected = {path: (size, digest) for f in media.manifest.files for path, size, digest in f.stored()}
@@ -62,7 +76,8 @@ def verify_media(
         if present[path] != size:
             how = "truncated" if present[path] < size else "longer than listed"
             raise MediaError(f"{_what(path)} {path} is {how} ({present[path]} bytes, expected {size})")
-    digests = hash_pieces(root, [Piece(p, 0, s) for p, (s, _) in expected.items()], workers=workers, progress=progress)
+    pieces = [Piece(p, 0, s) for p, (s, _) in expected.items()]
+    digests = hash_pieces(root, pieces, workers=workers, progress=progress, ahead=ahead)
     for piece, digest in sorted(digests.items()):
         if digest != expected[piece.path][1]:
             raise MediaError(f"{_what(piece.path)} {piece.path} does not match its SHA-256 (changed or corrupt)")
@@ -71,6 +86,15 @@ def verify_media(
 
 def stored_bytes(manifest: Manifest) -> int:
     return sum(size for f in manifest.files for _, size, _ in f.stored())
+
+
+def files_on(root: Path) -> dict[str, int]:
+    """The media's files (but the manifest and its signature) by size, as they are now; {} when they cannot
+    be listed (`verify_media` reports why, after the signature)."""
+    try:
+        return _listing(root)
+    except (MediaError, OSError):
+        return {}
 
 
 def _what(path: str) -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.errors import ApplianceError
-from appliance.signing import keys
+
+if TYPE_CHECKING:  # loaded where a key is used (see signing/hashing.py, `Ahead`)
+    from appliance.signing import keys
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -29,6 +31,8 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 def seal(payload: bytes, key: keys.PrivateKey) -> dict[str, Any]:
     """A Sigstore bundle (as a JSON-ready dict) holding a DSSE envelope over `payload`."""
+    from appliance.signing import keys
+
     signature = keys.sign(key, pae(IN_TOTO_PAYLOAD_TYPE, payload))
     return {
         "mediaType": BUNDLE_MEDIA_TYPE,
@@ -43,6 +47,8 @@ def seal(payload: bytes, key: keys.PrivateKey) -> dict[str, Any]:
 
 def open_sealed(raw: bytes, trusted: list[keys.PublicKey]) -> tuple[bytes, keys.PublicKey]:
     """The payload of a bundle whose signature verifies with one of `trusted`, and that key."""
+    from appliance.signing import keys
+
     try:
         bundle = json.loads(raw)
         if bundle.get("mediaType") != BUNDLE_MEDIA_TYPE:

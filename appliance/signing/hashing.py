@@ -5,15 +5,19 @@ pickling or extra copies. Each worker owns one reusable buffer (memory is worker
 is read exactly once: when importing, the bytes written to the store are the very bytes that were hashed,
 so there is no window between checking a file and copying it. When loading, `HeldFiles` closes the same
 window: the files are opened once, hashed through those descriptors and loaded through them too.
+
+`Ahead` starts hashing a folder's files before the signature that says what they must be is checked, so a
+verifying command's start-up (loading the key library, checking the signature) overlaps the hashing instead
+of preceding it; its digests are used only once a verified manifest names exactly the files it hashed.
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,18 +44,87 @@ def hash_pieces(
     progress: Progress | None = None,
     copy_to: Path | None = None,
     held: HeldFiles | None = None,
+    ahead: Ahead | None = None,
 ) -> dict[Piece, str]:
     """SHA-256 hex of every piece, largest first so the pool drains evenly.
 
     With `copy_to`, each piece is also written at the same offset of the same relative path there (files
     must already exist there with their final size; see `preallocate`). With `held`, files are read through
-    its descriptors instead of being opened by path.
+    its descriptors instead of being opened by path. With `ahead`, its digests when it hashed exactly these
+    pieces and nothing is to be copied or held; else it is stopped and the pieces are hashed here.
     """
-    ordered = sorted(pieces, key=lambda p: p.end - p.start, reverse=True)
-    fds = held.fds if held is not None else None
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sha256") as pool:
-        digests = list(pool.map(lambda p: _hash_piece(root, p, progress, copy_to, fds), ordered))
-    return dict(zip(ordered, digests))
+    pieces = list(pieces)
+    if ahead is not None:
+        done = ahead.digests(pieces) if copy_to is None and held is None else None
+        if done is not None:
+            return done
+        ahead.stop()
+    return _Hashing(root, pieces, workers=workers, progress=progress, copy_to=copy_to, held=held).result()
+
+
+class _Hashing:
+    """`hash_pieces` under way in its own threads: `result()` waits for it, `stop()` ends it early."""
+
+    def __init__(
+        self,
+        root: Path,
+        pieces: Iterable[Piece],
+        *,
+        workers: int,
+        progress: Progress | None = None,
+        copy_to: Path | None = None,
+        held: HeldFiles | None = None,
+    ) -> None:
+        self._stopped = threading.Event()
+        self._ordered = sorted(pieces, key=lambda p: p.end - p.start, reverse=True)
+        fds = held.fds if held is not None else None
+        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="sha256")
+        self._futures: list[Future[str]] = [
+            pool.submit(_hash_piece, root, p, progress, copy_to, fds, self._stopped) for p in self._ordered
+        ]
+        pool.shutdown(wait=False)  # its threads end once the pieces are done
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def result(self) -> dict[Piece, str]:
+        try:
+            return {p: f.result() for p, f in zip(self._ordered, self._futures)}
+        finally:
+            self.stop()  # one piece failed: the others need not run on
+
+    def stop(self) -> None:
+        self._stopped.set()
+        for f in self._futures:
+            f.cancel()
+
+
+class Ahead:
+    """Whole files hashed before the signature is checked (see the module's docstring): nothing here is
+    trusted until `digests` is asked for the pieces a verified manifest expects, and any mismatch (a file
+    added, removed or resized meanwhile; a manifest of shards) sends the caller back to hashing as usual."""
+
+    def __init__(self, root: Path, sizes: Mapping[str, int], *, workers: int, progress: Progress | None) -> None:
+        self.pieces = frozenset(Piece(p, 0, s) for p, s in sizes.items())
+        self._hashing = _Hashing(root, self.pieces, workers=workers, progress=progress)
+
+    def digests(self, pieces: Iterable[Piece]) -> dict[Piece, str] | None:
+        """The digests when exactly these pieces were hashed, to their end; else None (and hashing stops)."""
+        if self._hashing.stopped or frozenset(pieces) != self.pieces:
+            self.stop()
+            return None
+        return self._hashing.result()
+
+    def __enter__(self) -> Ahead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()  # a failed verification does not wait for the rest of the hashing
+
+    def stop(self) -> None:
+        """End hashing early (the verification failed first); pieces under way stop at their next chunk."""
+        self._hashing.stop()
 
 
 class HeldFiles:
@@ -112,6 +185,8 @@ def preallocate(dst_root: Path, sizes: dict[str, int]) -> None:
 def link_inode(fd: int, dest: Path) -> None:
     """A new name for the file open as `fd` (linkat with AT_EMPTY_PATH, else through /proc/self/fd): the
     inode that was opened, whatever its old name points to by now."""
+    import ctypes  # here only: a verification starts hashing sooner without it
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.linkat(fd, b"", AT_FDCWD, os.fsencode(dest), AT_EMPTY_PATH) == 0:
         return
@@ -122,7 +197,12 @@ def link_inode(fd: int, dest: Path) -> None:
 
 
 def _hash_piece(
-    root: Path, piece: Piece, progress: Progress | None, copy_to: Path | None, fds: Mapping[str, int] | None
+    root: Path,
+    piece: Piece,
+    progress: Progress | None,
+    copy_to: Path | None,
+    fds: Mapping[str, int] | None,
+    stopped: threading.Event,
 ) -> str:
     h = hashlib.sha256()
     buf = bytearray(min(CHUNK, max(piece.end - piece.start, 1)))
@@ -131,7 +211,7 @@ def _hash_piece(
     dst = os.open(copy_to / piece.path, os.O_WRONLY | os.O_NOFOLLOW) if copy_to is not None else None
     try:
         pos = piece.start
-        while pos < piece.end:
+        while pos < piece.end and not stopped.is_set():
             n = os.preadv(src, [view[: min(len(buf), piece.end - pos)]], pos)
             if n == 0:
                 break  # file shorter than its manifest says: the digest will not match

@@ -19,16 +19,20 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.files import atomic_write
-from appliance.signing import dsse, keys
+from appliance.signing import dsse
 from appliance.signing.dsse import SignatureError as SignatureError  # re-exported: callers catch it here
-from appliance.signing.hashing import HeldFiles, Piece, Progress, hash_pieces, preallocate
+from appliance.signing.hashing import Ahead, HeldFiles, Piece, Progress, hash_pieces, preallocate
+
+if TYPE_CHECKING:  # the key library loads when a key is used: a verification starts hashing before that
+    from appliance.signing import keys
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 _GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")
+SIGNATURE_NAME = "model.sig"  # model-signing's default name
 
 
 @dataclass
@@ -60,7 +64,7 @@ def sign_folder(
     folder: Path,
     key: keys.PrivateKey,
     *,
-    signature_name: str = "model.sig",
+    signature_name: str = SIGNATURE_NAME,
     shard_size: int | None = None,
     workers: int = 1,
     progress: Progress | None = None,
@@ -87,7 +91,7 @@ def read_signature(
     folder: Path,
     trusted: list[keys.PublicKey],
     *,
-    signature_name: str = "model.sig",
+    signature_name: str = SIGNATURE_NAME,
     max_signature_bytes: int = 16 << 20,
 ) -> tuple[Manifest, keys.PublicKey]:
     """The manifest a trusted key signed for `folder`, without hashing any file yet."""
@@ -112,19 +116,21 @@ def verify_folder(
     folder: Path,
     trusted: list[keys.PublicKey],
     *,
-    signature_name: str = "model.sig",
+    signature_name: str = SIGNATURE_NAME,
     max_signature_bytes: int = 16 << 20,
     workers: int = 1,
     progress: Progress | None = None,
     copy_to: Path | None = None,
     manifest: Manifest | None = None,
     held: HeldFiles | None = None,
+    ahead: Ahead | None = None,
 ) -> Manifest:
     """Check that `folder` is exactly what a trusted key signed; with `copy_to`, copy it while hashing; with
     `held`, open every file into it and hash through those descriptors (for loading through them after).
 
     Raises `SignatureError` naming the first problem. A given `manifest` (from `read_signature`) skips
-    re-reading the signature.
+    re-reading the signature; a given `ahead` (hashing started before the signature was read) supplies
+    the digests when it hashed exactly the pieces to check now.
     """
     if manifest is None:
         manifest, _ = read_signature(
@@ -140,7 +146,7 @@ def verify_folder(
             held.open(folder, sizes)
         except OSError as exc:
             raise SignatureError(f"cannot open the files of {folder}: {exc}") from exc
-    actual = hash_pieces(folder, pieces, workers=workers, progress=progress, copy_to=copy_to, held=held)
+    actual = hash_pieces(folder, pieces, workers=workers, progress=progress, copy_to=copy_to, held=held, ahead=ahead)
     expected = (
         manifest.digests
         if manifest.method == "shards"
@@ -190,7 +196,7 @@ def scan_folder(folder: Path, ignore: set[str]) -> dict[str, int]:
     return out
 
 
-def parse_statement(payload: bytes, signature_name: str = "model.sig") -> Manifest:
+def parse_statement(payload: bytes, signature_name: str = SIGNATURE_NAME) -> Manifest:
     """Validate an in-toto statement and turn it into a `Manifest`."""
     try:
         statement = json.loads(payload)

@@ -33,6 +33,21 @@ def best(fn, repeat: int) -> float:
     return min(times)
 
 
+def make_bundle(work: Path, gib: float, key: keys.PrivateKey) -> Path:
+    """`work`/bundle: 4 files of random data, `gib` GiB in all, signed with `key`."""
+    folder = work / "bundle"
+    folder.mkdir()
+    per_file = int(gib * 2**30 / 4)
+    for i in range(4):
+        with open(folder / f"model-{i}.onnx.data", "wb") as f:
+            for _ in range(per_file // (64 << 20)):
+                f.write(os.urandom(64 << 20))
+            f.write(os.urandom(per_file % (64 << 20)))
+    BundleMetadata(name="bench", version="1.0.0", variant="bench", precision="fp32", profile="cpu-fp32").write(folder)
+    sign_bundle(folder, key, workers=os.cpu_count() or 1)
+    return folder
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", type=float, default=2.0)
@@ -41,21 +56,10 @@ def main() -> None:
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="bench-verify-"))
     try:
-        folder = work / "bundle"
-        folder.mkdir()
-        per_file = int(args.gib * 2**30 / 4)
-        for i in range(4):
-            with open(folder / f"model-{i}.onnx.data", "wb") as f:
-                for _ in range(per_file // (64 << 20)):
-                    f.write(os.urandom(64 << 20))
-                f.write(os.urandom(per_file % (64 << 20)))
-        BundleMetadata(name="bench", version="1.0.0", variant="bench", precision="fp32", profile="cpu-fp32").write(
-            folder
-        )
         key = keys.generate_private_key("ecdsa-p256")
         keys.write_private_key(key, work / "k.pem")
         keys.write_public_key(key.public_key(), work / "k.pub")
-        sign_bundle(folder, key, workers=cores)
+        folder = make_bundle(work, args.gib, key)
         total = sum(f.stat().st_size for f in folder.iterdir())
         appliance = str(Path(sys.executable).with_name("appliance"))
         env = {**os.environ, "APPLIANCE_DATA_DIR": str(work / "var")}

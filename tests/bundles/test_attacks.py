@@ -1,4 +1,5 @@
-"""Every attack on a bundle is refused by `appliance bundle import` with one line and an empty store."""
+"""Every attack on a bundle is refused by `appliance bundle import` with one line and an empty store, and by
+`appliance bundle verify` (which starts hashing before it checks the signature) with the same line."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from tests.conftest import APPLIANCE, clean_env, one_line_error, run_cli
 
 
 def refused(bundle: Path, data_dir: Path, *extra: str) -> str:
+    checked = one_line_error(run_cli("bundle", "verify", str(bundle), *extra, data_dir=data_dir))
     line = one_line_error(run_cli("bundle", "import", str(bundle), *extra, data_dir=data_dir))
+    assert checked == line
     assert store_is_empty(data_dir)
     return line
 

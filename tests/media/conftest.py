@@ -132,6 +132,24 @@ def copy_media(src: Path, dest: Path) -> Path:
     return dest
 
 
+def sign_media(root: Path, key) -> None:
+    """Media made by hand: every file under `root` (and the release key's public half, as real media carry
+    it) listed in a MANIFEST.json signed with `key`; nothing to install, for checking verification alone."""
+    from appliance.media.manifest import MANIFEST, RELEASE_KEY, Manifest, MediaFile, write_signature
+    from appliance.signing import keys
+    from appliance.signing.hashing import Piece, hash_pieces
+
+    keys.write_public_key(key.public_key(), root / RELEASE_KEY)
+    sizes = {p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+    digests = hash_pieces(root, [Piece(p, 0, s) for p, s in sizes.items()], workers=os.cpu_count() or 1)
+    files = tuple(MediaFile(p.path, p.end, d) for p, d in sorted(digests.items()))
+    manifest = Manifest(
+        version="1.0.0", min_upgrade_from="1.0.0", pythons=(PY,), gpu=False, split_size=4 << 30, files=files
+    )
+    (root / MANIFEST).write_bytes(manifest.to_bytes())
+    write_signature(root, manifest.to_bytes(), key)
+
+
 def detach(path: Path) -> Path:
     data = path.read_bytes()
     path.unlink()
