@@ -41,7 +41,7 @@ def take(url: str, staging: Path) -> tuple[str, Head]:
         dest = staging / SQLITE_MEMBER
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            sqlite_backup(path, dest)
+            sqlite_backup(path, dest, durable=False)  # archived, then removed (archive.py)
             return SQLITE_MEMBER, sqlite_head(dest)
         except sqlite3.Error as exc:
             raise BackupError(f"cannot snapshot {path}: {exc}") from exc
