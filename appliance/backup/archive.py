@@ -1,10 +1,14 @@
 """The archive file: an uncompressed POSIX tar whose first two members are the manifest and its signature.
 
-Written to a temporary file beside the target, fsynced and renamed, so a crash or a full disk never leaves
-a half-written archive under the final name. Read as a stream in one pass: the signature is checked before
-any other member is read, and each member is hashed while it is copied into a staging folder, so what is
-staged is exactly what was hashed (no check-then-read window). Only regular files whose paths the manifest
-lists, each once and at its size, are accepted: links, devices, absolute paths and `..` never reach disk.
+Each file goes through memory once, on both sides. Writing, every member is hashed while it is copied into
+the archive (and the staged copy is removed at once, so its pages need never reach the disk); the
+manifest's place at the front is reserved at its final size (hashes are fixed-length, the signature is
+padded) and filled in once the hashes are known. The file is written beside the target, fsynced and
+renamed, so a crash or a full disk never leaves a half-written archive under the final name.
+Reading, the signature is checked before any other member is read, and each member is hashed while it is
+copied into a staging folder, so what is staged is exactly what was hashed (no check-then-read window).
+Only regular files whose paths the manifest lists, each once and at its size, are accepted: links, devices,
+sparse files, absolute paths and `..` never reach disk.
 Uncompressed, because the database dominates and a restore should run at disk speed; compress the file
 afterwards if space matters more than time.
 """
@@ -16,7 +20,6 @@ import io
 import os
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -24,57 +27,67 @@ from typing import IO
 from appliance.backup import manifest as mf
 from appliance.backup import sealed
 from appliance.backup.errors import BackupError
-from appliance.files import fsync_dir
+from appliance.files import atomic_write, fsync_dir
 from appliance.signing import keys
 
 Advance = Callable[[int], None]
+Seal = Callable[[list[mf.Member]], tuple[bytes, bytes]]  # the members' lines -> (manifest, signature)
 _CHUNK = 1 << 20
+_UNKNOWN = "0" * 64  # a SHA-256 not computed yet: as long as the real one
 
 
-def write(
-    out: Path, staging: Path, manifest: bytes, signature: bytes, members: list[mf.Member], advance: Advance
-) -> None:
-    """Write the archive `out` atomically from the files under `staging` that `members` lists."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+def write(out: Path, staging: Path, paths: list[str], seal: Seal, advance: Advance) -> list[mf.Member]:
+    """Write the archive `out` atomically from the files `paths` under `staging` (each removed once it is
+    archived); `seal` makes the manifest and its signature from the members' lines, which are returned."""
+    sizes = [(p, (staging / p).stat().st_size) for p in paths]
+    draft = seal([mf.Member(path=p, sha256=_UNKNOWN, size=n) for p, n in sizes])
+    members = []
     try:
-        os.fchmod(fd, 0o600)  # the archive holds audit content: readable by its owner only
-        with os.fdopen(fd, "wb") as f:
-            # copybufsize: tarfile copies members 16 KiB at a time by default
-            with tarfile.TarFile(fileobj=f, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_CHUNK) as tar:
-                for name, data in ((mf.NAME, manifest), (mf.SIGNATURE, signature)):
-                    tar.addfile(_info(name, len(data)), io.BytesIO(data))
-                for m in members:
-                    with open(staging / m.path, "rb") as src:
-                        tar.addfile(_info(m.path, m.size), _Counting(src, advance))
+        # the archive holds audit content: readable by its owner only
+        with atomic_write(out, binary=True, mode=0o600) as f:
+            places = []
+            for name, data in zip((mf.NAME, mf.SIGNATURE), draft, strict=True):
+                places.append(_header(f, name, len(data)))
+                f.write(bytes(_padded(len(data))))
+            for path, size in sizes:
+                _header(f, path, size)
+                with open(staging / path, "rb", buffering=0) as src:
+                    digest = _copy(src, f, size, advance)
+                if digest is None:
+                    raise BackupError(f"the staged {path} changed while it was archived")
+                members.append(mf.Member(path=path, sha256=digest, size=size))
+                f.write(bytes(_padded(size) - size))
+                (staging / path).unlink()
+            end = f.tell() + 2 * tarfile.BLOCKSIZE  # two zero blocks, then the record filled as tar does
+            f.write(bytes(-(-end // tarfile.RECORDSIZE) * tarfile.RECORDSIZE - f.tell()))
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
+            for place, old, new in zip(places, draft, seal(members), strict=True):
+                if len(new) != len(old):
+                    raise BackupError("the manifest changed size once hashed (a bug: nothing was written)")
+                os.pwrite(f.fileno(), new, place)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise BackupError(f"cannot write {out}: {exc.strerror or exc}") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     fsync_dir(out.parent)
+    return members
 
 
 def read(archive: Path, staging: Path, trusted: list[keys.PublicKey], advance: Advance) -> mf.Manifest:
     """Verify `archive` completely while staging its members under `staging`; returns its manifest."""
     try:
-        with open(archive, "rb") as f, tarfile.open(fileobj=f, mode="r|", bufsize=_CHUNK) as tar:
+        with open(archive, "rb", buffering=0) as f, tarfile.open(fileobj=f, mode="r:") as tar:
             manifest = _head(tar, trusted)
             check_space(staging, sum(m.size for m in manifest.members))
             wanted = {m.path: m for m in manifest.members}
-            while (info := tar.next()) is not None:  # iterating would yield the head again
+            while (info := tar.next()) is not None:
                 m = wanted.pop(sealed.safe_path(info.name), None)
                 if m is None:
                     raise BackupError(f"the archive holds {info.name!r}, which its manifest does not list")
-                if not info.isreg():
+                if not info.isreg() or info.issparse():
                     raise BackupError(f"the archive member {info.name!r} is not a regular file")
                 if info.size != m.size:
                     raise BackupError(f"the archive member {m.path} has {info.size} bytes, its manifest says {m.size}")
-                _stage(tar.extractfile(info), staging / m.path, m, advance)
+                f.seek(info.offset_data)
+                _stage(f, staging / m.path, m, advance)
     except FileNotFoundError as exc:
         raise BackupError(f"archive {archive} does not exist") from exc
     except (tarfile.TarError, EOFError) as exc:
@@ -99,22 +112,34 @@ def _head(tar: tarfile.TarFile, trusted: list[keys.PublicKey]) -> mf.Manifest:
     return mf.verify(parts[0], parts[1], trusted)
 
 
-def _stage(src: IO[bytes] | None, dest: Path, member: mf.Member, advance: Advance) -> None:
-    assert src is not None  # a regular file
+def _stage(src: io.FileIO, dest: Path, member: mf.Member, advance: Advance) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
     with open(dest, "xb") as out:
         os.fchmod(out.fileno(), 0o600)
-        while chunk := src.read(_CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-            advance(len(chunk))
+        digest = _copy(src, out, member.size, advance)
         out.flush()
         os.fsync(out.fileno())
-    if digest.hexdigest() != member.sha256:
+    if digest is None:
+        raise BackupError(f"the archive ends inside {member.path} (truncated)")
+    if digest != member.sha256:
         raise BackupError(
             f"the archive member {member.path} does not match its SHA-256 in the manifest (tampered or damaged)"
         )
+
+
+def _copy(src: io.FileIO, out: IO[bytes], size: int, advance: Advance) -> str | None:
+    """Copy `size` bytes from `src` to `out` through one buffer, hashing them on the way: the SHA-256 of
+    what was written, or None when `src` ends early."""
+    digest, buf = hashlib.sha256(), memoryview(bytearray(_CHUNK))
+    while size:
+        n = src.readinto(buf[: min(size, _CHUNK)])
+        if not n:
+            return None
+        digest.update(buf[:n])
+        out.write(buf[:n])
+        advance(n)
+        size -= n
+    return digest.hexdigest()
 
 
 def check_space(folder: Path, need: int, what: str = "the restore") -> None:
@@ -125,19 +150,14 @@ def check_space(folder: Path, need: int, what: str = "the restore") -> None:
         raise BackupError(f"not enough space in {folder}: {what} needs {need >> 20} MiB, {free >> 20} MiB are free")
 
 
-def _info(name: str, size: int) -> tarfile.TarInfo:
+def _header(f: IO[bytes], name: str, size: int) -> int:
+    """Write the tar header of a member; returns where its data starts."""
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.uname, info.gname = size, 0o600, "", ""
-    return info
+    f.write(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+    return f.tell()
 
 
-class _Counting(io.RawIOBase):
-    """A file that reports what is read from it (tarfile copies members through `read`)."""
-
-    def __init__(self, src: IO[bytes], advance: Advance) -> None:
-        self._src, self._advance = src, advance
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._src.read(n)
-        self._advance(len(data))
-        return data
+def _padded(size: int) -> int:
+    """`size` rounded up to whole tar blocks."""
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE

@@ -10,8 +10,9 @@ What goes in, and why:
   effective settings (passwords masked) for rebuilding a host;
 - private keys (the audit key, the admin page's CSRF secret, any other non-public file of the keys folder)
   only when asked, sealed with a passphrase (sealed.py).
-Everything is copied into the staging folder first, so each member is hashed once and archived exactly as
-hashed, however the live files change meanwhile.
+Everything is copied into the staging folder first (the database snapshot without an fsync: the staged copy
+is removed once archived), so each member is archived exactly as hashed, in one pass, however the live files
+change meanwhile.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ class Backup:
 
     def __init__(self, settings: Settings, staging: Path) -> None:
         self.settings, self.staging = settings, staging
-        self.manifest: mf.Manifest | None = None
 
     def stage(self, passphrase: bytes | None) -> int:
         """Snapshot and copy everything into the staging folder; returns the archive's payload bytes."""
@@ -66,26 +66,29 @@ class Backup:
         paths += self._settings_member()
         if passphrase is not None:
             paths += self._seal_private_keys(passphrase)
-        key = signer.load_or_create(s.audit_key_path)
-        members = mf.describe(self.staging, paths)
-        self.manifest = mf.Manifest(
+        self._paths, self._key = paths, signer.load_or_create(s.audit_key_path)
+        self._manifest = mf.Manifest(  # its members' lines are made while they are archived
             created=now_ts(),
             appliance_version=_version(),
             database=snapshot.kind(s.database_url),
             audit_head=head,
-            audit_key_id=keys.key_hint(key.public_key()),
+            audit_key_id=keys.key_hint(self._key.public_key()),
             bundles=self._bundles(),
             private_keys=passphrase is not None,
-            members=members,
+            members=[],
         )
-        self._key = key
-        return sum(m.size for m in members)
+        return sum((self.staging / p).stat().st_size for p in paths)
 
     def write(self, out: Path, advance: Callable[[int], None]) -> mf.Manifest:
-        assert self.manifest is not None, "stage() first"
-        body = self.manifest.to_bytes()
-        archive.write(out, self.staging, body, mf.sign(body, self._key), self.manifest.members, advance)
-        return self.manifest
+        """Archive what `stage` gathered, each member hashed while it is written (archive.py)."""
+
+        def seal(members: list[mf.Member]) -> tuple[bytes, bytes]:
+            body = self._manifest.model_copy(update={"members": members}).to_bytes()
+            return body, mf.sign(body, self._key)
+
+        return self._manifest.model_copy(
+            update={"members": archive.write(out, self.staging, self._paths, seal, advance)}
+        )
 
     def _copy_file(self, src: Path, member: str) -> list[str]:
         if not src.is_file() or src.is_symlink():

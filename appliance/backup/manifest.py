@@ -8,9 +8,7 @@ reads a single byte of anything else, and then holds every member to its line he
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -23,6 +21,7 @@ FORMAT: Literal["appliance-backup/1"] = "appliance-backup/1"
 Database = Literal["sqlite", "postgresql"]
 NAME, SIGNATURE = "manifest.json", "manifest.sig"
 MAX_MANIFEST_BYTES = 16 << 20
+SIGNATURE_BYTES = 512  # the longest signature line (ECDSA P-384) is ~330 bytes
 
 
 class _Strict(BaseModel):
@@ -70,11 +69,10 @@ class Manifest(_Strict):
 
 
 def sign(manifest: bytes, key: keys.PrivateKey) -> bytes:
-    """The signature member: the key id and the signature over the manifest's exact bytes."""
-    return (
-        json.dumps({"key_id": keys.key_hint(key.public_key()), "signature": keys.sign(key, manifest).hex()}).encode()
-        + b"\n"
-    )
+    """The signature member: the key id and the signature over the manifest's exact bytes, padded with
+    spaces to SIGNATURE_BYTES whatever the key's kind (an archive reserves its place before it is known)."""
+    line = json.dumps({"key_id": keys.key_hint(key.public_key()), "signature": keys.sign(key, manifest).hex()})
+    return line.encode().ljust(SIGNATURE_BYTES - 1) + b"\n"
 
 
 def verify(manifest: bytes, signature: bytes, trusted: list[keys.PublicKey]) -> Manifest:
@@ -105,15 +103,3 @@ def verify(manifest: bytes, signature: bytes, trusted: list[keys.PublicKey]) -> 
     if parsed.audit_key_id != key_id:
         raise BackupError("the archive's manifest names another audit key than the one that signed it")
     return parsed
-
-
-def describe(root: Path, paths: list[str]) -> list[Member]:
-    """Manifest lines for files under `root` (hashed here; the staging copies are private to the backup)."""
-    members = []
-    for path in paths:
-        digest = hashlib.sha256()
-        with open(root / path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        members.append(Member(path=path, sha256=digest.hexdigest(), size=(root / path).stat().st_size))
-    return members

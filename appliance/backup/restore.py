@@ -133,7 +133,7 @@ def _prepare(
             )
 
     archived_witness = root / "witness" / WITNESS_FILE
-    _check_staged_chain(manifest, root, key, archived_witness, progress, settings.hash_workers)
+    verify_staged_chain(manifest, root, key, archived_witness, progress, settings.hash_workers)
     if cur_seq > head.seq or diverged:  # records will be removed: say so in the log first, and keep them
         outcome.removed, outcome.removed_file = _record_and_export(
             settings, manifest, restore_id, archive_path, after=0 if diverged else head.seq
@@ -232,7 +232,7 @@ def _archived_hash(manifest: mf.Manifest, root: Path, seq: int) -> str | None:
     return row[0] if row else None
 
 
-def _check_staged_chain(
+def verify_staged_chain(
     manifest: mf.Manifest, root: Path, key: keys.PrivateKey, witness: Path, progress: Phases, workers: int
 ) -> None:
     """The archived chain must verify before it replaces anything (SQLite; a dump is verified once loaded), in

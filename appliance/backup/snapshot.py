@@ -3,9 +3,10 @@
 SQLite: the online backup API (appliance/sqlitecopy.py), one read transaction; the head is then read from
 the copy, so it is exactly the snapshot's. PostgreSQL: a REPEATABLE READ transaction exports its snapshot
 (`pg_export_snapshot`), the head is read inside it, and `pg_dump --snapshot` dumps that very state, so the
-head in the manifest and the dump cannot disagree however many records land meanwhile. The dump is plain
-SQL with `--clean --if-exists` and is loaded by `psql --single-transaction`: the whole database is replaced
-in one transaction, or not at all.
+head in the manifest and the dump cannot disagree however many records land meanwhile. Neither snapshot is
+fsynced: it is read once into the archive (which is) and removed. The dump is plain SQL with `--clean
+--if-exists` and is loaded by `psql --single-transaction`: the whole database is replaced in one
+transaction, or not at all.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def take(url: str, staging: Path) -> tuple[str, Head]:
         dest = staging / SQLITE_MEMBER
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            sqlite_backup(path, dest)
+            sqlite_backup(path, dest, durable=False)  # archived, then removed (archive.py)
             return SQLITE_MEMBER, sqlite_head(dest)
         except sqlite3.Error as exc:
             raise BackupError(f"cannot snapshot {path}: {exc}") from exc
@@ -81,6 +82,7 @@ def _pg_dump(url: str, dest: Path) -> Head:
                         "--if-exists",
                         "--no-owner",
                         "--no-privileges",
+                        "--no-sync",  # archived, then removed (archive.py): its fsync would be wasted
                         f"--snapshot={snapshot}",
                         "-f",
                         str(dest),

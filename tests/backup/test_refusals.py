@@ -77,8 +77,9 @@ def _variants(site: Site, good: Path, other: Path, out: Path) -> dict[str, Path]
     extra = [*members, (tarfile.TarInfo("../../outside"), b"")]
     stranger = keys.generate_private_key()
     foreign = _resigned(members, stranger, lambda m: m.update(audit_key_id=keys.key_hint(stranger.public_key())))
-    (out / "truncated.tar").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    sparse = [(_as_sparse(info), d) if info.name == "db/appliance.db" else (info, d) for info, d in members]
     return {
+        **_truncated(good, out),
         "flipped byte in a member": _write(out / "flipped.tar", flipped),
         "altered manifest": _write(out / "altered.tar", altered),
         "swapped signature": _write(out / "swapped.tar", swapped),
@@ -86,9 +87,34 @@ def _variants(site: Site, good: Path, other: Path, out: Path) -> dict[str, Path]
         "a link member": _write(out / "linked.tar", linked),
         "a member the manifest does not list": _write(out / "extra.tar", extra),
         "signed by an untrusted key": _write(out / "foreign.tar", foreign),
-        "truncated": out / "truncated.tar",
+        "a sparse member": _write(out / "sparse.tar", sparse),
         "not an archive": good.parent / "missing.tar",
     }
+
+
+def _truncated(good: Path, out: Path) -> dict[str, Path]:
+    """`good` cut short at each kind of place: in the manifest, in a header, in the database, in the last
+    member, and exactly before the last member's header."""
+    data = good.read_bytes()
+    with tarfile.open(good) as tar:
+        infos = tar.getmembers()
+    assert infos[2].name == "db/appliance.db"
+    cuts = {
+        "truncated in its manifest": infos[0].offset_data + 100,
+        "truncated in a member's header": infos[2].offset + 100,
+        "truncated in the database": infos[2].offset_data + infos[2].size // 2,
+        "truncated in its last member": infos[-1].offset_data + infos[-1].size - 1,
+        "truncated before its last member": infos[-1].offset,
+    }
+    for name, cut in cuts.items():
+        (out / f"{name}.tar").write_bytes(data[:cut])
+    return {name: out / f"{name}.tar" for name in cuts}
+
+
+def _as_sparse(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    sparse = tarfile.TarInfo(info.name)
+    sparse.type, sparse.size = tarfile.GNUTYPE_SPARSE, info.size
+    return sparse
 
 
 EXPECTED = {
@@ -99,7 +125,12 @@ EXPECTED = {
     "a link member": "not a regular file",
     "a member the manifest does not list": "unsafe path",
     "signed by an untrusted key": "does not trust",
-    "truncated": "truncated",
+    "truncated in its manifest": "truncated",
+    "truncated in a member's header": "truncated",
+    "truncated in the database": "truncated",
+    "truncated in its last member": "truncated",
+    "truncated before its last member": "truncated",
+    "a sparse member": "not a regular file",
     "not an archive": "does not exist",
 }
 
