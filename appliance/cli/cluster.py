@@ -176,3 +176,18 @@ def remove(name: Annotated[str, typer.Argument(help="The node to remove.")]) -> 
     member = admin_actions.remove_node(console_actor(), cluster, name)
     _units_follow(cluster)
     typer.echo(f"removed {member.name}: certificate {member.serial} revoked")
+
+
+@app.command("pod-cert")
+def pod_cert(
+    ca: Annotated[Path, typer.Option(help="Folder of the CA Secret (tls.crt: the CA certificate, tls.key: its key).")],
+    out: Annotated[Path, typer.Option(help="Folder for node.crt, node.key and ca.crt (a memory volume).")],
+    address: Addresses,
+    name: Annotated[list[str] | None, typer.Option("--name", help="A DNS name Ray uses for the pod (repeat).")] = None,
+) -> None:
+    """Kubernetes (the chart's rayTLS.mode=secret): issue this Ray pod's certificate from the site's CA, in
+    the pod's init container; its own pod IP is known only once the pod exists."""
+    from appliance.cluster.pod_cert import issue_pod_cert
+
+    fingerprint = issue_pod_cert(ca, out, address, [n for n in name or [] if n])
+    typer.echo(f"pod certificate {fingerprint} for {', '.join([*(name or []), *address])} in {out}")
