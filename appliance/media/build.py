@@ -52,7 +52,9 @@ def build_media(out: Path, inp: BuildInputs, *, workers: int, progress: Progress
     try:
         kubernetes = {  # first: a wrong --image or no helm is refused before minutes of downloads
             "images": kube.add_images(stage, inp.images),
-            "chart": kube.package_chart(stage, inp.repo / "helm" / "appliance", kube.find_helm(inp.repo, inp.helm)),
+            "chart": kube.package_chart(
+                stage, inp.repo / "helm" / "appliance", kube.find_helm(inp.repo, inp.helm), inp.source_date_epoch
+            ),
         }
         version = _wheels(stage / "wheels", inp)
         bundle_ids = _bundles(stage, inp, workers)

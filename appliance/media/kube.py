@@ -3,13 +3,15 @@
 Both are ordinary media files, so the signed manifest lists each with its size and SHA-256 (an image
 archive over the split size travels as parts like any file) and `install.sh --verify-only` checks them;
 the manifest's `extra.kubernetes` names them for the operator. The chart is packaged by the real `helm
-package` (the values schema travels inside it; helm writes the files' own times, so equal inputs give the
-same archive). An image archive is taken only when it is an OCI image layout archive (`make image` writes
-`var/image/*.oci.tar`), with its SBOM beside it when there is one.
+package` (the values schema travels inside it) of a copy whose files all carry SOURCE_DATE_EPOCH: helm writes
+the files' own times, which a fresh checkout changes, so equal contents give the same archive. An image
+archive is taken only when it is an OCI image layout archive (`make image` writes `var/image/*.oci.tar`),
+with its SBOM beside it when there is one.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tarfile
@@ -31,18 +33,23 @@ def find_helm(repo: Path, given: Path | None) -> Path:
     raise MediaError("the media carry the Helm chart: no helm found (run `bash scripts/helm.sh`, or --helm PATH)")
 
 
-def package_chart(stage: Path, chart: Path, helm: Path) -> str:
+def package_chart(stage: Path, chart: Path, helm: Path, source_date_epoch: int) -> str:
     """`helm package` of the chart into kubernetes/; the package's media path."""
     if not (chart / "Chart.yaml").is_file():
         raise MediaError(f"{chart} has no Chart.yaml: build media from an appliance checkout")
-    dest = stage / FOLDER
+    dest, work = stage / FOLDER, stage / ".chart"
     dest.mkdir(parents=True, exist_ok=True)
+    copy = Path(shutil.copytree(chart, work / chart.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")))
+    for path in [copy, *copy.rglob("*")]:
+        os.utime(path, (source_date_epoch, source_date_epoch))
     try:
         proc = subprocess.run(
-            [str(helm), "package", str(chart), "-d", str(dest)], capture_output=True, text=True, timeout=300
+            [str(helm), "package", str(copy), "-d", str(dest)], capture_output=True, text=True, timeout=300
         )
     except OSError as exc:
         raise MediaError(f"cannot run {helm}: {exc.strerror}") from None
+    finally:
+        shutil.rmtree(work)
     packages = sorted(dest.glob("*.tgz"))
     if proc.returncode != 0 or len(packages) != 1:
         last = (proc.stderr.strip().splitlines() or ["no package written"])[-1]
