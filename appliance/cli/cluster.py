@@ -189,5 +189,6 @@ def pod_cert(
     the pod's init container; its own pod IP is known only once the pod exists."""
     from appliance.cluster.pod_cert import issue_pod_cert
 
-    fingerprint = issue_pod_cert(ca, out, address, [n for n in name or [] if n])
-    typer.echo(f"pod certificate {fingerprint} for {', '.join([*(name or []), *address])} in {out}")
+    names = [n for n in name or [] if n]  # an empty $(FQ_RAY_IP) names nothing
+    fingerprint = issue_pod_cert(ca, out, address, names)
+    typer.echo(f"pod certificate {fingerprint} for {', '.join([*names, *address])} in {out}")

@@ -64,6 +64,9 @@ def test_secret_mode_gives_every_ray_container_its_pod_certificate_never_the_ca_
         for c in [*spec["initContainers"], *spec["containers"]]:
             mounts = {m["name"]: m for m in c["volumeMounts"]}
             assert ("ray-ca" in mounts) == (c["name"] == "ray-tls-cert"), (name, c["name"])
+            if c["name"] == "ray-tls-cert":  # beside the CA key: nothing else it does not need
+                assert set(mounts) == {"tmp", "home", "ray-ca", "ray-pod-tls"}, name
+                assert mounts["ray-ca"]["readOnly"] is True
             if c["name"] in RAY_CONTAINERS:
                 env = _env(c)
                 assert env["RAY_USE_TLS"] == "1", name

@@ -239,8 +239,11 @@ KubeRay's FQ_RAY_IP, the head Service's name) from the site's CA Secret, before 
     - name: POD_IP
       valueFrom:
         fieldRef: {fieldPath: status.podIP}
-  volumeMounts:
-    {{- include "appliance.volumeMounts" . | nindent 4 }}
+  volumeMounts:  # only what issuing needs: no data volume, audit key or trust keys beside the CA key
+    - name: tmp
+      mountPath: /tmp
+    - name: home
+      mountPath: {{ $p.home }}
     - name: ray-ca
       mountPath: {{ $p.rayCa }}
       readOnly: true
