@@ -27,6 +27,8 @@ SBOM_SUFFIX = ".sbom.cdx.json"
 
 def find_helm(repo: Path, given: Path | None) -> Path:
     """`--helm`, else the pinned copy scripts/helm.sh puts in var/tools, else a helm on PATH."""
+    if given is not None and not given.is_file():
+        raise MediaError(f"--helm {given}: no such file")
     for candidate in (given, repo / "var" / "tools" / "helm", shutil.which("helm")):
         if candidate and Path(candidate).is_file():
             return Path(candidate)

@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 
 from appliance.tls import certs
-from tests.conftest import run_cli
+from tests.conftest import one_line_error, run_cli
 from tests.helm import test_hardening as hardening
 from tests.helm.conftest import helm, one, pod_templates, render, requires_helm, template_args
 
@@ -107,14 +107,24 @@ def test_the_init_containers_command_issues_a_pod_certificate(secret_mode, tmp_p
     assert (out / "ca.crt").read_bytes() == certs.pem(ca)
 
 
-def test_pod_cert_refuses_a_key_that_is_not_the_cas_in_one_line(tmp_path):
-    key, other = certs.new_key(), certs.new_key()
+@pytest.mark.parametrize(
+    "case, named",
+    [
+        ("another key", "is not the EC key of the CA certificate"),
+        ("a leaf, not a CA", "is not a self-signed CA certificate"),
+        ("no key", "tls.key"),
+    ],
+)
+def test_pod_cert_refuses_a_wrong_ca_secret_in_one_line(case, named, tmp_path):
+    key = certs.new_key()
     subject = certs.name_of("site Ray CA")
-    (tmp_path / "tls.crt").write_bytes(certs.pem(certs.issue(subject, key.public_key(), subject, key, 30, ca=True)))
-    (tmp_path / "tls.key").write_bytes(certs.pem_key(other))
+    ca = certs.issue(subject, key.public_key(), subject, key, 30, ca=case != "a leaf, not a CA")
+    (tmp_path / "tls.crt").write_bytes(certs.pem(ca))
+    if case != "no key":
+        (tmp_path / "tls.key").write_bytes(certs.pem_key(certs.new_key() if case == "another key" else key))
     proc = run_cli("cluster", "pod-cert", "--ca", str(tmp_path), "--out", str(tmp_path / "o"), "--address", "10.0.0.9")
-    assert proc.returncode != 0 and "is not the EC key of the CA certificate" in proc.stderr
-    assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
+    assert named in one_line_error(proc), proc.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_secret_mode_reaches_the_incremental_upgrades_autoscaler(rayservice_schema):

@@ -53,12 +53,24 @@ def test_verify_only_refuses_a_changed_chart_or_image_in_one_line(path, media_v1
     assert f"file {path} does not match its SHA-256" in line, line
 
 
-def test_an_image_that_is_not_an_oci_archive_is_refused_in_one_line(tmp_path, release):
+def _nested(tmp_path):
     fake = tmp_path / "appliance-0.1.0.oci.tar"
     with tarfile.open(fake, "w") as tar:
         tar.add(oci_archive(tmp_path / "x.oci.tar"), arcname="image.tar")  # a tar, but no OCI layout at its top
-    proc = run_cli(
-        "media", "build", "--out", str(tmp_path / "m"), "--release-key", str(release[0]), "--image", str(fake)
-    )
-    assert "not an OCI image layout" in one_line_error(proc)
-    assert not (tmp_path / "m").exists() and not (tmp_path / "m.partial").exists()
+    return ["--image", str(fake)]
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (_nested, "not an OCI image layout"),
+        (lambda d: ["--image", str(oci_archive(d / "x.oci.tar").with_suffix(""))], "not an OCI archive file"),
+        (lambda d: ["--helm", str(d / "no-helm")], "--helm"),
+    ],
+    ids=["nested tar", "not .oci.tar", "missing helm"],
+)
+def test_wrong_kubernetes_inputs_are_refused_in_one_line_before_anything_is_built(args, named, tmp_path, release):
+    out = tmp_path / "m"
+    proc = run_cli("media", "build", "--out", str(out), "--release-key", str(release[0]), *args(tmp_path))
+    assert named in one_line_error(proc)
+    assert not out.exists() and not out.with_name("m.partial").exists()
