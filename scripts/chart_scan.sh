@@ -12,9 +12,17 @@ if [ ! -x "$venv/bin/checkov" ]; then
 fi
 export PATH="$PWD/var/tools:$PATH"
 skips=$(grep -o '^| CKV_K8S_[0-9]*' helm/appliance/README.md | tr -d '| ' | paste -sd, - || true)
-for profile in "" values-cpu-test.yaml values-20b.yaml values-120b.yaml; do
+# Every profile, and the default values with each rayTLS mode that adds containers, volumes or fields.
+variants=("" values-cpu-test.yaml values-20b.yaml values-120b.yaml
+  "rayTLS=secret:--set rayTLS.mode=secret --set rayTLS.caSecretName=appliance-ray-ca"
+  "rayTLS=kuberay:--set rayTLS.mode=kuberay --api-versions cert-manager.io/v1")
+for variant in "${variants[@]}"; do
   args=(--set global.imageRegistry=registry.site.local --set "image.digest=sha256:$(printf 'ab%.0s' {1..32})")
-  [ -n "$profile" ] && args+=(-f "helm/appliance/$profile")
+  profile=${variant%%:*}
+  case "$variant" in
+    *:*) read -ra more <<<"${variant#*:}"; args+=("${more[@]}") ;;
+    ?*) args+=(-f "helm/appliance/$profile") ;;
+  esac
   out=$(mktemp -d)
   var/tools/helm template appliance helm/appliance --api-versions ray.io/v1 "${args[@]}" > "$out/chart.yaml" 2>/dev/null
   # checkov does not read pod templates inside a RayService: add each as the Pod KubeRay would create.

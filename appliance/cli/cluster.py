@@ -283,3 +283,19 @@ def remove(
         "restart the head's Ray now (the units, or `appliance serve`): until it restarts it accepts the old token",
         err=True,
     )
+
+
+@app.command("pod-cert")
+def pod_cert(
+    ca: Annotated[Path, typer.Option(help="Folder of the CA Secret (tls.crt: the CA certificate, tls.key: its key).")],
+    out: Annotated[Path, typer.Option(help="Folder for node.crt, node.key and ca.crt (a memory volume).")],
+    address: Addresses,
+    name: Annotated[list[str] | None, typer.Option("--name", help="A DNS name Ray uses for the pod (repeat).")] = None,
+) -> None:
+    """Kubernetes (the chart's rayTLS.mode=secret): issue this Ray pod's certificate from the site's CA, in
+    the pod's init container; its own pod IP is known only once the pod exists."""
+    from appliance.cluster.pod_cert import issue_pod_cert
+
+    names = [n for n in name or [] if n]  # an empty $(FQ_RAY_IP) names nothing
+    fingerprint = issue_pod_cert(ca, out, address, names)
+    typer.echo(f"pod certificate {fingerprint} for {', '.join([*names, *address])} in {out}")

@@ -59,6 +59,15 @@ def build(
         typer.Option(help="Oldest installed version this media upgrades (default: MAJOR.0.0 of its own version)."),
     ] = None,
     wheelhouse: Annotated[Path | None, typer.Option(help="Reuse wheels already downloaded here.")] = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--image", help="OCI image archive for Kubernetes (`make image`: var/image/*.oci.tar; repeatable)."
+        ),
+    ] = None,
+    helm: Annotated[
+        Path | None, typer.Option(help="The helm that packages the chart (default: var/tools/helm, else PATH).")
+    ] = None,
     source_date_epoch: Annotated[
         int,
         typer.Option(
@@ -83,6 +92,8 @@ def build(
         min_upgrade_from=min_upgrade_from,
         source_date_epoch=source_date_epoch,
         wheelhouse=wheelhouse,
+        images=tuple(image or ()),
+        helm=helm,
     )
     manifest = build_media(out, inputs, workers=get_settings().hash_workers)
     total = sum(f.size for f in manifest.files)

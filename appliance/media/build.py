@@ -1,5 +1,6 @@
 """Building media on the connected staging machine: wheelhouse, verified bundles, policy pack, installer,
-SBOM, split files, then MANIFEST.json signed into MANIFEST.sig.
+the Kubernetes chart package and image archives (media/kube.py), SBOM, split files, then MANIFEST.json
+signed into MANIFEST.sig.
 
 Everything is assembled in `OUT.partial` and renamed to OUT at the end, so an interrupted build leaves no
 folder that looks like media. Inputs that are equal give a byte-identical manifest: no timestamps, sorted
@@ -13,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.media import wheelhouse
+from appliance.media import kube, wheelhouse
 from appliance.media.manifest import MANIFEST, RELEASE_KEY, Manifest, MediaError, MediaFile, Part, write_signature
 from appliance.media.sbom import write_sbom
 from appliance.signing import keys
@@ -36,6 +37,8 @@ class BuildInputs:
     min_upgrade_from: str | None = None
     source_date_epoch: int = 0
     wheelhouse: Path | None = None  # reuse wheels already downloaded (bench, tests); else pip downloads them
+    images: tuple[Path, ...] = ()  # OCI image archives (`make image`) for Kubernetes sites
+    helm: Path | None = None  # the helm that packages the chart (default: var/tools/helm, else PATH)
 
 
 def build_media(out: Path, inp: BuildInputs, *, workers: int, progress: Progress | None = None) -> Manifest:
@@ -47,6 +50,12 @@ def build_media(out: Path, inp: BuildInputs, *, workers: int, progress: Progress
     shutil.rmtree(stage, ignore_errors=True)
     (stage / "wheels").mkdir(parents=True)
     try:
+        kubernetes = {  # first: a wrong --image or no helm is refused before minutes of downloads
+            "images": kube.add_images(stage, inp.images),
+            "chart": kube.package_chart(
+                stage, inp.repo / "helm" / "appliance", kube.find_helm(inp.repo, inp.helm), inp.source_date_epoch
+            ),
+        }
         version = _wheels(stage / "wheels", inp)
         bundle_ids = _bundles(stage, inp, workers)
         _installer(stage, inp)
@@ -64,6 +73,7 @@ def build_media(out: Path, inp: BuildInputs, *, workers: int, progress: Progress
             split_size=inp.split_size,
             files=files,
             bundles=tuple(sorted(bundle_ids)),
+            extra={"kubernetes": kubernetes},
         )
         raw = manifest.to_bytes()
         (stage / MANIFEST).write_bytes(raw)

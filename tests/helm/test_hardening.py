@@ -62,7 +62,8 @@ def test_only_emptydirs_and_the_data_volume_are_writable(rendered):
         assert "persistentVolumeClaim" in volumes["data"]
         for c in _containers(spec):
             for m in c["volumeMounts"]:
-                assert m.get("readOnly") or m["name"] in WRITABLE, (name, c["name"], m)
+                writable = m["name"] in WRITABLE or "emptyDir" in volumes[m["name"]]  # rayTLS's pod certificate
+                assert m.get("readOnly") or writable, (name, c["name"], m)
             assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/tmp", "/home/appliance"}
 
 
@@ -92,6 +93,16 @@ def test_usage_stats_off_and_token_auth_on(rendered):
             env = {e["name"]: e.get("value") for e in c["env"]}
             assert env["RAY_USAGE_STATS_ENABLED"] == "0", (name, c["name"])
             assert env["RAY_USAGE_STATS_REPORT_URL"] == "http://127.0.0.1:9/"
+
+
+# What every pod keeps whatever the values (tls.termination, rayTLS): their modules run these on their renders.
+POD_CHECKS = [
+    test_pod_security_context,
+    test_container_security_context,
+    test_only_emptydirs_and_the_data_volume_are_writable,
+    test_verify_before_ray_starts,
+    test_usage_stats_off_and_token_auth_on,
+]
 
 
 def test_secrets_are_referenced_never_rendered(rendered):

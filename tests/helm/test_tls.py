@@ -33,15 +33,7 @@ def front():
     return render("cpu-test", *FRONT)
 
 
-@pytest.mark.parametrize(
-    "check",
-    [
-        hardening.test_pod_security_context,
-        hardening.test_container_security_context,
-        hardening.test_only_emptydirs_and_the_data_volume_are_writable,
-        hardening.test_verify_before_ray_starts,
-    ],
-)
+@pytest.mark.parametrize("check", hardening.POD_CHECKS)
 def test_front_mode_keeps_every_hardening_promise(front, check):
     check(front)
 

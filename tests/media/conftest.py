@@ -3,15 +3,19 @@ and the air gap the installer runs in: `unshare -n -m`, loopback up, the media b
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, clean_env, run_cli
+from tests.helm.conftest import HELM
 
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 SPLIT = "16MiB"  # small enough to split the demo model's data file and the largest wheels
@@ -41,7 +45,10 @@ def demo_pub(demo_key, tmp_path_factory) -> Path:
 
 
 def build(out: Path, repo: Path, release: Path, bundle: Path, pub: Path, *extra: str) -> Path:
-    """`appliance media build` as an operator runs it on the connected machine (pip's cache reused)."""
+    """`appliance media build` as an operator runs it on the connected machine (pip's cache reused), with the
+    pinned helm that packages the chart."""
+    if HELM is None:
+        pytest.skip("no helm binary to package the chart: run `bash scripts/helm.sh` (CI setup does)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     proc = subprocess.run(
         [
@@ -62,6 +69,8 @@ def build(out: Path, repo: Path, release: Path, bundle: Path, pub: Path, *extra:
             str(bundle),
             "--bundle-key",
             str(pub),
+            "--helm",
+            HELM,
             *extra,
         ],
         env={**env, "PYTHONPATH": str(repo)},
@@ -74,16 +83,62 @@ def build(out: Path, repo: Path, release: Path, bundle: Path, pub: Path, *extra:
     return out
 
 
+def oci_archive(path: Path) -> Path:
+    """A small OCI image layout archive (one empty config blob, one manifest): enough for the media to list and
+    verify; building a real image is `make image`'s (minutes), not these tests'."""
+
+    def blob(data: bytes) -> tuple[str, bytes]:
+        import hashlib
+
+        return "sha256:" + hashlib.sha256(data).hexdigest(), data
+
+    config = blob(b"{}")
+    manifest = blob(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config[0], "size": 2},
+                "layers": [],
+            }
+        ).encode()
+    )
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest[0], "size": len(manifest[1])}
+        ],
+    }
+    files = {
+        "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+        "index.json": json.dumps(index).encode(),
+        **{f"blobs/sha256/{d.split(':')[1]}": data for d, data in (config, manifest)},
+    }
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 0
+            tar.addfile(info, io.BytesIO(data))
+    path.with_name(path.name.removesuffix(".oci.tar") + ".sbom.cdx.json").write_text('{"bomFormat": "CycloneDX"}')
+    return path
+
+
 @pytest.fixture(scope="session")
-def media_v1(tmp_path_factory, release, bundle, demo_pub) -> Path:
-    return build(tmp_path_factory.mktemp("m1") / "media", REPO, release[0], bundle, demo_pub)
+def oci_image(tmp_path_factory) -> Path:
+    return oci_archive(tmp_path_factory.mktemp("image") / "appliance-0.1.0.oci.tar")
+
+
+@pytest.fixture(scope="session")
+def media_v1(tmp_path_factory, release, bundle, demo_pub, oci_image) -> Path:
+    out = tmp_path_factory.mktemp("m1") / "media"
+    return build(out, REPO, release[0], bundle, demo_pub, "--image", str(oci_image))
 
 
 @pytest.fixture(scope="session")
 def media_v2(tmp_path_factory, release, bundle, demo_pub, media_v1) -> Path:
     """The same checkout as version 0.2.0, split differently: its parts do not fit media v1."""
     repo = tmp_path_factory.mktemp("checkout-v2")
-    for name in ("appliance", "installer", "policies", "README.md"):
+    for name in ("appliance", "installer", "policies", "helm", "README.md"):
         (shutil.copytree if (REPO / name).is_dir() else shutil.copyfile)(
             REPO / name,
             repo / name,

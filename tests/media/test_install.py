@@ -212,10 +212,11 @@ def _head(verify: subprocess.CompletedProcess[str]) -> int:
     return int(re.search(r"head (\d+):", verify.stdout).group(1))
 
 
-def test_build_is_reproducible(tmp_path, media_v1, release, bundle, demo_pub):
+def test_build_is_reproducible(tmp_path, media_v1, release, bundle, demo_pub, oci_image):
     from tests.conftest import REPO
     from tests.media.conftest import build
 
-    again = build(tmp_path / "again", REPO, release[0], bundle, demo_pub, "--wheelhouse", str(media_v1 / "wheels"))
+    wheels = ["--wheelhouse", str(media_v1 / "wheels")]
+    again = build(tmp_path / "again", REPO, release[0], bundle, demo_pub, *wheels, "--image", str(oci_image))
     assert (again / "MANIFEST.json").read_bytes() == (media_v1 / "MANIFEST.json").read_bytes()
     assert (again / "sbom.cdx.json").read_bytes() == (media_v1 / "sbom.cdx.json").read_bytes()

@@ -39,6 +39,8 @@ keys: /var/run/appliance/keys
 policy: /etc/appliance/policies
 home: /home/appliance
 tls: /etc/appliance/tls
+rayCa: /etc/appliance/ray-ca
+rayTls: /var/run/appliance/ray-tls
 {{- end -}}
 
 {{- define "appliance.policyFiles" -}}
@@ -183,6 +185,74 @@ seccompProfile:
       - key: tls-front.secret
         path: tls-front.secret
 {{- end }}
+{{- if eq .Values.rayTLS.mode "secret" }}
+- name: ray-ca
+  secret:
+    secretName: {{ .Values.rayTLS.caSecretName }}
+    defaultMode: 0440
+    items:
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+- name: ray-pod-tls
+  emptyDir: {medium: Memory, sizeLimit: 1Mi}
+{{- end }}
+{{- end -}}
+
+{{/* rayTLS.mode=secret: what a Ray container (and KubeRay's wait-gcs-ready, a copy of it) adds: Ray's
+mutual TLS from the pod's own certificate. Never the CA key: only the ray-tls-cert init container mounts it. */}}
+{{- define "appliance.rayTLSEnv" -}}
+{{- if eq .Values.rayTLS.mode "secret" -}}
+{{- $p := include "appliance.paths" . | fromYaml -}}
+- name: RAY_USE_TLS
+  value: "1"
+- name: RAY_TLS_SERVER_CERT
+  value: {{ $p.rayTls }}/node.crt
+- name: RAY_TLS_SERVER_KEY
+  value: {{ $p.rayTls }}/node.key
+- name: RAY_TLS_CA_CERT
+  value: {{ $p.rayTls }}/ca.crt
+{{- end -}}
+{{- end -}}
+
+{{- define "appliance.rayTLSMounts" -}}
+{{- if eq .Values.rayTLS.mode "secret" -}}
+- name: ray-pod-tls
+  mountPath: {{ (include "appliance.paths" . | fromYaml).rayTls }}
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{/* rayTLS.mode=secret: the init container that issues this pod's certificate (its pod IP and, from
+KubeRay's FQ_RAY_IP, the head Service's name) from the site's CA Secret, before any Ray process starts. */}}
+{{- define "appliance.rayTLSCertContainer" -}}
+{{- if eq .Values.rayTLS.mode "secret" -}}
+{{- $p := include "appliance.paths" . | fromYaml -}}
+- name: ray-tls-cert
+  image: {{ include "appliance.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command: [appliance, cluster, pod-cert, --ca, {{ $p.rayCa }}, --out, {{ $p.rayTls }}, --address, $(POD_IP), --name, $(FQ_RAY_IP)]
+  terminationMessagePolicy: FallbackToLogsOnError
+  securityContext:
+    {{- include "appliance.containerSecurityContext" . | nindent 4 }}
+  env:
+    {{- include "appliance.env" . | nindent 4 }}
+    - name: POD_IP
+      valueFrom:
+        fieldRef: {fieldPath: status.podIP}
+  volumeMounts:  # only what issuing needs: no data volume, audit key or trust keys beside the CA key
+    - name: tmp
+      mountPath: /tmp
+    - name: home
+      mountPath: {{ $p.home }}
+    - name: ray-ca
+      mountPath: {{ $p.rayCa }}
+      readOnly: true
+    - name: ray-pod-tls
+      mountPath: {{ $p.rayTls }}
+  resources:
+    requests: {cpu: 100m, memory: 128Mi}
+    limits: {cpu: 500m, memory: 256Mi}
+{{- end -}}
 {{- end -}}
 
 {{/* TLS front mode: the certificate Secret and the peer-header key, in the front and the gateways. */}}
