@@ -17,6 +17,7 @@ from appliance.bundles import BundleMetadata, BundleStore
 from appliance.config import Settings
 from appliance.serving.deployments import Gateway, LLMServer
 from appliance.serving.placement import HEAD_ONLY, llm_placement
+from appliance.serving.ray_env import cluster_of
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -31,6 +32,6 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         **llm_placement(bool(gpus), settings.serve_cpu_replicas_per_node, settings.serve_replicas_max),
     ).bind(shared)
     return Gateway.options(  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
-        ray_actor_options={"num_cpus": 0.5, "resources": HEAD_ONLY},
+        ray_actor_options={"num_cpus": 0.5, "resources": HEAD_ONLY if cluster_of(settings) else {}},
         max_ongoing_requests=4 * settings.serve_max_ongoing_requests,
     ).bind(llm, shared)

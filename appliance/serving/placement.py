@@ -5,8 +5,10 @@ The mechanism is Ray Serve's own: the LLM deployment's replica count comes from 
 (`NodeSlots`, run by Serve's controller on the head) that counts the slots of the alive nodes in Ray's node
 table, so a node that joins, dies or comes back changes the target within seconds and nobody redeploys.
 Placement follows from the replica's resources: a GPU replica needs one GPU (so at most one per GPU), a CPU
-replica is capped per node by `max_replicas_per_node`. The gateway and Serve's proxy stay on the head
-(`HEAD_ONLY`, and `proxy_location="HeadOnly"`): a worker runs model replicas and nothing that faces clients.
+replica is capped per node by `max_replicas_per_node`. On a cluster head (`appliance cluster init`) the gateway
+and Serve's proxy stay on the head (`HEAD_ONLY`, and `proxy_location="HeadOnly"`): a worker runs model
+replicas and nothing that faces clients. On Kubernetes (no cluster.json; the chart's head pod has no CPUs for
+work) the gateway is not pinned.
 """
 
 from __future__ import annotations
