@@ -160,7 +160,10 @@ class Settings(BaseSettings):
     # appliance: everyone, which lets a caller time whether someone else sent a prompt).
     engine_prefix_cache: float | None = Field(default=None, ge=0)
     engine_prefix_cache_scope: Literal["key", "group", "appliance"] = "key"
-    serve_replicas_max: int = Field(default=1, ge=1)
+    # LLM replicas: one per GPU (GPU bundles) or this many per node (CPU bundles) on every node of the cluster,
+    # at most serve_replicas_max in all (serving/placement.py)
+    serve_cpu_replicas_per_node: int = Field(default=1, ge=1)
+    serve_replicas_max: int = Field(default=64, ge=1)
     serve_max_ongoing_requests: int = Field(default=64, ge=1)
 
     # Failed authentications per source address: a token bucket; past it, 429 and one aggregated record

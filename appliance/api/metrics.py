@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -19,6 +21,7 @@ class Metrics:
         engine_stats: Callable[[], dict[str, int]],
         cert_days_left: Callable[[], float] | None = None,
         forward_lag: tuple[list[str], Callable[[], dict[str, int]]] | None = None,
+        replicas: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -99,6 +102,9 @@ class Metrics:
                 _stat(engine_stats, "kv_budget_bytes" if kind == "budget" else f"kv_bytes_{kind}")
             )
 
+        if replicas is not None:  # a Serve backend: the LLM replicas running on each node
+            r.register(_Replicas(replicas))
+
     def observe_outcome(self, usage, output_action: str, group: str, model: str) -> None:
         """The one hook for a finished generation: its tokens (also per group and model) and its output
         decision."""
@@ -110,3 +116,17 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Replicas(Collector):
+    """One sample per node at each scrape (a node that left has none); node names are cluster members or a
+    bounded few addresses (serving/nodes.py)."""
+
+    def __init__(self, replicas: Callable[[], dict[str, int]]) -> None:
+        self._replicas = replicas
+
+    def collect(self):
+        family = GaugeMetricFamily("appliance_serve_replicas", "Running LLM replicas per node", labels=["node"])
+        for node, count in sorted(self._replicas().items()):
+            family.add_metric([node], count)
+        yield family

@@ -38,6 +38,7 @@ from appliance.engine.types import (
     Event,
     FinishEvent,
     GenerationRequest,
+    ServedBy,
     TextEvent,
     TokenLogprob,
     ToolCallEvent,
@@ -109,6 +110,7 @@ class AuditedGeneration:
         self._tool_calls: list[ToolCallEvent] = []
         self._first_token_at: float | None = None
         self._engine_failed = False  # refused or failed by the engine: no tokens were used for this answer
+        self.node: str | None = None  # the node whose replica served it (a Serve backend says), for the record
         # output classifier rules judge the whole answer before any of it leaves: deltas are held till then
         assert decision.policy is not None
         self._held: list[Delta] | None = [] if rules_for(decision.policy, "output", caller.principal.role) else None
@@ -267,6 +269,8 @@ class AuditedGeneration:
                     break
                 self._tool_calls.append(call)
                 calls.append(call)
+            elif isinstance(event, ServedBy):
+                self.node = event.node
             elif isinstance(event, FinishEvent):
                 self.outcome.usage = event.usage
                 if event.finish_reason in ("length", "tool_calls"):
@@ -356,6 +360,7 @@ class AuditedGeneration:
                     if event == "completion"
                     else {}
                 )
+                | ({"node": self.node} if self.node else {})
                 | verdict_detail(o.verdicts),
             )
         )

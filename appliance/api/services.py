@@ -60,7 +60,10 @@ class Services:
         self.cert_expiry = ExpiryWatch(self.settings)
         names = [c.name for c in self.settings.audit_forward]
         self.metrics = Metrics(
-            self.backend.stats, self.cert_expiry.days_left, (names, self.forward_lags) if names else None
+            self.backend.stats,
+            self.cert_expiry.days_left,
+            (names, self.forward_lags) if names else None,
+            getattr(self.backend, "replicas", None),  # only a Serve backend has replicas (and nodes)
         )
         s = self.settings
         self.auth_throttle = FailureThrottle(s.auth_failure_rate, s.auth_failure_burst, s.auth_failure_window_s)

@@ -142,4 +142,12 @@ class FinishEvent:
     token_ids: tuple[int, ...] = ()
 
 
-Event = TextEvent | ToolCallEvent | FinishEvent
+@dataclass(frozen=True)
+class ServedBy:
+    """Where a generation ran: the node of the LLM replica that served it (its address; the gateway names the
+    cluster member). The replica puts it in the generation's first chunk; engines never emit it."""
+
+    node: str
+
+
+Event = TextEvent | ToolCallEvent | FinishEvent | ServedBy

@@ -3,7 +3,8 @@
     import_path: appliance.serving.app:build_app
     args: {data_dir: /var/lib/appliance, ...}     # any Settings field
 
-GPUs per LLM replica follow the active bundles' engine profiles (cuda-* needs one GPU).
+GPUs per LLM replica follow the active bundles' engine profiles (cuda-* needs one GPU); the replicas are
+placed on every node of the cluster (serving/placement.py), the gateway on the head.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from ray.serve import Application
 from appliance.bundles import BundleMetadata, BundleStore
 from appliance.config import Settings
 from appliance.serving.deployments import Gateway, LLMServer
+from appliance.serving.placement import HEAD_ONLY, llm_placement
+from appliance.serving.ray_env import cluster_of
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
@@ -26,12 +29,9 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     llm = LLMServer.options(  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
         ray_actor_options={"num_gpus": gpus, "num_cpus": 1},
         max_ongoing_requests=settings.serve_max_ongoing_requests,
-        autoscaling_config={
-            "min_replicas": 1,
-            "max_replicas": settings.serve_replicas_max,
-            "target_ongoing_requests": max(1, settings.engine_max_batch_size),
-        },
+        **llm_placement(bool(gpus), settings.serve_cpu_replicas_per_node, settings.serve_replicas_max),
     ).bind(shared)
     return Gateway.options(  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
-        ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=4 * settings.serve_max_ongoing_requests
+        ray_actor_options={"num_cpus": 0.5, "resources": HEAD_ONLY if cluster_of(settings) else {}},
+        max_ongoing_requests=4 * settings.serve_max_ongoing_requests,
     ).bind(llm, shared)

@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 
+import ray
 import structlog
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -14,10 +15,11 @@ from appliance.api.app import create_app
 from appliance.api.services import Services
 from appliance.bundles import BundleStore
 from appliance.config import Settings
-from appliance.engine import Event, GenerationRequest
+from appliance.engine import Event, GenerationRequest, ServedBy
 from appliance.logs import configure_logging
 from appliance.serving.handle_backend import HandleBackend
 from appliance.serving.local_backend import LocalBackend, load_active
+from appliance.serving.nodes import NodeNames
 
 log = structlog.get_logger()
 
@@ -41,12 +43,17 @@ class LLMServer:
         self.settings = Settings(**settings)
         configure_logging(self.settings.log_level, self.settings.log_format)
         self.backend = LocalBackend.from_store(self.settings)
+        self.node = ServedBy(_node_address())  # named in the completion records
         self._switching: asyncio.Task | None = None
         self._refused: set[tuple[str, str]] = set()  # activations that failed verification: not retried
 
     async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[list[Event]]:
+        """The engine's chunks, the first one carrying this node (not a chunk of its own: the gateway retries
+        a generation whose replica died before its first chunk, and a node alone is no progress)."""
+        first = True
         async for chunk in self.backend.generate(model, request):
-            yield chunk
+            yield [self.node, *chunk] if first else chunk
+            first = False
 
     async def describe(self) -> dict:
         return {
@@ -83,6 +90,13 @@ class LLMServer:
             log.info("switched bundle", bundle=name, version=engine.info.version)
 
 
+def _node_address() -> str:
+    """This replica's node as Ray knows it (the address `ray start` gave it, what cluster.json lists); not
+    `ray.util.get_node_ip_address()`, which is the host's route towards the outside."""
+    node_id = ray.get_runtime_context().get_node_id()
+    return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
+
+
 @serve.deployment(
     name="gateway", health_check_period_s=2, graceful_shutdown_wait_loop_s=1, graceful_shutdown_timeout_s=30
 )
@@ -93,7 +107,9 @@ class Gateway:
     def __init__(self, llm: DeploymentHandle, settings: dict) -> None:
         self.settings = Settings(**settings)
         configure_logging(self.settings.log_level, self.settings.log_format)
-        self.services = Services.from_settings(self.settings, HandleBackend(llm))
+        app = serve.get_replica_context().app_name
+        names = NodeNames(self.settings.keys_dir / "cluster")
+        self.services = Services.from_settings(self.settings, HandleBackend(llm, names, app))
 
     def __serve_build_asgi_app__(self):
         return create_app(self.services, owns_services=True)  # closed by the app's ASGI shutdown

@@ -4,6 +4,8 @@ Chunks arrive already coalesced by the replica (one handle message per chunk, no
 model list and engine statistics are cached for a second so routes and metrics do not cost a hop each.
 A replica that dies before a generation has sent anything is retried on another (or its replacement);
 one that dies mid-stream surfaces as an error the pipeline turns into an error event and an audit record.
+The node that served a generation arrives in its first chunk, by address, and leaves here by member name;
+the running replicas per node come from Serve's controller, refreshed with the model list.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import structlog
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from appliance.api.backend import ModelBackend, ModelInfo
-from appliance.engine import Event, GenerationRequest
+from appliance.engine import Event, GenerationRequest, ServedBy
+from appliance.serving.nodes import NodeNames, replicas_per_node
+
+log = structlog.get_logger()
 
 _TTL_S = 1.0
 _RETRIES = 5
@@ -25,10 +31,12 @@ _REPLICA_GONE = (RayActorError, ActorUnavailableError)
 
 
 class HandleBackend(ModelBackend):
-    def __init__(self, handle: DeploymentHandle) -> None:
+    def __init__(self, handle: DeploymentHandle, names: NodeNames, app: str) -> None:
         self._handle = handle
         self._stream = handle.options(stream=True)
+        self._names, self._app = names, app
         self._described: dict = {"models": [], "stats": {}}
+        self._replicas: dict[str, int] = {}
         self._at = 0.0
 
     async def _describe(self) -> dict:
@@ -39,7 +47,23 @@ class HandleBackend(ModelBackend):
             except _REPLICA_GONE:
                 if not self._described["models"]:
                     raise  # nothing known yet: the caller reports the model as unavailable
+            self._replicas = await asyncio.to_thread(self._placement)
         return self._described
+
+    def _placement(self) -> dict[str, int]:
+        from ray.serve.context import _get_global_client  # Serve's own client: what `serve status` asks
+
+        try:
+            client = _get_global_client()
+            assert client is not None  # inside a replica Serve is always running
+            return replicas_per_node(client.get_serve_details(), self._names, self._app)
+        except Exception as exc:  # noqa: BLE001 - the controller restarting: the last counts stay shown
+            log.warning("replica placement not read", error=str(exc)[:200])
+            return self._replicas
+
+    def replicas(self) -> dict[str, int]:
+        """Running LLM replicas per node name, as last read (at most a second old while the API is used)."""
+        return self._replicas
 
     async def models(self) -> list[ModelInfo]:
         return (await self._describe())["models"]
@@ -51,8 +75,8 @@ class HandleBackend(ModelBackend):
             started = False
             try:
                 async for chunk in response:  # type: ignore[union-attr]  # stream=True: a generator
+                    yield chunk if started else [self._named(e) for e in chunk]
                     started = True
-                    yield chunk
                 return
             except _REPLICA_GONE:
                 if started or attempt == _RETRIES:
@@ -60,6 +84,9 @@ class HandleBackend(ModelBackend):
                 await asyncio.sleep(_RETRY_DELAY_S * (attempt + 1))
             finally:
                 response.cancel()  # a client that went away frees its engine slot at once
+
+    def _named(self, event: Event) -> Event:
+        return ServedBy(self._names(event.node)) if isinstance(event, ServedBy) else event
 
     async def ready(self) -> bool:
         """The replica's readiness as last described (cached like the model list: a probe flood costs the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from appliance.engine import FinishEvent, TextEvent, Usage
+from appliance.engine import FinishEvent, ServedBy, TextEvent, Usage
 from appliance.engine.harmony import render_prompt
 from appliance.vocabulary import packaged_harmony
 from tests.api.helpers import records, sse_events
@@ -166,6 +166,28 @@ async def test_failure_mid_stream_becomes_an_error_event_and_a_record(client, sc
     assert r.status_code == 200
     assert "event: error" in r.text and "engine_unavailable" in r.text and "[DONE]" not in r.text
     assert [x.event for x in records(appliance, r.headers["x-request-id"])] == ["request", "error"]
+
+
+async def test_each_outcome_record_names_the_node_that_served_it(client, scripted, appliance):
+    """A Serve replica names its node in the first chunk (serving/deployments.py); the record keeps it, on a
+    completion and on a replica lost mid-stream alike (non-streamed: a 503 with Retry-After)."""
+    scripted.chunks = [[ServedBy("w1"), *answer("Sunny")[0]], *answer("Sunny")[1:]]
+    r = await client.post("/v1/chat/completions", json={"model": "tiny", "messages": MSG})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "Sunny"
+    done = records(appliance, r.headers["x-request-id"])
+    assert [x.event for x in done] == ["request", "completion"] and done[1].detail["node"] == "w1"
+
+    async def lost(model, request):
+        yield [ServedBy("w1"), TextEvent("final", "Partial ")]
+        raise RuntimeError("the worker's replica died")
+
+    scripted.generate = lost
+    body = {"model": "tiny", "messages": MSG}
+    r = await client.post("/v1/chat/completions", json=body, headers={"x-request-id": "lost-1"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "2"
+    assert r.json()["error"]["code"] == "engine_unavailable"
+    failed = records(appliance, "lost-1")
+    assert [x.event for x in failed] == ["request", "error"] and failed[1].detail["node"] == "w1"
 
 
 async def test_output_guardrails_cover_tool_call_arguments(client, scripted):

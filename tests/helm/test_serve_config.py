@@ -61,5 +61,7 @@ def test_args_build_the_real_application(config, tmp_path, signed_tiny_bundle, p
     (llm,) = [a for a in gateway.init_args if hasattr(a, "_bound_deployment")]
     assert llm._bound_deployment.name == "llm"
     assert llm._bound_deployment.ray_actor_options["num_gpus"] == 0  # a cpu-* bundle asks for no GPU
+    # the chart's head pod has num-cpus 0: a gateway pinned there would never start (no cluster.json here)
+    assert "resources" not in gateway.ray_actor_options or not gateway.ray_actor_options["resources"]
     shared = gateway.init_args[-1]
     assert shared["engine_max_batch_size"] == 4 and shared["log_format"] == "json"  # cpu-test profile values

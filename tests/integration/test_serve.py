@@ -99,3 +99,30 @@ def test_load_with_replica_killed(served):
             events,
         )
     assert served.services.audit.verify().ok
+
+
+def _node() -> str:
+    import ray
+
+    return next(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+
+
+def _records(served, request_id: str) -> list:
+    found = served.services.audit.query(AuditFilter(), limit=500).records
+    return sorted((r for r in found if r.request_id == request_id), key=lambda r: r.seq)
+
+
+def test_records_name_the_node_and_metrics_count_replicas_per_node(served):
+    """On one host the node is its address (no cluster.json); the replica count comes from Serve's controller."""
+    sample = f'appliance_serve_replicas{{node="{_node()}"}} 1.0'
+    admin = {"Authorization": f"Bearer {served.tokens['admin']}", "x-request-id": "where-1"}
+    body = {"model": "tiny", "messages": MSG, "max_tokens": 3}
+    assert httpx.post(f"{served.base_url}/v1/chat/completions", headers=admin, json=body, timeout=60).status_code == 200
+    done = _records(served, "where-1")
+    assert [r.event for r in done] == ["request", "completion"] and done[1].detail["node"] == _node()
+    for _ in range(30):  # read with the model list, at most a second old
+        metrics = httpx.get(f"{served.base_url}/metrics", headers=admin, timeout=30).text
+        if sample in metrics:
+            break
+        time.sleep(0.5)
+    assert sample in metrics, metrics[-2000:]

@@ -421,8 +421,16 @@ async def integrity(request: Request, who: sessions.SignedIn = Depends(signed_in
     progress = state.progress  # before `last`: a run that ends in between must not leave the old result shown
     last = await asyncio.to_thread(state.last)
     checkpoint, uncovered = await asyncio.to_thread(_svc(request).audit.coverage)
+    replicas = getattr(_svc(request).backend, "replicas", None)  # a Serve backend: its LLM replicas per node
     return await _page(
-        request, "integrity.html", who, last=last, checkpoint=checkpoint, uncovered=uncovered, progress=progress
+        request,
+        "integrity.html",
+        who,
+        last=last,
+        checkpoint=checkpoint,
+        uncovered=uncovered,
+        progress=progress,
+        replicas=None if replicas is None else replicas(),
     )
 
 
