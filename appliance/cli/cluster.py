@@ -299,3 +299,16 @@ def pod_cert(
     names = [n for n in name or [] if n]  # an empty $(FQ_RAY_IP) names nothing
     fingerprint = issue_pod_cert(ca, out, address, names)
     typer.echo(f"pod certificate {fingerprint} for {', '.join([*names, *address])} in {out}")
+
+
+@app.command("node-import")
+def node_import(
+    folder: Annotated[Path, typer.Argument(help="A signed bundle folder (the media's bundles/NAME-VERSION).")],
+    data_dir: Annotated[Path, typer.Option(help="The worker's data folder (its cluster/ identity, models/, trust/).")],
+) -> None:
+    """On a joined worker host only (install.sh --role worker runs it): verify a bundle into the worker's own
+    model store and mark it active; the head decides what its replicas serve (serving/pins.py)."""
+    from appliance.serving.pins import import_on_worker
+
+    vb = import_on_worker(data_dir, folder)
+    typer.echo(f"imported {vb.metadata.name} {vb.metadata.version} into {data_dir / 'models'}")

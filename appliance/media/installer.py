@@ -115,7 +115,7 @@ class Installer:
         preflight.check_space(
             {
                 t.prefix: joined + wheels * preflight.VENV_FACTOR,
-                t.data: 0 if self.join else 2 * bundles + (db.stat().st_size if db.exists() else 0),
+                t.data: 2 * bundles + (db.stat().st_size if db.exists() and self.join is None else 0),
                 Path(tempfile.gettempdir()): 32 << 20,
             }
         )

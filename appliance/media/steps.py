@@ -80,10 +80,19 @@ def install_tls(t: Target, release: Path) -> None:
     say(f"  {out.strip()}")
 
 
-def import_bundles(t: Target, folders: tuple[str, ...], files: tuple[MediaFile, ...], release: Path) -> None:
+def import_bundles(
+    t: Target, folders: tuple[str, ...], files: tuple[MediaFile, ...], release: Path, worker: bool = False
+) -> None:
+    """The media's bundles, each verified into the store and activated. On the head through `appliance bundle
+    trust|import` (each recorded in the audit log); on a worker, which has no audit log, the media's publisher
+    keys (covered by the media's signature) are copied as they are and `appliance cluster node-import` verifies
+    each bundle into the worker's own store (the head decides which one its replicas serve)."""
     for pub in sorted((t.media / "trust" / "bundles").glob("*.pub")):
         if not (t.data / "trust" / pub.name).exists():
-            t.appliance(release, "bundle", "trust", str(pub))
+            if worker:
+                keys.write_public_key(keys.load_public_key(pub), t.data / "trust" / pub.name)
+            else:
+                t.appliance(release, "bundle", "trust", str(pub))
     for folder in folders:
         name_version = folder.split("/", 1)[1]
         name, version = name_version.rsplit("-", 1)
@@ -102,7 +111,10 @@ def import_bundles(t: Target, folders: tuple[str, ...], files: tuple[MediaFile, 
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.copyfile(t.media / f.path, target)
             src = staging
-        t.appliance(release, "bundle", "import", str(src), "--activate")
+        if worker:
+            t.appliance(release, "cluster", "node-import", str(src), "--data-dir", str(t.data))
+        else:
+            t.appliance(release, "bundle", "import", str(src), "--activate")
         shutil.rmtree(t.data / ".staging", ignore_errors=True)
 
 

@@ -1,8 +1,10 @@
 """`install.sh --role worker --join FILE`: a host that lends its CPUs and GPUs to the head's Ray, nothing else.
 
-No API, no database, no audit key, no bundles on a worker: the release's venv, the node's identity from the
-join file (`DATA/cluster/`: certificate, key, CA, token; private files 0600) and one hardened unit that runs
-`ray start --address HEAD` with mutual TLS and the token, its firewall letting in the cluster's members only.
+No API, no database, no audit key on a worker: the release's venv, the node's identity from the join file
+(`DATA/cluster/`: certificate, key, CA, token; private files 0600), the media's bundles verified into its own
+model store with the media's publisher keys (public keys only: `DATA/models`, `DATA/trust`) for the replicas
+the head places there, and one hardened unit that runs `ray start --address HEAD` with mutual TLS and the
+token, its firewall letting in the cluster's members only (and telling its replicas this host's data folder).
 The unit is rendered to `PREFIX/etc/` always and installed into systemd unless `--no-systemd`. `--leave`
 stops it and removes the unit and the node's identity (its key and the token). Standard library and
 `cryptography` only, like the rest of the installer.
@@ -97,6 +99,7 @@ def order(t: Target, verified: VerifiedMedia, join: Join) -> list[tuple[str, Cal
         ("venv", lambda: venv.make_venv(t.media, m.gpu, release)),
         ("account", lambda: steps.own_data(t)),
         ("identity", lambda: t.as_account(lambda: invite.install(join, identity(t)))),
+        ("bundles", lambda: t.as_account(lambda: steps.import_bundles(t, m.bundles, m.files, release, worker=True))),
         ("switch", lambda: steps.switch(t, m.version, None)),
         ("systemd", lambda: install_unit(t, join)),
     ]

@@ -16,6 +16,7 @@ from ray.serve import Application
 from appliance.bundles import BundleMetadata, BundleStore
 from appliance.config import Settings
 from appliance.serving.deployments import Gateway, LLMServer
+from appliance.serving.pins import head_pins
 from appliance.serving.placement import HEAD_ONLY, llm_placement
 from appliance.serving.ray_env import cluster_of
 
@@ -30,7 +31,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
         ray_actor_options={"num_gpus": gpus, "num_cpus": 1},
         max_ongoing_requests=settings.serve_max_ongoing_requests,
         **llm_placement(bool(gpus), settings.serve_cpu_replicas_per_node, settings.serve_replicas_max),
-    ).bind(shared)
+    ).bind(shared, head_pins(settings) if cluster_of(settings) else None)  # workers load what the head activated
     return Gateway.options(  # type: ignore[attr-defined]  # @serve.deployment made it a Deployment
         ray_actor_options={"num_cpus": 0.5, "resources": HEAD_ONLY if cluster_of(settings) else {}},
         max_ongoing_requests=4 * settings.serve_max_ongoing_requests,

@@ -20,6 +20,7 @@ from appliance.logs import configure_logging
 from appliance.serving.handle_backend import HandleBackend
 from appliance.serving.local_backend import LocalBackend, load_active
 from appliance.serving.nodes import NodeNames
+from appliance.serving.pins import Pins, load_pinned, node_settings
 
 log = structlog.get_logger()
 
@@ -39,10 +40,20 @@ class LLMServer:
     (in-flight requests finish on the old engine).
     """
 
-    def __init__(self, settings: dict) -> None:
+    def __init__(self, settings: dict, pins: Pins | None = None) -> None:
         self.settings = Settings(**settings)
         configure_logging(self.settings.log_level, self.settings.log_format)
-        self.backend = LocalBackend.from_store(self.settings)
+        here = node_settings(self.settings)
+        self.pinned = here is not None  # a worker host's replica: its own store, the head's activations
+        if here is None:
+            self.backend = LocalBackend.from_store(self.settings)
+        else:
+            self.settings = here
+            try:
+                self.backend = LocalBackend(load_pinned(here, pins or {}))
+            except Exception as exc:
+                log.error("replica not started: bundle refused", store=str(here.model_store), error=str(exc))
+                raise
         self.node = ServedBy(_node_address())  # named in the completion records
         self._switching: asyncio.Task | None = None
         self._refused: set[tuple[str, str]] = set()  # activations that failed verification: not retried
@@ -68,7 +79,7 @@ class LLMServer:
             await self.backend.check()
         except Exception as exc:
             raise RuntimeError(f"the engine failed its one-token generation: {exc}") from exc
-        if self._switching is None or self._switching.done():
+        if not self.pinned and (self._switching is None or self._switching.done()):
             self._switching = asyncio.create_task(self._follow_activation())
 
     async def _follow_activation(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from appliance.api.backend import ModelBackend, ModelInfo, coalesce
@@ -62,14 +62,24 @@ def checked_active(settings: Settings, names: list[str] | None = None) -> dict[s
 
 def load_active(settings: Settings, names: list[str] | None = None) -> list[_Loaded]:
     """An engine per active bundle (or per one named), loaded from exactly the bytes just verified."""
+    return load_versions(settings, checked_active(settings, names))
+
+
+def load_versions(
+    settings: Settings, versions: dict[str, str], check: Callable[[VerifiedBundle], None] | None = None
+) -> list[_Loaded]:
+    """An engine per name -> version of the store, each verified byte for byte (and passed to `check`, which
+    raises to refuse it) before anything of it is loaded."""
     store = BundleStore(
         settings.model_store, workers=settings.hash_workers, max_signature_bytes=settings.max_signature_bytes
     )
     trusted = trusted_keys(settings.trust_dir)
     loaded: list[_Loaded] = []
     try:
-        for name, version in checked_active(settings, names).items():
+        for name, version in versions.items():
             with store.loading(name, version, trusted) as bundle:
+                if check is not None:
+                    check(bundle)
                 loaded.append(open_engine(settings, bundle))
     except BaseException:
         for done in loaded:

@@ -1,0 +1,97 @@
+"""A worker host's replica loads its own verified copy of what the head activated, with no audit database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance.bundles.metadata import BundleError
+from appliance.config import Settings
+from appliance.serving.pins import NODE_DATA_ENV, head_pins, import_on_worker, load_pinned, node_settings
+from appliance.signing import keys
+from tests.conftest import one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory, demo_bundle, demo_key) -> Settings:
+    """A head that imported and activated the demo bundle through the CLI (so the audit log records it)."""
+    data = tmp_path_factory.mktemp("head") / "var"
+    pub = data.parent / "publisher.pub"
+    keys.write_public_key(demo_key.public_key(), pub)
+    for argv in (
+        ("db", "upgrade"),
+        ("bundle", "trust", str(pub)),
+        ("bundle", "import", str(demo_bundle), "--activate"),
+    ):
+        run_cli(*argv, data_dir=data, check=True)
+    return Settings(data_dir=data, hash_workers=2)
+
+
+def _worker(root: Path, demo_bundle: Path, demo_key) -> Path:
+    """A joined worker's data folder (its identity stands in as join.json) with the demo bundle imported."""
+    data = root / "worker"
+    (data / "cluster").mkdir(parents=True)
+    (data / "cluster" / "join.json").write_text('{"name": "w1"}')
+    keys.write_public_key(demo_key.public_key(), data / "trust" / "publisher.pub")
+    import_on_worker(data, demo_bundle)
+    return data
+
+
+def _on(data: Path, head: Settings, monkeypatch) -> Settings:
+    monkeypatch.setenv(NODE_DATA_ENV, str(data))
+    here = node_settings(head)
+    assert here is not None
+    return here
+
+
+def test_worker_replica_loads_the_heads_activation_without_a_database(
+    head, tmp_path, demo_bundle, demo_key, monkeypatch
+):
+    data = _worker(tmp_path, demo_bundle, demo_key)
+    here = _on(data, head, monkeypatch)
+    assert here.model_store == data / "models" and here.trust_dir == data / "trust"
+    loaded = load_pinned(here, head_pins(head))
+    try:
+        assert [x.info.name for x in loaded] == list(head_pins(head))
+    finally:
+        for x in loaded:
+            x.engine.close()
+    assert not (data / "appliance.db").exists()  # nothing opened an audit database on the worker
+
+
+def test_worker_replica_refuses_a_tampered_copy(head, tmp_path, demo_bundle, demo_key, monkeypatch):
+    data = _worker(tmp_path, demo_bundle, demo_key)
+    pins = head_pins(head)
+    ((name, pin),) = pins.items()
+    victim = next(p for p in (data / "models" / name / pin["version"]).iterdir() if p.suffix == ".onnx")
+    victim.chmod(0o644)
+    with victim.open("r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(Exception, match="digest|changed|corrupt"):
+        load_pinned(_on(data, head, monkeypatch), pins)
+
+
+def test_worker_replica_refuses_a_copy_the_head_did_not_activate(head, tmp_path, demo_bundle, demo_key, monkeypatch):
+    data = _worker(tmp_path, demo_bundle, demo_key)
+    pins = {n: {**p, "digest": "0" * 64} for n, p in head_pins(head).items()}
+    with pytest.raises(BundleError, match="not the copy the head activated"):
+        load_pinned(_on(data, head, monkeypatch), pins)
+    missing = {n: {**p, "version": "99.0.0"} for n, p in head_pins(head).items()}
+    with pytest.raises(BundleError):
+        load_pinned(_on(data, head, monkeypatch), missing)
+
+
+def test_head_replicas_read_the_head_store(head, monkeypatch):
+    monkeypatch.delenv(NODE_DATA_ENV, raising=False)
+    assert node_settings(head) is None
+
+
+def test_node_import_only_on_a_joined_worker(tmp_path, demo_bundle):
+    with pytest.raises(BundleError, match="no worker identity"):
+        import_on_worker(tmp_path, demo_bundle)
+    one_line_error(run_cli("cluster", "node-import", str(demo_bundle), "--data-dir", str(tmp_path), data_dir=tmp_path))
+    assert not (tmp_path / "models").exists()
