@@ -95,3 +95,23 @@ def test_node_import_only_on_a_joined_worker(tmp_path, demo_bundle):
         import_on_worker(tmp_path, demo_bundle)
     one_line_error(run_cli("cluster", "node-import", str(demo_bundle), "--data-dir", str(tmp_path), data_dir=tmp_path))
     assert not (tmp_path / "models").exists()
+
+
+def test_llm_replica_on_a_worker_needs_no_database(head, tmp_path, demo_bundle, demo_key, monkeypatch):
+    """The deployment's own constructor, as Serve calls it on a worker host: the head's settings and pins."""
+    from appliance.serving import deployments
+
+    data = _worker(tmp_path, demo_bundle, demo_key)
+    monkeypatch.setenv(NODE_DATA_ENV, str(data))
+    monkeypatch.setattr(deployments, "_node_address", lambda: "10.0.0.2")
+    llm = deployments.LLMServer.func_or_class
+    pins = head_pins(head)
+    replica = llm(head.model_dump(mode="json"), pins)
+    try:
+        assert replica.backend.loaded_versions() == {n: p["version"] for n, p in pins.items()}
+        assert replica.settings.model_store == data / "models"
+    finally:
+        replica.backend.close()
+    with pytest.raises(BundleError, match="not the copy the head activated"):
+        llm(head.model_dump(mode="json"), {n: {**p, "digest": "1" * 64} for n, p in pins.items()})
+    assert not (data / "appliance.db").exists()
