@@ -69,11 +69,13 @@ class Target:
                 os.chown(path, found.uid, found.gid, follow_symlinks=False)
 
     def env(self) -> dict[str, str]:
+        """The settings file where the head's install wrote it; a worker has none (no API), only its data folder."""
+        config = self.prefix / "etc" / "appliance.yaml"
         return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.data / "home"),
             "LANG": "C.UTF-8",
-            "APPLIANCE_CONFIG": str(self.prefix / "etc" / "appliance.yaml"),
+            **({"APPLIANCE_CONFIG": str(config)} if config.exists() else {"APPLIANCE_DATA_DIR": str(self.data)}),
             "PIP_NO_INDEX": "1",
             "PIP_CONFIG_FILE": os.devnull,
         }

@@ -5,11 +5,13 @@ placed on the worker once it has joined. Prints one JSON line; stays up until it
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from appliance.config import get_settings
+from appliance.serving.pins import NODE_DATA_ENV
 from appliance.serving.ray_env import start_ray
 
 
@@ -30,13 +32,14 @@ def main(home: Path, worker_ip: str) -> None:
 
     @serve.deployment(ray_actor_options={"num_cpus": 0, **on_worker})
     class Where:
-        def __call__(self) -> str:
-            return ray.util.get_node_ip_address()
+        def __call__(self) -> str:  # its node, and the data folder a replica there loads bundles from
+            return f"{ray.util.get_node_ip_address()} {os.environ.get(NODE_DATA_ENV)}"
 
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": 18123})
     handle = serve.run(Where.bind(), name="where", route_prefix=None)
     replica = handle.remote().result(timeout_s=180)
-    print(json.dumps({"task": ray.get(task, timeout=180), "replica": replica}), flush=True)
+    address, data = replica.split(" ", 1)
+    print(json.dumps({"task": ray.get(task, timeout=180), "replica": address, "data": data}), flush=True)
     sys.stdin.read()
     serve.shutdown()
     ray.shutdown()

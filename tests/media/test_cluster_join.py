@@ -158,6 +158,9 @@ def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, 
     assert (identity / "node.key").stat().st_mode & 0o777 == 0o600
     assert not (prefix / "data" / "appliance.db").exists() and not (prefix / "data" / "keys").exists()
     assert not (prefix / "etc" / "appliance.yaml").exists(), "no API on a worker"
+    worker_store = json.loads((prefix / "data" / "models" / "state.json").read_text())["active"]
+    assert worker_store and list((prefix / "data" / "trust").glob("*.pub")), "the media's bundles, verified"
+    assert not list((prefix / "data" / "trust").glob("*.key")), "public keys only"
     again = _install(net, media_v1, mnt, *join, *common, *user)
     assert again.returncode == 0 and "nothing to do" in again.stderr, again.stderr
 
@@ -170,7 +173,7 @@ def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, 
     head = _start_head(net, data, home, worker_ip, log)
     try:
         _start_worker(net, unit_file, tmp_path / "whome")
-        assert _placed(head, log) == {"task": worker_ip, "replica": worker_ip}
+        assert _placed(head, log) == {"task": worker_ip, "replica": worker_ip, "data": str(prefix / "data")}
         print(f"install.sh --role worker {installed_s:.1f} s; its Ray started, a task and a Serve replica run on "
               f"it {time.monotonic() - began - installed_s:.1f} s later (head up meanwhile)")  # fmt: skip
 
@@ -247,7 +250,7 @@ def test_a_worker_joins_from_the_media_and_outsiders_are_refused(net, tmp_path, 
         assert "rejoining as w1" in rejoined.stderr and f"fingerprint {fingerprint}" in rejoined.stderr
         assert (identity / "ray_auth_token").read_bytes() == (data / "keys" / "ray_auth_token").read_bytes()
         _start_worker(net, unit_file, tmp_path / "whome")
-        assert _placed(head, log) == {"task": worker_ip, "replica": worker_ip}, "the rejoined worker serves again"
+        assert _placed(head, log)["replica"] == worker_ip, "the rejoined worker serves again"
         print(f"cluster remove (rotate, rejoin file) {removed_s:.1f} s; head restarted, worker rejoined and serving "
               f"{time.monotonic() - removing:.1f} s after the remove began")  # fmt: skip
     finally:
