@@ -210,3 +210,15 @@ def detach(path: Path) -> Path:
     path.unlink()
     path.write_bytes(data)
     return path
+
+
+@pytest.fixture
+def net():
+    """Network namespaces on a bridge (tests/cluster/netns.py), torn down after the test (root only)."""
+    from tests.cluster.netns import Net
+
+    net = Net().up()
+    try:
+        yield net
+    finally:
+        net.down()

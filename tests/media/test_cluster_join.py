@@ -36,15 +36,6 @@ pytestmark = [
 PASS = "cluster test passphrase\n"
 
 
-@pytest.fixture
-def net():
-    net = Net().up()
-    try:
-        yield net
-    finally:
-        net.down()
-
-
 def _install(net: Net, media: Path, mnt: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """install.sh in the worker's namespace, the media mounted read-only (a mount namespace of its own)."""
     mnt.mkdir(parents=True, exist_ok=True)
