@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -53,3 +54,35 @@ async def sign_in(appliance, c: httpx.AsyncClient, role: str, subject: str | Non
         f"{PAGE}/signin", data={"key": appliance.tokens[role], "csrf_token": token}, headers=peer(appliance, subject)
     )
     assert response.status_code == 303 and response.headers["location"].endswith("/audit"), response.text
+
+
+async def hang_up_mid_stream(app, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """Drive the ASGI app as a client that sends `body`, then hangs up 0.2 s into the answer: httpx's transport
+    cannot hang up mid-body, which is what the disconnect paths need."""
+    sent = []
+
+    async def receive():
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(0.2)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        pass
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("appliance", 80),
+        "scheme": "http",
+        "http_version": "1.1",
+        "root_path": "",
+        "asgi": {"version": "3.0"},
+    }
+    await asyncio.wait_for(app(scope, receive, send), 30)

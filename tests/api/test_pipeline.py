@@ -8,7 +8,7 @@ import json
 from appliance.engine import FinishEvent, ServedBy, TextEvent, Usage
 from appliance.engine.harmony import render_prompt
 from appliance.vocabulary import packaged_harmony
-from tests.api.helpers import records, sse_events
+from tests.api.helpers import hang_up_mid_stream, records, sse_events
 from tests.api.scripted import answer, tool_call
 
 MSG = [{"role": "user", "content": "What is the weather in Oslo?"}]
@@ -106,43 +106,11 @@ async def test_client_disconnect_cancels_and_is_audited(appliance, scripted, mon
     scripted.chunks = [[TextEvent("final", f"word{i} ")] for i in range(200)]
     scripted.delay = 0.01
     app = appliance.app
-    sent = []
     charged: list[int] = []
     monkeypatch.setattr(appliance.services.policy, "charge_tokens", lambda _, tokens: charged.append(tokens))
-
-    async def receive():
-        if not sent:
-            sent.append(1)
-            return {
-                "type": "http.request",
-                "body": b'{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}',
-                "more_body": False,
-            }
-        await asyncio.sleep(0.2)
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        pass
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "headers": [
-            (b"authorization", f"Bearer {appliance.tokens['user']}".encode()),
-            (b"content-type", b"application/json"),
-            (b"x-request-id", b"req-gone"),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("appliance", 80),
-        "scheme": "http",
-        "http_version": "1.1",
-        "root_path": "",
-        "asgi": {"version": "3.0"},
-    }
-    await asyncio.wait_for(app(scope, receive, send), 30)
+    body = b'{"model":"tiny","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    key = f"Bearer {appliance.tokens['user']}".encode()
+    await hang_up_mid_stream(app, body, [(b"authorization", key), (b"x-request-id", b"req-gone")])
     await asyncio.sleep(0.1)
     assert [r.event for r in records(appliance, "req-gone")] == ["request", "cancelled"]
     assert scripted.closed == 1

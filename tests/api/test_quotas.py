@@ -20,7 +20,7 @@ from appliance.audit import AuditFilter
 from appliance.engine import TextEvent
 from appliance.usage import QuotaLedger
 from appliance.usage.report import OUTCOMES
-from tests.api.helpers import records
+from tests.api.helpers import hang_up_mid_stream, records
 from tests.api.scripted import ScriptedBackend, answer
 from tests.appliance import REPO, make_appliance
 from tests.conftest import run_cli
@@ -177,37 +177,8 @@ async def test_a_client_that_hangs_up_is_charged_its_whole_allowance(appliance, 
     scripted.chunks = [[TextEvent("final", f"word{i} ")] for i in range(200)]
     scripted.delay = 0.01
     token, key_id = new_key(appliance)
-    sent = []
-
-    async def receive():
-        if not sent:
-            sent.append(1)
-            return {
-                "type": "http.request",
-                "body": b'{"model":"tiny","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}',
-                "more_body": False,
-            }
-        await asyncio.sleep(0.2)
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        pass
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "headers": [(b"authorization", f"Bearer {token}".encode()), (b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 1),
-        "server": ("appliance", 80),
-        "scheme": "http",
-        "http_version": "1.1",
-        "root_path": "",
-        "asgi": {"version": "3.0"},
-    }
-    await asyncio.wait_for(appliance.app(scope, receive, send), 30)
+    body = b'{"model":"tiny","stream":true,"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}'
+    await hang_up_mid_stream(appliance.app, body, [(b"authorization", f"Bearer {token}".encode())])
     counter = await settled(appliance, key_id, 1)
     assert (counter["reserved_output_tokens"], counter["used_output_tokens"], counter["used_requests"]) == (0, 100, 1)
     assert outcome_sums(appliance, key_id)[0] == 1
