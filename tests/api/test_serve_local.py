@@ -20,10 +20,11 @@ def llm_handle(appliance):
     yield handle
 
 
-async def test_handle_backend_streams_coalesced_chunks(llm_handle):
+async def test_handle_backend_streams_coalesced_chunks(llm_handle, appliance):
     from appliance.serving.handle_backend import HandleBackend
+    from appliance.serving.nodes import NodeNames
 
-    backend = HandleBackend(llm_handle)
+    backend = HandleBackend(llm_handle, NodeNames(appliance.settings.keys_dir / "cluster"), "local-llm")
     assert [m.name for m in await backend.models()] == ["tiny"]
     assert await backend.ready()
     chunks = [
