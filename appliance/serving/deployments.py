@@ -103,7 +103,10 @@ class LLMServer:
 
 def _node_address() -> str:
     """This replica's node as Ray knows it (the address `ray start` gave it, what cluster.json lists); not
-    `ray.util.get_node_ip_address()`, which is the host's route towards the outside."""
+    `ray.util.get_node_ip_address()`, which is the host's route towards the outside. Serve's local testing
+    mode runs replicas without Ray, and asking Ray there would start one in the caller's process."""
+    if not ray.is_initialized():
+        return "local"
     node_id = ray.get_runtime_context().get_node_id()
     return next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == node_id)
 

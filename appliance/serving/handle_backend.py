@@ -51,8 +51,11 @@ class HandleBackend(ModelBackend):
         return self._described
 
     def _placement(self) -> dict[str, int]:
+        import ray
         from ray.serve.context import _get_global_client  # Serve's own client: what `serve status` asks
 
+        if not ray.is_initialized():  # Serve's local testing mode: its client would start a Ray here
+            return self._replicas
         try:
             client = _get_global_client()
             assert client is not None  # inside a replica Serve is always running
