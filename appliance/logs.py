@@ -27,7 +27,10 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # No caching: a cached logger lives in each module's `log` proxy, and Ray Serve pickles a deployment
+        # class by value with the globals it uses; a logger bound to a stream other than the process's own
+        # (a test's captured stderr) cannot be pickled, and every later deployment would fail.
+        cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
