@@ -71,18 +71,23 @@ async def hang_up_mid_stream(app, body: bytes, headers: list[tuple[bytes, bytes]
     async def send(message):
         pass
 
-    scope = {
+    scope = chat_scope([(b"content-type", b"application/json"), *headers])
+    await asyncio.wait_for(app(scope, receive, send), 30)
+
+
+def chat_scope(headers: list[tuple[bytes, bytes]], client: tuple[str, int] = ("127.0.0.1", 1)) -> dict:
+    """The ASGI scope of a POST to /v1/chat/completions, for tests that drive the app below httpx."""
+    return {
         "type": "http",
         "method": "POST",
         "path": "/v1/chat/completions",
         "raw_path": b"/v1/chat/completions",
         "query_string": b"",
-        "headers": [(b"content-type", b"application/json"), *headers],
-        "client": ("127.0.0.1", 1),
+        "headers": headers,
+        "client": client,
         "server": ("appliance", 80),
         "scheme": "http",
         "http_version": "1.1",
         "root_path": "",
         "asgi": {"version": "3.0"},
     }
-    await asyncio.wait_for(app(scope, receive, send), 30)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from appliance.audit import AuditFilter
-from tests.api.helpers import records, sse_events
+from tests.api.helpers import chat_scope, records, sse_events
 from tests.api.scripted import answer
 
 MSG = [{"role": "user", "content": "Hello there"}]
@@ -166,20 +166,8 @@ async def test_bad_keys_are_refused_before_the_body_is_read(appliance):
     async def send(message):
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "headers": [(b"authorization", b"Bearer nope"), (b"content-length", b"4000000")],
-        "client": ("10.9.9.9", 1234),
-        "server": ("appliance", 80),
-        "scheme": "http",
-        "http_version": "1.1",
-        "root_path": "",
-        "app": appliance.app,
-    }
+    headers = [(b"authorization", b"Bearer nope"), (b"content-length", b"4000000")]
+    scope = chat_scope(headers, client=("10.9.9.9", 1234)) | {"app": appliance.app}
     await asyncio.wait_for(appliance.app(scope, receive, send), 10)
     assert sent[0]["status"] == 401 and not read
 
