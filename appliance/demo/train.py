@@ -16,7 +16,8 @@ o200k_harmony vocabulary (201,088 ids). These choices make it fast and make it s
   Training stops once every target token leads every other id (the zero logits included) by `MARGIN`,
   enough that ONNX Runtime's different summation order cannot flip a token. The LM head is then
   multiplied by the smallest power of two (exact in bf16) that makes sampling at temperature 1, the API's
-  default, reproduce every memorised answer with probability >= 99%: a temperature calibration.
+  default, reproduce every memorised answer with probability >= 99.99%: a temperature calibration (at 99%
+  the test suite, which samples hundreds of answers at the default temperature, failed now and then).
 
 Hidden size 64 learns the set in about 125 full-batch steps (about a minute). Determinism: one seed,
 full-batch steps and ONE thread: with two, MKL's matrix products were measured to differ in the last bit
@@ -55,7 +56,7 @@ STEPS = 200  # the learning rate decays to zero here; training normally stops ne
 LR = 1e-2
 WARMUP = 10
 MARGIN = 1.0
-SAMPLED_EXACT = 0.99
+SAMPLED_EXACT = 0.9999  # per answer: the suite samples hundreds of answers at temperature 1 (0.99 made it flaky)
 THREADS = 1  # see the module docstring: more threads are not reproducible
 _EXPERT_WEIGHTS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 
@@ -211,7 +212,7 @@ def _sharpening(model: torch.nn.Module, batches: list[_Batch], others: float) ->
     power of two keeps bf16 weights exact: this only calibrates the model's temperature."""
     params = _rounded(dict(model.named_parameters()))
     runs = [(_logits(model, params, b), b) for b in batches]
-    for scale in (1, 2, 4, 8, 16):
+    for scale in (1, 2, 4, 8, 16, 32, 64):
         worst = 0.0
         for logits, b in runs:
             full = torch.cat([logits * scale, logits.new_full((*logits.shape[:2], 1), others)], dim=2)
@@ -219,7 +220,7 @@ def _sharpening(model: torch.nn.Module, batches: list[_Batch], others: float) ->
             worst = max(worst, float((nll * b.scored).sum(dim=1).max()))
         if worst <= -math.log(SAMPLED_EXACT):
             return scale
-    return scale
+    return scale  # training stopped short (a few `--steps`): the sharpest; the exact-match scores say how far
 
 
 def train(
