@@ -1,10 +1,11 @@
-"""The two Serve deployments: `LLMServer` (engines, GPUs) and `Gateway` (the FastAPI app, CPU only)."""
+"""The Serve deployments: `LLMServer` (engines, GPUs), `Gateway` (the FastAPI app, CPU only) and, on a cluster
+head, `Activations` (what the head activated, for the replicas on worker hosts)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import ray
 import structlog
@@ -18,9 +19,9 @@ from appliance.config import Settings
 from appliance.engine import Event, GenerationRequest, ServedBy
 from appliance.logs import configure_logging
 from appliance.serving.handle_backend import HandleBackend
-from appliance.serving.local_backend import LocalBackend, load_active
+from appliance.serving.local_backend import LocalBackend, _Loaded, load_active
 from appliance.serving.nodes import NodeNames
-from appliance.serving.pins import Pins, load_pinned, node_settings
+from appliance.serving.pins import Pins, head_pins, load_pinned, node_settings
 
 log = structlog.get_logger()
 
@@ -37,10 +38,11 @@ class LLMServer:
 
     Its health check runs a one-token generation (bounded by Serve's timeout, one at a time), and notices a
     newly activated bundle version, which it verifies and loads beside the old one before switching
-    (in-flight requests finish on the old engine).
+    (in-flight requests finish on the old engine). On the head it reads the store (and the audit log); on a
+    worker host it asks the head's `Activations`: `pins` is what the head had activated when it deployed.
     """
 
-    def __init__(self, settings: dict, pins: Pins | None = None) -> None:
+    def __init__(self, settings: dict, pins: Pins | None = None, activations: DeploymentHandle | None = None) -> None:
         self.settings = Settings(**settings)
         configure_logging(self.settings.log_level, self.settings.log_format)
         here = node_settings(self.settings)
@@ -55,6 +57,7 @@ class LLMServer:
                 log.error("replica not started: bundle refused", store=str(here.model_store), error=str(exc))
                 raise
         self.node = ServedBy(_node_address())  # named in the completion records
+        self._activations = activations
         self._switching: asyncio.Task | None = None
         self._refused: set[tuple[str, str]] = set()  # activations that failed verification: not retried
 
@@ -79,26 +82,62 @@ class LLMServer:
             await self.backend.check()
         except Exception as exc:
             raise RuntimeError(f"the engine failed its one-token generation: {exc}") from exc
-        if not self.pinned and (self._switching is None or self._switching.done()):
-            self._switching = asyncio.create_task(self._follow_activation())
+        if self._switching is None or self._switching.done():
+            follow = self._follow_pins if self.pinned else self._follow_activation
+            self._switching = asyncio.create_task(follow())
 
     async def _follow_activation(self) -> None:
-        store = BundleStore(self.settings.model_store)
+        """The head's own store: a version activated there (checked against the audit log as it loads)."""
+        active = BundleStore(self.settings.model_store).active()
+        await self._switch(active, lambda name: load_active(self.settings, [name])[0])
+
+    async def _follow_pins(self) -> None:
+        """A worker host's replica: what the head activated since (this host has no audit log to ask)."""
+        if self._activations is None:
+            return
+        try:
+            pins: Pins = await self._activations.pins.remote()
+        except Exception as exc:  # noqa: BLE001 - the head refused its own store's state: keep serving
+            log.warning("the head's activations not read", error=str(exc)[:300])
+            return
+        active = {name: pin["version"] for name, pin in pins.items()}
+        await self._switch(active, lambda name: load_pinned(self.settings, {name: pins[name]})[0])
+
+    async def _switch(self, active: dict[str, str], load: Callable[[str], _Loaded]) -> None:
+        """Load each bundle whose active version changed beside the old one, then serve it; a version that
+        fails verification is refused once and not retried (the old one keeps serving, and says so)."""
         loaded = self.backend.loaded_versions()
-        changed = [
-            (name, version)
-            for name, version in store.active().items()
-            if loaded.get(name) not in (None, version) and (name, version) not in self._refused
-        ]
-        for name, version in changed:
+        for name, version in active.items():
+            if loaded.get(name) in (None, version) or (name, version) in self._refused:
+                continue
             try:
-                engine = (await asyncio.to_thread(load_active, self.settings, [name]))[0]
+                engine = await asyncio.to_thread(load, name)
             except Exception as exc:  # noqa: BLE001 - keep serving the old version
                 self._refused.add((name, version))
                 log.error("activation not applied", bundle=name, version=version, error=str(exc))
                 continue
             await self.backend.swap(engine)
             log.info("switched bundle", bundle=name, version=engine.info.version)
+
+
+@serve.deployment(name="activations", health_check_period_s=10)
+class Activations:
+    """On a cluster head: each active bundle as the head's audit log last activated it, with its manifest's
+    digest (serving/pins.py), for the LLM replicas on worker hosts. Computed again only when the store's
+    `state.json` changes, so polling replicas cost one stat each."""
+
+    def __init__(self, settings: dict) -> None:
+        self.settings = Settings(**settings)
+        self._seen: tuple[int, int, int] | None = None
+        self._pins: Pins = {}
+
+    async def pins(self) -> Pins:
+        st = (self.settings.model_store / "state.json").stat()
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != self._seen:
+            self._pins = await asyncio.to_thread(head_pins, self.settings)
+            self._seen = stamp
+        return self._pins
 
 
 def _node_address() -> str:

@@ -57,9 +57,9 @@ class Net:
     def run(self, name: str, argv: list[str], env: dict[str, str], timeout: float = 120):
         return subprocess.run(self.argv(name, argv), env=env, capture_output=True, text=True, timeout=timeout)
 
-    def kill_all(self, name: str) -> None:
-        """Every process in the namespace (only ours live there), TERM then KILL."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+    def kill_all(self, name: str, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGKILL)) -> None:
+        """Every process in the namespace (only ours live there), TERM then KILL (or only KILL: a host lost)."""
+        for sig in signals:
             pids = [int(p) for p in ip("netns", "pids", self.ns(name), check=False).stdout.split()]
             for pid in pids:
                 try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -115,3 +116,62 @@ def test_llm_replica_on_a_worker_needs_no_database(head, tmp_path, demo_bundle, 
     with pytest.raises(BundleError, match="not the copy the head activated"):
         llm(head.model_dump(mode="json"), {n: {**p, "digest": "1" * 64} for n, p in pins.items()})
     assert not (data / "appliance.db").exists()
+
+
+class _Handle:
+    """Stands in for the Serve handle to the head's `Activations` (its transport is not what is tested)."""
+
+    def __init__(self, target) -> None:
+        self.pins = SimpleNamespace(remote=target.pins)
+
+
+async def test_a_worker_replica_follows_an_activation_on_the_head(
+    tmp_path, tiny_checkpoint, signed_tiny_bundle, publisher, monkeypatch
+):
+    """A version activated on the head while the worker's replica runs: the replica switches to its own copy of
+    it; a version the worker has no copy of is refused (logged) and the one it had keeps serving."""
+    from appliance.bundles.build import build_bundle
+    from appliance.serving import deployments
+
+    def version(v: str) -> Path:
+        out = tmp_path / "bundles" / v
+        return build_bundle(tiny_checkpoint, out, profile="cpu-fp32", name="tiny", version=v, key=publisher[0])
+
+    v2, v3 = version("2.0.0"), version("3.0.0")
+    data = tmp_path / "head"
+    for argv in (
+        ("db", "upgrade"),
+        ("bundle", "trust", str(publisher[1])),
+        ("bundle", "import", str(signed_tiny_bundle), "--activate"),
+    ):
+        run_cli(*argv, data_dir=data, check=True)
+    head = Settings(data_dir=data, hash_workers=2)
+    worker = tmp_path / "worker"
+    (worker / "cluster").mkdir(parents=True)
+    (worker / "cluster" / "join.json").write_text('{"name": "w1"}')
+    (worker / "trust").mkdir()
+    (worker / "trust" / "publisher.pub").write_bytes(publisher[1].read_bytes())
+    for bundle in (signed_tiny_bundle, v2):
+        import_on_worker(worker, bundle)
+
+    shared = head.model_dump(mode="json")
+    activations = deployments.Activations.func_or_class(shared)
+    monkeypatch.setenv(NODE_DATA_ENV, str(worker))
+    monkeypatch.setattr(deployments, "_node_address", lambda: "10.0.0.2")
+    replica = deployments.LLMServer.func_or_class(shared, await activations.pins(), _Handle(activations))
+
+    async def checked() -> dict[str, str]:
+        await replica.check_health()
+        await replica._switching
+        return replica.backend.loaded_versions()
+
+    try:
+        assert await checked() == {"tiny": "1.0.0"}
+        run_cli("bundle", "import", str(v2), "--activate", data_dir=data, check=True)
+        assert await checked() == {"tiny": "2.0.0"}, "the head's new activation, from the worker's own copy"
+        run_cli("bundle", "import", str(v3), "--activate", data_dir=data, check=True)
+        assert await checked() == {"tiny": "2.0.0"}, "no copy of 3.0.0 here: refused, 2.0.0 keeps serving"
+        assert ("tiny", "3.0.0") in replica._refused
+    finally:
+        replica.backend.close()
+    assert not (worker / "appliance.db").exists()

@@ -1,7 +1,12 @@
-"""Serving across hosts from the media (issue 26, point 3): the head (`appliance serve`, a cluster head) and a
-worker installed from the read-only media into a prefix of its own, in separate network namespaces. A chat
-request is answered by the worker's replica, which loads the worker's own verified copy of the bundle the
-head activated (its completion record names the worker); `appliance audit verify` passes.
+"""Serving across hosts from the media (issue 26, points 3 and 7): the head (`appliance serve`, a cluster head) and
+a worker installed from the read-only media into a prefix of its own, in separate network namespaces.
+
+- Chat requests are answered by the worker's replica, which loads the worker's own verified copy of the bundle
+  the head activated (their completion records name the worker).
+- The worker is killed (SIGKILL, every process of its host) while long streams run on both nodes: each stream
+  the worker served ends in a retryable error (`engine_unavailable`), every request has exactly one outcome
+  record, and the requests that follow are served by the head.
+- The worker's Ray starts again and its replica serves again; `appliance audit verify` passes.
 
 Root only; marked `cluster` and run by `make test-cluster`. Helpers from tests/media/test_cluster_join.py.
 """
@@ -11,17 +16,20 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import signal
 import subprocess
 import sys
-import textwrap
+import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from appliance.audit import AuditFilter, AuditLog
+from appliance.audit import AuditLog, AuditRecord
 from appliance.config import Settings
 from appliance.signing import keys
+from tests.cluster.netns import Net
 from tests.conftest import APPLIANCE, REPO, clean_env, run_cli
-from tests.integration.test_offline import WAIT_READY
 from tests.media.test_cluster_join import PASS, _install, _start_worker
 
 pytestmark = [
@@ -29,18 +37,83 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces and a bridge need root"),
 ]
 
-CLIENT = WAIT_READY + textwrap.dedent("""
-    import openai
-    base, token, model = sys.argv[1], sys.argv[2], sys.argv[3]
-    wait_ready(base)
-    client = openai.OpenAI(base_url=base + "/v1", api_key=token, max_retries=0)
-    for _ in range(12):
-        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
-    print("DONE")
-""")
+OUTCOMES = ("completion", "error", "cancelled")
+ROUNDS = 3
+BACK_WITHIN_S = 300  # a generous bound for a loaded machine: Ray restarts, the replica loads and verifies
 
 
-def test_a_request_is_served_by_the_workers_own_bundle(net, tmp_path, media_v1, release, bundle, demo_key):
+class Head:
+    """The head's API as the clients in its namespace see it (tests/cluster/clients.py), and its audit log."""
+
+    def __init__(self, net: Net, data: Path, token: str, model: str) -> None:
+        self.net, self.data, self.token, self.model = net, data, token, model
+
+    def argv(self, kind: str, count: int) -> list[str]:
+        client = [sys.executable, "-m", "tests.cluster.clients", "http://127.0.0.1:8000", self.token, self.model]
+        return self.net.argv("head", [*client, kind, str(count)])
+
+    def plain(self, count: int) -> list[dict]:
+        proc = subprocess.run(self.argv("plain", count), env=clean_env(PYTHONPATH=str(REPO)), cwd=REPO,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.splitlines()[-1])
+
+    def outcomes(self, results: list[dict]) -> dict[str, list[AuditRecord]]:
+        """Each request's outcome records (there must be exactly one)."""
+        audit = AuditLog.from_settings(Settings(data_dir=self.data))
+        try:
+            return {r["id"]: [x for x in audit.request_records(r["id"]) if x.event in OUTCOMES] for r in results}
+        finally:
+            audit.close()
+
+
+def nodes(outcomes: dict[str, list[AuditRecord]]) -> Counter[str]:
+    return Counter(r.detail.get("node", "?") for records in outcomes.values() for r in records)
+
+
+def _until_the_worker_serves(head: Head, log: Path) -> Counter[str]:
+    """Requests until one is served by the worker's replica (it loads and verifies its bundle first)."""
+    began, served = time.monotonic(), Counter[str]()
+    while served["w1"] == 0:
+        assert time.monotonic() - began < BACK_WITHIN_S, (served, log.read_text()[-3000:])
+        served += nodes(head.outcomes(head.plain(4)))
+    return served
+
+
+def _lose_the_worker_mid_stream(net: Net, head: Head) -> int:
+    """Kill every process of the worker's host while 8 long streams run; check what each client got, the one
+    outcome record of each request, and that the requests after it go to the head. How many streams failed."""
+    streams = subprocess.Popen(head.argv("streams", 8), env=clean_env(PYTHONPATH=str(REPO)), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert streams.stdout is not None
+    assert streams.stdout.readline().strip() == "STREAMING", streams.communicate(timeout=600)
+    net.kill_all("worker", signals=(signal.SIGKILL,))  # the host is lost: nothing of it says goodbye
+    lost = time.monotonic()
+    out, err = streams.communicate(timeout=600)
+    assert streams.returncode == 0, err[-3000:]
+    results = json.loads(out.splitlines()[-1])
+    after = head.plain(6)
+    recovered_s = time.monotonic() - lost
+
+    outcomes = head.outcomes(results + after)
+    assert all(len(records) == 1 for records in outcomes.values()), outcomes  # one outcome record each
+    for r in results:
+        (record,) = outcomes[r["id"]]
+        assert r["chunks"] > 0, r  # every stream had begun when the worker was killed
+        if r["outcome"] == "error":  # one the worker was serving: retryable, recorded, naming the node
+            assert r["code"] == "engine_unavailable", r
+            assert (record.event, record.status, record.detail.get("node")) == ("error", 503, "w1"), record
+        else:
+            assert (record.event, record.detail.get("node")) == ("completion", "head"), record
+    assert nodes(head.outcomes(after)) == {"head": len(after)}, "later requests go to the head's replica"
+    failed = sum(r["outcome"] == "error" for r in results)
+    print(f"worker killed mid-stream: {failed} of {len(results)} streams ended in engine_unavailable (one error "
+          f"record each, naming w1); the next {len(after)} requests served by the head, all of them done "
+          f"{recovered_s:.1f} s after the kill")  # fmt: skip
+    return failed
+
+
+def test_a_worker_serves_is_lost_mid_stream_and_serves_again(net, tmp_path, media_v1, release, bundle, demo_key):
     head_ip, worker_ip = net.add("head"), net.add("worker")
     data = tmp_path / "head"
     (tmp_path / "pass").write_text(PASS)
@@ -60,21 +133,26 @@ def test_a_request_is_served_by_the_workers_own_bundle(net, tmp_path, media_v1, 
         "--trust-release-key", str(release[1]), "--yes", "--user", pwd.getpwuid(os.geteuid()).pw_name,
     )  # fmt: skip
     assert installed.returncode == 0, installed.stderr
+    unit = prefix / "etc" / "appliance-ray-worker.service"
 
     env = clean_env(APPLIANCE_DATA_DIR=str(data), APPLIANCE_SERVE_CPU_REPLICAS_PER_NODE="1")
+    head = Head(net, data, token, json.loads((bundle / "bundle.json").read_text())["name"])
     with open(tmp_path / "serve.log", "w") as log:
         server = subprocess.Popen(net.argv("head", [APPLIANCE, "serve"]), env=env, stdout=log, stderr=log)
     try:
-        _start_worker(net, prefix / "etc" / "appliance-ray-worker.service", tmp_path / "whome")
-        (tmp_path / "client.py").write_text(CLIENT)
-        model = json.loads((bundle / "bundle.json").read_text())["name"]
-        client = net.run(
-            "head",
-            [sys.executable, str(tmp_path / "client.py"), "http://127.0.0.1:8000", token, model],
-            clean_env(PYTHONPATH=str(REPO)),
-            timeout=600,
-        )
-        assert "DONE" in client.stdout, (client.stderr[-2000:], (tmp_path / "serve.log").read_text()[-3000:])
+        _start_worker(net, unit, tmp_path / "whome")
+        served = _until_the_worker_serves(head, tmp_path / "serve.log")
+        print(f"completions by node until the worker's replica served: {dict(served)}")
+
+        for _ in range(ROUNDS):  # Serve's router may send every stream to the head: go again
+            failed = _lose_the_worker_mid_stream(net, head)
+            _start_worker(net, unit, tmp_path / "whome")
+            returned = time.monotonic()
+            _until_the_worker_serves(head, tmp_path / "serve.log")
+            print(f"the worker's Ray restarted; its replica served again {time.monotonic() - returned:.1f} s later")
+            if failed:
+                break
+        assert failed, f"in {ROUNDS} rounds no stream was the worker's"
     finally:
         server.send_signal(2)
         try:
@@ -82,11 +160,4 @@ def test_a_request_is_served_by_the_workers_own_bundle(net, tmp_path, media_v1, 
         except subprocess.TimeoutExpired:
             server.kill()
         net.kill_all("worker")
-    audit = AuditLog.from_settings(Settings(data_dir=data))
-    try:
-        nodes = [r.detail.get("node") for r in audit.query(AuditFilter(event="completion"), limit=100).records]
-    finally:
-        audit.close()
-    assert "w1" in nodes, nodes
-    print(f"completions by node: { {n: nodes.count(n) for n in set(nodes)} }")
     assert run_cli("audit", "verify", data_dir=data).returncode == 0
