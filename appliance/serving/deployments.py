@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import ray
 import structlog
@@ -59,7 +60,8 @@ class LLMServer:
         self.node = ServedBy(_node_address())  # named in the completion records
         self._activations = activations
         self._switching: asyncio.Task | None = None
-        self._refused: set[tuple[str, str]] = set()  # activations that failed verification: not retried
+        self._refused: set[tuple[str, str]] = set()  # activations that failed: not retried while
+        self._store_state: tuple[int, int, int] | None = None  # this host's store stays as it was
 
     async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[list[Event]]:
         """The engine's chunks, the first one carrying this node (not a chunk of its own: the gateway retries
@@ -83,6 +85,10 @@ class LLMServer:
         except Exception as exc:
             raise RuntimeError(f"the engine failed its one-token generation: {exc}") from exc
         if self._switching is None or self._switching.done():
+            store_state = _stat(self.settings.model_store / "state.json")
+            if store_state != self._store_state:  # a copy imported here since: refused versions may load now
+                self._refused.clear()
+                self._store_state = store_state
             follow = self._follow_pins if self.pinned else self._follow_activation
             self._switching = asyncio.create_task(follow())
 
@@ -105,7 +111,8 @@ class LLMServer:
 
     async def _switch(self, active: dict[str, str], load: Callable[[str], _Loaded]) -> None:
         """Load each bundle whose active version changed beside the old one, then serve it; a version that
-        fails verification is refused once and not retried (the old one keeps serving, and says so)."""
+        fails to load is refused (the old one keeps serving, and the log says so) until this host's store
+        changes: a tampered 100 GiB copy is not hashed again every health check."""
         loaded = self.backend.loaded_versions()
         for name, version in active.items():
             if loaded.get(name) in (None, version) or (name, version) in self._refused:
@@ -132,12 +139,20 @@ class Activations:
         self._pins: Pins = {}
 
     async def pins(self) -> Pins:
-        st = (self.settings.model_store / "state.json").stat()
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp != self._seen:
+        stamp = _stat(self.settings.model_store / "state.json")
+        if stamp is None or stamp != self._seen:
             self._pins = await asyncio.to_thread(head_pins, self.settings)
             self._seen = stamp
         return self._pins
+
+
+def _stat(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced (atomic writes make a new inode) or edited."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _node_address() -> str:

@@ -129,7 +129,8 @@ async def test_a_worker_replica_follows_an_activation_on_the_head(
     tmp_path, tiny_checkpoint, signed_tiny_bundle, publisher, monkeypatch
 ):
     """A version activated on the head while the worker's replica runs: the replica switches to its own copy of
-    it; a version the worker has no copy of is refused (logged) and the one it had keeps serving."""
+    it; a version the worker has no copy of is refused (logged) and the one it had keeps serving, until the
+    copy is imported there."""
     from appliance.bundles.build import build_bundle
     from appliance.serving import deployments
 
@@ -172,6 +173,8 @@ async def test_a_worker_replica_follows_an_activation_on_the_head(
         run_cli("bundle", "import", str(v3), "--activate", data_dir=data, check=True)
         assert await checked() == {"tiny": "2.0.0"}, "no copy of 3.0.0 here: refused, 2.0.0 keeps serving"
         assert ("tiny", "3.0.0") in replica._refused
+        import_on_worker(worker, v3)  # the operator brings the copy: the next health check loads it
+        assert await checked() == {"tiny": "3.0.0"}
     finally:
         replica.backend.close()
     assert not (worker / "appliance.db").exists()
