@@ -4,7 +4,7 @@
 `python -m tests.cluster.clients BASE TOKEN MODEL streams K`: K long streams at once; prints `STREAMING` once
 every one of them has received content (the moment the test kills a node), then lets each run to its end.
 Either prints one JSON line last: per request its id (the audit's `request_id`), its outcome (`completed`, or
-`error` with the error's code and HTTP status) and the chunks it received.
+`error` with the error's code and HTTP status) and the chunks it received (streams) or when it ended (plain).
 
 The long streams are structured outputs whose one string must be at least `LONG_CHARS` long: the grammar
 forbids the closing quote until then, so even the demo model, whose answers are a sentence, streams for
@@ -61,7 +61,7 @@ def plain(client: openai.OpenAI, model: str, n: int) -> list[dict]:
     for _ in range(n):
         rid = request_id("plain")
         client.chat.completions.create(model=model, messages=HELLO, max_tokens=4, extra_headers={"x-request-id": rid})
-        results.append({"id": rid, "outcome": "completed"})
+        results.append({"id": rid, "outcome": "completed", "at": time.time()})
     return results
 
 
