@@ -3,6 +3,7 @@ token auth, the openai SDK against it, and a clean stop. Any outbound attempt wo
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import subprocess
 import sys
@@ -10,22 +11,12 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+from tests.cluster.clients import wait_ready
 from tests.conftest import clean_env, offline_argv, prepare_data, requires_unshare, run_cli, serve_offline
 from tests.integration.conftest import free_port
 
-WAIT_READY = textwrap.dedent("""
-    import sys, time, httpx
-
-    def wait_ready(base):
-        for _ in range(480):
-            try:
-                if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        sys.exit("never ready")
-""")
+# the scripts below run as files of their own: the readiness wait travels as source
+WAIT_READY = "import sys, time, httpx\n\n" + inspect.getsource(wait_ready)
 
 CLIENT = WAIT_READY + textwrap.dedent("""
     import openai
