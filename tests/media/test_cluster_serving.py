@@ -38,7 +38,7 @@ pytestmark = [
 ]
 
 OUTCOMES = ("completion", "error", "cancelled")
-ROUNDS = 5  # Serve routes most streams to the head's replica here (1 of 8 to the worker, twice): go again
+ROUNDS = 5  # Serve's router split the 8 streams 7:1, 7:1 and 1:7 in three runs here: with none on the worker, again
 BACK_WITHIN_S = 300  # a generous bound for a loaded machine: Ray restarts, the replica loads and verifies
 
 
