@@ -4,7 +4,7 @@
 `python -m tests.cluster.clients BASE TOKEN MODEL streams K`: K long streams at once; prints `STREAMING` once
 every one of them has received content (the moment the test kills a node), then lets each run to its end.
 Either prints one JSON line last: per request its id (the audit's `request_id`), its outcome (`completed`, or
-`error` with the error's code and HTTP status) and the chunks it received (streams) or when it ended (plain).
+`error` with the error's code and HTTP status), when it ended, and the content chunks it received (streams).
 
 The long streams are structured outputs whose one string must be at least `LONG_CHARS` long: the grammar
 forbids the closing quote until then, so even the demo model, whose answers are a sentence, streams for
@@ -87,6 +87,7 @@ def streams(client: openai.OpenAI, model: str, k: int) -> list[dict]:
         except openai.APIError as exc:
             result.update(outcome="error", code=exc.code, status=getattr(exc, "status_code", None))
         finally:
+            result["at"] = time.time()
             if result["chunks"] == 0:
                 started.release()  # ended before any content: nothing to wait for
 

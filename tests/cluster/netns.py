@@ -25,6 +25,7 @@ class Net:
 
     tag: int = field(default_factory=lambda: os.getpid() % 200 + 20)
     hosts: dict[str, str] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)  # host -> its cable's end on the bridge
 
     @property
     def bridge(self) -> str:
@@ -49,7 +50,12 @@ class Net:
         ip("-n", ns, "link", "set", "eth0", "up")
         ip("-n", ns, "link", "set", "lo", "up")
         self.hosts[name] = address
+        self.links[name] = veth
         return address
+
+    def link(self, name: str, up: bool) -> None:
+        """Plug or pull the host's cable: pulled, its packets vanish (as a power cut looks to the others)."""
+        ip("link", "set", self.links[name], "up" if up else "down")
 
     def argv(self, name: str, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.ns(name), *argv]

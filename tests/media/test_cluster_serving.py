@@ -3,9 +3,10 @@ a worker installed from the read-only media into a prefix of its own, in separat
 
 - Chat requests are answered by the worker's replica, which loads the worker's own verified copy of the bundle
   the head activated (their completion records name the worker).
-- The worker is killed (SIGKILL, every process of its host) while long streams run on both nodes: each stream
-  the worker served ends in a retryable error (`engine_unavailable`), every request has exactly one outcome
-  record, and the requests that follow are served by the head.
+- The worker's host is lost while long streams run on both nodes, twice: every process of it killed (SIGKILL),
+  then its cable pulled (a power cut as the head sees it). Each stream the worker served ends in a retryable
+  error (`engine_unavailable`), every request has exactly one outcome record, and the requests that follow are
+  served by the head.
 - The worker's Ray starts again and its replica serves again; `appliance audit verify` passes.
 
 Root only; marked `cluster` and run by `make test-cluster`. Helpers from tests/media/test_cluster_join.py.
@@ -87,13 +88,17 @@ def _until_the_worker_serves(head: Head, log: Path) -> Counter[str]:
     return served
 
 
-def _lose_the_worker_mid_stream(net: Net, head: Head) -> int:
-    """Kill every process of the worker's host while 8 long streams run; check what each client got, the one
-    outcome record of each request, and that the requests after it go to the head. How many streams failed."""
+def _lose_the_worker_mid_stream(net: Net, head: Head, how: str) -> int:
+    """Lose the worker's host while 8 long streams run (`kill`: every process of it, SIGKILL; `cut`: its cable
+    pulled, its processes left running); check what each client got, the one outcome record of each request,
+    and that the requests after it go to the head. How many streams failed."""
     streams = head.start("streams", 8)
     assert streams.stdout is not None
     assert streams.stdout.readline().strip() == "STREAMING", streams.communicate(timeout=600)
-    net.kill_all("worker", signals=(signal.SIGKILL,))  # the host is lost: nothing of it says goodbye
+    if how == "kill":  # nothing of it says goodbye, but its kernel resets its connections
+        net.kill_all("worker", signals=(signal.SIGKILL,))
+    else:  # a power cut as the head sees it: packets vanish, nobody resets anything
+        net.link("worker", up=False)
     lost = time.time()
     later = head.start("plain", 6)  # while the streams run on
     results, after = head.results(streams), head.results(later)
@@ -110,11 +115,12 @@ def _lose_the_worker_mid_stream(net: Net, head: Head) -> int:
         else:
             assert (record.event, record.detail.get("node")) == ("completion", "head"), record
     assert nodes(head.outcomes(after)) == {"head": len(after)}, "later requests go to the head's replica"
-    failed = sum(r["outcome"] == "error" for r in results)
-    print(f"worker killed mid-stream: {failed} of {len(results)} streams ended in engine_unavailable (one error "
-          f"record each, naming w1); {len(after)} requests sent after the kill served by the head, the first "
-          f"{first_s:.1f} s after the kill (a client process started meanwhile)")  # fmt: skip
-    return failed
+    failed = [r for r in results if r["outcome"] == "error"]
+    ended = f", the last {max(r['at'] for r in failed) - lost:.1f} s after the loss" if failed else ""
+    print(f"worker lost mid-stream ({how}): {len(failed)} of {len(results)} streams ended in engine_unavailable "
+          f"(one error record each, naming w1){ended}; {len(after)} requests sent after it served by the head, "
+          f"the first {first_s:.1f} s after the loss (a client process started meanwhile)")  # fmt: skip
+    return len(failed)
 
 
 def test_a_worker_serves_is_lost_mid_stream_and_serves_again(net, tmp_path, media_v1, release, bundle, demo_key):
@@ -148,15 +154,18 @@ def test_a_worker_serves_is_lost_mid_stream_and_serves_again(net, tmp_path, medi
         served = _until_the_worker_serves(head, tmp_path / "serve.log")
         print(f"completions by node until the worker's replica served: {dict(served)}")
 
-        for _ in range(ROUNDS):  # Serve's router may send every stream to the head: go again
-            failed = _lose_the_worker_mid_stream(net, head)
-            _start_worker(net, unit, tmp_path / "whome")
-            returned = time.monotonic()
-            _until_the_worker_serves(head, tmp_path / "serve.log")
-            print(f"the worker's Ray restarted; its replica served again {time.monotonic() - returned:.1f} s later")
-            if failed:
-                break
-        assert failed, f"in {ROUNDS} rounds no stream was the worker's"
+        for how in ("kill", "cut"):
+            for _ in range(ROUNDS):  # Serve's router may send every stream to the head: go again
+                failed = _lose_the_worker_mid_stream(net, head, how)
+                net.kill_all("worker")  # after a cut: the host comes back from a restart
+                net.link("worker", up=True)
+                _start_worker(net, unit, tmp_path / "whome")
+                returned = time.monotonic()
+                _until_the_worker_serves(head, tmp_path / "serve.log")
+                print(f"the worker's Ray started again; its replica served {time.monotonic() - returned:.1f} s later")
+                if failed:
+                    break
+            assert failed, f"{how}: in {ROUNDS} rounds no stream was the worker's"
     finally:
         server.send_signal(2)
         try:
