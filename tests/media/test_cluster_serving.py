@@ -95,11 +95,11 @@ def _lose_the_worker_mid_stream(net: Net, head: Head, how: str) -> int:
     streams = head.start("streams", 8)
     assert streams.stdout is not None
     assert streams.stdout.readline().strip() == "STREAMING", streams.communicate(timeout=600)
+    lost = time.time()
     if how == "kill":  # nothing of it says goodbye, but its kernel resets its connections
         net.kill_all("worker", signals=(signal.SIGKILL,))
     else:  # a power cut as the head sees it: packets vanish, nobody resets anything
         net.link("worker", up=False)
-    lost = time.time()
     later = head.start("plain", 6)  # while the streams run on
     results, after = head.results(streams), head.results(later)
     first_s = min(r["at"] for r in after) - lost
