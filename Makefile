@@ -12,7 +12,8 @@ test: setup
 
 # A Ray cluster across hosts (issue 26): head, worker and outsider in network namespaces, root only (~4 min).
 test-cluster: setup
-	.venv/bin/python -m pytest -q -m cluster tests/media/test_cluster_join.py tests/media/test_cluster_serving.py
+	.venv/bin/python -m pytest -q -m cluster tests/media/test_cluster_join.py tests/media/test_cluster_serving.py \
+		tests/media/test_cluster_firewall.py
 
 bench: setup
 	bash scripts/bench.sh

@@ -53,12 +53,14 @@ def init(
     the first --address with mutual TLS and the token."""
     from appliance import admin_actions
     from appliance.cli.actions import console_actor
+    from appliance.cluster import nft
     from appliance.cluster.ca import RAY_PORT, check_addresses, check_name
     from appliance.cluster.ray_tls import ensure_token
     from appliance.config import get_settings
 
     port = RAY_PORT if port is None else port
     node = check_name(name or socket.gethostname().split(".")[0].lower())
+    nft.cgroup_prefix()  # a head whose Ray cannot be firewalled is refused before its CA exists
     ensure_token(get_settings().keys_dir / "ray_auth_token")
     cluster = _cluster()
     head = admin_actions.init_cluster(console_actor(), cluster, node, check_addresses(address), port)

@@ -4,10 +4,11 @@ No API, no database, no audit key on a worker: the release's venv, the node's id
 (`DATA/cluster/`: certificate, key, CA, token; private files 0600), the media's bundles verified into its own
 model store with the media's publisher keys (public keys only: `DATA/models`, `DATA/trust`) for the replicas
 the head places there, and one hardened unit that runs `ray start --address HEAD` with mutual TLS and the
-token, its firewall letting in the cluster's members only (and telling its replicas this host's data folder).
-The unit is rendered to `PREFIX/etc/` always and installed into systemd unless `--no-systemd`. `--leave`
-stops it and removes the unit and the node's identity (its key and the token). Standard library and
-`cryptography` only, like the rest of the installer.
+token, its firewall letting in the cluster's members only (and telling its replicas this host's data folder):
+systemd's `IPAddressAllow=` and an nftables ruleset on the unit's cgroup (`PREFIX/etc/appliance-ray-worker.nft`,
+cluster/nft.py) that the unit loads at each start. The unit is rendered to `PREFIX/etc/` always and
+installed into systemd unless `--no-systemd`. `--leave` stops it and removes the unit and the node's identity
+(its key and the token). Standard library and `cryptography` only, like the rest of the installer.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from appliance.backup.sealed import read_passphrase
-from appliance.cluster import invite
+from appliance.cluster import invite, nft
 from appliance.cluster.ca import Cluster
 from appliance.cluster.invite import Join
 from appliance.cluster.ray_tls import node_environment
@@ -32,6 +33,7 @@ from appliance.media.target import Target, say
 from appliance.media.verify import VerifiedMedia
 
 UNIT = "appliance-ray-worker.service"
+NFT = "appliance-ray-worker.nft"
 
 
 def read_join(args: argparse.Namespace) -> tuple[Join, str]:
@@ -124,11 +126,24 @@ def render_unit(t: Target, join: Join) -> str:
     )
 
 
+def render_firewall(join: Join) -> str:
+    """The members' nftables ruleset on the worker unit's cgroup (its members: the join file's, as the unit's
+    `IPAddressAllow=`)."""
+    return nft.ruleset(list(join.allow), [nft.unit_cgroup(UNIT)], nft.cgroup_prefix())
+
+
 def install_unit(t: Target, join: Join) -> None:
+    etc = t.prefix / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
     text = render_unit(t, join)
-    rendered = t.prefix / "etc" / UNIT
-    rendered.parent.mkdir(parents=True, exist_ok=True)
-    rendered.write_text(text)
+    (etc / UNIT).write_text(text)
+    try:
+        (etc / NFT).write_text(render_firewall(join))
+    except nft.FirewallError as exc:
+        if not t.args.no_systemd:
+            raise MediaError(str(exc)) from None
+        (etc / NFT).unlink(missing_ok=True)  # the operator starts Ray: say what is missing
+        say(f"warning: {exc}; {etc / NFT} not written")
     if t.args.no_systemd:
         return
     if shutil.which("systemctl") is None:
@@ -156,6 +171,7 @@ def leave(t: Target) -> None:
     meta = identity(t) / "join.json"
     name = json.loads(meta.read_text())["name"] if meta.exists() else None
     (t.prefix / "etc" / UNIT).unlink(missing_ok=True)
+    (t.prefix / "etc" / NFT).unlink(missing_ok=True)
     shutil.rmtree(identity(t), ignore_errors=True)
     if name is None:
         say("this host holds no cluster identity: nothing to leave")

@@ -11,6 +11,7 @@ import argparse
 import json
 import socket
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 
 
 def tls(host: str, port: int, cert: str | None, key: str | None) -> str:
@@ -59,7 +60,12 @@ def main() -> None:
     p.add_argument("--cert")
     p.add_argument("--key")
     a = p.parse_args()
-    print(json.dumps({port: {"tls": tls(a.host, port, a.cert, a.key), "http": http(a.host, port)} for port in a.ports}))
+
+    def answers(port: int) -> dict[str, str]:
+        return {"tls": tls(a.host, port, a.cert, a.key), "http": http(a.host, port)}
+
+    with ThreadPoolExecutor(len(a.ports)) as pool:  # a filtered port answers nothing until the timeout: at once
+        print(json.dumps(dict(zip(a.ports, pool.map(answers, a.ports), strict=True))))
 
 
 if __name__ == "__main__":

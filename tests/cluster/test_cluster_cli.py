@@ -103,9 +103,13 @@ def test_a_removed_node_is_revoked_and_refused_from_then_on(head, tmp_path):
     firewall = head.data / "keys" / "cluster" / "firewall.conf"
     assert "10.77.0.2" in cluster.allowed_addresses()
     assert "IPAddressAllow=10.77.0.1 10.77.0.2\n" in firewall.read_text()
+    rules = firewall.with_suffix(".nft")
+    assert "elements = { 10.77.0.1, 10.77.0.2 }" in rules.read_text()
+    assert 'system.slice/appliance-ray-head.service" ip saddr != @members4 drop' in rules.read_text()
     removed = head("cluster", "remove", "w1")  # no head running: said, and the removal goes on
     assert "does not answer at 10.77.0.1:6379: nothing drained" in removed.stdout, removed.stdout
     assert "IPAddressAllow=10.77.0.1\n" in firewall.read_text(), "the head's units let the removed node in no more"
+    assert "elements = { 10.77.0.1 }" in rules.read_text(), "nor does its nftables ruleset"
     with pytest.raises(ClusterError, match="revoked"):
         cluster.check_node(join.files["node.crt"])
     assert "10.77.0.2" not in cluster.allowed_addresses()

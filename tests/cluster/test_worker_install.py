@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.cluster import invite
+from appliance.cluster import invite, nft
 from appliance.cluster.ca import Cluster
 from appliance.cluster.invite import Join
 from appliance.media import install_args, worker
@@ -150,3 +150,14 @@ def test_a_head_upgrade_refuses_to_leave_its_workers_on_another_version_unless_t
     worker.check_workers_follow(_head_with_workers(tmp_path / "same", "0.2.0"), "0.2.0")  # nothing to say
     alone = Target(REPO, install_args.parse(["--prefix", str(tmp_path / "alone")]))
     worker.check_workers_follow(alone, "0.2.0")  # not a cluster head
+
+
+def test_the_worker_unit_loads_an_nftables_ruleset_on_its_cgroup_with_the_members_of_its_join_file(tmp_path):
+    args = install_args.parse(["--role", "worker", "--join", "j", "--prefix", str(tmp_path / "opt")])
+    join = _join(tmp_path)
+    unit = worker.render_unit(Target(REPO, args), join)
+    assert f"\nExecStartPre=+/usr/sbin/nft -f {tmp_path / 'opt' / 'etc' / worker.NFT}\n" in unit
+    rules = worker.render_firewall(join)
+    assert "elements = { 10.5.0.1, 10.5.0.2 }" in rules
+    cgroup = f'"{nft.cgroup_prefix()}system.slice/appliance-ray-worker.service"'
+    assert f"socket cgroupv2 level 2 {cgroup} ip saddr != @members4 drop" in rules

@@ -58,10 +58,11 @@ def _listening(net: Net, host: str) -> list[int]:
     return sorted({int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines() if "127.0.0.1" not in line})
 
 
-def _probe(net: Net, address: str, ports: list[int], *cert: str) -> dict[str, dict[str, str]]:
+def _probe(net: Net, address: str, ports: list[int], *cert: str, source: str = "out") -> dict[str, dict[str, str]]:
+    """What each port answers a client in the `source` namespace (tests/cluster/probe.py)."""
     argv = [sys.executable, "-m", "tests.cluster.probe", address, *map(str, ports), *cert]
     proc = subprocess.run(
-        net.argv("out", argv),
+        net.argv(source, argv),
         env=clean_env(PYTHONPATH=str(REPO)),
         cwd=REPO,
         capture_output=True,
