@@ -21,9 +21,15 @@ app = typer.Typer(no_args_is_help=True)
 Addresses = Annotated[list[str], typer.Option("--address", help="An IP address Ray uses for the node (repeat).")]
 
 
-def _cluster() -> Cluster:
+def _cluster(changes: bool = False) -> Cluster:
+    """The head's cluster; for a change, refused first where the units' nftables firewall cannot be rendered
+    (`_units_follow` would fail after the change)."""
+    from appliance.cluster import nft
     from appliance.cluster.ca import Cluster
     from appliance.config import get_settings
+
+    if changes:
+        nft.cgroup_prefix()
 
     return Cluster(get_settings().keys_dir / "cluster")
 
@@ -53,16 +59,14 @@ def init(
     the first --address with mutual TLS and the token."""
     from appliance import admin_actions
     from appliance.cli.actions import console_actor
-    from appliance.cluster import nft
     from appliance.cluster.ca import RAY_PORT, check_addresses, check_name
     from appliance.cluster.ray_tls import ensure_token
     from appliance.config import get_settings
 
     port = RAY_PORT if port is None else port
     node = check_name(name or socket.gethostname().split(".")[0].lower())
-    nft.cgroup_prefix()  # a head whose Ray cannot be firewalled is refused before its CA exists
+    cluster = _cluster(changes=True)
     ensure_token(get_settings().keys_dir / "ray_auth_token")
-    cluster = _cluster()
     head = admin_actions.init_cluster(console_actor(), cluster, node, check_addresses(address), port)
     _units_follow(cluster)
     typer.echo(f"cluster initialised: head {head.name} at {head.addresses[0]}:{port}, certificate {head.fingerprint}")
@@ -114,7 +118,7 @@ def invite(
     from appliance.cli.actions import console_actor
     from appliance.cluster.ca import check_addresses, check_name
 
-    cluster = _cluster()
+    cluster = _cluster(changes=True)
     passphrase = read_passphrase(passphrase_file)
     addresses = check_addresses(address)
     dest = out or Path(f"{check_name(name)}.join")
@@ -155,7 +159,7 @@ def rejoin(
     upgrade, or to finish a `remove` whose rejoin files were not all written."""
     from appliance.backup.sealed import read_passphrase
 
-    cluster = _cluster()
+    cluster = _cluster(changes=True)
     passphrase = read_passphrase(passphrase_file)
     for name in names:
         cluster.member(name)  # every name checked before any file is written
@@ -265,7 +269,7 @@ def remove(
     from appliance.cluster.ca import ClusterError
     from appliance.config import get_settings
 
-    cluster = _cluster()
+    cluster = _cluster(changes=True)
     cluster.removable(name)
     remaining = [m.name for m in cluster.workers() if m.name != name]
     if remaining and (rejoin_dir is None or passphrase_file is None):

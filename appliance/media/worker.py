@@ -137,13 +137,7 @@ def install_unit(t: Target, join: Join) -> None:
     etc.mkdir(parents=True, exist_ok=True)
     text = render_unit(t, join)
     (etc / UNIT).write_text(text)
-    try:
-        (etc / NFT).write_text(render_firewall(join))
-    except nft.FirewallError as exc:
-        if not t.args.no_systemd:
-            raise MediaError(str(exc)) from None
-        (etc / NFT).unlink(missing_ok=True)  # the operator starts Ray: say what is missing
-        say(f"warning: {exc}; {etc / NFT} not written")
+    (etc / NFT).write_text(render_firewall(join))
     if t.args.no_systemd:
         return
     if shutil.which("systemctl") is None:

@@ -58,7 +58,9 @@ class Net:
         ip("link", "set", self.links[name], "up" if up else "down")
 
     def argv(self, name: str, argv: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.ns(name), *argv]
+        """Entered with nsenter, not `ip netns exec`, which remounts /sys: the cgroup tree that nft and the
+        cluster commands read (cluster/nft.py) would vanish, as it does on no host."""
+        return ["nsenter", f"--net=/run/netns/{self.ns(name)}", *argv]
 
     def run(self, name: str, argv: list[str], env: dict[str, str], timeout: float = 120):
         return subprocess.run(self.argv(name, argv), env=env, capture_output=True, text=True, timeout=timeout)

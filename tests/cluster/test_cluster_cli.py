@@ -4,6 +4,7 @@ the sealed join file, each change recorded first in the audit log, revocation, t
 from __future__ import annotations
 
 import ipaddress
+import os
 import tarfile
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from cryptography import x509
 from appliance.backup import sealed
 from appliance.cluster import invite
 from appliance.cluster.ca import Cluster, ClusterError
-from tests.conftest import run_cli
+from tests.conftest import APPLIANCE, run_cli
 
 PASS = "correct horse battery staple\n"
 
@@ -229,3 +230,16 @@ def test_drain_is_recorded_first_and_says_when_the_head_does_not_answer(head):
     unknown = head("cluster", "drain", "nope", check=False)
     assert unknown.returncode != 0 and "no member named nope" in unknown.stderr
     assert _events(head)[0] == "admin.cluster_drained" and _events(head).count("admin.cluster_drained") == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a mount namespace with /sys mounted afresh: root")
+def test_a_change_is_refused_before_it_is_made_where_rays_firewall_cannot_be_rendered(head, tmp_path):
+    bare_sys = 'umount -l /sys && mount -t sysfs sysfs /sys && exec "$0" "$@"'  # no cgroup2 below /sys/fs/cgroup
+    proc = run_cli(
+        "cluster", "invite", "--name", "w1", "--address", "10.77.0.2", "--passphrase-file", str(tmp_path / "pass"),
+        "--out", str(tmp_path / "w1.join"), data_dir=head.data, offline=False,
+        program=("unshare", "-m", "-n", "sh", "-c", bare_sys, APPLIANCE),
+    )  # fmt: skip
+    assert proc.returncode != 0 and "no cgroup2 hierarchy mounted" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "w1" not in head("cluster", "list").stdout and not (tmp_path / "w1.join").exists()

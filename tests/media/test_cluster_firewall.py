@@ -6,9 +6,7 @@ as the units' `ExecStartPre=+nft -f` would (the cgroup moved under the test's pa
 listening port of both filtered, Ray's unauthenticated metrics ports included, while a listener of another
 process beside them stays open; the member joins and runs a task and a replica; after `cluster remove` and a
 reload the removed address is filtered too.
-
-Hosts are entered with `nsenter --net`, not `ip netns exec`: that one remounts /sys, so the cgroup tree, which
-nft and the installer read, would vanish. Root only; marked `cluster` (`make test-cluster`).
+Root only; marked `cluster` (`make test-cluster`).
 """
 
 from __future__ import annotations
@@ -60,12 +58,12 @@ def _filtered(net: Net, host: str, address: str, ports: list[int], source: str) 
 
 @dataclass
 class CgroupNet(Net):
-    """Hosts whose processes start in a cgroup of their own (`cgroups`: host -> folder), entered with nsenter."""
+    """Hosts whose processes start in a cgroup of their own (`cgroups`: host -> folder)."""
 
     cgroups: dict[str, Path] = field(default_factory=dict)
 
     def argv(self, name: str, argv: list[str]) -> list[str]:
-        enter = ["nsenter", f"--net=/run/netns/{self.ns(name)}", *argv]
+        enter = super().argv(name, argv)
         if name not in self.cgroups:
             return enter
         return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.cgroups[name]), *enter]
@@ -105,9 +103,7 @@ def _load(net: CgroupNet, host: str, rules: Path, copy: Path) -> None:
     )
     assert ours != text, text
     copy.write_text(ours)
-    loaded = subprocess.run(
-        ["nsenter", f"--net=/run/netns/{net.ns(host)}", "nft", "-f", str(copy)], capture_output=True, text=True
-    )
+    loaded = subprocess.run(Net.argv(net, host, ["nft", "-f", str(copy)]), capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr
 
 
@@ -140,7 +136,7 @@ def test_the_members_reach_rays_ports_and_everyone_else_finds_them_filtered(cnet
 
     # the control: a listener on every interface of the head, not in Ray's cgroup (as the API front is not)
     beside = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{net.ns('head')}", sys.executable, "-m", "http.server", "18999"],
+        Net.argv(net, "head", [sys.executable, "-m", "http.server", "18999"]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
     )  # fmt: skip
     log = tmp_path / "head.log"
