@@ -10,7 +10,7 @@ run: setup
 test: setup
 	bash scripts/test.sh
 
-# A Ray cluster across hosts (issue 26): head, worker and outsider in network namespaces, root only (~4 min).
+# A Ray cluster across hosts (issue 26): head, worker and outsider in network namespaces, root only (~7 min).
 test-cluster: setup
 	.venv/bin/python -m pytest -q -m cluster tests/media/test_cluster_join.py tests/media/test_cluster_serving.py \
 		tests/media/test_cluster_firewall.py

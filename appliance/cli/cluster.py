@@ -30,7 +30,6 @@ def _cluster(changes: bool = False) -> Cluster:
 
     if changes:
         nft.cgroup_prefix()
-
     return Cluster(get_settings().keys_dir / "cluster")
 
 

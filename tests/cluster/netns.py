@@ -42,6 +42,7 @@ class Net:
     def add(self, name: str) -> str:
         ns, n = self.ns(name), len(self.hosts) + 1
         address = f"10.{self.tag}.0.{n}"
+        self.hosts[name] = address  # before it is made: `down` removes it even when a step below fails
         ip("netns", "add", ns)
         veth = f"ct{self.tag}v{n}"
         ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -49,7 +50,6 @@ class Net:
         ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
         ip("-n", ns, "link", "set", "eth0", "up")
         ip("-n", ns, "link", "set", "lo", "up")
-        self.hosts[name] = address
         self.links[name] = veth
         return address
 
@@ -84,3 +84,8 @@ class Net:
             self.kill_all(name)
             ip("netns", "del", self.ns(name), check=False)
         ip("link", "del", self.bridge, check=False)
+        # the veths' host ends go with their namespaces in the kernel's own time; the next test of the session
+        # (the same tag) makes them again
+        deadline = time.monotonic() + 30
+        while f"ct{self.tag}v" in ip("-br", "link", check=False).stdout and time.monotonic() < deadline:
+            time.sleep(0.5)
