@@ -102,7 +102,7 @@ class Installer:
             say(f"NVIDIA driver {driver}")
         if self.join is not None:
             worker.check_version(self.join[0], m)
-            worker.render_firewall(self.join[0])  # a host whose Ray the unit cannot firewall: refused before any write
+            worker.check_host(t, self.join[0])
             worker.check_rejoin(t, self.join[0])
         installed = t.installed_version()
         if installed != m.version:

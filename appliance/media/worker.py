@@ -34,6 +34,7 @@ from appliance.media.verify import VerifiedMedia
 
 UNIT = "appliance-ray-worker.service"
 NFT = "appliance-ray-worker.nft"
+NFT_BIN = Path("/usr/sbin/nft")  # what the unit's ExecStartPre runs (installer/systemd/appliance-ray-worker.service)
 
 
 def read_join(args: argparse.Namespace) -> tuple[Join, str]:
@@ -132,6 +133,20 @@ def render_firewall(join: Join) -> str:
     return nft.ruleset(list(join.allow), [nft.unit_cgroup(UNIT)], nft.cgroup_prefix())
 
 
+def check_host(t: Target, join: Join) -> None:
+    """Refused before anything is written: a host whose Ray the unit could not firewall, or (with systemd) one
+    without systemd or nft, where the unit would fail at its first start."""
+    render_firewall(join)
+    if t.args.no_systemd:
+        return
+    if shutil.which("systemctl") is None:
+        raise MediaError("systemctl not found: this host has no systemd (use --no-systemd)")
+    if not NFT_BIN.exists():
+        raise MediaError(
+            f"{NFT_BIN} not found: the worker's unit loads its firewall with it (install the nftables package)"
+        )
+
+
 def install_unit(t: Target, join: Join) -> None:
     etc = t.prefix / "etc"
     etc.mkdir(parents=True, exist_ok=True)
@@ -140,8 +155,6 @@ def install_unit(t: Target, join: Join) -> None:
     (etc / NFT).write_text(render_firewall(join))
     if t.args.no_systemd:
         return
-    if shutil.which("systemctl") is None:
-        raise MediaError("systemctl not found: this host has no systemd (use --no-systemd)")
     (units.UNIT_DIR / UNIT).write_text(text)
     run(["systemctl", "daemon-reload"])
 

@@ -27,9 +27,10 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     profiles = [BundleMetadata.read(settings.model_store / n / v).profile for n, v in store.active().items()]
     gpus = 1 if any(p.startswith("cuda-") for p in profiles) else 0
     shared = settings.model_dump(mode="json")
-    head = HEAD_ONLY if cluster_of(settings) else {}
+    cluster = cluster_of(settings) is not None
+    head = HEAD_ONLY if cluster else {}
     pins, activations = None, None
-    if cluster_of(settings):  # workers load what the head activated, and follow its later activations
+    if cluster:  # workers load what the head activated, and follow its later activations
         pins = head_pins(settings)
         activations = Activations.options(  # type: ignore[attr-defined]  # a Deployment
             ray_actor_options={"num_cpus": 0, "resources": head}

@@ -161,3 +161,22 @@ def test_the_worker_unit_loads_an_nftables_ruleset_on_its_cgroup_with_the_member
     assert "elements = { 10.5.0.1, 10.5.0.2 }" in rules
     cgroup = f'"{nft.cgroup_prefix()}system.slice/appliance-ray-worker.service"'
     assert f"socket cgroupv2 level 2 {cgroup} ip saddr != @members4 drop" in rules
+
+
+def test_a_systemd_host_without_nft_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """The unit loads its firewall with nft at each start: without it the unit would only fail there."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text("#!/bin/sh\n")
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(worker, "NFT_BIN", tmp_path / "no-nft")
+    prefix = tmp_path / "opt"
+    t = Target(REPO, install_args.parse(["--role", "worker", "--join", "j", "--prefix", str(prefix)]))
+    with pytest.raises(MediaError, match="no-nft not found: .*the nftables package") as refused:
+        worker.check_host(t, _join(tmp_path))
+    assert "\n" not in str(refused.value) and not prefix.exists()
+    quiet = Target(
+        REPO, install_args.parse(["--role", "worker", "--join", "j", "--no-systemd", "--prefix", str(prefix)])
+    )
+    worker.check_host(quiet, _join(tmp_path / "again"))  # --no-systemd: the operator loads it
