@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,15 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in proc.stderr
     assert lines[0].startswith("error: ")
     return lines[0]
+
+
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory, request) -> Iterator[Path]:
+    """A folder for one module's fixtures, removed when the module ends. Each appliance holds a copy of its
+    bundle (147 MiB for the tiny one): a run that kept them all until its end filled CI's disk."""
+    folder = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,17 +11,17 @@ from tests.appliance import make_appliance
 
 
 @pytest.fixture(scope="module")
-def appliance(tmp_path_factory, signed_tiny_bundle, publisher):
-    a = make_appliance(tmp_path_factory.mktemp("appliance") / "var", signed_tiny_bundle, publisher[1])
+def appliance(module_dir, signed_tiny_bundle, publisher):
+    a = make_appliance(module_dir / "appliance" / "var", signed_tiny_bundle, publisher[1])
     yield a
     a.services.backend.close()
     a.services.close()
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, demo_bundle, demo_key):
+def demo(module_dir, demo_bundle, demo_key):
     """The appliance serving the trained demo model (one per test module)."""
-    a = make_appliance(tmp_path_factory.mktemp("demo") / "var", demo_bundle, demo_key.public_key())
+    a = make_appliance(module_dir / "demo" / "var", demo_bundle, demo_key.public_key())
     yield a
     a.services.backend.close()
     a.services.close()
@@ -45,12 +45,12 @@ def scripted(appliance):
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_appliance(request, tmp_path_factory, signed_tiny_bundle, publisher):
+def db_appliance(request, module_dir, signed_tiny_bundle, publisher):
     """An appliance on SQLite, then on a fresh database of the test PostgreSQL server (skipped without one):
     for what only PostgreSQL refuses (over-long values, NUL, years before 1)."""
     from tests.audit.conftest import pg_database
 
-    var = tmp_path_factory.mktemp(f"appliance-{request.param}") / "var"
+    var = module_dir / request.param / "var"
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(pg_database("api")) if request.param == "postgres" else None
         a = make_appliance(var, signed_tiny_bundle, publisher[1], **({"database_url": url} if url else {}))

@@ -15,13 +15,8 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture(scope="module")
-def appliance(tmp_path_factory, signed_tiny_bundle, publisher):
-    a = make_appliance(
-        tmp_path_factory.mktemp("page") / "var",
-        signed_tiny_bundle,
-        publisher[1],
-        tls_roles_require_client_cert=["admin"],
-    )
+def appliance(module_dir, signed_tiny_bundle, publisher):
+    a = make_appliance(module_dir / "var", signed_tiny_bundle, publisher[1], tls_roles_require_client_cert=["admin"])
     yield a
     a.services.backend.close()
     a.services.close()

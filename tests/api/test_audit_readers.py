@@ -14,9 +14,9 @@ from tests.audit.conftest import request_event
 
 
 @pytest.fixture(scope="module")
-def appliance(tmp_path_factory, signed_tiny_bundle, publisher):
+def appliance(module_dir, signed_tiny_bundle, publisher):
     a = make_appliance(
-        tmp_path_factory.mktemp("appliance") / "var",
+        module_dir / "var",
         signed_tiny_bundle,
         publisher[1],
         audit_forward=[{"name": "siem", "host": "127.0.0.1", "port": 9, "transport": "tcp"}],

@@ -27,10 +27,10 @@ def _rule(rule_id: str, applies_to: list[str], **extra) -> dict:
 
 
 @pytest.fixture(scope="module")
-def judged(tmp_path_factory, demo_bundle, demo_classifier_bundle, demo_key):
+def judged(module_dir, demo_bundle, demo_classifier_bundle, demo_key):
     """The demo model and the demo classifier, under the API tests' pack with two classifier rules: `mascot`
     judges the input of users, `mascot.answers` the answers to admins."""
-    root = tmp_path_factory.mktemp("classifier")
+    root = module_dir
     pack = root / "policies"
     shutil.copytree(REPO / "tests" / "pack", pack)
     rules = [

@@ -21,10 +21,8 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture(scope="module")
-def appliance(tmp_path_factory, signed_tiny_bundle, publisher):
-    a = make_appliance(
-        tmp_path_factory.mktemp("exports") / "var", signed_tiny_bundle, publisher[1], audit_export_concurrency=1
-    )
+def appliance(module_dir, signed_tiny_bundle, publisher):
+    a = make_appliance(module_dir / "var", signed_tiny_bundle, publisher[1], audit_export_concurrency=1)
     for i in range(3):  # something to export
         a.services.audit.append(AuditEvent(event="admin.key_created", request_id=f"seed-{i}", status=200))
     yield a

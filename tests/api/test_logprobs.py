@@ -31,12 +31,12 @@ CARDS_STOP = """    - id: site-out.cards
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, demo_bundle, demo_key):
-    pack = tmp_path_factory.mktemp("pack")
-    shutil.copytree(REPO / "tests" / "pack", pack, dirs_exist_ok=True)
+def demo(module_dir, demo_bundle, demo_key):
+    pack = module_dir / "pack"
+    shutil.copytree(REPO / "tests" / "pack", pack)
     rules = pack / "guardrails.yaml"
     rules.write_text(rules.read_text().replace("    - id: site-out.pii", CARDS_STOP, 1))
-    a = make_appliance(tmp_path_factory.mktemp("demo") / "var", demo_bundle, demo_key.public_key(), policy_dir=pack)
+    a = make_appliance(module_dir / "var", demo_bundle, demo_key.public_key(), policy_dir=pack)
     yield a
     a.services.backend.close()
     a.services.close()

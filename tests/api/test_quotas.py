@@ -31,10 +31,10 @@ WORDS = " ".join(["w"] * 60)  # with the one word of analysis: 61 completion tok
 
 
 @pytest.fixture(scope="module")
-def appliance(tmp_path_factory, signed_tiny_bundle, publisher):
+def appliance(module_dir, signed_tiny_bundle, publisher):
     """The API tests' pack with a daily output quota for each user key and a request quota for each admin
     key (admins are never exempt by default)."""
-    root = tmp_path_factory.mktemp("quotas")
+    root = module_dir
     pack = root / "policies"
     shutil.copytree(REPO / "tests" / "pack", pack)
     access = pack / "access.yaml"

@@ -15,10 +15,10 @@ from tests.conftest import one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
-def head(tmp_path_factory, demo_bundle, demo_key) -> Settings:
+def head(module_dir, demo_bundle, demo_key) -> Settings:
     """A head that imported and activated the demo bundle through the CLI (so the audit log records it)."""
-    data = tmp_path_factory.mktemp("head") / "var"
-    pub = data.parent / "publisher.pub"
+    data = module_dir / "var"
+    pub = module_dir / "publisher.pub"
     keys.write_public_key(demo_key.public_key(), pub)
     for argv in (
         ("db", "upgrade"),

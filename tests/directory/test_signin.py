@@ -11,14 +11,14 @@ from tests.appliance import make_appliance
 from tests.directory.conftest import group_dn, password, user_dn
 
 
-def _appliance(tmp_path_factory, bundle, publisher, **settings):
-    return make_appliance(tmp_path_factory.mktemp("dir") / "var", bundle, publisher[1], **settings)
+def _appliance(folder, bundle, publisher, **settings):
+    return make_appliance(folder / "var", bundle, publisher[1], **settings)
 
 
 @pytest.fixture(scope="module", params=["ldaps", "starttls"])
-def appliance(request, slapd, tmp_path_factory, signed_tiny_bundle, publisher):
+def appliance(request, slapd, module_dir, signed_tiny_bundle, publisher):
     url = slapd.ldaps if request.param == "ldaps" else slapd.ldap
-    a = _appliance(tmp_path_factory, signed_tiny_bundle, publisher, **slapd.settings(url))
+    a = _appliance(module_dir / request.param, signed_tiny_bundle, publisher, **slapd.settings(url))
     yield a
     a.services.backend.close()
     a.services.close()
@@ -75,14 +75,12 @@ async def test_wrong_locked_unmapped_empty_or_injected_credentials_are_refused(a
         assert failure.error_code == "invalid_directory_credentials" and failure.detail == {"user": user.strip()}
 
 
-async def test_an_unreachable_or_untrusted_directory_is_a_clear_503(
-    slapd, tmp_path_factory, signed_tiny_bundle, publisher, tmp_path
-):
+async def test_an_unreachable_or_untrusted_directory_is_a_clear_503(slapd, signed_tiny_bundle, publisher, tmp_path):
     from tests.tls.conftest import make_ca
 
     other_ca = make_ca(tmp_path / "other").pem_path  # the directory's certificate is not signed by it
-    for overrides in ({"ldap_url": "ldaps://127.0.0.1:9"}, {"ldap_ca_file": other_ca}):
-        a = _appliance(tmp_path_factory, signed_tiny_bundle, publisher, **{**slapd.settings(), **overrides})
+    for i, overrides in enumerate(({"ldap_url": "ldaps://127.0.0.1:9"}, {"ldap_ca_file": other_ca})):
+        a = _appliance(tmp_path / str(i), signed_tiny_bundle, publisher, **{**slapd.settings(), **overrides})
         try:
             async with browser(a) as c:
                 response = await _sign_in(a, c, "alice", password("alice"))
@@ -93,8 +91,8 @@ async def test_an_unreachable_or_untrusted_directory_is_a_clear_503(
             a.services.close()
 
 
-async def test_key_sign_in_can_be_turned_off(slapd, tmp_path_factory, signed_tiny_bundle, publisher):
-    a = _appliance(tmp_path_factory, signed_tiny_bundle, publisher, **slapd.settings(ui_key_signin=False))
+async def test_key_sign_in_can_be_turned_off(slapd, signed_tiny_bundle, publisher, tmp_path):
+    a = _appliance(tmp_path, signed_tiny_bundle, publisher, **slapd.settings(ui_key_signin=False))
     try:
         async with browser(a) as c:
             page = await c.get(f"{PAGE}/signin")

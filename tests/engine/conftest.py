@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,10 +24,11 @@ def tiny_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
     )
 
 
-@pytest.fixture(scope="session")
-def attention_20b(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+@pytest.fixture(scope="package")
+def attention_20b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """gpt-oss-20b's attention (hidden 2880, 64 query and 8 KV heads of 64, window 128, one sliding and one full
-    layer) with 4 experts and a 3,000-token vocabulary, so it builds in seconds (~50 s with the reference)."""
+    layer) with 4 experts and a 3,000-token vocabulary, so it builds in seconds (~50 s with the reference).
+    Removed when the engine's tests end: its 1.3 GB would otherwise stay on disk for the rest of the run."""
     from appliance.demo.checkpoint import gpt_oss_config, write_checkpoint
 
     root = tmp_path_factory.mktemp("attention-20b")
@@ -40,7 +43,8 @@ def attention_20b(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     )
     checkpoint = write_checkpoint(root / "hf", config, seed=0)
     bundle = build_bundle(checkpoint, root / "bundle", profile="cpu-fp32", name="a20b", version="0.1.0", key=None)
-    return checkpoint, bundle
+    yield checkpoint, bundle
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

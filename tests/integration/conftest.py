@@ -44,12 +44,8 @@ def deployed(data_dir: Path, bundle: Path, publisher_pub, port: int, **overrides
 
 
 @pytest.fixture(scope="module")
-def served(ray_session, tmp_path_factory, signed_tiny_bundle, publisher):
+def served(ray_session, module_dir, signed_tiny_bundle, publisher):
     with deployed(
-        tmp_path_factory.mktemp("served") / "var",
-        signed_tiny_bundle,
-        publisher[1],
-        ray_session,
-        engine_max_batch_size=8,
+        module_dir / "served" / "var", signed_tiny_bundle, publisher[1], ray_session, engine_max_batch_size=8
     ) as a:
         yield a

@@ -36,8 +36,8 @@ OUTCOMES = {"completion", "cancelled", "error"}
 
 
 @pytest.fixture(scope="module")
-def hostile_served(ray_session, tmp_path_factory, demo_bundle, demo_key):
-    data = tmp_path_factory.mktemp("hostile") / "var"
+def hostile_served(ray_session, module_dir, demo_bundle, demo_key):
+    data = module_dir / "var"
     with deployed(
         data,
         demo_bundle,

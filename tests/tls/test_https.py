@@ -30,8 +30,8 @@ def front(served, cert: Path, key: Path, *, client_auth: str = "off", ca: Path |
 
 
 @pytest.fixture(scope="module")
-def served(ray_session, tmp_path_factory, signed_tiny_bundle, publisher, site_ca):
-    data = tmp_path_factory.mktemp("tls") / "var"
+def served(ray_session, module_dir, signed_tiny_bundle, publisher, site_ca):
+    data = module_dir / "var"
     with deployed(
         data,
         signed_tiny_bundle,

@@ -95,10 +95,10 @@ def seed(audit, pairs: int = SEEDED) -> None:
 
 
 @pytest.fixture(scope="module")
-def appliance(request, tmp_path_factory, signed_tiny_bundle, publisher):
+def appliance(request, module_dir, signed_tiny_bundle, publisher):
     """One appliance per module; a module's SETTINGS (a dict) overrides settings."""
     a = make_appliance(
-        tmp_path_factory.mktemp("ui") / "var",
+        module_dir / "var",
         signed_tiny_bundle,
         publisher[1],
         audit_checkpoint_every=100,
