@@ -20,7 +20,7 @@ from appliance.config import Settings
 from appliance.engine import Event, GenerationRequest, ServedBy
 from appliance.logs import configure_logging
 from appliance.serving.handle_backend import HandleBackend
-from appliance.serving.local_backend import LocalBackend, _Loaded, load_active
+from appliance.serving.local_backend import LoadedBundle, LocalBackend, load_active
 from appliance.serving.nodes import NodeNames
 from appliance.serving.pins import Pins, head_pins, load_pinned, node_settings
 
@@ -109,7 +109,7 @@ class LLMServer:
         active = {name: pin["version"] for name, pin in pins.items()}
         await self._switch(active, lambda name: load_pinned(self.settings, {name: pins[name]})[0])
 
-    async def _switch(self, active: dict[str, str], load: Callable[[str], _Loaded]) -> None:
+    async def _switch(self, active: dict[str, str], load: Callable[[str], LoadedBundle]) -> None:
         """Load each bundle whose active version changed beside the old one, then serve it; a version that
         fails to load is refused (the old one keeps serving, and the log says so) until this host's store
         changes: a tampered 100 GiB copy is not hashed again every health check."""

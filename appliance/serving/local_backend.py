@@ -15,12 +15,14 @@ from appliance.engine import Engine, EngineError, Event, GenerationRequest
 
 
 @dataclass
-class _Loaded:
+class LoadedBundle:
+    """A verified bundle's engine and what the API lists for it: what loading hands to a backend."""
+
     info: ModelInfo
     engine: Engine
 
 
-def open_engine(settings: Settings, bundle: VerifiedBundle) -> _Loaded:
+def open_engine(settings: Settings, bundle: VerifiedBundle) -> LoadedBundle:
     engine = Engine.from_bundle(
         bundle.path,
         max_batch_size=settings.engine_max_batch_size,
@@ -32,7 +34,7 @@ def open_engine(settings: Settings, bundle: VerifiedBundle) -> _Loaded:
         prefix_cache=settings.engine_prefix_cache,
     )
     m = bundle.metadata
-    return _Loaded(ModelInfo(m.name, m.version, m.profile, int(m.created.timestamp())), engine)
+    return LoadedBundle(ModelInfo(m.name, m.version, m.profile, int(m.created.timestamp())), engine)
 
 
 def checked_active(settings: Settings, names: list[str] | None = None) -> dict[str, str]:
@@ -60,21 +62,21 @@ def checked_active(settings: Settings, names: list[str] | None = None) -> dict[s
     return {name: active[name] for name in wanted}
 
 
-def load_active(settings: Settings, names: list[str] | None = None) -> list[_Loaded]:
+def load_active(settings: Settings, names: list[str] | None = None) -> list[LoadedBundle]:
     """An engine per active bundle (or per one named), loaded from exactly the bytes just verified."""
     return load_versions(settings, checked_active(settings, names))
 
 
 def load_versions(
     settings: Settings, versions: dict[str, str], check: Callable[[VerifiedBundle], None] | None = None
-) -> list[_Loaded]:
+) -> list[LoadedBundle]:
     """An engine per name -> version of the store, each verified byte for byte (and passed to `check`, which
     raises to refuse it) before anything of it is loaded."""
     store = BundleStore(
         settings.model_store, workers=settings.hash_workers, max_signature_bytes=settings.max_signature_bytes
     )
     trusted = trusted_keys(settings.trust_dir)
-    loaded: list[_Loaded] = []
+    loaded: list[LoadedBundle] = []
     try:
         for name, version in versions.items():
             with store.loading(name, version, trusted) as bundle:
@@ -89,7 +91,7 @@ def load_versions(
 
 
 class LocalBackend(ModelBackend):
-    def __init__(self, loaded: list[_Loaded]) -> None:
+    def __init__(self, loaded: list[LoadedBundle]) -> None:
         self._loaded = {x.info.name: x for x in loaded}
 
     @classmethod
@@ -125,7 +127,7 @@ class LocalBackend(ModelBackend):
     def loaded_versions(self) -> dict[str, str]:
         return {name: x.info.version for name, x in self._loaded.items()}
 
-    async def swap(self, loaded: _Loaded) -> None:
+    async def swap(self, loaded: LoadedBundle) -> None:
         """Serve `loaded` under its name from now on; the engine it replaces stops after its requests end."""
         old = self._loaded.get(loaded.info.name)
         self._loaded[loaded.info.name] = loaded

@@ -21,7 +21,7 @@ from appliance.bundles import BundleStore, VerifiedBundle, trusted_keys
 from appliance.bundles.metadata import SIGNATURE_FILE, BundleError
 from appliance.config import Settings
 from appliance.config_core import default_model_store, default_trust_dir
-from appliance.serving.local_backend import _Loaded, checked_active, load_versions
+from appliance.serving.local_backend import LoadedBundle, checked_active, load_versions
 from appliance.signing import oms
 
 NODE_DATA_ENV = "APPLIANCE_NODE_DATA_DIR"  # set by the worker's unit: this host's own data folder
@@ -62,7 +62,7 @@ def node_settings(settings: Settings) -> Settings | None:
     return settings.model_copy(update={"model_store": default_model_store(data), "trust_dir": default_trust_dir(data)})
 
 
-def load_pinned(settings: Settings, pins: Pins) -> list[_Loaded]:
+def load_pinned(settings: Settings, pins: Pins) -> list[LoadedBundle]:
     """An engine per pinned bundle from this host's store, each verified and matched to the head's activation
     before anything of it is loaded."""
     if not pins:
